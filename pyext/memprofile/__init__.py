@@ -1,0 +1,68 @@
+"""memprofile: a memory profiler for machine-learning notebooks.
+
+Importing this package imports neither torch nor tensorflow: collectors load
+frameworks lazily, and only when they are already imported by the user.
+"""
+
+from __future__ import annotations
+
+from memprofile._version import __version__
+from memprofile.errors import CaptureError, MemprofileError, ProfileFormatError
+from memprofile.model.codec import load
+from memprofile.model.profile import CATEGORIES, SCHEMA_VERSION, Profile
+
+__all__ = [
+    "CATEGORIES",
+    "SCHEMA_VERSION",
+    "CaptureError",
+    "MemprofileError",
+    "Profile",
+    "ProfileFormatError",
+    "__version__",
+    "last",
+    "load",
+    "load_ipython_extension",
+    "profile",
+    "profiles",
+    "unload_ipython_extension",
+]
+
+
+def profile(name: str | None = None, **options):
+    """Profile a block: ``with memprofile.profile(name="step") as p: ...``.
+
+    After the block, ``p.profile`` is the Profile (also ``memprofile.last()``).
+    """
+    from memprofile.profiler import Profiler
+
+    return Profiler(name=name, **options)
+
+
+def last() -> Profile | None:
+    """The newest profile of this kernel/process, or None."""
+    from memprofile.jupyter.store import STORE
+
+    return STORE.last()
+
+
+def profiles() -> list[Profile]:
+    """Every stored profile of this kernel/process, oldest first (bounded store)."""
+    from memprofile.jupyter.store import STORE
+
+    return STORE.all()
+
+
+def load_ipython_extension(ipython) -> None:
+    from memprofile.jupyter.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from memprofile.jupyter.magic import unload_ipython_extension as _unload
+
+    _unload(ipython)
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "memprofile"}]

@@ -1,0 +1,191 @@
+"""`%%memprofile` (profile a cell) and `%memprofile` (list/show/export/clear).
+
+The cell runs as IPython would run it: IPython's input transformers (magics,
+`!cmd`) and AST transformers apply, variables land in the user namespace, the
+value of a last expression is returned (so it shows as Out[n]). If the cell
+raises, the profile is stored and displayed first, then the exception
+propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from types import CodeType
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from memprofile.errors import MemprofileError
+from memprofile.jupyter.store import STORE
+from memprofile.profiler import Profiler
+
+LINE_USAGE = """\
+%memprofile list                 the profiles of this kernel, oldest first
+%memprofile show [ID|NAME|-1]    display a profile (default: the newest)
+%memprofile export PATH [ID]     write a profile: .html (report), .json or .json.gz
+%memprofile clear                forget every stored profile
+%%memprofile [options]           profile the cell below (see %%memprofile --help)"""
+
+
+def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
+    """Compile `cell` the way run_cell would: (statements, last expression).
+
+    Raises SyntaxError before anything runs, so a cell that cannot compile is
+    never profiled."""
+    transformed = shell.transform_cell(cell)
+    filename = shell.compile.cache(transformed, shell.execution_count, raw_code=cell)
+    tree = shell.compile.ast_parse(transformed, filename=filename)
+    tree = shell.transform_ast(tree)
+    if tree is None:  # an AST transformer rejected the cell and already said why
+        return None, None
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = shell.compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    return shell.compile(tree, filename, "exec"), last
+
+
+def run_compiled(shell, body: CodeType | None, last: CodeType | None):
+    """Run a compiled cell in the user namespace; return the last expression's value."""
+    __tracebackhide__ = True  # noqa: F841  (IPython hides this frame in tracebacks)
+    if body is not None:
+        exec(body, shell.user_global_ns, shell.user_ns)
+    if last is not None:
+        return eval(last, shell.user_global_ns, shell.user_ns)
+    return None
+
+
+@magics_class
+class MemprofileMagics(Magics):
+    @magic_arguments()
+    @argument("--name", "-n", help="name of the profile (default: In [N])")
+    @argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="host memory sampling interval in milliseconds (default 5)",
+    )
+    @argument(
+        "--no-reset-peak",
+        action="store_true",
+        help="do not reset the OS peak-RSS counter (Linux VmHWM) at cell start",
+    )
+    @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
+    @no_var_expand
+    @line_cell_magic
+    def memprofile(self, line: str, cell: str | None = None):
+        """Profile the memory of a cell: %%memprofile [--name NAME] [--interval MS] [--quiet]."""
+        __tracebackhide__ = True  # noqa: F841
+        if cell is None:
+            return self._line_command(line)
+        args = self._parse(line)
+        count = self.shell.execution_count
+        profiler = Profiler(
+            name=args.name or f"In [{count}]",
+            source=cell,
+            host_interval_s=args.interval / 1000.0,
+            reset_os_peak=not args.no_reset_peak,
+        )
+        body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
+        profiler.start()
+        try:
+            result = run_compiled(self.shell, body, last)
+        except BaseException as exc:
+            profile = profiler.stop(exc)
+            if not args.quiet:
+                display(profile)
+            raise
+        profile = profiler.stop()
+        if not args.quiet:
+            display(profile)
+        return result
+
+    def _parse(self, line: str):
+        try:
+            args = parse_argstring(self.memprofile, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
+        if not args.interval > 0:
+            raise UsageError(f"--interval must be a positive number of milliseconds, got {args.interval}")
+        return args
+
+    def _line_command(self, line: str):
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"{exc}\n\n{LINE_USAGE}") from None
+        if not words:
+            raise UsageError(f"%memprofile needs a command\n\n{LINE_USAGE}")
+        command, rest = words[0], words[1:]
+        try:
+            if command == "list" and not rest:
+                return self._list()
+            if command == "show" and len(rest) <= 1:
+                display(STORE.get(_key(rest[0] if rest else "-1")))
+                return None
+            if command == "export" and 1 <= len(rest) <= 2:
+                return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
+            if command == "clear" and not rest:
+                STORE.clear()
+                print("memprofile: cleared every stored profile")
+                return None
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        except MemprofileError as exc:
+            raise UsageError(str(exc)) from None
+        raise UsageError(f"unknown or malformed command: %memprofile {line}\n\n{LINE_USAGE}")
+
+    def _list(self) -> None:
+        from memprofile.render.format import fmt_bytes, fmt_seconds
+
+        profiles = STORE.all()
+        if not profiles:
+            print("memprofile: no profiles yet; put %%memprofile on the first line of a cell")
+            return
+        if STORE.dropped:
+            print(f"({STORE.dropped} older profile(s) dropped: the store keeps the last {STORE.capacity})")
+        for i, p in enumerate(profiles):
+            status = f"  raised {p.error.type}" if p.error else ""
+            device = p.peak_device.name if p.peak_device else "-"
+            print(
+                f"{i:>3}  {p.id[:8]}  {p.name:<16} peak {fmt_bytes(p.peak_bytes):>10} on {device:<7}"
+                f" {fmt_seconds(p.duration_s):>9}{status}"
+            )
+
+    def _export(self, path: str, key: str | int) -> None:
+        profile = STORE.get(key)
+        lower = path.lower()
+        if lower.endswith((".html", ".htm")):
+            written = profile.save_html(path)
+        elif lower.endswith((".json", ".json.gz")):
+            written = profile.save(path)
+        else:
+            raise UsageError(f"cannot tell the format of {path!r}: use a name ending in .html, .json or .json.gz")
+        print(f"memprofile: wrote {profile.name!r} to {written}")
+
+
+def _key(text: str) -> str | int:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+_loaded: dict[int, MemprofileMagics] = {}
+
+
+def load_ipython_extension(ipython) -> None:
+    magics = MemprofileMagics(ipython)
+    ipython.register_magics(magics)
+    _loaded[id(ipython)] = magics
+
+
+def unload_ipython_extension(ipython) -> None:
+    magics = _loaded.pop(id(ipython), None)
+    if magics is not None:
+        for kind in ("line", "cell"):
+            ipython.magics_manager.magics[kind].pop("memprofile", None)
+    # Nothing else to undo: no profiler runs between cells.

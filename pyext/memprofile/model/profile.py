@@ -1,0 +1,258 @@
+"""The Profile record: the contract between kernel, panel, HTML report and CLI.
+
+Plain dataclasses, JSON-serialisable through `to_dict`/`from_dict` in
+`model/codec.py`. Byte figures are ints in bytes; times are floats in seconds.
+Bump SCHEMA_VERSION on any change a reader of an older version cannot ignore,
+and regenerate the JSON Schema (`python -m memprofile.model.schema --write`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+SCHEMA_VERSION = 1
+
+#: Memory categories, in the order reports stack them.
+CATEGORIES: tuple[str, ...] = (
+    "parameter",
+    "gradient",
+    "optimizer_state",
+    "activation",
+    "temporary",
+    "input",
+    "other",
+)
+
+DeviceKind = Literal["allocator", "process"]
+Placement = Literal["below", "top"]
+
+
+@dataclass
+class Framework:
+    """A framework seen during the run, with its version."""
+
+    name: str
+    version: str
+
+
+@dataclass
+class Device:
+    """One memory pool whose live bytes were followed.
+
+    kind "allocator": a framework allocator (torch "cpu"/"cuda:0", TF "GPU:0");
+    kind "process": the whole process as the OS sees it (resident set, "host").
+    """
+
+    name: str
+    kind: DeviceKind
+    #: What measured it: "rss" (OS), "c10" (torch), "mklcpu"/"bfc" (TF), ...
+    source: str
+    peak_bytes: int
+    baseline_bytes: int
+    end_bytes: int
+    capacity_bytes: int | None = None
+    #: Bytes already live at cell start, per memory category, where known.
+    baseline_by_category: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Timeline:
+    """Live bytes of one device over time, columnar (one entry per sample/event).
+
+    `op` and `layer` index into `labels` (-1: none). `by_category` maps a
+    category to a column of the same length as `t`; it is empty when the device
+    cannot tell categories apart (process RSS).
+    """
+
+    device: str
+    t: list[float]
+    live_bytes: list[int]
+    by_category: dict[str, list[int]] = field(default_factory=dict)
+    op: list[int] = field(default_factory=list)
+    layer: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    #: Samples or events recorded before any reduction for storage.
+    recorded_points: int = 0
+
+
+@dataclass
+class OpStat:
+    name: str
+    device: str
+    calls: int
+    allocated_bytes: int
+    self_allocated_bytes: int
+    freed_bytes: int
+    net_bytes: int
+    max_alloc_bytes: int
+    input_shapes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LayerStat:
+    """One module/layer; `name` is qualified ("encoder.layers.3.self_attn")."""
+
+    name: str
+    type: str
+    parent: str | None
+    parameter_bytes: int = 0
+    gradient_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    activation_bytes: int = 0
+    temporary_bytes: int = 0
+    forward_bytes: int = 0
+    backward_bytes: int = 0
+    peak_bytes: int = 0
+
+
+@dataclass
+class TensorInfo:
+    shape: list[int]
+    dtype: str
+    bytes: int
+    category: str
+    op: str | None = None
+    layer: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class Peak:
+    """What was alive at the peak instant of the peak device."""
+
+    device: str
+    time_s: float
+    bytes: int
+    op: str | None = None
+    layer: str | None = None
+    by_category: dict[str, int] = field(default_factory=dict)
+    by_layer: dict[str, int] = field(default_factory=dict)
+    by_op: dict[str, int] = field(default_factory=dict)
+    tensors: list[TensorInfo] = field(default_factory=list)
+
+
+@dataclass
+class Suggestion:
+    id: str
+    title: str
+    evidence: str
+    code: str
+    placement: Placement = "below"
+    estimated_saving_bytes: int | None = None
+    measured_saving_bytes: int | None = None
+    restart_kernel: bool = False
+    can_try: bool = False
+
+
+@dataclass
+class ErrorInfo:
+    """The exception a profiled cell raised. `p.error["type"]` works as well."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __getitem__(self, key: str) -> str:
+        if key not in ("type", "message", "traceback"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass
+class Note:
+    """A warning or remark about the capture itself (code is stable, message human)."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class Profile:
+    id: str
+    name: str
+    started_at: str  # ISO 8601, UTC
+    duration_s: float
+    source: str = ""
+    frameworks: list[Framework] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    timelines: list[Timeline] = field(default_factory=list)
+    ops: list[OpStat] = field(default_factory=list)
+    layers: list[LayerStat] = field(default_factory=list)
+    peak: Peak | None = None
+    suggestions: list[Suggestion] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    warnings: list[Note] = field(default_factory=list)
+    #: Which collectors ran and with what options (strings, for display).
+    capture: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- derived figures -------------------------------------------------
+    @property
+    def peak_device(self) -> Device | None:
+        """The device whose peak is `peak_bytes`: framework allocators win over
+        process RSS, which also counts the interpreter and libraries."""
+        allocators = [d for d in self.devices if d.kind == "allocator"]
+        pool = allocators or self.devices
+        return max(pool, key=lambda d: d.peak_bytes, default=None)
+
+    @property
+    def peak_bytes(self) -> int:
+        device = self.peak_device
+        return device.peak_bytes if device else 0
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(f"no device {name!r} in profile; devices: {[d.name for d in self.devices]}")
+
+    def timeline(self, device: str) -> Timeline | None:
+        return next((t for t in self.timelines if t.device == device), None)
+
+    # -- serialisation ---------------------------------------------------
+    def to_dict(self) -> dict:
+        from memprofile.model.codec import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        from memprofile.model.codec import dumps
+
+        return dumps(self, indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Profile:
+        from memprofile.model.codec import profile_from_dict
+
+        return profile_from_dict(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Profile:
+        from memprofile.model.codec import loads
+
+        return loads(text)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as JSON (gzip-compressed when the name ends in .gz)."""
+        from memprofile.model.codec import save
+
+        return save(self, path)
+
+    def save_html(self, path: str | Path) -> Path:
+        """Write a self-contained HTML report that works offline."""
+        from memprofile.render.html import write_report
+
+        return write_report(self, path)
+
+    # -- notebook display ------------------------------------------------
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from memprofile.render.bundle import mime_bundle
+
+        return mime_bundle(self)
+
+    def __repr__(self) -> str:
+        from memprofile.render.text import one_line
+
+        return f"<Profile {one_line(self)}>"

@@ -1,0 +1,45 @@
+"""The compact record sent as the cell output's custom MIME type.
+
+It is what the inline card needs (and nothing the panel must fetch separately):
+the peak, the split by category at the peak, a short sparkline, the top
+suggestion. Built by render/bundle.py; its JSON Schema sits beside Profile's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memprofile.model.profile import Device, ErrorInfo
+
+
+@dataclass
+class Sparkline:
+    device: str
+    t: list[float]
+    bytes: list[int]
+
+
+@dataclass
+class SuggestionBrief:
+    id: str
+    title: str
+    estimated_saving_bytes: int | None = None
+
+
+@dataclass
+class ProfileSummary:
+    schema_version: int
+    id: str
+    name: str
+    started_at: str
+    duration_s: float
+    peak_bytes: int
+    peak_device: str | None
+    peak_time_s: float | None
+    devices: list[Device]
+    by_category: dict[str, int]
+    sparkline: Sparkline | None = None
+    top_suggestion: SuggestionBrief | None = None
+    suggestion_count: int = 0
+    error: ErrorInfo | None = None
+    warnings: list[str] = field(default_factory=list)

@@ -1,0 +1,58 @@
+"""The cell output: the custom MIME type (a ProfileSummary) plus HTML and text fallbacks."""
+
+from __future__ import annotations
+
+from memprofile.model.codec import to_dict
+from memprofile.model.decimate import minmax_indices
+from memprofile.model.profile import CATEGORIES, Profile
+from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
+
+MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
+SPARKLINE_POINTS = 240
+
+
+def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline | None:
+    device = profile.peak_device
+    timeline = profile.timeline(device.name) if device else None
+    if timeline is None or not timeline.t:
+        return None
+    keep = minmax_indices(timeline.live_bytes, max_points)
+    return Sparkline(
+        device=timeline.device,
+        t=[round(timeline.t[i], 6) for i in keep],
+        bytes=[timeline.live_bytes[i] for i in keep],
+    )
+
+
+def summarise(profile: Profile) -> ProfileSummary:
+    peak = profile.peak
+    by_category = {c: (peak.by_category.get(c, 0) if peak else 0) for c in CATEGORIES}
+    top = max(profile.suggestions, key=lambda s: s.estimated_saving_bytes or 0, default=None)
+    return ProfileSummary(
+        schema_version=profile.schema_version,
+        id=profile.id,
+        name=profile.name,
+        started_at=profile.started_at,
+        duration_s=profile.duration_s,
+        peak_bytes=profile.peak_bytes,
+        peak_device=peak.device if peak else None,
+        peak_time_s=peak.time_s if peak else None,
+        devices=profile.devices,
+        by_category=by_category,
+        sparkline=sparkline(profile),
+        top_suggestion=SuggestionBrief(top.id, top.title, top.estimated_saving_bytes) if top else None,
+        suggestion_count=len(profile.suggestions),
+        error=profile.error,
+        warnings=[n.message for n in profile.warnings],
+    )
+
+
+def mime_bundle(profile: Profile) -> dict:
+    from memprofile.render.html import render_fragment
+    from memprofile.render.text import render_text
+
+    return {
+        MIME_TYPE: to_dict(summarise(profile)),
+        "text/html": render_fragment(profile),
+        "text/plain": render_text(profile),
+    }
