@@ -139,7 +139,7 @@ class MemprofileMagics(Magics):
         raise UsageError(f"unknown or malformed command: %memprofile {line}\n\n{LINE_USAGE}")
 
     def _list(self) -> None:
-        from memprofile.render.format import fmt_bytes, fmt_seconds
+        from memprofile.units import fmt_bytes, fmt_seconds
 
         profiles = STORE.all()
         if not profiles:

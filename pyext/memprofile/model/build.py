@@ -7,9 +7,12 @@ import uuid
 from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import Device, ErrorInfo, Framework, Note, Profile, Timeline
+from memprofile.units import fmt_bytes
 
 #: A stored timeline keeps at most this many points per device (peak exact).
 MAX_TIMELINE_POINTS = 20_000
+#: Below this, a peak missed by the samples is not worth a warning.
+MIN_GAP_BYTES = 1 << 20
 
 
 def build_profile(
@@ -54,12 +57,14 @@ def build_profile(
                     recorded_points=rd.recorded_points or len(rd.live_bytes),
                 )
             )
-            if peak > sampled_peak:
+            # Say so only when the timeline would mislead: its highest point
+            # misses a tenth or more of what the run added.
+            if peak - sampled_peak > max(MIN_GAP_BYTES, (peak - rd.baseline_bytes) // 10):
                 warnings.append(
                     Note(
                         "peak_between_samples",
-                        f"{rd.name}: the exact peak ({peak:,} B) fell between two samples; "
-                        f"the highest sample was {sampled_peak:,} B",
+                        f"{rd.name}: the exact peak, {fmt_bytes(peak)}, fell between two samples "
+                        f"(the highest sample is {fmt_bytes(sampled_peak)}): its time is approximate",
                     )
                 )
     return Profile(

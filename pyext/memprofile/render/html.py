@@ -12,7 +12,7 @@ from pathlib import Path
 
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import sparkline
-from memprofile.render.format import category_label, fmt_bytes, fmt_seconds
+from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: One hue per category, readable on light and dark backgrounds.
 CATEGORY_COLORS = {

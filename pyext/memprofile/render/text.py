@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from memprofile.model.profile import CATEGORIES, Profile
-from memprofile.render.format import category_label, fmt_bytes, fmt_seconds
+from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 
 def one_line(profile: Profile) -> str:

@@ -1,4 +1,4 @@
-"""Human-readable numbers, shared by every renderer (binary units, like nvidia-smi)."""
+"""Human-readable numbers for every stage (binary units, like nvidia-smi)."""
 
 from __future__ import annotations
 

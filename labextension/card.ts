@@ -1,0 +1,421 @@
+/**
+ * The profile card shown in a notebook cell's output.
+ *
+ * `renderCard` is a pure function from a ProfileSummary payload to a DOM tree.
+ * Everything in the payload comes from the kernel, and names (the profile name,
+ * device names, warnings, error messages, suggestion titles) come from user
+ * code: they are only ever written through `textContent` / attributes, never
+ * parsed as HTML, and nothing in the payload is executed.
+ *
+ * No JupyterLab imports here, so the card is tested under plain jsdom.
+ */
+
+import type { Device, ErrorInfo, ProfileSummary, Sparkline, SuggestionBrief } from './schema';
+import { formatBytes, formatDuration, formatPercent, formatSignedBytes } from './format';
+
+/** The newest ProfileSummary schema_version this extension understands. */
+export const SUPPORTED_SCHEMA_VERSION = 1;
+
+/** The message shown for a payload written by a newer memprofile. */
+export const NEWER_SCHEMA_MESSAGE =
+  'Cannot show this memory profile: profile written by a newer memprofile; upgrade the extension (pip install -U memprofile).';
+
+/** Memory categories in display order, with their legend labels. */
+export const CATEGORIES: ReadonlyArray<readonly [string, string]> = [
+  ['parameter', 'parameters'],
+  ['gradient', 'gradients'],
+  ['optimizer_state', 'optimizer state'],
+  ['activation', 'activations'],
+  ['temporary', 'temporaries'],
+  ['input', 'inputs'],
+  ['other', 'other']
+];
+
+const KNOWN_CATEGORIES = new Set(CATEGORIES.map(([key]) => key));
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const SPARK_WIDTH = 240;
+const SPARK_HEIGHT = 40;
+const SPARK_PAD = 3;
+
+/** The result of checking a payload: a usable summary, or why it is not one. */
+export type CheckResult =
+  | { ok: true; summary: ProfileSummary }
+  | { ok: false; reason: 'newer' | 'malformed'; message: string };
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
+
+function isString(value: unknown): value is string {
+  return typeof value === 'string';
+}
+
+function malformed(message: string): CheckResult {
+  return { ok: false, reason: 'malformed', message: `Cannot show this memory profile: ${message}.` };
+}
+
+/**
+ * Check that a payload is a ProfileSummary this extension can draw.
+ *
+ * Only the fields the card relies on are checked; optional parts that are
+ * malformed (a bad sparkline, a bad device row) are dropped when drawing.
+ */
+export function checkSummary(data: unknown): CheckResult {
+  if (!isRecord(data)) {
+    return malformed('the output is not a JSON object');
+  }
+  const version = data.schema_version;
+  if (isNumber(version) && version > SUPPORTED_SCHEMA_VERSION) {
+    return { ok: false, reason: 'newer', message: NEWER_SCHEMA_MESSAGE };
+  }
+  if (!isNumber(version) || !Number.isInteger(version) || version < 1) {
+    return malformed('"schema_version" is missing or not a positive integer');
+  }
+  if (!isNumber(data.peak_bytes)) {
+    return malformed('"peak_bytes" is missing or not a number');
+  }
+  if (data.duration_s !== undefined && data.duration_s !== null && !isNumber(data.duration_s)) {
+    return malformed('"duration_s" is not a number');
+  }
+  if (data.devices !== undefined && !Array.isArray(data.devices)) {
+    return malformed('"devices" is not a list');
+  }
+  if (data.by_category !== undefined && !isRecord(data.by_category)) {
+    return malformed('"by_category" is not an object');
+  }
+  return { ok: true, summary: data as unknown as ProfileSummary };
+}
+
+/** Create an element with a class and, optionally, text (always as text, never HTML). */
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function svg<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attributes: Record<string, string | number>
+): SVGElementTagNameMap[K] {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    node.setAttribute(name, String(value));
+  }
+  return node;
+}
+
+function validDevices(summary: ProfileSummary): Device[] {
+  if (!Array.isArray(summary.devices)) {
+    return [];
+  }
+  return summary.devices.filter(
+    (device): device is Device => isRecord(device) && isString(device.name) && isNumber(device.peak_bytes)
+  );
+}
+
+function renderMessageCard(message: string, modifier: string): HTMLElement {
+  const card = el('div', `jp-memprofile-card ${modifier}`);
+  card.appendChild(el('div', 'jp-memprofile-message', message));
+  return card;
+}
+
+function renderHeader(summary: ProfileSummary, devices: Device[]): HTMLElement {
+  const header = el('div', 'jp-memprofile-header');
+  if (isString(summary.name) && summary.name) {
+    header.appendChild(el('span', 'jp-memprofile-name', summary.name));
+  }
+
+  const peak = el('span', 'jp-memprofile-peak');
+  peak.appendChild(el('span', 'jp-memprofile-label', 'Peak '));
+  peak.appendChild(el('strong', 'jp-memprofile-peak-bytes', formatBytes(summary.peak_bytes)));
+  const peakDevice = isString(summary.peak_device) ? summary.peak_device : null;
+  if (peakDevice) {
+    peak.appendChild(document.createTextNode(' on '));
+    peak.appendChild(el('span', 'jp-memprofile-device', peakDevice));
+  }
+  header.appendChild(peak);
+
+  const device = devices.find(d => d.name === peakDevice) ?? (devices.length === 1 ? devices[0] : undefined);
+  if (device && isNumber(device.baseline_bytes)) {
+    const delta = summary.peak_bytes - device.baseline_bytes;
+    header.appendChild(el('span', 'jp-memprofile-delta', `${formatSignedBytes(delta)} over baseline`));
+  }
+  if (device && isNumber(device.capacity_bytes) && device.capacity_bytes > 0) {
+    header.appendChild(
+      el(
+        'span',
+        'jp-memprofile-capacity',
+        `${formatPercent(summary.peak_bytes / device.capacity_bytes)} of ${formatBytes(device.capacity_bytes)}`
+      )
+    );
+  }
+  if (isNumber(summary.duration_s)) {
+    header.appendChild(el('span', 'jp-memprofile-duration', formatDuration(summary.duration_s)));
+  }
+  return header;
+}
+
+function renderError(error: ErrorInfo): HTMLElement {
+  const box = el('div', 'jp-memprofile-error');
+  box.setAttribute('role', 'alert');
+  const type = isString(error.type) && error.type ? error.type : 'Error';
+  const message = isString(error.message) ? error.message : '';
+  box.appendChild(el('span', 'jp-memprofile-error-type', type));
+  box.appendChild(document.createTextNode(message ? `: ${message}` : ''));
+  box.appendChild(el('div', 'jp-memprofile-error-note', 'The cell raised; the profile covers the run up to the exception.'));
+  return box;
+}
+
+/** Category entries with a positive byte count, known categories first in display order. */
+export function nonZeroCategories(byCategory: unknown): Array<{ key: string; label: string; bytes: number }> {
+  if (!isRecord(byCategory)) {
+    return [];
+  }
+  const entries: Array<{ key: string; label: string; bytes: number }> = [];
+  for (const [key, label] of CATEGORIES) {
+    const bytes = byCategory[key];
+    if (isNumber(bytes) && bytes > 0) {
+      entries.push({ key, label, bytes });
+    }
+  }
+  for (const [key, bytes] of Object.entries(byCategory)) {
+    if (!KNOWN_CATEGORIES.has(key) && isNumber(bytes) && bytes > 0) {
+      entries.push({ key, label: key, bytes });
+    }
+  }
+  return entries;
+}
+
+function categoryClass(key: string): string {
+  return KNOWN_CATEGORIES.has(key) ? `jp-memprofile-cat-${key.replace('_', '-')}` : 'jp-memprofile-cat-unknown';
+}
+
+function renderCategories(summary: ProfileSummary): HTMLElement | null {
+  const entries = nonZeroCategories(summary.by_category);
+  const total = entries.reduce((sum, entry) => sum + entry.bytes, 0);
+  if (!entries.length || total <= 0) {
+    return null;
+  }
+  const section = el('div', 'jp-memprofile-categories');
+  const bar = el('div', 'jp-memprofile-bar');
+  bar.setAttribute('role', 'img');
+  bar.setAttribute(
+    'aria-label',
+    'Memory at the peak by category: ' +
+      entries.map(entry => `${entry.label} ${formatBytes(entry.bytes)}`).join(', ')
+  );
+  const legend = el('ul', 'jp-memprofile-legend');
+  for (const entry of entries) {
+    const share = entry.bytes / total;
+    const segment = el('div', `jp-memprofile-bar-segment ${categoryClass(entry.key)}`);
+    segment.style.width = `${(share * 100).toFixed(3)}%`;
+    segment.title = `${entry.label}: ${formatBytes(entry.bytes)} (${formatPercent(share)})`;
+    bar.appendChild(segment);
+
+    const item = el('li', 'jp-memprofile-legend-item');
+    item.dataset.category = entry.key;
+    item.appendChild(el('span', `jp-memprofile-swatch ${categoryClass(entry.key)}`));
+    item.appendChild(el('span', 'jp-memprofile-legend-label', entry.label));
+    item.appendChild(el('span', 'jp-memprofile-legend-bytes', formatBytes(entry.bytes)));
+    legend.appendChild(item);
+  }
+  section.appendChild(bar);
+  section.appendChild(legend);
+  return section;
+}
+
+/** The sparkline's usable points: finite (t, bytes) pairs, in order. */
+function sparklinePoints(sparkline: unknown): Array<[number, number]> {
+  if (!isRecord(sparkline) || !Array.isArray(sparkline.t) || !Array.isArray(sparkline.bytes)) {
+    return [];
+  }
+  const t = sparkline.t as unknown[];
+  const bytes = sparkline.bytes as unknown[];
+  const points: Array<[number, number]> = [];
+  const n = Math.min(t.length, bytes.length);
+  for (let i = 0; i < n; i++) {
+    const ti = t[i];
+    const bi = bytes[i];
+    if (isNumber(ti) && isNumber(bi)) {
+      points.push([ti, bi]);
+    }
+  }
+  return points;
+}
+
+/** Draw live bytes over time as an inline SVG, the highest point marked. */
+export function renderSparkline(sparkline: Sparkline): SVGSVGElement | null {
+  const points = sparklinePoints(sparkline);
+  if (!points.length) {
+    return null;
+  }
+  const t0 = Math.min(...points.map(p => p[0]));
+  const t1 = Math.max(...points.map(p => p[0]));
+  const b0 = Math.min(...points.map(p => p[1]));
+  const b1 = Math.max(...points.map(p => p[1]));
+  const x = (t: number): number =>
+    t1 > t0 ? SPARK_PAD + ((t - t0) / (t1 - t0)) * (SPARK_WIDTH - 2 * SPARK_PAD) : SPARK_WIDTH / 2;
+  const y = (b: number): number =>
+    b1 > b0 ? SPARK_HEIGHT - SPARK_PAD - ((b - b0) / (b1 - b0)) * (SPARK_HEIGHT - 2 * SPARK_PAD) : SPARK_HEIGHT / 2;
+
+  let peakIndex = 0;
+  points.forEach((p, i) => {
+    if (p[1] > points[peakIndex][1]) {
+      peakIndex = i;
+    }
+  });
+  const [peakT, peakB] = points[peakIndex];
+
+  const root = svg('svg', {
+    class: 'jp-memprofile-sparkline',
+    width: SPARK_WIDTH,
+    height: SPARK_HEIGHT,
+    viewBox: `0 0 ${SPARK_WIDTH} ${SPARK_HEIGHT}`,
+    role: 'img'
+  });
+  const device = isString(sparkline.device) ? sparkline.device : 'device';
+  const title = svg('title', {});
+  title.textContent = `Live bytes on ${device} over ${formatDuration(t1 - t0)}; peak ${formatBytes(peakB)} at ${formatDuration(peakT)}`;
+  root.appendChild(title);
+
+  const d = points
+    .map((p, i) => `${i === 0 ? 'M' : 'L'}${x(p[0]).toFixed(2)} ${y(p[1]).toFixed(2)}`)
+    .join(' ');
+  root.appendChild(svg('path', { class: 'jp-memprofile-sparkline-line', d, fill: 'none' }));
+  root.appendChild(
+    svg('circle', {
+      class: 'jp-memprofile-sparkline-peak',
+      cx: x(peakT).toFixed(2),
+      cy: y(peakB).toFixed(2),
+      r: 3
+    })
+  );
+  return root;
+}
+
+function renderSuggestion(suggestion: SuggestionBrief, count: unknown): HTMLElement | null {
+  if (!isRecord(suggestion) || !isString(suggestion.title)) {
+    return null;
+  }
+  const box = el('div', 'jp-memprofile-suggestion');
+  box.appendChild(el('span', 'jp-memprofile-label', 'Suggestion: '));
+  box.appendChild(el('span', 'jp-memprofile-suggestion-title', suggestion.title));
+  if (isNumber(suggestion.estimated_saving_bytes) && suggestion.estimated_saving_bytes > 0) {
+    box.appendChild(
+      el('span', 'jp-memprofile-suggestion-saving', ` (saves about ${formatBytes(suggestion.estimated_saving_bytes)})`)
+    );
+  }
+  if (isNumber(count) && count > 1) {
+    box.appendChild(el('span', 'jp-memprofile-suggestion-more', ` and ${count - 1} more`));
+  }
+  return box;
+}
+
+function renderWarnings(warnings: unknown): HTMLElement | null {
+  if (!Array.isArray(warnings)) {
+    return null;
+  }
+  const texts = warnings.filter(isString).filter(text => text.length > 0);
+  if (!texts.length) {
+    return null;
+  }
+  const list = el('ul', 'jp-memprofile-warnings');
+  for (const text of texts) {
+    list.appendChild(el('li', 'jp-memprofile-warning', text));
+  }
+  return list;
+}
+
+function renderDeviceTable(devices: Device[]): HTMLElement {
+  const table = el('table', 'jp-memprofile-devices');
+  const head = table.createTHead().insertRow();
+  for (const label of ['Device', 'Peak', 'Baseline', 'End', 'Capacity']) {
+    head.appendChild(el('th', undefined, label));
+  }
+  const body = table.createTBody();
+  for (const device of devices) {
+    const row = body.insertRow();
+    row.appendChild(el('td', 'jp-memprofile-device', device.name));
+    for (const value of [device.peak_bytes, device.baseline_bytes, device.end_bytes, device.capacity_bytes]) {
+      row.appendChild(el('td', 'jp-memprofile-num', formatBytes(isNumber(value) ? value : null)));
+    }
+  }
+  return table;
+}
+
+function renderProfile(summary: ProfileSummary): HTMLElement {
+  const devices = validDevices(summary);
+  const card = el('div', 'jp-memprofile-card');
+  if (isRecord(summary.error)) {
+    card.classList.add('jp-memprofile-card-error');
+  }
+  card.appendChild(renderHeader(summary, devices));
+
+  if (isRecord(summary.error)) {
+    card.appendChild(renderError(summary.error));
+  }
+
+  const body = el('div', 'jp-memprofile-body');
+  const categories = renderCategories(summary);
+  if (categories) {
+    body.appendChild(categories);
+  }
+  const spark = summary.sparkline ? renderSparkline(summary.sparkline) : null;
+  if (spark) {
+    body.appendChild(spark);
+  }
+  if (body.childNodes.length) {
+    card.appendChild(body);
+  }
+
+  const suggestion = summary.top_suggestion ? renderSuggestion(summary.top_suggestion, summary.suggestion_count) : null;
+  if (suggestion) {
+    card.appendChild(suggestion);
+  }
+  const warnings = renderWarnings(summary.warnings);
+  if (warnings) {
+    card.appendChild(warnings);
+  }
+  if (devices.length > 1) {
+    card.appendChild(renderDeviceTable(devices));
+  }
+  return card;
+}
+
+/**
+ * Render a ProfileSummary payload as a card.
+ *
+ * Never throws: a payload from a newer memprofile or a malformed one gives a
+ * card with a readable message instead.
+ */
+export function renderCard(summary: ProfileSummary): HTMLElement {
+  const check = checkSummary(summary);
+  if (!check.ok) {
+    return renderMessageCard(
+      check.message,
+      check.reason === 'newer' ? 'jp-memprofile-card-newer' : 'jp-memprofile-card-invalid'
+    );
+  }
+  try {
+    return renderProfile(check.summary);
+  } catch (reason) {
+    return renderMessageCard(
+      `Cannot show this memory profile: ${reason instanceof Error ? reason.message : String(reason)}.`,
+      'jp-memprofile-card-invalid'
+    );
+  }
+}

@@ -1,0 +1,101 @@
+"""`memprofile` on the command line: profile a script, read and export profiles."""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+
+from memprofile.errors import MemprofileError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from memprofile.profiler import Profiler
+
+    script = Path(args.script)
+    if not script.is_file():
+        print(f"memprofile: no such script: {script}", file=sys.stderr)
+        return 2
+    out = Path(args.output or script.with_suffix(".memprofile.json").name)
+    sys.argv = [str(script), *args.args]
+    profiler = Profiler(name=args.name or script.name, source=script.read_text(errors="replace"))
+    profiler.start()
+    error: BaseException | None = None
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            error = exc
+    except BaseException as exc:  # keep the profile, then fail like the script did
+        error = exc
+    profile = profiler.stop(error)
+    profile.save(out)
+    from memprofile.render.text import render_text
+
+    print(render_text(profile), file=sys.stderr)
+    print(f"memprofile: profile written to {out}", file=sys.stderr)
+    if error is not None:
+        if isinstance(error, SystemExit):
+            return error.code if isinstance(error.code, int) else 1
+        raise error
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from memprofile.model.codec import load
+    from memprofile.render.text import render_text
+
+    print(render_text(load(args.profile)))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from memprofile.model.codec import load
+
+    profile = load(args.profile)
+    out = Path(args.output or Path(args.profile).name.split(".")[0] + ".html")
+    if out.suffix.lower() in (".html", ".htm"):
+        profile.save_html(out)
+    elif out.name.endswith((".json", ".json.gz")):
+        profile.save(out)
+    else:
+        print(f"memprofile: cannot tell the format of {out}: use .html, .json or .json.gz", file=sys.stderr)
+        return 2
+    print(f"memprofile: wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from memprofile import __version__
+
+    parser = argparse.ArgumentParser(prog="memprofile", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"memprofile {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a Python script under the profiler and save its profile")
+    run.add_argument("-o", "--output", help="where to write the profile (default: SCRIPT.memprofile.json)")
+    run.add_argument("-n", "--name", help="name of the profile (default: the script's name)")
+    run.add_argument("script")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    run.set_defaults(func=_cmd_run)
+    show = sub.add_parser("show", help="print a saved profile's summary")
+    show.add_argument("profile")
+    show.set_defaults(func=_cmd_show)
+    export = sub.add_parser("export", help="write a saved profile as a standalone HTML report (or JSON)")
+    export.add_argument("profile")
+    export.add_argument("-o", "--output", help="output file: .html, .json or .json.gz (default: NAME.html)")
+    export.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MemprofileError as exc:
+        print(f"memprofile: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

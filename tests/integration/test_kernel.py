@@ -1,0 +1,75 @@
+"""%%memprofile in a real IPython kernel, driven by nbclient as JupyterLab would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from memprofile.render.bundle import MIME_TYPE
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(cells: list[str], tmp_path: Path, allow_errors: bool = False):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", allow_errors=allow_errors,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    return nb
+
+
+def _bundles(cell) -> list[dict]:
+    return [o["data"] for o in cell.outputs if o.get("output_type") in ("display_data", "execute_result")]
+
+
+def test_profiled_cell_in_a_kernel(tmp_path):
+    nb = _run(
+        [
+            "%load_ext memprofile",
+            "%%memprofile --name grow\nimport numpy as np\nkeep = np.ones(32 * 2**20 // 8)\nkeep.nbytes",
+            "import memprofile\np = memprofile.last()\n(p.name, keep.nbytes, p.device('host').end_bytes - p.device('host').baseline_bytes >= 30 * 2**20)",
+        ],
+        tmp_path,
+    )
+    profiled = nb.cells[1]
+    summary = next(b[MIME_TYPE] for b in _bundles(profiled) if MIME_TYPE in b)
+    assert summary["name"] == "grow" and summary["peak_bytes"] > 32 * 2**20
+    assert {"text/html", "text/plain"} <= set(next(b for b in _bundles(profiled) if MIME_TYPE in b))
+    # the cell's own value is its Out[] after the profile
+    assert _bundles(profiled)[-1]["text/plain"] == str(32 * 2**20)
+    assert _bundles(nb.cells[2])[-1]["text/plain"] == f"('grow', {32 * 2**20}, True)"
+
+
+def test_raising_cell_stores_profile_then_fails_the_cell(tmp_path):
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        _run(["%load_ext memprofile", "%%memprofile\nx = 1\n1 / 0"], tmp_path)
+    nb = _run(
+        ["%load_ext memprofile", "%%memprofile\nx = 1\n1 / 0", "import memprofile\nmemprofile.last().error['type'], x"],
+        tmp_path,
+        allow_errors=True,
+    )
+    failed = nb.cells[1]
+    assert any(o["output_type"] == "error" and o["ename"] == "ZeroDivisionError" for o in failed.outputs)
+    summary = next(b[MIME_TYPE] for b in _bundles(failed) if MIME_TYPE in b)
+    assert summary["error"]["type"] == "ZeroDivisionError"
+    assert _bundles(nb.cells[2])[-1]["text/plain"] == "('ZeroDivisionError', 1)"
+
+
+def test_demo_notebook_runs_and_writes_its_report(tmp_path):
+    source = ROOT / "demo_notebooks" / "quickstart.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    report = tmp_path / "quickstart_report.html"
+    html = report.read_text()
+    assert "memprofile · spike" in html and "Peak" in html
+    train = next(c for c in nb.cells if c.source.startswith("%%memprofile --name train"))
+    summary = next(b[MIME_TYPE] for b in _bundles(train) if MIME_TYPE in b)
+    assert summary["peak_bytes"] > 0 and summary["error"] is None

@@ -1,0 +1,64 @@
+"""JupyterLab renders a %%memprofile cell with the extension's MIME renderer."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from tests.ui.conftest import screenshot
+
+pytestmark = pytest.mark.ui
+
+
+def _write_notebook(root, name: str, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, root / name)
+
+
+def _run_all_cells(page) -> None:
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")  # command mode
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Shift+Enter")
+
+
+def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
+    # GIVEN a notebook that loads the extension and profiles a cell keeping 64 MiB
+    _write_notebook(
+        lab_server["root"],
+        "ui.ipynb",
+        [
+            "%load_ext memprofile",
+            "%%memprofile --name ui-cell\nimport numpy as np\nkeep = np.ones(64 * 2**20 // 8)\n"
+            "spike = np.ones(128 * 2**20 // 8); del spike",
+            "import memprofile\nprint('PEAK', memprofile.last().peak_bytes)",
+        ],
+    )
+    page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
+    # WHEN every cell runs
+    _run_all_cells(page)
+    card = page.locator(".jp-memprofile-card")
+    card.wait_for(timeout=60_000)
+    printed = page.locator(".jp-OutputArea-output", has_text=re.compile(r"PEAK \d+")).first
+    printed.wait_for(timeout=60_000)
+    peak_bytes = int(re.search(r"PEAK (\d+)", printed.inner_text()).group(1))
+    card.scroll_into_view_if_needed()
+    path = screenshot(page, "lab_profile_card")
+    # THEN the card shows the same peak the kernel stored, formatted, with its parts
+    text = card.inner_text()
+    assert "Peak" in text and "ui-cell" in text
+    shown = re.search(r"([\d.]+) (MiB|GiB)", text)
+    assert shown, text
+    value = float(shown.group(1)) * (2**20 if shown.group(2) == "MiB" else 2**30)
+    assert abs(value - peak_bytes) / peak_bytes < 0.01, (text, peak_bytes)
+    assert card.locator("svg").count() >= 1  # the sparkline
+    # the extension's renderer won over the static HTML fallback
+    assert page.locator(".memprofile-report").count() == 0
+    assert path.stat().st_size > 10_000
+    assert not page.console_errors, page.console_errors

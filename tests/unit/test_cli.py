@@ -1,0 +1,37 @@
+"""The command line, run as a user runs it (a subprocess)."""
+
+import subprocess
+import sys
+
+import memprofile
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "memprofile.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_run_show_export(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import sys\nbuf = bytearray(64 * 2**20)\nprint('args', sys.argv[1:])\n")
+    out = _cli("run", "-o", "job.json", "job.py", "--flag", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "args ['--flag']" in out.stdout
+    profile = memprofile.load(tmp_path / "job.json")
+    host = profile.device("host")
+    assert profile.name == "job.py" and host.peak_bytes - host.baseline_bytes >= 60 * 2**20
+    assert "peak" in _cli("show", "job.json", cwd=tmp_path).stdout
+    assert _cli("export", "job.json", "-o", "r.html", cwd=tmp_path).returncode == 0
+    assert "<!DOCTYPE html>" in (tmp_path / "r.html").read_text()
+
+
+def test_failing_script_keeps_its_profile_and_fails(tmp_path):
+    (tmp_path / "bad.py").write_text("raise RuntimeError('nope')\n")
+    out = _cli("run", "bad.py", cwd=tmp_path)
+    assert out.returncode == 1 and "RuntimeError: nope" in out.stderr
+    assert memprofile.load(tmp_path / "bad.memprofile.json").error.type == "RuntimeError"
+
+
+def test_unreadable_profile_says_why(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    out = _cli("show", "x.json", cwd=tmp_path)
+    assert out.returncode == 1 and "not a memprofile profile" in out.stderr
