@@ -8,16 +8,32 @@ when one of them fails, so no sampler or framework profiler is left running.
 from __future__ import annotations
 
 import dataclasses
+import platform
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
 from types import TracebackType
 
+from memprofile._version import __version__
 from memprofile.analysis.peak import analyse
 from memprofile.capture.base import Collector, RawCapture, create_collector
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.profile import ErrorInfo, Note, Profile
+
+
+_FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
+
+
+def loaded_frameworks() -> dict[str, str]:
+    """Versions of the frameworks the process has imported (never imports one)."""
+    found = {}
+    for name in _FRAMEWORK_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = str(getattr(module, "__version__", "unknown"))
+    return found
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
@@ -120,6 +136,8 @@ class Profiler:
             source=self.source,
             error=error_info(error) if error is not None else None,
             notes=notes,
+            frameworks=loaded_frameworks(),
+            environment={"python": platform.python_version(), "memprofile": __version__},
         )
         return analyse(profile)
 

@@ -42,6 +42,8 @@ def test_a_freed_allocation_still_shows_as_the_peak(fresh_store):
     assert p.peak.device == "host" and 0 <= p.peak.time_s <= p.duration_s
     assert p.timelines[0].recorded_points >= len(p.timelines[0].t) >= 2
     assert memprofile.last() is p
+    assert "numpy" in {f.name for f in p.frameworks}
+    assert p.capture["python"] and p.capture["collectors"] == "host"
 
 
 def test_peak_between_samples_comes_from_the_os_counter(fresh_store):
@@ -98,3 +100,35 @@ def test_block_that_raises_keeps_its_profile_and_reraises(fresh_store):
     assert p.error.type == "KeyError" and "missing" in p.error.message
     assert "memprofile/profiler.py" not in p.error.traceback
     assert fresh_store.last() is p
+
+
+def test_a_nested_profile_does_not_blind_the_outer_one(fresh_store):
+    # GIVEN an outer profile whose spike happens before an inner profile starts
+    with memprofile.profile(name="outer", host_interval_s=5.0) as outer:
+        buf = np.ones(200 * MiB // 8)
+        del buf
+        with memprofile.profile(name="inner") as inner:
+            time.sleep(0.01)
+    # THEN the outer still reports the spike, and the inner does not claim it
+    assert outer.device("host").peak_bytes - outer.device("host").baseline_bytes >= 190 * MiB
+    assert inner.device("host").peak_bytes - inner.device("host").baseline_bytes < 50 * MiB
+    assert [p.name for p in fresh_store.all()] == ["inner", "outer"]
+
+
+def test_rss_reader_agrees_with_psutil_and_falls_back_to_it(monkeypatch):
+    import os
+
+    import psutil
+
+    from memprofile.capture.host import RssReader
+
+    fast = RssReader()
+    assert abs(fast.read() - psutil.Process().memory_info().rss) < 8 * MiB
+    fast.close()
+
+    def no_proc(path, *a, **kw):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "open", no_proc)
+    slow = RssReader()
+    assert abs(slow.read() - psutil.Process().memory_info().rss) < 8 * MiB

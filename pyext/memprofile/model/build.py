@@ -24,12 +24,16 @@ def build_profile(
     source: str = "",
     error: ErrorInfo | None = None,
     notes: list[Note] | None = None,
+    frameworks: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> Profile:
+    """`frameworks` (name -> version) and `environment` (shown with the capture
+    options) describe the process; the collectors may add to both."""
     devices: list[Device] = []
     timelines: list[Timeline] = []
-    frameworks: dict[str, str] = {}
+    frameworks = dict(frameworks or {})
     warnings = list(notes or [])
-    capture_info: dict[str, str] = {"collectors": ",".join(c.collector for c in captures)}
+    capture_info: dict[str, str] = {"collectors": ",".join(c.collector for c in captures), **(environment or {})}
     for raw in captures:
         frameworks.update(raw.frameworks)
         warnings.extend(Note(code, message) for code, message in raw.notes)

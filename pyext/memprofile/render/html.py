@@ -141,7 +141,9 @@ def render_fragment(profile: Profile) -> str:
         f"<div class='memprofile-report'><style>{_STYLE}</style>"
         f"<h3>memprofile · {escape(profile.name)}</h3>"
         f"<div><span class='mp-peak'>Peak {fmt_bytes(profile.peak_bytes)}</span>{increase}</div>"
-        f"<div class='mp-muted'>{fmt_seconds(profile.duration_s)} · started {escape(profile.started_at)}</div>"
+        f"<div class='mp-muted'>{fmt_seconds(profile.duration_s)} · started {escape(profile.started_at)}"
+        + "".join(f" · {escape(f.name)} {escape(f.version)}" for f in profile.frameworks)
+        + "</div>"
         f"{error}{_category_bar(profile)}{_sparkline_svg(profile)}{_devices_table(profile)}"
         f"{_suggestions(profile)}"
         + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "")

@@ -15,6 +15,8 @@ def one_line(profile: Profile) -> str:
 
 def render_text(profile: Profile) -> str:
     lines = [f"memprofile {one_line(profile)}"]
+    if profile.frameworks:
+        lines.append("  frameworks: " + ", ".join(f"{f.name} {f.version}" for f in profile.frameworks))
     for d in profile.devices:
         cap = f" of {fmt_bytes(d.capacity_bytes)}" if d.capacity_bytes else ""
         lines.append(
