@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 export default defineConfig(
   {
     // Only labextension/ is linted; build outputs and the generated types are not.
-    ignores: ['**/*', '!labextension/', '!labextension/**', 'labextension/schema.d.ts']
+    ignores: ['**/*', '!labextension/', '!labextension/**', 'labextension/schema.ts']
   },
   {
     files: ['labextension/**/*.ts'],

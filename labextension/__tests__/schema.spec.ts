@@ -1,5 +1,5 @@
 /**
- * labextension/schema.d.ts is generated from the Python side's JSON Schema by
+ * labextension/schema.ts is generated from the Python side's JSON Schema by
  * `jlpm build:types`. Compile the schema again with the same options and
  * compare, so a schema change without regenerating the types fails here.
  */
@@ -9,7 +9,7 @@ import { join } from 'path';
 
 const ROOT = join(__dirname, '..', '..');
 const SCHEMA = join(ROOT, 'pyext', 'memprofile', 'model', 'profile.schema.json');
-const TYPES = join(ROOT, 'labextension', 'schema.d.ts');
+const TYPES = join(ROOT, 'labextension', 'schema.ts');
 
 /** The `build:types` script of package.json, read rather than copied. */
 function buildTypesScript(): string {
@@ -39,13 +39,13 @@ function compileSchema(): string {
   return execFileSync(process.execPath, ['-e', program, SCHEMA], { cwd: ROOT, encoding: 'utf8' });
 }
 
-describe('labextension/schema.d.ts', () => {
+describe('labextension/schema.ts', () => {
   it('is generated with the options the test uses', () => {
     const script = buildTypesScript();
     expect(script).toContain('--unreachableDefinitions');
     expect(script).toContain('--additionalProperties false');
     expect(script).toContain('pyext/memprofile/model/profile.schema.json');
-    expect(script).toContain('labextension/schema.d.ts');
+    expect(script).toContain('labextension/schema.ts');
   });
 
   it('matches the JSON Schema (run `jlpm build:types` after changing the schema)', () => {
