@@ -99,3 +99,11 @@ def test_empty_profile_renders_without_numbers_it_does_not_have():
     text = render_text(VARIANTS["empty"])
     assert "peak 0 B" in text
     assert "<svg" not in render_fragment(VARIANTS["empty"])
+
+
+def test_summary_carries_a_brief_error_without_the_traceback():
+    profile = make_profile()
+    profile.error = ErrorInfo("RuntimeError", "x" * 10_000, "Traceback\n" * 5_000)
+    error = summarise(profile).error
+    assert error.traceback == "" and len(error.message) < 2100 and "more characters" in error.message
+    assert profile.error.traceback  # the stored profile keeps everything

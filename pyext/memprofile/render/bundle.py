@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from memprofile.model.codec import to_dict
 from memprofile.model.decimate import minmax_indices
-from memprofile.model.profile import CATEGORIES, Profile
+from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile
 from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
 
 MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
 SPARKLINE_POINTS = 240
+#: The card shows the error's type and message, not its traceback (the cell's
+#: own error output has it); a huge message (a tensor's repr) is cut.
+MAX_ERROR_MESSAGE = 2000
 
 
 def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline | None:
@@ -22,6 +25,15 @@ def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline
         t=[round(timeline.t[i], 6) for i in keep],
         bytes=[timeline.live_bytes[i] for i in keep],
     )
+
+
+def _brief_error(error: ErrorInfo | None) -> ErrorInfo | None:
+    if error is None:
+        return None
+    message = error.message
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + f"… ({len(error.message) - MAX_ERROR_MESSAGE:,} more characters)"
+    return ErrorInfo(type=error.type, message=message)
 
 
 def summarise(profile: Profile) -> ProfileSummary:
@@ -42,7 +54,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         sparkline=sparkline(profile),
         top_suggestion=SuggestionBrief(top.id, top.title, top.estimated_saving_bytes) if top else None,
         suggestion_count=len(profile.suggestions),
-        error=profile.error,
+        error=_brief_error(profile.error),
         warnings=[n.message for n in profile.warnings],
     )
 
