@@ -175,6 +175,9 @@ export interface ErrorInfo {
   type: string;
   message: string;
   traceback?: string;
+  op?: string | null;
+  layer?: string | null;
+  requested_bytes?: number | null;
   [k: string]: unknown;
 }
 /**

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -20,6 +21,14 @@ def no_collector_left_running():
     while _sampler_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _sampler_threads(), f"collector threads left running: {_sampler_threads()}"
+    torch = sys.modules.get("torch")
+    if torch is not None:  # only tests that imported torch can have left torch state
+        import torch.nn.modules.module as hooks
+        import torch.optim.optimizer as optim
+
+        assert not hooks._global_forward_pre_hooks and not hooks._global_forward_hooks, "module hooks left"
+        assert not optim._global_optimizer_pre_hooks and not optim._global_optimizer_post_hooks, "optimizer hooks left"
+        assert not torch.autograd.profiler._is_profiler_enabled, "torch profiler left running"
 
 
 @pytest.fixture

@@ -33,8 +33,13 @@ def profile(name: str | None = None, **options):
 
     After the block, ``p.profile`` is the Profile (also ``memprofile.last()``).
     """
+    import sys
+
     from memprofile.profiler import Profiler
 
+    if "namespace" not in options:
+        caller = sys._getframe(1)
+        options["namespace"] = {**caller.f_globals, **caller.f_locals}
     return Profiler(name=name, **options)
 
 

@@ -21,6 +21,7 @@ from memprofile.capture.base import Collector, RawCapture, create_collector
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.profile import ErrorInfo, Note, Profile
+from memprofile.model.replay import replay
 
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
@@ -43,9 +44,19 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
+def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo:
+    """The exception, and where the framework was when it was raised: the last
+    op that started (the one that failed, for an out-of-memory error) and its
+    layer, and the bytes an out-of-memory message says were asked for."""
+    from memprofile.capture.torch import requested_bytes
+
     lines = traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
-    return ErrorInfo(type=type(exc).__qualname__, message=str(exc), traceback="".join(lines))
+    info = ErrorInfo(type=type(exc).__qualname__, message=str(exc), traceback="".join(lines))
+    last = next((c.last_op for c in reversed(captures) if c.last_op), {})
+    info.op = last.get("op") or None
+    info.layer = last.get("layer") or None
+    info.requested_bytes = requested_bytes(info.message)
+    return info
 
 
 class Profiler:
@@ -62,15 +73,34 @@ class Profiler:
         source: str = "",
         host_interval_s: float = 0.005,
         reset_os_peak: bool = True,
+        torch: bool | None = None,
+        record_shapes: bool = True,
+        with_stack: bool = False,
+        cuda_history: bool = False,
+        namespace: dict | None = None,
         store: bool = True,
     ) -> None:
+        """`torch=None` profiles PyTorch when it is imported (or the source
+        mentions it); `namespace` is where tensors from before the run are
+        looked for (the notebook's globals; the caller's by default)."""
         self.name = name or "profile"
         self.source = source
         self.store = store
-        self._collector_options = {
+        if namespace is None:
+            caller = sys._getframe(1)
+            namespace = {**caller.f_globals, **caller.f_locals}
+        self._torch = torch
+        self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
+            "torch": {
+                "record_shapes": record_shapes,
+                "with_stack": with_stack,
+                "cuda_history": cuda_history,
+                "namespace": namespace,
+            },
         }
         self._collectors: list[Collector] = []
+        self._start_notes: list[Note] = []
         self._started_at = ""
         self._t0 = 0.0
         self._running = False
@@ -83,23 +113,29 @@ class Profiler:
     def start(self) -> None:
         if self._running:
             raise CaptureError("this Profiler is already running; stop() it first")
-        collectors = [create_collector(n, **o) for n, o in self._collector_options.items()]
+        collectors = [create_collector(n, **o) for n, o in self._collector_options.items() if self._wants(n)]
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._t0 = time.perf_counter()
         started: list[Collector] = []
-        try:
-            for c in collectors:
-                c.start(self._t0)
-                started.append(c)
-        except Exception as exc:
-            for c in reversed(started):
-                try:
-                    c.stop()
-                except Exception:
-                    pass
-            raise CaptureError(f"could not start the {c.name} collector: {exc}") from exc
+        self._start_notes: list[Note] = []
+        for collector in collectors:
+            try:
+                collector.start(self._t0)
+            except Exception as exc:  # profile with what works; never fail the user's code
+                self._start_notes.append(
+                    Note("collector_failed", f"the {collector.name} collector could not start: {exc!r}")
+                )
+                continue
+            started.append(collector)
         self._collectors = started
         self._running = True
+
+    def _wants(self, collector: str) -> bool:
+        if collector != "torch":
+            return True
+        if self._torch is not None:
+            return self._torch
+        return "torch" in sys.modules or "torch" in self.source
 
     def stop(self, error: BaseException | None = None) -> Profile:
         """Stop every collector and build the profile; `error` is what the run raised."""
@@ -116,7 +152,7 @@ class Profiler:
         if not self._running:
             raise CaptureError("this Profiler is not running; start() it first")
         captures: list[RawCapture] = []
-        notes: list[Note] = []
+        notes: list[Note] = list(self._start_notes)
         for c in reversed(self._collectors):
             try:
                 captures.append(c.stop())
@@ -128,18 +164,20 @@ class Profiler:
         duration = time.perf_counter() - self._t0
         self._collectors = []
         self._running = False
+        replays = [replay(log) for c in captures for log in c.allocations]
         profile = build_profile(
             captures,
+            replays=replays,
             name=self.name,
             started_at=self._started_at,
             duration_s=duration,
             source=self.source,
-            error=error_info(error) if error is not None else None,
+            error=error_info(error, captures) if error is not None else None,
             notes=notes,
             frameworks=loaded_frameworks(),
             environment={"python": platform.python_version(), "memprofile": __version__},
         )
-        return analyse(profile)
+        return analyse(profile, captures, replays)
 
     # Context manager: the Profile handed out at entry is filled in at exit.
     def __enter__(self) -> Profile:

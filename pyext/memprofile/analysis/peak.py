@@ -2,43 +2,86 @@
 
 from __future__ import annotations
 
-from memprofile.model.profile import Peak, Profile
+from memprofile.capture.base import RawCapture
+from memprofile.model.profile import CATEGORIES, Peak, Profile, TensorInfo
+from memprofile.model.replay import Replay
+
+#: How many of the largest live tensors the peak lists.
+TOP_TENSORS = 20
+NO_LAYER = "(no layer)"
+NO_OP = "(no op)"
 
 
-def find_peak(profile: Profile) -> Peak | None:
-    """The peak of the profile's peak device, located on its timeline.
-
-    A device without category information (process RSS) counts everything
-    as "other": it cannot tell parameters from activations.
-    """
+def _peak_from_timeline(profile: Profile) -> Peak | None:
+    """For devices known only by samples (process RSS): everything is "other"."""
     device = profile.peak_device
     if device is None:
         return None
     timeline = profile.timeline(device.name)
     time_s = 0.0
-    by_category: dict[str, int] = {}
-    op = layer = None
     if timeline and timeline.live_bytes:
         i = max(range(len(timeline.live_bytes)), key=timeline.live_bytes.__getitem__)
         time_s = timeline.t[i]
-        by_category = {c: col[i] for c, col in timeline.by_category.items() if col[i]}
-        if timeline.op and timeline.op[i] >= 0:
-            op = timeline.labels[timeline.op[i]]
-        if timeline.layer and timeline.layer[i] >= 0:
-            layer = timeline.labels[timeline.layer[i]]
-    if not by_category:
-        by_category = {"other": device.peak_bytes}
+    return Peak(device=device.name, time_s=time_s, bytes=device.peak_bytes, by_category={"other": device.peak_bytes})
+
+
+def _peak_from_replay(rp: Replay) -> Peak:
+    log = rp.log
+    live = rp.live_at_peak()
+    by_category: dict[str, int] = {}
+    by_layer: dict[str, int] = {}
+    by_op: dict[str, int] = {}
+    for i in live:
+        size = log.size[i]
+        by_category[log.category[i]] = by_category.get(log.category[i], 0) + size
+        layer = log.layer[i] or NO_LAYER
+        by_layer[layer] = by_layer.get(layer, 0) + size
+        op = log.op[i] or NO_OP
+        by_op[op] = by_op.get(op, 0) + size
+    largest = sorted(live, key=lambda i: log.size[i], reverse=True)[:TOP_TENSORS]
+    tensors = [
+        TensorInfo(
+            shape=list(log.shape[i] or []),
+            dtype=log.dtype[i] or "",
+            bytes=log.size[i],
+            category=log.category[i],
+            op=log.op[i] or None,
+            layer=log.layer[i] or None,
+            device=log.device,
+        )
+        for i in largest
+    ]
+    k = rp.peak_index
+    row = rp.row[k] if k >= 0 else None
     return Peak(
-        device=device.name,
-        time_s=time_s,
-        bytes=device.peak_bytes,
-        op=op,
-        layer=layer,
-        by_category=by_category,
+        device=log.device,
+        time_s=max(0.0, rp.t[k]) if k >= 0 else 0.0,
+        bytes=rp.peak_bytes,
+        op=(log.op[row] or None) if row is not None else None,
+        layer=(log.layer[row] or None) if row is not None else None,
+        by_category={c: by_category[c] for c in CATEGORIES if by_category.get(c)},
+        by_layer=dict(sorted(by_layer.items(), key=lambda kv: -kv[1])),
+        by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+        tensors=tensors,
     )
 
 
-def analyse(profile: Profile) -> Profile:
+def find_peak(profile: Profile, replays: list[Replay] | None = None) -> Peak | None:
+    device = profile.peak_device
+    if device is None:
+        return None
+    for rp in replays or []:
+        if rp.log.device == device.name:
+            return _peak_from_replay(rp)
+    return _peak_from_timeline(profile)
+
+
+def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays: list[Replay] | None = None) -> Profile:
     """Fill the derived parts of a freshly built profile (in place; returned)."""
-    profile.peak = find_peak(profile)
+    from memprofile.analysis.tables import layer_table, op_table
+
+    profile.peak = find_peak(profile, replays)
+    captures = captures or []
+    profile.ops = op_table([op for c in captures for op in c.ops])
+    profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
     return profile

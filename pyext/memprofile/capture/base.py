@@ -8,8 +8,12 @@ imports no framework.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
+
+#: t_free / seq_free of an allocation still live when the run ended.
+ALIVE = math.inf
 
 
 @dataclass
@@ -32,12 +36,108 @@ class RawDevice:
 
 
 @dataclass
+class AllocationLog:
+    """Every allocation of one allocator during a run, columnar (row i = one block).
+
+    Rows with `pre_existing[i]` were live before the run (their t_alloc is 0
+    and seq_alloc -1); the rest were allocated during it. Events are ordered
+    by time, `seq_*` (the order they were recorded in) breaking ties; a block
+    still live at the end has t_free = seq_free = ALIVE. `layer`/`op` are ""
+    when unknown.
+    """
+
+    device: str
+    source: str
+    capacity_bytes: int | None = None
+    #: True when pre-existing rows account for every byte the allocator held
+    #: at the start (CUDA's allocator counters); False when they are only the
+    #: tensors that could be found (CPU: the namespace's tensors).
+    baseline_exact: bool = False
+    size: list[int] = field(default_factory=list)
+    t_alloc: list[float] = field(default_factory=list)
+    t_free: list[float] = field(default_factory=list)
+    seq_alloc: list[float] = field(default_factory=list)
+    seq_free: list[float] = field(default_factory=list)
+    category: list[str] = field(default_factory=list)
+    layer: list[str] = field(default_factory=list)
+    op: list[str] = field(default_factory=list)
+    phase: list[str] = field(default_factory=list)  # forward | backward | optimizer | other
+    shape: list[list[int] | None] = field(default_factory=list)
+    dtype: list[str] = field(default_factory=list)
+    pre_existing: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def add(
+        self,
+        size: int,
+        t_alloc: float,
+        seq_alloc: float,
+        *,
+        category: str = "other",
+        layer: str = "",
+        op: str = "",
+        phase: str = "other",
+        shape: list[int] | None = None,
+        dtype: str = "",
+        pre_existing: bool = False,
+    ) -> int:
+        self.size.append(size)
+        self.t_alloc.append(t_alloc)
+        self.t_free.append(ALIVE)
+        self.seq_alloc.append(seq_alloc)
+        self.seq_free.append(ALIVE)
+        self.category.append(category)
+        self.layer.append(layer)
+        self.op.append(op)
+        self.phase.append(phase)
+        self.shape.append(shape)
+        self.dtype.append(dtype)
+        self.pre_existing.append(pre_existing)
+        return len(self.size) - 1
+
+
+@dataclass
+class OpRecord:
+    """What one operator name did over the run, as the framework recorded it."""
+
+    name: str
+    device: str
+    calls: int = 0
+    allocated_bytes: int = 0  # including allocations of the ops it called
+    self_allocated_bytes: int = 0
+    freed_bytes: int = 0
+    max_alloc_bytes: int = 0
+    input_shapes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModuleRecord:
+    """One layer/module seen during the run, with what it owns."""
+
+    name: str
+    type: str
+    parent: str | None
+    parameter_bytes: int = 0
+    gradient_bytes: int = 0
+    optimizer_state_bytes: int = 0
+
+
+@dataclass
 class RawCapture:
     collector: str
     devices: list[RawDevice] = field(default_factory=list)
+    allocations: list[AllocationLog] = field(default_factory=list)
+    ops: list[OpRecord] = field(default_factory=list)
+    modules: list[ModuleRecord] = field(default_factory=list)
     frameworks: dict[str, str] = field(default_factory=dict)  # name -> version
     notes: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
     options: dict[str, str] = field(default_factory=dict)
+    #: Facts about the run used by later stages (e.g. CUDA allocator stats).
+    facts: dict[str, int | float | str] = field(default_factory=dict)
+    #: The last op that started and its layer: names the failing op when the run raised.
+    last_op: dict[str, str] = field(default_factory=dict)
 
 
 class Collector(Protocol):
@@ -55,6 +155,7 @@ class Collector(Protocol):
 
 _REGISTRY = {
     "host": ("memprofile.capture.host", "HostCollector"),
+    "torch": ("memprofile.capture.torch", "TorchCollector"),
 }
 
 

@@ -73,6 +73,18 @@ class MemprofileMagics(Magics):
         action="store_true",
         help="do not reset the OS peak-RSS counter (Linux VmHWM) at cell start",
     )
+    @argument("--no-shapes", action="store_true", help="PyTorch: do not record op input shapes")
+    @argument(
+        "--stack",
+        action="store_true",
+        help="PyTorch: record Python stacks (torch.profiler with_stack=True; several times slower)",
+    )
+    @argument(
+        "--cuda-history",
+        action="store_true",
+        help="PyTorch on CUDA: record allocation stack traces (torch.cuda.memory._record_memory_history)",
+    )
+    @argument("--no-torch", action="store_true", help="do not profile PyTorch even if it is imported")
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
     @line_cell_magic
@@ -88,6 +100,11 @@ class MemprofileMagics(Magics):
             source=cell,
             host_interval_s=args.interval / 1000.0,
             reset_os_peak=not args.no_reset_peak,
+            torch=False if args.no_torch else None,
+            record_shapes=not args.no_shapes,
+            with_stack=args.stack,
+            cuda_history=args.cuda_history,
+            namespace=self.shell.user_ns,
         )
         body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
         profiler.start()

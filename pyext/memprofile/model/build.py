@@ -6,6 +6,7 @@ import uuid
 
 from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
+from memprofile.model.replay import Replay
 from memprofile.model.profile import Device, ErrorInfo, Framework, Note, Profile, Timeline
 from memprofile.units import fmt_bytes
 
@@ -26,6 +27,7 @@ def build_profile(
     notes: list[Note] | None = None,
     frameworks: dict[str, str] | None = None,
     environment: dict[str, str] | None = None,
+    replays: list[Replay] | None = None,
 ) -> Profile:
     """`frameworks` (name -> version) and `environment` (shown with the capture
     options) describe the process; the collectors may add to both."""
@@ -71,6 +73,17 @@ def build_profile(
                         f"(the highest sample is {fmt_bytes(sampled_peak)}): its time is approximate",
                     )
                 )
+    for rp in replays or []:
+        devices.append(_allocator_device(rp))
+        timelines.append(_allocator_timeline(rp))
+        if not rp.log.baseline_exact and rp.baseline_bytes:
+            warnings.append(
+                Note(
+                    "baseline_from_namespace",
+                    f"{rp.log.device}: memory from before the cell ({fmt_bytes(rp.baseline_bytes)}) counts the "
+                    "tensors reachable from the notebook's variables; tensors held elsewhere are not in it",
+                )
+            )
     return Profile(
         id=uuid.uuid4().hex,
         name=name,
@@ -83,4 +96,56 @@ def build_profile(
         error=error,
         warnings=warnings,
         capture=capture_info,
+    )
+
+
+def _baseline_by_category(log) -> dict[str, int]:
+    by_category: dict[str, int] = {}
+    for i, size in enumerate(log.size):
+        if log.pre_existing[i]:
+            by_category[log.category[i]] = by_category.get(log.category[i], 0) + size
+    return by_category
+
+
+def _allocator_device(rp: Replay) -> Device:
+    log = rp.log
+    return Device(
+        name=log.device,
+        kind="allocator",
+        source=log.source,
+        peak_bytes=rp.peak_bytes,
+        baseline_bytes=rp.baseline_bytes,
+        end_bytes=rp.live_bytes[-1] if rp.live_bytes else rp.baseline_bytes,
+        capacity_bytes=log.capacity_bytes,
+        baseline_by_category=_baseline_by_category(log),
+    )
+
+
+def _allocator_timeline(rp: Replay) -> Timeline:
+    """Live bytes after each event, with the state at the start as point 0."""
+    log = rp.log
+    labels: dict[str, int] = {}
+
+    def label(text: str) -> int:
+        if not text:
+            return -1
+        if text not in labels:
+            labels[text] = len(labels)
+        return labels[text]
+
+    live = [rp.baseline_bytes, *rp.live_bytes]
+    keep = minmax_indices(live, MAX_TIMELINE_POINTS)
+    rows = [None, *rp.row]
+    start = _baseline_by_category(log)
+    cols = {c: [start.get(c, 0), *col] for c, col in rp.by_category.items()}
+    t = [0.0, *rp.t]
+    return Timeline(
+        device=log.device,
+        t=[max(0.0, t[k]) for k in keep],
+        live_bytes=[live[k] for k in keep],
+        by_category={c: [col[k] for k in keep] for c, col in cols.items() if any(col)},
+        op=[label(log.op[rows[k]]) if rows[k] is not None else -1 for k in keep],
+        layer=[label(log.layer[rows[k]]) if rows[k] is not None else -1 for k in keep],
+        labels=list(labels),
+        recorded_points=len(rp.live_bytes),
     )

@@ -8,7 +8,7 @@ and regenerate the JSON Schema (`python -m memprofile.model.schema --write`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -153,9 +153,14 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str = ""
+    #: Where the framework was when it failed, where known (the op that ran
+    #: last, its layer, and for out-of-memory errors the bytes it asked for).
+    op: str | None = None
+    layer: str | None = None
+    requested_bytes: int | None = None
 
-    def __getitem__(self, key: str) -> str:
-        if key not in ("type", "message", "traceback"):
+    def __getitem__(self, key: str):
+        if key not in {f.name for f in fields(self)}:
             raise KeyError(key)
         return getattr(self, key)
 

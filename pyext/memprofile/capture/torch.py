@@ -1,0 +1,737 @@
+"""PyTorch: every allocation of the c10 allocators, with its op, layer and kind.
+
+How (see DESIGN.md, "What the frameworks give"):
+- `torch.profiler` with `profile_memory=True` records each alloc/free with the
+  op that made it. Its event tree (`kineto_results.experimental_event_tree()`,
+  private, pinned by the torch range in pyproject) is walked once; the
+  FunctionEvent list that torch builds lazily is never built, which is where
+  the profiler's end-to-end cost usually goes.
+- Global module hooks open a `record_function` scope per module call, so every
+  allocation's ancestors name its layer; backward ops inherit the layer of the
+  forward op with the same autograd sequence number.
+- Categories without the Python tracer: parameters, gradients and optimizer
+  state are recognised by storage identity (module hooks, optimizer step hooks
+  and a scan of the namespace at start and end), inputs are the root module's
+  tensor arguments; of the rest, what forward allocated and backward freed (or
+  what a grad-enabled forward left alive) is an activation, what was freed
+  within the run a temporary, the remainder "other". Saved-tensor hooks would be
+  exact for activations but break `torch.func` transforms, so they are not used.
+- Memory that existed before the run: on CPU the profiler only sees blocks
+  allocated while it runs, so the tensors reachable from the namespace (globals,
+  `Out`, modules, optimizers, containers two levels deep) are the baseline, and
+  a weakref finaliser on each storage tells when one is freed during the run.
+  On CUDA the allocator's own counters give the exact baseline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import sys
+import threading
+import time
+import weakref
+from typing import Any
+
+from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+
+LAYER_PREFIX = "memprofile.layer/"
+NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
+#: When one storage is seen as several kinds, the first of these wins.
+CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
+_MAX_SHAPES_PER_OP = 3
+_NAMESPACE_DEPTH = 2
+
+_CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
+_CUDA_OOM = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def requested_bytes(message: str) -> int | None:
+    """The size an out-of-memory error says was asked for (CPU or CUDA wording)."""
+    m = _CPU_OOM.search(message)
+    if m:
+        return int(m.group(1))
+    m = _CUDA_OOM.search(message)
+    if m:
+        return int(float(m.group(1)) * _UNITS[m.group(2)])
+    return None
+
+
+def cuda_facts(stats: dict[str, Any], capacity_bytes: int | None = None) -> dict[str, int]:
+    """The figures the suggestions need from `torch.cuda.memory_stats()`.
+
+    Written against the documented key names (no GPU has run this; tests use
+    dicts shaped like the documented ones).
+    """
+    def get(key: str) -> int:
+        value = stats.get(key, 0)
+        return int(value) if isinstance(value, int | float) else 0
+
+    facts = {
+        "allocated_bytes": get("allocated_bytes.all.current"),
+        "allocated_peak_bytes": get("allocated_bytes.all.peak"),
+        "reserved_bytes": get("reserved_bytes.all.current"),
+        "reserved_peak_bytes": get("reserved_bytes.all.peak"),
+        "inactive_split_bytes": get("inactive_split_bytes.all.current"),
+        "alloc_retries": get("num_alloc_retries"),
+        "ooms": get("num_ooms"),
+    }
+    reserved = facts["reserved_bytes"]
+    # Share of reserved memory that is not handed out: what a large request
+    # may fail to use when it is split into pieces.
+    facts["fragmentation_permille"] = round(1000 * (reserved - facts["allocated_bytes"]) / reserved) if reserved else 0
+    if capacity_bytes:
+        facts["capacity_bytes"] = capacity_bytes
+    return facts
+
+
+def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[dict[str, Any]]:
+    """The largest live blocks of a `torch.cuda.memory._snapshot()` with the
+    innermost frames of the stack that allocated each (documented format:
+    segments -> blocks with size, state and frames)."""
+    blocks = []
+    for segment in snapshot.get("segments", []):
+        device = segment.get("device", 0)
+        for block in segment.get("blocks", []):
+            if block.get("state") != "active_allocated":
+                continue
+            frames = block.get("frames") or []
+            where = [f"{f.get('filename', '?')}:{f.get('line', '?')} {f.get('name', '?')}" for f in frames[:4]]
+            blocks.append({"device": f"cuda:{device}", "bytes": int(block.get("size", 0)), "stack": where})
+    blocks.sort(key=lambda b: b["bytes"], reverse=True)
+    return blocks[:top]
+
+
+BEFORE = "(before the cell)"
+
+
+class _Side:
+    """Per-row facts of a device's log that only categorising needs."""
+
+    __slots__ = ("grad", "ptr", "freed_in_backward")
+
+    def __init__(self) -> None:
+        self.grad: list[bool] = []
+        self.ptr: list[int] = []
+        self.freed_in_backward: set[int] = set()
+
+
+class _Storage:
+    """What we know of one storage seen outside the profiler's events."""
+
+    __slots__ = ("ptr", "nbytes", "device", "category", "shape", "dtype", "freed_ns")
+
+    def __init__(self, ptr: int, nbytes: int, device: str, category: str, shape: list[int], dtype: str):
+        self.ptr, self.nbytes, self.device = ptr, nbytes, device
+        self.category, self.shape, self.dtype = category, shape, dtype
+        self.freed_ns: int | None = None
+
+
+def _better(new: str, old: str) -> bool:
+    rank = {c: i for i, c in enumerate(CATEGORY_PRIORITY)}
+    return rank.get(new, len(rank)) < rank.get(old, len(rank))
+
+
+class TorchCollector:
+    name = "torch"
+
+    def __init__(
+        self,
+        record_shapes: bool = True,
+        with_stack: bool = False,
+        cuda_history: bool = False,
+        namespace: dict[str, Any] | None = None,
+    ) -> None:
+        self.record_shapes = record_shapes
+        self.with_stack = with_stack
+        self.cuda_history = cuda_history
+        self.namespace = namespace if namespace is not None else {}
+        self._running = False
+
+    # -- time ------------------------------------------------------------
+    def _t(self, unix_ns: int) -> float:
+        """Profiler timestamps (unix ns; measured to agree with time.time_ns())
+        to seconds since the run's origin."""
+        return (unix_ns - self._wall0) / 1e9 + self._perf_offset
+
+    # -- what the hooks see ------------------------------------------------
+    def _observe(self, tensor: Any, category: str) -> None:
+        try:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if not ptr:
+                return
+            self._observations.append(
+                (ptr, time.time_ns(), category, list(tensor.shape), str(tensor.dtype).replace("torch.", ""),
+                 str(tensor.device), storage.nbytes())
+            )
+        except Exception:  # meta/fake/sparse tensors have no storage to match
+            return
+
+    def _observe_all(self, value: Any, category: str, depth: int = 1) -> None:
+        torch = self._torch
+        if isinstance(value, torch.Tensor):
+            self._observe(value, category)
+        elif depth > 0 and isinstance(value, list | tuple):
+            for v in value:
+                self._observe_all(v, category, depth - 1)
+        elif depth > 0 and isinstance(value, dict):
+            for v in value.values():
+                self._observe_all(v, category, depth - 1)
+
+    def _stack(self) -> list:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def _qualname(self, module: Any, parent: Any | None) -> str:
+        key = id(module)
+        name = self._names.get(key)
+        if name is not None:
+            return name
+        if parent is None:
+            name = type(module).__name__
+        else:
+            pname = self._names[id(parent)]
+            attr = next((k for k, v in parent._modules.items() if v is module), None)
+            local = attr if attr is not None else f"<{type(module).__name__}>"
+            name = local if id(parent) in self._roots else f"{pname}.{local}"
+            self._parents.setdefault(name, pname)
+        if parent is None:
+            self._roots.add(key)
+        self._register_module(module, name, self._parents.get(name))
+        return name
+
+    def _register_module(self, module: Any, name: str, parent: str | None) -> None:
+        self._names[id(module)] = name
+        self._modules.setdefault(name, weakref.ref(module))
+        self._types.setdefault(name, type(module).__name__)
+        if parent is not None:
+            self._parents.setdefault(name, parent)
+
+    def _forward_pre_hook(self, module: Any, args: tuple) -> None:
+        stack = self._stack()
+        parent = stack[-1][0] if stack else None
+        name = self._qualname(module, parent)
+        if parent is None:
+            self._observe_all(args, "input", depth=2)
+        if id(module) not in self._params_seen:
+            self._params_seen.add(id(module))
+            for p in module.parameters(recurse=False):
+                self._observe(p, "parameter")
+            for b in module.buffers(recurse=False):
+                self._observe(b, "parameter")
+        prefix = LAYER_PREFIX if self._torch.is_grad_enabled() else NOGRAD_LAYER_PREFIX
+        scope = self._torch.autograd.profiler.record_function(prefix + name)
+        scope.__enter__()
+        stack.append((module, scope))
+
+    def _forward_hook(self, module: Any, args: tuple, output: Any) -> None:
+        stack = self._stack()
+        while stack:  # pop to this module, closing scopes a failed forward left open
+            m, scope = stack.pop()
+            scope.__exit__(None, None, None)
+            if m is module:
+                break
+
+    def _optimizer_pre_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        self._optimizers[id(optimizer)] = weakref.ref(optimizer)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                self._observe(p, "parameter")
+                if p.grad is not None:
+                    self._observe(p.grad, "gradient")
+
+    def _optimizer_post_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        for state in optimizer.state.values():
+            for v in state.values():
+                if isinstance(v, self._torch.Tensor):
+                    self._observe(v, "optimizer_state")
+
+    # -- the namespace: what existed before, and what is known at the end ---
+    def _namespace_objects(self) -> tuple[list[tuple[str, Any]], list[Any], list[Any]]:
+        torch = self._torch
+        modules: list[tuple[str, Any]] = []
+        optimizers: list[Any] = []
+        tensors: list[Any] = []
+
+        def visit(name: str, value: Any, depth: int) -> None:
+            if isinstance(value, torch.Tensor):
+                tensors.append(value)
+            elif isinstance(value, torch.nn.Module):
+                modules.append((name, value))
+            elif isinstance(value, torch.optim.Optimizer):
+                optimizers.append(value)
+            elif depth > 0 and isinstance(value, list | tuple):
+                for v in value[:10_000]:
+                    visit(name, v, depth - 1)
+            elif depth > 0 and isinstance(value, dict):
+                for k, v in list(value.items())[:10_000]:
+                    visit(name, v, depth - 1)
+
+        for name, value in list(self.namespace.items()):
+            if name.startswith("_") and name not in ("_", "__", "___") and not name[1:].isdigit():
+                continue  # IPython's own variables (but not its output cache)
+            visit(name, value, _NAMESPACE_DEPTH)
+        return modules, optimizers, tensors
+
+    def _name_roots(self, modules: list[tuple[str, Any]]) -> None:
+        """Qualified names for every module reachable from the namespace; the
+        largest root names a submodule also bound to its own variable."""
+        unique = {id(m): (n, m) for n, m in reversed(modules)}
+        ordered = sorted(unique.values(), key=lambda nm: -sum(1 for _ in nm[1].modules()))
+        for var, root in ordered:
+            if id(root) in self._names:
+                continue
+            self._roots.add(id(root))
+            self._register_module(root, var, None)
+            for sub, module in root.named_modules():
+                if sub and id(module) not in self._names:
+                    parent = sub.rsplit(".", 1)[0] if "." in sub else var
+                    self._register_module(module, sub, parent)
+
+    def _storages_of(self, modules, optimizers, tensors) -> dict[int, _Storage]:
+        found: dict[int, _Storage] = {}
+
+        def add(t: Any, category: str) -> None:
+            try:
+                s = t.untyped_storage()
+                ptr, nbytes = s.data_ptr(), s.nbytes()
+                device = str(t.device)
+            except Exception:
+                return
+            if not ptr or not nbytes or not device.startswith(("cpu", "cuda")):
+                return
+            old = found.get(ptr)
+            if old is None:
+                found[ptr] = _Storage(ptr, nbytes, device, category, list(t.shape), str(t.dtype).replace("torch.", ""))
+            elif _better(category, old.category):
+                old.category, old.shape, old.dtype = category, list(t.shape), str(t.dtype).replace("torch.", "")
+
+        for _, m in modules:
+            for p in m.parameters():
+                add(p, "parameter")
+                if p.grad is not None:
+                    add(p.grad, "gradient")
+            for b in m.buffers():
+                add(b, "parameter")
+        for opt in optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    add(p, "parameter")
+                    if p.grad is not None:
+                        add(p.grad, "gradient")
+            for state in opt.state.values():
+                for v in state.values():
+                    if isinstance(v, self._torch.Tensor):
+                        add(v, "optimizer_state")
+        for t in tensors:
+            add(t, "other")
+        return found
+
+    def _watch_baseline(self, storages: dict[int, _Storage]) -> None:
+        """Finalisers tell when a pre-existing CPU storage is freed (the CPU
+        profiler cannot: it never saw the block allocated)."""
+        modules, optimizers, tensors = self._namespace_objects()
+        by_ptr = {}
+        for t in tensors + [p for _, m in modules for p in m.parameters()] + [
+            v for o in optimizers for s in o.state.values() for v in s.values() if isinstance(v, self._torch.Tensor)
+        ] + [p.grad for _, m in modules for p in m.parameters() if p.grad is not None]:
+            try:
+                by_ptr.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage())
+            except Exception:
+                continue
+        for ptr, record in storages.items():
+            storage = by_ptr.get(ptr)
+            if storage is not None and record.device == "cpu":
+                self._finalizers.append(weakref.finalize(storage, self._baseline_freed, record))
+        del by_ptr
+
+    @staticmethod
+    def _baseline_freed(record: _Storage) -> None:
+        record.freed_ns = time.time_ns()
+
+    # -- Collector protocol ------------------------------------------------
+    def start(self, origin: float | None = None) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        if self._running:
+            raise RuntimeError("TorchCollector already started")
+        self._torch = torch
+        now_perf = time.perf_counter()
+        self._wall0 = time.time_ns()
+        self._perf_offset = now_perf - (now_perf if origin is None else origin)
+        self._local = threading.local()
+        self._names: dict[int, str] = {}
+        self._roots: set[int] = set()
+        self._modules: dict[str, weakref.ref] = {}
+        self._types: dict[str, str] = {}
+        self._parents: dict[str, str] = {}
+        self._params_seen: set[int] = set()
+        self._optimizers: dict[int, weakref.ref] = {}
+        self._observations: list[tuple] = []
+        self._finalizers: list[weakref.finalize] = []
+        self._notes: list[tuple[str, str]] = []
+        modules, optimizers, tensors = self._namespace_objects()
+        self._name_roots(modules)
+        for opt in optimizers:
+            self._optimizers[id(opt)] = weakref.ref(opt)
+        self._baseline = self._storages_of(modules, optimizers, tensors)
+        del modules, optimizers, tensors
+        self._watch_baseline(self._baseline)
+        self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self._cuda:
+            for i in range(torch.cuda.device_count()):
+                torch.cuda.reset_peak_memory_stats(i)
+            if self.cuda_history:
+                torch.cuda.memory._record_memory_history(max_entries=100_000)
+        import torch.nn.modules.module as hooks
+        import torch.optim.optimizer as optim
+
+        self._handles = [
+            hooks.register_module_forward_pre_hook(self._forward_pre_hook),
+            hooks.register_module_forward_hook(self._forward_hook, always_call=True),
+            optim.register_optimizer_step_pre_hook(self._optimizer_pre_hook),
+            optim.register_optimizer_step_post_hook(self._optimizer_post_hook),
+        ]
+        activities = [ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        self._profiler = profile(
+            activities=activities,
+            profile_memory=True,
+            record_shapes=self.record_shapes,
+            with_stack=self.with_stack,
+        )
+        try:
+            self._profiler.__enter__()
+        except Exception:
+            self._remove_hooks()
+            raise
+        self._running = True
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        stack = self._stack()
+        while stack:  # scopes a failed forward left open
+            _, scope = stack.pop()
+            try:
+                scope.__exit__(None, None, None)
+            except Exception:
+                pass
+        for f in self._finalizers:
+            f.detach()
+        self._finalizers = []
+
+    def stop(self) -> RawCapture:
+        if not self._running:
+            raise RuntimeError("TorchCollector.stop() called before start()")
+        torch = self._torch
+        self._running = False
+        try:
+            self._profiler.__exit__(None, None, None)
+        finally:
+            self._remove_hooks()
+        self._end_ns = time.time_ns()
+        self._scan_end()
+        facts: dict[str, int | float | str] = {}
+        capacities: dict[str, int] = {}
+        if self._cuda:
+            for i in range(torch.cuda.device_count()):
+                capacity = torch.cuda.get_device_properties(i).total_memory
+                capacities[f"cuda:{i}"] = capacity
+                for k, v in cuda_facts(torch.cuda.memory_stats(i), capacity).items():
+                    facts[f"cuda:{i}.{k}"] = v
+            if self.cuda_history:
+                try:
+                    for j, block in enumerate(live_blocks_from_snapshot(torch.cuda.memory._snapshot())):
+                        facts[f"cuda_live_block.{j}"] = f"{block['device']} {block['bytes']} B at {' < '.join(block['stack'])}"
+                finally:
+                    torch.cuda.memory._record_memory_history(enabled=None)
+        try:
+            roots = self._profiler.profiler.kineto_results.experimental_event_tree()
+        except Exception as exc:  # private API: say so, keep the rest of the profile
+            return RawCapture(
+                collector=self.name,
+                frameworks={"torch": torch.__version__},
+                notes=[("torch_events_unreadable", f"torch's profiler events could not be read ({exc!r}); "
+                        "only process memory is shown")],
+            )
+        logs, ops, last_op = self._walk(roots)
+        del roots
+        for device, capacity in capacities.items():
+            if device in logs:
+                logs[device].capacity_bytes = capacity
+        self._categorise(logs)
+        del self._profiler  # the events are large; nothing else needs them
+        return RawCapture(
+            collector=self.name,
+            allocations=list(logs.values()),
+            ops=list(ops.values()),
+            modules=self._module_records(),
+            frameworks={"torch": torch.__version__},
+            notes=self._notes,
+            options={
+                "torch_record_shapes": str(self.record_shapes).lower(),
+                "torch_with_stack": str(self.with_stack).lower(),
+            },
+            facts=facts,
+            last_op=last_op,
+        )
+
+    def _scan_end(self) -> None:
+        """Observe what the modules and optimizers hold at the end."""
+        for ref in list(self._modules.values()):
+            module = ref()
+            if module is None:
+                continue
+            for p in module.parameters(recurse=False):
+                self._observe(p, "parameter")
+                if p.grad is not None:
+                    self._observe(p.grad, "gradient")
+        for ref in list(self._optimizers.values()):
+            opt = ref()
+            if opt is not None:
+                self._optimizer_post_hook(opt, (), {})
+
+    # -- the event tree ----------------------------------------------------
+    def _log(self, logs: dict[str, AllocationLog], device: str) -> AllocationLog:
+        log = logs.get(device)
+        if log is None:
+            log = logs[device] = AllocationLog(device=device, source="c10", baseline_exact=device.startswith("cuda"))
+            self._side[device] = _Side()
+        return log
+
+    def _add(self, logs: dict[str, AllocationLog], device: str, ptr: int, grad: bool, *args, **kwargs) -> int:
+        """A row in the device's log, with the facts only categorising needs."""
+        log = self._log(logs, device)
+        side = self._side[device]
+        side.grad.append(grad)
+        side.ptr.append(ptr)
+        return log.add(*args, **kwargs)
+
+    def _walk(self, roots: list) -> tuple[dict[str, AllocationLog], dict[str, OpRecord], dict]:
+        from torch._C._profiler import _EventType
+
+        ALLOC, TORCHOP = _EventType.Allocation, _EventType.TorchOp
+        logs: dict[str, AllocationLog] = {}
+        self._side: dict[str, _Side] = {}
+        rows: dict[int, tuple[str, int]] = {}
+        ops: dict[str, OpRecord] = {}
+        seq_layer: dict[int, str] = {}
+        cuda_before: dict[str, int] = {}
+        order = 0
+        last: tuple[int, str, str] = (-1, "", "")
+        record_shapes = self.record_shapes
+
+        # Context: (layer, phase, grad enabled, chain of op names, outermost first)
+        stack: list[tuple[Any, tuple]] = [
+            (n, ("", "other", True, ())) for n in sorted(roots, key=lambda e: e.start_time_ns, reverse=True)
+        ]
+        while stack:
+            node, ctx = stack.pop()
+            layer, phase, grad, chain = ctx
+            if node.tag == ALLOC:
+                f = node.extra_fields
+                size = f.alloc_size
+                device = str(f.device)
+                order += 1
+                t = self._t(node.start_time_ns)
+                if size > 0:
+                    if device.startswith("cuda") and device not in cuda_before:
+                        # The caching allocator's total includes what existed before.
+                        cuda_before[device] = max(0, f.total_allocated - size)
+                    i = self._add(logs, device, f.ptr, grad, size, t, order, layer=layer,
+                                  op=chain[0] if chain else "", phase=phase)
+                    rows[f.allocation_id] = (device, i)
+                    if chain:
+                        inner = ops[chain[-1]]
+                        inner.self_allocated_bytes += size
+                        inner.max_alloc_bytes = max(inner.max_alloc_bytes, size)
+                        inner.device = device
+                        for name in set(chain):
+                            ops[name].allocated_bytes += size
+                elif size < 0:
+                    hit = rows.get(f.allocation_id)
+                    if hit is not None:
+                        device, i = hit
+                        log = logs[device]
+                        log.t_free[i] = t
+                        log.seq_free[i] = order
+                        if phase == "backward":
+                            self._side[device].freed_in_backward.add(i)
+                    elif device.startswith("cuda"):
+                        # A block from before the run: part of the allocator's baseline.
+                        i = self._add(logs, device, f.ptr, False, -size, 0.0, -1, pre_existing=True,
+                                      op=BEFORE)
+                        logs[device].t_free[i] = t
+                        logs[device].seq_free[i] = order
+                        cuda_before[device] = max(0, cuda_before.get(device, 0) + size)  # size < 0
+                    if chain:
+                        ops[chain[0]].freed_bytes += -size
+                continue
+            if node.tag == TORCHOP:
+                name = node.name
+                if name.startswith(LAYER_PREFIX):
+                    ctx = (name[len(LAYER_PREFIX):], "backward" if phase == "backward" else "forward", True, chain)
+                elif name.startswith(NOGRAD_LAYER_PREFIX):
+                    ctx = (name[len(NOGRAD_LAYER_PREFIX):], "backward" if phase == "backward" else "forward", False, chain)
+                elif name.startswith(BACKWARD_PREFIX):
+                    op = name[len(BACKWARD_PREFIX):]
+                    rec = ops.get(op)
+                    if rec is None:
+                        rec = ops[op] = OpRecord(op, "cpu")
+                    rec.calls += 1
+                    ctx = (seq_layer.get(node.extra_fields.sequence_number, ""), "backward", False, (op,))
+                elif name.startswith(OPTIMIZER_PREFIXES):
+                    ctx = ("", "optimizer", False, ())
+                elif chain and chain[-1] == name:
+                    # The autograd node inside its evaluate_function: counted
+                    # there; its inputs are the shapes worth showing.
+                    rec = ops[name]
+                    if record_shapes and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                        shapes = _input_shapes(node.extra_fields)
+                        if shapes and shapes not in rec.input_shapes:
+                            rec.input_shapes.append(shapes)
+                else:
+                    rec = ops.get(name)
+                    if rec is None:
+                        rec = ops[name] = OpRecord(name, "cpu")
+                    rec.calls += 1
+                    fields = node.extra_fields
+                    if layer and phase == "forward":
+                        seq = fields.sequence_number
+                        if seq >= 0:
+                            seq_layer[seq] = layer
+                    if record_shapes and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                        shapes = _input_shapes(fields)
+                        if shapes and shapes not in rec.input_shapes:
+                            rec.input_shapes.append(shapes)
+                    if node.start_time_ns > last[0]:
+                        last = (node.start_time_ns, name, layer)
+                    ctx = (layer, phase, grad, chain + (name,))
+            for child in reversed(node.children):
+                stack.append((child, ctx))
+        self._cuda_before = cuda_before
+        return logs, ops, ({"op": last[1], "layer": last[2]} if last[0] >= 0 else {})
+
+    # -- categories ----------------------------------------------------------
+    def _categorise(self, logs: dict[str, AllocationLog]) -> None:
+        cuda_unknown = dict(self._cuda_before)
+        # 1. pre-existing storages known from the namespace
+        for record in self._baseline.values():
+            if record.device.startswith("cuda"):
+                cuda_unknown[record.device] = max(0, cuda_unknown.get(record.device, 0) - record.nbytes)
+            i = self._add(logs, record.device, record.ptr, False, record.nbytes, 0.0, -1,
+                          category=record.category, shape=record.shape, dtype=record.dtype,
+                          pre_existing=True, op=BEFORE)
+            if record.freed_ns is not None:
+                log = logs[record.device]
+                log.t_free[i] = self._t(record.freed_ns)
+                log.seq_free[i] = -1  # known by time only
+        for device, unknown in cuda_unknown.items():
+            if unknown > 0:  # the allocator held it; no namespace tensor owns it
+                self._add(logs, device, 0, False, unknown, 0.0, -1, pre_existing=True, op=BEFORE)
+        # 2. what the hooks and the end-of-run scan saw, matched by storage and time
+        index: dict[tuple[str, int], tuple[list[float], list[int]]] = {}
+        for device, log in logs.items():
+            by_ptr: dict[int, list[int]] = {}
+            for i, ptr in enumerate(self._side[device].ptr):
+                if ptr:
+                    by_ptr.setdefault(ptr, []).append(i)
+            for ptr, rows in by_ptr.items():
+                starts = [-1e300 if log.pre_existing[r] else log.t_alloc[r] for r in rows]
+                order = sorted(range(len(rows)), key=starts.__getitem__)
+                index[(device, ptr)] = ([starts[k] for k in order], [rows[k] for k in order])
+        observed: dict[tuple[str, int], tuple[str, list[int], str]] = {}
+        unmatched: dict[tuple[str, int], tuple] = {}
+        for ptr, t_ns, category, shape, dtype, device, nbytes in self._observations:
+            t = self._t(t_ns)
+            row = None
+            entry = index.get((device, ptr))
+            if entry is not None:
+                starts, rows = entry
+                k = bisect.bisect_right(starts, t) - 1
+                if k >= 0 and logs[device].t_free[rows[k]] > t:
+                    row = rows[k]
+            if row is None:
+                old = unmatched.get((device, ptr))
+                if old is None or _better(category, old[0]):
+                    unmatched[(device, ptr)] = (category, shape, dtype, nbytes)
+                continue
+            old = observed.get((device, row))
+            if old is None or _better(category, old[0]):
+                observed[(device, row)] = (category, shape, dtype)
+        # Storages the hooks saw that existed before the run but were not in
+        # the namespace (a model held only by a function, say). CUDA blocks
+        # like these are already in the allocator's baseline.
+        for (device, ptr), (category, shape, dtype, nbytes) in unmatched.items():
+            if device.startswith("cpu"):
+                self._add(logs, device, ptr, False, nbytes, 0.0, -1, category=category, shape=shape,
+                          dtype=dtype, pre_existing=True, op=BEFORE)
+        # 3. the rest, from when they were allocated and freed
+        for device, log in logs.items():
+            side = self._side[device]
+            for i in range(len(log)):
+                if log.pre_existing[i]:
+                    continue
+                seen = observed.get((device, i))
+                if seen is not None:
+                    log.category[i], log.shape[i], log.dtype[i] = seen
+                elif i in side.freed_in_backward and log.phase[i] != "backward":
+                    log.category[i] = "activation"  # saved by forward, released by backward
+                elif log.phase[i] == "forward" and side.grad[i] and log.t_free[i] == ALIVE:
+                    log.category[i] = "activation"  # held by a graph that no backward consumed
+                elif log.t_free[i] != ALIVE:
+                    log.category[i] = "temporary"
+                else:
+                    log.category[i] = "other"
+
+    def _module_records(self) -> list[ModuleRecord]:
+        records = []
+        states: dict[int, int] = {}
+        for ref in self._optimizers.values():
+            opt = ref()
+            if opt is None:
+                continue
+            for p, state in opt.state.items():
+                states[id(p)] = states.get(id(p), 0) + sum(
+                    v.untyped_storage().nbytes() for v in state.values() if isinstance(v, self._torch.Tensor)
+                )
+        for name, ref in self._modules.items():
+            module = ref()
+            record = ModuleRecord(name=name, type=self._types.get(name, "?"), parent=self._parents.get(name))
+            if module is not None:
+                seen: set[int] = set()
+                for p in module.parameters(recurse=False):
+                    ptr = p.untyped_storage().data_ptr()
+                    if ptr in seen:
+                        continue
+                    seen.add(ptr)
+                    record.parameter_bytes += p.untyped_storage().nbytes()
+                    if p.grad is not None:
+                        record.gradient_bytes += p.grad.untyped_storage().nbytes()
+                    record.optimizer_state_bytes += states.get(id(p), 0)
+            records.append(record)
+        return records
+
+
+def _input_shapes(fields: Any) -> str:
+    parts = []
+    for value in fields.inputs:
+        sizes = getattr(value, "sizes", None)
+        if sizes is not None:
+            parts.append("[" + ", ".join(str(s) for s in sizes) + "]")
+    return ", ".join(parts)
+
+
+def torch_version() -> str | None:
+    module = sys.modules.get("torch")
+    return getattr(module, "__version__", None) if module else None
