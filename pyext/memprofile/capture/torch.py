@@ -42,6 +42,7 @@ OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
 #: When one storage is seen as several kinds, the first of these wins.
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
+_SHAPE_SAMPLE_CALLS = 8  # distinct input shapes are looked for in an op's first calls only
 _NAMESPACE_DEPTH = 2
 
 _CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
@@ -528,8 +529,9 @@ class TorchCollector:
         seq_layer: dict[int, str] = {}
         cuda_before: dict[str, int] = {}
         order = 0
-        last: tuple[int, str, str] = (-1, "", "")
+        last: tuple[str, str] | None = None  # the last op in time order (DFS order, per thread)
         record_shapes = self.record_shapes
+        wall0, offset = self._wall0, self._perf_offset
 
         # Context: (layer, phase, grad enabled, chain of op names, outermost first)
         stack: list[tuple[Any, tuple]] = [
@@ -543,7 +545,7 @@ class TorchCollector:
                 size = f.alloc_size
                 device = str(f.device)
                 order += 1
-                t = self._t(node.start_time_ns)
+                t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined: per event
                 if size > 0:
                     if device.startswith("cuda") and device not in cuda_before:
                         # The caching allocator's total includes what existed before.
@@ -596,7 +598,7 @@ class TorchCollector:
                     # The autograd node inside its evaluate_function: counted
                     # there; its inputs are the shapes worth showing.
                     rec = ops[name]
-                    if record_shapes and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                    if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
                         shapes = _input_shapes(node.extra_fields)
                         if shapes and shapes not in rec.input_shapes:
                             rec.input_shapes.append(shapes)
@@ -610,17 +612,16 @@ class TorchCollector:
                         seq = fields.sequence_number
                         if seq >= 0:
                             seq_layer[seq] = layer
-                    if record_shapes and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                    if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
                         shapes = _input_shapes(fields)
                         if shapes and shapes not in rec.input_shapes:
                             rec.input_shapes.append(shapes)
-                    if node.start_time_ns > last[0]:
-                        last = (node.start_time_ns, name, layer)
+                    last = (name, layer)
                     ctx = (layer, phase, grad, chain + (name,))
             for child in reversed(node.children):
                 stack.append((child, ctx))
         self._cuda_before = cuda_before
-        return logs, ops, ({"op": last[1], "layer": last[2]} if last[0] >= 0 else {})
+        return logs, ops, ({"op": last[0], "layer": last[1]} if last else {})
 
     # -- categories ----------------------------------------------------------
     def _categorise(self, logs: dict[str, AllocationLog]) -> None:
