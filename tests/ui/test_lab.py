@@ -36,6 +36,10 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "%%memprofile --name ui-cell\nimport numpy as np\nkeep = np.ones(64 * 2**20 // 8)\n"
             "spike = np.ones(128 * 2**20 // 8); del spike",
             "import memprofile\nprint('PEAK', memprofile.last().peak_bytes)",
+            "import torch\nfrom torch import nn\nmodel = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 10))\n"
+            "opt = torch.optim.Adam(model.parameters())\nx = torch.randn(256, 512)",
+            "%%memprofile --name torch-train\nfor _ in range(2):\n    opt.zero_grad()\n"
+            "    model(x).square().mean().backward()\n    opt.step()",
         ],
     )
     page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
@@ -43,7 +47,7 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
     # WHEN every cell runs
     _run_all_cells(page)
-    card = page.locator(".jp-memprofile-card")
+    card = page.locator(".jp-memprofile-card").first
     card.wait_for(timeout=60_000)
     printed = page.locator(".jp-OutputArea-output", has_text=re.compile(r"PEAK \d+")).first
     printed.wait_for(timeout=60_000)
@@ -61,4 +65,13 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     # the extension's renderer won over the static HTML fallback
     assert page.locator(".memprofile-report").count() == 0
     assert path.stat().st_size > 10_000
+    # the PyTorch cell's card splits the peak by kind of memory
+    torch_card = page.locator(".jp-memprofile-card", has_text="torch-train")
+    torch_card.wait_for(timeout=120_000)
+    torch_card.scroll_into_view_if_needed()
+    screenshot(page, "lab_torch_card")
+    legend = torch_card.locator(".jp-memprofile-legend").inner_text()
+    for kind in ("parameters", "gradients", "optimizer state"):
+        assert kind in legend, legend
+    assert "on cpu" in torch_card.inner_text()
     assert not page.console_errors, page.console_errors

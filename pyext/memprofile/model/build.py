@@ -76,14 +76,11 @@ def build_profile(
     for rp in replays or []:
         devices.append(_allocator_device(rp))
         timelines.append(_allocator_timeline(rp))
-        if not rp.log.baseline_exact and rp.baseline_bytes:
-            warnings.append(
-                Note(
-                    "baseline_from_namespace",
-                    f"{rp.log.device}: memory from before the cell ({fmt_bytes(rp.baseline_bytes)}) counts the "
-                    "tensors reachable from the notebook's variables; tensors held elsewhere are not in it",
-                )
-            )
+        # How the memory from before the run was found; README, "What the numbers are".
+        capture_info[f"{rp.log.device}_baseline"] = (
+            "the allocator's own counters" if rp.log.baseline_exact
+            else "the tensors reachable from the namespace (variables, Out, modules, optimizers)"
+        )
     return Profile(
         id=uuid.uuid4().hex,
         name=name,
