@@ -54,6 +54,9 @@ export interface Device {
   baseline_by_category?: {
     [k: string]: number;
   };
+  allocator_stats?: {
+    [k: string]: number;
+  };
   [k: string]: unknown;
 }
 /**

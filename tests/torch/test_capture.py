@@ -241,3 +241,24 @@ def test_live_blocks_from_a_memory_snapshot():
     blocks = live_blocks_from_snapshot(snapshot)
     assert [b["bytes"] for b in blocks] == [4 * MiB, 2 * MiB]
     assert blocks[1]["stack"] == ["model.py:12 forward"] and blocks[0]["device"] == "cuda:0"
+
+
+def test_cuda_allocator_stats_land_on_their_device():
+    from memprofile.capture.base import AllocationLog, RawCapture
+    from memprofile.model.build import build_profile
+    from memprofile.model.replay import replay
+
+    log = AllocationLog(device="cuda:0", source="c10", capacity_bytes=80 * 2**30, baseline_exact=True)
+    log.add(2 * MiB, 0.0, -1, pre_existing=True)
+    i = log.add(6 * MiB, 0.1, 1, category="activation", layer="enc", op="aten::mm", phase="forward")
+    log.t_free[i], log.seq_free[i] = 0.2, 2
+    facts = {f"cuda:0.{k}": v for k, v in cuda_facts({"reserved_bytes.all.current": 10 * MiB,
+                                                       "allocated_bytes.all.current": 2 * MiB}).items()}
+    facts["cuda_live_block.0"] = "cuda:0 2097152 B at model.py:3 f"
+    raw = RawCapture(collector="torch", allocations=[log], facts=facts)
+    p = build_profile([raw], name="fake", started_at="t", duration_s=0.3, replays=[replay(log)])
+    cuda = p.device("cuda:0")
+    assert cuda.peak_bytes == 8 * MiB and cuda.baseline_bytes == 2 * MiB and cuda.capacity_bytes == 80 * 2**30
+    assert cuda.allocator_stats["fragmentation_permille"] == 800 and cuda.allocator_stats["reserved_bytes"] == 10 * MiB
+    assert p.capture["cuda_live_block.0"].startswith("cuda:0 2097152 B")
+    assert p.capture["cuda:0_baseline"] == "the allocator's own counters"

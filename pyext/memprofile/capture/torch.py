@@ -42,7 +42,7 @@ OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
 #: When one storage is seen as several kinds, the first of these wins.
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
-_SHAPE_SAMPLE_CALLS = 8  # distinct input shapes are looked for in an op's first calls only
+_SHAPE_SAMPLE_CALLS = 3  # distinct input shapes are looked for in an op's first calls only
 _NAMESPACE_DEPTH = 2
 
 _CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
@@ -233,6 +233,8 @@ class TorchCollector:
 
     def _forward_hook(self, module: Any, args: tuple, output: Any) -> None:
         stack = self._stack()
+        if not any(m is module for m, _ in stack):
+            return  # its forward began before the profiler did
         while stack:  # pop to this module, closing scopes a failed forward left open
             m, scope = stack.pop()
             scope.__exit__(None, None, None)
@@ -309,7 +311,13 @@ class TorchCollector:
                 return
             old = found.get(ptr)
             if old is None:
-                found[ptr] = _Storage(ptr, nbytes, device, category, list(t.shape), str(t.dtype).replace("torch.", ""))
+                record = found[ptr] = _Storage(
+                    ptr, nbytes, device, category, list(t.shape), str(t.dtype).replace("torch.", "")
+                )
+                if device == "cpu":
+                    # The CPU profiler never saw this block allocated, so it
+                    # will not report its free: a finaliser on the storage does.
+                    self._finalizers.append(weakref.finalize(s, self._baseline_freed, record))
             elif _better(category, old.category):
                 old.category, old.shape, old.dtype = category, list(t.shape), str(t.dtype).replace("torch.", "")
 
@@ -333,24 +341,6 @@ class TorchCollector:
         for t in tensors:
             add(t, "other")
         return found
-
-    def _watch_baseline(self, storages: dict[int, _Storage]) -> None:
-        """Finalisers tell when a pre-existing CPU storage is freed (the CPU
-        profiler cannot: it never saw the block allocated)."""
-        modules, optimizers, tensors = self._namespace_objects()
-        by_ptr = {}
-        for t in tensors + [p for _, m in modules for p in m.parameters()] + [
-            v for o in optimizers for s in o.state.values() for v in s.values() if isinstance(v, self._torch.Tensor)
-        ] + [p.grad for _, m in modules for p in m.parameters() if p.grad is not None]:
-            try:
-                by_ptr.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage())
-            except Exception:
-                continue
-        for ptr, record in storages.items():
-            storage = by_ptr.get(ptr)
-            if storage is not None and record.device == "cpu":
-                self._finalizers.append(weakref.finalize(storage, self._baseline_freed, record))
-        del by_ptr
 
     @staticmethod
     def _baseline_freed(record: _Storage) -> None:
@@ -384,7 +374,6 @@ class TorchCollector:
             self._optimizers[id(opt)] = weakref.ref(opt)
         self._baseline = self._storages_of(modules, optimizers, tensors)
         del modules, optimizers, tensors
-        self._watch_baseline(self._baseline)
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         if self._cuda:
             for i in range(torch.cuda.device_count()):
@@ -519,9 +508,12 @@ class TorchCollector:
         return log.add(*args, **kwargs)
 
     def _walk(self, roots: list) -> tuple[dict[str, AllocationLog], dict[str, OpRecord], dict]:
+        """One pass over the event tree. Hot: it visits every op of the run, so
+        it reads as few node properties as it can (each is a C++ call)."""
         from torch._C._profiler import _EventType
 
-        ALLOC, TORCHOP = _EventType.Allocation, _EventType.TorchOp
+        TORCHOP = _EventType.TorchOp
+        check_tag = self.with_stack  # only the Python tracer adds nodes that are neither
         logs: dict[str, AllocationLog] = {}
         self._side: dict[str, _Side] = {}
         rows: dict[int, tuple[str, int]] = {}
@@ -530,22 +522,28 @@ class TorchCollector:
         cuda_before: dict[str, int] = {}
         order = 0
         last: tuple[str, str] | None = None  # the last op in time order (DFS order, per thread)
+        oom: tuple[str, str] | None = None
         record_shapes = self.record_shapes
         wall0, offset = self._wall0, self._perf_offset
+        device_names: dict[Any, str] = {}
 
         # Context: (layer, phase, grad enabled, chain of op names, outermost first)
         stack: list[tuple[Any, tuple]] = [
             (n, ("", "other", True, ())) for n in sorted(roots, key=lambda e: e.start_time_ns, reverse=True)
         ]
+        pop, extend = stack.pop, stack.extend
         while stack:
-            node, ctx = stack.pop()
-            layer, phase, grad, chain = ctx
-            if node.tag == ALLOC:
+            node, ctx = pop()
+            name = node.name
+            if name == "[memory]":
+                layer, phase, grad, chain = ctx
                 f = node.extra_fields
                 size = f.alloc_size
-                device = str(f.device)
+                device = device_names.get(f.device)
+                if device is None:
+                    device = device_names[f.device] = str(f.device)
                 order += 1
-                t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined: per event
+                t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined
                 if size > 0:
                     if device.startswith("cuda") and device not in cuda_before:
                         # The caching allocator's total includes what existed before.
@@ -556,10 +554,11 @@ class TorchCollector:
                     if chain:
                         inner = ops[chain[-1]]
                         inner.self_allocated_bytes += size
-                        inner.max_alloc_bytes = max(inner.max_alloc_bytes, size)
+                        if size > inner.max_alloc_bytes:
+                            inner.max_alloc_bytes = size
                         inner.device = device
-                        for name in set(chain):
-                            ops[name].allocated_bytes += size
+                        for op_name in set(chain):
+                            ops[op_name].allocated_bytes += size
                 elif size < 0:
                     hit = rows.get(f.allocation_id)
                     if hit is not None:
@@ -571,57 +570,66 @@ class TorchCollector:
                             self._side[device].freed_in_backward.add(i)
                     elif device.startswith("cuda"):
                         # A block from before the run: part of the allocator's baseline.
-                        i = self._add(logs, device, f.ptr, False, -size, 0.0, -1, pre_existing=True,
-                                      op=BEFORE)
+                        i = self._add(logs, device, f.ptr, False, -size, 0.0, -1, pre_existing=True, op=BEFORE)
                         logs[device].t_free[i] = t
                         logs[device].seq_free[i] = order
                         cuda_before[device] = max(0, cuda_before.get(device, 0) + size)  # size < 0
                     if chain:
-                        ops[chain[0]].freed_bytes += -size
+                        ops[chain[0]].freed_bytes -= size
                 continue
-            if node.tag == TORCHOP:
-                name = node.name
+            if name == "[OutOfMemory]":  # the allocator refused a block, here
+                oom = (ctx[3][0] if ctx[3] else "", ctx[0])
+                continue
+            children = node.children
+            if check_tag and node.tag != TORCHOP:
+                if children:
+                    extend([(child, ctx) for child in reversed(children)])
+                continue
+            layer, phase, grad, chain = ctx
+            if name.startswith("memprofile.layer"):
                 if name.startswith(LAYER_PREFIX):
-                    ctx = (name[len(LAYER_PREFIX):], "backward" if phase == "backward" else "forward", True, chain)
-                elif name.startswith(NOGRAD_LAYER_PREFIX):
-                    ctx = (name[len(NOGRAD_LAYER_PREFIX):], "backward" if phase == "backward" else "forward", False, chain)
-                elif name.startswith(BACKWARD_PREFIX):
-                    op = name[len(BACKWARD_PREFIX):]
-                    rec = ops.get(op)
-                    if rec is None:
-                        rec = ops[op] = OpRecord(op, "cpu")
-                    rec.calls += 1
-                    ctx = (seq_layer.get(node.extra_fields.sequence_number, ""), "backward", False, (op,))
-                elif name.startswith(OPTIMIZER_PREFIXES):
-                    ctx = ("", "optimizer", False, ())
-                elif chain and chain[-1] == name:
-                    # The autograd node inside its evaluate_function: counted
-                    # there; its inputs are the shapes worth showing.
-                    rec = ops[name]
-                    if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
-                        shapes = _input_shapes(node.extra_fields)
-                        if shapes and shapes not in rec.input_shapes:
-                            rec.input_shapes.append(shapes)
+                    layer, grad = name[len(LAYER_PREFIX):], True
                 else:
-                    rec = ops.get(name)
-                    if rec is None:
-                        rec = ops[name] = OpRecord(name, "cpu")
-                    rec.calls += 1
-                    fields = node.extra_fields
-                    if layer and phase == "forward":
-                        seq = fields.sequence_number
-                        if seq >= 0:
-                            seq_layer[seq] = layer
-                    if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
-                        shapes = _input_shapes(fields)
-                        if shapes and shapes not in rec.input_shapes:
-                            rec.input_shapes.append(shapes)
-                    last = (name, layer)
+                    layer, grad = name[len(NOGRAD_LAYER_PREFIX):], False
+                ctx = (layer, "backward" if phase == "backward" else "forward", grad, chain)
+            elif name.startswith(BACKWARD_PREFIX):
+                op = name[len(BACKWARD_PREFIX):]
+                rec = ops.get(op)
+                if rec is None:
+                    rec = ops[op] = OpRecord(op, "cpu")
+                rec.calls += 1
+                ctx = (seq_layer.get(node.extra_fields.sequence_number, ""), "backward", False, (op,))
+            elif name.startswith(OPTIMIZER_PREFIXES):
+                ctx = ("", "optimizer", False, ())
+            elif chain and chain[-1] == name:
+                # The autograd node inside its evaluate_function: counted
+                # there; its inputs are the shapes worth showing.
+                rec = ops[name]
+                if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                    shapes = _input_shapes(node.extra_fields)
+                    if shapes and shapes not in rec.input_shapes:
+                        rec.input_shapes.append(shapes)
+            else:
+                rec = ops.get(name)
+                if rec is None:
+                    rec = ops[name] = OpRecord(name, "cpu")
+                rec.calls += 1
+                if layer and phase == "forward":
+                    seq = node.extra_fields.sequence_number
+                    if seq >= 0:
+                        seq_layer[seq] = layer
+                if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+                    shapes = _input_shapes(node.extra_fields)
+                    if shapes and shapes not in rec.input_shapes:
+                        rec.input_shapes.append(shapes)
+                last = (name, layer)
+                if children:
                     ctx = (layer, phase, grad, chain + (name,))
-            for child in reversed(node.children):
-                stack.append((child, ctx))
+            if children:
+                extend([(child, ctx) for child in reversed(children)])
         self._cuda_before = cuda_before
-        return logs, ops, ({"op": last[0], "layer": last[1]} if last else {})
+        failed = oom or last
+        return logs, ops, ({"op": failed[0], "layer": failed[1]} if failed else {})
 
     # -- categories ----------------------------------------------------------
     def _categorise(self, logs: dict[str, AllocationLog]) -> None:

@@ -38,6 +38,8 @@ def build_profile(
     capture_info: dict[str, str] = {"collectors": ",".join(c.collector for c in captures), **(environment or {})}
     for raw in captures:
         frameworks.update(raw.frameworks)
+        # Facts that belong to no device (CUDA live blocks, say) are kept as text.
+        capture_info.update({k: str(v) for k, v in raw.facts.items() if isinstance(v, str)})
         warnings.extend(Note(code, message) for code, message in raw.notes)
         capture_info.update(raw.options)
         for rd in raw.devices:
@@ -73,8 +75,14 @@ def build_profile(
                         f"(the highest sample is {fmt_bytes(sampled_peak)}): its time is approximate",
                     )
                 )
+    facts = {k: v for c in captures for k, v in c.facts.items()}
     for rp in replays or []:
-        devices.append(_allocator_device(rp))
+        device = _allocator_device(rp)
+        prefix = f"{device.name}."
+        device.allocator_stats = {
+            k[len(prefix):]: v for k, v in facts.items() if k.startswith(prefix) and isinstance(v, int)
+        }
+        devices.append(device)
         timelines.append(_allocator_timeline(rp))
         # How the memory from before the run was found; README, "What the numbers are".
         capture_info[f"{rp.log.device}_baseline"] = (

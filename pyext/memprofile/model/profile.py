@@ -55,6 +55,9 @@ class Device:
     capacity_bytes: int | None = None
     #: Bytes already live at cell start, per memory category, where known.
     baseline_by_category: dict[str, int] = field(default_factory=dict)
+    #: The allocator's own counters at the end, where it keeps them (CUDA:
+    #: reserved_bytes, fragmentation_permille, alloc_retries, ooms, ...).
+    allocator_stats: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
