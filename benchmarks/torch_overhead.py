@@ -16,7 +16,9 @@ Columns: bare wall time; memprofile's end-to-end ratio (start + cell + stop,
 i.e. until the Profile exists); the part of that spent turning the capture into
 a Profile (stop), as a share of the bare time; torch.profiler alone with
 profile_memory (and record_shapes, and with_stack), end to end including
-building its event list (key_averages), which is what a user of it waits for.
+building its event list (key_averages), which is what a user of it waits for;
+and the floor: torch.profiler with memory and shapes started and stopped, its
+events never read (what stopping costs torch itself).
 """
 
 from __future__ import annotations
@@ -79,17 +81,21 @@ def run_memprofile(fn, ns, **options):
     return t2 - t0, t2 - t1
 
 
-def run_torch_profiler(fn, ns, **options):
+def run_torch_profiler(fn, ns, event_list=True, **options):
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, **options) as prof:
         fn()
-    prof.key_averages()
+    if event_list:
+        prof.key_averages()
     return time.perf_counter() - t0, 0.0
 
 
 VARIANTS = {
     "bare": run_bare,
     "memprofile": run_memprofile,
+    # The floor for any tool built on torch.profiler with these options: start,
+    # run and stop it, read nothing.
+    "torch.profiler memory+shapes, stop only": lambda fn, ns: run_torch_profiler(fn, ns, event_list=False, record_shapes=True),
     "torch.profiler memory": lambda fn, ns: run_torch_profiler(fn, ns),
     "torch.profiler memory+shapes": lambda fn, ns: run_torch_profiler(fn, ns, record_shapes=True),
     "torch.profiler memory+shapes+stack": lambda fn, ns: run_torch_profiler(fn, ns, record_shapes=True, with_stack=True),
@@ -97,14 +103,14 @@ VARIANTS = {
 }
 
 
-def measure(name, make, rounds):
+def measure(name, make, rounds, variants):
     fn, ns = make()
-    for variant in VARIANTS.values():  # warm-up: imports, allocator caches, first-call costs
+    for variant in variants.values():  # warm-up: imports, allocator caches, first-call costs
         variant(fn, ns)
-    times = {k: [] for k in VARIANTS}
+    times = {k: [] for k in variants}
     stops = []
     for _ in range(rounds):
-        for key, variant in VARIANTS.items():
+        for key, variant in variants.items():
             wall, stop = variant(fn, ns)
             times[key].append(wall)
             if key == "memprofile":
@@ -118,14 +124,20 @@ def measure(name, make, rounds):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="only bare, memprofile and the floor, on the transformer step")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    cols = [k for k in VARIANTS if k != "bare"]
+    quick = ("bare", "memprofile", "torch.profiler memory+shapes, stop only")
+    variants = {k: VARIANTS[k] for k in quick} if args.quick else VARIANTS
+    workloads = (("transformer step", transformer_workload), ("200 small Adam steps", small_steps_workload))
+    if args.quick:
+        workloads = workloads[:1]
+    cols = [k for k in variants if k != "bare"]
     print(f"torch {torch.__version__}, {args.rounds} interleaved rounds, median ratios to bare\n")
     print("| workload | bare | " + " | ".join(cols) + " | memprofile stop / bare |")
     print("|---|---|" + "---|" * len(cols) + "---|")
-    for name, make in (("transformer step", transformer_workload), ("200 small Adam steps", small_steps_workload)):
-        bare, ratio, stop_share = measure(name, make, args.rounds)
+    for name, make in workloads:
+        bare, ratio, stop_share = measure(name, make, args.rounds, variants)
         print(
             f"| {name} | {bare * 1e3:.0f} ms | " + " | ".join(f"{ratio[k]:.2f}x" for k in cols)
             + f" | {stop_share * 100:.0f} % |"

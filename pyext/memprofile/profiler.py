@@ -8,6 +8,7 @@ when one of them fails, so no sampler or framework profiler is left running.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import platform
 import sys
 import time
@@ -135,7 +136,10 @@ class Profiler:
             return True
         if self._torch is not None:
             return self._torch
-        return "torch" in sys.modules or "torch" in self.source
+        if "torch" in sys.modules:
+            return True
+        # A cell that imports torch itself: profile it if torch is installed.
+        return "torch" in self.source and importlib.util.find_spec("torch") is not None
 
     def stop(self, error: BaseException | None = None) -> Profile:
         """Stop every collector and build the profile; `error` is what the run raised."""

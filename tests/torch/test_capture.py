@@ -262,3 +262,19 @@ def test_cuda_allocator_stats_land_on_their_device():
     assert cuda.allocator_stats["fragmentation_permille"] == 800 and cuda.allocator_stats["reserved_bytes"] == 10 * MiB
     assert p.capture["cuda_live_block.0"].startswith("cuda:0 2097152 B")
     assert p.capture["cuda:0_baseline"] == "the allocator's own counters"
+
+
+def test_a_cell_that_imports_torch_itself_is_profiled():
+    import subprocess
+    import sys
+
+    cell = "import torch\nx = torch.ones(1000)"
+    code = (
+        "import sys\nfrom memprofile.profiler import Profiler\n"
+        f"p = Profiler(source={cell!r}, namespace={{}}, store=False)\n"
+        "assert 'torch' not in sys.modules\np.start()\n"
+        f"exec({cell!r})\n"
+        "prof = p.stop()\nprint(sorted(d.name for d in prof.devices), prof.device('cpu').peak_bytes)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "['cpu', 'host'] 4000"

@@ -402,6 +402,8 @@ class TorchCollector:
             self._profiler.__enter__()
         except Exception:
             self._remove_hooks()
+            if self._cuda and self.cuda_history:
+                torch.cuda.memory._record_memory_history(enabled=None)
             raise
         self._running = True
 
@@ -429,7 +431,6 @@ class TorchCollector:
             self._profiler.__exit__(None, None, None)
         finally:
             self._remove_hooks()
-        self._end_ns = time.time_ns()
         self._scan_end()
         facts: dict[str, int | float | str] = {}
         capacities: dict[str, int] = {}
