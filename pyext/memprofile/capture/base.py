@@ -159,10 +159,6 @@ _REGISTRY = {
 }
 
 
-def collector_names() -> list[str]:
-    return list(_REGISTRY)
-
-
 def create_collector(name: str, **options) -> Collector:
     try:
         module_name, class_name = _REGISTRY[name]

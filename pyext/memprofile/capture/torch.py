@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import re
-import sys
 import threading
 import time
 import weakref
@@ -605,11 +604,8 @@ class TorchCollector:
             elif chain and chain[-1] == name:
                 # The autograd node inside its evaluate_function: counted
                 # there; its inputs are the shapes worth showing.
-                rec = ops[name]
-                if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
-                    shapes = _input_shapes(node.extra_fields)
-                    if shapes and shapes not in rec.input_shapes:
-                        rec.input_shapes.append(shapes)
+                if record_shapes:
+                    _sample_shapes(ops[name], node)
             else:
                 rec = ops.get(name)
                 if rec is None:
@@ -619,10 +615,8 @@ class TorchCollector:
                     seq = node.extra_fields.sequence_number
                     if seq >= 0:
                         seq_layer[seq] = layer
-                if record_shapes and rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
-                    shapes = _input_shapes(node.extra_fields)
-                    if shapes and shapes not in rec.input_shapes:
-                        rec.input_shapes.append(shapes)
+                if record_shapes:
+                    _sample_shapes(rec, node)
                 last = (name, layer)
                 if children:
                     ctx = (layer, phase, grad, chain + (name,))
@@ -733,6 +727,14 @@ class TorchCollector:
         return records
 
 
+def _sample_shapes(rec: OpRecord, node: Any) -> None:
+    """Keep a few distinct input shapes of an op, looked for in its first calls."""
+    if rec.calls <= _SHAPE_SAMPLE_CALLS and len(rec.input_shapes) < _MAX_SHAPES_PER_OP:
+        shapes = _input_shapes(node.extra_fields)
+        if shapes and shapes not in rec.input_shapes:
+            rec.input_shapes.append(shapes)
+
+
 def _input_shapes(fields: Any) -> str:
     parts = []
     for value in fields.inputs:
@@ -740,8 +742,3 @@ def _input_shapes(fields: Any) -> str:
         if sizes is not None:
             parts.append("[" + ", ".join(str(s) for s in sizes) + "]")
     return ", ".join(parts)
-
-
-def torch_version() -> str | None:
-    module = sys.modules.get("torch")
-    return getattr(module, "__version__", None) if module else None
