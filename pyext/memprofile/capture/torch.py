@@ -226,9 +226,9 @@ class TorchCollector:
             for b in module.buffers(recurse=False):
                 self._observe(b, "parameter")
         prefix = LAYER_PREFIX if self._torch.is_grad_enabled() else NOGRAD_LAYER_PREFIX
-        scope = self._torch.autograd.profiler.record_function(prefix + name)
-        scope.__enter__()
-        stack.append((module, scope))
+        # The ops behind torch.autograd.profiler.record_function, called
+        # directly: the class adds CUPTI and torch-function checks per call.
+        stack.append((module, self._scope_enter(prefix + name, None)))
 
     def _forward_hook(self, module: Any, args: tuple, output: Any) -> None:
         stack = self._stack()
@@ -236,7 +236,7 @@ class TorchCollector:
             return  # its forward began before the profiler did
         while stack:  # pop to this module, closing scopes a failed forward left open
             m, scope = stack.pop()
-            scope.__exit__(None, None, None)
+            self._scope_exit(scope)
             if m is module:
                 break
 
@@ -357,6 +357,8 @@ class TorchCollector:
         self._wall0 = time.time_ns()
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
         self._local = threading.local()
+        self._scope_enter = torch.ops.profiler._record_function_enter_new
+        self._scope_exit = torch.ops.profiler._record_function_exit._RecordFunction
         self._names: dict[int, str] = {}
         self._roots: set[int] = set()
         self._modules: dict[str, weakref.ref] = {}
@@ -414,7 +416,7 @@ class TorchCollector:
         while stack:  # scopes a failed forward left open
             _, scope = stack.pop()
             try:
-                scope.__exit__(None, None, None)
+                self._scope_exit(scope)
             except Exception:
                 pass
         for f in self._finalizers:
