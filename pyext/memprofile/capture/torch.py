@@ -130,9 +130,12 @@ class _Storage:
         self.freed_ns: int | None = None
 
 
+_RANK = {c: i for i, c in enumerate(CATEGORY_PRIORITY)}
+
+
 def _better(new: str, old: str) -> bool:
-    rank = {c: i for i, c in enumerate(CATEGORY_PRIORITY)}
-    return rank.get(new, len(rank)) < rank.get(old, len(rank))
+    """Whether `new` names a storage's kind better than `old` (called per observation)."""
+    return _RANK.get(new, len(_RANK)) < _RANK.get(old, len(_RANK))
 
 
 class TorchCollector:
