@@ -104,14 +104,6 @@ def build_profile(
     )
 
 
-def _baseline_by_category(log) -> dict[str, int]:
-    by_category: dict[str, int] = {}
-    for i, size in enumerate(log.size):
-        if log.pre_existing[i]:
-            by_category[log.category[i]] = by_category.get(log.category[i], 0) + size
-    return by_category
-
-
 def _allocator_device(rp: Replay) -> Device:
     log = rp.log
     return Device(
@@ -122,7 +114,7 @@ def _allocator_device(rp: Replay) -> Device:
         baseline_bytes=rp.baseline_bytes,
         end_bytes=rp.live_bytes[-1] if rp.live_bytes else rp.baseline_bytes,
         capacity_bytes=log.capacity_bytes,
-        baseline_by_category=_baseline_by_category(log),
+        baseline_by_category=dict(rp.baseline_by_category),
     )
 
 
@@ -141,7 +133,7 @@ def _allocator_timeline(rp: Replay) -> Timeline:
     live = [rp.baseline_bytes, *rp.live_bytes]
     keep = minmax_indices(live, MAX_TIMELINE_POINTS)
     rows = [None, *rp.row]
-    start = _baseline_by_category(log)
+    start = rp.baseline_by_category
     cols = {c: [start.get(c, 0), *col] for c, col in rp.by_category.items()}
     t = [0.0, *rp.t]
     return Timeline(

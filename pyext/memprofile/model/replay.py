@@ -28,6 +28,8 @@ class Replay:
     #: first event; ALIVE: never freed).
     rank_alloc: list[float]
     rank_free: list[float]
+    #: Bytes live before the first event, per category (the pre-existing rows).
+    baseline_by_category: dict[str, int]
 
     @property
     def peak_bytes(self) -> int:
@@ -77,4 +79,7 @@ def replay(log: AllocationLog) -> Replay:
             col.append(cat_live[c])
         if live > peak:
             peak, peak_index = live, k
-    return Replay(log, baseline, t, seq, rows, live_bytes, columns, peak_index, rank_alloc, rank_free)
+    return Replay(
+        log, baseline, t, seq, rows, live_bytes, columns, peak_index, rank_alloc, rank_free,
+        {c: b for c, b in base_by_cat.items() if b},
+    )
