@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,6 +32,15 @@ def no_collector_left_running():
         assert not hooks._global_forward_pre_hooks and not hooks._global_forward_hooks, "module hooks left"
         assert not optim._global_optimizer_pre_hooks and not optim._global_optimizer_post_hooks, "optimizer hooks left"
         assert not torch.autograd.profiler._is_profiler_enabled, "torch profiler left running"
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.profiler.internal import _pywrap_traceme
+
+        assert not _pywrap_traceme.traceme_enabled(), "TensorFlow profiler left running"
+        keras = sys.modules.get("keras")
+        if keras is not None:
+            assert not hasattr(keras.layers.Layer.__call__, "__memprofile_original__"), "Keras layer scopes left"
+        leftovers = glob.glob(os.path.join(tempfile.gettempdir(), "memprofile-tf-*"))
+        assert not leftovers, f"TensorFlow trace directories left: {leftovers}"
 
 
 @pytest.fixture

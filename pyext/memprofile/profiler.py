@@ -49,6 +49,7 @@ def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo
     """The exception, and where the framework was when it was raised: the last
     op that started (the one that failed, for an out-of-memory error) and its
     layer, and the bytes an out-of-memory message says were asked for."""
+    from memprofile.capture.tensorflow import oom_facts
     from memprofile.capture.torch import requested_bytes
 
     lines = traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
@@ -57,6 +58,13 @@ def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo
     info.op = last.get("op") or None
     info.layer = last.get("layer") or None
     info.requested_bytes = requested_bytes(info.message)
+    # TensorFlow names the op (and the tensor's shape) in the message itself.
+    tf_op, tf_requested = oom_facts(info.message)
+    if tf_op and type(exc).__module__.startswith("tensorflow"):
+        info.op = tf_op
+        info.layer = None if last.get("op") != tf_op else info.layer
+    if info.requested_bytes is None:
+        info.requested_bytes = tf_requested
     return info
 
 
@@ -75,6 +83,8 @@ class Profiler:
         host_interval_s: float = 0.005,
         reset_os_peak: bool = True,
         torch: bool | None = None,
+        tensorflow: bool | None = None,
+        tf_max_events: int | None = None,
         record_shapes: bool = True,
         with_stack: bool = False,
         cuda_history: bool = False,
@@ -82,7 +92,7 @@ class Profiler:
         store: bool = True,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
-        mentions it); `namespace` is where tensors from before the run are
+        mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is where tensors from before the run are
         looked for (the notebook's globals; the caller's by default)."""
         self.name = name or "profile"
         self.source = source
@@ -90,7 +100,7 @@ class Profiler:
         if namespace is None:
             caller = sys._getframe(1)
             namespace = {**caller.f_globals, **caller.f_locals}
-        self._torch = torch
+        self._wanted = {"torch": torch, "tensorflow": tensorflow}
         self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
             "torch": {
@@ -98,6 +108,11 @@ class Profiler:
                 "with_stack": with_stack,
                 "cuda_history": cuda_history,
                 "namespace": namespace,
+            },
+            "tensorflow": {
+                "namespace": namespace,
+                "reset_peak": reset_os_peak,
+                **({"max_events": tf_max_events} if tf_max_events else {}),
             },
         }
         self._collectors: list[Collector] = []
@@ -132,14 +147,16 @@ class Profiler:
         self._running = True
 
     def _wants(self, collector: str) -> bool:
-        if collector != "torch":
+        if collector not in self._wanted:
             return True
-        if self._torch is not None:
-            return self._torch
-        if "torch" in sys.modules:
+        if self._wanted[collector] is not None:
+            return bool(self._wanted[collector])
+        module = collector
+        if module in sys.modules:
             return True
-        # A cell that imports torch itself: profile it if torch is installed.
-        return "torch" in self.source and importlib.util.find_spec("torch") is not None
+        # A cell that imports the framework itself: profile it if it is installed.
+        mentions = ("tensorflow", "keras") if module == "tensorflow" else (module,)
+        return any(m in self.source for m in mentions) and importlib.util.find_spec(module) is not None
 
     def stop(self, error: BaseException | None = None) -> Profile:
         """Stop every collector and build the profile; `error` is what the run raised."""

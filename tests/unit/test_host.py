@@ -30,7 +30,7 @@ def test_samples_at_least_100_hz_while_idle():
 
 def test_a_freed_allocation_still_shows_as_the_peak(fresh_store):
     # GIVEN a block that allocates 256 MiB, touches it, and frees it again
-    with memprofile.profile(name="spike", torch=False) as p:
+    with memprofile.profile(name="spike", torch=False, tensorflow=False) as p:
         buf = np.ones(256 * MiB // 8)
         time.sleep(0.05)
         del buf
@@ -48,7 +48,7 @@ def test_a_freed_allocation_still_shows_as_the_peak(fresh_store):
 
 def test_peak_between_samples_comes_from_the_os_counter(fresh_store):
     # GIVEN a sampling interval far longer than the spike
-    with memprofile.profile(name="fast spike", host_interval_s=5.0, torch=False) as p:
+    with memprofile.profile(name="fast spike", host_interval_s=5.0, torch=False, tensorflow=False) as p:
         buf = np.ones(200 * MiB // 8)
         del buf
     host = p.device("host")
@@ -104,10 +104,10 @@ def test_block_that_raises_keeps_its_profile_and_reraises(fresh_store):
 
 def test_a_nested_profile_does_not_blind_the_outer_one(fresh_store):
     # GIVEN an outer profile whose spike happens before an inner profile starts
-    with memprofile.profile(name="outer", host_interval_s=5.0, torch=False) as outer:
+    with memprofile.profile(name="outer", host_interval_s=5.0, torch=False, tensorflow=False) as outer:
         buf = np.ones(200 * MiB // 8)
         del buf
-        with memprofile.profile(name="inner", torch=False) as inner:
+        with memprofile.profile(name="inner", torch=False, tensorflow=False) as inner:
             time.sleep(0.01)
     # THEN the outer still reports the spike, and the inner does not claim it
     assert outer.device("host").peak_bytes - outer.device("host").baseline_bytes >= 190 * MiB

@@ -65,6 +65,9 @@ class AllocationLog:
     shape: list[list[int] | None] = field(default_factory=list)
     dtype: list[str] = field(default_factory=list)
     pre_existing: list[bool] = field(default_factory=list)
+    #: Bytes the tensor asked for; `size` is what the allocator gave (after its
+    #: rounding) where the allocator says so, else the same.
+    requested: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.size)
@@ -82,6 +85,7 @@ class AllocationLog:
         shape: list[int] | None = None,
         dtype: str = "",
         pre_existing: bool = False,
+        requested: int | None = None,
     ) -> int:
         self.size.append(size)
         self.t_alloc.append(t_alloc)
@@ -95,6 +99,7 @@ class AllocationLog:
         self.shape.append(shape)
         self.dtype.append(dtype)
         self.pre_existing.append(pre_existing)
+        self.requested.append(size if requested is None else requested)
         return len(self.size) - 1
 
 
@@ -156,6 +161,7 @@ class Collector(Protocol):
 _REGISTRY = {
     "host": ("memprofile.capture.host", "HostCollector"),
     "torch": ("memprofile.capture.torch", "TorchCollector"),
+    "tensorflow": ("memprofile.capture.tensorflow", "TensorFlowCollector"),
 }
 
 

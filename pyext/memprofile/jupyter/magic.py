@@ -85,6 +85,14 @@ class MemprofileMagics(Magics):
         help="PyTorch on CUDA: record allocation stack traces (torch.cuda.memory._record_memory_history)",
     )
     @argument("--no-torch", action="store_true", help="do not profile PyTorch even if it is imported")
+    @argument("--no-tf", action="store_true", help="do not profile TensorFlow even if it is imported")
+    @argument(
+        "--tf-max-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="TensorFlow: keep tensor shapes for the first N memory events only (default 500000)",
+    )
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
     @line_cell_magic
@@ -101,6 +109,8 @@ class MemprofileMagics(Magics):
             host_interval_s=args.interval / 1000.0,
             reset_os_peak=not args.no_reset_peak,
             torch=False if args.no_torch else None,
+            tensorflow=False if args.no_tf else None,
+            tf_max_events=args.tf_max_events,
             record_shapes=not args.no_shapes,
             with_stack=args.stack,
             cuda_history=args.cuda_history,
@@ -127,6 +137,8 @@ class MemprofileMagics(Magics):
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         if not args.interval > 0:
             raise UsageError(f"--interval must be a positive number of milliseconds, got {args.interval}")
+        if args.tf_max_events is not None and args.tf_max_events < 0:
+            raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
         return args
 
     def _line_command(self, line: str):

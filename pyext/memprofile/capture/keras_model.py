@@ -1,0 +1,285 @@
+"""What the notebook's Keras objects own: layers by path, their variables, the
+optimizers' slots, and the address of every buffer (to recognise it among
+the allocator's events).
+
+Keras 3 (the Keras of TF 2.16+) only. Names: a root model is named by its
+variable in the namespace (like PyTorch modules), a layer inside it by its
+Keras names joined with "/" from below the root ("encoder/dense_1"), which
+is also how TF's op name scopes spell it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+_NAMESPACE_DEPTH = 2
+_UNIQUIFIED = re.compile(r"_\d+$")
+
+_get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_get_pointer.restype = ctypes.c_void_p
+_get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+@dataclass
+class Buffer:
+    """A tensor or variable buffer found in the namespace."""
+
+    addr: int
+    nbytes: int
+    category: str  # parameter | optimizer_state | other
+    layer: str
+    shape: list[int]
+    dtype: str
+    device: str  # "CPU:0", "GPU:0"
+
+
+@dataclass
+class LayerInfo:
+    path: str
+    type: str
+    parent: str | None
+    keras_names: tuple[str, ...]  # the Keras names from the root down
+    parameter_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    #: Shapes of its trainable variables, as TF writes them ("[256,128]").
+    trainable_shapes: set[str] = field(default_factory=set)
+    trainable_bytes: int = 0
+
+
+@dataclass
+class KerasWorld:
+    layers: dict[str, LayerInfo] = field(default_factory=dict)
+    by_id: dict[int, str] = field(default_factory=dict)  # id(layer) -> path
+    optimizer_names: set[str] = field(default_factory=set)
+    buffers: list[Buffer] = field(default_factory=list)
+    #: The Keras name chain -> path, for matching op name scopes.
+    chains: dict[tuple[str, ...], str] = field(default_factory=dict)
+    root_names: set[str] = field(default_factory=set)
+
+
+def address(tensor: Any) -> int | None:
+    """The data pointer of an eager tensor (CPU or GPU) through DLPack, which
+    shares the buffer; None when it cannot be had."""
+    import tensorflow as tf
+
+    try:
+        capsule = tf.experimental.dlpack.to_dlpack(tensor)
+        p = _get_pointer(capsule, b"dltensor")
+        return ctypes.c_void_p.from_address(p).value or None
+    except Exception:
+        return None
+
+
+def _tf_variable(v: Any) -> Any:
+    """The tf.Variable behind a Keras variable (or the variable itself)."""
+    inner = getattr(v, "_value", None)
+    return inner if inner is not None and hasattr(inner, "read_value") else v
+
+
+def shape_text(shape: Any) -> str:
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+def _children(layer: Any) -> list[Any]:
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is not None:
+        try:
+            return [c for c in flatten(include_self=False, recursive=False)
+                    if type(c).__name__ != "InputLayer"]
+        except Exception:
+            pass
+    return list(getattr(layer, "layers", []) or [])
+
+
+def scan(namespace: dict) -> KerasWorld:
+    """Find models, layers, optimizers, variables and tensors reachable from
+    the namespace (globals, Out, containers two levels deep)."""
+    world = KerasWorld()
+    keras = sys.modules.get("keras")
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return world
+    layer_cls = getattr(getattr(keras, "layers", None), "Layer", None) if keras else None
+    optimizer_cls = getattr(getattr(keras, "optimizers", None), "Optimizer", None) if keras else None
+    layers: list[tuple[str, Any]] = []
+    optimizers: list[Any] = []
+    loose: list[Any] = []
+
+    def visit(name: str, value: Any, depth: int) -> None:
+        if layer_cls is not None and isinstance(value, layer_cls):
+            layers.append((name, value))
+        elif optimizer_cls is not None and isinstance(value, optimizer_cls):
+            optimizers.append(value)
+        elif isinstance(value, tf.Variable | tf.Tensor) or (keras is not None and isinstance(value, keras.Variable)):
+            loose.append(value)
+        elif depth > 0 and isinstance(value, list | tuple):
+            for v in value[:10_000]:
+                visit(name, v, depth - 1)
+        elif depth > 0 and isinstance(value, dict):
+            for v in list(value.values())[:10_000]:
+                visit(name, v, depth - 1)
+
+    for name, value in list(namespace.items()):
+        if name.startswith("_") and name not in ("_", "__", "___") and not name[1:].isdigit():
+            continue
+        visit(name, value, _NAMESPACE_DEPTH)
+
+    for _, layer in layers:  # model.compile("adam") keeps the optimizer on the model only
+        opt = getattr(layer, "optimizer", None)
+        if optimizer_cls is not None and isinstance(opt, optimizer_cls) and all(o is not opt for o in optimizers):
+            optimizers.append(opt)
+    owner: dict[int, str] = {}  # id(variable) -> layer path
+    var_layer: dict[int, Any] = {}
+    _name_layers(world, layers, owner, var_layer)
+    for opt in optimizers:
+        world.optimizer_names.add(str(getattr(opt, "name", "")))
+    seen: set[int] = set()
+
+    def add(v: Any, category: str, layer: str) -> None:
+        tv = _tf_variable(v)
+        if id(tv) in seen:
+            return
+        seen.add(id(tv))
+        try:
+            value = tv.value() if hasattr(tv, "read_value") else tv
+            dtype = value.dtype
+            nbytes = int(value.shape.num_elements() or 0) * dtype.size
+            device = value.device.rsplit("device:", 1)[-1] if value.device else "CPU:0"
+        except Exception:
+            return
+        addr = address(value)
+        if addr and nbytes:
+            world.buffers.append(Buffer(addr, nbytes, category, layer, [int(d) for d in value.shape],
+                                        dtype.name, device))
+
+    for vid, path in owner.items():
+        add(var_layer[vid], "parameter", path)
+    for opt in optimizers:
+        _optimizer_slots(world, opt, var_layer, owner, add)
+    for t in loose:
+        add(t, "parameter" if not isinstance(t, tf.Tensor) else "other", "")
+    return world
+
+
+def _name_layers(world: KerasWorld, layers: list[tuple[str, Any]], owner: dict[int, str],
+                 var_layer: dict[int, Any]) -> None:
+    """Paths for every layer reachable from the found ones; the largest root
+    names a layer also bound to its own variable."""
+    unique = {id(l): (n, l) for n, l in reversed(layers)}
+
+    def size(layer: Any) -> int:
+        try:
+            return len(layer.weights)
+        except Exception:
+            return 0
+
+    for var, root in sorted(unique.values(), key=lambda nl: -size(nl[1])):
+        if id(root) in world.by_id:
+            continue
+        world.root_names.add(str(root.name))
+        stack = [(root, var, None, (str(root.name),))]
+        while stack:
+            layer, path, parent, chain = stack.pop()
+            if id(layer) in world.by_id:
+                continue
+            world.by_id[id(layer)] = path
+            info = world.layers[path] = LayerInfo(path, type(layer).__name__, parent, chain)
+            world.chains.setdefault(chain, path)
+            children = _children(layer)
+            child_vars: set[int] = set()
+            for child in children:
+                try:
+                    child_vars.update(id(_tf_variable(w)) for w in child.weights)
+                except Exception:
+                    pass
+            try:
+                own = [w for w in layer.weights if id(_tf_variable(w)) not in child_vars]
+                trainable = {id(_tf_variable(w)) for w in layer.trainable_weights}
+            except Exception:
+                own, trainable = [], set()
+            for w in own:
+                tv = _tf_variable(w)
+                if id(tv) in owner:
+                    continue
+                owner[id(tv)] = path
+                var_layer[id(tv)] = w
+                nbytes = _numel(w.shape) * _itemsize(w)
+                info.parameter_bytes += nbytes
+                if id(tv) in trainable:
+                    info.trainable_shapes.add(shape_text(w.shape))
+                    info.trainable_bytes += nbytes
+            for child in reversed(children):
+                child_path = str(child.name) if parent is None else f"{path}/{child.name}"
+                stack.append((child, child_path, path, chain + (str(child.name),)))
+
+
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _itemsize(v: Any) -> int:
+    import tensorflow as tf
+
+    try:
+        return tf.as_dtype(v.dtype).size
+    except Exception:
+        return 4
+
+
+def _optimizer_slots(world: KerasWorld, opt: Any, var_layer: dict[int, Any], owner: dict[int, str], add) -> None:
+    """Slot variables (Adam's momentum and velocity, ...) by the variable they
+    belong to: Keras 3 names a slot `<variable path with _>_<slot>`."""
+    prefixes = sorted(
+        ((str(getattr(v, "path", "")).replace("/", "_") + "_", owner[vid]) for vid, v in var_layer.items()),
+        key=lambda p: -len(p[0]),
+    )
+    try:
+        variables = list(opt.variables)
+    except Exception:
+        return
+    for v in variables:
+        name = str(getattr(v, "name", ""))
+        layer = next((path for prefix, path in prefixes if prefix != "_" and name.startswith(prefix)), "")
+        if layer:
+            nbytes = _numel(v.shape) * _itemsize(v)
+            world.layers[layer].optimizer_state_bytes += nbytes
+        add(v, "optimizer_state", layer)
+
+
+def match_scope(world: KerasWorld, components: list[str]) -> str:
+    """The deepest known layer named by op name scope components
+    (["mlp_1", "hidden_a_1", "MatMul"] -> "hidden_a"); "" when none.
+    TF uniquifies scope names with "_N", so a component also matches without it."""
+    chains = world.chains
+    best = ""
+    for i, comp in enumerate(components):
+        for root in _candidates(comp):
+            if root not in world.root_names:
+                continue
+            chain: tuple[str, ...] = (root,)
+            path = chains.get(chain, "")
+            for nxt in components[i + 1:]:
+                for cand in _candidates(nxt):
+                    if chain + (cand,) in chains:
+                        chain = chain + (cand,)
+                        path = chains[chain]
+                        break
+                else:
+                    break
+            if len(path) > len(best) or (path and not best):
+                best = path
+        if best:
+            return best
+    return best
+
+
+def _candidates(component: str) -> tuple[str, ...]:
+    stripped = _UNIQUIFIED.sub("", component)
+    return (component, stripped) if stripped != component else (component,)

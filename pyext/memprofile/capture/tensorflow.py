@@ -1,0 +1,699 @@
+"""TensorFlow/Keras: every allocation of TF's allocators, with its op, layer and kind.
+
+How (see DESIGN.md, "What the frameworks give"):
+- The TF profiler runs around the cell; its XSpace's MemoryAllocation and
+  MemoryDeallocation events (capture/xspace.py) give each block's size, op,
+  shape and dtype, and the allocator's own counters. TF's default CPU
+  allocator ("cpu", when oneDNN is off) records nothing unless its statistics
+  are on: they are switched on for the run through TF's exported
+  `tsl::EnableCPUAllocatorStats` and back off afterwards. That allocator
+  cannot size its blocks (it reports 0), so sizes there are the requested
+  bytes; the BFC and oneDNN allocators report the rounded size as well.
+- Layers: inside `model.fit`/`tf.function` the op names carry Keras's name
+  scopes ("mlp_1/hidden_a_1/MatMul", "gradient_tape/...", "adam/...",
+  "compile_loss/..."). Eager layer calls have no scopes in their op names, so
+  `keras.layers.Layer.__call__` is wrapped for the run to open a profiler
+  scope (a TraceMe) per eager call.
+- Categories: variables and slots are recognised by buffer address (DLPack)
+  in the namespace at start and end, and followed through the copies TF makes
+  when it writes a variable that someone still reads; gradients are backward
+  outputs shaped like one of their layer's trainable variables; input pipeline
+  ops give inputs; forward outputs freed after backward started are
+  activations; "temp" regions and anything else freed within the run are
+  temporaries.
+- `tf.config.experimental.get_memory_info`/`reset_memory_stats` per device for
+  the allocator's own current and peak; a device or allocator where they fail
+  or stay at zero is reported as unsupported, not as zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ctypes
+import glob
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.keras_model import KerasWorld, match_scope, scan
+from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
+
+LAYER_SCOPE = "memprofile.layer/"
+BEFORE = "(before the run)"
+OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
+#: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
+DEFAULT_MAX_EVENTS = 500_000
+#: Ops that write a variable; when the variable's buffer is shared TF copies it first.
+_VARIABLE_WRITES = re.compile(r"^(Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply|ResourceScatter)")
+_INPUT_OPS = re.compile(r"(Dataset|Iterator|GetNext|OptionalGetValue|OptionalFromValue)")
+_WRAPPERS = ("StatefulPartitionedCall", "PartitionedCall")
+_BACKWARD_SCOPES = ("gradient_tape", "gradients")
+_LOSS_SCOPES = ("compile_loss", "loss")
+_UNIQUIFIED = re.compile(r"_\d+$")
+_GPU_ALLOCATOR = re.compile(r"^GPU_(\d+)_bfc$")
+_TF_OOM_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([\d,\s]*)\] and type (\w+)")
+_TF_OP = re.compile(r"\[Op:(\w+)\]|\bnode ([\w/.\-]+)")
+_DTYPE_BYTES = {"float": 4, "double": 8, "half": 2, "bfloat16": 2, "int32": 4, "int64": 8, "int8": 1,
+                "uint8": 1, "int16": 2, "bool": 1, "float32": 4, "float64": 8, "float16": 2}
+#: TF's log lines around a profiler session: not worth the user's attention.
+_NOISE = re.compile(r"profiler_session\.cc|save_profile\.cc|Profiler session|Collecting XSpace|"
+                    r"absl::InitializeLog|^\s*$")
+
+
+def oom_facts(message: str) -> tuple[str | None, int | None]:
+    """The op and the bytes a TF out-of-memory message names, where it does."""
+    op = None
+    m = _TF_OP.search(message)
+    if m:
+        op = m.group(1) or m.group(2)
+    requested = None
+    m = _TF_OOM_SHAPE.search(message)
+    if m:
+        n = 1
+        for d in m.group(1).split(","):
+            if d.strip():
+                n *= int(d)
+        requested = n * _DTYPE_BYTES.get(m.group(2), 4)
+    return op, requested
+
+
+def device_of(allocator: str) -> str:
+    """TF's device of an allocator: GPU_0_bfc -> GPU:0; the CPU ones -> CPU:0."""
+    m = _GPU_ALLOCATOR.match(allocator)
+    if m:
+        return f"GPU:{m.group(1)}"
+    if allocator.startswith("gpu_host"):
+        return "gpu_host"
+    return "CPU:0"
+
+
+def gpu_facts(config: Any, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """What the memory-growth and allocator suggestions need, from `tf.config`
+    (a fake in tests: no GPU has run this)."""
+    environ = os.environ if environ is None else environ
+    facts: dict[str, str] = {}
+    try:
+        gpus = config.list_physical_devices("GPU")
+        visible = config.get_visible_devices("GPU")
+    except Exception as exc:
+        return {"tf.gpus": f"unknown ({exc})"}
+    facts["tf.gpus"] = str(len(gpus))
+    facts["tf.visible_gpus"] = ",".join(d.name.rsplit(":", 2)[-2] + ":" + d.name.rsplit(":", 1)[-1]
+                                        for d in visible) or "none"
+    growth = []
+    limits = []
+    for gpu in gpus:
+        short = ":".join(gpu.name.split(":")[-2:])
+        try:
+            growth.append(f"{short}={'on' if config.experimental.get_memory_growth(gpu) else 'off'}")
+        except Exception:
+            growth.append(f"{short}=unknown")
+        try:
+            for dev in config.get_logical_device_configuration(gpu) or []:
+                if getattr(dev, "memory_limit", None):
+                    limits.append(f"{short}={int(dev.memory_limit)}MB")
+        except Exception:
+            pass
+    if gpus:
+        facts["tf.memory_growth"] = ",".join(growth)
+    if limits:
+        facts["tf.memory_limit"] = ",".join(limits)
+    for key in ("TF_FORCE_GPU_ALLOW_GROWTH", "TF_GPU_ALLOCATOR", "CUDA_VISIBLE_DEVICES"):
+        if key in environ:
+            facts[f"env.{key}"] = environ[key]
+    return facts
+
+
+class _CpuAllocatorStats:
+    """TF's exported switch for the default CPU allocator's statistics (and
+    with them its MemoryAllocation events). Not in TF's Python API."""
+
+    def __init__(self, tf: Any) -> None:
+        self._lib = None
+        here = os.path.dirname(tf.__file__)
+        for path in sorted(glob.glob(os.path.join(here, "libtensorflow_framework.so*"))):
+            try:
+                lib = ctypes.CDLL(path)
+                self._enable = lib._ZN3tsl23EnableCPUAllocatorStatsEv
+                self._disable = lib._ZN3tsl24DisableCPUAllocatorStatsEv
+                self._enabled = lib._ZN3tsl24CPUAllocatorStatsEnabledEv
+                self._enabled.restype = ctypes.c_bool
+                self._lib = lib
+                break
+            except (OSError, AttributeError):
+                continue
+
+    @property
+    def available(self) -> bool:
+        return self._lib is not None
+
+    def turn_on(self) -> bool:
+        """Switch on; True when this call did it (and so must switch off)."""
+        if self._lib is None or self._enabled():
+            return False
+        self._enable()
+        return True
+
+    def turn_off(self) -> None:
+        if self._lib is not None:
+            self._disable()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TF's C++ logs a few lines per profiler start and stop on fd 2, which the
+    kernel shows in the cell: keep them out, pass anything else through."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _NOISE.search(line)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+
+
+class TensorFlowCollector:
+    name = "tensorflow"
+
+    def __init__(
+        self,
+        namespace: dict | None = None,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        reset_peak: bool = True,
+        layer_scopes: bool = True,
+    ) -> None:
+        self.namespace = namespace if namespace is not None else {}
+        self.max_events = max_events
+        self.reset_peak = reset_peak
+        self.layer_scopes = layer_scopes
+        self._running = False
+        self._notes: list[tuple[str, str]] = []
+
+    # -- Collector protocol ------------------------------------------------
+    def start(self, origin: float | None = None) -> None:
+        import tensorflow as tf
+
+        if self._running:
+            raise RuntimeError("TensorFlowCollector already started")
+        self._tf = tf
+        self._notes = []
+        self._stats = _CpuAllocatorStats(tf)
+        self._stats_switched = self._stats.turn_on()
+        if not self._stats.available:
+            self._notes.append(("tf_cpu_stats", "TF's CPU allocator statistics could not be switched on: "
+                                                "with TF's default CPU allocator no CPU allocation is seen"))
+        self._logdir = tempfile.mkdtemp(prefix="memprofile-tf-")
+        try:
+            self._memory_start = self._memory_info(reset=self.reset_peak)
+            self._world_start = scan(self.namespace)
+            with _quiet_stderr():
+                self._session = self._start_session(tf, self._logdir)
+        except BaseException:
+            self._cleanup()
+            raise
+        self._wall0 = time.time_ns()
+        self._perf_offset = time.perf_counter() - (origin if origin is not None else time.perf_counter())
+        self._layer_patch = self._patch_keras() if self.layer_scopes else None
+        self._running = True
+
+    def stop(self) -> RawCapture:
+        if not self._running:
+            raise RuntimeError("TensorFlowCollector not started")
+        self._running = False
+        tf = self._tf
+        try:
+            self._unpatch_keras()
+            with _quiet_stderr():
+                data = self._stop_session(tf, self._logdir)
+        finally:
+            self._cleanup()
+        memory_end = self._memory_info(reset=False)
+        world = scan(self.namespace)
+        _merge(world, self._world_start)
+        raw = RawCapture(collector=self.name)
+        raw.frameworks["tensorflow"] = str(getattr(tf, "__version__", "unknown"))
+        keras = sys.modules.get("keras")
+        if keras is not None:
+            raw.frameworks["keras"] = str(getattr(keras, "__version__", "unknown"))
+        raw.notes.extend(self._notes)
+        raw.options["tf_max_events"] = str(self.max_events)
+        raw.facts.update(gpu_facts(tf.config))
+        if not data:
+            raw.notes.append(("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known"))
+            return raw
+        self._convert(parse_xspace(data, scope_prefix=LAYER_SCOPE), world, memory_end, raw)
+        return raw
+
+    def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
+        logs, ops = self._logs(parsed.events, world, parsed.op_types, raw)
+        self._devices(logs, parsed, memory_end, raw)
+        raw.allocations = list(logs.values())
+        raw.ops = list(ops.values())
+        raw.modules = _module_records(world, logs)
+
+    # -- profiler session ----------------------------------------------------
+    @staticmethod
+    def _start_session(tf: Any, logdir: str) -> Any:
+        """The class behind tf.profiler.experimental (no global state of its
+        own to clear if the cell fails); the public API where it is missing."""
+        try:
+            from tensorflow.python.profiler.internal import _pywrap_profiler
+        except ImportError:
+            tf.profiler.experimental.start(logdir)
+            return None
+        session = _pywrap_profiler.ProfilerSession()
+        session.start(logdir, {})
+        return session
+
+    def _stop_session(self, tf: Any, logdir: str) -> bytes:
+        if self._session is not None:
+            self._session.export_to_tb()  # stops the session and writes the XSpace
+            self._session = None
+        else:
+            tf.profiler.experimental.stop()
+        files = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        return read_xspace_file(max(files, key=os.path.getmtime)) if files else b""
+
+    def _cleanup(self) -> None:
+        if self._stats_switched:
+            self._stats.turn_off()
+            self._stats_switched = False
+        shutil.rmtree(getattr(self, "_logdir", ""), ignore_errors=True)
+
+    # -- eager layer scopes --------------------------------------------------
+    def _patch_keras(self) -> Any:
+        keras = sys.modules.get("keras")
+        layer_cls = getattr(getattr(keras, "layers", None), "Layer", None)
+        if layer_cls is None:
+            return None
+        try:
+            from tensorflow.python.profiler.internal._pywrap_traceme import TraceMe
+        except ImportError:
+            return None
+        original = layer_cls.__dict__.get("__call__")
+        if original is None or hasattr(original, "__memprofile_original__"):
+            return None
+        executing_eagerly = self._tf.executing_eagerly
+
+        def __call__(layer: Any, *args: Any, **kwargs: Any) -> Any:
+            if not executing_eagerly():  # traced: the op names carry the scopes
+                return original(layer, *args, **kwargs)
+            scope = TraceMe(f"{LAYER_SCOPE}{id(layer)}/{layer.name}")
+            try:
+                return original(layer, *args, **kwargs)
+            finally:
+                scope.Stop()
+
+        __call__.__memprofile_original__ = original  # type: ignore[attr-defined]
+        __call__.__wrapped__ = original  # type: ignore[attr-defined]
+        layer_cls.__call__ = __call__
+        return (layer_cls, original)
+
+    def _unpatch_keras(self) -> None:
+        if self._layer_patch is not None:
+            layer_cls, original = self._layer_patch
+            layer_cls.__call__ = original
+            self._layer_patch = None
+
+    # -- memory info -----------------------------------------------------------
+    def _memory_info(self, reset: bool) -> dict[str, dict[str, int] | str]:
+        """Per TF device: {"current", "peak"}, or why there is none."""
+        tf = self._tf
+        out: dict[str, dict[str, int] | str] = {}
+        try:
+            devices = [d.name.split("device:")[-1] for d in tf.config.list_logical_devices()]
+        except Exception:
+            devices = ["CPU:0"]
+        for dev in devices:
+            if not dev.startswith(("CPU", "GPU")):
+                continue
+            try:
+                if reset:
+                    tf.config.experimental.reset_memory_stats(dev)
+                info = tf.config.experimental.get_memory_info(dev)
+                out[dev] = {"current": int(info["current"]), "peak": int(info["peak"])}
+            except Exception as exc:
+                out[dev] = str(exc).strip() or type(exc).__name__
+        return out
+
+    # -- events -> allocation logs --------------------------------------------
+    def _t(self, t_ns: int) -> float:
+        return (t_ns - self._wall0) / 1e9 + self._perf_offset
+
+    def _logs(self, ev: MemoryEvents, world: KerasWorld, op_types: dict[str, str],
+              raw: RawCapture) -> tuple[dict[str, AllocationLog], dict[str, OpRecord]]:
+        logs: dict[str, AllocationLog] = {}
+        side: dict[str, _Side] = {}
+        ops: dict[str, OpRecord] = {}
+        live: dict[tuple[str, int], int] = {}
+        where: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # (op, scope, thread) -> (op, layer, phase)
+        start_buffers = {b.addr: b for b in self._world_start.buffers}
+        freed_before: set[int] = set()
+        limit = self.max_events
+        last_op = ""
+        for i in range(len(ev)):
+            allocator = ev.allocator[i] or "cpu"
+            log = logs.get(allocator)
+            if log is None:
+                log = logs[allocator] = AllocationLog(device=allocator, source=allocator)
+                side[allocator] = _Side()
+            t = self._t(ev.t_ns[i])
+            addr = ev.addr[i]
+            if ev.is_alloc[i]:
+                key = (ev.op[i], ev.scope[i], ev.thread[i])
+                place = where.get(key)
+                if place is None:
+                    place = where[key] = _place(ev.op[i], ev.scope[i], ev.thread[i], world, op_types)
+                op, layer, phase = place
+                size = ev.allocation[i] or ev.requested[i]
+                detail = i < limit
+                row = log.add(
+                    size, t, i, layer=layer, op=op, phase=phase,
+                    shape=_shape(ev.shape[i]) if detail else None,
+                    dtype=DTYPES.get(ev.dtype[i], "") if detail else "",
+                    requested=ev.requested[i] or size,
+                )
+                s = side[allocator]
+                s.addr.append(addr)
+                s.region.append(ev.region[i])
+                s.node.append(ev.op[i])
+                live[(allocator, addr)] = row
+                if op:
+                    rec = ops.get(op)
+                    if rec is None:
+                        rec = ops[op] = OpRecord(op, allocator)
+                    rec.calls += 1
+                    rec.allocated_bytes += size
+                    rec.self_allocated_bytes += size
+                    rec.max_alloc_bytes = max(rec.max_alloc_bytes, size)
+                    last_op = op
+                    if detail and ev.shape[i] and len(rec.input_shapes) < 3 and ev.shape[i] not in rec.input_shapes:
+                        rec.input_shapes.append(ev.shape[i])
+            else:
+                row = live.pop((allocator, addr), None)
+                if row is None:
+                    known = start_buffers.get(addr)
+                    size = ev.allocation[i] or (known.nbytes if known else 0)
+                    if known is None and not size:
+                        continue  # a block from before the run, of unknown size
+                    row = log.add(size, 0.0, -1, op=BEFORE, pre_existing=True,
+                                  category=known.category if known else "other",
+                                  layer=known.layer if known else "",
+                                  shape=known.shape if known else None, dtype=known.dtype if known else "")
+                    s = side[allocator]
+                    s.addr.append(addr)
+                    s.region.append("")
+                    s.node.append("")
+                    if known is not None:
+                        freed_before.add(addr)
+                log.t_free[row] = t
+                log.seq_free[row] = i
+        if len(ev) > limit:
+            raw.notes.append(("tf_detail_dropped",
+                              f"{len(ev):,} TensorFlow memory events: past the first {limit:,} the shapes and "
+                              f"dtypes of tensors are not kept (the timeline, ops and layers are)"))
+        raw.last_op = {"op": last_op, "layer": ""} if last_op else {}
+        self._add_baseline(logs, side, start_buffers, freed_before)
+        for allocator, log in logs.items():
+            _categorise(log, side[allocator], world, live, allocator)
+        return logs, ops
+
+    def _add_baseline(self, logs, side, start_buffers, freed_before) -> None:
+        """Buffers of the namespace from before the run that are still alive."""
+        for b in start_buffers.values():
+            if b.addr in freed_before:
+                continue
+            allocator = next((a for a in logs if device_of(a) == b.device), None)
+            if allocator is None:
+                allocator = "cpu" if b.device.startswith("CPU") else f"GPU_{b.device.split(':')[-1]}_bfc"
+                logs[allocator] = AllocationLog(device=allocator, source=allocator)
+                side[allocator] = _Side()
+            logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE, pre_existing=True, category=b.category,
+                                layer=b.layer, shape=b.shape, dtype=b.dtype)
+            s = side[allocator]
+            s.addr.append(b.addr)
+            s.region.append("")
+            s.node.append("")
+
+    def _devices(self, logs: dict[str, AllocationLog], parsed: Any, memory_end: dict, raw: RawCapture) -> None:
+        """Device names, capacities, the exact baseline and the allocators' own counters."""
+        ev = parsed.events
+        counters: dict[str, tuple[int, int, int]] = {}  # allocator -> (max in use, max peak, capacity)
+        before: dict[str, int] = {}  # allocator -> its bytes in use before its first event
+        for i in range(len(ev)):
+            a = ev.allocator[i] or "cpu"
+            if a not in before:
+                size = ev.allocation[i] or ev.requested[i]
+                before[a] = ev.in_use[i] - size if ev.is_alloc[i] else ev.in_use[i] + size
+            in_use, peak, cap = counters.get(a, (0, 0, 0))
+            counters[a] = (max(in_use, ev.in_use[i]), max(peak, ev.peak_in_use[i]),
+                           max(cap, ev.in_use[i] + ev.available[i]) if ev.available[i] else cap)
+        taken: set[str] = set()
+        for allocator, log in logs.items():
+            dev = device_of(allocator)
+            name = f"tf:{dev}"
+            if name in taken:
+                name = f"tf:{dev}/{allocator}"
+            taken.add(name)
+            log.device = name
+            in_use, peak_counter, cap = counters.get(allocator, (0, 0, 0))
+            if dev.startswith("GPU"):
+                log.capacity_bytes = parsed.device_memory.get(dev) or cap or None
+            start, end = self._memory_start.get(dev), memory_end.get(dev)
+            prefix = f"{name}."
+            if not self._memory_start:  # read from a file: there was no one to ask
+                raw.facts[prefix + "memory_info"] = "not recorded"
+                counted = False
+            else:
+                counted = isinstance(start, dict) and isinstance(end, dict) and (end["peak"] > 0 or in_use > 0)
+            if counted:
+                raw.facts[prefix + "memory_info_start"] = start["current"]
+                raw.facts[prefix + "memory_info_end"] = end["current"]
+                raw.facts[prefix + "memory_info_peak"] = end["peak"]
+            # The allocator's own bytes in use at the start are exact: what no
+            # known buffer accounts for is memory from before the run.
+            baseline = start["current"] if counted else before.get(allocator, 0) if in_use else None
+            if baseline is not None:
+                known = sum(log.size[r] for r in range(len(log)) if log.pre_existing[r])
+                if baseline > known:
+                    log.add(baseline - known, 0.0, -1, op=BEFORE, pre_existing=True)
+                # oneDNN's allocator leaves its small blocks out of its counters.
+                log.baseline_exact = allocator != "mklcpu"
+            if not counted and self._memory_start:
+                why = start if isinstance(start, str) else end if isinstance(end, str) else (
+                    "the allocator counts 0 bytes in use")
+                raw.facts[prefix + "memory_info"] = f"unsupported: {why}"
+                raw.notes.append((
+                    "tf_memory_info_unsupported",
+                    f"{name}: tf.config.experimental.get_memory_info is not available for allocator "
+                    f"{allocator!r} ({why}); its figures come from the profiler's events alone, and memory "
+                    f"held before the run is only what the namespace's tensors and variables account for",
+                ))
+            if peak_counter:
+                raw.facts[prefix + "allocator_peak_in_use"] = peak_counter
+            raw.facts[prefix + "allocator"] = allocator
+
+
+def raw_from_xspace(data: bytes) -> RawCapture:
+    """A capture from a saved XSpace (a GPU job's trace, say): the events
+    alone, times from the first event, no namespace and no memory info."""
+    parsed = parse_xspace(data, scope_prefix=LAYER_SCOPE)
+    collector = TensorFlowCollector()
+    collector._wall0 = parsed.events.t_ns[0] if len(parsed.events) else 0
+    collector._perf_offset = 0.0
+    collector._world_start = KerasWorld()
+    collector._memory_start = {}
+    raw = RawCapture(collector="tensorflow-xspace")
+    collector._convert(parsed, KerasWorld(), {}, raw)
+    return raw
+
+
+class _Side:
+    """Per-row facts only categorising needs."""
+
+    def __init__(self) -> None:
+        self.addr: list[int] = []
+        self.region: list[str] = []
+        self.node: list[str] = []
+
+
+def _shape(text: str) -> list[int] | None:
+    if not text or not text.startswith("["):
+        return None
+    try:
+        return [int(d) for d in text[1:-1].split(",") if d.strip()]
+    except ValueError:
+        return None
+
+
+def _place(node: str, scope: str, thread: str, world: KerasWorld, op_types: dict[str, str]) -> tuple[str, str, str]:
+    """(op name to show, layer, phase) of an allocation from its op's node
+    name, the eager layer scope around it, and its thread."""
+    comps = node.split("/") if node else []
+    while comps and comps[0] in _WRAPPERS:
+        comps = comps[1:]
+    op = "/".join(comps)
+    if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
+        return op, INPUT_PIPELINE, "other"
+    if scope:
+        ident, _, name = scope.partition("/")
+        layer = world.by_id.get(int(ident), name) if ident.isdigit() else name
+        return op, layer, "forward"
+    backward = any(c in _BACKWARD_SCOPES for c in comps)
+    names = {_UNIQUIFIED.sub("", c) for c in comps[:-1]}
+    if world.optimizer_names & names:
+        return op, OPTIMIZER, "optimizer"
+    layer = match_scope(world, comps[:-1]) if len(comps) > 1 else ""
+    if layer:
+        return op, layer, "backward" if backward else "forward"
+    if names & set(_LOSS_SCOPES):
+        return op, LOSS, "backward" if backward else "forward"
+    return op, "", "backward" if backward else "other"
+
+
+def _categorise(log: AllocationLog, side: _Side, world: KerasWorld, live: dict, allocator: str) -> None:
+    n = len(log)
+    # row -> (category, layer) of the variables and slots among the rows
+    known: dict[int, tuple[str, str]] = {}
+    end_buffers = {b.addr: b for b in world.buffers}
+    for i in range(n):
+        if log.pre_existing[i]:
+            known[i] = (log.category[i], log.layer[i])
+    for (a, addr), row in live.items():  # alive at the end: known by address
+        b = end_buffers.get(addr) if a == allocator else None
+        if b is not None:
+            known[row] = (b.category, b.layer)
+            if log.shape[row] is None:
+                log.shape[row], log.dtype[row] = b.shape, b.dtype
+    _follow_variable_copies(log, side, known)
+    trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
+    backward_times = sorted(log.t_alloc[i] for i in range(n) if log.phase[i] == "backward")
+    for i in range(n):
+        if i in known:
+            # A variable belongs to its layer, whichever scope (the optimizer's) wrote it.
+            log.category[i] = known[i][0]
+            log.layer[i] = known[i][1] or log.layer[i]
+            continue
+        if log.pre_existing[i]:
+            continue
+        layer, phase = log.layer[i], log.phase[i]
+        shape = log.shape[i]
+        if layer == INPUT_PIPELINE:
+            log.category[i] = "input"
+        elif phase == "backward" and shape is not None and \
+                "[" + ",".join(map(str, shape)) + "]" in trainable.get(layer, ()):
+            log.category[i] = "gradient"
+        elif side.region[i] == "temp":
+            log.category[i] = "temporary"
+        elif phase == "forward" and _freed_after_backward(log.t_alloc[i], log.t_free[i], backward_times):
+            log.category[i] = "activation"  # kept by forward for the gradient, freed by backward
+        elif log.t_free[i] != ALIVE:
+            log.category[i] = "temporary"
+        else:
+            log.category[i] = "other"
+
+
+def _freed_after_backward(t_alloc: float, t_free: float, backward_times: list[float]) -> bool:
+    k = bisect.bisect_right(backward_times, t_alloc)
+    return k < len(backward_times) and backward_times[k] < t_free
+
+
+def _follow_variable_copies(log: AllocationLog, side: _Side, known: dict[int, tuple[str, str]]) -> None:
+    """A variable written while its buffer is shared gets a new buffer, made by
+    the writing op (AssignSubVariableOp, ResourceApplyAdam, ...). Such a buffer
+    takes the kind of the known buffer of the same size it replaced (alive
+    when it was made, freed first after), and forward in time; and a known
+    buffer made by such an op gives its kind to the one it replaced."""
+    writes = [i for i in range(len(log)) if not log.pre_existing[i]
+              and _VARIABLE_WRITES.match(_UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))]
+    if not writes:
+        return
+    # Candidates for a variable's earlier buffer: other copies, and buffers
+    # from before the run (not the op outputs the write consumed, freed as fast).
+    write_set = set(writes)
+    by_size: dict[int, list[int]] = {}
+    for i in range(len(log)):
+        if i in write_set or log.pre_existing[i] or i in known:
+            by_size.setdefault(log.size[i], []).append(i)
+    taken: set[int] = set()
+
+    def predecessor(r: int, want_known: bool) -> int | None:
+        t = log.t_alloc[r]
+        best = None
+        for p in by_size.get(log.size[r], ()):
+            if p == r or p in taken or (p in known) != want_known:
+                continue
+            # The replaced buffer is freed once the copy is in place.
+            if (log.pre_existing[p] or log.t_alloc[p] < t) and t <= log.t_free[p] != ALIVE:
+                if best is None or log.t_free[p] < log.t_free[best]:
+                    best = p
+        return best
+
+    for r in sorted(writes, key=log.t_alloc.__getitem__):  # forward: from known old buffers
+        if r in known:
+            continue
+        p = predecessor(r, True)
+        if p is not None:
+            known[r] = known[p]
+            taken.add(p)
+    for r in sorted(writes, key=log.t_alloc.__getitem__, reverse=True):  # backward: from known new buffers
+        if r not in known:
+            continue
+        p = predecessor(r, False)
+        if p is not None:
+            known[p] = known[r]
+            taken.add(p)
+
+
+def _merge(world: KerasWorld, older: KerasWorld) -> None:
+    """Layers and names seen at the start but gone at the end still name their allocations."""
+    for path, info in older.layers.items():
+        world.layers.setdefault(path, info)
+    for k, v in older.by_id.items():
+        world.by_id.setdefault(k, v)
+    for k, v in older.chains.items():
+        world.chains.setdefault(k, v)
+    world.root_names |= older.root_names
+    world.optimizer_names |= older.optimizer_names
+
+
+def _module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:
+    computed: set[str] = set()
+    for log in logs.values():
+        for i in range(len(log)):
+            if log.category[i] == "gradient":
+                computed.add(log.layer[i])
+    records = [
+        ModuleRecord(
+            name=info.path, type=info.type, parent=info.parent,
+            parameter_bytes=info.parameter_bytes,
+            gradient_bytes=info.trainable_bytes if info.path in computed else 0,
+            optimizer_state_bytes=info.optimizer_state_bytes,
+        )
+        for info in world.layers.values()
+    ]
+    used = {log.layer[i] for log in logs.values() for i in range(len(log))}
+    for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
+        if name in used:
+            records.append(ModuleRecord(name=name, type=kind, parent=None))
+    return records
