@@ -29,7 +29,6 @@ How (see DESIGN.md, "What the frameworks give"):
 from __future__ import annotations
 
 import bisect
-import contextlib
 import ctypes
 import glob
 import os
@@ -41,6 +40,7 @@ import time
 from typing import Any
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, match_scope, scan
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
 
@@ -61,9 +61,6 @@ _TF_OOM_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([\d,\s]*
 _TF_OP = re.compile(r"\[Op:(\w+)\]|\bnode ([\w/.\-]+)")
 _DTYPE_BYTES = {"float": 4, "double": 8, "half": 2, "bfloat16": 2, "int32": 4, "int64": 8, "int8": 1,
                 "uint8": 1, "int16": 2, "bool": 1, "float32": 4, "float64": 8, "float16": 2}
-#: TF's log lines around a profiler session: not worth the user's attention.
-_NOISE = re.compile(r"profiler_session\.cc|save_profile\.cc|Profiler session|Collecting XSpace|"
-                    r"absl::InitializeLog|^\s*$")
 
 
 def oom_facts(message: str) -> tuple[str | None, int | None]:
@@ -165,33 +162,6 @@ class _CpuAllocatorStats:
             self._disable()
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """TF's C++ logs a few lines per profiler start and stop on fd 2, which the
-    kernel shows in the cell: keep them out, pass anything else through."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        try:
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
-                    if not _NOISE.search(line)]
-            if kept:
-                os.write(2, "".join(kept).encode())
-
-
 class TensorFlowCollector:
     name = "tensorflow"
 
@@ -226,7 +196,7 @@ class TensorFlowCollector:
         try:
             self._memory_start = self._memory_info(reset=self.reset_peak)
             self._world_start = scan(self.namespace)
-            with _quiet_stderr():
+            with quiet_stderr():
                 self._session = self._start_session(tf, self._logdir)
         except BaseException:
             self._cleanup()
@@ -243,7 +213,7 @@ class TensorFlowCollector:
         tf = self._tf
         try:
             self._unpatch_keras()
-            with _quiet_stderr():
+            with quiet_stderr():
                 data = self._stop_session(tf, self._logdir)
         finally:
             self._cleanup()

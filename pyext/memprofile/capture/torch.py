@@ -33,6 +33,7 @@ import weakref
 from typing import Any
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.quiet import quiet_stderr
 
 LAYER_PREFIX = "memprofile.layer/"
 NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
@@ -403,7 +404,8 @@ class TorchCollector:
             with_stack=self.with_stack,
         )
         try:
-            self._profiler.__enter__()
+            with quiet_stderr():
+                self._profiler.__enter__()
         except Exception:
             self._remove_hooks()
             if self._cuda and self.cuda_history:
@@ -432,7 +434,8 @@ class TorchCollector:
         torch = self._torch
         self._running = False
         try:
-            self._profiler.__exit__(None, None, None)
+            with quiet_stderr():
+                self._profiler.__exit__(None, None, None)
         finally:
             self._remove_hooks()
         self._scan_end()
