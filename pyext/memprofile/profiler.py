@@ -8,6 +8,7 @@ when one of them fails, so no sampler or framework profiler is left running.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import platform
 import sys
@@ -172,6 +173,18 @@ class Profiler:
     def _finish(self, error: BaseException | None) -> Profile:
         if not self._running:
             raise CaptureError("this Profiler is not running; start() it first")
+        # Turning events into a Profile makes many small objects; in a process
+        # holding a framework's millions of objects the cyclic GC's passes
+        # over them cost ~10 % of it, for nothing: it makes no cycles.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._collect(error)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _collect(self, error: BaseException | None) -> Profile:
         captures: list[RawCapture] = []
         notes: list[Note] = list(self._start_notes)
         for c in reversed(self._collectors):

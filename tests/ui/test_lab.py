@@ -40,6 +40,10 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "opt = torch.optim.Adam(model.parameters())\nx = torch.randn(256, 512)",
             "%%memprofile --name torch-train\nfor _ in range(2):\n    opt.zero_grad()\n"
             "    model(x).square().mean().backward()\n    opt.step()",
+            "import numpy as np, keras\nclf = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024, "
+            "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
+            "xs, ys = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')",
+            "%%memprofile --name keras-fit\nclf.fit(xs, ys, batch_size=128, epochs=1, verbose=0)",
         ],
     )
     page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
@@ -74,4 +78,13 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     for kind in ("parameters", "gradients", "optimizer state"):
         assert kind in legend, legend
     assert "on cpu" in torch_card.inner_text()
+    # the Keras cell's card: the TF allocator's peak, split the same way
+    keras_card = page.locator(".jp-memprofile-card", has_text="keras-fit")
+    keras_card.wait_for(timeout=180_000)
+    keras_card.scroll_into_view_if_needed()
+    screenshot(page, "lab_keras_card")
+    legend = keras_card.locator(".jp-memprofile-legend").inner_text()
+    for kind in ("parameters", "optimizer state", "activations"):
+        assert kind in legend, legend
+    assert "on tf:CPU:0" in keras_card.inner_text()
     assert not page.console_errors, page.console_errors

@@ -252,6 +252,18 @@ def test_peak_bytes_prefers_framework_allocators_over_process_rss():
     assert p.peak_device.name == "cpu" and p.peak_bytes == 10 * 2**20
 
 
+def test_peak_device_is_one_the_run_added_memory_to():
+    # GIVEN a torch allocator holding a model the cell never touched, and TF's that grew
+    p = make_profile()
+    p.devices.append(Device("cpu", "allocator", "c10", 9 * 2**20, 9 * 2**20, 9 * 2**20))
+    p.devices.append(Device("tf:CPU:0", "allocator", "cpu", 7 * 2**20, 2**20, 2**20))
+    # THEN the headline is TF's peak, not the idle one's
+    assert p.peak_device.name == "tf:CPU:0" and p.peak_bytes == 7 * 2**20
+    # AND when nothing grew, the highest allocator still is
+    p.devices[-1] = Device("tf:CPU:0", "allocator", "cpu", 2**20, 2**20, 2**20)
+    assert p.peak_device.name == "cpu"
+
+
 def test_error_info_reads_like_a_dict():
     e = ErrorInfo("ValueError", "bad")
     assert e["type"] == "ValueError" and e["message"] == "bad"

@@ -332,41 +332,62 @@ class TensorFlowCollector:
 
     def _logs(self, ev: MemoryEvents, world: KerasWorld, op_types: dict[str, str],
               raw: RawCapture) -> tuple[dict[str, AllocationLog], dict[str, OpRecord]]:
+        """One pass over the memory events (hot: keep per-event work small)."""
         logs: dict[str, AllocationLog] = {}
         side: dict[str, _Side] = {}
         ops: dict[str, OpRecord] = {}
         live: dict[tuple[str, int], int] = {}
         where: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # (op, scope, thread) -> (op, layer, phase)
+        shapes: dict[str, list[int] | None] = {}
         start_buffers = {b.addr: b for b in self._world_start.buffers}
         freed_before: set[int] = set()
         limit = self.max_events
         last_op = ""
+        wall0, offset = self._wall0, self._perf_offset
+        allocators, is_alloc, addrs, t_ns = ev.allocator, ev.is_alloc, ev.addr, ev.t_ns
+        allocation, requested = ev.allocation, ev.requested
         for i in range(len(ev)):
-            allocator = ev.allocator[i] or "cpu"
+            allocator = allocators[i] or "cpu"
             log = logs.get(allocator)
             if log is None:
                 log = logs[allocator] = AllocationLog(device=allocator, source=allocator)
                 side[allocator] = _Side()
-            t = self._t(ev.t_ns[i])
-            addr = ev.addr[i]
-            if ev.is_alloc[i]:
-                key = (ev.op[i], ev.scope[i], ev.thread[i])
+            t = (t_ns[i] - wall0) / 1e9 + offset
+            addr = addrs[i]
+            if is_alloc[i]:
+                node = ev.op[i]
+                key = (node, ev.scope[i], ev.thread[i])
                 place = where.get(key)
                 if place is None:
-                    place = where[key] = _place(ev.op[i], ev.scope[i], ev.thread[i], world, op_types)
+                    place = where[key] = _place(node, ev.scope[i], ev.thread[i], world, op_types)
                 op, layer, phase = place
-                size = ev.allocation[i] or ev.requested[i]
-                detail = i < limit
-                row = log.add(
-                    size, t, i, layer=layer, op=op, phase=phase,
-                    shape=_shape(ev.shape[i]) if detail else None,
-                    dtype=DTYPES.get(ev.dtype[i], "") if detail else "",
-                    requested=ev.requested[i] or size,
-                )
+                size = allocation[i] or requested[i]
+                row = len(log.size)
+                log.size.append(size)
+                log.t_alloc.append(t)
+                log.t_free.append(ALIVE)
+                log.seq_alloc.append(i)
+                log.seq_free.append(ALIVE)
+                log.category.append("other")
+                log.layer.append(layer)
+                log.op.append(op)
+                log.phase.append(phase)
+                log.pre_existing.append(False)
+                log.requested.append(requested[i] or size)
+                text = ev.shape[i]
+                if i < limit:
+                    shape = shapes.get(text, False)
+                    if shape is False:
+                        shape = shapes[text] = _shape(text)
+                    log.shape.append(shape)
+                    log.dtype.append(DTYPES.get(ev.dtype[i], ""))
+                else:
+                    log.shape.append(None)
+                    log.dtype.append("")
                 s = side[allocator]
                 s.addr.append(addr)
                 s.region.append(ev.region[i])
-                s.node.append(ev.op[i])
+                s.node.append(node)
                 live[(allocator, addr)] = row
                 if op:
                     rec = ops.get(op)
@@ -375,15 +396,16 @@ class TensorFlowCollector:
                     rec.calls += 1
                     rec.allocated_bytes += size
                     rec.self_allocated_bytes += size
-                    rec.max_alloc_bytes = max(rec.max_alloc_bytes, size)
+                    if size > rec.max_alloc_bytes:
+                        rec.max_alloc_bytes = size
                     last_op = op
-                    if detail and ev.shape[i] and len(rec.input_shapes) < 3 and ev.shape[i] not in rec.input_shapes:
-                        rec.input_shapes.append(ev.shape[i])
+                    if text and len(rec.input_shapes) < 3 and i < limit and text not in rec.input_shapes:
+                        rec.input_shapes.append(text)
             else:
                 row = live.pop((allocator, addr), None)
                 if row is None:
                     known = start_buffers.get(addr)
-                    size = ev.allocation[i] or (known.nbytes if known else 0)
+                    size = allocation[i] or (known.nbytes if known else 0)
                     if known is None and not size:
                         continue  # a block from before the run, of unknown size
                     row = log.add(size, 0.0, -1, op=BEFORE, pre_existing=True,
@@ -430,14 +452,16 @@ class TensorFlowCollector:
         ev = parsed.events
         counters: dict[str, tuple[int, int, int]] = {}  # allocator -> (max in use, max peak, capacity)
         before: dict[str, int] = {}  # allocator -> its bytes in use before its first event
-        for i in range(len(ev)):
-            a = ev.allocator[i] or "cpu"
-            if a not in before:
-                size = ev.allocation[i] or ev.requested[i]
-                before[a] = ev.in_use[i] - size if ev.is_alloc[i] else ev.in_use[i] + size
-            in_use, peak, cap = counters.get(a, (0, 0, 0))
-            counters[a] = (max(in_use, ev.in_use[i]), max(peak, ev.peak_in_use[i]),
-                           max(cap, ev.in_use[i] + ev.available[i]) if ev.available[i] else cap)
+        rows_of: dict[str, list[int]] = {}
+        for i, a in enumerate(ev.allocator):
+            rows_of.setdefault(a or "cpu", []).append(i)
+        for a, rows in rows_of.items():
+            first = rows[0]
+            size = ev.allocation[first] or ev.requested[first]
+            before[a] = ev.in_use[first] - size if ev.is_alloc[first] else ev.in_use[first] + size
+            in_use, available = ev.in_use, ev.available
+            caps = [in_use[i] + available[i] for i in rows if available[i]]
+            counters[a] = (max(in_use[i] for i in rows), max(ev.peak_in_use[i] for i in rows), max(caps, default=0))
         taken: set[str] = set()
         for allocator, log in logs.items():
             dev = device_of(allocator)
@@ -472,13 +496,13 @@ class TensorFlowCollector:
             if not counted and self._memory_start:
                 why = start if isinstance(start, str) else end if isinstance(end, str) else (
                     "the allocator counts 0 bytes in use")
-                raw.facts[prefix + "memory_info"] = f"unsupported: {why}"
-                raw.notes.append((
-                    "tf_memory_info_unsupported",
-                    f"{name}: tf.config.experimental.get_memory_info is not available for allocator "
-                    f"{allocator!r} ({why}); its figures come from the profiler's events alone, and memory "
-                    f"held before the run is only what the namespace's tensors and variables account for",
-                ))
+                # Said where the device's figures are listed, not as a warning
+                # on every cell: on TF's default CPU allocator it is the rule.
+                raw.facts[prefix + "memory_info"] = (
+                    f"unsupported for allocator {allocator!r} ({why}): the figures come from the profiler's "
+                    f"events alone, and memory from before the cell is what the namespace's tensors and "
+                    f"variables account for"
+                )
             if peak_counter:
                 raw.facts[prefix + "allocator_peak_in_use"] = peak_counter
             raw.facts[prefix + "allocator"] = allocator
@@ -598,12 +622,13 @@ def _follow_variable_copies(log: AllocationLog, side: _Side, known: dict[int, tu
               and _VARIABLE_WRITES.match(_UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))]
     if not writes:
         return
-    # Candidates for a variable's earlier buffer: other copies, and buffers
-    # from before the run (not the op outputs the write consumed, freed as fast).
+    # Candidates for a variable's earlier buffer: other copies, its initial
+    # value ("<variable>/Initializer/..."), and buffers from before the run
+    # (not the op outputs a write consumed, which are freed as fast).
     write_set = set(writes)
     by_size: dict[int, list[int]] = {}
     for i in range(len(log)):
-        if i in write_set or log.pre_existing[i] or i in known:
+        if i in write_set or log.pre_existing[i] or i in known or "/Initializer/" in side.node[i]:
             by_size.setdefault(log.size[i], []).append(i)
     taken: set[int] = set()
 

@@ -31,9 +31,6 @@ DTYPES = {
     19: "float16", 20: "resource", 21: "variant", 22: "uint32", 23: "uint64",
 }
 
-_INT_STATS = ("addr", "requested_bytes", "allocation_bytes", "bytes_allocated", "peak_bytes_in_use",
-              "bytes_available", "data_type")
-_STR_STATS = ("allocator_name", "tf_op", "region_type", "shape")
 
 
 @dataclass
@@ -105,13 +102,19 @@ def parse_xspace(data: bytes, scope_prefix: str = "") -> XSpaceMemory:
         rows.extend(_plane_events(plane, start_ns, scope_prefix, op_types))
     rows.sort(key=lambda r: (r[0], r[1]))
     ev = MemoryEvents()
-    columns = (ev.is_alloc, ev.allocator, ev.addr, ev.requested, ev.allocation, ev.in_use,
-               ev.peak_in_use, ev.available, ev.op, ev.region, ev.shape, ev.dtype, ev.thread, ev.scope)
-    for r in rows:
-        ev.t_ns.append(r[0])
-        for col, value in zip(columns, r[2:]):
-            col.append(value)
+    if rows:
+        columns = list(zip(*rows))
+        (ev.t_ns, _, ev.is_alloc, ev.allocator, ev.addr, ev.requested, ev.allocation, ev.in_use, ev.peak_in_use,
+         ev.available, ev.op, ev.region, ev.shape, ev.dtype, ev.thread, ev.scope) = map(list, columns)
     return XSpaceMemory(ev, op_types, device_memory, start_ns, list(space.hostnames))
+
+
+#: Row slot of each stat (see the row layout in _plane_events); strings may be
+#: inline or a reference to a stat metadata name, event by event.
+_SLOTS = {"allocator_name": 3, "addr": 4, "requested_bytes": 5, "allocation_bytes": 6, "bytes_allocated": 7,
+          "peak_bytes_in_use": 8, "bytes_available": 9, "tf_op": 10, "region_type": 11, "shape": 12,
+          "data_type": 13}
+_STRINGS = {"allocator_name", "tf_op", "region_type", "shape"}
 
 
 def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict[str, str]) -> list[tuple]:
@@ -132,6 +135,7 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
     if not alloc_ids and not free_ids:
         return []
     memory_ids = alloc_ids | free_ids
+    plan = {k: (_SLOTS[name], name in _STRINGS) for k, name in stat_names.items() if name in _SLOTS}
     rows = []
     order = 0
     for line in plane.lines:
@@ -156,23 +160,20 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
                 k += 1
             while open_scopes and open_scopes[-1][1] < at:
                 open_scopes.pop()
-            # A scope that ended under an inner one that is still open is rare
-            # (scopes nest per thread); drop any ended ones below the top too.
-            inner = next((s[2] for s in reversed(open_scopes) if s[1] >= at), "")
-            stats = {"addr": 0, "requested_bytes": 0, "allocation_bytes": 0, "bytes_allocated": 0,
-                     "peak_bytes_in_use": 0, "bytes_available": 0, "data_type": 0,
-                     "allocator_name": "", "tf_op": "", "region_type": "", "shape": ""}
-            for s in e.stats:
-                key = stat_names.get(s.metadata_id)
-                if key in _STR_STATS:
-                    stats[key] = stat_names.get(s.ref_value, "") if s.ref_value else s.str_value
-                elif key in _INT_STATS:
-                    stats[key] = s.int64_value or s.uint64_value or int(s.double_value)
+            inner = ""
+            if open_scopes:  # scopes nest per thread; skip any that ended under an open one
+                inner = next((s[2] for s in reversed(open_scopes) if s[1] >= at), "")
             order += 1
-            rows.append((
-                (base_ps + at) // 1000, order, e.metadata_id in alloc_ids, stats["allocator_name"],
-                stats["addr"], stats["requested_bytes"], stats["allocation_bytes"], stats["bytes_allocated"],
-                stats["peak_bytes_in_use"], stats["bytes_available"], stats["tf_op"], stats["region_type"],
-                stats["shape"], stats["data_type"], thread, inner,
-            ))
+            row = [(base_ps + at) // 1000, order, e.metadata_id in alloc_ids,
+                   "", 0, 0, 0, 0, 0, 0, "", "", "", 0, thread, inner]
+            for st in e.stats:  # the hot loop: one pass per stat of every memory event
+                how = plan.get(st.metadata_id)
+                if how is not None:
+                    slot, is_string = how
+                    if is_string:
+                        ref = st.ref_value
+                        row[slot] = stat_names.get(ref, "") if ref else st.str_value
+                    else:
+                        row[slot] = st.int64_value or st.uint64_value
+            rows.append(row)
     return rows

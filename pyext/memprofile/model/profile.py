@@ -200,9 +200,12 @@ class Profile:
     @property
     def peak_device(self) -> Device | None:
         """The device whose peak is `peak_bytes`: framework allocators win over
-        process RSS, which also counts the interpreter and libraries."""
+        process RSS, which also counts the interpreter and libraries, and of
+        those, one the run added memory to wins over one it left alone (a
+        Keras cell in a notebook that also holds a PyTorch model, say)."""
         allocators = [d for d in self.devices if d.kind == "allocator"]
-        pool = allocators or self.devices
+        active = [d for d in allocators if d.peak_bytes > d.baseline_bytes]
+        pool = active or allocators or self.devices
         return max(pool, key=lambda d: d.peak_bytes, default=None)
 
     @property

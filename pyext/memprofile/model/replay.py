@@ -7,6 +7,7 @@ One pass, shared by the timeline (model/build.py) and the peak anatomy
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from dataclasses import dataclass
 
 from memprofile.capture.base import ALIVE, AllocationLog
@@ -43,8 +44,9 @@ class Replay:
 
 def replay(log: AllocationLog) -> Replay:
     # Time orders the events (threads interleave); the recorded sequence
-    # breaks ties, and frees go first at equal time and sequence.
-    events: list[tuple[float, float, int, int]] = []  # (t, seq, delta, row)
+    # breaks ties, and frees go first at equal time and sequence. The running
+    # sums are itertools.accumulate: this runs once per event of the run.
+    events: list[tuple[float, float, int, int, int]] = []  # (t, seq, is_alloc, delta, row)
     baseline = 0
     base_by_cat = dict.fromkeys(CATEGORIES, 0)
     for i, size in enumerate(log.size):
@@ -52,33 +54,34 @@ def replay(log: AllocationLog) -> Replay:
             baseline += size
             base_by_cat[log.category[i]] = base_by_cat.get(log.category[i], 0) + size
         else:
-            events.append((log.t_alloc[i], log.seq_alloc[i], size, i))
+            events.append((log.t_alloc[i], log.seq_alloc[i], 1, size, i))
         if not math.isinf(log.t_free[i]):
-            events.append((log.t_free[i], log.seq_free[i], -size, i))
+            events.append((log.t_free[i], log.seq_free[i], 0, -size, i))
     events.sort()
+    n = len(events)
     rank_alloc = [-1.0 if pre else ALIVE for pre in log.pre_existing]
     rank_free = [ALIVE] * len(log.size)
-    live = baseline
-    cat_live = dict(base_by_cat)
-    columns: dict[str, list[int]] = {c: [] for c in cat_live}
-    t, seq, rows, live_bytes = [], [], [], []
-    peak_index, peak = -1, baseline
-    for k, (ti, s, delta, i) in enumerate(events):
-        if delta > 0:
+    if not n:
+        return Replay(log, baseline, [], [], [], [], {c: [] for c in base_by_cat}, -1, rank_alloc, rank_free,
+                      {c: b for c, b in base_by_cat.items() if b})
+    t, seq, kinds, deltas, rows = (list(col) for col in zip(*events))
+    for k, (is_alloc, i) in enumerate(zip(kinds, rows)):
+        if is_alloc:
             rank_alloc[i] = k
         else:
             rank_free[i] = k
-        live += delta
-        cat = log.category[i]
-        cat_live[cat] = cat_live.get(cat, 0) + delta
-        t.append(ti)
-        seq.append(s)
-        rows.append(i)
-        live_bytes.append(live)
-        for c, col in columns.items():
-            col.append(cat_live[c])
-        if live > peak:
-            peak, peak_index = live, k
+    live_bytes = list(accumulate(deltas, initial=baseline))[1:]
+    category = log.category
+    cats = [category[i] for i in rows]
+    present = set(cats)
+    columns: dict[str, list[int]] = {}
+    for c, base in base_by_cat.items():
+        if c in present:
+            columns[c] = list(accumulate((d if k == c else 0 for d, k in zip(deltas, cats)), initial=base))[1:]
+        else:
+            columns[c] = [base] * n
+    top = max(live_bytes)
+    peak_index = live_bytes.index(top) if top > baseline else -1
     return Replay(
         log, baseline, t, seq, rows, live_bytes, columns, peak_index, rank_alloc, rank_free,
         {c: b for c, b in base_by_cat.items() if b},
