@@ -17,8 +17,11 @@ Columns: bare wall time; memprofile's end-to-end ratio (start + cell + stop,
 until the Profile exists); memprofile's own processing after TF handed over
 its trace (parsing the XSpace, categories, layers, building the Profile), as a
 share of the bare time; TF's part of stopping (collecting and writing the
-XSpace), same share; and the floor: `tf.profiler.experimental` started and
-stopped around the cell, its trace never read.
+XSpace), same share; `tf.profiler.experimental` started and stopped around
+the cell, its trace never read; and the floor for any tool that reads TF's
+memory events on this CPU: the same with TF's CPU allocator statistics on
+(without them TF's default CPU allocator records no memory event, and TF's
+export is cheaper).
 """
 
 from __future__ import annotations
@@ -102,7 +105,24 @@ def run_tf_profiler(fn, ns):
     return t, 0.0, 0.0
 
 
-VARIANTS = {"bare": run_bare, "memprofile": run_memprofile, "tf.profiler start/stop": run_tf_profiler}
+def run_tf_profiler_with_memory_events(fn, ns):
+    """The floor for reading TF's memory events on this CPU: TF's default CPU
+    allocator emits them only with its statistics on (what memprofile does)."""
+    stats = tf_capture._CpuAllocatorStats(tf)
+    switched = stats.turn_on()
+    try:
+        return run_tf_profiler(fn, ns)
+    finally:
+        if switched:
+            stats.turn_off()
+
+
+VARIANTS = {
+    "bare": run_bare,
+    "memprofile": run_memprofile,
+    "tf.profiler start/stop": run_tf_profiler,
+    "tf.profiler + memory events": run_tf_profiler_with_memory_events,
+}
 
 
 def measure(name, make, rounds):
@@ -123,7 +143,8 @@ def measure(name, make, rounds):
     own_share = statistics.median(s / b for s, b in zip(ours, bare))
     tf_share = statistics.median(s / b for s, b in zip(theirs, bare))
     return (f"| {name} | {statistics.median(bare) * 1000:.0f} ms | {ratio['memprofile']:.2f}x | "
-            f"{own_share:.0%} | {tf_share:.0%} | {ratio['tf.profiler start/stop']:.2f}x |")
+            f"{own_share:.0%} | {tf_share:.0%} | {ratio['tf.profiler start/stop']:.2f}x | "
+            f"{ratio['tf.profiler + memory events']:.2f}x |")
 
 
 def main():
@@ -133,8 +154,9 @@ def main():
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     print(f"{rounds} interleaved rounds; median of per-round ratios to bare\n")
-    print("| workload | bare | memprofile | memprofile's processing | TF's stop | tf.profiler start/stop |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | bare | memprofile | memprofile's processing | TF's stop | tf.profiler start/stop "
+          "| tf.profiler + memory events |")
+    print("|---|---|---|---|---|---|---|")
     print(measure("Keras MLP fit, 32 steps", lambda: mlp_workload(128), rounds))
     print(measure("Keras MLP fit, 8 steps", lambda: mlp_workload(512), rounds))
     print(measure("MNIST-sized MLP fit (784-1024-1024-10), 10 steps",

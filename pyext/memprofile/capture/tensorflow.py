@@ -162,6 +162,16 @@ class _CpuAllocatorStats:
             self._disable()
 
 
+TRACE_DIR_PREFIX = "memprofile-tf-"
+
+
+def _trace_parent() -> str | None:
+    """Where TF writes the trace it hands over: memory (/dev/shm) where there
+    is some, so the write and read back cost no disk."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 class TensorFlowCollector:
     name = "tensorflow"
 
@@ -192,7 +202,7 @@ class TensorFlowCollector:
         if not self._stats.available:
             self._notes.append(("tf_cpu_stats", "TF's CPU allocator statistics could not be switched on: "
                                                 "with TF's default CPU allocator no CPU allocation is seen"))
-        self._logdir = tempfile.mkdtemp(prefix="memprofile-tf-")
+        self._logdir = tempfile.mkdtemp(prefix=TRACE_DIR_PREFIX, dir=_trace_parent())
         try:
             self._memory_start = self._memory_info(reset=self.reset_peak)
             self._world_start = scan(self.namespace)

@@ -143,37 +143,48 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
         if start_ns and line.timestamp_ns < start_ns // 2:
             base_ps += start_ns * 1000  # newer TF writes times relative to the profile start
         thread = line.display_name or line.name
-        scopes: list[tuple[int, int, str]] = []  # (begin_ps, end_ps, name)
-        mem = []
-        for e in line.events:
-            mid = e.metadata_id
-            if mid in memory_ids:
-                mem.append(e)
-            elif mid in scope_ids:
-                scopes.append((e.offset_ps, e.offset_ps + e.duration_ps, scope_ids[mid]))
-        scopes.sort(key=lambda s: (s[0], -s[1]))
+        # The hot loops: every event of the run passes the first; every stat
+        # of every memory event the second. Names are bound locally.
+        events = line.events
+        if scope_ids:
+            mem = []
+            scopes: list[tuple[int, int, str]] = []  # (begin_ps, end_ps, name)
+            for e in events:
+                mid = e.metadata_id
+                if mid in memory_ids:
+                    mem.append(e)
+                elif mid in scope_ids:
+                    scopes.append((e.offset_ps, e.offset_ps + e.duration_ps, scope_ids[mid]))
+            scopes.sort(key=lambda s: (s[0], -s[1]))
+        else:
+            mem = [e for e in events if e.metadata_id in memory_ids]
+            scopes = []
+        if not mem:
+            continue
+        mem.sort(key=lambda e: e.offset_ps)
         k, open_scopes = 0, []
-        for e in sorted(mem, key=lambda e: e.offset_ps):
+        plan_get, names_get, append = plan.get, stat_names.get, rows.append
+        for e in mem:
             at = e.offset_ps
-            while k < len(scopes) and scopes[k][0] <= at:
-                open_scopes.append(scopes[k])
-                k += 1
-            while open_scopes and open_scopes[-1][1] < at:
-                open_scopes.pop()
             inner = ""
-            if open_scopes:  # scopes nest per thread; skip any that ended under an open one
-                inner = next((s[2] for s in reversed(open_scopes) if s[1] >= at), "")
+            if scopes:
+                while k < len(scopes) and scopes[k][0] <= at:
+                    open_scopes.append(scopes[k])
+                    k += 1
+                while open_scopes and open_scopes[-1][1] < at:
+                    open_scopes.pop()
+                if open_scopes:  # scopes nest per thread; skip any that ended under an open one
+                    inner = next((s[2] for s in reversed(open_scopes) if s[1] >= at), "")
             order += 1
             row = [(base_ps + at) // 1000, order, e.metadata_id in alloc_ids,
                    "", 0, 0, 0, 0, 0, 0, "", "", "", 0, thread, inner]
-            for st in e.stats:  # the hot loop: one pass per stat of every memory event
-                how = plan.get(st.metadata_id)
+            for st in e.stats:
+                how = plan_get(st.metadata_id)
                 if how is not None:
-                    slot, is_string = how
-                    if is_string:
+                    if how[1]:
                         ref = st.ref_value
-                        row[slot] = stat_names.get(ref, "") if ref else st.str_value
+                        row[how[0]] = names_get(ref, "") if ref else st.str_value
                     else:
-                        row[slot] = st.int64_value or st.uint64_value
-            rows.append(row)
+                        row[how[0]] = st.int64_value or st.uint64_value
+            append(row)
     return rows
