@@ -300,6 +300,9 @@ def test_peak_matches_get_memory_info_on_allocators_with_statistics(env):
         # AND with BFC, which counts every block, the absolute figures too
         assert result["peak"] == pytest.approx(stats["memory_info_peak"], rel=0.01), result
         assert result["baseline"] == pytest.approx(stats["memory_info_start"], rel=0.01), result
+        # AND BFC's rounding of the 12 MiB tensor is shown: asked for vs given
+        assert stats["rounding_bytes_at_peak"] > 0
+        assert stats["requested_bytes_at_peak"] + stats["rounding_bytes_at_peak"] == result["peak"]
     else:
         # oneDNN's allocator leaves its small blocks (here every weight) out of
         # get_memory_info; the profile counts them from the namespace

@@ -28,7 +28,6 @@ How (see DESIGN.md, "What the frameworks give"):
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import glob
 import os
@@ -39,23 +38,16 @@ import tempfile
 import time
 from typing import Any
 
-from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.base import ALIVE, AllocationLog, OpRecord, RawCapture
 from memprofile.capture.quiet import quiet_stderr
-from memprofile.capture.keras_model import KerasWorld, match_scope, scan
+from memprofile.capture.keras_model import KerasWorld, scan
+from memprofile.capture.tf_attribution import Side, categorise, merge_worlds, module_records, place_allocation
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
 
 LAYER_SCOPE = "memprofile.layer/"
 BEFORE = "(before the run)"
-OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
 DEFAULT_MAX_EVENTS = 500_000
-#: Ops that write a variable; when the variable's buffer is shared TF copies it first.
-_VARIABLE_WRITES = re.compile(r"^(Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply|ResourceScatter)")
-_INPUT_OPS = re.compile(r"(Dataset|Iterator|GetNext|OptionalGetValue|OptionalFromValue)")
-_WRAPPERS = ("StatefulPartitionedCall", "PartitionedCall")
-_BACKWARD_SCOPES = ("gradient_tape", "gradients")
-_LOSS_SCOPES = ("compile_loss", "loss")
-_UNIQUIFIED = re.compile(r"_\d+$")
 _GPU_ALLOCATOR = re.compile(r"^GPU_(\d+)_bfc$")
 _TF_OOM_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([\d,\s]*)\] and type (\w+)")
 _TF_OP = re.compile(r"\[Op:(\w+)\]|\bnode ([\w/.\-]+)")
@@ -229,7 +221,7 @@ class TensorFlowCollector:
             self._cleanup()
         memory_end = self._memory_info(reset=False)
         world = scan(self.namespace)
-        _merge(world, self._world_start)
+        merge_worlds(world, self._world_start)
         raw = RawCapture(collector=self.name)
         raw.frameworks["tensorflow"] = str(getattr(tf, "__version__", "unknown"))
         keras = sys.modules.get("keras")
@@ -249,7 +241,7 @@ class TensorFlowCollector:
         self._devices(logs, parsed, memory_end, raw)
         raw.allocations = list(logs.values())
         raw.ops = list(ops.values())
-        raw.modules = _module_records(world, logs)
+        raw.modules = module_records(world, logs)
 
     # -- profiler session ----------------------------------------------------
     @staticmethod
@@ -337,14 +329,11 @@ class TensorFlowCollector:
         return out
 
     # -- events -> allocation logs --------------------------------------------
-    def _t(self, t_ns: int) -> float:
-        return (t_ns - self._wall0) / 1e9 + self._perf_offset
-
     def _logs(self, ev: MemoryEvents, world: KerasWorld, op_types: dict[str, str],
               raw: RawCapture) -> tuple[dict[str, AllocationLog], dict[str, OpRecord]]:
         """One pass over the memory events (hot: keep per-event work small)."""
         logs: dict[str, AllocationLog] = {}
-        side: dict[str, _Side] = {}
+        side: dict[str, Side] = {}
         ops: dict[str, OpRecord] = {}
         live: dict[tuple[str, int], int] = {}
         where: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # (op, scope, thread) -> (op, layer, phase)
@@ -361,7 +350,7 @@ class TensorFlowCollector:
             log = logs.get(allocator)
             if log is None:
                 log = logs[allocator] = AllocationLog(device=allocator, source=allocator)
-                side[allocator] = _Side()
+                side[allocator] = Side()
             t = (t_ns[i] - wall0) / 1e9 + offset
             addr = addrs[i]
             if is_alloc[i]:
@@ -369,7 +358,7 @@ class TensorFlowCollector:
                 key = (node, ev.scope[i], ev.thread[i])
                 place = where.get(key)
                 if place is None:
-                    place = where[key] = _place(node, ev.scope[i], ev.thread[i], world, op_types)
+                    place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, op_types)
                 op, layer, phase = place
                 size = allocation[i] or requested[i]
                 row = len(log.size)
@@ -437,7 +426,7 @@ class TensorFlowCollector:
         raw.last_op = {"op": last_op, "layer": ""} if last_op else {}
         self._add_baseline(logs, side, start_buffers, freed_before)
         for allocator, log in logs.items():
-            _categorise(log, side[allocator], world, live, allocator)
+            categorise(log, side[allocator], world, live, allocator)
         return logs, ops
 
     def _add_baseline(self, logs, side, start_buffers, freed_before) -> None:
@@ -449,7 +438,7 @@ class TensorFlowCollector:
             if allocator is None:
                 allocator = "cpu" if b.device.startswith("CPU") else f"GPU_{b.device.split(':')[-1]}_bfc"
                 logs[allocator] = AllocationLog(device=allocator, source=allocator)
-                side[allocator] = _Side()
+                side[allocator] = Side()
             logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE, pre_existing=True, category=b.category,
                                 layer=b.layer, shape=b.shape, dtype=b.dtype)
             s = side[allocator]
@@ -532,15 +521,6 @@ def raw_from_xspace(data: bytes) -> RawCapture:
     return raw
 
 
-class _Side:
-    """Per-row facts only categorising needs."""
-
-    def __init__(self) -> None:
-        self.addr: list[int] = []
-        self.region: list[str] = []
-        self.node: list[str] = []
-
-
 def _shape(text: str) -> list[int] | None:
     if not text or not text.startswith("["):
         return None
@@ -550,155 +530,3 @@ def _shape(text: str) -> list[int] | None:
         return None
 
 
-def _place(node: str, scope: str, thread: str, world: KerasWorld, op_types: dict[str, str]) -> tuple[str, str, str]:
-    """(op name to show, layer, phase) of an allocation from its op's node
-    name, the eager layer scope around it, and its thread."""
-    comps = node.split("/") if node else []
-    while comps and comps[0] in _WRAPPERS:
-        comps = comps[1:]
-    op = "/".join(comps)
-    if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
-        return op, INPUT_PIPELINE, "other"
-    if scope:
-        ident, _, name = scope.partition("/")
-        layer = world.by_id.get(int(ident), name) if ident.isdigit() else name
-        return op, layer, "forward"
-    backward = any(c in _BACKWARD_SCOPES for c in comps)
-    names = {_UNIQUIFIED.sub("", c) for c in comps[:-1]}
-    if world.optimizer_names & names:
-        return op, OPTIMIZER, "optimizer"
-    layer = match_scope(world, comps[:-1]) if len(comps) > 1 else ""
-    if layer:
-        return op, layer, "backward" if backward else "forward"
-    if names & set(_LOSS_SCOPES):
-        return op, LOSS, "backward" if backward else "forward"
-    return op, "", "backward" if backward else "other"
-
-
-def _categorise(log: AllocationLog, side: _Side, world: KerasWorld, live: dict, allocator: str) -> None:
-    n = len(log)
-    # row -> (category, layer) of the variables and slots among the rows
-    known: dict[int, tuple[str, str]] = {}
-    end_buffers = {b.addr: b for b in world.buffers}
-    for i in range(n):
-        if log.pre_existing[i]:
-            known[i] = (log.category[i], log.layer[i])
-    for (a, addr), row in live.items():  # alive at the end: known by address
-        b = end_buffers.get(addr) if a == allocator else None
-        if b is not None:
-            known[row] = (b.category, b.layer)
-            if log.shape[row] is None:
-                log.shape[row], log.dtype[row] = b.shape, b.dtype
-    _follow_variable_copies(log, side, known)
-    trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
-    backward_times = sorted(log.t_alloc[i] for i in range(n) if log.phase[i] == "backward")
-    for i in range(n):
-        if i in known:
-            # A variable belongs to its layer, whichever scope (the optimizer's) wrote it.
-            log.category[i] = known[i][0]
-            log.layer[i] = known[i][1] or log.layer[i]
-            continue
-        if log.pre_existing[i]:
-            continue
-        layer, phase = log.layer[i], log.phase[i]
-        shape = log.shape[i]
-        if layer == INPUT_PIPELINE:
-            log.category[i] = "input"
-        elif phase == "backward" and shape is not None and \
-                "[" + ",".join(map(str, shape)) + "]" in trainable.get(layer, ()):
-            log.category[i] = "gradient"
-        elif side.region[i] == "temp":
-            log.category[i] = "temporary"
-        elif phase == "forward" and _freed_after_backward(log.t_alloc[i], log.t_free[i], backward_times):
-            log.category[i] = "activation"  # kept by forward for the gradient, freed by backward
-        elif log.t_free[i] != ALIVE:
-            log.category[i] = "temporary"
-        else:
-            log.category[i] = "other"
-
-
-def _freed_after_backward(t_alloc: float, t_free: float, backward_times: list[float]) -> bool:
-    k = bisect.bisect_right(backward_times, t_alloc)
-    return k < len(backward_times) and backward_times[k] < t_free
-
-
-def _follow_variable_copies(log: AllocationLog, side: _Side, known: dict[int, tuple[str, str]]) -> None:
-    """A variable written while its buffer is shared gets a new buffer, made by
-    the writing op (AssignSubVariableOp, ResourceApplyAdam, ...). Such a buffer
-    takes the kind of the known buffer of the same size it replaced (alive
-    when it was made, freed first after), and forward in time; and a known
-    buffer made by such an op gives its kind to the one it replaced."""
-    writes = [i for i in range(len(log)) if not log.pre_existing[i]
-              and _VARIABLE_WRITES.match(_UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))]
-    if not writes:
-        return
-    # Candidates for a variable's earlier buffer: other copies, its initial
-    # value ("<variable>/Initializer/..."), and buffers from before the run
-    # (not the op outputs a write consumed, which are freed as fast).
-    write_set = set(writes)
-    by_size: dict[int, list[int]] = {}
-    for i in range(len(log)):
-        if i in write_set or log.pre_existing[i] or i in known or "/Initializer/" in side.node[i]:
-            by_size.setdefault(log.size[i], []).append(i)
-    taken: set[int] = set()
-
-    def predecessor(r: int, want_known: bool) -> int | None:
-        t = log.t_alloc[r]
-        best = None
-        for p in by_size.get(log.size[r], ()):
-            if p == r or p in taken or (p in known) != want_known:
-                continue
-            # The replaced buffer is freed once the copy is in place.
-            if (log.pre_existing[p] or log.t_alloc[p] < t) and t <= log.t_free[p] != ALIVE:
-                if best is None or log.t_free[p] < log.t_free[best]:
-                    best = p
-        return best
-
-    for r in sorted(writes, key=log.t_alloc.__getitem__):  # forward: from known old buffers
-        if r in known:
-            continue
-        p = predecessor(r, True)
-        if p is not None:
-            known[r] = known[p]
-            taken.add(p)
-    for r in sorted(writes, key=log.t_alloc.__getitem__, reverse=True):  # backward: from known new buffers
-        if r not in known:
-            continue
-        p = predecessor(r, False)
-        if p is not None:
-            known[p] = known[r]
-            taken.add(p)
-
-
-def _merge(world: KerasWorld, older: KerasWorld) -> None:
-    """Layers and names seen at the start but gone at the end still name their allocations."""
-    for path, info in older.layers.items():
-        world.layers.setdefault(path, info)
-    for k, v in older.by_id.items():
-        world.by_id.setdefault(k, v)
-    for k, v in older.chains.items():
-        world.chains.setdefault(k, v)
-    world.root_names |= older.root_names
-    world.optimizer_names |= older.optimizer_names
-
-
-def _module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:
-    computed: set[str] = set()
-    for log in logs.values():
-        for i in range(len(log)):
-            if log.category[i] == "gradient":
-                computed.add(log.layer[i])
-    records = [
-        ModuleRecord(
-            name=info.path, type=info.type, parent=info.parent,
-            parameter_bytes=info.parameter_bytes,
-            gradient_bytes=info.trainable_bytes if info.path in computed else 0,
-            optimizer_state_bytes=info.optimizer_state_bytes,
-        )
-        for info in world.layers.values()
-    ]
-    used = {log.layer[i] for log in logs.values() for i in range(len(log))}
-    for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
-        if name in used:
-            records.append(ModuleRecord(name=name, type=kind, parent=None))
-    return records

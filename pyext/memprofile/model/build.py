@@ -79,9 +79,9 @@ def build_profile(
     for rp in replays or []:
         device = _allocator_device(rp)
         prefix = f"{device.name}."
-        device.allocator_stats = {
-            k[len(prefix):]: v for k, v in facts.items() if k.startswith(prefix) and isinstance(v, int)
-        }
+        device.allocator_stats.update(
+            {k[len(prefix):]: v for k, v in facts.items() if k.startswith(prefix) and isinstance(v, int)}
+        )
         devices.append(device)
         timelines.append(_allocator_timeline(rp))
         # How the memory from before the run was found; README, "What the numbers are".
@@ -106,6 +106,13 @@ def build_profile(
 
 def _allocator_device(rp: Replay) -> Device:
     log = rp.log
+    stats: dict[str, int] = {}
+    if rp.peak_index >= 0 and log.requested != log.size:
+        # The allocator rounds blocks up (TF's BFC: an 80 MiB tensor holds 128
+        # MiB): what the tensors asked for at the peak, against what it gave.
+        live = rp.live_at_peak()
+        stats["requested_bytes_at_peak"] = sum(log.requested[i] for i in live)
+        stats["rounding_bytes_at_peak"] = sum(log.size[i] - log.requested[i] for i in live)
     return Device(
         name=log.device,
         kind="allocator",
@@ -115,6 +122,7 @@ def _allocator_device(rp: Replay) -> Device:
         end_bytes=rp.live_bytes[-1] if rp.live_bytes else rp.baseline_bytes,
         capacity_bytes=log.capacity_bytes,
         baseline_by_category=dict(rp.baseline_by_category),
+        allocator_stats=stats,
     )
 
 
