@@ -330,3 +330,28 @@ def test_user_profiler_afterwards_still_works(tmp_path):
     tf.zeros((1000,))
     tf.profiler.experimental.stop()
     assert list(tmp_path.rglob("*.xplane.pb"))
+
+
+def test_default_layer_names_are_told_apart_from_tf_uniquified_scopes():
+    # GIVEN Keras's default names (dense, dense_1, dense_2), whose scopes TF
+    # renames in the traced function (dense -> dense_1, dense_1 -> dense_1_2, ...)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(64),
+                              keras.layers.Dense(8)])
+    model.compile("adam", "mse")
+    x = np.random.rand(64, 16).astype("float32")
+    names = [layer.name for layer in model.layers]
+    p = _profile(lambda: model.predict(x, batch_size=64, verbose=0), namespace={"model": model, "x": x})
+    by_name = {layer.name: layer for layer in p.layers}
+    # THEN each layer's forward output (64 rows of its units, float32) is its own
+    for name, units in zip(names, (32, 64, 8)):
+        assert by_name[name].forward_bytes == 64 * units * 4, (name, by_name[name])
+
+
+def test_scope_assignment_settles_ambiguous_names():
+    from memprofile.capture.keras_model import _assign
+
+    names = {"dense": "dense", "dense_1": "dense_1", "dense_2": "dense_2"}
+    assert _assign(["dense_1", "dense_1_2", "dense_2_1"], names) == {
+        "dense_1_2": "dense_1", "dense_2_1": "dense_2", "dense_1": "dense"}
+    assert _assign(["dense", "dense_1"], names) == {"dense": "dense", "dense_1": "dense_1"}
+    assert _assign(["MatMul"], names) == {}

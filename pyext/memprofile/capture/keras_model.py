@@ -253,33 +253,74 @@ def _optimizer_slots(world: KerasWorld, opt: Any, var_layer: dict[int, Any], own
         add(v, "optimizer_state", layer)
 
 
-def match_scope(world: KerasWorld, components: list[str]) -> str:
-    """The deepest known layer named by op name scope components
-    (["mlp_1", "hidden_a_1", "MatMul"] -> "hidden_a"); "" when none.
-    TF uniquifies scope names with "_N", so a component also matches without it."""
-    chains = world.chains
-    best = ""
-    for i, comp in enumerate(components):
-        for root in _candidates(comp):
-            if root not in world.root_names:
+class ScopeResolver:
+    """Layer paths for op name scopes.
+
+    TF uniquifies a scope name within a graph by appending "_N", so Keras's
+    layer "dense" can appear as scope "dense_1" next to layer "dense_1" as
+    "dense_1_2". Names alone are ambiguous; the scopes seen under one parent
+    are matched to its children all together: a scope with one possible
+    layer takes it first, which settles the rest ("dense_1_2" can only be
+    "dense_1", so "dense_1" is "dense").
+    """
+
+    def __init__(self, world: KerasWorld, scope_paths: list[tuple[str, ...]]) -> None:
+        self._resolved: dict[tuple[str, ...], str] = {}
+        children: dict[str | None, dict[str, str]] = {}  # parent path (None: the roots) -> name -> path
+        for chain, path in world.chains.items():
+            parent = world.chains.get(chain[:-1]) if len(chain) > 1 else None
+            children.setdefault(parent, {}).setdefault(chain[-1], path)
+        self._children = children
+        trie: dict = {}
+        for comps in scope_paths:
+            node = trie
+            for c in comps:
+                node = node.setdefault(c, {})
+        self._walk(trie, (), None)
+
+    def _walk(self, node: dict, prefix: tuple[str, ...], parent: str | None) -> None:
+        if not node:
+            return
+        assigned = _assign(list(node), self._children.get(parent, {}))
+        for comp, sub in node.items():
+            path = assigned.get(comp)
+            here = prefix + (comp,)
+            if path is not None:
+                self._resolved[here] = path
+                self._walk(sub, here, path)
+            elif parent is None:
+                self._walk(sub, here, None)  # a wrapper scope ("gradient_tape"): look below it for a root
+
+    def resolve(self, comps: list[str] | tuple[str, ...]) -> str:
+        """The deepest layer a scope path names, or ""."""
+        comps = tuple(comps)
+        for j in range(len(comps), 0, -1):
+            path = self._resolved.get(comps[:j])
+            if path is not None:
+                return path
+        return ""
+
+
+def _assign(scopes: list[str], names: dict[str, str]) -> dict[str, str]:
+    """Scope name -> layer path among one parent's children (see ScopeResolver)."""
+    options = {s: [n for n in dict.fromkeys((s, _UNIQUIFIED.sub("", s))) if n in names] for s in scopes}
+    options = {s: o for s, o in options.items() if o}
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    progress = True
+    while progress:
+        progress = False
+        for s, opts in options.items():
+            if s in out:
                 continue
-            chain: tuple[str, ...] = (root,)
-            path = chains.get(chain, "")
-            for nxt in components[i + 1:]:
-                for cand in _candidates(nxt):
-                    if chain + (cand,) in chains:
-                        chain = chain + (cand,)
-                        path = chains[chain]
-                        break
-                else:
-                    break
-            if len(path) > len(best) or (path and not best):
-                best = path
-        if best:
-            return best
-    return best
-
-
-def _candidates(component: str) -> tuple[str, ...]:
-    stripped = _UNIQUIFIED.sub("", component)
-    return (component, stripped) if stripped != component else (component,)
+            free = [n for n in opts if n not in used]
+            if len(free) == 1:
+                out[s] = names[free[0]]
+                used.add(free[0])
+                progress = True
+    for s, opts in options.items():  # still ambiguous, or a layer called twice: the exact name first
+        if s not in out:
+            free = [n for n in opts if n not in used] or opts
+            out[s] = names[free[0]]
+            used.add(free[0])
+    return out

@@ -40,8 +40,10 @@ from typing import Any
 
 from memprofile.capture.base import ALIVE, AllocationLog, OpRecord, RawCapture
 from memprofile.capture.quiet import quiet_stderr
-from memprofile.capture.keras_model import KerasWorld, scan
-from memprofile.capture.tf_attribution import Side, categorise, merge_worlds, module_records, place_allocation
+from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
+from memprofile.capture.tf_attribution import (
+    Side, categorise, merge_worlds, module_records, place_allocation, scope_components,
+)
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
 
 LAYER_SCOPE = "memprofile.layer/"
@@ -345,6 +347,7 @@ class TensorFlowCollector:
         wall0, offset = self._wall0, self._perf_offset
         allocators, is_alloc, addrs, t_ns = ev.allocator, ev.is_alloc, ev.addr, ev.t_ns
         allocation, requested = ev.allocation, ev.requested
+        scopes = ScopeResolver(world, [tuple(scope_components(node)[:-1]) for node in set(ev.op)])
         for i in range(len(ev)):
             allocator = allocators[i] or "cpu"
             log = logs.get(allocator)
@@ -358,7 +361,7 @@ class TensorFlowCollector:
                 key = (node, ev.scope[i], ev.thread[i])
                 place = where.get(key)
                 if place is None:
-                    place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, op_types)
+                    place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, scopes, op_types)
                 op, layer, phase = place
                 size = allocation[i] or requested[i]
                 row = len(log.size)

@@ -15,7 +15,7 @@ import bisect
 import re
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
-from memprofile.capture.keras_model import KerasWorld, match_scope
+from memprofile.capture.keras_model import KerasWorld, ScopeResolver
 
 OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
 #: Ops that write a variable; when the variable's buffer is shared TF copies it first.
@@ -36,12 +36,19 @@ class Side:
         self.node: list[str] = []
 
 
-def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, op_types: dict[str, str]) -> tuple[str, str, str]:
-    """(op name to show, layer, phase) of an allocation from its op's node
-    name, the eager layer scope around it, and its thread."""
+def scope_components(node: str) -> list[str]:
+    """An op's node name without the function-call wrappers TF puts around it."""
     comps = node.split("/") if node else []
     while comps and comps[0] in _WRAPPERS:
         comps = comps[1:]
+    return comps
+
+
+def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, scopes: ScopeResolver,
+                     op_types: dict[str, str]) -> tuple[str, str, str]:
+    """(op name to show, layer, phase) of an allocation from its op's node
+    name, the eager layer scope around it, and its thread."""
+    comps = scope_components(node)
     op = "/".join(comps)
     if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
         return op, INPUT_PIPELINE, "other"
@@ -53,7 +60,7 @@ def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, op_t
     names = {_UNIQUIFIED.sub("", c) for c in comps[:-1]}
     if world.optimizer_names & names:
         return op, OPTIMIZER, "optimizer"
-    layer = match_scope(world, comps[:-1]) if len(comps) > 1 else ""
+    layer = scopes.resolve(comps[:-1]) if len(comps) > 1 else ""
     if layer:
         return op, layer, "backward" if backward else "forward"
     if names & set(_LOSS_SCOPES):
