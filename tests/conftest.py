@@ -39,6 +39,8 @@ def no_collector_left_running():
         keras = sys.modules.get("keras")
         if keras is not None:
             assert not hasattr(keras.layers.Layer.__call__, "__memprofile_original__"), "Keras layer scopes left"
+        tf = sys.modules["tensorflow"]
+        assert not hasattr(tf.GradientTape.gradient, "__memprofile_original__"), "GradientTape scope left"
         leftovers = [d for parent in (tempfile.gettempdir(), "/dev/shm")
                      for d in glob.glob(os.path.join(parent, "memprofile-tf-*"))]
         assert not leftovers, f"TensorFlow trace directories left: {leftovers}"

@@ -355,3 +355,27 @@ def test_scope_assignment_settles_ambiguous_names():
         "dense_1_2": "dense_1", "dense_2_1": "dense_2", "dense_1": "dense"}
     assert _assign(["dense", "dense_1"], names) == {"dense": "dense", "dense_1": "dense_1"}
     assert _assign(["MatMul"], names) == {}
+
+
+def test_an_eager_training_step_has_layers_and_gradients():
+    # GIVEN a custom training step run eagerly (no tf.function, no name scopes)
+    model = _named_model()
+    x, y = tf.random.normal((256, 32)), tf.random.normal((256, 4))
+    opt = keras.optimizers.Adam()
+    model(x)
+
+    def cell():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    p = _profile(cell, namespace={"model": model, "opt": opt, "x": x, "y": y})
+    by_name = {layer.name: layer for layer in p.layers}
+    # THEN forward outputs are in their layers, and the backward's outputs shaped like
+    # a layer's kernel are that layer's gradients
+    assert by_name["enc_a"].forward_bytes >= 256 * 128 * 4
+    assert by_name["enc_a"].gradient_bytes == (32 * 128 + 128) * 4
+    assert by_name["head"].gradient_bytes == (64 * 4 + 4) * 4
+    assert by_name["enc_a"].backward_bytes >= 32 * 128 * 4
+    assert tf.GradientTape.gradient.__name__ == "gradient"

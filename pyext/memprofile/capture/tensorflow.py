@@ -42,11 +42,18 @@ from memprofile.capture.base import ALIVE, AllocationLog, OpRecord, RawCapture
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.tf_attribution import (
-    Side, categorise, merge_worlds, module_records, place_allocation, scope_components,
+    BACKWARD_SCOPE,
+    LAYER_SCOPE,
+    SCOPE_PREFIX,
+    Side,
+    categorise,
+    merge_worlds,
+    module_records,
+    place_allocation,
+    scope_components,
 )
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
 
-LAYER_SCOPE = "memprofile.layer/"
 BEFORE = "(before the run)"
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
 DEFAULT_MAX_EVENTS = 500_000
@@ -207,7 +214,7 @@ class TensorFlowCollector:
             raise
         self._wall0 = time.time_ns()
         self._perf_offset = time.perf_counter() - (origin if origin is not None else time.perf_counter())
-        self._layer_patch = self._patch_keras() if self.layer_scopes else None
+        self._patched = self._patch_scopes() if self.layer_scopes else []
         self._running = True
 
     def stop(self) -> RawCapture:
@@ -216,7 +223,7 @@ class TensorFlowCollector:
         self._running = False
         tf = self._tf
         try:
-            self._unpatch_keras()
+            self._unpatch_scopes()
             with quiet_stderr():
                 data = self._stop_session(tf, self._logdir)
         finally:
@@ -235,7 +242,7 @@ class TensorFlowCollector:
         if not data:
             raw.notes.append(("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known"))
             return raw
-        self._convert(parse_xspace(data, scope_prefix=LAYER_SCOPE), world, memory_end, raw)
+        self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
         return raw
 
     def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
@@ -275,39 +282,48 @@ class TensorFlowCollector:
         shutil.rmtree(getattr(self, "_logdir", ""), ignore_errors=True)
 
     # -- eager layer scopes --------------------------------------------------
-    def _patch_keras(self) -> Any:
-        keras = sys.modules.get("keras")
-        layer_cls = getattr(getattr(keras, "layers", None), "Layer", None)
-        if layer_cls is None:
-            return None
+    def _patch_scopes(self) -> list[tuple[Any, str, Any]]:
+        """Eager code has no name scopes in its op names: for the run, each
+        eager Keras layer call and each eager GradientTape.gradient opens a
+        profiler scope (a TraceMe) that the memory events fall inside."""
         try:
             from tensorflow.python.profiler.internal._pywrap_traceme import TraceMe
         except ImportError:
-            return None
-        original = layer_cls.__dict__.get("__call__")
-        if original is None or hasattr(original, "__memprofile_original__"):
-            return None
+            return []
         executing_eagerly = self._tf.executing_eagerly
+        patched = []
 
-        def __call__(layer: Any, *args: Any, **kwargs: Any) -> Any:
-            if not executing_eagerly():  # traced: the op names carry the scopes
-                return original(layer, *args, **kwargs)
-            scope = TraceMe(f"{LAYER_SCOPE}{id(layer)}/{layer.name}")
-            try:
-                return original(layer, *args, **kwargs)
-            finally:
-                scope.Stop()
+        def wrap(cls: Any, method: str, name_of: Any) -> None:
+            original = cls.__dict__.get(method)
+            if original is None or hasattr(original, "__memprofile_original__"):
+                return
 
-        __call__.__memprofile_original__ = original  # type: ignore[attr-defined]
-        __call__.__wrapped__ = original  # type: ignore[attr-defined]
-        layer_cls.__call__ = __call__
-        return (layer_cls, original)
+            def scoped(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                if not executing_eagerly():  # traced: the op names carry the scopes
+                    return original(obj, *args, **kwargs)
+                scope = TraceMe(SCOPE_PREFIX + name_of(obj))
+                try:
+                    return original(obj, *args, **kwargs)
+                finally:
+                    scope.Stop()
 
-    def _unpatch_keras(self) -> None:
-        if self._layer_patch is not None:
-            layer_cls, original = self._layer_patch
-            layer_cls.__call__ = original
-            self._layer_patch = None
+            scoped.__memprofile_original__ = original  # type: ignore[attr-defined]
+            scoped.__wrapped__ = original  # type: ignore[attr-defined]
+            scoped.__name__ = getattr(original, "__name__", method)
+            setattr(cls, method, scoped)
+            patched.append((cls, method, original))
+
+        keras = sys.modules.get("keras")
+        layer_cls = getattr(getattr(keras, "layers", None), "Layer", None)
+        if layer_cls is not None:
+            wrap(layer_cls, "__call__", lambda layer: f"{LAYER_SCOPE}{id(layer)}/{layer.name}")
+        wrap(self._tf.GradientTape, "gradient", lambda tape: BACKWARD_SCOPE)
+        return patched
+
+    def _unpatch_scopes(self) -> None:
+        for cls, method, original in reversed(self._patched):
+            setattr(cls, method, original)
+        self._patched = []
 
     # -- memory info -----------------------------------------------------------
     def _memory_info(self, reset: bool) -> dict[str, dict[str, int] | str]:
@@ -513,7 +529,7 @@ class TensorFlowCollector:
 def raw_from_xspace(data: bytes) -> RawCapture:
     """A capture from a saved XSpace (a GPU job's trace, say): the events
     alone, times from the first event, no namespace and no memory info."""
-    parsed = parse_xspace(data, scope_prefix=LAYER_SCOPE)
+    parsed = parse_xspace(data, scope_prefix=SCOPE_PREFIX)
     collector = TensorFlowCollector()
     collector._wall0 = parsed.events.t_ns[0] if len(parsed.events) else 0
     collector._perf_offset = 0.0

@@ -18,6 +18,10 @@ from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver
 
 OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
+#: The profiler scopes memprofile opens around eager calls (after SCOPE_PREFIX):
+#: "layer/<id(layer)>/<name>" and "backward".
+SCOPE_PREFIX = "memprofile."
+LAYER_SCOPE, BACKWARD_SCOPE = "layer/", "backward"
 #: Ops that write a variable; when the variable's buffer is shared TF copies it first.
 _VARIABLE_WRITES = re.compile(r"^(Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply|ResourceScatter)")
 _INPUT_OPS = re.compile(r"(Dataset|Iterator|GetNext|OptionalGetValue|OptionalFromValue)")
@@ -52,8 +56,10 @@ def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, scop
     op = "/".join(comps)
     if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
         return op, INPUT_PIPELINE, "other"
-    if scope:
-        ident, _, name = scope.partition("/")
+    if scope == BACKWARD_SCOPE:  # an eager GradientTape.gradient
+        return op, "", "backward"
+    if scope.startswith(LAYER_SCOPE):  # an eager layer call
+        ident, _, name = scope[len(LAYER_SCOPE):].partition("/")
         layer = world.by_id.get(int(ident), name) if ident.isdigit() else name
         return op, layer, "forward"
     backward = any(c in _BACKWARD_SCOPES for c in comps)
@@ -84,6 +90,12 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
                 log.shape[row], log.dtype[row] = b.shape, b.dtype
     _follow_variable_copies(log, side, known)
     trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
+    # An eager backward names no layer: a gradient is then known by a shape
+    # that only one layer's variables have (else it stays without a layer).
+    owners: dict[str, list[str]] = {}
+    for path, shapes in trainable.items():
+        for text in shapes:
+            owners.setdefault(text, []).append(path)
     backward_times = sorted(log.t_alloc[i] for i in range(n) if log.phase[i] == "backward")
     for i in range(n):
         if i in known:
@@ -97,9 +109,11 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
         shape = log.shape[i]
         if layer == INPUT_PIPELINE:
             log.category[i] = "input"
-        elif phase == "backward" and shape is not None and \
-                "[" + ",".join(map(str, shape)) + "]" in trainable.get(layer, ()):
+        elif phase == "backward" and shape is not None and (text := "[" + ",".join(map(str, shape)) + "]") and (
+                text in trainable.get(layer, ()) or (not layer and text in owners)):
             log.category[i] = "gradient"
+            if not layer and len(owners[text]) == 1:
+                log.layer[i] = owners[text][0]
         elif side.region[i] == "temp":
             log.category[i] = "temporary"
         elif phase == "forward" and _freed_after_backward(log.t_alloc[i], log.t_free[i], backward_times):
