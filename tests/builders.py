@@ -38,3 +38,43 @@ def make_profile(n_points: int = 50, name: str = "cell", peak_at: int | None = N
     profile = Profile(**fields)
     profile.peak = Peak(device="host", time_s=t[peak_at], bytes=max(live), by_category={"other": max(live)})
     return profile
+
+
+def make_rich_profile(name: str = "train", text: str = "", n_points: int = 2_000) -> Profile:
+    """A framework-like profile: allocator devices (torch `cpu`, TF `tf:CPU:0`)
+    with category columns and op/layer labels, layers, ops, the peak anatomy.
+    `text` is put into every name that comes from user code."""
+    from memprofile.model.profile import LayerStat, OpStat, TensorInfo
+
+    profile = make_profile(n_points=50, name=name)
+    kinds = ["parameter", "gradient", "optimizer_state", "activation", "temporary"]
+    labels = [f"aten::mm{text}", f"encoder.layers.0{text}", "adam/Square"]
+    for device in ("cpu", "tf:CPU:0"):
+        t = [i * 0.001 for i in range(n_points)]
+        by_category = {k: [(j + 1) * 2**20 + (i % 13) * 2**16 * (k in ("activation", "temporary"))
+                           for i in range(n_points)] for j, k in enumerate(kinds)}
+        live = [sum(col[i] for col in by_category.values()) for i in range(n_points)]
+        profile.devices.append(Device(device, "allocator", "c10" if device == "cpu" else "cpu", max(live), live[0],
+                                      live[-1], 8 * 2**30 if device == "cpu" else None))
+        profile.timelines.append(Timeline(device, t, live, by_category, op=[i % 3 for i in range(n_points)],
+                                          layer=[(i % 2) + 0 for i in range(n_points)] and [1] * n_points,
+                                          labels=labels, recorded_points=n_points * 10))
+    profile.layers = [
+        LayerStat("model", "Sequential", None),
+        LayerStat(f"encoder{text}", "Encoder", "model", 4 * 2**20, 4 * 2**20, 8 * 2**20, 30 * 2**20, 9 * 2**20,
+                  40 * 2**20, 20 * 2**20, 50 * 2**20),
+        LayerStat(f"encoder{text}/dense", "Dense", f"encoder{text}", 2**20, 2**20, 2**21, 3 * 2**20, 2**20,
+                  2**22, 2**21, 2**23),
+        LayerStat("head", "Dense", "model", 2**16, 2**16, 2**17, 2**18, 2**18, 2**19, 2**19, 2**20),
+    ]
+    profile.ops = [OpStat(f"aten::mm{text}" if i == 0 else f"op_{i}", "cpu", i + 1, (600 - i) * 2**16,
+                          (600 - i) * 2**15, 2**10, (600 - i) * 2**16 - 2**10, 2**16, [f"[{i},{text}]"])
+                   for i in range(600)]
+    peak = profile.device("cpu")
+    profile.peak = Peak(device="cpu", time_s=0.5, bytes=peak.peak_bytes,
+                        by_category={"parameter": 2**20, "activation": 5 * 2**20},
+                        op=f"aten::mm{text}", layer=f"encoder{text}",
+                        by_layer={f"encoder{text}": 5 * 2**20, "head": 2**20},
+                        tensors=[TensorInfo([512, 1024], "float32", 2 * 2**20, "activation", f"aten::mm{text}",
+                                            f"encoder{text}", "cpu")])
+    return profile

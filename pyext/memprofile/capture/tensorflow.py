@@ -248,6 +248,10 @@ class TensorFlowCollector:
     def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
         logs, ops = self._logs(parsed.events, world, parsed.op_types, raw)
         self._devices(logs, parsed, memory_end, raw)
+        for op in ops.values():  # ops were keyed by allocator; show the device name
+            log = logs.get(op.device)
+            if log is not None:
+                op.device = log.device
         raw.allocations = list(logs.values())
         raw.ops = list(ops.values())
         raw.modules = module_records(world, logs)

@@ -253,7 +253,7 @@ class Profile:
 
     def save_html(self, path: str | Path) -> Path:
         """Write a self-contained HTML report that works offline."""
-        from memprofile.render.html import write_report
+        from memprofile.render.report import write_report
 
         return write_report(self, path)
 

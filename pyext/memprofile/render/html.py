@@ -8,7 +8,6 @@ from user code (names, op names, messages) goes through `escape`.
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import sparkline
@@ -66,7 +65,7 @@ def _sparkline_svg(profile: Profile, width: int = 480, height: int = 72) -> str:
     label = f"{escape(line.device)} live bytes from {fmt_bytes(lo)} to {fmt_bytes(hi)} over {fmt_seconds(span_t)}"
     return (
         f'<svg class="mp-sparkline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{label}" xmlns="http://www.w3.org/2000/svg">'
+        f'role="img" aria-label="{label}">'
         f"<title>{label}</title>"
         f'<polyline fill="none" stroke="#4c78a8" stroke-width="1.5" points="{points}"/>'
         f'<circle cx="{px}" cy="{py}" r="3.5" fill="#e45756"><title>peak {fmt_bytes(hi)} at '
@@ -151,8 +150,9 @@ def render_fragment(profile: Profile) -> str:
     )
 
 
-def render_report(profile: Profile) -> str:
-    """A complete, self-contained HTML document."""
+def render_static_report(profile: Profile) -> str:
+    """A complete, self-contained HTML document without JavaScript (the
+    interactive one is render/report.py)."""
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>memprofile · {escape(profile.name)}</title>"
@@ -161,9 +161,3 @@ def render_report(profile: Profile) -> str:
         f"{render_fragment(profile)}"
         "</body></html>\n"
     )
-
-
-def write_report(profile: Profile, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(render_report(profile), encoding="utf-8")
-    return path

@@ -1,0 +1,339 @@
+"""Interactive bokeh views of a Profile: timeline, layers, ops, peak anatomy, suggestions.
+
+Each function takes a Profile and returns a bokeh model; `views` lays them out
+as tabs. Nothing here touches a framework. Text from user code (op and layer
+names, messages) reaches the page only as data (canvas text, table cells and
+tooltips, which bokeh sets as text) or through `html.escape` in Divs.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from memprofile.model.decimate import minmax_indices
+from memprofile.model.profile import CATEGORIES, Device, Profile, Timeline
+from memprofile.units import category_label, fmt_bytes, fmt_seconds
+
+#: At most this many points per timeline reach the page (the peak always does).
+DISPLAY_POINTS = 10_000
+MAX_LAYERS = 60
+MAX_OPS = 500
+MAX_TENSORS = 20
+LAYER_KINDS = ("parameter", "gradient", "optimizer_state", "activation", "temporary")
+
+# One hue per category (the same as the static HTML).
+from memprofile.render.html import CATEGORY_COLORS  # noqa: E402
+
+_LINE = "#1f77b4"
+#: Bytes in binary units, as units.fmt_bytes does it (numbro's "ib" prints "1.0000MiB").
+_FMT_BYTES_JS = (
+    "function fmt(b) {"
+    " if (b === null || b === undefined || Number.isNaN(b)) { return ''; }"
+    " const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];"
+    " let v = Math.abs(b); let i = 0;"
+    " while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }"
+    " const digits = i === 0 ? 0 : v >= 100 ? 0 : v >= 10 ? 1 : 2;"
+    " return (b < 0 ? '-' : '') + v.toFixed(digits) + ' ' + units[i]; }"
+)
+
+
+def _bytes_axis() -> Any:
+    models, _, _ = _bokeh()
+    return models.CustomJSTickFormatter(code=_FMT_BYTES_JS + " return fmt(tick);")
+
+
+def _bytes_cells() -> Any:
+    """A table cell showing a byte count in binary units; the column still
+    sorts by the number. The value is a number, so the template inserts no
+    text from user code."""
+    models, _, _ = _bokeh()
+    expression = "(" + _FMT_BYTES_JS.replace("function fmt(b)", "function (b)") + ")(value)"
+    return models.HTMLTemplateFormatter(template=f'<div style="text-align:right"><%= {expression} %></div>')
+
+
+def _bokeh():
+    import bokeh.layouts as layouts
+    import bokeh.models as models
+    import bokeh.plotting as plotting
+
+    return models, plotting, layouts
+
+
+def display_indices(values: list[int], limit: int = DISPLAY_POINTS) -> list[int]:
+    """Indices of the points to draw: every local extreme that matters (min
+    and max per bucket), the first, the last and the global peak."""
+    keep = minmax_indices(values, limit)
+    if values:
+        top = max(range(len(values)), key=values.__getitem__)
+        if top not in keep:
+            keep = sorted(set(keep) | {top})
+    return keep
+
+
+def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
+    models, plotting, _ = _bokeh()
+    keep = display_indices(timeline.live_bytes)
+    t = [timeline.t[i] for i in keep]
+    live = [timeline.live_bytes[i] for i in keep]
+
+    def label(column: list[int], i: int) -> str:
+        k = column[i] if i < len(column) else -1
+        return timeline.labels[k] if 0 <= k < len(timeline.labels) else ""
+
+    data: dict[str, list] = {
+        "t": t,
+        "live": live,
+        "live_text": [fmt_bytes(v) for v in live],
+        "op": [label(timeline.op, i) for i in keep],
+        "layer": [label(timeline.layer, i) for i in keep],
+    }
+    cats = [c for c in CATEGORIES if c in timeline.by_category]
+    for c in cats:
+        data[c] = [timeline.by_category[c][i] for i in keep]
+    source = models.ColumnDataSource(data)
+    p = plotting.figure(
+        height=300, sizing_mode="stretch_width", x_axis_label="seconds since the cell started",
+        y_axis_label="bytes", tools="xpan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
+        title=f"{device.name}: live memory ({device.kind}, {device.source})",
+    )
+    p.yaxis.formatter = _bytes_axis()
+    if cats:
+        p.varea_stack(stackers=cats, x="t", source=source, color=[CATEGORY_COLORS[c] for c in cats],
+                      legend_label=[category_label(c) for c in cats], alpha=0.85)
+        p.legend.click_policy = "hide"
+        p.add_layout(p.legend[0], "right")
+    else:
+        p.varea(x="t", y1=0, y2="live", source=source, color=_LINE, alpha=0.25)
+    line = p.line("t", "live", source=source, color="#333333" if cats else _LINE, line_width=1.2)
+    p.add_tools(models.HoverTool(
+        renderers=[line], mode="vline",
+        tooltips=[("time", "@t{0.000} s"), ("live", "@live_text"), ("op", "@op"), ("layer", "@layer")],
+    ))
+    # The peak, exact: the decimation keeps it.
+    top = max(range(len(live)), key=live.__getitem__) if live else None
+    if top is not None:
+        peak_kwargs = {"legend_label": f"peak {fmt_bytes(live[top])}"} if cats else {}
+        p.scatter([t[top]], [live[top]], size=9, color="#d62728", **peak_kwargs)
+        p.add_layout(models.Span(location=t[top], dimension="height", line_color="#d62728",
+                                 line_dash="dotted", line_width=1))
+    if device.capacity_bytes and device.capacity_bytes <= 4 * max(live or [1]):
+        # Drawn only when near enough to matter; the device table lists it always.
+        p.add_layout(models.Span(location=device.capacity_bytes, dimension="width", line_color="#d62728",
+                                 line_dash="dashed", line_width=1.5))
+        p.add_layout(models.Span(location=0.85 * device.capacity_bytes, dimension="width",
+                                 line_color="#ff7f0e", line_dash="dotted", line_width=1))
+    p.toolbar.logo = None
+    shown = f"{len(t):,} of {timeline.recorded_points:,} recorded points" if timeline.recorded_points > len(t) \
+        else f"{len(t):,} points"
+    note = models.Div(text=f"<span class='mp-muted'>{escape(shown)}; drag to pan, wheel to zoom, "
+                           "click a legend entry to hide a kind</span>")
+    _, _, layouts = _bokeh()
+    return layouts.column(p, note, sizing_mode="stretch_width")
+
+
+def _depths(profile: Profile) -> dict[str, int]:
+    parents = {layer.name: layer.parent for layer in profile.layers}
+    depth: dict[str, int] = {}
+    for name in parents:
+        d, seen, cur = 0, set(), parents.get(name)
+        while cur is not None and cur in parents and cur not in seen:
+            seen.add(cur)
+            d += 1
+            cur = parents.get(cur)
+        depth[name] = d
+    return depth
+
+
+def layers_view(profile: Profile) -> Any:
+    models, plotting, layouts = _bokeh()
+    depth = _depths(profile)
+
+    def weight(layer) -> int:
+        return sum(getattr(layer, f"{k}_bytes") for k in LAYER_KINDS)
+
+    rows = sorted(profile.layers, key=lambda layer: (-layer.peak_bytes, -weight(layer)))
+    rows = [layer for layer in rows if weight(layer) or layer.peak_bytes]
+    hidden = max(0, len(rows) - MAX_LAYERS)
+    rows = rows[:MAX_LAYERS]
+    if not rows:
+        return models.Div(text="<p>No layer was seen in this profile.</p>")
+    names = [layer.name for layer in reversed(rows)]  # the largest on top
+    full = {"layer": names, "depth": [depth.get(n, 0) for n in names]}
+    by_name = {layer.name: layer for layer in rows}
+    for k in LAYER_KINDS:
+        full[k] = [getattr(by_name[n], f"{k}_bytes") for n in names]
+    full["peak_text"] = [fmt_bytes(by_name[n].peak_bytes) for n in names]
+    for k in LAYER_KINDS:
+        full[f"{k}_text"] = [fmt_bytes(v) for v in full[k]]
+    source = models.ColumnDataSource(dict(full))
+    everything = models.ColumnDataSource(dict(full))
+    p = plotting.figure(
+        y_range=models.FactorRange(*names), height=max(180, 22 * len(names) + 60), sizing_mode="stretch_width",
+        tools="xwheel_zoom,xpan,reset,save", title="Layers, largest at the peak first: parameters, gradients and optimizer state they hold; "
+              "activations and temporaries they allocated over the cell",
+        x_axis_label="bytes",
+    )
+    p.hbar_stack(list(LAYER_KINDS), y="layer", height=0.8, source=source,
+                 color=[CATEGORY_COLORS[k] for k in LAYER_KINDS],
+                 legend_label=[category_label(k) for k in LAYER_KINDS])
+    p.xaxis.formatter = _bytes_axis()
+    p.legend.click_policy = "hide"
+    p.add_layout(p.legend[0], "right")
+    p.toolbar.logo = None
+    p.add_tools(models.HoverTool(tooltips=[
+        ("layer", "@layer"), ("held at the peak", "@peak_text"),
+        *[(category_label(k), f"@{k}_text") for k in LAYER_KINDS],
+    ]))
+    max_depth = max(full["depth"])
+    options = ["all depths"] + [f"depth ≤ {d}" for d in range(max_depth + 1)]
+    select = models.Select(title="Show layers", value="all depths", options=options, width=180)
+    select.js_on_change("value", models.CustomJS(args=dict(src=source, all=everything, yr=p.y_range), code="""
+        const v = cb_obj.value
+        const limit = v === "all depths" ? Infinity : Number(v.split(" ").pop())
+        const d = all.data
+        const keep = []
+        for (let i = 0; i < d.layer.length; i++) if (d.depth[i] <= limit) keep.push(i)
+        const out = {}
+        for (const k of Object.keys(d)) out[k] = keep.map((i) => d[k][i])
+        src.data = out
+        yr.factors = out.layer
+    """))
+    parts = [select, p] if max_depth > 0 else [p]
+    if hidden:
+        parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more layers</p>"))
+    return layouts.column(*parts, sizing_mode="stretch_width")
+
+
+def ops_view(profile: Profile) -> Any:
+    models, _, layouts = _bokeh()
+    ops = sorted(profile.ops, key=lambda o: -o.allocated_bytes)
+    hidden = max(0, len(ops) - MAX_OPS)
+    ops = ops[:MAX_OPS]
+    if not ops:
+        return models.Div(text="<p>No op was recorded in this profile.</p>")
+    source = models.ColumnDataSource({
+        "name": [o.name for o in ops], "device": [o.device for o in ops], "calls": [o.calls for o in ops],
+        "allocated": [o.allocated_bytes for o in ops], "self": [o.self_allocated_bytes for o in ops],
+        "freed": [o.freed_bytes for o in ops], "net": [o.net_bytes for o in ops],
+        "max_alloc": [o.max_alloc_bytes for o in ops], "shapes": [" ".join(o.input_shapes) for o in ops],
+    })
+    fmt = _bytes_cells()
+    columns = [
+        models.TableColumn(field="name", title="op", width=320),
+        models.TableColumn(field="device", title="device", width=70),
+        models.TableColumn(field="calls", title="calls", width=60,
+                           formatter=models.NumberFormatter(format="0,0", text_align="right")),
+        models.TableColumn(field="allocated", title="allocated (incl. children)", formatter=fmt, width=110),
+        models.TableColumn(field="self", title="self", formatter=fmt, width=90),
+        models.TableColumn(field="freed", title="freed", formatter=fmt, width=90),
+        models.TableColumn(field="net", title="net", formatter=fmt, width=90),
+        models.TableColumn(field="max_alloc", title="largest block", formatter=fmt, width=90),
+        models.TableColumn(field="shapes", title="shapes", width=200),
+    ]
+    view = models.CDSView(filter=models.IndexFilter(list(range(len(ops)))))
+    table = models.DataTable(source=source, columns=columns, view=view, height=420, sizing_mode="stretch_width",
+                             index_position=None, sortable=True)
+    search = models.TextInput(title="Filter ops (part of the name)", placeholder="e.g. matmul", width=300)
+    search.js_on_change("value_input", models.CustomJS(args=dict(src=source, view=view), code="""
+        const q = cb_obj.value_input.toLowerCase()
+        const names = src.data.name
+        const keep = []
+        for (let i = 0; i < names.length; i++) if (names[i].toLowerCase().includes(q)) keep.push(i)
+        view.filter.indices = keep
+        src.change.emit()
+    """))
+    parts = [search, table]
+    if hidden:
+        parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more ops (the table lists the "
+                                     f"{MAX_OPS} that allocated most)</p>"))
+    return layouts.column(*parts, sizing_mode="stretch_width")
+
+
+def _bars(title: str, items: list[tuple[str, int]], colors: list[str]) -> Any:
+    models, plotting, _ = _bokeh()
+    names = [n for n, _ in reversed(items)]
+    source = models.ColumnDataSource({
+        "name": names, "bytes": [b for _, b in reversed(items)],
+        "text": [fmt_bytes(b) for _, b in reversed(items)], "color": list(reversed(colors)),
+    })
+    p = plotting.figure(y_range=models.FactorRange(*names), height=max(140, 24 * len(names) + 60),
+                        sizing_mode="stretch_width", tools="save", title=title, x_axis_label="bytes")
+    p.hbar(y="name", right="bytes", height=0.8, color="color", source=source)
+    p.xaxis.formatter = _bytes_axis()
+    p.add_tools(models.HoverTool(tooltips=[("", "@name"), ("bytes", "@text")]))
+    p.toolbar.logo = None
+    return p
+
+
+def peak_view(profile: Profile) -> Any:
+    models, _, layouts = _bokeh()
+    peak = profile.peak
+    if peak is None:
+        return models.Div(text="<p>No peak: nothing was measured.</p>")
+    head = models.Div(text=(
+        f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
+        + (f", during op <code>{escape(peak.op)}</code>" if peak.op else "")
+        + (f" in layer <code>{escape(peak.layer)}</code>" if peak.layer else "") + "</p>"
+    ), sizing_mode="stretch_width")
+    parts: list[Any] = [head]
+    if peak.by_category:
+        cats = [(category_label(c), b) for c, b in peak.by_category.items()]
+        parts.append(_bars("Alive at the peak, by kind", cats, [CATEGORY_COLORS.get(c, "#999") for c in peak.by_category]))
+    if peak.by_layer:
+        top = list(peak.by_layer.items())[:15]
+        parts.append(_bars("Alive at the peak, by layer (largest 15)", top, [_LINE] * len(top)))
+    if peak.tensors:
+        tensors = peak.tensors[:MAX_TENSORS]
+        source = models.ColumnDataSource({
+            "bytes": [t.bytes for t in tensors], "kind": [category_label(t.category) for t in tensors],
+            "shape": ["×".join(map(str, t.shape)) if t.shape else "" for t in tensors],
+            "dtype": [t.dtype for t in tensors], "op": [t.op or "" for t in tensors],
+            "layer": [t.layer or "" for t in tensors], "device": [t.device or "" for t in tensors],
+        })
+        fmt = _bytes_cells()
+        columns = [models.TableColumn(field="bytes", title="bytes", formatter=fmt, width=90)] + [
+            models.TableColumn(field=f, title=f) for f in ("kind", "shape", "dtype", "op", "layer", "device")
+        ]
+        parts.append(models.Div(text="<b>Largest tensors alive at the peak</b>"))
+        parts.append(models.DataTable(source=source, columns=columns, height=min(40 + 25 * len(tensors), 420),
+                                      sizing_mode="stretch_width", index_position=None))
+    return layouts.column(*parts, sizing_mode="stretch_width")
+
+
+def suggestions_view(profile: Profile) -> Any:
+    models, _, _ = _bokeh()
+    if not profile.suggestions:
+        return models.Div(text="<p>No suggestion for this profile.</p>", sizing_mode="stretch_width")
+    items = []
+    for s in profile.suggestions:
+        saving = ""
+        if s.measured_saving_bytes is not None:
+            saving = f" — measured: saves {fmt_bytes(s.measured_saving_bytes)}"
+        elif s.estimated_saving_bytes:
+            saving = f" — saves ~{fmt_bytes(s.estimated_saving_bytes)} (estimate)"
+        items.append(
+            f"<li><b>{escape(s.title)}</b>{escape(saving)}<div class='mp-muted'>{escape(s.evidence)}</div>"
+            f"<pre><code>{escape(s.code)}</code></pre></li>"
+        )
+    return models.Div(text=f"<ol class='mp-suggestions'>{''.join(items)}</ol>", sizing_mode="stretch_width")
+
+
+def views(profile: Profile) -> Any:
+    """All views as tabs: timeline (one per device), layers, ops, peak, suggestions."""
+    models, _, layouts = _bokeh()
+    devices = {d.name: d for d in profile.devices}
+    timelines = [timeline_view(profile, tl, devices[tl.device]) for tl in profile.timelines
+                 if tl.device in devices and tl.t]
+    order = sorted(range(len(timelines)), key=lambda i: profile.timelines[i].device != (
+        profile.peak_device.name if profile.peak_device else ""))
+    timeline_tab = layouts.column(*[timelines[i] for i in order], sizing_mode="stretch_width") if timelines \
+        else models.Div(text="<p>No timeline was recorded.</p>")
+    tabs = [
+        models.TabPanel(child=timeline_tab, title="Timeline"),
+        models.TabPanel(child=peak_view(profile), title="Peak"),
+        models.TabPanel(child=layers_view(profile), title=f"Layers ({len(profile.layers)})"),
+        models.TabPanel(child=ops_view(profile), title=f"Ops ({len(profile.ops)})"),
+        models.TabPanel(child=suggestions_view(profile), title=f"Suggestions ({len(profile.suggestions)})"),
+    ]
+    return models.Tabs(tabs=tabs, sizing_mode="stretch_width")

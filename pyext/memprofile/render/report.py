@@ -1,0 +1,70 @@
+"""The standalone HTML report: one file that works offline.
+
+The static summary (render/html.py) on top, the interactive bokeh views
+(render/interactive.py) below, BokehJS inline (bokeh, widgets and tables
+only: no MathJax, no WebGL). The page makes no request to any network:
+BokehJS carries a few URL strings for features not used here (MathJax, Google
+Maps, links in licence comments); they are written with escaped slashes
+(`https:\\/\\/`), which JavaScript reads the same, so the file contains no
+URL at all. Light and dark: the page follows the reader's colour scheme; the
+plots sit on light cards, readable in both.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+
+from memprofile.model.profile import Profile
+from memprofile.render.html import render_fragment, render_static_report
+
+BOKEH_COMPONENTS = ["bokeh", "bokeh-widgets", "bokeh-tables"]
+_URL = re.compile(r"\b(https?|wss?|ftp):\/\/", re.IGNORECASE)
+
+_PAGE_STYLE = """
+body{margin:24px;background:#fff;color:#1f1f1f;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}
+.mp-views{margin-top:18px;background:#fff;color:#1f1f1f;border-radius:6px;padding:10px}
+.mp-views .mp-muted{opacity:.72}
+.mp-views pre{padding:6px;overflow-x:auto;background:#f2f2f2;border-radius:3px}
+@media (prefers-color-scheme: dark){
+  body{background:#111418;color:#e6e6e6}
+  .mp-views{box-shadow:0 0 0 1px #333}
+}
+"""
+
+
+def _no_urls(text: str) -> str:
+    return _URL.sub(lambda m: m.group(1) + ":\\/\\/", text)
+
+
+def render_report(profile: Profile) -> str:
+    """A complete, self-contained HTML document with the interactive views
+    (the static one where bokeh is not installed)."""
+    try:
+        from bokeh.embed import components
+        from bokeh.resources import Resources
+    except ImportError:
+        return render_static_report(profile)
+
+    from memprofile.render.interactive import views
+
+    script, div = components(views(profile))
+    resources = Resources(mode="inline", components=BOKEH_COMPONENTS)
+    bokeh_js = _no_urls(resources.render_js())
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>memprofile · {escape(profile.name)}</title>"
+        "<meta name='color-scheme' content='light dark'>"
+        f"<style>{_PAGE_STYLE}</style>{_no_urls(resources.render_css())}{bokeh_js}</head><body>"
+        f"{render_fragment(profile)}"
+        f"<div class='mp-views'>{div}</div>{_no_urls(script)}"
+        "</body></html>\n"
+    )
+    return page
+
+
+def write_report(profile: Profile, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(render_report(profile), encoding="utf-8")
+    return path

@@ -1,0 +1,96 @@
+"""The exported HTML report in a real browser: the bokeh views render, offline,
+with hostile names shown as text."""
+
+from __future__ import annotations
+
+import pytest
+
+from memprofile.model.profile import ErrorInfo, Suggestion
+from tests.builders import make_profile, make_rich_profile
+from tests.ui.conftest import screenshot
+
+pytestmark = pytest.mark.ui
+HOSTILE = '<img src=x onerror=alert(1)>'
+
+
+@pytest.fixture
+def report_page(browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    page.errors, page.requests, page.dialogs = [], [], []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    yield page
+    page.close()
+
+
+def _open(page, profile, tmp_path):
+    path = profile.save_html(tmp_path / "report.html")
+    page.goto(path.resolve().as_uri())
+    page.locator(".bk-tab").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    return path
+
+
+def _visible(page, text: str) -> bool:
+    """A table cell showing `text`, in the tab on screen (hidden tabs hold tables too)."""
+    return page.locator(".slick-cell", has_text=text).filter(visible=True).count() > 0
+
+
+def _tab(page, title):
+    page.locator(".bk-tab", has_text=title).first.click()
+    page.wait_for_timeout(400)
+
+
+def test_report_renders_offline_with_every_view(report_page, tmp_path):
+    page = report_page
+    profile = make_rich_profile(name="train")
+    profile.suggestions = [Suggestion("amp", "Use bf16 autocast", "activations are 71 % of the peak",
+                                      "with torch.autocast('cpu', dtype=torch.bfloat16):\n    step()",
+                                      estimated_saving_bytes=2**30)]
+    _open(page, profile, tmp_path)
+    # the timeline tab: one plot per device, drawn on canvases
+    assert page.locator("canvas").count() >= 3
+    screenshot(page, "report_timeline")
+    _tab(page, "Layers")
+    assert page.locator("canvas").count() >= 1
+    screenshot(page, "report_layers")
+    _tab(page, "Ops")
+    assert _visible(page, "aten::mm")
+    assert page.get_by_text("and 100 more ops").filter(visible=True).count() == 1
+    # the filter narrows the table
+    page.locator("input.bk-input").filter(visible=True).first.fill("op_49")
+    page.wait_for_timeout(500)
+    assert _visible(page, "op_499")
+    assert not _visible(page, "aten::mm")
+    screenshot(page, "report_ops")
+    _tab(page, "Peak")
+    assert page.get_by_text("Largest tensors alive at the peak").filter(visible=True).count() == 1
+    screenshot(page, "report_peak")
+    _tab(page, "Suggestions")
+    assert page.get_by_text("saves ~1.00 GiB (estimate)").filter(visible=True).count() == 1
+    assert not page.errors, page.errors
+    assert not [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))], page.requests
+
+
+def test_hostile_names_show_as_text_and_run_nothing(report_page, tmp_path):
+    page = report_page
+    profile = make_rich_profile(name=HOSTILE, text=HOSTILE)
+    profile.error = ErrorInfo("RuntimeError", HOSTILE, "Traceback ...")
+    _open(page, profile, tmp_path)
+    _tab(page, "Ops")
+    assert _visible(page, f"aten::mm{HOSTILE}")
+    _tab(page, "Peak")
+    screenshot(page, "report_hostile")
+    assert not page.dialogs and page.locator("img").count() == 0
+    assert not page.errors, page.errors
+
+
+def test_a_million_point_profile_opens(report_page, tmp_path):
+    page = report_page
+    path = _open(page, make_profile(n_points=1_000_000, peak_at=777_777), tmp_path)
+    assert path.stat().st_size <= 3_000_000
+    assert page.get_by_text("of 1,000,000 recorded points").filter(visible=True).count() == 1
+    screenshot(page, "report_million")
+    assert not page.errors, page.errors

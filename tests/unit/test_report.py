@@ -1,0 +1,70 @@
+"""The standalone HTML report (static summary + interactive bokeh views), on
+profiles built in the test: no collector, no framework."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from memprofile.model.profile import ErrorInfo, Note, Suggestion
+from memprofile.render.interactive import DISPLAY_POINTS, display_indices, views
+from memprofile.render.report import render_report
+from tests.builders import make_profile, make_rich_profile
+
+HOSTILE = '<img src=x onerror=alert(1)>"&'
+URL = re.compile(r"(https?|wss?|ftp):\/\/", re.IGNORECASE)
+
+
+def _variants():
+    yield "empty", make_profile(n_points=0)
+    yield "one point", make_profile(n_points=1)
+    yield "host only", make_profile()
+    yield "torch and tf", make_rich_profile()
+    failed = make_rich_profile(name=HOSTILE, text=HOSTILE)
+    failed.error = ErrorInfo("RuntimeError", HOSTILE, "Traceback ...", op=HOSTILE)
+    failed.warnings = [Note("x", HOSTILE)]
+    failed.suggestions = [Suggestion("amp", HOSTILE, HOSTILE, f"print('{HOSTILE}')", estimated_saving_bytes=2**30)]
+    yield "failed, hostile", failed
+
+
+VARIANTS = dict(_variants())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_report_is_self_contained_escaped_and_has_the_figures(name):
+    html = render_report(VARIANTS[name])
+    # no URL at all, so nothing to fetch: BokehJS is inline
+    assert not URL.search(html), URL.search(html)
+    assert "Bokeh.embed" in html and "<script src" not in html
+    # text from user code never appears as markup, nor raw inside a script
+    markup = re.sub(r"<script\b.*?</script>", "", html, flags=re.S)
+    assert "<img" not in markup and not re.search(r"<[^>]*\son\w+\s*=", markup)
+    assert "<img src=x onerror=alert(1)>" not in html
+    assert len(html.encode()) <= 3_000_000
+    assert "Peak" in html
+
+
+def test_hostile_names_are_text_in_the_views():
+    html = render_report(VARIANTS["failed, hostile"])
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "RuntimeError" in html
+
+
+def test_a_million_point_timeline_is_drawn_with_at_most_ten_thousand_and_the_exact_peak():
+    big = make_profile(n_points=1_000_000, peak_at=777_777)
+    live = big.timelines[0].live_bytes
+    keep = display_indices(live)
+    assert len(keep) <= DISPLAY_POINTS + 1
+    assert 777_777 in keep and max(live[i] for i in keep) == max(live)
+    html = render_report(big)
+    assert len(html.encode()) <= 3_000_000
+    assert "of 1,000,000 recorded points" in html
+
+
+def test_tables_are_capped_and_say_how_many_more():
+    html = render_report(VARIANTS["torch and tf"])
+    assert "and 100 more ops" in html  # 600 ops, 500 shown
+    tabs = views(VARIANTS["torch and tf"])
+    titles = [t.title for t in tabs.tabs]
+    assert titles == ["Timeline", "Peak", "Layers (4)", "Ops (600)", "Suggestions (0)"]
