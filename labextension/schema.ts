@@ -60,7 +60,7 @@ export interface Device {
   [k: string]: unknown;
 }
 /**
- * Live bytes of one device over time, columnar (one entry per sample/event). `op` and `layer` index into `labels` (-1: none). `by_category` maps a category to a column of the same length as `t`; it is empty when the device cannot tell categories apart (process RSS).
+ * Live bytes of one device over time, columnar (one entry per sample/event). `op` and `layer` index into `labels` (-1: none). `by_category` maps a category to a column of the same length as `t`; it is empty when the device cannot tell categories apart (process RSS). `phase` is the training phase of the event behind each point, an index into PHASES (-1: unknown).
  *
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "Timeline".
@@ -75,6 +75,7 @@ export interface Timeline {
   op?: number[];
   layer?: number[];
   labels?: string[];
+  phase?: number[];
   recorded_points?: number;
   [k: string]: unknown;
 }

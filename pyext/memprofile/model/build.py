@@ -7,11 +7,12 @@ import uuid
 from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.replay import Replay
-from memprofile.model.profile import Device, ErrorInfo, Framework, Note, Profile, Timeline
+from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, Note, Profile, Timeline
 from memprofile.units import fmt_bytes
 
 #: A stored timeline keeps at most this many points per device (peak exact).
 MAX_TIMELINE_POINTS = 20_000
+_PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 #: Below this, a peak missed by the samples is not worth a warning.
 MIN_GAP_BYTES = 1 << 20
 
@@ -151,6 +152,7 @@ def _allocator_timeline(rp: Replay) -> Timeline:
         by_category={c: [col[k] for k in keep] for c, col in cols.items() if any(col)},
         op=[label(log.op[rows[k]]) if rows[k] is not None else -1 for k in keep],
         layer=[label(log.layer[rows[k]]) if rows[k] is not None else -1 for k in keep],
+        phase=[_PHASE_INDEX.get(log.phase[rows[k]], -1) if rows[k] is not None else -1 for k in keep],
         labels=list(labels),
         recorded_points=len(rp.live_bytes),
     )

@@ -24,6 +24,8 @@ CATEGORIES: tuple[str, ...] = (
     "input",
     "other",
 )
+#: Training phases a timeline point can be in (Timeline.phase indexes this).
+PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
 
 DeviceKind = Literal["allocator", "process"]
 Placement = Literal["below", "top"]
@@ -66,7 +68,8 @@ class Timeline:
 
     `op` and `layer` index into `labels` (-1: none). `by_category` maps a
     category to a column of the same length as `t`; it is empty when the device
-    cannot tell categories apart (process RSS).
+    cannot tell categories apart (process RSS). `phase` is the training phase of
+    the event behind each point, an index into PHASES (-1: unknown).
     """
 
     device: str
@@ -76,6 +79,7 @@ class Timeline:
     op: list[int] = field(default_factory=list)
     layer: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    phase: list[int] = field(default_factory=list)
     #: Samples or events recorded before any reduction for storage.
     recorded_points: int = 0
 

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from memprofile.model.decimate import minmax_indices
-from memprofile.model.profile import CATEGORIES, Device, Profile, Timeline
+from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, Timeline
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: At most this many points per timeline reach the page (the peak always does).
@@ -21,6 +21,9 @@ MAX_LAYERS = 60
 MAX_OPS = 500
 MAX_TENSORS = 20
 LAYER_KINDS = ("parameter", "gradient", "optimizer_state", "activation", "temporary")
+#: Phases shaded behind the timeline (forward is left plain), and how many bands at most.
+PHASE_SHADES = {"backward": "#f5b041", "optimizer": "#a569bd"}
+MAX_PHASE_BANDS = 600
 
 # One hue per category (the same as the static HTML).
 from memprofile.render.html import CATEGORY_COLORS  # noqa: E402
@@ -90,6 +93,7 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
         "live": live,
         "op": [index(timeline.op, i) for i in keep],
         "layer": [index(timeline.layer, i) for i in keep],
+        "phase": [timeline.phase[i] if i < len(timeline.phase) else -1 for i in keep],
     }
     cats = [c for c in CATEGORIES if c in timeline.by_category]
     import numpy as np  # bokeh's own dependency
@@ -116,12 +120,14 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
     label = models.CustomJSHover(args=dict(labels=list(timeline.labels)),
                                  code="return value >= 0 ? labels[value] : ''")
     in_bytes = models.CustomJSHover(code=_FMT_BYTES_JS + " return fmt(value);")
+    phase = models.CustomJSHover(args=dict(names=list(PHASES)), code="return value >= 0 ? names[value] : ''")
     p.add_tools(models.HoverTool(
         renderers=[line], mode="vline",
         tooltips=[("time", "@t{0.000} s"), ("live", "@live{custom}"), ("op", "@op{custom}"),
-                  ("layer", "@layer{custom}")],
-        formatters={"@live": in_bytes, "@op": label, "@layer": label},
+                  ("layer", "@layer{custom}"), ("phase", "@phase{custom}")],
+        formatters={"@live": in_bytes, "@op": label, "@layer": label, "@phase": phase},
     ))
+    shaded = _shade_phases(p, timeline)
     # The peak, exact: the decimation keeps it.
     top = max(range(len(live)), key=live.__getitem__) if live else None
     if top is not None:
@@ -138,10 +144,38 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
     p.toolbar.logo = None
     shown = f"{len(t):,} of {timeline.recorded_points:,} recorded points" if timeline.recorded_points > len(t) \
         else f"{len(t):,} points"
+    bands = "".join(
+        f" <span style='background:{PHASE_SHADES[ph]}55;padding:0 4px'>{ph}</span>" for ph in shaded
+    )
     note = models.Div(text=f"<span class='mp-muted'>{escape(shown)}; drag to pan, wheel to zoom, "
-                           "click a legend entry to hide a kind</span>")
+                           "click a legend entry to hide a kind" + (f"; shaded:{bands}" if bands else "")
+                           + "</span>")
     _, _, layouts = _bokeh()
     return layouts.column(p, note, sizing_mode="stretch_width")
+
+
+def _shade_phases(p: Any, timeline: Timeline) -> list[str]:
+    """Bands behind the plot where backward and optimizer steps ran (from the
+    stored timeline, so short phases are not lost to the display decimation)."""
+    models, _, _ = _bokeh()
+    if not timeline.phase or len(timeline.phase) != len(timeline.t):
+        return []
+    bands: list[tuple[str, float, float]] = []
+    start, current = 0, timeline.phase[0]
+    for i in range(1, len(timeline.phase) + 1):
+        if i == len(timeline.phase) or timeline.phase[i] != current:
+            name = PHASES[current] if 0 <= current < len(PHASES) else ""
+            if name in PHASE_SHADES:
+                end = timeline.t[i] if i < len(timeline.t) else timeline.t[-1]
+                bands.append((name, timeline.t[start], end))
+            if i < len(timeline.phase):
+                start, current = i, timeline.phase[i]
+    if not bands or len(bands) > MAX_PHASE_BANDS:
+        return []
+    for name, left, right in bands:
+        p.add_layout(models.BoxAnnotation(left=left, right=right, fill_color=PHASE_SHADES[name], fill_alpha=0.13,
+                                          line_alpha=0, level="underlay"))
+    return sorted({name for name, _, _ in bands}, key=list(PHASE_SHADES).index)
 
 
 def _depths(profile: Profile) -> dict[str, int]:
