@@ -68,3 +68,32 @@ def test_tables_are_capped_and_say_how_many_more():
     tabs = views(VARIANTS["torch and tf"])
     titles = [t.title for t in tabs.tabs]
     assert titles == ["Timeline", "Peak", "Layers (4)", "Ops (600)", "Suggestions (0)"]
+
+
+def test_training_phases_are_shaded_on_the_timeline():
+    profile = make_rich_profile()
+    tl = profile.timeline("cpu")
+    n = len(tl.t)
+    tl.phase = [0 if i % 300 < 150 else 1 if i % 300 < 250 else 2 for i in range(n)]  # forward, backward, optimizer
+    html = render_report(profile)
+    assert "shaded:" in html and "backward" in html and "optimizer" in html
+    from bokeh.models import BoxAnnotation
+
+    boxes = [m for m in views(profile).references() if isinstance(m, BoxAnnotation) and m.level == "underlay"]
+    steps = -(-n // 300)
+    last_has_optimizer = n % 300 == 0 or n % 300 > 250
+    assert len(boxes) == 2 * steps - (0 if last_has_optimizer else 1)  # backward and optimizer bands per step
+
+
+def test_torch_capture_records_phases_on_the_timeline():
+    torch = pytest.importorskip("torch")
+    import memprofile
+
+    model = torch.nn.Linear(256, 256)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(64, 256)
+    with memprofile.profile(store=False, tensorflow=False, namespace={"model": model, "opt": opt}) as p:
+        model(x).square().mean().backward()
+        opt.step()
+    phases = set(p.timeline("cpu").phase)
+    assert {0, 1} <= phases  # forward and backward points
