@@ -44,6 +44,7 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
             "xs, ys = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')",
             "%%memprofile --name keras-fit\nclf.fit(xs, ys, batch_size=128, epochs=1, verbose=0)",
+            "memprofile.last().widget()",
         ],
     )
     page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
@@ -87,4 +88,13 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     for kind in ("parameters", "optimizer state", "activations"):
         assert kind in legend, legend
     assert "on tf:CPU:0" in keras_card.inner_text()
+    # the ipywidgets view of the same profile: tabs, and a table behind each
+    tabs = page.locator(".jupyter-widgets.widget-tab, .lm-TabBar", has_text="Suggestions").last
+    tabs.wait_for(timeout=60_000)
+    page.locator(".lm-TabBar-tab", has_text="Layers").last.click()
+    page.wait_for_timeout(500)
+    layers = page.locator(".widget-html-content", has_text="wide").filter(visible=True)
+    assert layers.count() >= 1
+    layers.first.scroll_into_view_if_needed()
+    screenshot(page, "lab_widget_layers")
     assert not page.console_errors, page.console_errors

@@ -261,6 +261,13 @@ class Profile:
 
         return write_report(self, path)
 
+    def widget(self):
+        """An ipywidgets view (tabs: summary, peak, layers, ops, suggestions)
+        for frontends without the JupyterLab extension."""
+        from memprofile.render.widget import profile_widget
+
+        return profile_widget(self)
+
     # -- notebook display ------------------------------------------------
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from memprofile.render.bundle import mime_bundle

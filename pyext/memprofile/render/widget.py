@@ -1,0 +1,116 @@
+"""An ipywidgets view of a Profile, for frontends with widgets but without the
+JupyterLab extension (VS Code, Colab, classic Notebook).
+
+Tabs: summary (the static HTML fragment), peak anatomy, layers, ops (with a
+filter box handled in the kernel), suggestions (each with its code in a
+selectable box). Tables are HTML built here with every user string escaped.
+No JavaScript is needed, so it renders wherever ipywidgets do.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from memprofile.model.profile import Profile
+from memprofile.units import category_label, fmt_bytes, fmt_seconds
+
+MAX_ROWS = 100
+
+
+def _table(headers: list[str], rows: list[list[str]], more: int = 0) -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 10px 2px 0'>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:1px 10px 1px 0'>{cell}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    tail = f"<p style='opacity:.7'>and {more:,} more</p>" if more else ""
+    return f"<table style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>{tail}"
+
+
+def peak_html(profile: Profile) -> str:
+    peak = profile.peak
+    if peak is None:
+        return "<p>No peak: nothing was measured.</p>"
+    parts = [
+        f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
+        + (f", op <code>{escape(peak.op)}</code>" if peak.op else "")
+        + (f", layer <code>{escape(peak.layer)}</code>" if peak.layer else "") + "</p>"
+    ]
+    if peak.by_category:
+        parts.append(_table(["kind", "bytes"], [[escape(category_label(c)), fmt_bytes(b)]
+                                                 for c, b in peak.by_category.items()]))
+    if peak.by_layer:
+        items = list(peak.by_layer.items())
+        parts.append(_table(["layer", "bytes"], [[escape(n), fmt_bytes(b)] for n, b in items[:20]],
+                            max(0, len(items) - 20)))
+    if peak.tensors:
+        parts.append(_table(
+            ["bytes", "kind", "shape", "dtype", "op", "layer"],
+            [[fmt_bytes(t.bytes), escape(category_label(t.category)), escape("×".join(map(str, t.shape))),
+              escape(t.dtype), escape(t.op or ""), escape(t.layer or "")] for t in peak.tensors],
+        ))
+    return "".join(parts)
+
+
+def layers_html(profile: Profile) -> str:
+    if not profile.layers:
+        return "<p>No layer was seen in this profile.</p>"
+    rows = sorted(profile.layers, key=lambda layer: -layer.peak_bytes)
+    return _table(
+        ["layer", "type", "at the peak", "parameters", "gradients", "optimizer state", "activations", "temporaries"],
+        [[escape(layer.name), escape(layer.type), fmt_bytes(layer.peak_bytes), fmt_bytes(layer.parameter_bytes),
+          fmt_bytes(layer.gradient_bytes), fmt_bytes(layer.optimizer_state_bytes),
+          fmt_bytes(layer.activation_bytes), fmt_bytes(layer.temporary_bytes)] for layer in rows[:MAX_ROWS]],
+        max(0, len(rows) - MAX_ROWS),
+    )
+
+
+def ops_html(profile: Profile, query: str = "") -> str:
+    q = query.lower()
+    ops = [o for o in sorted(profile.ops, key=lambda o: -o.allocated_bytes) if q in o.name.lower()]
+    if not ops:
+        return "<p>No op matches.</p>" if q else "<p>No op was recorded in this profile.</p>"
+    return _table(
+        ["op", "device", "calls", "allocated", "self", "net", "largest block", "shapes"],
+        [[escape(o.name), escape(o.device), f"{o.calls:,}", fmt_bytes(o.allocated_bytes),
+          fmt_bytes(o.self_allocated_bytes), fmt_bytes(o.net_bytes), fmt_bytes(o.max_alloc_bytes),
+          escape(" ".join(o.input_shapes))] for o in ops[:MAX_ROWS]],
+        max(0, len(ops) - MAX_ROWS),
+    )
+
+
+def profile_widget(profile: Profile) -> Any:
+    import ipywidgets as widgets
+
+    from memprofile.render.html import render_fragment
+
+    ops_box = widgets.HTML(ops_html(profile))
+    search = widgets.Text(placeholder="filter ops by name", description="Filter")
+
+    def refilter(change: dict) -> None:
+        ops_box.value = ops_html(profile, change["new"])
+
+    search.observe(refilter, names="value")
+    suggestions: list[Any] = []
+    for s in profile.suggestions:
+        saving = (f"measured: saves {fmt_bytes(s.measured_saving_bytes)}" if s.measured_saving_bytes is not None
+                  else f"estimate: saves ~{fmt_bytes(s.estimated_saving_bytes)}" if s.estimated_saving_bytes else "")
+        where = "at the top of the notebook (then restart the kernel)" if s.placement == "top" else "below the cell"
+        suggestions.append(widgets.VBox([
+            widgets.HTML(f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span>"
+                         f"<div>{escape(s.evidence)}</div><div style='opacity:.7'>goes {where}</div>"),
+            widgets.Textarea(value=s.code, disabled=False, layout=widgets.Layout(width="100%", height="90px")),
+        ]))
+    tabs = widgets.Tab(children=[
+        widgets.HTML(render_fragment(profile)),
+        widgets.HTML(peak_html(profile)),
+        widgets.HTML(layers_html(profile)),
+        widgets.VBox([search, ops_box]),
+        widgets.VBox(suggestions or [widgets.HTML("<p>No suggestion for this profile.</p>")]),
+    ])
+    for i, title in enumerate(["Summary", "Peak", f"Layers ({len(profile.layers)})", f"Ops ({len(profile.ops)})",
+                               f"Suggestions ({len(profile.suggestions)})"]):
+        tabs.set_title(i, title)
+    tabs.ops_filter = search  # for scripts and tests: the filter box
+    tabs.ops_table = ops_box
+    return tabs
