@@ -94,3 +94,16 @@ def test_a_million_point_profile_opens(report_page, tmp_path):
     assert page.get_by_text("of 1,000,000 recorded points").filter(visible=True).count() == 1
     screenshot(page, "report_million")
     assert not page.errors, page.errors
+
+
+def test_dark_colour_scheme_keeps_the_views_readable(browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        _open(page, make_rich_profile(), tmp_path)
+        body = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        card = page.evaluate("getComputedStyle(document.querySelector('.mp-views')).backgroundColor")
+        assert body == "rgb(17, 20, 24)" and card == "rgb(255, 255, 255)"
+        screenshot(page, "report_dark")
+    finally:
+        context.close()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from memprofile.model.profile import ErrorInfo, Note, Suggestion
+from memprofile.model.profile import Device, ErrorInfo, Note, Suggestion, Timeline
 from memprofile.render.interactive import DISPLAY_POINTS, display_indices, views
 from memprofile.render.report import render_report
 from tests.builders import make_profile, make_rich_profile
@@ -21,6 +21,11 @@ def _variants():
     yield "one point", make_profile(n_points=1)
     yield "host only", make_profile()
     yield "torch and tf", make_rich_profile()
+    cuda = make_profile()
+    cuda.devices.append(Device("cuda:0", "allocator", "c10", 3 * 2**30, 2**30, 2**30, 4 * 2**30))
+    cuda.timelines.append(Timeline("cuda:0", [0.0, 0.1, 0.2], [2**30, 3 * 2**30, 2**30],
+                                   {"activation": [0, 2 * 2**30, 0], "parameter": [2**30] * 3}, phase=[0, 1, 2]))
+    yield "cpu and cuda near capacity", cuda
     failed = make_rich_profile(name=HOSTILE, text=HOSTILE)
     failed.error = ErrorInfo("RuntimeError", HOSTILE, "Traceback ...", op=HOSTILE)
     failed.warnings = [Note("x", HOSTILE)]
@@ -97,3 +102,10 @@ def test_torch_capture_records_phases_on_the_timeline():
         opt.step()
     phases = set(p.timeline("cpu").phase)
     assert {0, 1} <= phases  # forward and backward points
+
+
+def test_capacity_and_headroom_lines_are_drawn_near_capacity():
+    from bokeh.models import Span
+
+    spans = [m for m in views(VARIANTS["cpu and cuda near capacity"]).references() if isinstance(m, Span)]
+    assert {4 * 2**30, 0.85 * 4 * 2**30} <= {s.location for s in spans}
