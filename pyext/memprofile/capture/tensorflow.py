@@ -407,7 +407,6 @@ class TensorFlowCollector:
                     log.shape.append(None)
                     log.dtype.append("")
                 s = side[allocator]
-                s.addr.append(addr)
                 s.region.append(ev.region[i])
                 s.node.append(node)
                 live[(allocator, addr)] = row
@@ -435,7 +434,6 @@ class TensorFlowCollector:
                                   layer=known.layer if known else "",
                                   shape=known.shape if known else None, dtype=known.dtype if known else "")
                     s = side[allocator]
-                    s.addr.append(addr)
                     s.region.append("")
                     s.node.append("")
                     if known is not None:
@@ -465,7 +463,6 @@ class TensorFlowCollector:
             logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE, pre_existing=True, category=b.category,
                                 layer=b.layer, shape=b.shape, dtype=b.dtype)
             s = side[allocator]
-            s.addr.append(b.addr)
             s.region.append("")
             s.node.append("")
 

@@ -35,7 +35,6 @@ class Side:
     """Per-row facts only categorising needs."""
 
     def __init__(self) -> None:
-        self.addr: list[int] = []
         self.region: list[str] = []
         self.node: list[str] = []
 
