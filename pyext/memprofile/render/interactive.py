@@ -13,6 +13,7 @@ from typing import Any
 
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, Timeline
+from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: At most this many points per timeline reach the page (the peak always does).
@@ -24,9 +25,6 @@ LAYER_KINDS = ("parameter", "gradient", "optimizer_state", "activation", "tempor
 #: Phases shaded behind the timeline (forward is left plain), and how many bands at most.
 PHASE_SHADES = {"backward": "#f5b041", "optimizer": "#a569bd"}
 MAX_PHASE_BANDS = 600
-
-# One hue per category (the same as the static HTML).
-from memprofile.render.html import CATEGORY_COLORS  # noqa: E402
 
 _LINE = "#1f77b4"
 #: Bytes in binary units, as units.fmt_bytes does it (numbro's "ib" prints "1.0000MiB").
@@ -75,6 +73,8 @@ def display_indices(values: list[int], limit: int = DISPLAY_POINTS) -> list[int]
 
 
 def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
+    import numpy as np  # bokeh's own dependency
+
     models, plotting, _ = _bokeh()
     keep = display_indices(timeline.live_bytes)
     t = [round(timeline.t[i], 6) for i in keep]  # µs: finer than any sample, shorter on the page
@@ -96,8 +96,6 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
         "phase": [timeline.phase[i] if i < len(timeline.phase) else -1 for i in keep],
     }
     cats = [c for c in CATEGORIES if c in timeline.by_category]
-    import numpy as np  # bokeh's own dependency
-
     for c in cats:
         # float32 travels as base64, half the size of JSON numbers; the stacked
         # areas need no more precision (the hover reads the exact `live`).
