@@ -264,7 +264,7 @@ class Profile:
     def widget(self):
         """An ipywidgets view (tabs: summary, peak, layers, ops, suggestions)
         for frontends without the JupyterLab extension."""
-        from memprofile.render.widget import profile_widget
+        from memprofile.jupyter.widget import profile_widget
 
         return profile_widget(self)
 
