@@ -112,8 +112,8 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
                       legend_label=[category_label(c) for c in cats], alpha=0.85)
         p.legend.click_policy = "hide"
         p.add_layout(p.legend[0], "right")
-    else:
-        p.varea(x="t", y1=0, y2="live", source=source, color=_LINE, alpha=0.25)
+    # A process (RSS) timeline is a line alone: its y axis then fits the data
+    # instead of starting at 0, where the interpreter's own memory flattens it.
     line = p.line("t", "live", source=source, color="#333333" if cats else _LINE, line_width=1.2)
     label = models.CustomJSHover(args=dict(labels=list(timeline.labels)),
                                  code="return value >= 0 ? labels[value] : ''")
