@@ -93,8 +93,9 @@ class Profiler:
         store: bool = True,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
-        mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is where tensors from before the run are
-        looked for (the notebook's globals; the caller's by default)."""
+        mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
+        where tensors from before the run are looked for (the notebook's
+        globals; the caller's by default)."""
         self.name = name or "profile"
         self.source = source
         self.store = store
