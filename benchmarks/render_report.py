@@ -20,7 +20,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -67,8 +66,6 @@ def measure(name, profile, repeats):
         html = render_report(profile)
         times.append(time.perf_counter() - t0)
         size = len(html.encode())
-    with tempfile.NamedTemporaryFile(suffix=".html") as f:
-        f.write(html.encode())
     return f"| {name} | {statistics.median(times):.2f} s | {min(times):.2f}–{max(times):.2f} s | {size:,} B |"
 
 

@@ -280,7 +280,7 @@ BFC_SCRIPT = textwrap.dedent("""
         a = tf.zeros((3 * 2**20,))  # 12 MiB asked, more after BFC's rounding
     dev = p.device("tf:CPU:0")
     print(json.dumps({"peak": dev.peak_bytes, "baseline": dev.baseline_bytes, "stats": dev.allocator_stats,
-                      "capture": p.capture, "requested": p.capture.get("tf:CPU:0_requested")}))
+                      "capture": p.capture}))
 """)
 
 
