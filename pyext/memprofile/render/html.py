@@ -39,7 +39,7 @@ _STYLE = """
 """
 
 _PAGE_STYLE = """
-body{margin:24px;background:#fff;color:#1f1f1f}
+body{margin:24px;background:#fff;color:#1f1f1f;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}
 @media (prefers-color-scheme: dark){body{background:#111418;color:#e6e6e6}}
 """
 
@@ -150,14 +150,20 @@ def render_fragment(profile: Profile) -> str:
     )
 
 
-def render_static_report(profile: Profile) -> str:
-    """A complete, self-contained HTML document without JavaScript (the
-    interactive one is render/report.py)."""
+def report_page(profile: Profile, head: str = "", body: str = "") -> str:
+    """A complete HTML document: the page style, the summary fragment, then
+    `body`; `head` adds to the head (the interactive report's BokehJS)."""
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>memprofile · {escape(profile.name)}</title>"
         "<meta name='color-scheme' content='light dark'>"
-        f"<style>{_PAGE_STYLE}</style></head><body>"
-        f"{render_fragment(profile)}"
+        f"<style>{_PAGE_STYLE}</style>{head}</head><body>"
+        f"{render_fragment(profile)}{body}"
         "</body></html>\n"
     )
+
+
+def render_static_report(profile: Profile) -> str:
+    """A complete, self-contained HTML document without JavaScript (the
+    interactive one is render/report.py)."""
+    return report_page(profile)

@@ -13,24 +13,20 @@ plots sit on light cards, readable in both.
 from __future__ import annotations
 
 import re
-from html import escape
 from pathlib import Path
 
 from memprofile.model.profile import Profile
-from memprofile.render.html import render_fragment, render_static_report
+from memprofile.render.html import render_static_report, report_page
 
 BOKEH_COMPONENTS = ["bokeh", "bokeh-widgets", "bokeh-tables"]
 _URL = re.compile(r"\b(https?|wss?|ftp):\/\/", re.IGNORECASE)
 
-_PAGE_STYLE = """
-body{margin:24px;background:#fff;color:#1f1f1f;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}
+#: The views' card (the page itself is styled by render/html.py).
+_VIEWS_STYLE = """
 .mp-views{margin-top:18px;background:#fff;color:#1f1f1f;border-radius:6px;padding:10px}
 .mp-views .mp-muted{opacity:.72}
 .mp-views pre{padding:6px;overflow-x:auto;background:#f2f2f2;border-radius:3px}
-@media (prefers-color-scheme: dark){
-  body{background:#111418;color:#e6e6e6}
-  .mp-views{box-shadow:0 0 0 1px #333}
-}
+@media (prefers-color-scheme: dark){.mp-views{box-shadow:0 0 0 1px #333}}
 """
 
 
@@ -51,17 +47,8 @@ def render_report(profile: Profile) -> str:
 
     script, div = components(views(profile))
     resources = Resources(mode="inline", components=BOKEH_COMPONENTS)
-    bokeh_js = _no_urls(resources.render_js())
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>memprofile · {escape(profile.name)}</title>"
-        "<meta name='color-scheme' content='light dark'>"
-        f"<style>{_PAGE_STYLE}</style>{_no_urls(resources.render_css())}{bokeh_js}</head><body>"
-        f"{render_fragment(profile)}"
-        f"<div class='mp-views'>{div}</div>{_no_urls(script)}"
-        "</body></html>\n"
-    )
-    return page
+    head = f"<style>{_VIEWS_STYLE}</style>{_no_urls(resources.render_css())}{_no_urls(resources.render_js())}"
+    return report_page(profile, head=head, body=f"<div class='mp-views'>{div}</div>{_no_urls(script)}")
 
 
 def write_report(profile: Profile, path: str | Path) -> Path:
