@@ -15,7 +15,7 @@ import bisect
 import re
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
-from memprofile.capture.keras_model import KerasWorld, ScopeResolver
+from memprofile.capture.keras_model import KerasWorld, ScopeResolver, shape_text
 
 OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
 #: The profiler scopes memprofile opens around eager calls (after SCOPE_PREFIX):
@@ -108,7 +108,7 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
         shape = log.shape[i]
         if layer == INPUT_PIPELINE:
             log.category[i] = "input"
-        elif phase == "backward" and shape is not None and (text := "[" + ",".join(map(str, shape)) + "]") and (
+        elif phase == "backward" and shape is not None and (text := shape_text(shape)) and (
                 text in trainable.get(layer, ()) or (not layer and text in owners)):
             log.category[i] = "gradient"
             if not layer and len(owners[text]) == 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from itertools import accumulate
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memprofile.capture.base import ALIVE, AllocationLog
 from memprofile.model.profile import CATEGORIES
@@ -31,15 +31,19 @@ class Replay:
     rank_free: list[float]
     #: Bytes live before the first event, per category (the pre-existing rows).
     baseline_by_category: dict[str, int]
+    _live_at_peak: list[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak_bytes(self) -> int:
         return self.live_bytes[self.peak_index] if self.peak_index >= 0 else self.baseline_bytes
 
     def live_at_peak(self) -> list[int]:
-        """Rows live right after the peak event."""
-        p = self.peak_index
-        return [i for i in range(len(self.log)) if self.rank_alloc[i] <= p < self.rank_free[i]]
+        """Rows live right after the peak event (computed once: the device's
+        figures and the peak anatomy both ask)."""
+        if self._live_at_peak is None:
+            p = self.peak_index
+            self._live_at_peak = [i for i in range(len(self.log)) if self.rank_alloc[i] <= p < self.rank_free[i]]
+        return self._live_at_peak
 
 
 def replay(log: AllocationLog) -> Replay:
