@@ -38,7 +38,7 @@ import tempfile
 import time
 from typing import Any
 
-from memprofile.capture.base import ALIVE, AllocationLog, OpRecord, RawCapture
+from memprofile.capture.base import AllocationLog, OpRecord, RawCapture
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.tf_attribution import (
@@ -384,28 +384,16 @@ class TensorFlowCollector:
                     place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, scopes, op_types)
                 op, layer, phase = place
                 size = allocation[i] or requested[i]
-                row = len(log.size)
-                log.size.append(size)
-                log.t_alloc.append(t)
-                log.t_free.append(ALIVE)
-                log.seq_alloc.append(i)
-                log.seq_free.append(ALIVE)
-                log.category.append("other")
-                log.layer.append(layer)
-                log.op.append(op)
-                log.phase.append(phase)
-                log.pre_existing.append(False)
-                log.requested.append(requested[i] or size)
                 text = ev.shape[i]
                 if i < limit:
                     shape = shapes.get(text, False)
                     if shape is False:
                         shape = shapes[text] = _shape(text)
-                    log.shape.append(shape)
-                    log.dtype.append(DTYPES.get(ev.dtype[i], ""))
+                    dtype = DTYPES.get(ev.dtype[i], "")
                 else:
-                    log.shape.append(None)
-                    log.dtype.append("")
+                    shape, dtype = None, ""
+                row = log.add(size, t, i, layer=layer, op=op, phase=phase, shape=shape, dtype=dtype,
+                              requested=requested[i] or size)
                 s = side[allocator]
                 s.region.append(ev.region[i])
                 s.node.append(node)
