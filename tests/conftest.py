@@ -41,8 +41,10 @@ def no_collector_left_running():
             assert not hasattr(keras.layers.Layer.__call__, "__memprofile_original__"), "Keras layer scopes left"
         tf = sys.modules["tensorflow"]
         assert not hasattr(tf.GradientTape.gradient, "__memprofile_original__"), "GradientTape scope left"
+        from memprofile.capture.tensorflow import TRACE_DIR_PREFIX
+
         leftovers = [d for parent in (tempfile.gettempdir(), "/dev/shm")
-                     for d in glob.glob(os.path.join(parent, "memprofile-tf-*"))]
+                     for d in glob.glob(os.path.join(parent, TRACE_DIR_PREFIX + "*"))]
         assert not leftovers, f"TensorFlow trace directories left: {leftovers}"
 
 

@@ -26,6 +26,18 @@ def _run_all_cells(page) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def _check_card(page, name: str, device: str, kinds: tuple[str, ...], shot: str, timeout_ms: int) -> None:
+    """The card of the profile `name` shows its peak on `device`, split into `kinds`."""
+    card = page.locator(".jp-memprofile-card", has_text=name)
+    card.wait_for(timeout=timeout_ms)
+    card.scroll_into_view_if_needed()
+    screenshot(page, shot)
+    legend = card.locator(".jp-memprofile-legend").inner_text()
+    for kind in kinds:
+        assert kind in legend, legend
+    assert f"on {device}" in card.inner_text()
+
+
 def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     # GIVEN a notebook that loads the extension and profiles a cell keeping 64 MiB
     _write_notebook(
@@ -71,23 +83,11 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     assert page.locator(".memprofile-report").count() == 0
     assert path.stat().st_size > 10_000
     # the PyTorch cell's card splits the peak by kind of memory
-    torch_card = page.locator(".jp-memprofile-card", has_text="torch-train")
-    torch_card.wait_for(timeout=120_000)
-    torch_card.scroll_into_view_if_needed()
-    screenshot(page, "lab_torch_card")
-    legend = torch_card.locator(".jp-memprofile-legend").inner_text()
-    for kind in ("parameters", "gradients", "optimizer state"):
-        assert kind in legend, legend
-    assert "on cpu" in torch_card.inner_text()
+    _check_card(page, "torch-train", "cpu", ("parameters", "gradients", "optimizer state"), "lab_torch_card",
+                120_000)
     # the Keras cell's card: the TF allocator's peak, split the same way
-    keras_card = page.locator(".jp-memprofile-card", has_text="keras-fit")
-    keras_card.wait_for(timeout=180_000)
-    keras_card.scroll_into_view_if_needed()
-    screenshot(page, "lab_keras_card")
-    legend = keras_card.locator(".jp-memprofile-legend").inner_text()
-    for kind in ("parameters", "optimizer state", "activations"):
-        assert kind in legend, legend
-    assert "on tf:CPU:0" in keras_card.inner_text()
+    _check_card(page, "keras-fit", "tf:CPU:0", ("parameters", "optimizer state", "activations"), "lab_keras_card",
+                180_000)
     # the ipywidgets view of the same profile: tabs, and a table behind each
     tabs = page.locator(".jupyter-widgets.widget-tab, .lm-TabBar", has_text="Suggestions").last
     tabs.wait_for(timeout=60_000)
