@@ -394,9 +394,7 @@ class TensorFlowCollector:
                     shape, dtype = None, ""
                 row = log.add(size, t, i, layer=layer, op=op, phase=phase, shape=shape, dtype=dtype,
                               requested=requested[i] or size)
-                s = side[allocator]
-                s.region.append(ev.region[i])
-                s.node.append(node)
+                side[allocator].add(ev.region[i], node)
                 live[(allocator, addr)] = row
                 if op:
                     rec = ops.get(op)
@@ -421,9 +419,7 @@ class TensorFlowCollector:
                                   category=known.category if known else "other",
                                   layer=known.layer if known else "",
                                   shape=known.shape if known else None, dtype=known.dtype if known else "")
-                    s = side[allocator]
-                    s.region.append("")
-                    s.node.append("")
+                    side[allocator].add()
                     if known is not None:
                         freed_before.add(addr)
                 log.t_free[row] = t
@@ -450,9 +446,7 @@ class TensorFlowCollector:
                 side[allocator] = Side()
             logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE, pre_existing=True, category=b.category,
                                 layer=b.layer, shape=b.shape, dtype=b.dtype)
-            s = side[allocator]
-            s.region.append("")
-            s.node.append("")
+            side[allocator].add()
 
     def _devices(self, logs: dict[str, AllocationLog], parsed: Any, memory_end: dict, raw: RawCapture) -> None:
         """Device names, capacities, the exact baseline and the allocators' own counters."""

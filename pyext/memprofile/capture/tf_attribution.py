@@ -32,11 +32,15 @@ _UNIQUIFIED = re.compile(r"_\d+$")
 
 
 class Side:
-    """Per-row facts only categorising needs."""
+    """Per-row facts only categorising needs, one entry per log row."""
 
     def __init__(self) -> None:
         self.region: list[str] = []
         self.node: list[str] = []
+
+    def add(self, region: str = "", node: str = "") -> None:
+        self.region.append(region)
+        self.node.append(node)
 
 
 def scope_components(node: str) -> list[str]:
