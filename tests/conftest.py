@@ -11,6 +11,12 @@ import time
 
 import pytest
 
+# TensorFlow turns oneDNN on by itself on CPUs with AVX-512 VNNI/AMX, and its
+# allocator then records no event for blocks under 256 KiB. The tests pin the
+# plain CPU allocator so they check the same thing on every machine (kernels
+# and JupyterLab started by the tests inherit it); the oneDNN allocator has its
+# own tests, which set TF_ENABLE_ONEDNN_OPTS=1 in a subprocess.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _sampler_threads() -> list[threading.Thread]:

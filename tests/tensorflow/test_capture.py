@@ -153,6 +153,17 @@ def test_eager_layer_calls_are_attributed_to_their_layers():
     assert not hasattr(keras.layers.Layer.__call__, "__memprofile_original__")
 
 
+def test_layers_of_models_the_cell_did_not_run_are_left_out():
+    # GIVEN two Keras models in the namespace, of which the cell calls one
+    used, idle = _named_model("used"), _named_model("idle")
+    x = tf.random.normal((256, 32))
+    p = _profile(lambda: used(x, training=False), namespace={"used": used, "idle": idle, "x": x})
+    names = {layer.name for layer in p.layers}
+    # THEN the called model's layers are listed and the idle one's are not
+    assert {"enc_a", "block/inner", "head"} <= names
+    assert not any(n == "idle" or n.startswith("idle/") for n in names), names
+
+
 def test_a_cell_that_raises_keeps_its_profile_and_names_the_op(fresh_store):
     # GIVEN a cell that asks TF for more memory than exists
     def cell():
@@ -307,6 +318,8 @@ def test_peak_matches_get_memory_info_on_allocators_with_statistics(env):
         # oneDNN's allocator leaves its small blocks (here every weight) out of
         # get_memory_info; the profile counts them from the namespace
         assert result["baseline"] > stats["memory_info_start"]
+        # AND the report says which blocks it cannot see
+        assert "256 KiB" in result["capture"]["tf:CPU:0.unseen_blocks"]
     exact = "TF_CPU_ALLOCATOR_USE_BFC" in env
     assert (result["capture"]["tf:CPU:0_baseline"] == "the allocator's own counters") == exact
 

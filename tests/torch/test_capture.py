@@ -108,6 +108,39 @@ def test_largest_activation_is_ranked_in_its_named_layer():
     assert next(layer for layer in p.layers if layer.name == "wide.1").parent == "wide"
 
 
+def test_layers_list_only_the_models_the_cell_used():
+    # GIVEN two models in the namespace, of which the cell trains one
+    used, idle = _mlp(), nn.Sequential(nn.Linear(64, 64), nn.ReLU())
+    opt = torch.optim.SGD(used.parameters(), lr=0.1)
+    x = torch.randn(32, 512)
+
+    def step():
+        used(x).sum().backward()
+        opt.step()
+
+    p = _profile(step, namespace={"used": used, "idle": idle, "opt": opt, "x": x})
+    names = {layer.name for layer in p.layers}
+    # THEN every module of the trained tree is listed (the parameter-free ReLUs too), the idle model is not
+    assert names == {"used"} | {str(i) for i in range(5)}
+    # AND a cell that only steps the optimizer still lists the model it changed
+    p = _profile(opt.step, namespace={"used": used, "idle": idle, "opt": opt})
+    assert {layer.name for layer in p.layers} == names
+    # AND a cell that runs no model lists no layer
+    assert _profile(lambda: torch.ones(1024), namespace={"used": used, "idle": idle}).layers == []
+
+
+def test_two_models_with_the_same_submodule_names_are_told_apart():
+    # GIVEN two models whose children share names ("0", "1"), both run in the cell
+    big, small = _mlp(), nn.Sequential(nn.Linear(512, 256), nn.ReLU())
+    x = torch.randn(16, 512)
+    p = _profile(lambda: (big(x).sum() + small(x).sum()).backward(), namespace={"big": big, "small": small, "x": x})
+    by_name = {layer.name: layer for layer in p.layers}
+    # THEN the larger model's children keep their own names, the other's carry its root
+    assert by_name["0"].parent == "big" and by_name["0"].parameter_bytes == (512 * 1024 + 1024) * 4
+    assert by_name["small.0"].parent == "small" and by_name["small.0"].parameter_bytes == (512 * 256 + 256) * 4
+    assert by_name["small.0"].forward_bytes >= 16 * 256 * 4
+
+
 def test_forward_under_no_grad_has_no_activations_or_gradients():
     model = _mlp()
     x = torch.randn(256, 512)

@@ -35,10 +35,12 @@ def layer_table(modules: list[ModuleRecord], replays: list[Replay], peak: Peak |
     state) and what it allocated (activations, temporaries; forward, backward).
 
     Figures are the layer's own: a parent's exclude its children's, so a tree
-    view sums them and a ranking compares like with like.
+    view sums them and a ranking compares like with like. Only the trees that
+    worked during the run are listed: a notebook keeps many models in its
+    namespace, and one the cell never touched is noise in this cell's report.
     """
     layers: dict[str, LayerStat] = {}
-    for m in modules:
+    for m in _working_trees(modules, replays):
         layers[m.name] = LayerStat(
             name=m.name,
             type=m.type,
@@ -70,3 +72,22 @@ def layer_table(modules: list[ModuleRecord], replays: list[Replay], peak: Peak |
             if name in layers:
                 layers[name].peak_bytes = size
     return list(layers.values())
+
+
+def _working_trees(modules: list[ModuleRecord], replays: list[Replay]) -> list[ModuleRecord]:
+    """The records whose root module has a module that ran or allocated in the run."""
+    parents = {m.name: m.parent for m in modules}
+
+    def root(name: str) -> str:
+        seen = set()
+        while parents.get(name) and name not in seen:  # guard against a cycle in bad data
+            seen.add(name)
+            name = parents[name]  # type: ignore[assignment]
+        return name
+
+    worked = {m.name for m in modules if m.ran}
+    for rp in replays:
+        log = rp.log
+        worked.update(layer for layer, before in zip(log.layer, log.pre_existing) if layer and not before)
+    roots = {root(name) for name in worked}
+    return [m for m in modules if root(m.name) in roots]

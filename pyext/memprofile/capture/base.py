@@ -127,6 +127,10 @@ class ModuleRecord:
     parameter_bytes: int = 0
     gradient_bytes: int = 0
     optimizer_state_bytes: int = 0
+    #: The collector saw it work during the run (called, stepped by an
+    #: optimizer, given new gradients). Layers with allocations count as
+    #: working too; trees where nothing worked are left out of the table.
+    ran: bool = False
 
 
 @dataclass

@@ -198,17 +198,19 @@ def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[Mo
         for i in range(len(log)):
             if log.category[i] == "gradient":
                 computed.add(log.layer[i])
+    worked = {log.layer[i] for log in logs.values() for i in range(len(log)) if not log.pre_existing[i]}
     records = [
         ModuleRecord(
             name=info.path, type=info.type, parent=info.parent,
             parameter_bytes=info.parameter_bytes,
             gradient_bytes=info.trainable_bytes if info.path in computed else 0,
             optimizer_state_bytes=info.optimizer_state_bytes,
+            ran=info.path in worked or info.path in computed,
         )
         for info in world.layers.values()
     ]
     used = {log.layer[i] for log in logs.values() for i in range(len(log))}
     for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
         if name in used:
-            records.append(ModuleRecord(name=name, type=kind, parent=None))
+            records.append(ModuleRecord(name=name, type=kind, parent=None, ran=name in worked))
     return records

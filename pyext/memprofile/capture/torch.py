@@ -203,12 +203,21 @@ class TorchCollector:
             pname = self._names[id(parent)]
             attr = next((k for k, v in parent._modules.items() if v is module), None)
             local = attr if attr is not None else f"<{type(module).__name__}>"
-            name = local if id(parent) in self._roots else f"{pname}.{local}"
+            name = self._child_name(pname, local) if id(parent) in self._roots else f"{pname}.{local}"
             self._parents.setdefault(name, pname)
         if parent is None:
             self._roots.add(key)
         self._register_module(module, name, self._parents.get(name))
         return name
+
+    def _child_name(self, root: str, local: str) -> str:
+        """A root's children go by their own names (`encoder.layers.3`), unless
+        another model in the notebook already has a module of that name: then
+        they carry their root's (`critic.encoder.layers.3`)."""
+        owner = self._parents.get(local)
+        if local in self._modules and owner is not None and owner.split(".", 1)[0] != root:
+            return f"{root}.{local}"
+        return local
 
     def _register_module(self, module: Any, name: str, parent: str | None) -> None:
         self._names[id(module)] = name
@@ -221,6 +230,7 @@ class TorchCollector:
         stack = self._stack()
         parent = stack[-1][0] if stack else None
         name = self._qualname(module, parent)
+        self._ran.add(name)
         if parent is None:
             self._observe_all(args, "input", depth=2)
         if id(module) not in self._params_seen:
@@ -248,6 +258,7 @@ class TorchCollector:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
         for group in optimizer.param_groups:
             for p in group["params"]:
+                self._stepped.add(id(p))
                 self._observe(p, "parameter")
                 if p.grad is not None:
                     self._observe(p.grad, "gradient")
@@ -297,8 +308,11 @@ class TorchCollector:
             self._register_module(root, var, None)
             for sub, module in root.named_modules():
                 if sub and id(module) not in self._names:
-                    parent = sub.rsplit(".", 1)[0] if "." in sub else var
-                    self._register_module(module, sub, parent)
+                    top = sub.split(".", 1)[0]
+                    prefix = self._child_name(var, top)[: -len(top)]
+                    name = prefix + sub
+                    parent = prefix + sub.rsplit(".", 1)[0] if "." in sub else var
+                    self._register_module(module, name, parent)
 
     def _storages_of(self, modules, optimizers, tensors) -> dict[int, _Storage]:
         found: dict[int, _Storage] = {}
@@ -369,6 +383,8 @@ class TorchCollector:
         self._types: dict[str, str] = {}
         self._parents: dict[str, str] = {}
         self._params_seen: set[int] = set()
+        self._ran: set[str] = set()  # modules whose forward ran
+        self._stepped: set[int] = set()  # id() of parameters an optimizer stepped
         self._optimizers: dict[int, weakref.ref] = {}
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
@@ -719,7 +735,8 @@ class TorchCollector:
                 )
         for name, ref in self._modules.items():
             module = ref()
-            record = ModuleRecord(name=name, type=self._types.get(name, "?"), parent=self._parents.get(name))
+            record = ModuleRecord(name=name, type=self._types.get(name, "?"), parent=self._parents.get(name),
+                                  ran=name in self._ran)
             if module is not None:
                 seen: set[int] = set()
                 for p in module.parameters(recurse=False):
@@ -728,8 +745,11 @@ class TorchCollector:
                         continue
                     seen.add(ptr)
                     record.parameter_bytes += p.untyped_storage().nbytes()
+                    record.ran |= id(p) in self._stepped
                     if p.grad is not None:
                         record.gradient_bytes += p.grad.untyped_storage().nbytes()
+                        # a gradient that did not exist at the start: backward reached it
+                        record.ran |= p.grad.untyped_storage().data_ptr() not in self._baseline
                     record.optimizer_state_bytes += states.get(id(p), 0)
             records.append(record)
         return records
