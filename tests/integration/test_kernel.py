@@ -76,3 +76,27 @@ def test_demo_notebook_runs_and_writes_its_report(tmp_path):
     fit = next(c for c in nb.cells if c.source.startswith("%%memprofile --name keras-fit"))
     summary = next(b[MIME_TYPE] for b in _bundles(fit) if MIME_TYPE in b)
     assert summary["peak_device"] == "tf:CPU:0" and summary["by_category"]["optimizer_state"] > 0
+
+
+def test_vscode_like_frontends_get_the_widget_view_beside_the_card(tmp_path, monkeypatch):
+    from memprofile.jupyter.display import WIDGET_MIME_TYPE
+
+    # GIVEN a kernel started the way VS Code starts one (VSCODE_PID in its environment)
+    monkeypatch.setenv("VSCODE_PID", "4242")
+    nb = _run(["%load_ext memprofile", "%%memprofile --name vs\nimport numpy as np\nkeep = np.ones(2**20)"], tmp_path)
+    (bundle,) = [b for b in _bundles(nb.cells[1]) if MIME_TYPE in b]
+    # THEN the output carries the widget (for VS Code), the card and the static HTML (for the rest)
+    assert {WIDGET_MIME_TYPE, "text/html", "text/plain"} <= set(bundle)
+    model_id = bundle[WIDGET_MIME_TYPE]["model_id"]
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert state[model_id]["model_name"] == "TabModel"
+    assert any("Peak" in str(m["state"].get("value", "")) for m in state.values())
+
+
+def test_plain_kernels_get_no_widget(tmp_path, monkeypatch):
+    from memprofile.jupyter.display import WIDGET_MIME_TYPE
+
+    monkeypatch.delenv("VSCODE_PID", raising=False)
+    nb = _run(["%load_ext memprofile", "%%memprofile\nx = 1"], tmp_path)
+    (bundle,) = [b for b in _bundles(nb.cells[1]) if MIME_TYPE in b]
+    assert WIDGET_MIME_TYPE not in bundle and "widgets" not in nb.metadata

@@ -56,7 +56,8 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
             "xs, ys = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')",
             "%%memprofile --name keras-fit\nclf.fit(xs, ys, batch_size=128, epochs=1, verbose=0)",
-            "memprofile.last().widget()",
+            "%memprofile display widget",
+            "%memprofile show keras-fit",
         ],
     )
     page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
@@ -88,7 +89,8 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     # the Keras cell's card: the TF allocator's peak, split the same way
     _check_card(page, "keras-fit", "tf:CPU:0", ("parameters", "optimizer state", "activations"), "lab_keras_card",
                 180_000)
-    # the ipywidgets view of the same profile: tabs, and a table behind each
+    # the ipywidgets view of the same profile (display mode "widget", as frontends
+    # without the extension get it): tabs, and a table behind each
     tabs = page.locator(".jupyter-widgets.widget-tab, .lm-TabBar", has_text="Suggestions").last
     tabs.wait_for(timeout=60_000)
     page.locator(".lm-TabBar-tab", has_text="Layers").last.click()

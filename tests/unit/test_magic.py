@@ -103,3 +103,62 @@ def test_unprofiled_cells_are_untouched_after_a_profiled_one(ip, fresh_store):
     assert isinstance(ip, InteractiveShell)
     result = ip.run_cell("w + 1")
     assert result.result == 2
+
+
+def _with_suggestions(store, name="trained"):
+    from memprofile.model.profile import Suggestion
+    from tests.builders import make_profile
+
+    profile = make_profile(name=name)
+    profile.suggestions = [
+        Suggestion("amp", "Autocast", "activations are 71 % of the peak", "with torch.autocast('cpu'):\n    step()"),
+        Suggestion("tf_memory_growth", "Memory growth", "TF reserved the GPU", "tf.config.set_memory_growth(g, True)",
+                   placement="top", restart_kernel=True),
+    ]
+    store.add(profile)
+    return profile
+
+
+def test_insert_turns_the_cell_into_the_fix(ip, fresh_store, monkeypatch):
+    profile = _with_suggestions(fresh_store)
+    inputs: list[tuple[str, bool]] = []
+    monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: inputs.append((text, replace)))
+    ip.run_cell("%memprofile insert amp")
+    assert inputs[-1] == ("with torch.autocast('cpu'):\n    step()", True)
+    # a fix that must precede the framework's start says so in the cell
+    ip.run_cell(f"%memprofile insert tf_memory_growth {profile.id[:8]}")
+    text, _ = inputs[-1]
+    assert text.startswith("# memprofile (tf_memory_growth): this must run before the framework starts")
+    assert text.endswith("tf.config.set_memory_growth(g, True)")
+
+
+def test_insert_of_an_unknown_suggestion_names_the_known_ones(ip, fresh_store, capsys):
+    _with_suggestions(fresh_store)
+    ip.run_cell("%memprofile insert nope")
+    out = "".join(capsys.readouterr())
+    assert "no suggestion 'nope'" in out and "amp, tf_memory_growth" in out
+
+
+def test_display_modes(ip, fresh_store, displayed, capsys, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    from memprofile.jupyter import display as modes
+    from memprofile.jupyter.display import WIDGET_MIME_TYPE
+
+    monkeypatch.delenv("VSCODE_PID", raising=False)
+    monkeypatch.setattr(modes, "_mode", "auto")
+    ip.run_cell("%%memprofile -n plain\nq = 1")
+    assert MIME_TYPE in displayed[-1] and WIDGET_MIME_TYPE not in displayed[-1]
+    # VS Code renders widgets but not the extension: the widget comes along with the card
+    monkeypatch.setenv("VSCODE_PID", "1234")
+    ip.run_cell("%%memprofile -n vscode\nq = 1")
+    assert {MIME_TYPE, WIDGET_MIME_TYPE, "text/html", "text/plain"} <= set(displayed[-1])
+    ip.run_cell("%memprofile display card")
+    ip.run_cell("%%memprofile -n card\nq = 1")
+    assert WIDGET_MIME_TYPE not in displayed[-1]
+    # widget mode: the widget instead of the card, so JupyterLab shows it too
+    ip.run_cell("%memprofile display widget")
+    ip.run_cell("%%memprofile -n widget\nq = 1")
+    assert WIDGET_MIME_TYPE in displayed[-1] and MIME_TYPE not in displayed[-1] and "text/html" in displayed[-1]
+    ip.run_cell("%memprofile display sideways")
+    out = "".join(capsys.readouterr())
+    assert "display mode widget (frontend seen as vscode)" in out and "must be one of auto, card, widget" in out

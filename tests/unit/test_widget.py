@@ -27,6 +27,8 @@ def test_widget_has_a_tab_per_view_and_filters_ops_in_the_kernel():
     code_box = w.children[4].children[0].children[1]
     assert code_box.value.startswith("with torch.autocast")
     assert "saves ~1.00 GiB" in w.children[4].children[0].children[0].value
+    # a kernel-side widget cannot add a cell: it names the magic that turns a cell into the fix
+    assert f"%memprofile insert amp {profile.id[:8]}" in w.children[4].children[0].children[2].value
 
 
 def test_widget_escapes_user_text_and_handles_an_empty_profile():

@@ -27,6 +27,8 @@ LINE_USAGE = """\
 %memprofile show [ID|NAME|-1]    display a profile (default: the newest)
 %memprofile export PATH [ID]     write a profile: .html (report), .json or .json.gz
 %memprofile clear                forget every stored profile
+%memprofile insert SUGGESTION [ID]  replace this cell with a suggestion's code (default: the newest profile)
+%memprofile display [auto|card|widget]  how profiles show (widget: ipywidgets, for frontends without the extension)
 %%memprofile [options]           profile the cell below (see %%memprofile --help)"""
 
 
@@ -157,6 +159,10 @@ class MemprofileMagics(Magics):
                 return None
             if command == "export" and 1 <= len(rest) <= 2:
                 return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
+            if command == "insert" and 1 <= len(rest) <= 2:
+                return self._insert(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
+            if command == "display" and len(rest) <= 1:
+                return self._display_mode(rest[0] if rest else None)
             if command == "clear" and not rest:
                 STORE.clear()
                 print("memprofile: cleared every stored profile")
@@ -184,6 +190,32 @@ class MemprofileMagics(Magics):
                 f" {fmt_seconds(p.duration_s):>9}{status}"
             )
 
+    def _insert(self, suggestion_id: str, key: str | int) -> None:
+        profile = STORE.get(key)
+        known = [s.id for s in profile.suggestions]
+        suggestion = next((s for s in profile.suggestions if s.id == suggestion_id), None)
+        if suggestion is None:
+            have = f"it has: {', '.join(known)}" if known else "it has no suggestion"
+            raise UsageError(f"profile {profile.name!r} has no suggestion {suggestion_id!r}; {have}")
+        code = suggestion.code
+        if suggestion.placement == "top":
+            code = (f"# memprofile ({suggestion.id}): this must run before the framework starts: move this cell "
+                    f"to the top of the notebook, restart the kernel, run it first\n{code}")
+        self.shell.set_next_input(code, replace=True)
+        print(f"memprofile: this cell now holds the fix {suggestion.id!r} from {profile.name!r}; run it when ready")
+
+    def _display_mode(self, mode: str | None) -> None:
+        from memprofile.jupyter.display import display_mode, set_display_mode, widget_frontend
+
+        if mode is not None:
+            try:
+                set_display_mode(mode)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        frontend = widget_frontend()
+        seen = f" (frontend seen as {frontend})" if frontend else ""
+        print(f"memprofile: display mode {display_mode()}{seen}")
+
     def _export(self, path: str, key: str | int) -> None:
         profile = STORE.get(key)
         lower = path.lower()
@@ -197,10 +229,14 @@ class MemprofileMagics(Magics):
 
 
 def _key(text: str) -> str | int:
-    try:
-        return int(text)
-    except ValueError:
-        return text
+    """A position (-1, 0, 12) or an id prefix/name; ids are hex, so an 8-digit
+    prefix of only digits is still an id."""
+    if len(text) < 8:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return text
 
 
 _loaded: dict[int, MemprofileMagics] = {}

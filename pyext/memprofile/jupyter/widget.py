@@ -79,6 +79,17 @@ def ops_html(profile: Profile, query: str = "") -> str:
     )
 
 
+def insert_hint_html(profile: Profile, suggestion_id: str, placement: str) -> str:
+    """How to insert a fix from a widget: a kernel-side widget cannot add a
+    cell (cell payloads ride only on replies to executed code), so the magic
+    that turns its own cell into the fix is named, ready to paste."""
+    magic = f"%memprofile insert {suggestion_id} {profile.id[:8]}"
+    where = ("then move that cell to the top of the notebook and restart the kernel" if placement == "top"
+             else "it becomes the fix, to run after this cell")
+    return (f"<div style='opacity:.8'>Insert: run <code>{escape(magic)}</code> in a new cell; "
+            f"{escape(where)}.</div>")
+
+
 def profile_widget(profile: Profile) -> Any:
     import ipywidgets as widgets
 
@@ -95,11 +106,11 @@ def profile_widget(profile: Profile) -> Any:
     for s in profile.suggestions:
         saving = (f"measured: saves {fmt_bytes(s.measured_saving_bytes)}" if s.measured_saving_bytes is not None
                   else f"estimate: saves ~{fmt_bytes(s.estimated_saving_bytes)}" if s.estimated_saving_bytes else "")
-        where = "at the top of the notebook (then restart the kernel)" if s.placement == "top" else "below the cell"
         suggestions.append(widgets.VBox([
             widgets.HTML(f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span>"
-                         f"<div>{escape(s.evidence)}</div><div style='opacity:.7'>goes {where}</div>"),
+                         f"<div>{escape(s.evidence)}</div>"),
             widgets.Textarea(value=s.code, disabled=False, layout=widgets.Layout(width="100%", height="90px")),
+            widgets.HTML(insert_hint_html(profile, s.id, s.placement)),
         ]))
     tabs = widgets.Tab(children=[
         widgets.HTML(render_fragment(profile)),

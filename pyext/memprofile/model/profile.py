@@ -270,9 +270,9 @@ class Profile:
 
     # -- notebook display ------------------------------------------------
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from memprofile.render.bundle import mime_bundle
+        from memprofile.jupyter.display import notebook_bundle
 
-        return mime_bundle(self)
+        return notebook_bundle(self)
 
     def __repr__(self) -> str:
         from memprofile.render.text import one_line
