@@ -23,6 +23,7 @@ export interface Profile {
   capture?: {
     [k: string]: string;
   };
+  kept?: KeptObject[];
   schema_version: number;
   [k: string]: unknown;
 }
@@ -113,6 +114,7 @@ export interface LayerStat {
   forward_bytes?: number;
   backward_bytes?: number;
   peak_bytes?: number;
+  output_bytes?: number;
   [k: string]: unknown;
 }
 /**
@@ -137,6 +139,10 @@ export interface Peak {
     [k: string]: number;
   };
   tensors?: TensorInfo[];
+  activation_by_layer?: {
+    [k: string]: number;
+  };
+  input_shapes?: number[][];
   [k: string]: unknown;
 }
 /**
@@ -154,6 +160,8 @@ export interface TensorInfo {
   [k: string]: unknown;
 }
 /**
+ * What to change, why (evidence: figures from this profile), how much it should save, and the code. `try_change` is the `%%memprofile --try` value that applies it in place (None: it cannot be tried in place); once tried, `measured_saving_bytes` (peak before minus after) and `measured_time_change` (after/before - 1) hold what the trial measured.
+ *
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "Suggestion".
  */
@@ -167,6 +175,8 @@ export interface Suggestion {
   measured_saving_bytes?: number | null;
   restart_kernel?: boolean;
   can_try?: boolean;
+  try_change?: string | null;
+  measured_time_change?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -193,6 +203,24 @@ export interface ErrorInfo {
 export interface Note {
   code: string;
   message: string;
+  [k: string]: unknown;
+}
+/**
+ * A large array or tensor reachable from the notebook's namespace after the run: by a variable (`name` is its path: `cache["x"]`, `model_out[0]`) or by IPython's output cache (`Out[12]`, `_`).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "KeptObject".
+ */
+export interface KeptObject {
+  name: string;
+  bytes: number;
+  type: string;
+  shape: number[];
+  dtype: string;
+  device: string;
+  via: "variable" | "output_cache";
+  new?: boolean;
+  graph?: boolean;
   [k: string]: unknown;
 }
 /**

@@ -105,6 +105,7 @@ class Profiler:
         self._wanted = {"torch": torch, "tensorflow": tensorflow}
         self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
+            "namespace": {"namespace": namespace},
             "torch": {
                 "record_shapes": record_shapes,
                 "with_stack": with_stack,

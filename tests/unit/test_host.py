@@ -43,7 +43,7 @@ def test_a_freed_allocation_still_shows_as_the_peak(fresh_store):
     assert p.timelines[0].recorded_points >= len(p.timelines[0].t) >= 2
     assert memprofile.last() is p
     assert "numpy" in {f.name for f in p.frameworks}
-    assert p.capture["python"] and p.capture["collectors"] == "host"
+    assert p.capture["python"] and p.capture["collectors"] == "host,namespace"
 
 
 def test_peak_between_samples_comes_from_the_os_counter(fresh_store):

@@ -10,6 +10,7 @@ from memprofile.model.replay import Replay
 TOP_TENSORS = 20
 NO_LAYER = "(no layer)"
 NO_OP = "(no op)"
+MAX_INPUT_SHAPES = 8
 
 
 def _peak_from_timeline(profile: Profile) -> Peak | None:
@@ -31,13 +32,22 @@ def _peak_from_replay(rp: Replay) -> Peak:
     by_category: dict[str, int] = {}
     by_layer: dict[str, int] = {}
     by_op: dict[str, int] = {}
+    activation_by_layer: dict[str, int] = {}
+    input_shapes: list[list[int]] = []
     for i in live:
         size = log.size[i]
-        by_category[log.category[i]] = by_category.get(log.category[i], 0) + size
+        category = log.category[i]
+        by_category[category] = by_category.get(category, 0) + size
         layer = log.layer[i] or NO_LAYER
         by_layer[layer] = by_layer.get(layer, 0) + size
         op = log.op[i] or NO_OP
         by_op[op] = by_op.get(op, 0) + size
+        if category == "activation":
+            activation_by_layer[layer] = activation_by_layer.get(layer, 0) + size
+        elif category == "input" and log.shape[i] and len(input_shapes) < MAX_INPUT_SHAPES:
+            shape = list(log.shape[i])
+            if shape not in input_shapes:
+                input_shapes.append(shape)
     largest = sorted(live, key=lambda i: log.size[i], reverse=True)[:TOP_TENSORS]
     tensors = [
         TensorInfo(
@@ -63,6 +73,8 @@ def _peak_from_replay(rp: Replay) -> Peak:
         by_layer=dict(sorted(by_layer.items(), key=lambda kv: -kv[1])),
         by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
         tensors=tensors,
+        activation_by_layer=dict(sorted(activation_by_layer.items(), key=lambda kv: -kv[1])),
+        input_shapes=input_shapes,
     )
 
 

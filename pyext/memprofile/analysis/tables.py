@@ -48,6 +48,7 @@ def layer_table(modules: list[ModuleRecord], replays: list[Replay], peak: Peak |
             parameter_bytes=m.parameter_bytes,
             gradient_bytes=m.gradient_bytes,
             optimizer_state_bytes=m.optimizer_state_bytes,
+            output_bytes=m.output_bytes,
         )
     for rp in replays:
         log = rp.log

@@ -127,6 +127,8 @@ class ModuleRecord:
     parameter_bytes: int = 0
     gradient_bytes: int = 0
     optimizer_state_bytes: int = 0
+    #: Bytes one call returned (the last call), where the collector sees outputs.
+    output_bytes: int = 0
     #: The collector saw it work during the run (called, stepped by an
     #: optimizer, given new gradients). Layers with allocations count as
     #: working too; trees where nothing worked are left out of the table.
@@ -147,6 +149,8 @@ class RawCapture:
     facts: dict[str, int | float | str] = field(default_factory=dict)
     #: The last op that started and its layer: names the failing op when the run raised.
     last_op: dict[str, str] = field(default_factory=dict)
+    #: Large objects the namespace holds at the end (model.profile.KeptObject's fields).
+    kept: list[dict] = field(default_factory=list)
 
 
 class Collector(Protocol):
@@ -164,6 +168,7 @@ class Collector(Protocol):
 
 _REGISTRY = {
     "host": ("memprofile.capture.host", "HostCollector"),
+    "namespace": ("memprofile.capture.namespace", "NamespaceCollector"),
     "torch": ("memprofile.capture.torch", "TorchCollector"),
     "tensorflow": ("memprofile.capture.tensorflow", "TensorFlowCollector"),
 }

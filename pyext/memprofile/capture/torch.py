@@ -248,11 +248,22 @@ class TorchCollector:
         stack = self._stack()
         if not any(m is module for m, _ in stack):
             return  # its forward began before the profiler did
+        self._output_bytes[id(module)] = self._tensor_bytes(output)
         while stack:  # pop to this module, closing scopes a failed forward left open
             m, scope = stack.pop()
             self._scope_exit(scope)
             if m is module:
                 break
+
+    def _tensor_bytes(self, value: Any) -> int:
+        Tensor = self._torch.Tensor
+        if isinstance(value, Tensor):
+            return value.nelement() * value.element_size()
+        if isinstance(value, tuple | list):
+            return sum(v.nelement() * v.element_size() for v in value if isinstance(v, Tensor))
+        if isinstance(value, dict):
+            return sum(v.nelement() * v.element_size() for v in value.values() if isinstance(v, Tensor))
+        return 0
 
     def _optimizer_pre_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
@@ -384,6 +395,7 @@ class TorchCollector:
         self._parents: dict[str, str] = {}
         self._params_seen: set[int] = set()
         self._ran: set[str] = set()  # modules whose forward ran
+        self._output_bytes: dict[int, int] = {}  # id(module) -> bytes its last call returned
         self._stepped: set[int] = set()  # id() of parameters an optimizer stepped
         self._optimizers: dict[int, weakref.ref] = {}
         self._observations: list[tuple] = []
@@ -736,7 +748,8 @@ class TorchCollector:
         for name, ref in self._modules.items():
             module = ref()
             record = ModuleRecord(name=name, type=self._types.get(name, "?"), parent=self._parents.get(name),
-                                  ran=name in self._ran)
+                                  ran=name in self._ran,
+                                  output_bytes=self._output_bytes.get(id(module), 0) if module is not None else 0)
             if module is not None:
                 seen: set[int] = set()
                 for p in module.parameters(recurse=False):

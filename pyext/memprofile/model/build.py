@@ -7,7 +7,7 @@ import uuid
 from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.replay import Replay
-from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, Note, Profile, Timeline
+from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, KeptObject, Note, Profile, Timeline
 from memprofile.units import fmt_bytes
 
 #: A stored timeline keeps at most this many points per device (peak exact).
@@ -90,7 +90,9 @@ def build_profile(
             "the allocator's own counters" if rp.log.baseline_exact
             else "the tensors reachable from the namespace (variables, Out, modules, optimizers)"
         )
+    kept = sorted((KeptObject(**d) for c in captures for d in c.kept), key=lambda k: -k.bytes)
     return Profile(
+        kept=kept,
         id=uuid.uuid4().hex,
         name=name,
         started_at=started_at,

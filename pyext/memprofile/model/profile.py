@@ -112,6 +112,9 @@ class LayerStat:
     forward_bytes: int = 0
     backward_bytes: int = 0
     peak_bytes: int = 0
+    #: Bytes of what one call returns (its last call; 0 where unknown): what a
+    #: checkpointed layer still keeps for the next one.
+    output_bytes: int = 0
 
 
 @dataclass
@@ -138,10 +141,22 @@ class Peak:
     by_layer: dict[str, int] = field(default_factory=dict)
     by_op: dict[str, int] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
+    #: Activation bytes live at the peak, per layer (the checkpointing rule's
+    #: ranking); the layer's own, not its children's.
+    activation_by_layer: dict[str, int] = field(default_factory=dict)
+    #: Shapes of the model inputs live at the peak (distinct, at most 8): the
+    #: batch dimension for the batch-size rule.
+    input_shapes: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
 class Suggestion:
+    """What to change, why (evidence: figures from this profile), how much it
+    should save, and the code. `try_change` is the `%%memprofile --try` value
+    that applies it in place (None: it cannot be tried in place); once tried,
+    `measured_saving_bytes` (peak before minus after) and
+    `measured_time_change` (after/before - 1) hold what the trial measured."""
+
     id: str
     title: str
     evidence: str
@@ -151,6 +166,28 @@ class Suggestion:
     measured_saving_bytes: int | None = None
     restart_kernel: bool = False
     can_try: bool = False
+    try_change: str | None = None
+    measured_time_change: float | None = None
+
+
+@dataclass
+class KeptObject:
+    """A large array or tensor reachable from the notebook's namespace after the
+    run: by a variable (`name` is its path: `cache["x"]`, `model_out[0]`) or by
+    IPython's output cache (`Out[12]`, `_`)."""
+
+    name: str
+    bytes: int
+    type: str  # "torch.Tensor", "tf.Tensor", "tf.Variable", "numpy.ndarray"
+    shape: list[int]
+    dtype: str
+    device: str
+    via: Literal["variable", "output_cache"]
+    #: It was not there, or not this object, when the run started.
+    new: bool = False
+    #: A torch tensor with a grad_fn: it keeps its autograd graph alive, and
+    #: with it every activation saved for a backward that has not run.
+    graph: bool = False
 
 
 @dataclass
@@ -198,6 +235,8 @@ class Profile:
     warnings: list[Note] = field(default_factory=list)
     #: Which collectors ran and with what options (strings, for display).
     capture: dict[str, str] = field(default_factory=dict)
+    #: Large arrays/tensors the namespace holds after the run, largest first.
+    kept: list[KeptObject] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     # -- derived figures -------------------------------------------------

@@ -1,0 +1,120 @@
+"""What the notebook's namespace keeps alive after the run: large arrays and
+tensors held by variables (and containers in them, two levels deep) or by
+IPython's output cache (`Out`, `_`, `__`, `___`, `_12`).
+
+The notebook-leak and streaming rules read it. Only frameworks the process has
+already imported are looked at; nothing is imported here. Storage shared by
+views is counted once, under the first name found (variables before the
+output cache).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from memprofile.capture.base import RawCapture
+
+#: Smaller objects are not worth naming in a memory report.
+MIN_BYTES = 1 << 20
+MAX_ITEMS = 10_000
+MAX_KEPT = 50
+_DEPTH = 2
+
+
+def _is_output_cache(name: str) -> bool:
+    return name in ("Out", "_", "__", "___") or (name.startswith("_") and name[1:].isdigit())
+
+
+class _Sizer:
+    """(key, bytes, type, shape, dtype, device, holds a graph) of an array-like, or None."""
+
+    def __init__(self) -> None:
+        self.torch = sys.modules.get("torch")
+        self.np = sys.modules.get("numpy")
+        tf = sys.modules.get("tensorflow")
+        self.tf = tf if tf is not None and hasattr(tf, "is_tensor") else None
+
+    def __call__(self, value: Any) -> tuple | None:
+        torch, np, tf = self.torch, self.np, self.tf
+        if torch is not None and isinstance(value, torch.Tensor):
+            try:
+                storage = value.untyped_storage()
+                return (("torch", storage.data_ptr()), storage.nbytes(), "torch.Tensor", list(value.shape),
+                        str(value.dtype).replace("torch.", ""), str(value.device), value.grad_fn is not None)
+            except Exception:  # meta, sparse or otherwise storage-less tensors
+                return None
+        if np is not None and isinstance(value, np.ndarray):
+            base = value
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            return (("numpy", id(base)), base.nbytes, "numpy.ndarray", list(value.shape), str(value.dtype), "cpu",
+                    False)
+        if tf is not None and (tf.is_tensor(value) or isinstance(value, tf.Variable)):
+            try:
+                n = value.shape.num_elements()
+                if n is None:
+                    return None
+                kind = "tf.Variable" if isinstance(value, tf.Variable) else "tf.Tensor"
+                return (("tf", id(value)), n * value.dtype.size, kind, [int(d) for d in value.shape],
+                        value.dtype.name, str(getattr(value, "device", "")) or "cpu", False)
+            except Exception:  # symbolic (graph) tensors have no buffer
+                return None
+        return None
+
+
+def scan_kept(namespace: dict) -> list[dict]:
+    """Every array/tensor of at least MIN_BYTES the namespace reaches, largest first."""
+    size_of = _Sizer()
+    if size_of.torch is None and size_of.np is None and size_of.tf is None:
+        return []
+    found: dict[tuple, dict] = {}
+
+    def visit(path: str, value: Any, depth: int, via: str) -> None:
+        facts = size_of(value)
+        if facts is not None:
+            key, nbytes, kind, shape, dtype, device, graph = facts
+            # A small tensor that holds an autograd graph can keep gigabytes alive.
+            if (nbytes >= MIN_BYTES or graph) and key not in found:
+                found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
+                              "device": device, "via": via, "graph": graph, "_id": id(value)}
+            return
+        if depth <= 0:
+            return
+        if isinstance(value, dict):
+            for k, v in list(value.items())[:MAX_ITEMS]:
+                visit(f"{path}[{k!r}]", v, depth - 1, via)
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value[:MAX_ITEMS]):
+                visit(f"{path}[{i}]", v, depth - 1, via)
+
+    items = list(namespace.items())
+    # Variables first, so an object also in the output cache is named by its variable.
+    for name, value in sorted(items, key=lambda kv: _is_output_cache(kv[0])):
+        if name.startswith("_") and not _is_output_cache(name):
+            continue  # IPython's and the user's private names (_ih, _oh, _exit_code...)
+        if name == "Out" and isinstance(value, dict):
+            for k, v in list(value.items())[-MAX_ITEMS:]:
+                visit(f"Out[{k}]", v, _DEPTH - 1, "output_cache")
+            continue
+        visit(name, value, _DEPTH, "output_cache" if _is_output_cache(name) else "variable")
+    return sorted(found.values(), key=lambda d: -d["bytes"])[:MAX_KEPT]
+
+
+class NamespaceCollector:
+    """Remembers what the namespace held at the start, scans it at the end."""
+
+    name = "namespace"
+
+    def __init__(self, namespace: dict | None = None) -> None:
+        self.namespace = namespace if namespace is not None else {}
+        self._before: set[tuple[str, int]] = set()
+
+    def start(self, origin: float | None = None) -> None:
+        self._before = {(d["name"], d["_id"]) for d in scan_kept(self.namespace)}
+
+    def stop(self) -> RawCapture:
+        kept = scan_kept(self.namespace)
+        for d in kept:
+            d["new"] = (d["name"], d.pop("_id")) not in self._before
+        return RawCapture(collector=self.name, kept=kept)
