@@ -19,11 +19,13 @@ __all__ = [
     "Profile",
     "ProfileFormatError",
     "__version__",
+    "compare",
     "last",
     "load",
     "load_ipython_extension",
     "profile",
     "profiles",
+    "try_change",
     "unload_ipython_extension",
 ]
 
@@ -41,6 +43,27 @@ def profile(name: str | None = None, **options):
         caller = sys._getframe(1)
         options["namespace"] = {**caller.f_globals, **caller.f_locals}
     return Profiler(name=name, **options)
+
+
+def try_change(run, change: str, name: str = "trial", **options):
+    """Profile `run()` as it is and under `change` ("amp", "inference_mode",
+    "checkpoint=layer,..."): a Trial with both profiles and the measured
+    difference (`.saving_bytes`, `.time_change`). `run` runs twice."""
+    import sys
+
+    from memprofile.trial import run_trial
+
+    if "namespace" not in options:
+        caller = sys._getframe(1)
+        options["namespace"] = {**caller.f_globals, **caller.f_locals}
+    return run_trial(run, change, name=name, **options)
+
+
+def compare(a: Profile, b: Profile):
+    """What changed from profile a to profile b (a Comparison)."""
+    from memprofile.analysis.compare import compare as _compare
+
+    return _compare(a, b)
 
 
 def last() -> Profile | None:

@@ -90,10 +90,12 @@ def find_peak(profile: Profile, replays: list[Replay] | None = None) -> Peak | N
 
 def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays: list[Replay] | None = None) -> Profile:
     """Fill the derived parts of a freshly built profile (in place; returned)."""
+    from memprofile.analysis.rules import suggest
     from memprofile.analysis.tables import layer_table, op_table
 
     profile.peak = find_peak(profile, replays)
     captures = captures or []
     profile.ops = op_table([op for c in captures for op in c.ops])
     profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
+    profile.suggestions = suggest(profile)
     return profile

@@ -27,6 +27,7 @@ LINE_USAGE = """\
 %memprofile show [ID|NAME|-1]    display a profile (default: the newest)
 %memprofile export PATH [ID]     write a profile: .html (report), .json or .json.gz
 %memprofile clear                forget every stored profile
+%memprofile compare A B          peak, kinds, layers and ops of two profiles side by side
 %memprofile insert SUGGESTION [ID]  replace this cell with a suggestion's code (default: the newest profile)
 %memprofile display [auto|card|widget]  how profiles show (widget: ipywidgets, for frontends without the extension)
 %%memprofile [options]           profile the cell below (see %%memprofile --help)"""
@@ -95,6 +96,13 @@ class MemprofileMagics(Magics):
         metavar="N",
         help="TensorFlow: keep tensor shapes for the first N memory events only (default 500000)",
     )
+    @argument(
+        "--try",
+        dest="try_change",
+        metavar="CHANGE",
+        help="run the cell twice, as is and with CHANGE applied in place (amp, inference_mode, "
+        "checkpoint[=layer,...]), and show the measured difference; the cell's effects happen twice",
+    )
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
     @line_cell_magic
@@ -105,8 +113,7 @@ class MemprofileMagics(Magics):
             return self._line_command(line)
         args = self._parse(line)
         count = self.shell.execution_count
-        profiler = Profiler(
-            name=args.name or f"In [{count}]",
+        options = dict(
             source=cell,
             host_interval_s=args.interval / 1000.0,
             reset_os_peak=not args.no_reset_peak,
@@ -118,7 +125,11 @@ class MemprofileMagics(Magics):
             cuda_history=args.cuda_history,
             namespace=self.shell.user_ns,
         )
+        name = args.name or f"In [{count}]"
         body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
+        if args.try_change:
+            return self._try(args.try_change, name, body, last, options, quiet=args.quiet)
+        profiler = Profiler(name=name, **options)
         profiler.start()
         try:
             result = run_compiled(self.shell, body, last)
@@ -132,6 +143,21 @@ class MemprofileMagics(Magics):
             display(profile)
         return result
 
+    def _try(self, change: str, name: str, body, last, options: dict, quiet: bool):
+        from memprofile.trial import run_trial
+
+        results: list = []
+
+        def run() -> None:
+            results.append(run_compiled(self.shell, body, last))
+
+        print(f"memprofile: running the cell as is, then with {change} (its effects happen twice)")
+        trial = run_trial(run, change, name=name, **options)
+        if not quiet:
+            display(trial.before)
+            display(trial)
+        return results[-1] if results else None
+
     def _parse(self, line: str):
         try:
             args = parse_argstring(self.memprofile, line)
@@ -141,6 +167,13 @@ class MemprofileMagics(Magics):
             raise UsageError(f"--interval must be a positive number of milliseconds, got {args.interval}")
         if args.tf_max_events is not None and args.tf_max_events < 0:
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
+        if args.try_change:
+            from memprofile.trial import parse_change
+
+            try:
+                parse_change(args.try_change)
+            except MemprofileError as exc:
+                raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         return args
 
     def _line_command(self, line: str):
@@ -159,6 +192,11 @@ class MemprofileMagics(Magics):
                 return None
             if command == "export" and 1 <= len(rest) <= 2:
                 return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
+            if command == "compare" and len(rest) == 2:
+                from memprofile.analysis.compare import compare
+
+                display(compare(STORE.get(_key(rest[0])), STORE.get(_key(rest[1]))))
+                return None
             if command == "insert" and 1 <= len(rest) <= 2:
                 return self._insert(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
             if command == "display" and len(rest) <= 1:

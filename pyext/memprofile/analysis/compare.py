@@ -1,0 +1,95 @@
+"""compare(a, b): what changed between two profiles, the differences that
+matter first (peak, then kinds of memory, layers and ops by the size of
+their change)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memprofile.model.profile import CATEGORIES, Profile
+
+#: Rows per table; the rest is counted.
+MAX_ROWS = 15
+
+
+@dataclass
+class Change:
+    name: str
+    before: int
+    after: int
+
+    @property
+    def delta(self) -> int:
+        return self.after - self.before
+
+
+@dataclass
+class Comparison:
+    a: Profile
+    b: Profile
+    peak: Change
+    device: str
+    duration_before_s: float
+    duration_after_s: float
+    categories: list[Change] = field(default_factory=list)
+    layers: list[Change] = field(default_factory=list)
+    ops: list[Change] = field(default_factory=list)
+    devices: list[Change] = field(default_factory=list)
+    more_layers: int = 0
+    more_ops: int = 0
+
+    @property
+    def saving_bytes(self) -> int:
+        """Peak before minus peak after: positive when b needs less."""
+        return -self.peak.delta
+
+    @property
+    def time_change(self) -> float | None:
+        """after / before - 1 (0.12: 12 % slower); None without a duration."""
+        if not self.duration_before_s:
+            return None
+        return self.duration_after_s / self.duration_before_s - 1.0
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from memprofile.render.compare import render_compare_html, render_compare_text
+
+        return {"text/html": render_compare_html(self), "text/plain": render_compare_text(self)}
+
+    def __repr__(self) -> str:
+        from memprofile.render.compare import render_compare_text
+
+        return render_compare_text(self)
+
+
+def _ranked(before: dict[str, int], after: dict[str, int]) -> list[Change]:
+    rows = [Change(k, before.get(k, 0), after.get(k, 0)) for k in {*before, *after}]
+    rows = [r for r in rows if r.delta]
+    rows.sort(key=lambda r: (-abs(r.delta), r.name))
+    return rows
+
+
+def compare(a: Profile, b: Profile) -> Comparison:
+    """a is "before", b "after". Peaks are compared on a's peak device when b
+    has it (the same allocator), else on each one's own peak device."""
+    device = a.peak_device
+    same = next((d for d in b.devices if device and d.name == device.name), None)
+    if device is not None and same is not None:
+        peak = Change(device.name, device.peak_bytes, same.peak_bytes)
+    else:
+        peak = Change(device.name if device else "-", a.peak_bytes, b.peak_bytes)
+    cat_a = a.peak.by_category if a.peak else {}
+    cat_b = b.peak.by_category if b.peak else {}
+    categories = [Change(c, cat_a.get(c, 0), cat_b.get(c, 0)) for c in CATEGORIES
+                  if cat_a.get(c, 0) or cat_b.get(c, 0)]
+    layers = _ranked(a.peak.by_layer if a.peak else {}, b.peak.by_layer if b.peak else {})
+    ops = _ranked({f"{o.name} ({o.device})": o.allocated_bytes for o in a.ops},
+                  {f"{o.name} ({o.device})": o.allocated_bytes for o in b.ops})
+    devices = [Change(d.name, d.peak_bytes, next((e.peak_bytes for e in b.devices if e.name == d.name), 0))
+               for d in a.devices]
+    devices += [Change(e.name, 0, e.peak_bytes) for e in b.devices if e.name not in {d.name for d in a.devices}]
+    return Comparison(
+        a=a, b=b, peak=peak, device=peak.name,
+        duration_before_s=a.duration_s, duration_after_s=b.duration_s,
+        categories=categories, layers=layers[:MAX_ROWS], ops=ops[:MAX_ROWS], devices=devices,
+        more_layers=max(0, len(layers) - MAX_ROWS), more_ops=max(0, len(ops) - MAX_ROWS),
+    )

@@ -1,0 +1,28 @@
+"""A forward-only cell that still records autograd graphs keeps every tensor
+saved for a backward that never comes; `torch.inference_mode()` records none.
+
+Estimate: the peak of the timeline without its activations (the tensors a
+grad-enabled forward kept).
+"""
+
+from __future__ import annotations
+
+from memprofile.analysis.rules.facts import Facts
+from memprofile.model.profile import Suggestion
+from memprofile.units import fmt_bytes
+
+
+def check(f: Facts) -> Suggestion | None:
+    if f.framework != "torch" or f.trained or f.stepped:
+        return None
+    activation = f.at_peak("activation")
+    saving = f.saving_without({"activation": 1.0})
+    if not activation or not f.worth_it(saving):
+        return None
+    evidence = (f"the cell ran forward only (no backward, no optimizer step) with autograd on: "
+                f"{fmt_bytes(activation)} ({f.share(activation)} of the peak) was kept for a backward that never ran")
+    return Suggestion(
+        id="inference_mode", title="Run forward-only code under torch.inference_mode()", evidence=evidence,
+        code=f.cell_inside("import torch\n\nwith torch.inference_mode():"),
+        estimated_saving_bytes=saving, can_try=True, try_change="inference_mode",
+    )

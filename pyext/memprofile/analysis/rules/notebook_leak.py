@@ -1,0 +1,57 @@
+"""Memory a notebook keeps after the cell without meaning to: arrays in
+IPython's output cache (`Out[n]`, `_`), tensors that hold an autograd graph
+(and every activation saved in it), and, on PyTorch, memory that grew in the
+cell and that no variable, parameter, gradient or optimizer state accounts
+for (object attributes, closures, reference cycles)."""
+
+from __future__ import annotations
+
+from memprofile.analysis.rules.facts import Facts
+from memprofile.model.profile import Suggestion
+from memprofile.units import fmt_bytes
+
+MIN_CACHE = 1 << 20
+MIN_HIDDEN = 64 << 20
+HIDDEN_SHARE = 0.25
+OWNED = ("parameter", "gradient", "optimizer_state")
+
+
+def _hidden(f: Facts, graph_bytes: int) -> int:
+    """Growth over the cell that nothing named accounts for (torch devices)."""
+    d = f.device
+    if f.framework != "torch" or d is None:
+        return 0
+    grown = d.end_bytes - d.baseline_bytes
+    owned = sum(f.at_end(c) - d.baseline_by_category.get(c, 0) for c in OWNED)
+    named = sum(k.bytes for k in f.profile.kept if k.new and k.device.split(":")[0] == d.name.split(":")[0])
+    hidden = grown - max(0, owned) - named - graph_bytes
+    return hidden if hidden >= MIN_HIDDEN and hidden >= HIDDEN_SHARE * grown else 0
+
+
+def check(f: Facts) -> Suggestion | None:
+    cached = [k for k in f.profile.kept if k.via == "output_cache"]
+    cache_bytes = sum(k.bytes for k in cached)
+    graphs = [k for k in f.profile.kept if k.graph and k.via == "variable"]
+    graph_bytes = f.at_end("activation") if graphs else 0
+    hidden = _hidden(f, graph_bytes)
+    found, code = [], []
+    if cache_bytes >= MIN_CACHE:
+        names = ", ".join(k.name for k in cached[:5]) + (f" and {len(cached) - 5} more" if len(cached) > 5 else "")
+        found.append(f"IPython's output cache holds {fmt_bytes(cache_bytes)} ({names})")
+        code.append("%reset -f out   # empties Out and _, __, ___ (the variables stay)")
+    if graphs and graph_bytes:
+        names = ", ".join(k.name for k in graphs[:5])
+        found.append(f"{names} still hold{'s' if len(graphs) == 1 else ''} an autograd graph that keeps "
+                     f"{fmt_bytes(graph_bytes)} of activations alive")
+        code.extend(f"{k.name} = {k.name}.detach()   # or .item() for a loss" for k in graphs[:5])
+    if hidden:
+        found.append(f"{fmt_bytes(hidden)} grew in the cell and is held by something no variable names "
+                     f"(an object's attribute, a closure, a reference cycle)")
+        code.append("import gc\ngc.collect()   # frees what only reference cycles hold")
+    if not found:
+        return None
+    saving = cache_bytes + graph_bytes + hidden
+    if not f.worth_it(saving):
+        return None
+    return Suggestion(id="notebook_leak", title="Memory the notebook keeps after the cell", evidence="; ".join(found),
+                      code="\n".join(code), estimated_saving_bytes=saving)

@@ -1,0 +1,32 @@
+"""CPU inference of a Linear-heavy model: dynamic int8 quantization stores the
+Linear weights in 8 bits (a quarter of float32) and quantizes activations on
+the fly. Estimate: three quarters of the float32 Linear weights."""
+
+from __future__ import annotations
+
+from memprofile.analysis.rules.facts import Facts
+from memprofile.model.profile import Suggestion
+from memprofile.units import fmt_bytes
+
+LINEAR = ("Linear", "NonDynamicallyQuantizableLinear", "LazyLinear")
+MIN_SHARE = 0.5
+
+
+def check(f: Facts) -> Suggestion | None:
+    if f.framework != "torch" or f.on_gpu or f.trained or f.stepped:
+        return None
+    params = sum(layer.parameter_bytes for layer in f.profile.layers)
+    linear = sum(layer.parameter_bytes for layer in f.profile.layers if layer.type in LINEAR)
+    if not params or linear < MIN_SHARE * params:
+        return None
+    saving = int(0.75 * linear)
+    if not f.worth_it(saving):
+        return None
+    root = next((r for r in f.roots() if any(f.root_of(layer.name) == r and layer.type in LINEAR
+                                             for layer in f.profile.layers)), "model")
+    evidence = (f"the cell ran inference on the CPU; Linear layers hold {fmt_bytes(linear)} of the "
+                f"{fmt_bytes(params)} of parameters ({100 * linear / params:.0f} %)")
+    code = (f"import torch\n\n{root}_int8 = torch.ao.quantization.quantize_dynamic({root}.eval(), {{torch.nn.Linear}}, "
+            f"dtype=torch.qint8)\n# then call {root}_int8 instead of {root} (check the accuracy on a validation batch)")
+    return Suggestion(id="quantize_dynamic", title="Quantize the Linear layers to int8 for CPU inference",
+                      evidence=evidence, code=code, estimated_saving_bytes=saving)
