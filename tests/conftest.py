@@ -66,3 +66,14 @@ def fresh_store(monkeypatch):
 
     monkeypatch.setattr(magic, "STORE", empty)
     return empty
+
+
+@pytest.fixture(scope="session")
+def ip():
+    """The process's one IPython test shell, with the extension loaded."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or TerminalInteractiveShell.instance()
+    shell.run_line_magic("load_ext", "memprofile")
+    return shell

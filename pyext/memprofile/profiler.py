@@ -161,8 +161,13 @@ class Profiler:
         mentions = ("tensorflow", "keras") if module == "tensorflow" else (module,)
         return any(m in self.source for m in mentions) and importlib.util.find_spec(module) is not None
 
-    def stop(self, error: BaseException | None = None) -> Profile:
-        """Stop every collector and build the profile; `error` is what the run raised."""
+    def stop(self, error: BaseException | None = None, output: tuple[int, object] | None = None) -> Profile:
+        """Stop every collector and build the profile; `error` is what the run
+        raised; `output` is (execution count, value) of a result the notebook
+        is about to cache as Out[count], which the namespace scan cannot see yet."""
+        for c in self._collectors:
+            if output is not None and hasattr(c, "expect_output"):
+                c.expect_output(*output)
         return self._keep(self._finish(error))
 
     def _keep(self, profile: Profile) -> Profile:

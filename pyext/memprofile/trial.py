@@ -153,10 +153,14 @@ def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", names
     propagate after its profile is kept."""
     from memprofile.profiler import Profiler
 
-    parse_change(change)  # a bad change fails before anything runs
     if namespace is None:
         caller = sys._getframe(1)
         namespace = {**caller.f_globals, **caller.f_locals}
+    kind, names = parse_change(change)  # a bad change fails before anything runs
+    if kind == "checkpoint":
+        resolve_modules(names, namespace)
+    else:
+        _torch()
     before = _profiled(run, Profiler(name=f"{name} (as is)", namespace=namespace, store=store, **profiler_options))
     device = before.peak_device.name if before.peak_device else "cpu"
     profiler = Profiler(name=f"{name} (--try {change})", namespace=namespace, store=store, **profiler_options)

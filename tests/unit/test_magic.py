@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 
 from memprofile.render.bundle import MIME_TYPE
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "memprofile")
-    yield shell
 
 
 @pytest.fixture

@@ -95,6 +95,9 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
 
     profile.peak = find_peak(profile, replays)
     captures = captures or []
+    called = next((c.input_shapes for c in captures if c.input_shapes), None)
+    if profile.peak is not None and called:
+        profile.peak.input_shapes = [list(s) for s in called]
     profile.ops = op_table([op for c in captures for op in c.ops])
     profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
     profile.suggestions = suggest(profile)

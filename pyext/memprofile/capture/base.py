@@ -149,6 +149,8 @@ class RawCapture:
     facts: dict[str, int | float | str] = field(default_factory=dict)
     #: The last op that started and its layer: names the failing op when the run raised.
     last_op: dict[str, str] = field(default_factory=dict)
+    #: Shapes of the tensors the model(s) were called with, where the collector sees calls.
+    input_shapes: list[list[int]] = field(default_factory=list)
     #: Large objects the namespace holds at the end (model.profile.KeptObject's fields).
     kept: list[dict] = field(default_factory=list)
 

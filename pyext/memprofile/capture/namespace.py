@@ -109,12 +109,22 @@ class NamespaceCollector:
     def __init__(self, namespace: dict | None = None) -> None:
         self.namespace = namespace if namespace is not None else {}
         self._before: set[tuple[str, int]] = set()
+        self._output: tuple[int, object] | None = None
 
     def start(self, origin: float | None = None) -> None:
         self._before = {(d["name"], d["_id"]) for d in scan_kept(self.namespace)}
 
+    def expect_output(self, count: int, value: object) -> None:
+        """A value the notebook caches as Out[count] after the run."""
+        self._output = (count, value)
+
     def stop(self) -> RawCapture:
-        kept = scan_kept(self.namespace)
+        output, self._output = self._output, None
+        namespace = self.namespace
+        if output is not None:
+            cache = namespace.get("Out")
+            namespace = {**namespace, "Out": {**(cache if isinstance(cache, dict) else {}), output[0]: output[1]}}
+        kept = scan_kept(namespace)
         for d in kept:
             d["new"] = (d["name"], d.pop("_id")) not in self._before
         return RawCapture(collector=self.name, kept=kept)

@@ -233,6 +233,10 @@ class TorchCollector:
         self._ran.add(name)
         if parent is None:
             self._observe_all(args, "input", depth=2)
+            if len(self._input_shapes) < 8:
+                for a in args:
+                    if isinstance(a, self._torch.Tensor) and list(a.shape) not in self._input_shapes:
+                        self._input_shapes.append(list(a.shape))
         if id(module) not in self._params_seen:
             self._params_seen.add(id(module))
             for p in module.parameters(recurse=False):
@@ -395,6 +399,7 @@ class TorchCollector:
         self._parents: dict[str, str] = {}
         self._params_seen: set[int] = set()
         self._ran: set[str] = set()  # modules whose forward ran
+        self._input_shapes: list[list[int]] = []  # of the tensors root modules were called with
         self._output_bytes: dict[int, int] = {}  # id(module) -> bytes its last call returned
         self._stepped: set[int] = set()  # id() of parameters an optimizer stepped
         self._optimizers: dict[int, weakref.ref] = {}
@@ -510,6 +515,7 @@ class TorchCollector:
             },
             facts=facts,
             last_op=last_op,
+            input_shapes=self._input_shapes,
         )
 
     def _scan_end(self) -> None:
@@ -653,6 +659,17 @@ class TorchCollector:
                         seq_layer[seq] = layer
                 if record_shapes:
                     _sample_shapes(rec, node)
+                    if not chain and phase != "backward" and name not in _VIEW_OPS:
+                        # An outermost forward op's inputs name the shape and
+                        # dtype of blocks allocated earlier (memory events carry
+                        # none). Backward and view ops are skipped: reading
+                        # inputs is a C++ call per op, and they only see
+                        # tensors the forward ops saw already.
+                        for value in node.extra_fields.inputs:
+                            hit = rows.get(getattr(value, "allocation_id", None))
+                            if hit is not None and logs[hit[0]].shape[hit[1]] is None:
+                                logs[hit[0]].shape[hit[1]] = list(value.sizes)
+                                logs[hit[0]].dtype[hit[1]] = str(value.dtype).replace("torch.", "")
                 last = (name, layer)
                 if children:
                     ctx = (layer, phase, grad, chain + (name,))
@@ -766,6 +783,16 @@ class TorchCollector:
                     record.optimizer_state_bytes += states.get(id(p), 0)
             records.append(record)
         return records
+
+
+#: Ops that make views or read metadata: their inputs were some other op's first.
+_VIEW_OPS = frozenset({
+    "aten::view", "aten::t", "aten::transpose", "aten::as_strided", "aten::expand", "aten::reshape",
+    "aten::detach", "aten::resolve_conj", "aten::resolve_neg", "aten::permute", "aten::unsqueeze",
+    "aten::squeeze", "aten::select", "aten::slice", "aten::_unsafe_view", "aten::contiguous", "aten::alias",
+    "aten::size", "aten::stride", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense", "detach",
+    "aten::split", "aten::chunk", "aten::unbind", "aten::narrow", "aten::flatten", "aten::zero_", "aten::fill_",
+})
 
 
 def _sample_shapes(rec: OpRecord, node: Any) -> None:

@@ -138,7 +138,8 @@ class MemprofileMagics(Magics):
             if not args.quiet:
                 display(profile)
             raise
-        profile = profiler.stop()
+        cached = result is not None and self.shell.displayhook.do_full_cache and not self.shell.displayhook.quiet()
+        profile = profiler.stop(output=(count, result) if cached else None)
         if not args.quiet:
             display(profile)
         return result

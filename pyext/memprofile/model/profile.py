@@ -144,8 +144,9 @@ class Peak:
     #: Activation bytes live at the peak, per layer (the checkpointing rule's
     #: ranking); the layer's own, not its children's.
     activation_by_layer: dict[str, int] = field(default_factory=dict)
-    #: Shapes of the model inputs live at the peak (distinct, at most 8): the
-    #: batch dimension for the batch-size rule.
+    #: Shapes of the model inputs (distinct, at most 8): those the collector saw
+    #: the model called with, else the input tensors live at the peak. The
+    #: batch dimension for the batch-size and dataset rules.
     input_shapes: list[list[int]] = field(default_factory=list)
 
 
