@@ -140,3 +140,27 @@ def test_output_cache_and_kept_graphs_are_named_as_notebook_leaks(ip, fresh_stor
     ip.run_cell("%%memprofile -q --name clean\nsmall = big.sum()", store_history=True)
     clean = fresh_store.last()
     assert "notebook_leak" not in {s.id for s in clean.suggestions}, (clean.suggestions, clean.kept)
+
+
+def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
+    pytest.importorskip("ipywidgets")
+    ip.run_cell("import torch\nfrom torch import nn\ntorch.manual_seed(0)\nruns = 0\n"
+                "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
+                "nn.Linear(1024, 256)) for _ in range(3)])\nxs = torch.randn(2048, 256)")
+    ip.run_cell("%%memprofile -q --name w\nruns += 1\nnet(xs).square().mean().backward()")
+    profile = fresh_store.last()
+    tabs = profile.widget()
+    card = next(c for c, s in zip(tabs.children[4].children, profile.suggestions) if s.id == "gradient_checkpointing")
+    controls = card.children[-1]
+    # a click only asks; nothing runs until the confirmation
+    controls.try_button.click()
+    assert ip.user_ns["runs"] == 1 and controls.children[1].layout.display == "flex"
+    assert "runs the cell twice more" in controls.children[1].children[0].value
+    controls.cancel_button.click()
+    assert ip.user_ns["runs"] == 1 and controls.children[1].layout.display == "none"
+    controls.try_button.click()
+    controls.confirm_button.click()
+    assert ip.user_ns["runs"] == 3
+    assert controls.status.value.startswith("<b>tried:</b> peak -")
+    ckpt = next(s for s in profile.suggestions if s.id == "gradient_checkpointing")
+    assert ckpt.measured_saving_bytes > 0 and "measured: -" in card.headline.value

@@ -3,7 +3,9 @@ JupyterLab extension (VS Code, Colab, classic Notebook).
 
 Tabs: summary (the static HTML fragment), peak anatomy, layers, ops (with a
 filter box handled in the kernel), suggestions (each with its code in a
-selectable box). Tables are HTML built here with every user string escaped.
+selectable box, the magic that inserts it, and for changes that can be
+applied in place a "Try it" button that asks before it runs the cell twice
+and then shows the measured difference). Tables are HTML built here with every user string escaped.
 No JavaScript is needed, so it renders wherever ipywidgets do.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from memprofile.model.profile import Profile
+from memprofile.model.profile import Profile, Suggestion
+from memprofile.render.text import saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 MAX_ROWS = 100
@@ -90,6 +93,99 @@ def insert_hint_html(profile: Profile, suggestion_id: str, placement: str) -> st
             f"{escape(where)}.</div>")
 
 
+def _headline_html(profile: Profile, s: Suggestion) -> str:
+    saving = saving_line(s, profile.peak_bytes)
+    return (f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span>"
+            f"<div>{escape(s.evidence)}</div>")
+
+
+def suggestion_card(profile: Profile, s: Suggestion) -> Any:
+    """Title, figures, evidence, the code, how to insert it, and for changes
+    that can be applied in place a "Try it" button that asks first."""
+    import ipywidgets as widgets
+
+    headline = widgets.HTML(_headline_html(profile, s))
+    parts = [
+        headline,
+        widgets.Textarea(value=s.code, disabled=False, layout=widgets.Layout(width="100%", height="90px")),
+        widgets.HTML(insert_hint_html(profile, s.id, s.placement)),
+    ]
+    if s.try_change:
+        parts.append(_try_controls(profile, s, headline))
+    card = widgets.VBox(parts)
+    card.headline = headline  # for scripts and tests
+    return card
+
+
+def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
+    import ipywidgets as widgets
+
+    from memprofile.trial import RERUN_WARNING
+
+    can_run = bool(profile.source.strip())
+    button = widgets.Button(description="Try it", icon="flask", disabled=not can_run,
+                            tooltip="run the cell as is and with this change, and measure both" if can_run
+                            else "this profile has no cell source: use memprofile.try_change(fn, ...)")
+    confirm = widgets.Button(description="Run the cell twice", button_style="warning")
+    cancel = widgets.Button(description="Cancel")
+    question = widgets.HBox([widgets.HTML(f"<span>{escape(RERUN_WARNING)}</span>"), confirm, cancel])
+    question.layout.display = "none"
+    status = widgets.HTML("")
+    output = widgets.Output()
+
+    def ask(_: Any) -> None:
+        question.layout.display = "flex"
+        button.disabled = True
+
+    def back(_: Any) -> None:
+        question.layout.display = "none"
+        button.disabled = False
+
+    def run(_: Any) -> None:
+        question.layout.display = "none"
+        status.value = f"<i>running the cell with --try {escape(s.try_change or '')}…</i>"
+        try:
+            with output:
+                trial = try_in_kernel(profile, s.try_change or "")
+        except Exception as exc:  # shown in the card; the profiles of both runs are stored
+            status.value = f"<span style='color:#d62728'>the trial raised {escape(type(exc).__name__)}: " \
+                           f"{escape(str(exc)[:500])}</span>"
+        else:
+            from memprofile.trial import record_measurement
+
+            record_measurement(profile, trial.change, trial.comparison)
+            headline.value = _headline_html(profile, s)
+            from memprofile.render.compare import headline as compare_headline
+
+            status.value = f"<b>tried:</b> {escape(compare_headline(trial.comparison))}"
+        button.disabled = False
+
+    button.on_click(ask)
+    cancel.on_click(back)
+    confirm.on_click(run)
+    box = widgets.VBox([button, question, status, output])
+    box.try_button, box.confirm_button, box.cancel_button, box.status = button, confirm, cancel, status
+    return box
+
+
+def try_in_kernel(profile: Profile, change: str):
+    """Run the profiled cell's code again in this kernel, as is and changed."""
+    from IPython import get_ipython
+
+    from memprofile.jupyter.magic import compile_cell, run_compiled
+    from memprofile.trial import run_trial
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("no IPython kernel: use memprofile.try_change(fn, change) instead")
+    body, last = compile_cell(shell, profile.source)
+
+    def run() -> None:
+        run_compiled(shell, body, last)
+
+    return run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source)
+
+
 def profile_widget(profile: Profile) -> Any:
     import ipywidgets as widgets
 
@@ -102,16 +198,7 @@ def profile_widget(profile: Profile) -> Any:
         ops_box.value = ops_html(profile, change["new"])
 
     search.observe(refilter, names="value")
-    suggestions: list[Any] = []
-    for s in profile.suggestions:
-        saving = (f"measured: saves {fmt_bytes(s.measured_saving_bytes)}" if s.measured_saving_bytes is not None
-                  else f"estimate: saves ~{fmt_bytes(s.estimated_saving_bytes)}" if s.estimated_saving_bytes else "")
-        suggestions.append(widgets.VBox([
-            widgets.HTML(f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span>"
-                         f"<div>{escape(s.evidence)}</div>"),
-            widgets.Textarea(value=s.code, disabled=False, layout=widgets.Layout(width="100%", height="90px")),
-            widgets.HTML(insert_hint_html(profile, s.id, s.placement)),
-        ]))
+    suggestions = [suggestion_card(profile, s) for s in profile.suggestions]
     tabs = widgets.Tab(children=[
         widgets.HTML(render_fragment(profile)),
         widgets.HTML(peak_html(profile)),

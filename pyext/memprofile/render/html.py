@@ -11,6 +11,7 @@ from html import escape
 
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import sparkline
+from memprofile.render.text import how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: One hue per category, readable on light and dark backgrounds.
@@ -113,8 +114,9 @@ def _suggestions(profile: Profile) -> str:
         return ""
     items = "".join(
         f"<li><b>{escape(s.title)}</b>"
-        + (f" — saves ~{fmt_bytes(s.estimated_saving_bytes)}" if s.estimated_saving_bytes else "")
-        + f"<div class='mp-muted'>{escape(s.evidence)}</div><pre><code>{escape(s.code)}</code></pre></li>"
+        + (f" — {escape(saving)}" if (saving := saving_line(s, profile.peak_bytes)) else "")
+        + f"<div class='mp-muted'>{escape(s.evidence)}</div><div class='mp-muted'>{escape(how_to_apply(s))}</div>"
+        + f"<pre><code>{escape(s.code)}</code></pre></li>"
         for s in profile.suggestions
     )
     return f"<h3>Suggestions</h3><ol>{items}</ol>"

@@ -14,6 +14,7 @@ from typing import Any
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, Timeline
 from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
+from memprofile.render.text import how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: At most this many points per timeline reach the page (the peak always does).
@@ -351,13 +352,10 @@ def suggestions_view(profile: Profile) -> Any:
         return models.Div(text="<p>No suggestion for this profile.</p>", sizing_mode="stretch_width")
     items = []
     for s in profile.suggestions:
-        saving = ""
-        if s.measured_saving_bytes is not None:
-            saving = f" — measured: saves {fmt_bytes(s.measured_saving_bytes)}"
-        elif s.estimated_saving_bytes:
-            saving = f" — saves ~{fmt_bytes(s.estimated_saving_bytes)} (estimate)"
+        saving = saving_line(s, profile.peak_bytes)
         items.append(
-            f"<li><b>{escape(s.title)}</b>{escape(saving)}<div class='mp-muted'>{escape(s.evidence)}</div>"
+            f"<li><b>{escape(s.title)}</b>{' — ' + escape(saving) if saving else ''}"
+            f"<div class='mp-muted'>{escape(s.evidence)}</div><div class='mp-muted'>{escape(how_to_apply(s))}</div>"
             f"<pre><code>{escape(s.code)}</code></pre></li>"
         )
     return models.Div(text=f"<ol class='mp-suggestions'>{''.join(items)}</ol>", sizing_mode="stretch_width")
