@@ -38,6 +38,25 @@ class Block(nn.Module):
         return x + self.down(self.act(self.up(self.norm(x))))
 
 
+class ConvBlock(nn.Module):
+    """conv-bn-relu twice with a residual (a ResNet basic block)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                  nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+def convnet(blocks=4, c=64):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.Sequential(*[ConvBlock(c) for _ in range(blocks)]),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
 def transformer(layers=4, d=256, heads=8, ff=1024):
     torch.manual_seed(0)
     return nn.TransformerEncoder(nn.TransformerEncoderLayer(d, heads, ff, batch_first=True, dropout=0.0), layers)
@@ -77,7 +96,12 @@ WORKLOADS = [
      lambda: forward_kept(transformer(), torch.randn(32, 256, 256))),
     ("inference_mode", "residual MLP forward, output kept",
      lambda: forward_kept(residual_mlp(), torch.randn(4096, 512))),
+    ("amp", "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
+     lambda: training(convnet(), torch.randn(32, 3, 64, 64))),
+    ("inference_mode", "ResNet-style CNN forward, output kept", lambda: forward_kept(convnet(), torch.randn(32, 3, 64, 64))),
     ("checkpoint", "transformer 4x256, batch 32x256, Adam", lambda: training(transformer(), torch.randn(32, 256, 256))),
+    ("checkpoint", "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
+     lambda: training(convnet(), torch.randn(32, 3, 64, 64))),
     ("checkpoint", "residual MLP 6x(512->2048), batch 4096, Adam",
      lambda: training(residual_mlp(), torch.randn(4096, 512))),
 ]

@@ -1,9 +1,10 @@
 """Gradient checkpointing: keep only each block's input for backward and
 recompute the rest when backward reaches the block.
 
-Blocks: going down from the model with the most activation memory, past
-wrappers that hold nearly all of it (model -> encoder -> layers), the children
-there are the blocks (encoder.layers.0, .1, ...). Checkpointing block b saves
+Blocks: going down from the model with the most activation memory into the
+child that holds nearly all of it (model -> encoder -> layers; past a CNN's
+stem into its trunk), the children there are the blocks (encoder.layers.0,
+.1, ...). Checkpointing block b saves
 its activations except its output, which the next block still keeps:
 act(b) - out(b). Backward recomputes one block at a time, which adds the
 largest block's saving back during backward.
@@ -41,8 +42,9 @@ def blocks(f: Facts) -> list[tuple[str, int]]:
     node = max(roots, key=subtree)
     while True:
         kids = [c for c in children.get(node, []) if subtree(c) > 0]
-        if len(kids) == 1 and subtree(kids[0]) >= DESCEND_SHARE * subtree(node):
-            node = kids[0]
+        top = max(kids, key=subtree, default=None)
+        if top is not None and subtree(top) >= DESCEND_SHARE * subtree(node):
+            node = top  # a wrapper (or a stem beside the trunk): the blocks are further down
             continue
         break
     total = sum(own.values()) or 1

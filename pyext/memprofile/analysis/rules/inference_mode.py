@@ -2,7 +2,9 @@
 saved for a backward that never comes; `torch.inference_mode()` records none.
 
 Estimate: the peak of the timeline without its activations (the tensors a
-grad-enabled forward kept).
+grad-enabled forward kept), plus the working set inference mode still needs:
+an op's input and output live together, so the two largest activations at
+the peak come back once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ def check(f: Facts) -> Suggestion | None:
     if f.framework != "torch" or f.trained or f.stepped:
         return None
     activation = f.at_peak("activation")
-    saving = f.saving_without({"activation": 1.0})
+    largest = sorted((t.bytes for t in f.peak.tensors if t.category == "activation"), reverse=True)[:2]
+    saving = f.saving_without({"activation": 1.0}, add_always=sum(largest))
     if not activation or not f.worth_it(saving):
         return None
     evidence = (f"the cell ran forward only (no backward, no optimizer step) with autograd on: "
