@@ -164,3 +164,13 @@ def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
     assert controls.status.value.startswith("<b>tried:</b> peak -")
     ckpt = next(s for s in profile.suggestions if s.id == "gradient_checkpointing")
     assert ckpt.measured_saving_bytes > 0 and "measured: -" in card.headline.value
+
+
+def test_large_variables_the_cell_leaves_behind_are_named(ip, fresh_store):
+    ip.run_cell("%%memprofile -q --name feats\nfeats = torch.randn(16 * 2**20)\nsmall = torch.ones(10)",
+                store_history=True)
+    leak = next(s for s in fresh_store.last().suggestions if s.id == "notebook_leak")
+    assert "feats (64.0 MiB)" in leak.evidence and "del feats" in leak.code and "small" not in leak.evidence
+    # a cell that leaves nothing large behind is not told to free anything
+    ip.run_cell("%%memprofile -q --name tidy\ntmp = torch.randn(16 * 2**20).sum()", store_history=True)
+    assert "notebook_leak" not in {s.id for s in fresh_store.last().suggestions}

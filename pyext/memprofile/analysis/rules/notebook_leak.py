@@ -1,8 +1,10 @@
-"""Memory a notebook keeps after the cell without meaning to: arrays in
-IPython's output cache (`Out[n]`, `_`), tensors that hold an autograd graph
-(and every activation saved in it), and, on PyTorch, memory that grew in the
-cell and that no variable, parameter, gradient or optimizer state accounts
-for (object attributes, closures, reference cycles)."""
+"""Memory a notebook keeps after the cell: arrays in IPython's output cache
+(`Out[n]`, `_`), tensors that hold an autograd graph (and every activation
+saved in it), large arrays the cell bound to variables (most of what it left
+behind), and, on PyTorch, memory that grew in the cell and that no variable,
+parameter, gradient or optimizer state accounts for (object attributes,
+closures, reference cycles). Each is named, with its bytes and the code that
+frees it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from memprofile.units import fmt_bytes
 
 MIN_CACHE = 1 << 20
 MIN_HIDDEN = 64 << 20
+#: A variable the cell bound is named when it holds this much, and together
+#: with the others at least GLOBAL_SHARE of what the cell left behind.
+MIN_GLOBAL = 32 << 20
+GLOBAL_SHARE = 0.25
 HIDDEN_SHARE = 0.25
 OWNED = ("parameter", "gradient", "optimizer_state")
 
@@ -34,6 +40,11 @@ def check(f: Facts) -> Suggestion | None:
     graphs = [k for k in f.profile.kept if k.graph and k.via == "variable"]
     graph_bytes = f.at_end("activation") if graphs else 0
     hidden = _hidden(f, graph_bytes)
+    bound = [k for k in f.profile.kept if k.new and k.via == "variable" and not k.graph and k.bytes >= MIN_GLOBAL]
+    left = (f.device.end_bytes - f.device.baseline_bytes) if f.device else 0
+    bound_bytes = sum(k.bytes for k in bound)
+    if not bound or bound_bytes < GLOBAL_SHARE * left:
+        bound, bound_bytes = [], 0
     found, code = [], []
     if cache_bytes >= MIN_CACHE:
         names = ", ".join(k.name for k in cached[:5]) + (f" and {len(cached) - 5} more" if len(cached) > 5 else "")
@@ -44,13 +55,19 @@ def check(f: Facts) -> Suggestion | None:
         found.append(f"{names} still hold{'s' if len(graphs) == 1 else ''} an autograd graph that keeps "
                      f"{fmt_bytes(graph_bytes)} of activations alive")
         code.extend(f"{k.name} = {k.name}.detach()   # or .item() for a loss" for k in graphs[:5])
+    if bound:
+        names = ", ".join(f"{k.name} ({fmt_bytes(k.bytes)})" for k in bound[:5])
+        found.append(f"variables bound in the cell keep {fmt_bytes(bound_bytes)} alive after it: {names}")
+        code.append("del " + ", ".join(k.name for k in bound[:5]) + "   # once they are no longer needed")
+        if any(k.device.startswith("cuda") for k in bound):
+            code.append("import torch\ntorch.cuda.empty_cache()   # hand the cached blocks back to the driver")
     if hidden:
         found.append(f"{fmt_bytes(hidden)} grew in the cell and is held by something no variable names "
                      f"(an object's attribute, a closure, a reference cycle)")
         code.append("import gc\ngc.collect()   # frees what only reference cycles hold")
     if not found:
         return None
-    saving = cache_bytes + graph_bytes + hidden
+    saving = cache_bytes + graph_bytes + hidden + bound_bytes
     if not f.worth_it(saving):
         return None
     return Suggestion(id="notebook_leak", title="Memory the notebook keeps after the cell", evidence="; ".join(found),

@@ -1,0 +1,53 @@
+"""Suggestion rules on real Keras training (tensorflow-cpu)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+import numpy as np  # noqa: E402
+
+import memprofile  # noqa: E402
+
+
+def _fit(model, x, y):
+    model.fit(x[:512], y[:512], batch_size=512, verbose=0)  # optimizer slots exist before the profile
+    with memprofile.profile(name="fit", store=False, torch=False, namespace={"model": model}) as p:
+        model.fit(x, y, batch_size=512, verbose=0)
+    return {s.id: s for s in p.suggestions}, p
+
+
+def _blocks_model(nested: bool):
+    inp = keras.Input((256,))
+    h = inp
+    for i in range(3):
+        if nested:
+            h = keras.Sequential([keras.layers.Dense(1024, activation="gelu"), keras.layers.Dense(256, activation="gelu")],
+                                 name=f"block{i}")(h)
+        else:
+            h = keras.layers.Dense(1024, activation="gelu", name=f"up{i}")(h)
+            h = keras.layers.Dense(256, activation="gelu", name=f"down{i}")(h)
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+    model.compile("adam", "mse")
+    return model
+
+
+def test_keras_blocks_get_checkpointing_mixed_precision_and_optimizer_state():
+    x = np.random.rand(2048, 256).astype("float32")
+    found, p = _fit(_blocks_model(nested=True), x, x[:, :1])
+    ckpt = found["gradient_checkpointing"]
+    assert "block0, block1, block2" in ckpt.title and "class Recompute(keras.layers.Layer)" in ckpt.code
+    assert not ckpt.can_try and 0 < ckpt.estimated_saving_bytes < p.peak_bytes
+    assert 'set_global_policy("mixed_float16")' in found["amp"].code and not found["amp"].can_try
+    assert "keras.optimizers.SGD" in found["optimizer_state"].code
+
+
+def test_flat_keras_layers_get_no_checkpointing_advice():
+    # single Dense layers: their activations are their outputs, which the next layer keeps anyway
+    x = np.random.rand(2048, 256).astype("float32")
+    found, _ = _fit(_blocks_model(nested=False), x, x[:, :1])
+    assert "gradient_checkpointing" not in found and "inference_mode" not in found
