@@ -66,6 +66,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from memprofile.analysis.compare import compare
+    from memprofile.model.codec import load
+    from memprofile.render.compare import render_compare_html, render_compare_text
+
+    comparison = compare(load(args.before), load(args.after))
+    print(render_compare_text(comparison))
+    if args.output:
+        Path(args.output).write_text(
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare</title></head>"
+            f"<body>{render_compare_html(comparison)}</body></html>", encoding="utf-8")
+        print(f"memprofile: wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from memprofile import __version__
 
@@ -85,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("profile")
     export.add_argument("-o", "--output", help="output file: .html, .json or .json.gz (default: NAME.html)")
     export.set_defaults(func=_cmd_export)
+    comp = sub.add_parser("compare", help="what changed between two saved profiles (before, after)")
+    comp.add_argument("before")
+    comp.add_argument("after")
+    comp.add_argument("-o", "--output", help="also write the comparison as HTML")
+    comp.set_defaults(func=_cmd_compare)
     return parser
 
 

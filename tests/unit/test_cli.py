@@ -35,3 +35,16 @@ def test_unreadable_profile_says_why(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     out = _cli("show", "x.json", cwd=tmp_path)
     assert out.returncode == 1 and "not a memprofile profile" in out.stderr
+
+
+def test_compare_two_saved_profiles(tmp_path):
+    from tests.builders import make_rich_profile
+
+    a, b = make_rich_profile(name="before"), make_rich_profile(name="after")
+    b.device("cpu").peak_bytes -= 2**20
+    a.save(tmp_path / "a.json")
+    b.save(tmp_path / "b.json.gz")
+    out = _cli("compare", "a.json", "b.json.gz", "-o", "c.html", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("memprofile compare 'before' -> 'after': peak -1.00 MiB")
+    assert "before → after" in (tmp_path / "c.html").read_text()

@@ -154,3 +154,12 @@ def test_display_modes(ip, fresh_store, displayed, capsys, monkeypatch):
     ip.run_cell("%memprofile display sideways")
     out = "".join(capsys.readouterr())
     assert "display mode widget (frontend seen as vscode)" in out and "must be one of auto, card, widget" in out
+
+
+def test_compare_command_shows_both_profiles(ip, fresh_store, displayed):
+    ip.run_cell("%%memprofile -q -n small\nimport numpy as np\na = np.ones(2**20)")
+    ip.run_cell("%%memprofile -q -n large\nb = np.ones(2**23)")
+    ip.run_cell("%memprofile compare small large")
+    html = displayed[-1]["text/html"]
+    assert "small → large" in html and "peak +" in html
+    assert displayed[-1]["text/plain"].startswith("memprofile compare 'small' -> 'large'")
