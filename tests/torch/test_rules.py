@@ -11,6 +11,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import memprofile  # noqa: E402
 from memprofile.analysis.rules import suggest  # noqa: E402
+from tests.torch.workloads import Block, training  # noqa: E402
 
 MiB = 2**20
 
@@ -29,30 +30,9 @@ def _get(p, rule):
     return next(s for s in p.suggestions if s.id == rule)
 
 
-class Block(nn.Module):
-    def __init__(self, d=256, hidden=1024):
-        super().__init__()
-        self.norm, self.up, self.act, self.down = nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)
-
-    def forward(self, x):
-        return x + self.down(self.act(self.up(self.norm(x))))
-
-
-def _training(model, x, set_to_none=True, optimizer=torch.optim.Adam):
-    opt = optimizer(model.parameters(), lr=1e-3)
-
-    def step():
-        opt.zero_grad(set_to_none=set_to_none)
-        model(x).square().mean().backward()
-        opt.step()
-
-    step()
-    return step, {"model": model, "opt": opt, "x": x}
-
-
 def test_amp_and_checkpointing_fire_on_a_residual_stack_in_float32():
     torch.manual_seed(0)
-    step, ns = _training(nn.Sequential(*[Block() for _ in range(4)]), torch.randn(2048, 256))
+    step, ns = training(nn.Sequential(*[Block() for _ in range(4)]), torch.randn(2048, 256))
     p = _profile(step, ns)
     amp, ckpt = _get(p, "amp"), _get(p, "gradient_checkpointing")
     assert amp.try_change == "amp" and amp.can_try and "float32 outputs of ops autocast runs in 16 bits" in amp.evidence
@@ -66,7 +46,7 @@ def test_amp_and_checkpointing_fire_on_a_residual_stack_in_float32():
 
 def test_amp_stays_quiet_when_the_step_already_runs_in_bfloat16():
     torch.manual_seed(0)
-    step, ns = _training(nn.Sequential(*[Block() for _ in range(4)]), torch.randn(2048, 256))
+    step, ns = training(nn.Sequential(*[Block() for _ in range(4)]), torch.randn(2048, 256))
 
     def in_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -80,7 +60,7 @@ def test_checkpointing_stays_quiet_where_each_block_is_one_op():
     # which the next one keeps anyway; checkpointing them saves nothing
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 1))
-    step, ns = _training(model, torch.randn(2048, 256))
+    step, ns = training(model, torch.randn(2048, 256))
     assert "gradient_checkpointing" not in _ids(_profile(step, ns))
 
 
@@ -103,7 +83,7 @@ def test_inference_mode_fires_for_a_forward_that_keeps_its_graph_and_not_under_n
     quiet = _profile(no_grad, ns)
     assert not {"inference_mode", "notebook_leak", "amp", "gradient_checkpointing"} & _ids(quiet)
     # training is not forward-only
-    step, ns2 = _training(model, x)
+    step, ns2 = training(model, x)
     assert "inference_mode" not in _ids(_profile(step, ns2))
 
 
@@ -111,12 +91,12 @@ def test_zero_grad_fires_when_gradients_outlive_the_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024))
     x = torch.randn(512, 1024)
-    step, ns = _training(model, x, set_to_none=False, optimizer=torch.optim.SGD)
+    step, ns = training(model, x, set_to_none=False, optimizer=torch.optim.SGD)
     s = _get(_profile(step, ns), "zero_grad_set_to_none")
     assert "32.0 MiB of gradients from the previous step" in s.evidence and "set_to_none=True" in s.code
     # measured on this workload: the peak falls by 26 MiB with set_to_none=True
     assert 16 * MiB <= s.estimated_saving_bytes <= 32 * MiB
-    step, ns = _training(model, x, set_to_none=True, optimizer=torch.optim.SGD)
+    step, ns = training(model, x, set_to_none=True, optimizer=torch.optim.SGD)
     assert "zero_grad_set_to_none" not in _ids(_profile(step, ns))
 
 
@@ -124,10 +104,10 @@ def test_optimizer_state_fires_for_adam_on_a_parameter_heavy_model_not_for_plain
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048))
     x = torch.randn(16, 2048)
-    step, ns = _training(model, x)
+    step, ns = training(model, x)
     s = _get(_profile(step, ns), "optimizer_state")
     assert "2.0x the 32.0 MiB of parameters" in s.evidence and "torch.optim.SGD(model.parameters()" in s.code
-    step, ns = _training(model, x, optimizer=torch.optim.SGD)
+    step, ns = training(model, x, optimizer=torch.optim.SGD)
     assert "optimizer_state" not in _ids(_profile(step, ns))
 
 
@@ -187,7 +167,7 @@ def test_stream_dataset_fires_for_a_dataset_held_whole_and_sliced_into_batches()
 
 def test_batch_size_fires_near_the_capacity_and_names_the_accumulation():
     torch.manual_seed(0)
-    step, ns = _training(nn.Sequential(*[Block() for _ in range(2)]), torch.randn(2048, 256))
+    step, ns = training(nn.Sequential(*[Block() for _ in range(2)]), torch.randn(2048, 256))
     p = _profile(step, ns)
     assert "batch_size" not in _ids(p)  # the machine's memory is far from full
     # GIVEN the same run on a machine whose memory the peak fills to 95 %
@@ -202,7 +182,7 @@ def test_a_failing_rule_becomes_a_note_not_a_crash(monkeypatch):
     from memprofile.analysis.rules import amp
 
     monkeypatch.setattr(amp, "check", lambda f: 1 / 0)
-    step, ns = _training(nn.Sequential(*[Block() for _ in range(2)]), torch.randn(512, 256))
+    step, ns = training(nn.Sequential(*[Block() for _ in range(2)]), torch.randn(512, 256))
     p = _profile(step, ns)
     assert "amp" not in _ids(p)
     assert any(n.code == "rule_failed" and "'amp'" in n.message for n in p.warnings)

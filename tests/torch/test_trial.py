@@ -10,33 +10,15 @@ from torch import nn  # noqa: E402
 import memprofile  # noqa: E402
 from memprofile.errors import MemprofileError  # noqa: E402
 from memprofile.trial import parse_change  # noqa: E402
+from tests.torch.workloads import Block, training  # noqa: E402
 
 MiB = 2**20
-
-
-class Block(nn.Module):
-    def __init__(self, d=256, hidden=1024):
-        super().__init__()
-        self.norm, self.up, self.act, self.down = nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)
-
-    def forward(self, x):
-        return x + self.down(self.act(self.up(self.norm(x))))
 
 
 @pytest.fixture
 def workload():
     torch.manual_seed(0)
-    model = nn.Sequential(*[Block() for _ in range(4)])
-    opt = torch.optim.Adam(model.parameters())
-    x = torch.randn(2048, 256)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-        opt.step()
-
-    step()
-    return step, {"model": model, "opt": opt, "x": x}
+    return training(nn.Sequential(*[Block() for _ in range(4)]), torch.randn(2048, 256))
 
 
 def test_amp_trial_measures_the_saving_and_leaves_autocast_off(workload):
