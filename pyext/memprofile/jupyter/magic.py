@@ -285,6 +285,10 @@ def load_ipython_extension(ipython) -> None:
     magics = MemprofileMagics(ipython)
     ipython.register_magics(magics)
     _loaded[id(ipython)] = magics
+    if getattr(ipython, "kernel", None) is not None:  # a kernel: the JupyterLab panel may be listening
+        from memprofile.jupyter.comm import PANEL
+
+        PANEL.open()
 
 
 def unload_ipython_extension(ipython) -> None:
@@ -292,4 +296,6 @@ def unload_ipython_extension(ipython) -> None:
     if magics is not None:
         for kind in ("line", "cell"):
             ipython.magics_manager.magics[kind].pop("memprofile", None)
-    # Nothing else to undo: no profiler runs between cells.
+    from memprofile.jupyter.comm import PANEL
+
+    PANEL.close()  # nothing else to undo: no profiler runs between cells

@@ -1,0 +1,175 @@
+"""The kernel side of the JupyterLab panel: one comm, target "memprofile".
+
+`%load_ext memprofile` opens it (the panel registers the target on every
+notebook kernel; after a page reload it finds the open comm again through
+comm_info and re-attaches with the same id). The kernel pushes a message as
+soon as the store changes, and answers requests; each reply echoes the
+request's `request_id`.
+
+Pushed:   {"type": "added", "summary": ProfileSummary, "dropped": n}
+          {"type": "cleared"}
+Requests: {"type": "sync"}                      -> {"type": "profiles", "items": [ProfileSummary], ...}
+          {"type": "get_profile", "id": ID}      -> {"type": "profile", ...render/panel.py's payload}
+          {"type": "compare", "a": ID, "b": ID}  -> {"type": "comparison", ...}
+          {"type": "export", "id": ID, "path": P} -> {"type": "exported", "path": absolute path}
+          {"type": "try", "id": ID, "suggestion": SUGGESTION_ID}
+                                                 -> {"type": "tried", "saving_bytes", "time_change", "headline", ...}
+          failures                              -> {"type": "error", "message": "..."}
+
+Everything sent is data: the panel writes names as text and embeds the bokeh
+json_items with BokehJS; it executes nothing it receives. "try" re-runs the
+profiled cell, so the panel asks the user first; the kernel never runs
+anything the panel has not asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from memprofile.jupyter.store import STORE, ProfileStore
+from memprofile.model.codec import to_dict
+from memprofile.model.profile import Profile
+
+TARGET = "memprofile"
+
+
+class PanelComm:
+    def __init__(self, store: ProfileStore | None = None) -> None:
+        self.store = store if store is not None else STORE
+        self._comm: Any = None
+        self._unsubscribe = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._comm is not None
+
+    def open(self) -> None:
+        """Open the comm (again: a second %load_ext replaces the first)."""
+        from comm import create_comm
+
+        from memprofile import __version__
+
+        self.close()
+        self._comm = create_comm(target_name=TARGET, data={"type": "hello", "version": __version__})
+        self._comm.on_msg(self._on_msg)
+        self._comm.on_close(lambda _msg: self._closed())
+        self._unsubscribe = self.store.subscribe(self._on_store)
+
+    def close(self) -> None:
+        comm, self._comm = self._comm, None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if comm is not None:
+            try:
+                comm.close()
+            except Exception:  # the kernel may be shutting down
+                pass
+
+    def _closed(self) -> None:
+        self._comm = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def send(self, data: dict) -> None:
+        with self._lock:  # comm.send is not safe from two threads at once
+            if self._comm is not None:
+                self._comm.send(data)
+
+    # -- pushes ----------------------------------------------------------------
+    def _on_store(self, event: str, profile: Profile | None) -> None:
+        from memprofile.render.bundle import summarise
+
+        if event == "added" and profile is not None:
+            self.send({"type": "added", "summary": to_dict(summarise(profile)), "dropped": self.store.dropped})
+        elif event == "cleared":
+            self.send({"type": "cleared"})
+
+    # -- requests --------------------------------------------------------------
+    def _on_msg(self, msg: dict) -> None:
+        data = msg.get("content", {}).get("data", {}) or {}
+        request_id = data.get("request_id")
+        try:
+            reply = self.handle(data)
+        except KeyError as exc:
+            reply = {"type": "error", "message": str(exc.args[0]) if exc.args else "not found"}
+        except Exception as exc:  # the panel shows it; the kernel carries on
+            reply = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
+        if request_id is not None:
+            reply["request_id"] = request_id
+        self.send(reply)
+
+    def handle(self, data: dict) -> dict:
+        kind = data.get("type")
+        if kind == "sync":
+            from memprofile.render.bundle import summarise
+
+            return {"type": "profiles", "items": [to_dict(summarise(p)) for p in self.store.all()],
+                    "dropped": self.store.dropped, "capacity": self.store.capacity}
+        if kind == "get_profile":
+            from memprofile.render.panel import panel_payload
+
+            return {"type": "profile", **panel_payload(self._profile(data.get("id")))}
+        if kind == "compare":
+            from memprofile.analysis.compare import compare
+
+            return {"type": "comparison", **comparison_payload(compare(self._profile(data.get("a")),
+                                                                       self._profile(data.get("b"))))}
+        if kind == "export":
+            profile = self._profile(data.get("id"))
+            path = Path(str(data.get("path") or f"{_file_name(profile.name)}.memprofile.html")).expanduser()
+            if path.suffix.lower() not in (".html", ".htm"):
+                raise ValueError(f"the report is HTML: {path} should end in .html")
+            return {"type": "exported", "path": str(profile.save_html(path).resolve())}
+        if kind == "try":
+            return self._try(data)
+        raise ValueError(f"unknown request {kind!r}")
+
+    def _profile(self, key: Any) -> Profile:
+        if not isinstance(key, str) or not key:
+            raise KeyError("the request names no profile id")
+        return self.store.get(key)
+
+    def _try(self, data: dict) -> dict:
+        from memprofile.jupyter.widget import try_in_kernel
+        from memprofile.render.compare import headline
+        from memprofile.trial import record_measurement
+
+        profile = self._profile(data.get("id"))
+        suggestion = next((s for s in profile.suggestions if s.id == data.get("suggestion")), None)
+        if suggestion is None or not suggestion.try_change:
+            raise ValueError(f"{data.get('suggestion')!r} cannot be tried in place for this profile")
+        trial = try_in_kernel(profile, suggestion.try_change)
+        record_measurement(profile, trial.change, trial.comparison)
+        return {
+            "type": "tried", "id": profile.id, "suggestion": suggestion.id, "change": trial.change,
+            "saving_bytes": trial.saving_bytes, "time_change": trial.time_change,
+            "headline": headline(trial.comparison), "before": trial.before.id, "after": trial.after.id,
+        }
+
+
+def comparison_payload(c) -> dict:
+    """A Comparison as plain data (the panel draws it as text)."""
+    from memprofile.render.compare import headline
+
+    def rows(changes):
+        return [{"name": r.name, "before": r.before, "after": r.after, "delta": r.delta} for r in changes]
+
+    return {
+        "a": c.a.id, "b": c.b.id, "a_name": c.a.name, "b_name": c.b.name, "device": c.device,
+        "headline": headline(c), "peak": rows([c.peak])[0], "saving_bytes": c.saving_bytes,
+        "time_change": c.time_change, "categories": rows(c.categories), "layers": rows(c.layers),
+        "ops": rows(c.ops), "more_layers": c.more_layers, "more_ops": c.more_ops,
+    }
+
+
+def _file_name(name: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name).strip("_")
+    return safe or "profile"
+
+
+PANEL = PanelComm()

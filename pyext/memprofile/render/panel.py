@@ -1,0 +1,53 @@
+"""What the JupyterLab panel draws for one profile: the summary, the bokeh
+views as `json_item`s (BokehJS in the panel embeds them; data only, no
+script), the suggestions as data (the panel draws their buttons), and the
+Python bokeh version (the panel's BokehJS must be the same)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memprofile.model.codec import to_dict
+from memprofile.model.profile import Profile
+from memprofile.render.bundle import summarise
+
+
+def view_items(profile: Profile) -> dict[str, Any]:
+    """Each view as a bokeh json_item: timeline (the devices' plots in a
+    column, the peak device first), peak anatomy, layers, ops."""
+    from bokeh.embed import json_item
+    from bokeh.layouts import column
+    from bokeh.models import Div
+
+    from memprofile.render.interactive import layers_view, ops_view, peak_view, timeline_view
+
+    devices = {d.name: d for d in profile.devices}
+    peak_device = profile.peak_device.name if profile.peak_device else ""
+    timelines = sorted((tl for tl in profile.timelines if tl.device in devices and tl.t),
+                       key=lambda tl: tl.device != peak_device)
+    plots = [timeline_view(profile, tl, devices[tl.device]) for tl in timelines]
+    timeline = column(*plots, sizing_mode="stretch_width") if plots else Div(text="<p>No timeline was recorded.</p>")
+    return {
+        "timeline": json_item(timeline),
+        "peak": json_item(peak_view(profile)),
+        "layers": json_item(layers_view(profile)),
+        "ops": json_item(ops_view(profile)),
+    }
+
+
+def panel_payload(profile: Profile) -> dict[str, Any]:
+    import bokeh
+
+    from memprofile.render.text import how_to_apply, saving_line
+
+    return {
+        "id": profile.id,
+        "bokeh_version": bokeh.__version__,
+        "summary": to_dict(summarise(profile)),
+        "views": view_items(profile),
+        "suggestions": [
+            {**to_dict(s), "saving_text": saving_line(s, profile.peak_bytes), "how": how_to_apply(s)}
+            for s in profile.suggestions
+        ],
+        "source": profile.source,
+    }
