@@ -259,8 +259,12 @@ def test_peak_device_is_one_the_run_added_memory_to():
     p.devices.append(Device("tf:CPU:0", "allocator", "cpu", 7 * 2**20, 2**20, 2**20))
     # THEN the headline is TF's peak, not the idle one's
     assert p.peak_device.name == "tf:CPU:0" and p.peak_bytes == 7 * 2**20
-    # AND when nothing grew, the highest allocator still is
+    # AND when no allocator grew but the process did (a numpy cell), the process is the headline
     p.devices[-1] = Device("tf:CPU:0", "allocator", "cpu", 2**20, 2**20, 2**20)
+    assert p.peak_device.name == "host"
+    # AND when nothing grew at all, the highest allocator is
+    host = p.device("host")
+    host.baseline_bytes = host.peak_bytes
     assert p.peak_device.name == "cpu"
 
 

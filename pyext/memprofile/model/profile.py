@@ -246,10 +246,14 @@ class Profile:
         """The device whose peak is `peak_bytes`: framework allocators win over
         process RSS, which also counts the interpreter and libraries, and of
         those, one the run added memory to wins over one it left alone (a
-        Keras cell in a notebook that also holds a PyTorch model, say)."""
+        Keras cell in a notebook that also holds a PyTorch model, say); when
+        no allocator grew but the process did, the process is the headline."""
         allocators = [d for d in self.devices if d.kind == "allocator"]
         active = [d for d in allocators if d.peak_bytes > d.baseline_bytes]
-        pool = active or allocators or self.devices
+        # A cell that grew only the process (numpy, say) in a notebook that
+        # has imported torch: the idle allocator's peak would mislead.
+        grown = [d for d in self.devices if d.kind == "process" and d.peak_bytes > d.baseline_bytes]
+        pool = active or grown or allocators or self.devices
         return max(pool, key=lambda d: d.peak_bytes, default=None)
 
     @property
