@@ -92,7 +92,8 @@ export function checkSummary(data: unknown): CheckResult {
 }
 
 /** Create an element with a class and, optionally, text (always as text, never HTML). */
-function el<K extends keyof HTMLElementTagNameMap>(
+/** An element with a class and text content (never HTML). */
+export function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   className?: string,
   text?: string
@@ -393,7 +394,22 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
   if (devices.length > 1) {
     card.appendChild(renderDeviceTable(devices));
   }
+  if (typeof summary.id === 'string' && summary.id) {
+    card.appendChild(renderOpenButton(summary.id));
+  }
   return card;
+}
+
+/** The event the card's button sends up the page; the panel plugin opens the profile. */
+export const OPEN_EVENT = 'memprofile:open';
+
+function renderOpenButton(id: string): HTMLElement {
+  const button = el('button', 'jp-memprofile-open', 'Open in memprofile panel');
+  button.type = 'button';
+  button.addEventListener('click', () => {
+    button.dispatchEvent(new CustomEvent(OPEN_EVENT, { bubbles: true, detail: { id } }));
+  });
+  return button;
 }
 
 /**

@@ -67,6 +67,8 @@ def test_wheel_contains_the_prebuilt_extension(wheel):
     assert prefix + "package.json" in names
     assert prefix + "install.json" in names
     assert any(n.startswith(prefix + "static/") and n.endswith(".js") for n in names)
+    # the panel's BokehJS and settings schema ship in the wheel too
+    assert prefix + "static/bokeh-3.9.2.min.js" in names and prefix + "schemas/memprofile/panel.json" in names
     assert "memprofile/model/profile.schema.json" in names
     assert not [n for n in names if "node_modules" in n or n.endswith(".ts")]
 

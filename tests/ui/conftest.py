@@ -110,6 +110,8 @@ def page(browser):
     page.console_errors = []  # type: ignore[attr-defined]
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
     page.on("pageerror", lambda e: page.console_errors.append(f"pageerror: {e}"))
+    # a console "404" names no URL: keep the failed responses' URLs for the message
+    page.on("response", lambda r: r.status >= 400 and page.console_errors.append(f"HTTP {r.status} {r.url}"))
     yield page
     context.close()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

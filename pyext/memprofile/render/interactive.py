@@ -73,7 +73,16 @@ def display_indices(values: list[int], limit: int = DISPLAY_POINTS) -> list[int]
     return keep
 
 
-def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
+def _place_legend(p: Any, place: str) -> None:
+    """The legend beside the plot (reports) or under it (the narrow side panel)."""
+    legend = p.legend[0]
+    if place == "below":
+        legend.orientation = "horizontal"
+        legend.ncols = 2
+    p.add_layout(legend, place)
+
+
+def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: str = "right") -> Any:
     import numpy as np  # bokeh's own dependency
 
     models, plotting, _ = _bokeh()
@@ -112,7 +121,7 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device) -> Any:
         p.varea_stack(stackers=cats, x="t", source=source, color=[CATEGORY_COLORS[c] for c in cats],
                       legend_label=[category_label(c) for c in cats], alpha=0.85)
         p.legend.click_policy = "hide"
-        p.add_layout(p.legend[0], "right")
+        _place_legend(p, legend)
     # A process (RSS) timeline is a line alone: its y axis then fits the data
     # instead of starting at 0, where the interpreter's own memory flattens it.
     line = p.line("t", "live", source=source, color="#333333" if cats else _LINE, line_width=1.2)
@@ -190,7 +199,7 @@ def _depths(profile: Profile) -> dict[str, int]:
     return depth
 
 
-def layers_view(profile: Profile) -> Any:
+def layers_view(profile: Profile, legend: str = "right") -> Any:
     models, plotting, layouts = _bokeh()
     depth = _depths(profile)
 
@@ -224,7 +233,7 @@ def layers_view(profile: Profile) -> Any:
                  legend_label=[category_label(k) for k in LAYER_KINDS])
     p.xaxis.formatter = _bytes_axis()
     p.legend.click_policy = "hide"
-    p.add_layout(p.legend[0], "right")
+    _place_legend(p, legend)
     p.toolbar.logo = None
     p.add_tools(models.HoverTool(tooltips=[
         ("layer", "@layer"), ("held at the peak", "@peak_text"),

@@ -25,12 +25,12 @@ def view_items(profile: Profile) -> dict[str, Any]:
     peak_device = profile.peak_device.name if profile.peak_device else ""
     timelines = sorted((tl for tl in profile.timelines if tl.device in devices and tl.t),
                        key=lambda tl: tl.device != peak_device)
-    plots = [timeline_view(profile, tl, devices[tl.device]) for tl in timelines]
+    plots = [timeline_view(profile, tl, devices[tl.device], legend="below") for tl in timelines]
     timeline = column(*plots, sizing_mode="stretch_width") if plots else Div(text="<p>No timeline was recorded.</p>")
     return {
         "timeline": json_item(timeline),
         "peak": json_item(peak_view(profile)),
-        "layers": json_item(layers_view(profile)),
+        "layers": json_item(layers_view(profile, legend="below")),
         "ops": json_item(ops_view(profile)),
     }
 

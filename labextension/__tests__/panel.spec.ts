@@ -1,0 +1,149 @@
+import { IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel, renderComparison } from '../panel';
+import { ProfileList } from '../store';
+import { hostSummary } from './fixtures';
+
+const HOSTILE = '<img src=x onerror=alert(1)>';
+
+function suggestion(overrides: Partial<IPanelSuggestion> = {}): IPanelSuggestion {
+  return {
+    id: 'amp', title: 'Run the cell under autocast', evidence: 'activations are 71 % of the peak',
+    code: 'with torch.autocast("cpu"):\n    step()', placement: 'below', restart_kernel: false, can_try: true,
+    try_change: 'amp', estimated_saving_bytes: 2 ** 30, measured_saving_bytes: null,
+    saving_text: 'estimate: saves ~1.00 GiB', how: 'goes below the profiled cell', ...overrides
+  };
+}
+
+function payload(id: string, suggestions: IPanelSuggestion[]): IPanelProfile {
+  return { id, bokeh_version: '3.9.2', summary: hostSummary({ id, name: HOSTILE }), views: { timeline: { doc: {} } },
+    suggestions, source: 'step()' };
+}
+
+function actions(overrides: Partial<IPanelActions> = {}) {
+  const calls: string[] = [];
+  const a: IPanelActions = {
+    fetchProfile: async id => payload(id, [suggestion(), suggestion({ id: 'tf_memory_growth', placement: 'top',
+      can_try: false, try_change: null, title: HOSTILE })]),
+    embed: async (_item, target) => {
+      target.dataset.embedded = 'yes';
+      calls.push('embed');
+    },
+    insertFix: async (_p, s) => {
+      calls.push(`insert:${s.id}`);
+    },
+    tryIt: async (_p, s) => {
+      calls.push(`try:${s.id}`);
+      return 'peak -1.00 GiB (-40 %) on cpu, time +12 %';
+    },
+    exportReport: async () => '/work/report.html',
+    compare: async (a1, b1) => ({ a_name: a1, b_name: b1, headline: 'peak -1.00 MiB on cpu',
+      peak: { name: 'cpu', before: 2, after: 1, delta: -1 }, categories: [{ name: HOSTILE, before: 1, after: 0, delta: -1 }],
+      layers: [], ops: [], more_layers: 0, more_ops: 0 }),
+    ...overrides
+  };
+  return { a, calls };
+}
+
+const flush = () => new Promise(resolve => setTimeout(resolve, 0));
+
+describe('MemprofilePanel', () => {
+  it('lists a kernel\'s profiles newest first and opens one with its timeline', async () => {
+    const { a, calls } = actions();
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, 'Connected to the kernel.');
+    expect(panel.node.textContent).toContain('No profile yet');
+    list.set([hostSummary({ id: 'a', name: 'first' }), hostSummary({ id: 'b', name: HOSTILE })]);
+    const names = [...panel.node.querySelectorAll('.jp-memprofile-item-name')].map(n => n.textContent);
+    expect(names).toEqual([HOSTILE, 'first']);
+    expect(panel.node.querySelector('img')).toBeNull(); // names are text
+    (panel.node.querySelector('.jp-memprofile-item') as HTMLElement).click();
+    await flush();
+    expect(panel.selectedId).toBe('b');
+    expect(calls).toEqual(['embed']);
+    expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
+  });
+
+  it('draws suggestions with insert and try buttons that call the host', async () => {
+    const { a, calls } = actions();
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' })]);
+    await panel.select('a');
+    (panel.node.querySelector('.jp-memprofile-tab[data-view="suggestions"]') as HTMLElement).click();
+    const cards = panel.node.querySelectorAll<HTMLElement>('.jp-memprofile-suggestion');
+    expect(cards).toHaveLength(2);
+    expect(cards[0].querySelector('.jp-memprofile-code')?.textContent).toBe('with torch.autocast("cpu"):\n    step()');
+    expect(cards[1].querySelector('.jp-memprofile-try')).toBeNull(); // cannot be tried in place
+    expect(cards[1].querySelector('.jp-memprofile-insert')?.textContent).toBe('Insert fix at top');
+    expect(panel.node.querySelector('img')).toBeNull();
+    (cards[0].querySelector('.jp-memprofile-insert') as HTMLElement).click();
+    (cards[0].querySelector('.jp-memprofile-try') as HTMLElement).click();
+    await flush();
+    await flush();
+    expect(calls).toContain('insert:amp');
+    expect(calls).toContain('try:amp');
+    const status = panel.node.querySelector('.jp-memprofile-suggestion[data-suggestion="amp"] .jp-memprofile-try-status');
+    expect(status?.textContent).toBe('Measured: peak -1.00 GiB (-40 %) on cpu, time +12 %');
+  });
+
+  it('a cancelled trial shows nothing and a failed one says why', async () => {
+    let result: Promise<string | null> = Promise.resolve(null);
+    const { a } = actions({ tryIt: () => result });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' })]);
+    await panel.select('a');
+    (panel.node.querySelector('.jp-memprofile-tab[data-view="suggestions"]') as HTMLElement).click();
+    const tryButton = () => panel.node.querySelector('.jp-memprofile-try') as HTMLButtonElement;
+    const status = () => panel.node.querySelector('.jp-memprofile-try-status')?.textContent;
+    tryButton().click();
+    await flush();
+    expect(status()).toBe('');
+    result = Promise.reject(new Error('RuntimeError: boom'));
+    tryButton().click();
+    await flush();
+    expect(status()).toBe('The trial failed: RuntimeError: boom');
+  });
+
+  it('compares the two checked profiles and clears when the kernel restarts', async () => {
+    const { a } = actions();
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a', name: 'one' }), hostSummary({ id: 'b', name: 'two' })]);
+    const compare = panel.node.querySelector('.jp-memprofile-compare') as HTMLButtonElement;
+    expect(compare.disabled).toBe(true);
+    panel.node.querySelectorAll<HTMLInputElement>('.jp-memprofile-check').forEach(c => c.click());
+    expect(compare.disabled).toBe(false);
+    compare.click();
+    await flush();
+    expect(panel.node.querySelector('.jp-memprofile-comparison-headline')?.textContent).toBe('peak -1.00 MiB on cpu');
+    list.clear();
+    expect(panel.node.querySelector('.jp-memprofile-comparison')).toBeNull();
+    expect(panel.node.textContent).toContain('No profile yet');
+  });
+
+  it('renders comparison names as text', () => {
+    const node = renderComparison({ a_name: HOSTILE, b_name: 'b', headline: 'h', peak: { name: 'cpu', before: 1, after: 1, delta: 0 },
+      categories: [], layers: [{ name: HOSTILE, before: 1, after: 2, delta: 1 }], ops: [], more_layers: 3, more_ops: 0 });
+    expect(node.querySelector('img')).toBeNull();
+    expect(node.textContent).toContain(HOSTILE);
+    expect(node.textContent).toContain('and 3 more');
+  });
+});
+
+describe('the card\'s "Open in memprofile panel" button', () => {
+  it('sends the profile id up the page for the panel plugin', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { renderCard, OPEN_EVENT } = require('../card');
+    const card = renderCard(hostSummary({ id: 'abc123' })) as HTMLElement;
+    document.body.appendChild(card);
+    const seen: string[] = [];
+    document.addEventListener(OPEN_EVENT, e => seen.push((e as CustomEvent<{ id: string }>).detail.id));
+    (card.querySelector('.jp-memprofile-open') as HTMLElement).click();
+    expect(seen).toEqual(['abc123']);
+    card.remove();
+  });
+});

@@ -1,0 +1,308 @@
+/**
+ * The memprofile JupyterLab plugin: a side panel bound to the active
+ * notebook's kernel.
+ *
+ * Each notebook gets a `KernelBinding`: it registers the "memprofile" comm
+ * target on the notebook's kernel (the kernel opens the comm at
+ * `%load_ext memprofile`), re-attaches to an open comm after a page reload
+ * (comm_info), keeps that kernel's profile list, and clears it when the
+ * kernel restarts. The panel shows the active notebook's binding.
+ */
+
+import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import type { Kernel } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { LabIcon } from '@jupyterlab/ui-components';
+
+import { loadBokeh } from './bokeh';
+import { OPEN_EVENT } from './card';
+import { ICommLike, IKernelMessage, ProfileChannel } from './comm';
+import { MIME_TYPE } from './mime';
+import { IComparison, IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel } from './panel';
+import type { ProfileSummary } from './schema';
+import { ProfileList } from './store';
+
+const PLUGIN_ID = 'memprofile:panel';
+const COMM_TARGET = 'memprofile';
+const COMMAND_OPEN = 'memprofile:open-panel';
+
+export const RERUN_WARNING =
+  'Trying a change runs the cell twice more (as it is, then changed): whatever it changes, it changes twice ' +
+  '(a training cell trains two more steps).';
+
+const ICON_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
+  '<path class="jp-icon3" fill="#616161" d="M3 20h18v2H3zM5 10h3v8H5zm5-6h3v14h-3zm5 9h3v5h-3z"/></svg>';
+
+export const memprofileIcon = new LabIcon({ name: 'memprofile:icon', svgstr: ICON_SVG });
+
+/** One notebook's kernel, as the panel sees it. */
+class KernelBinding {
+  readonly list = new ProfileList();
+  status = 'Waiting for the kernel…';
+
+  constructor(readonly notebook: NotebookPanel, private _changed: (b: KernelBinding) => void) {
+    const ctx = notebook.sessionContext;
+    ctx.kernelChanged.connect(() => this._attach(), this);
+    ctx.statusChanged.connect((_, status) => {
+      if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+        this._reset('The kernel restarted: its profiles are gone. Run %load_ext memprofile again.');
+      }
+    }, this);
+    void ctx.ready.then(() => this._attach());
+  }
+
+  get channel(): ProfileChannel | null {
+    return this._channel;
+  }
+
+  dispose(): void {
+    this._channel?.dispose();
+    this._channel = null;
+  }
+
+  private _attach(): void {
+    const kernel = this.notebook.sessionContext.session?.kernel;
+    if (!kernel || kernel === this._kernel) {
+      return;
+    }
+    this._kernel = kernel;
+    this._reset('Run %load_ext memprofile in this notebook to see its profiles here.');
+    kernel.registerCommTarget(COMM_TARGET, comm => this._adopt(comm));
+    kernel.connectionStatusChanged.connect((_, status) => {
+      if (status === 'connected') {
+        void this._reattach(kernel);
+      }
+    }, this);
+    void this._reattach(kernel);
+  }
+
+  /** After a page reload the kernel's comm is still open: find it and use it. */
+  private async _reattach(kernel: Kernel.IKernelConnection): Promise<void> {
+    if (this._channel && !this._channel.disposed) {
+      return;
+    }
+    try {
+      const reply = await kernel.requestCommInfo({ target_name: COMM_TARGET });
+      const content = reply.content as { status: string; comms?: Record<string, { target_name: string }> };
+      const ids = Object.entries(content.comms ?? {}).filter(([, c]) => c.target_name === COMM_TARGET).map(([id]) => id);
+      if (ids.length && (!this._channel || this._channel.disposed) && !kernel.hasComm(ids[ids.length - 1])) {
+        this._adopt(kernel.createComm(COMM_TARGET, ids[ids.length - 1]));
+      }
+    } catch {
+      // an old kernel without comm_info: the next %load_ext opens a new comm
+    }
+  }
+
+  private _adopt(comm: Kernel.IComm): void {
+    this._channel?.dispose();
+    const channel = new ProfileChannel(comm as unknown as ICommLike);
+    this._channel = channel;
+    channel.onPush(message => this._onPush(message));
+    this.status = 'Connected to the kernel.';
+    void channel.request({ type: 'sync' }).then(
+      reply => {
+        this.list.set((reply.items as ProfileSummary[]) ?? [], Number(reply.dropped ?? 0));
+        this._changed(this);
+      },
+      error => {
+        this.status = `Cannot read the kernel's profiles: ${(error as Error).message}`;
+        this._changed(this);
+      }
+    );
+    this._changed(this);
+  }
+
+  private _onPush(message: IKernelMessage): void {
+    if (message.type === 'added') {
+      this.list.add(message.summary as ProfileSummary, Number(message.dropped ?? 0));
+      this._changed(this);
+    } else if (message.type === 'cleared') {
+      this.list.clear();
+    }
+  }
+
+  private _reset(status: string): void {
+    this._channel?.dispose();
+    this._channel = null;
+    this.list.clear();
+    this.status = status;
+    this._changed(this);
+  }
+
+  private _kernel: Kernel.IKernelConnection | null = null;
+  private _channel: ProfileChannel | null = null;
+}
+
+/** The index of the code cell whose output shows the profile `id`, or -1. */
+function cellOfProfile(notebook: NotebookPanel, id: string): number {
+  const cells = notebook.content.model?.cells;
+  if (!cells) {
+    return -1;
+  }
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i) as unknown as { type: string; outputs?: { length: number; get(j: number): { data: Record<string, unknown> } } };
+    if (cell.type !== 'code' || !cell.outputs) {
+      continue;
+    }
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const data = cell.outputs.get(j).data[MIME_TYPE] as { id?: string } | undefined;
+      if (data && data.id === id) {
+        return i;
+      }
+    }
+  }
+  return -1;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'The memprofile side panel: every profile of the notebook kernel, interactive views, one-click fixes.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILabShell, ICommandPalette, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    labShell: ILabShell | null,
+    palette: ICommandPalette | null,
+    settings: ISettingRegistry | null
+  ) => {
+    const bindings = new Map<NotebookPanel, KernelBinding>();
+    let autoOpen = false;
+    const staticUrl = URLExt.join(PageConfig.getOption('fullLabextensionsUrl') || URLExt.join(
+      PageConfig.getBaseUrl(), 'lab/extensions'), 'memprofile', 'static');
+
+    const current = (): KernelBinding | null => {
+      const notebook = tracker.currentWidget;
+      return notebook ? bindings.get(notebook) ?? null : null;
+    };
+    const channel = (): ProfileChannel => {
+      const c = current()?.channel;
+      if (!c || c.disposed) {
+        throw new Error('this notebook\'s kernel has no memprofile comm: run %load_ext memprofile');
+      }
+      return c;
+    };
+
+    const actions: IPanelActions = {
+      fetchProfile: async id => (await channel().request({ type: 'get_profile', id })) as unknown as IPanelProfile,
+      embed: async (item, target) => {
+        const bokeh = await loadBokeh(staticUrl);
+        target.textContent = '';
+        await bokeh.embed.embed_item(item, target);
+      },
+      insertFix: async (profile: IPanelProfile, s: IPanelSuggestion) => {
+        const notebook = current()?.notebook;
+        if (!notebook) {
+          throw new Error('no notebook is active');
+        }
+        const nb = notebook.content;
+        if (s.placement === 'top') {
+          nb.activeCellIndex = 0;
+          NotebookActions.insertAbove(nb);
+        } else {
+          const index = cellOfProfile(notebook, profile.id);
+          if (index >= 0) {
+            nb.activeCellIndex = index;
+          }
+          NotebookActions.insertBelow(nb);
+        }
+        nb.activeCell?.model.sharedModel.setSource(s.code);
+        if (s.restart_kernel) {
+          const answer = await showDialog({
+            title: 'Restart the kernel?',
+            body: 'This fix must run before the framework starts: the new cell is at the top of the notebook. ' +
+              'Restart the kernel, then run it first.',
+            buttons: [Dialog.cancelButton({ label: 'Later' }), Dialog.warnButton({ label: 'Restart' })]
+          });
+          if (answer.button.accept) {
+            await notebook.sessionContext.restartKernel();
+          }
+        }
+      },
+      tryIt: async (profile: IPanelProfile, s: IPanelSuggestion) => {
+        const answer = await showDialog({
+          title: `Try "${s.title}"?`,
+          body: RERUN_WARNING,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Run the cell twice' })]
+        });
+        if (!answer.button.accept) {
+          return null;
+        }
+        const reply = await channel().request({ type: 'try', id: profile.id, suggestion: s.id });
+        return String(reply.headline);
+      },
+      exportReport: async (profile: IPanelProfile) => {
+        const reply = await channel().request({ type: 'export', id: profile.id });
+        return String(reply.path);
+      },
+      compare: async (a, b) => (await channel().request({ type: 'compare', a, b })) as unknown as IComparison
+    };
+
+    const panel = new MemprofilePanel(actions);
+    panel.title.icon = memprofileIcon;
+    app.shell.add(panel, 'right', { rank: 900 });
+
+    let shown: KernelBinding | null | undefined = undefined;
+    const show = (): void => {
+      const binding = current();
+      if (binding === shown) {
+        panel.setStatus(binding?.status ?? 'Open a notebook to see its memory profiles.');
+        return;
+      }
+      shown = binding;
+      panel.bind(binding?.list ?? null, binding?.status ?? 'Open a notebook to see its memory profiles.');
+    };
+    const changed = (binding: KernelBinding): void => {
+      if (binding === current()) {
+        show();
+        if (autoOpen && binding.list.items.length) {
+          app.shell.activateById(panel.id);
+        }
+      }
+    };
+    tracker.widgetAdded.connect((_, notebook) => {
+      bindings.set(notebook, new KernelBinding(notebook, changed));
+      notebook.disposed.connect(() => {
+        bindings.get(notebook)?.dispose();
+        bindings.delete(notebook);
+        show();
+      });
+      show(); // the tracker may have made it current before this handler ran
+    });
+    tracker.currentChanged.connect(show);
+    show();
+
+    // The cell card's "Open in panel" button.
+    document.addEventListener(OPEN_EVENT, event => {
+      const id = (event as CustomEvent<{ id: string }>).detail?.id;
+      app.shell.activateById(panel.id);
+      if (id) {
+        void panel.select(id);
+      }
+    });
+
+    app.commands.addCommand(COMMAND_OPEN, {
+      label: 'Open the memprofile panel',
+      icon: memprofileIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    palette?.addItem({ command: COMMAND_OPEN, category: 'memprofile' });
+    if (settings) {
+      void settings.load(PLUGIN_ID).then(s => {
+        const read = () => {
+          autoOpen = Boolean(s.get('autoOpen').composite);
+        };
+        read();
+        s.changed.connect(read);
+      }).catch(() => undefined);
+    }
+    void labShell;
+  }
+};
+
+export default plugin;
