@@ -9,7 +9,42 @@
  * checks this constant, package.json and the Python package agree.
  */
 
+import trustedCode from './trusted_js.json';
+
 export const BOKEH_VERSION = '3.9.2';
+
+const TRUSTED = new Set<string>(trustedCode as string[]);
+
+/**
+ * Refuse a json_item that carries JavaScript other than memprofile's own
+ * (render/interactive.py's TRUSTED_JS, copied to trusted_js.json): BokehJS
+ * compiles CustomJS code and HTML templates, and the panel runs no code a
+ * kernel made up. Throws with the offending model's name.
+ */
+export function checkTrusted(item: unknown): void {
+  const seen = new Set<unknown>();
+  const walk = (value: unknown): void => {
+    if (typeof value !== 'object' || value === null || seen.has(value)) {
+      return;
+    }
+    seen.add(value);
+    if (Array.isArray(value)) {
+      value.forEach(walk);
+      return;
+    }
+    const record = value as Record<string, unknown>;
+    const name = typeof record.name === 'string' ? record.name : '';
+    const attributes = (record.attributes ?? {}) as Record<string, unknown>;
+    const code = name.startsWith('CustomJS') ? attributes.code : name === 'HTMLTemplateFormatter' ? attributes.template
+      : undefined;
+    if ((name.startsWith('CustomJS') || name === 'HTMLTemplateFormatter') &&
+        (typeof code !== 'string' || !TRUSTED.has(code))) {
+      throw new Error(`the view carries JavaScript memprofile did not write (${name}); it was not drawn`);
+    }
+    Object.values(record).forEach(walk);
+  };
+  walk(item);
+}
 export const BOKEH_FILES = ['bokeh', 'bokeh-widgets', 'bokeh-tables'].map(n => `${n}-${BOKEH_VERSION}.min.js`);
 
 /** The part of the global Bokeh the panel uses. */

@@ -17,7 +17,7 @@ import type { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
-import { loadBokeh } from './bokeh';
+import { checkTrusted, loadBokeh } from './bokeh';
 import { OPEN_EVENT } from './card';
 import { ICommLike, IKernelMessage, ProfileChannel } from './comm';
 import { MIME_TYPE } from './mime';
@@ -191,6 +191,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const actions: IPanelActions = {
       fetchProfile: async id => (await channel().request({ type: 'get_profile', id })) as unknown as IPanelProfile,
       embed: async (item, target) => {
+        checkTrusted(item);
         const bokeh = await loadBokeh(staticUrl);
         target.textContent = '';
         await bokeh.embed.embed_item(item, target);

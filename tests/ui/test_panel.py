@@ -104,6 +104,23 @@ def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
     written.wait_for(timeout=60_000)
     assert (lab_server["root"] / "blocks.memprofile.html").stat().st_size > 100_000
 
+    # A page reload: the panel finds the kernel's comm again (comm_info) and lists the same profiles
+    count = panel.locator(".jp-memprofile-item").count()
+    page.reload()
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.locator(".jp-SideBar .lm-TabBar-tab[data-id='memprofile-panel']").click()
+    panel.locator(".jp-memprofile-item").nth(count - 1).wait_for(timeout=60_000)
+    assert panel.locator(".jp-memprofile-item").count() == count
+
+    # The dark theme: the panel follows it, the plots stay on their light card
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel").get_by_text("Theme", exact=True).hover()
+    page.locator(".lm-Menu-itemLabel").get_by_text("JupyterLab Dark", exact=True).click()
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    _item(page, "blocks").click()
+    panel.locator(".jp-memprofile-view[data-view='timeline'] canvas").first.wait_for(timeout=30_000)
+    screenshot(page, "panel_dark")
+
     # Restart the kernel: the list clears
     page.locator(".jp-Notebook").first.click()
     page.keyboard.press("Escape")

@@ -40,9 +40,43 @@ _FMT_BYTES_JS = (
 )
 
 
+#: Every piece of JavaScript the views carry. They are constants: data goes in
+#: through `args`, never into the code. The JupyterLab panel embeds json_items
+#: only when each code string is one of these (labextension/trusted_js.json,
+#: written by `python -m memprofile.render.panel --write`), so it runs no code
+#: a kernel made up.
+JS_TICK_BYTES = _FMT_BYTES_JS + " return fmt(tick);"
+JS_HOVER_BYTES = _FMT_BYTES_JS + " return fmt(value);"
+JS_HOVER_LABEL = "return value >= 0 ? labels[value] : ''"
+JS_HOVER_PHASE = "return value >= 0 ? names[value] : ''"
+JS_CELL_BYTES = ('<div style="text-align:right"><%= ('
+                 + _FMT_BYTES_JS.replace("function fmt(b)", "function (b)") + ")(value) %></div>")
+JS_LAYER_DEPTH = """
+        const v = cb_obj.value
+        const limit = v === "all depths" ? Infinity : Number(v.split(" ").pop())
+        const d = all.data
+        const keep = []
+        for (let i = 0; i < d.layer.length; i++) if (d.depth[i] <= limit) keep.push(i)
+        const out = {}
+        for (const k of Object.keys(d)) out[k] = keep.map((i) => d[k][i])
+        src.data = out
+        yr.factors = out.layer
+    """
+JS_OPS_FILTER = """
+        const q = cb_obj.value_input.toLowerCase()
+        const names = src.data.name
+        const keep = []
+        for (let i = 0; i < names.length; i++) if (names[i].toLowerCase().includes(q)) keep.push(i)
+        view.filter.indices = keep
+        src.change.emit()
+    """
+TRUSTED_JS = (JS_TICK_BYTES, JS_HOVER_BYTES, JS_HOVER_LABEL, JS_HOVER_PHASE, JS_CELL_BYTES, JS_LAYER_DEPTH,
+              JS_OPS_FILTER)
+
+
 def _bytes_axis() -> Any:
     models, _, _ = _bokeh()
-    return models.CustomJSTickFormatter(code=_FMT_BYTES_JS + " return fmt(tick);")
+    return models.CustomJSTickFormatter(code=JS_TICK_BYTES)
 
 
 def _bytes_cells() -> Any:
@@ -50,8 +84,7 @@ def _bytes_cells() -> Any:
     sorts by the number. The value is a number, so the template inserts no
     text from user code."""
     models, _, _ = _bokeh()
-    expression = "(" + _FMT_BYTES_JS.replace("function fmt(b)", "function (b)") + ")(value)"
-    return models.HTMLTemplateFormatter(template=f'<div style="text-align:right"><%= {expression} %></div>')
+    return models.HTMLTemplateFormatter(template=JS_CELL_BYTES)
 
 
 def _bokeh():
@@ -79,6 +112,7 @@ def _place_legend(p: Any, place: str) -> None:
     if place == "below":
         legend.orientation = "horizontal"
         legend.ncols = 2
+        legend.location = "left"  # centred, a two-column legend overflows a narrow plot's left edge
     p.add_layout(legend, place)
 
 
@@ -125,10 +159,9 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
     # A process (RSS) timeline is a line alone: its y axis then fits the data
     # instead of starting at 0, where the interpreter's own memory flattens it.
     line = p.line("t", "live", source=source, color="#333333" if cats else _LINE, line_width=1.2)
-    label = models.CustomJSHover(args=dict(labels=list(timeline.labels)),
-                                 code="return value >= 0 ? labels[value] : ''")
-    in_bytes = models.CustomJSHover(code=_FMT_BYTES_JS + " return fmt(value);")
-    phase = models.CustomJSHover(args=dict(names=list(PHASES)), code="return value >= 0 ? names[value] : ''")
+    label = models.CustomJSHover(args=dict(labels=list(timeline.labels)), code=JS_HOVER_LABEL)
+    in_bytes = models.CustomJSHover(code=JS_HOVER_BYTES)
+    phase = models.CustomJSHover(args=dict(names=list(PHASES)), code=JS_HOVER_PHASE)
     p.add_tools(models.HoverTool(
         renderers=[line], mode="vline",
         tooltips=[("time", "@t{0.000} s"), ("live", "@live{custom}"), ("op", "@op{custom}"),
@@ -242,17 +275,8 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     max_depth = max(full["depth"])
     options = ["all depths"] + [f"depth ≤ {d}" for d in range(max_depth + 1)]
     select = models.Select(title="Show layers", value="all depths", options=options, width=180)
-    select.js_on_change("value", models.CustomJS(args=dict(src=source, all=everything, yr=p.y_range), code="""
-        const v = cb_obj.value
-        const limit = v === "all depths" ? Infinity : Number(v.split(" ").pop())
-        const d = all.data
-        const keep = []
-        for (let i = 0; i < d.layer.length; i++) if (d.depth[i] <= limit) keep.push(i)
-        const out = {}
-        for (const k of Object.keys(d)) out[k] = keep.map((i) => d[k][i])
-        src.data = out
-        yr.factors = out.layer
-    """))
+    select.js_on_change("value", models.CustomJS(args=dict(src=source, all=everything, yr=p.y_range),
+                                                 code=JS_LAYER_DEPTH))
     parts = [select, p] if max_depth > 0 else [p]
     if hidden:
         parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more layers</p>"))
@@ -289,14 +313,7 @@ def ops_view(profile: Profile) -> Any:
     table = models.DataTable(source=source, columns=columns, view=view, height=420, sizing_mode="stretch_width",
                              index_position=None, sortable=True)
     search = models.TextInput(title="Filter ops (part of the name)", placeholder="e.g. matmul", width=300)
-    search.js_on_change("value_input", models.CustomJS(args=dict(src=source, view=view), code="""
-        const q = cb_obj.value_input.toLowerCase()
-        const names = src.data.name
-        const keep = []
-        for (let i = 0; i < names.length; i++) if (names[i].toLowerCase().includes(q)) keep.push(i)
-        view.filter.indices = keep
-        src.change.emit()
-    """))
+    search.js_on_change("value_input", models.CustomJS(args=dict(src=source, view=view), code=JS_OPS_FILTER))
     parts = [search, table]
     if hidden:
         parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more ops (the table lists the "

@@ -1,10 +1,17 @@
 """What the JupyterLab panel draws for one profile: the summary, the bokeh
-views as `json_item`s (BokehJS in the panel embeds them; data only, no
-script), the suggestions as data (the panel draws their buttons), and the
-Python bokeh version (the panel's BokehJS must be the same)."""
+views as `json_item`s (BokehJS in the panel embeds them), the suggestions as
+data (the panel draws their buttons), and the Python bokeh version (the
+panel's BokehJS must be the same).
+
+The views' only JavaScript is render/interactive.py's TRUSTED_JS constants;
+`python -m memprofile.render.panel --write` writes them to
+labextension/trusted_js.json, and the panel refuses a json_item carrying any
+other code (a test fails when the file is stale)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from memprofile.model.codec import to_dict
@@ -51,3 +58,22 @@ def panel_payload(profile: Profile) -> dict[str, Any]:
         ],
         "source": profile.source,
     }
+
+
+TRUSTED_JS_PATH = Path(__file__).resolve().parents[3] / "labextension" / "trusted_js.json"
+
+
+def trusted_js_text() -> str:
+    from memprofile.render.interactive import TRUSTED_JS
+
+    return json.dumps(sorted(TRUSTED_JS), indent=1) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        TRUSTED_JS_PATH.write_text(trusted_js_text(), encoding="utf-8")
+        print(f"wrote {TRUSTED_JS_PATH}")
+    else:
+        sys.stdout.write(trusted_js_text())
