@@ -157,8 +157,9 @@ def test_display_modes(ip, fresh_store, displayed, capsys, monkeypatch):
 
 
 def test_compare_command_shows_both_profiles(ip, fresh_store, displayed):
-    ip.run_cell("%%memprofile -q -n small\nimport numpy as np\na = np.ones(2**20)")
-    ip.run_cell("%%memprofile -q -n large\nb = np.ones(2**23)")
+    # (host memory only: other tests of this process may have left framework state behind)
+    ip.run_cell("%%memprofile -q --no-torch --no-tf -n small\nimport numpy as np\na = np.ones(2**20)")
+    ip.run_cell("%%memprofile -q --no-torch --no-tf -n large\nb = np.ones(2**24)")
     ip.run_cell("%memprofile compare small large")
     html = displayed[-1]["text/html"]
     assert "small → large" in html and "peak +" in html

@@ -18,6 +18,9 @@ from memprofile.capture.base import RawCapture
 #: Smaller objects are not worth naming in a memory report.
 MIN_BYTES = 1 << 20
 MAX_ITEMS = 10_000
+#: Values looked at inside one variable's containers: a list of 10,000 lists
+#: of 10,000 floats must not cost the cell 10^8 checks, nor hide the others.
+MAX_VISITS_PER_NAME = 20_000
 MAX_KEPT = 50
 _DEPTH = 2
 
@@ -69,8 +72,12 @@ def scan_kept(namespace: dict) -> list[dict]:
     if size_of.torch is None and size_of.np is None and size_of.tf is None:
         return []
     found: dict[tuple, dict] = {}
+    budget = [0]
 
     def visit(path: str, value: Any, depth: int, via: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
         facts = size_of(value)
         if facts is not None:
             key, nbytes, kind, shape, dtype, device, graph = facts
@@ -93,6 +100,7 @@ def scan_kept(namespace: dict) -> list[dict]:
     for name, value in sorted(items, key=lambda kv: _is_output_cache(kv[0])):
         if name.startswith("_") and not _is_output_cache(name):
             continue  # IPython's and the user's private names (_ih, _oh, _exit_code...)
+        budget[0] = MAX_VISITS_PER_NAME
         if name == "Out" and isinstance(value, dict):
             for k, v in list(value.items())[-MAX_ITEMS:]:
                 visit(f"Out[{k}]", v, _DEPTH - 1, "output_cache")

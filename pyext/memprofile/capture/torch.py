@@ -44,6 +44,9 @@ CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
 _SHAPE_SAMPLE_CALLS = 3  # distinct input shapes are looked for in an op's first calls only
 _NAMESPACE_DEPTH = 2
+#: Values looked at inside one variable's containers (lists of lists of floats
+#: would otherwise cost 10^8 checks per cell).
+_VISITS_PER_NAME = 20_000
 
 _CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
 _CUDA_OOM = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
@@ -291,7 +294,12 @@ class TorchCollector:
         optimizers: list[Any] = []
         tensors: list[Any] = []
 
+        budget = [0]
+
         def visit(name: str, value: Any, depth: int) -> None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return  # a huge nest of containers: this variable has had its share
             if isinstance(value, torch.Tensor):
                 tensors.append(value)
             elif isinstance(value, torch.nn.Module):
@@ -308,6 +316,7 @@ class TorchCollector:
         for name, value in list(self.namespace.items()):
             if name.startswith("_") and name not in ("_", "__", "___") and not name[1:].isdigit():
                 continue  # IPython's own variables (but not its output cache)
+            budget[0] = _VISITS_PER_NAME
             visit(name, value, _NAMESPACE_DEPTH)
         return modules, optimizers, tensors
 
