@@ -60,7 +60,7 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "%memprofile show keras-fit",
         ],
     )
-    page.goto(f"{lab_server['base']}/lab/tree/ui.ipynb?token={lab_server['token']}")
+    page.goto(f"{lab_server['base']}/lab/workspaces/card/tree/ui.ipynb?reset&token={lab_server['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
     # WHEN every cell runs

@@ -23,6 +23,12 @@ KERAS = ("import numpy as np, keras\nclf = keras.Sequential([keras.Input((256,))
          "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
          "feats, targets = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')")
 FIT = "%%memprofile --name keras-fit\nclf.fit(feats, targets, batch_size=128, epochs=1, verbose=0)"
+# A fix that must precede framework start-up (on CPU no rule makes one: put one on the stored profile).
+TOP_FIX = ("import memprofile\nfrom memprofile.model.profile import Suggestion\n"
+           "next(p for p in memprofile.profiles() if p.name == 'blocks').suggestions.append(Suggestion("
+           "'fragmentation', 'Let the CUDA allocator expand segments', 'reserved far above allocated', "
+           "'import os\\nos.environ[\"PYTORCH_CUDA_ALLOC_CONF\"] = \"expandable_segments:True\"', "
+           "placement='top', restart_kernel=True))")
 
 
 def _item(page, name):
@@ -31,8 +37,8 @@ def _item(page, name):
 
 
 def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
-    _write_notebook(lab_server["root"], "panel.ipynb", ["%load_ext memprofile", SETUP, TRAIN, KERAS, FIT])
-    page.goto(f"{lab_server['base']}/lab/tree/panel.ipynb?token={lab_server['token']}")
+    _write_notebook(lab_server["root"], "panel.ipynb", ["%load_ext memprofile", SETUP, TRAIN, KERAS, FIT, TOP_FIX])
+    page.goto(f"{lab_server['base']}/lab/workspaces/panel/tree/panel.ipynb?reset&token={lab_server['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
     _run_all_cells(page)
@@ -73,6 +79,15 @@ def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
     assert "net.get_submodule(name)" in inserted.inner_text()
     screenshot(page, "panel_insert_fix")
 
+    # A fix that must run first goes to the top of the notebook, and the kernel restart is offered
+    top = panel.locator(".jp-memprofile-suggestion[data-suggestion='fragmentation']")
+    top.locator(".jp-memprofile-insert", has_text="Insert fix at top").click()
+    prompt = page.locator(".jp-Dialog", has_text="Restart the kernel?")
+    prompt.wait_for(timeout=10_000)
+    prompt.locator("button", has_text="Later").click()
+    first = page.locator(".jp-Notebook .jp-Cell").first
+    assert "expandable_segments:True" in first.inner_text()
+
     # Try it: asks first, then measures
     ckpt.locator(".jp-memprofile-try").click()
     dialog = page.locator(".jp-Dialog")
@@ -106,7 +121,7 @@ def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
 
     # A page reload: the panel finds the kernel's comm again (comm_info) and lists the same profiles
     count = panel.locator(".jp-memprofile-item").count()
-    page.reload()
+    page.goto(f"{lab_server['base']}/lab/workspaces/panel/tree/panel.ipynb?token={lab_server['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.locator(".jp-SideBar .lm-TabBar-tab[data-id='memprofile-panel']").click()
     panel.locator(".jp-memprofile-item").nth(count - 1).wait_for(timeout=60_000)
