@@ -145,4 +145,9 @@ def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
     panel.locator(".jp-memprofile-panel-status", has_text="The kernel restarted").wait_for(timeout=60_000)
     assert panel.locator(".jp-memprofile-item").count() == 0
     screenshot(page, "panel_after_restart")
+    # AND the restarted kernel's comm reaches the panel again once the cells run
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
+    _run_all_cells(page)
+    _item(page, "keras-fit").wait_for(timeout=180_000)
+    assert "Connected" in panel.locator(".jp-memprofile-panel-status").inner_text()
     assert not page.console_errors, page.console_errors

@@ -234,7 +234,9 @@ class TorchCollector:
         parent = stack[-1][0] if stack else None
         name = self._qualname(module, parent)
         self._ran.add(name)
-        if parent is None:
+        # A forward that backward runs again (checkpoint recomputation) is not
+        # a call of the model: its arguments are no inputs.
+        if parent is None and self._graph_task_id() == -1:
             self._observe_all(args, "input", depth=2)
             if len(self._input_shapes) < 8:
                 for a in args:
@@ -400,6 +402,7 @@ class TorchCollector:
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
         self._local = threading.local()
         self._scope_enter = torch.ops.profiler._record_function_enter_new
+        self._graph_task_id = torch._C._current_graph_task_id
         self._scope_exit = torch.ops.profiler._record_function_exit._RecordFunction
         self._names: dict[int, str] = {}
         self._roots: set[int] = set()
