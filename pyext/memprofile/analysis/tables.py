@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from memprofile.capture.base import ModuleRecord, OpRecord
 from memprofile.model.profile import LayerStat, OpStat, Peak
 from memprofile.model.replay import Replay
@@ -75,20 +77,21 @@ def layer_table(modules: list[ModuleRecord], replays: list[Replay], peak: Peak |
     return list(layers.values())
 
 
+def root_of(name: str, parents: Mapping[str, str | None]) -> str:
+    """The root of a layer tree given each layer's parent (a name, or None)."""
+    seen = set()
+    while parents.get(name) and name not in seen:  # guard against a cycle in bad data
+        seen.add(name)
+        name = parents[name]  # type: ignore[assignment]
+    return name
+
+
 def _working_trees(modules: list[ModuleRecord], replays: list[Replay]) -> list[ModuleRecord]:
     """The records whose root module has a module that ran or allocated in the run."""
     parents = {m.name: m.parent for m in modules}
-
-    def root(name: str) -> str:
-        seen = set()
-        while parents.get(name) and name not in seen:  # guard against a cycle in bad data
-            seen.add(name)
-            name = parents[name]  # type: ignore[assignment]
-        return name
-
     worked = {m.name for m in modules if m.ran}
     for rp in replays:
         log = rp.log
         worked.update(layer for layer, before in zip(log.layer, log.pre_existing) if layer and not before)
-    roots = {root(name) for name in worked}
-    return [m for m in modules if root(m.name) in roots]
+    roots = {root_of(name, parents) for name in worked}
+    return [m for m in modules if root_of(m.name, parents) in roots]

@@ -45,7 +45,7 @@ def _half_share(f: Facts) -> float:
     if not total:
         return 1.0  # nothing known of them (TF's plain CPU allocator gives no dtype)
     halves = sum(t.bytes for t in seen if t.dtype not in HALF
-                 and (t.op or "").split("::")[-1].rsplit("/", 1)[-1] not in KEEP_FP32)
+                 and f.op_kind(t.op) not in KEEP_FP32)
     return halves / total
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 
+from memprofile.analysis.tables import root_of
 from memprofile.model.profile import PHASES, Device, LayerStat, Profile, Timeline
 from memprofile.units import fmt_bytes
 
@@ -44,6 +45,7 @@ class Facts:
         self.trained = "backward" in self.phases
         self.stepped = "optimizer" in self.phases
         self.layers: dict[str, LayerStat] = {layer.name: layer for layer in profile.layers}
+        self._parents = {layer.name: layer.parent for layer in profile.layers}
 
     # -- figures -------------------------------------------------------------
     def at_peak(self, category: str) -> int:
@@ -126,11 +128,12 @@ class Facts:
         return [layer.name for layer in self.profile.layers if layer.parent is None]
 
     def root_of(self, name: str) -> str:
-        seen = set()
-        while name in self.layers and self.layers[name].parent and name not in seen:
-            seen.add(name)
-            name = self.layers[name].parent  # type: ignore[assignment]
-        return name
+        return root_of(name, self._parents)
+
+    @staticmethod
+    def op_kind(op: str | None) -> str:
+        """An op's own name, without namespace or scope: aten::softmax, model/dense/MatMul -> softmax, MatMul."""
+        return (op or "").split("::")[-1].rsplit("/", 1)[-1]
 
     def relative(self, name: str) -> str:
         """A torch layer's path inside its root module (for get_submodule)."""

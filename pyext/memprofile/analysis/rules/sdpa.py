@@ -26,14 +26,10 @@ out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1 if model.training el
 # nn.MultiheadAttention uses it when called with need_weights=False."""
 
 
-def _op_name(op: str | None) -> str:
-    return (op or "").split("::")[-1].rsplit("/", 1)[-1]
-
-
 def score_tensors(f: Facts) -> list:
     found = []
     for t in f.peak.tensors if f.peak else []:
-        shape, op = t.shape, _op_name(t.op)
+        shape, op = t.shape, f.op_kind(t.op)
         if len(shape) < 3 or shape[-1] != shape[-2] or shape[-1] < MIN_SEQ:
             continue
         if (len(shape) == 4 and op in SCORE_OPS) or op in SOFTMAX_OPS:
