@@ -161,11 +161,14 @@ def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", names
         resolve_modules(names, namespace)
     else:
         _torch()
-    before = _profiled(run, Profiler(name=f"{name} (as is)", namespace=namespace, store=store, **profiler_options))
+    # A run that raises leaves its profile stored and propagates (the Profiler's own context manager).
+    with Profiler(name=f"{name} (as is)", namespace=namespace, store=store, **profiler_options) as before:
+        run()
     device = before.peak_device.name if before.peak_device else "cpu"
-    profiler = Profiler(name=f"{name} (--try {change})", namespace=namespace, store=store, **profiler_options)
     with applied(change, namespace, device):
-        after = _profiled(run, profiler)
+        with Profiler(name=f"{name} (--try {change})", namespace=namespace, store=store,
+                      **profiler_options) as after:
+            run()
     after.capture["tried"] = change
     after.capture["compared_with"] = before.id
     comparison = compare(before, after)
@@ -182,12 +185,3 @@ def record_measurement(profile: Profile, change: str, comparison: Comparison) ->
             s.measured_saving_bytes = comparison.saving_bytes
             s.measured_time_change = comparison.time_change
 
-
-def _profiled(run: Callable[[], Any], profiler) -> Profile:
-    profiler.start()
-    try:
-        run()
-    except BaseException as exc:
-        profiler.stop(exc)
-        raise
-    return profiler.stop()

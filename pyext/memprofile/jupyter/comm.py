@@ -135,16 +135,14 @@ class PanelComm:
         return self.store.get(key)
 
     def _try(self, data: dict) -> dict:
-        from memprofile.jupyter.widget import try_in_kernel
+        from memprofile.jupyter.magic import try_in_kernel
         from memprofile.render.compare import headline
-        from memprofile.trial import record_measurement
 
         profile = self._profile(data.get("id"))
         suggestion = next((s for s in profile.suggestions if s.id == data.get("suggestion")), None)
         if suggestion is None or not suggestion.try_change:
             raise ValueError(f"{data.get('suggestion')!r} cannot be tried in place for this profile")
         trial = try_in_kernel(profile, suggestion.try_change)
-        record_measurement(profile, trial.change, trial.comparison)
         return {
             "type": "tried", "id": profile.id, "suggestion": suggestion.id, "change": trial.change,
             "saving_bytes": trial.saving_bytes, "time_change": trial.time_change,

@@ -20,6 +20,7 @@ from IPython.display import display
 
 from memprofile.errors import MemprofileError
 from memprofile.jupyter.store import STORE
+from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler
 
 LINE_USAGE = """\
@@ -58,6 +59,27 @@ def run_compiled(shell, body: CodeType | None, last: CodeType | None):
     if last is not None:
         return eval(last, shell.user_global_ns, shell.user_ns)
     return None
+
+
+def try_in_kernel(profile: Profile, change: str):
+    """Run a profiled cell's code again in this kernel, as is and changed (the
+    panel's and the widget's "Try it"); the profile's suggestion for that
+    change gets the measurement."""
+    from IPython import get_ipython
+
+    from memprofile.trial import record_measurement, run_trial
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("no IPython kernel: use memprofile.try_change(fn, change) instead")
+    body, last = compile_cell(shell, profile.source)
+
+    def run() -> None:
+        run_compiled(shell, body, last)
+
+    trial = run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source)
+    record_measurement(profile, trial.change, trial.comparison)
+    return trial
 
 
 @magics_class

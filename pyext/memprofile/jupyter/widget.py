@@ -144,6 +144,8 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
     def run(_: Any) -> None:
         question.layout.display = "none"
         status.value = f"<i>running the cell with --try {escape(s.try_change or '')}…</i>"
+        from memprofile.jupyter.magic import try_in_kernel
+
         try:
             with output:
                 trial = try_in_kernel(profile, s.try_change or "")
@@ -151,9 +153,6 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
             status.value = f"<span style='color:#d62728'>the trial raised {escape(type(exc).__name__)}: " \
                            f"{escape(str(exc)[:500])}</span>"
         else:
-            from memprofile.trial import record_measurement
-
-            record_measurement(profile, trial.change, trial.comparison)
             headline.value = _headline_html(profile, s)
             from memprofile.render.compare import headline as compare_headline
 
@@ -166,24 +165,6 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
     box = widgets.VBox([button, question, status, output])
     box.try_button, box.confirm_button, box.cancel_button, box.status = button, confirm, cancel, status
     return box
-
-
-def try_in_kernel(profile: Profile, change: str):
-    """Run the profiled cell's code again in this kernel, as is and changed."""
-    from IPython import get_ipython
-
-    from memprofile.jupyter.magic import compile_cell, run_compiled
-    from memprofile.trial import run_trial
-
-    shell = get_ipython()
-    if shell is None:
-        raise RuntimeError("no IPython kernel: use memprofile.try_change(fn, change) instead")
-    body, last = compile_cell(shell, profile.source)
-
-    def run() -> None:
-        run_compiled(shell, body, last)
-
-    return run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source)
 
 
 def profile_widget(profile: Profile) -> Any:
