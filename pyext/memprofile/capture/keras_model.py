@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-_NAMESPACE_DEPTH = 2
+from memprofile.capture.namespace import walk_namespace
+
 _UNIQUIFIED = re.compile(r"_\d+$")
 
 _get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
@@ -109,24 +110,18 @@ def scan(namespace: dict) -> KerasWorld:
     optimizers: list[Any] = []
     loose: list[Any] = []
 
-    def visit(name: str, value: Any, depth: int) -> None:
+    def take(variable: str, path: str, value: Any, via: str) -> bool:
         if layer_cls is not None and isinstance(value, layer_cls):
-            layers.append((name, value))
+            layers.append((variable, value))
         elif optimizer_cls is not None and isinstance(value, optimizer_cls):
             optimizers.append(value)
         elif isinstance(value, tf.Variable | tf.Tensor) or (keras is not None and isinstance(value, keras.Variable)):
             loose.append(value)
-        elif depth > 0 and isinstance(value, list | tuple):
-            for v in value[:10_000]:
-                visit(name, v, depth - 1)
-        elif depth > 0 and isinstance(value, dict):
-            for v in list(value.values())[:10_000]:
-                visit(name, v, depth - 1)
+        else:
+            return False
+        return True
 
-    for name, value in list(namespace.items()):
-        if name.startswith("_") and name not in ("_", "__", "___") and not name[1:].isdigit():
-            continue
-        visit(name, value, _NAMESPACE_DEPTH)
+    walk_namespace(namespace, take)
 
     for _, layer in layers:  # model.compile("adam") keeps the optimizer on the model only
         opt = getattr(layer, "optimizer", None)

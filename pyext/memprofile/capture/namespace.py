@@ -11,6 +11,7 @@ output cache).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture.base import RawCapture
@@ -66,46 +67,61 @@ class _Sizer:
         return None
 
 
+def walk_namespace(namespace: dict, take: Callable[[str, str, Any, str], bool], depth: int = _DEPTH) -> None:
+    """Offer `take(variable, path, value, via)` each notebook variable and what
+    its lists, tuples and dicts hold, `depth` levels down (path: `cache['x']`,
+    `Out[12]`; via: "variable" or "output_cache"). A value `take` keeps (it
+    returns True) is not looked into.
+
+    Variables come before IPython's output cache (Out, _, __, ___, _12), so an
+    object in both is named by its variable; IPython's other private names
+    (_ih, _oh, _exit_code...) are skipped. At most MAX_ITEMS of a container
+    (of Out, the newest) and MAX_VISITS_PER_NAME values inside one variable.
+    The one walk the collectors share (this scan, torch's and Keras's)."""
+    for name, value in sorted(namespace.items(), key=lambda kv: _is_output_cache(kv[0])):
+        if name.startswith("_") and not _is_output_cache(name):
+            continue
+        via = "output_cache" if _is_output_cache(name) else "variable"
+        budget = MAX_VISITS_PER_NAME
+
+        def visit(path: str, value: Any, depth: int) -> None:
+            nonlocal budget
+            budget -= 1
+            if budget < 0 or take(name, path, value, via) or depth <= 0:
+                return
+            if isinstance(value, dict):
+                if path == "Out":
+                    for k, v in list(value.items())[-MAX_ITEMS:]:
+                        visit(f"Out[{k}]", v, depth - 1)
+                else:
+                    for k, v in list(value.items())[:MAX_ITEMS]:
+                        visit(f"{path}[{k!r}]", v, depth - 1)
+            elif isinstance(value, list | tuple):
+                for i, v in enumerate(value[:MAX_ITEMS]):
+                    visit(f"{path}[{i}]", v, depth - 1)
+
+        visit(name, value, depth)
+
+
 def scan_kept(namespace: dict) -> list[dict]:
     """Every array/tensor of at least MIN_BYTES the namespace reaches, largest first."""
     size_of = _Sizer()
     if size_of.torch is None and size_of.np is None and size_of.tf is None:
         return []
     found: dict[tuple, dict] = {}
-    budget = [0]
 
-    def visit(path: str, value: Any, depth: int, via: str) -> None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            return
+    def take(variable: str, path: str, value: Any, via: str) -> bool:
         facts = size_of(value)
-        if facts is not None:
-            key, nbytes, kind, shape, dtype, device, graph = facts
-            # A small tensor that holds an autograd graph can keep gigabytes alive.
-            if (nbytes >= MIN_BYTES or graph) and key not in found:
-                found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
-                              "device": device, "via": via, "graph": graph, "_id": id(value)}
-            return
-        if depth <= 0:
-            return
-        if isinstance(value, dict):
-            for k, v in list(value.items())[:MAX_ITEMS]:
-                visit(f"{path}[{k!r}]", v, depth - 1, via)
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value[:MAX_ITEMS]):
-                visit(f"{path}[{i}]", v, depth - 1, via)
+        if facts is None:
+            return False
+        key, nbytes, kind, shape, dtype, device, graph = facts
+        # A small tensor that holds an autograd graph can keep gigabytes alive.
+        if (nbytes >= MIN_BYTES or graph) and key not in found:
+            found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
+                          "device": device, "via": via, "graph": graph, "_id": id(value)}
+        return True
 
-    items = list(namespace.items())
-    # Variables first, so an object also in the output cache is named by its variable.
-    for name, value in sorted(items, key=lambda kv: _is_output_cache(kv[0])):
-        if name.startswith("_") and not _is_output_cache(name):
-            continue  # IPython's and the user's private names (_ih, _oh, _exit_code...)
-        budget[0] = MAX_VISITS_PER_NAME
-        if name == "Out" and isinstance(value, dict):
-            for k, v in list(value.items())[-MAX_ITEMS:]:
-                visit(f"Out[{k}]", v, _DEPTH - 1, "output_cache")
-            continue
-        visit(name, value, _DEPTH, "output_cache" if _is_output_cache(name) else "variable")
+    walk_namespace(namespace, take)
     return sorted(found.values(), key=lambda d: -d["bytes"])[:MAX_KEPT]
 
 

@@ -33,6 +33,7 @@ import weakref
 from typing import Any
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
 
 LAYER_PREFIX = "memprofile.layer/"
@@ -43,10 +44,6 @@ OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
 _SHAPE_SAMPLE_CALLS = 3  # distinct input shapes are looked for in an op's first calls only
-_NAMESPACE_DEPTH = 2
-#: Values looked at inside one variable's containers (lists of lists of floats
-#: would otherwise cost 10^8 checks per cell).
-_VISITS_PER_NAME = 20_000
 
 _CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
 _CUDA_OOM = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
@@ -296,30 +293,18 @@ class TorchCollector:
         optimizers: list[Any] = []
         tensors: list[Any] = []
 
-        budget = [0]
-
-        def visit(name: str, value: Any, depth: int) -> None:
-            budget[0] -= 1
-            if budget[0] < 0:
-                return  # a huge nest of containers: this variable has had its share
+        def take(variable: str, path: str, value: Any, via: str) -> bool:
             if isinstance(value, torch.Tensor):
                 tensors.append(value)
             elif isinstance(value, torch.nn.Module):
-                modules.append((name, value))
+                modules.append((variable, value))
             elif isinstance(value, torch.optim.Optimizer):
                 optimizers.append(value)
-            elif depth > 0 and isinstance(value, list | tuple):
-                for v in value[:10_000]:
-                    visit(name, v, depth - 1)
-            elif depth > 0 and isinstance(value, dict):
-                for k, v in list(value.items())[:10_000]:
-                    visit(name, v, depth - 1)
+            else:
+                return False
+            return True
 
-        for name, value in list(self.namespace.items()):
-            if name.startswith("_") and name not in ("_", "__", "___") and not name[1:].isdigit():
-                continue  # IPython's own variables (but not its output cache)
-            budget[0] = _VISITS_PER_NAME
-            visit(name, value, _NAMESPACE_DEPTH)
+        walk_namespace(self.namespace, take)
         return modules, optimizers, tensors
 
     def _name_roots(self, modules: list[tuple[str, Any]]) -> None:
