@@ -193,12 +193,16 @@ def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
 
 
 def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:
-    computed: set[str] = set()
+    computed: set[str] = set()  # layers with gradients made in the run
+    worked: set[str] = set()  # layers with anything allocated in the run
+    used: set[str] = set()  # layers any block belongs to, from before the run too
     for log in logs.values():
-        for i in range(len(log)):
-            if log.category[i] == "gradient":
-                computed.add(log.layer[i])
-    worked = {log.layer[i] for log in logs.values() for i in range(len(log)) if not log.pre_existing[i]}
+        for layer, category, before in zip(log.layer, log.category, log.pre_existing):
+            used.add(layer)
+            if not before:
+                worked.add(layer)
+            if category == "gradient":
+                computed.add(layer)
     records = [
         ModuleRecord(
             name=info.path, type=info.type, parent=info.parent,
@@ -209,7 +213,6 @@ def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[Mo
         )
         for info in world.layers.values()
     ]
-    used = {log.layer[i] for log in logs.values() for i in range(len(log))}
     for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
         if name in used:
             records.append(ModuleRecord(name=name, type=kind, parent=None, ran=name in worked))
