@@ -45,6 +45,17 @@ function actions(overrides: Partial<IPanelActions> = {}) {
 
 const flush = () => new Promise(resolve => setTimeout(resolve, 0));
 
+/** A panel showing profile "a" on its Suggestions tab. */
+async function openSuggestions(a: IPanelActions): Promise<MemprofilePanel> {
+  const panel = new MemprofilePanel(a);
+  const list = new ProfileList();
+  panel.bind(list, '');
+  list.set([hostSummary({ id: 'a' })]);
+  await panel.select('a');
+  (panel.node.querySelector('.jp-memprofile-tab[data-view="suggestions"]') as HTMLElement).click();
+  return panel;
+}
+
 describe('MemprofilePanel', () => {
   it('lists a kernel\'s profiles newest first and opens one with its timeline', async () => {
     const { a, calls } = actions();
@@ -65,12 +76,7 @@ describe('MemprofilePanel', () => {
 
   it('draws suggestions with insert and try buttons that call the host', async () => {
     const { a, calls } = actions();
-    const panel = new MemprofilePanel(a);
-    const list = new ProfileList();
-    panel.bind(list, '');
-    list.set([hostSummary({ id: 'a' })]);
-    await panel.select('a');
-    (panel.node.querySelector('.jp-memprofile-tab[data-view="suggestions"]') as HTMLElement).click();
+    const panel = await openSuggestions(a);
     const cards = panel.node.querySelectorAll<HTMLElement>('.jp-memprofile-suggestion');
     expect(cards).toHaveLength(2);
     expect(cards[0].querySelector('.jp-memprofile-code')?.textContent).toBe('with torch.autocast("cpu"):\n    step()');
@@ -90,12 +96,7 @@ describe('MemprofilePanel', () => {
   it('a cancelled trial shows nothing and a failed one says why', async () => {
     let result: Promise<string | null> = Promise.resolve(null);
     const { a } = actions({ tryIt: () => result });
-    const panel = new MemprofilePanel(a);
-    const list = new ProfileList();
-    panel.bind(list, '');
-    list.set([hostSummary({ id: 'a' })]);
-    await panel.select('a');
-    (panel.node.querySelector('.jp-memprofile-tab[data-view="suggestions"]') as HTMLElement).click();
+    const panel = await openSuggestions(a);
     const tryButton = () => panel.node.querySelector('.jp-memprofile-try') as HTMLButtonElement;
     const status = () => panel.node.querySelector('.jp-memprofile-try-status')?.textContent;
     tryButton().click();
