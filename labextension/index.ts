@@ -9,7 +9,7 @@
  * kernel restarts. The panel shows the active notebook's binding.
  */
 
-import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
@@ -28,10 +28,6 @@ import { ProfileList } from './store';
 const PLUGIN_ID = 'memprofile:panel';
 const COMM_TARGET = 'memprofile';
 const COMMAND_OPEN = 'memprofile:open-panel';
-
-export const RERUN_WARNING =
-  'Trying a change runs the cell twice more (as it is, then changed): whatever it changes, it changes twice ' +
-  '(a training cell trains two more steps).';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
@@ -163,11 +159,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'The memprofile side panel: every profile of the notebook kernel, interactive views, one-click fixes.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ILabShell, ICommandPalette, ISettingRegistry],
+  optional: [ICommandPalette, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
-    labShell: ILabShell | null,
     palette: ICommandPalette | null,
     settings: ISettingRegistry | null
   ) => {
@@ -228,7 +223,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       tryIt: async (profile: IPanelProfile, s: IPanelSuggestion) => {
         const answer = await showDialog({
           title: `Try "${s.title}"?`,
-          body: RERUN_WARNING,
+          body: profile.rerun_warning,
           buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Run the cell twice' })]
         });
         if (!answer.button.accept) {
@@ -302,7 +297,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
         s.changed.connect(read);
       }).catch(() => undefined);
     }
-    void labShell;
   }
 };
 

@@ -40,6 +40,8 @@ export interface IPanelProfile {
   views: Record<string, unknown>;
   suggestions: IPanelSuggestion[];
   source: string;
+  /** What "Try it" asks before it runs the cell twice (the kernel's wording). */
+  rerun_warning: string;
 }
 
 export interface IChangeRow {

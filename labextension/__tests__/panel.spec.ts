@@ -15,7 +15,7 @@ function suggestion(overrides: Partial<IPanelSuggestion> = {}): IPanelSuggestion
 
 function payload(id: string, suggestions: IPanelSuggestion[]): IPanelProfile {
   return { id, bokeh_version: '3.9.2', summary: hostSummary({ id, name: HOSTILE }), views: { timeline: { doc: {} } },
-    suggestions, source: 'step()' };
+    suggestions, source: 'step()', rerun_warning: 'runs the cell twice more' };
 }
 
 function actions(overrides: Partial<IPanelActions> = {}) {

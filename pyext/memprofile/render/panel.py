@@ -46,6 +46,7 @@ def panel_payload(profile: Profile) -> dict[str, Any]:
     import bokeh
 
     from memprofile.render.text import how_to_apply, saving_line
+    from memprofile.trial import RERUN_WARNING
 
     return {
         "id": profile.id,
@@ -57,6 +58,7 @@ def panel_payload(profile: Profile) -> dict[str, Any]:
             for s in profile.suggestions
         ],
         "source": profile.source,
+        "rerun_warning": RERUN_WARNING,
     }
 
 
