@@ -24,6 +24,8 @@ export interface Profile {
     [k: string]: string;
   };
   kept?: KeptObject[];
+  lines?: LineStat[];
+  optimizers?: OptimizerStat[];
   schema_version: number;
   [k: string]: unknown;
 }
@@ -94,6 +96,7 @@ export interface OpStat {
   net_bytes: number;
   max_alloc_bytes: number;
   input_shapes?: string[];
+  line?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -115,6 +118,7 @@ export interface LayerStat {
   backward_bytes?: number;
   peak_bytes?: number;
   output_bytes?: number;
+  line?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -129,10 +133,14 @@ export interface Peak {
   bytes: number;
   op?: string | null;
   layer?: string | null;
+  line?: number | null;
   by_category?: {
     [k: string]: number;
   };
   by_layer?: {
+    [k: string]: number;
+  };
+  by_line?: {
     [k: string]: number;
   };
   by_op?: {
@@ -157,6 +165,7 @@ export interface TensorInfo {
   op?: string | null;
   layer?: string | null;
   device?: string | null;
+  line?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -192,6 +201,7 @@ export interface ErrorInfo {
   op?: string | null;
   layer?: string | null;
   requested_bytes?: number | null;
+  line?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -224,6 +234,45 @@ export interface KeptObject {
   [k: string]: unknown;
 }
 /**
+ * One line of the profiled cell: what was allocated while it ran (all devices' allocators), and what of it was alive at the peak (peak device). Line 0 stands for the memory that existed before the cell.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LineStat".
+ */
+export interface LineStat {
+  line: number;
+  text: string;
+  allocated_bytes?: number;
+  peak_bytes?: number;
+  by_category?: {
+    [k: string]: number;
+  };
+  ops?: {
+    [k: string]: number;
+  };
+  layers?: {
+    [k: string]: number;
+  };
+  [k: string]: unknown;
+}
+/**
+ * An optimizer the run touched or the notebook holds: what it keeps, and whether this run stepped it. Rules about optimizer state count only the ones the run stepped.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "OptimizerStat".
+ */
+export interface OptimizerStat {
+  name: string;
+  type: string;
+  stepped?: boolean;
+  steps?: number;
+  parameter_bytes?: number;
+  state_bytes?: number;
+  state_created?: boolean;
+  models?: string[];
+  [k: string]: unknown;
+}
+/**
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "ProfileSummary".
  */
@@ -245,6 +294,11 @@ export interface ProfileSummary {
   suggestion_count?: number;
   error?: ErrorInfo | null;
   warnings?: string[];
+  peak_op?: string | null;
+  peak_layer?: string | null;
+  peak_line?: number | null;
+  peak_line_text?: string | null;
+  peak_tensors?: TensorInfo[];
   [k: string]: unknown;
 }
 /**

@@ -75,7 +75,12 @@ def decode(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ProfileFormatError(f"{where}: expected an object, got {type(value).__name__}")
-        _, item = typing.get_args(tp)
+        key, item = typing.get_args(tp)
+        if key is int:  # JSON keys are strings: {"3": ...} -> {3: ...}
+            try:
+                return {int(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
+            except ValueError:
+                raise ProfileFormatError(f"{where}: expected integer keys, got {list(value)[:3]!r}") from None
         return {str(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):

@@ -95,6 +95,8 @@ class OpStat:
     net_bytes: int
     max_alloc_bytes: int
     input_shapes: list[str] = field(default_factory=list)
+    #: The line of the cell where the op allocated the most (None: unknown).
+    line: int | None = None
 
 
 @dataclass
@@ -115,6 +117,8 @@ class LayerStat:
     #: Bytes of what one call returns (its last call; 0 where unknown): what a
     #: checkpointed layer still keeps for the next one.
     output_bytes: int = 0
+    #: The line of the cell that allocated the most in this layer (None: unknown).
+    line: int | None = None
 
 
 @dataclass
@@ -126,6 +130,45 @@ class TensorInfo:
     op: str | None = None
     layer: str | None = None
     device: str | None = None
+    #: The line of the cell that was running when it was allocated (0: it
+    #: existed before the cell; None: unknown).
+    line: int | None = None
+
+
+@dataclass
+class LineStat:
+    """One line of the profiled cell: what was allocated while it ran (all
+    devices' allocators), and what of it was alive at the peak (peak device).
+    Line 0 stands for the memory that existed before the cell."""
+
+    line: int
+    text: str
+    allocated_bytes: int = 0
+    peak_bytes: int = 0
+    #: Bytes alive at the peak made on this line, per memory category.
+    by_category: dict[str, int] = field(default_factory=dict)
+    #: The ops and layers that allocated the most on this line (at most 3 each).
+    ops: dict[str, int] = field(default_factory=dict)
+    layers: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerStat:
+    """An optimizer the run touched or the notebook holds: what it keeps, and
+    whether this run stepped it. Rules about optimizer state count only the
+    ones the run stepped."""
+
+    name: str  # its variable in the notebook ("opt", "trainer.opt"), else its type
+    type: str  # "Adam", "SGD", ...
+    stepped: bool = False
+    #: Steps taken during the run (optimizer step hooks).
+    steps: int = 0
+    parameter_bytes: int = 0
+    state_bytes: int = 0
+    #: Its state did not exist (or was smaller) when the run started.
+    state_created: bool = False
+    #: The root layers (models) that own its parameters.
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,8 +180,13 @@ class Peak:
     bytes: int
     op: str | None = None
     layer: str | None = None
+    #: The line of the cell running at the peak instant (None: unknown).
+    line: int | None = None
     by_category: dict[str, int] = field(default_factory=dict)
     by_layer: dict[str, int] = field(default_factory=dict)
+    #: Line of the cell (1-based; 0: before the cell) -> bytes alive at the
+    #: peak that were allocated while it ran.
+    by_line: dict[int, int] = field(default_factory=dict)
     by_op: dict[str, int] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
     #: Activation bytes live at the peak, per layer (the checkpointing rule's
@@ -203,6 +251,8 @@ class ErrorInfo:
     op: str | None = None
     layer: str | None = None
     requested_bytes: int | None = None
+    #: The line of the cell that was running when it raised.
+    line: int | None = None
 
     def __getitem__(self, key: str):
         if key not in {f.name for f in fields(self)}:
@@ -238,6 +288,10 @@ class Profile:
     capture: dict[str, str] = field(default_factory=dict)
     #: Large arrays/tensors the namespace holds after the run, largest first.
     kept: list[KeptObject] = field(default_factory=list)
+    #: The cell's lines that allocated, in line order (empty: lines unknown).
+    lines: list[LineStat] = field(default_factory=list)
+    #: Optimizers seen during the run (stepped or held by the namespace).
+    optimizers: list[OptimizerStat] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     # -- derived figures -------------------------------------------------

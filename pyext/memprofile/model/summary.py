@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memprofile.model.profile import Device, ErrorInfo
+from memprofile.model.profile import Device, ErrorInfo, TensorInfo
 
 
 @dataclass
@@ -43,3 +43,10 @@ class ProfileSummary:
     suggestion_count: int = 0
     error: ErrorInfo | None = None
     warnings: list[str] = field(default_factory=list)
+    #: What the peak was made of: the op, layer and cell line running at the
+    #: peak instant, and the largest tensors alive then (at most 3).
+    peak_op: str | None = None
+    peak_layer: str | None = None
+    peak_line: int | None = None
+    peak_line_text: str | None = None
+    peak_tensors: list[TensorInfo] = field(default_factory=list)

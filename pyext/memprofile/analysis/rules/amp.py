@@ -66,12 +66,9 @@ def check(f: Facts) -> Suggestion | None:
                 f"({fmt_bytes(activation)}); {share * 100:.0f} % of the largest are float32 outputs of ops "
                 f"autocast runs in 16 bits")
     if f.framework == "tensorflow":
-        return Suggestion(
-            id="amp", title="Keep activations in 16 bits (Keras mixed precision)", evidence=evidence,
-            code=('import keras\n\n# Before the model is built (layers take the policy when they are created):\n'
-                  'keras.mixed_precision.set_global_policy("mixed_float16")  # "mixed_bfloat16" on CPUs and TPUs'),
-            estimated_saving_bytes=saving,
-        )
+        from memprofile.analysis.rules.amp_keras import keras_suggestion
+
+        return keras_suggestion(f, evidence, saving)
     device = "cuda" if f.on_gpu else "cpu"
     dtype = "torch.float16" if f.on_gpu else "torch.bfloat16"
     header = f'import torch\n\nwith torch.autocast("{device}", dtype={dtype}):'
