@@ -166,6 +166,7 @@ export interface TensorInfo {
   layer?: string | null;
   device?: string | null;
   line?: number | null;
+  requested_bytes?: number | null;
   [k: string]: unknown;
 }
 /**

@@ -133,6 +133,9 @@ class TensorInfo:
     #: The line of the cell that was running when it was allocated (0: it
     #: existed before the cell; None: unknown).
     line: int | None = None
+    #: What the tensor asked for, where the allocator gave a larger block
+    #: (TF's BFC rounds an 8 MiB tensor up to a 16 MiB block); None: the same.
+    requested_bytes: int | None = None
 
 
 @dataclass
