@@ -10,8 +10,15 @@
  * No JupyterLab imports here, so the card is tested under plain jsdom.
  */
 
-import type { Device, ErrorInfo, ProfileSummary, Sparkline, SuggestionBrief } from './schema';
-import { formatBytes, formatDuration, formatPercent, formatSignedBytes } from './format';
+import type { Device, ErrorInfo, LineStat, ProfileSummary, Sparkline, SuggestionBrief, TensorInfo } from './schema';
+import {
+  formatBytes,
+  formatDuration,
+  formatLine,
+  formatPercent,
+  formatSignedBytes,
+  formatTensorSize
+} from './format';
 
 /** The newest ProfileSummary schema_version this extension understands. */
 export const SUPPORTED_SCHEMA_VERSION = 1;
@@ -177,8 +184,184 @@ function renderError(error: ErrorInfo): HTMLElement {
   const message = isString(error.message) ? error.message : '';
   box.appendChild(el('span', 'jp-memprofile-error-type', type));
   box.appendChild(document.createTextNode(message ? `: ${message}` : ''));
+  const where = failurePlace(error);
+  if (where) {
+    box.appendChild(el('div', 'jp-memprofile-error-where', `It failed ${where}.`));
+  }
   box.appendChild(el('div', 'jp-memprofile-error-note', 'The cell raised; the profile covers the run up to the exception.'));
   return box;
+}
+
+/** "in op aten::empty, layer big, line 3, asking for 16.00 GiB"; '' when the error says nothing of where. */
+export function failurePlace(error: ErrorInfo): string {
+  const parts = [
+    isString(error.op) && error.op ? `op ${error.op}` : '',
+    isString(error.layer) && error.layer ? `layer ${error.layer}` : '',
+    formatLine(error.line)
+  ].filter(part => part);
+  const asked = isNumber(error.requested_bytes) ? `asking for ${formatBytes(error.requested_bytes)}` : '';
+  return [parts.length ? `in ${parts.join(', ')}` : '', asked].filter(part => part).join(', ');
+}
+
+/** What ran at the peak: op, layer and the cell line with its source text. */
+function renderPeakPlace(summary: ProfileSummary): HTMLElement | null {
+  const box = el('div', 'jp-memprofile-peak-place');
+  const add = (label: string, value: string, cls: string): void => {
+    box.appendChild(document.createTextNode(box.childNodes.length > 1 ? ', ' : ''));
+    box.appendChild(document.createTextNode(label));
+    box.appendChild(el('code', cls, value));
+  };
+  box.appendChild(el('span', 'jp-memprofile-label', 'At the peak: '));
+  if (isString(summary.peak_op) && summary.peak_op) {
+    add('op ', summary.peak_op, 'jp-memprofile-peak-op');
+  }
+  if (isString(summary.peak_layer) && summary.peak_layer) {
+    add('layer ', summary.peak_layer, 'jp-memprofile-peak-layer');
+  }
+  const line = formatLine(summary.peak_line);
+  if (line) {
+    box.appendChild(document.createTextNode(box.childNodes.length > 1 ? ', ' : ''));
+    box.appendChild(el('span', 'jp-memprofile-peak-line', line));
+    if (isString(summary.peak_line_text) && summary.peak_line_text) {
+      box.appendChild(document.createTextNode(' '));
+      box.appendChild(el('code', 'jp-memprofile-peak-line-text', summary.peak_line_text));
+    }
+  }
+  return box.childNodes.length > 1 ? box : null;
+}
+
+function isTensor(value: unknown): value is TensorInfo {
+  return isRecord(value) && isNumber(value.bytes);
+}
+
+/** The largest tensors alive at the peak: size, shape, dtype and where each was made. */
+function renderTensors(tensors: unknown): HTMLElement | null {
+  const rows = Array.isArray(tensors) ? tensors.filter(isTensor) : [];
+  if (!rows.length) {
+    return null;
+  }
+  const table = el('table', 'jp-memprofile-tensors');
+  table.appendChild(el('caption', undefined, 'Largest tensors alive at the peak'));
+  const body = table.createTBody();
+  for (const t of rows) {
+    const row = body.insertRow();
+    const shape = Array.isArray(t.shape) ? t.shape.join('×') : '';
+    const where = [
+      isString(t.op) && t.op ? `op ${t.op}` : '',
+      isString(t.layer) && t.layer ? `layer ${t.layer}` : '',
+      formatLine(t.line)
+    ].filter(part => part);
+    row.append(
+      el('td', 'jp-memprofile-num jp-memprofile-tensor-size', formatTensorSize(t.bytes, t.requested_bytes)),
+      el('td', 'jp-memprofile-tensor-shape', `${shape} ${isString(t.dtype) ? t.dtype : ''}`.trim()),
+      el('td', 'jp-memprofile-tensor-where', where.join(', '))
+    );
+  }
+  return table;
+}
+
+/** One row of a source view: a line of the cell and its figures. */
+export interface ILineRow {
+  line: number;
+  text: string;
+  peak_bytes?: number;
+  allocated_bytes?: number;
+  by_category?: Record<string, unknown>;
+  ops?: Record<string, unknown>;
+  layers?: Record<string, unknown>;
+}
+
+function isLineRow(value: unknown): value is ILineRow {
+  return isRecord(value) && isNumber(value.line) && (value.text === undefined || isString(value.text));
+}
+
+/** A bar for the bytes a line holds at the peak, split by kind, scaled to the line holding the most. */
+function lineBar(row: ILineRow, widest: number): HTMLElement {
+  const bar = el('span', 'jp-memprofile-line-bar');
+  const held = isNumber(row.peak_bytes) ? row.peak_bytes : 0;
+  if (held <= 0 || widest <= 0) {
+    return bar;
+  }
+  bar.style.width = `${((held / widest) * 100).toFixed(2)}%`;
+  const entries = nonZeroCategories(row.by_category);
+  const known = entries.reduce((sum, entry) => sum + entry.bytes, 0);
+  if (held > known) {
+    entries.push({ key: 'other', label: 'other', bytes: held - known });
+  }
+  bar.title = entries.map(entry => `${entry.label} ${formatBytes(entry.bytes)}`).join(', ');
+  for (const entry of entries) {
+    const segment = el('span', `jp-memprofile-line-segment ${categoryClass(entry.key)}`);
+    segment.style.width = `${((entry.bytes / held) * 100).toFixed(2)}%`;
+    bar.appendChild(segment);
+  }
+  return bar;
+}
+
+/** A name cut to its last characters: TF op names run long ("gradient_tape/…/MatMul"). */
+function tail(name: string, max = 32): string {
+  return name.length > max ? `…${name.slice(name.length - max + 1)}` : name;
+}
+
+/** "aten::mm, aten::gelu · layer encoder": what allocated the most on a line. */
+export function lineNotes(row: ILineRow): string {
+  const ops = Object.keys(isRecord(row.ops) ? row.ops : {}).slice(0, 2).map(name => tail(name));
+  const layer = Object.keys(isRecord(row.layers) ? row.layers : {})[0];
+  return [ops.join(', '), layer ? `layer ${tail(layer)}` : ''].filter(part => part).join(' · ');
+}
+
+/**
+ * The cell's source with per-line bars: bytes alive at the peak that each
+ * line made (by kind), and what it allocated. A gap row (⋮) where lines are
+ * left out; the line running at the peak is marked. Null when there is no line.
+ */
+export function renderLines(rows: unknown, peakLine: unknown, title: string): HTMLElement | null {
+  const lines = Array.isArray(rows) ? rows.filter(isLineRow) : [];
+  if (!lines.length) {
+    return null;
+  }
+  const widest = Math.max(0, ...lines.map(row => (isNumber(row.peak_bytes) ? row.peak_bytes : 0)));
+  const table = el('table', 'jp-memprofile-lines');
+  table.appendChild(el('caption', undefined, title));
+  const head = table.createTHead().insertRow();
+  for (const label of ['line', 'alive at the peak', '', 'allocated', 'source']) {
+    head.appendChild(el('th', undefined, label));
+  }
+  const body = table.createTBody();
+  let previous: number | null = null;
+  for (const row of lines) {
+    if (previous !== null && row.line > previous + 1) {
+      const gap = body.insertRow();
+      gap.className = 'jp-memprofile-line-gap';
+      gap.appendChild(el('td', 'jp-memprofile-num', '⋮'));
+    }
+    previous = row.line;
+    const tr = body.insertRow();
+    tr.dataset.line = String(row.line);
+    if (row.line === peakLine) {
+      tr.classList.add('jp-memprofile-line-peak');
+    }
+    const barCell = el('td', 'jp-memprofile-line-bar-cell');
+    barCell.appendChild(lineBar(row, widest));
+    const held = isNumber(row.peak_bytes) && row.peak_bytes > 0 ? formatBytes(row.peak_bytes) : '';
+    const allocated = isNumber(row.allocated_bytes) && row.allocated_bytes > 0 ? formatBytes(row.allocated_bytes) : '';
+    const source = el('td', 'jp-memprofile-line-source');
+    source.appendChild(el('code', undefined, row.line === 0 ? '(before the cell)' : row.text ?? ''));
+    const made = lineNotes(row);
+    if (made) {
+      source.appendChild(el('span', 'jp-memprofile-line-made', `  # ${made}`));
+    }
+    if (row.line === peakLine) {
+      source.appendChild(el('span', 'jp-memprofile-line-mark', ' ◀ peak'));
+    }
+    tr.append(
+      el('td', 'jp-memprofile-num jp-memprofile-line-number', row.line === 0 ? '·' : String(row.line)),
+      barCell,
+      el('td', 'jp-memprofile-num jp-memprofile-line-held', held),
+      el('td', 'jp-memprofile-num jp-memprofile-line-allocated', allocated),
+      source
+    );
+  }
+  return table;
 }
 
 /** Category entries with a positive byte count, known categories first in display order. */
@@ -381,6 +564,15 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
   }
   if (body.childNodes.length) {
     card.appendChild(body);
+  }
+  for (const part of [
+    renderPeakPlace(summary),
+    renderTensors(summary.peak_tensors),
+    renderLines(summary.peak_lines as LineStat[] | undefined, summary.peak_line, 'Lines holding the most at the peak')
+  ]) {
+    if (part) {
+      card.appendChild(part);
+    }
   }
 
   const suggestion = summary.top_suggestion ? renderSuggestion(summary.top_suggestion, summary.suggestion_count) : null;

@@ -104,3 +104,22 @@ export function formatPercent(fraction: number | null | undefined): string {
   }
   return `${percent.toFixed(percent < 10 ? 1 : 0)} %`;
 }
+
+/** A line of the profiled cell: "line 3", "before the cell" (line 0), "" when unknown. */
+export function formatLine(line: number | null | undefined): string {
+  if (!isNumber(line) || line < 0) {
+    return '';
+  }
+  return line === 0 ? 'before the cell' : `line ${line}`;
+}
+
+/**
+ * A tensor's size: "8.00 MiB", or "8.00 MiB tensor in a 15.75 MiB allocator block"
+ * where the allocator gave a larger block than the tensor asked for.
+ */
+export function formatTensorSize(bytes: number, requested: number | null | undefined): string {
+  if (isNumber(requested) && requested !== bytes) {
+    return `${formatBytes(requested)} tensor in a ${formatBytes(bytes)} allocator block`;
+  }
+  return formatBytes(bytes);
+}

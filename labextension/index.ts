@@ -224,7 +224,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const answer = await showDialog({
           title: `Try "${s.title}"?`,
           body: profile.rerun_warning,
-          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Run the cell twice' })]
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Run the cell 2 or 3 times' })]
         });
         if (!answer.button.accept) {
           return null;

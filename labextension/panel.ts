@@ -1,7 +1,8 @@
 /**
  * The memprofile side panel: the active notebook kernel's profiles, newest
  * first, and the views of the selected one (timeline, peak, layers, ops with
- * BokehJS; suggestions with "Insert fix" and "Try it"; compare; export).
+ * BokehJS; the cell's lines with their bars; suggestions with "Insert fix"
+ * and "Try it"; compare; export).
  *
  * Everything from the kernel is data: text goes through textContent, bokeh
  * json_items go to BokehJS's embed_item; nothing received is executed. What
@@ -11,7 +12,7 @@
 
 import { Widget } from '@lumino/widgets';
 
-import { el, renderSparkline } from './card';
+import { ILineRow, el, renderLines, renderSparkline } from './card';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
 import type { ProfileSummary } from './schema';
 import type { ProfileList } from './store';
@@ -40,8 +41,12 @@ export interface IPanelProfile {
   views: Record<string, unknown>;
   suggestions: IPanelSuggestion[];
   source: string;
-  /** What "Try it" asks before it runs the cell twice (the kernel's wording). */
+  /** What "Try it" asks before it runs the cell again (the kernel's wording). */
   rerun_warning: string;
+  /** Every line of the cell with its figures (line 0: memory from before it); absent from older kernels. */
+  lines?: ILineRow[];
+  /** The line running at the peak instant. */
+  peak_line?: number | null;
 }
 
 export interface IChangeRow {
@@ -62,6 +67,8 @@ export interface IComparison {
   ops: IChangeRow[];
   more_layers: number;
   more_ops: number;
+  /** Which runs were compared and why (a run that created state, a warm run used instead). */
+  notes?: string[];
 }
 
 /** What the panel asks its host (JupyterLab) to do. */
@@ -78,6 +85,7 @@ export interface IPanelActions {
 export const VIEWS: ReadonlyArray<readonly [string, string]> = [
   ['timeline', 'Timeline'],
   ['peak', 'Peak'],
+  ['lines', 'Lines'],
   ['layers', 'Layers'],
   ['ops', 'Ops'],
   ['suggestions', 'Suggestions']
@@ -241,6 +249,10 @@ export class MemprofilePanel extends Widget {
     detail.append(head, this._message, tabs, body);
     if (view === 'suggestions') {
       this._renderSuggestions(profile, body);
+    } else if (view === 'lines') {
+      const lines = renderLines(profile.lines, profile.peak_line,
+        'The cell, line by line: bytes alive at the peak (by kind) and allocated');
+      body.appendChild(lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.'));
     } else if (profile.views[view]) {
       this._actions.embed(profile.views[view], body).catch(error => {
         body.textContent = '';
@@ -284,7 +296,8 @@ export class MemprofilePanel extends Widget {
             }
           );
         });
-        tryButton.title = 'Runs the cell twice (as it is, then changed) after asking';
+        tryButton.title = 'Runs the cell two or three times (as it is, warm again when that run created ' +
+          'state, then changed) after asking';
         buttons.appendChild(tryButton);
       }
       const code = el('pre', 'jp-memprofile-code');
@@ -371,6 +384,9 @@ export function renderComparison(c: IComparison): HTMLElement {
   const root = el('div', 'jp-memprofile-comparison');
   root.append(el('div', 'jp-memprofile-detail-name', `${c.a_name} → ${c.b_name}`),
     el('div', 'jp-memprofile-comparison-headline', c.headline));
+  for (const note of c.notes ?? []) {
+    root.appendChild(el('div', 'jp-memprofile-comparison-note', note));
+  }
   const table = (title: string, rows: IChangeRow[], more: number) => {
     if (!rows.length) {
       return;

@@ -187,6 +187,7 @@ export interface Suggestion {
   can_try?: boolean;
   try_change?: string | null;
   measured_time_change?: number | null;
+  measured_peak_before_bytes?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -232,6 +233,7 @@ export interface KeptObject {
   via: "variable" | "output_cache";
   new?: boolean;
   graph?: boolean;
+  graph_bytes?: number;
   [k: string]: unknown;
 }
 /**
@@ -300,6 +302,7 @@ export interface ProfileSummary {
   peak_line?: number | null;
   peak_line_text?: string | null;
   peak_tensors?: TensorInfo[];
+  peak_lines?: LineStat[];
   [k: string]: unknown;
 }
 /**

@@ -78,3 +78,53 @@ def make_rich_profile(name: str = "train", text: str = "", n_points: int = 2_000
                         tensors=[TensorInfo([512, 1024], "float32", 2 * 2**20, "activation", f"aten::mm{text}",
                                             f"encoder{text}", "cpu")])
     return profile
+
+
+LINED_SOURCE = """tokens = batch["tokens"]
+logits = model(tokens)
+loss = F.cross_entropy(logits.view(-1, vocab), targets.view(-1))
+loss.backward()
+opt.step()
+"""
+
+
+def make_lined_profile(name: str = "lm-step", text: str = "") -> Profile:
+    """A profile with per-line figures, as the line capture fills them: a
+    language-model step whose loss is computed outside any module (its memory
+    is "(no layer)" at the peak), parameters from before the cell (line 0), a
+    tensor in a larger allocator block. `text` goes into every user-code name."""
+    from memprofile.model.profile import LineStat, OpStat, LayerStat, TensorInfo
+
+    mib = 2**20
+    profile = make_rich_profile(name=name, text=text, n_points=200)
+    profile.source = LINED_SOURCE.replace("model", f"model{text}")
+    profile.lines = [
+        LineStat(0, "(before the cell)", 0, 48 * mib, {"parameter": 16 * mib, "optimizer_state": 32 * mib}),
+        LineStat(2, f"logits = model{text}(tokens)", 96 * mib, 64 * mib, {"activation": 64 * mib},
+                 {f"aten::mm{text}": 80 * mib, "aten::gelu": 16 * mib}, {f"encoder{text}": 96 * mib}),
+        LineStat(3, "loss = F.cross_entropy(logits.view(-1, vocab), targets.view(-1))", 72 * mib, 40 * mib,
+                 {"activation": 32 * mib, "temporary": 8 * mib}, {f"aten::log_softmax{text}": 64 * mib}, {}),
+        LineStat(4, "loss.backward()", 120 * mib, 24 * mib, {"gradient": 24 * mib}, {"aten::mm_backward": 120 * mib},
+                 {f"encoder{text}": 100 * mib}),
+    ]
+    peak = profile.peak
+    peak.line, peak.op, peak.layer = 4, "aten::mm_backward", f"encoder{text}"
+    peak.by_line = {0: 48 * mib, 2: 64 * mib, 3: 40 * mib, 4: 24 * mib}
+    peak.bytes = profile.device("cpu").peak_bytes = sum(peak.by_line.values())
+    peak.by_category = {"parameter": 16 * mib, "gradient": 24 * mib, "optimizer_state": 32 * mib,
+                        "activation": 96 * mib, "temporary": 8 * mib}
+    peak.by_layer = {f"encoder{text}": 100 * mib, "(no layer)": 56 * mib, "head": 20 * mib}
+    peak.tensors = [
+        TensorInfo([64, 512, 8000], "float32", 1000 * mib // 8, "activation", f"aten::log_softmax{text}", None,
+                   "cpu", line=3),
+        TensorInfo([64, 32, 32, 32], "float32", 15 * mib + 3 * mib // 4, "activation", f"conv2d{text}",
+                   f"encoder{text}", "cpu", line=2, requested_bytes=8 * mib),
+        TensorInfo([8000, 512], "float32", 8000 * 512 * 4, "parameter", None, "head", "cpu", line=0),
+        TensorInfo([512], "float32", 2048, "parameter", None, "head", "cpu", line=0),
+    ]
+    for op in profile.ops[:5]:
+        op.line = 2
+    profile.ops[0].line = 3
+    for layer in profile.layers[1:]:
+        layer.line = 2
+    return profile

@@ -1,4 +1,4 @@
-import { NEWER_SCHEMA_MESSAGE, checkSummary, renderCard } from '../card';
+import { NEWER_SCHEMA_MESSAGE, checkSummary, lineNotes, renderCard } from '../card';
 import type { ProfileSummary } from '../schema';
 import { hostSummary } from './fixtures';
 
@@ -224,6 +224,121 @@ describe('renderCard', () => {
     const card = renderCard(hostSummary({ sparkline: { device: 'host', t: [0], bytes: [5] } }));
     expect(card.querySelector('svg path')?.getAttribute('d')).toMatch(/^M[\d.]+ [\d.]+$/);
     expect(card.querySelector('svg circle')).not.toBeNull();
+  });
+});
+
+/** A training step's summary with the peak named: op, layer, line, tensors and lines (render/bundle.py fills these). */
+function namedPeak(): Partial<ProfileSummary> {
+  const mib = 1024 ** 2;
+  return {
+    peak_op: 'aten::mm_backward',
+    peak_layer: 'encoder',
+    peak_line: 4,
+    peak_line_text: 'loss.backward()',
+    peak_tensors: [
+      { shape: [64, 512, 8000], dtype: 'float32', bytes: 1000 * mib, category: 'activation',
+        op: 'aten::log_softmax', layer: null, line: 3 },
+      { shape: [64, 32, 32, 32], dtype: 'float32', bytes: 15.75 * mib, category: 'activation', op: 'conv2d',
+        layer: 'encoder', line: 2, requested_bytes: 8 * mib },
+      { shape: [8000, 512], dtype: 'float32', bytes: 8000 * 512 * 4, category: 'parameter', layer: 'head', line: 0 }
+    ],
+    peak_lines: [
+      { line: 0, text: '(before the cell)', peak_bytes: 48 * mib, by_category: { parameter: 16 * mib, optimizer_state: 32 * mib } },
+      { line: 2, text: 'logits = model(tokens)', allocated_bytes: 96 * mib, peak_bytes: 64 * mib,
+        by_category: { activation: 64 * mib }, ops: { 'aten::mm': 80 * mib }, layers: { encoder: 96 * mib } },
+      { line: 4, text: 'loss.backward()', allocated_bytes: 120 * mib, peak_bytes: 16 * mib,
+        by_category: { gradient: 8 * mib } }
+    ]
+  };
+}
+
+describe('the card names the peak', () => {
+  it('says which op, layer and line ran at the peak, with the line\'s source', () => {
+    const card = renderCard(hostSummary(namedPeak()));
+    const place = card.querySelector('.jp-memprofile-peak-place');
+    expect(text(place)).toBe('At the peak: op aten::mm_backward, layer encoder, line 4 loss.backward()');
+    expect(text(card.querySelector('.jp-memprofile-peak-line-text'))).toBe('loss.backward()');
+  });
+
+  it('lists the largest tensors, the tensor\'s own size apart from its allocator block', () => {
+    const rows = Array.from(renderCard(hostSummary(namedPeak())).querySelectorAll('.jp-memprofile-tensors tr'));
+    expect(rows.map(row => Array.from(row.children).map(text))).toEqual([
+      ['1000.0 MiB', '64×512×8000 float32', 'op aten::log_softmax, line 3'],
+      ['8.00 MiB tensor in a 15.8 MiB allocator block', '64×32×32×32 float32', 'op conv2d, layer encoder, line 2'],
+      ['15.6 MiB', '8000×512 float32', 'layer head, before the cell']
+    ]);
+  });
+
+  it('shows the lines holding the most at the peak as bars by kind, scaled to the largest', () => {
+    const card = renderCard(hostSummary(namedPeak()));
+    const rows = Array.from(card.querySelectorAll<HTMLElement>('.jp-memprofile-lines tbody tr'));
+    // line 0, a gap (line 1 left out), line 2, a gap (line 3), line 4
+    expect(rows.map(row => row.dataset.line ?? 'gap')).toEqual(['0', 'gap', '2', 'gap', '4']);
+    expect(text(rows[0])).toContain('(before the cell)');
+    expect(text(rows[2].querySelector('.jp-memprofile-line-held'))).toBe('64.0 MiB');
+    expect(text(rows[2].querySelector('.jp-memprofile-line-allocated'))).toBe('96.0 MiB');
+    expect(text(rows[2])).toContain('# aten::mm · layer encoder');
+    const bars = [0, 2, 4].map(i => rows[i].querySelector<HTMLElement>('.jp-memprofile-line-bar'));
+    expect(parseFloat(bars[1]?.style.width ?? '')).toBeCloseTo(100, 3);
+    expect(parseFloat(bars[0]?.style.width ?? '')).toBeCloseTo(75, 3);
+    expect(parseFloat(bars[2]?.style.width ?? '')).toBeCloseTo(25, 3);
+    // line 0's bar: parameters then optimizer state; line 4's: 8 MiB of gradients and 8 MiB unknown
+    const kinds = (bar: HTMLElement | null) =>
+      Array.from(bar?.children ?? []).map(s => [s.className.split(' ')[1], parseFloat((s as HTMLElement).style.width)]);
+    expect(kinds(bars[0])).toEqual([['jp-memprofile-cat-parameter', 33.33], ['jp-memprofile-cat-optimizer-state', 66.67]]);
+    expect(kinds(bars[2])).toEqual([['jp-memprofile-cat-gradient', 50], ['jp-memprofile-cat-other', 50]]);
+    expect(rows[4].classList.contains('jp-memprofile-line-peak')).toBe(true);
+    expect(text(rows[4])).toContain('◀ peak');
+    expect(rows.filter(row => row.classList.contains('jp-memprofile-line-peak'))).toHaveLength(1);
+  });
+
+  it('names what allocated the most on a line, long names cut to their end', () => {
+    expect(lineNotes({ line: 1, text: '', ops: { 'gradient_tape/sequential_1/wide_1/MatMul/MatMul': 1, 'adam/Square': 1,
+      third: 1 }, layers: { wide: 1, other: 1 } })).toBe('…quential_1/wide_1/MatMul/MatMul, adam/Square · layer wide') // 32 characters;
+    expect(lineNotes({ line: 1, text: '' })).toBe('');
+  });
+
+  it('says for an error which op, layer and line failed asking for how much', () => {
+    const card = renderCard(hostSummary({
+      error: { type: 'RuntimeError', message: "DefaultCPUAllocator: can't allocate memory", op: 'aten::new_empty',
+        layer: 'big', line: 3, requested_bytes: 16 * 1024 ** 3 }
+    }));
+    expect(text(card.querySelector('.jp-memprofile-error-where')))
+      .toBe('It failed in op aten::new_empty, layer big, line 3, asking for 16.0 GiB.');
+  });
+
+  it('says what it knows of a failure and nothing of what it does not', () => {
+    const asked = renderCard(hostSummary({ error: { type: 'MemoryError', message: '', requested_bytes: 2048 } }));
+    expect(text(asked.querySelector('.jp-memprofile-error-where'))).toBe('It failed asking for 2.00 KiB.');
+    const bare = renderCard(hostSummary({ error: { type: 'ValueError', message: 'bad' } }));
+    expect(bare.querySelector('.jp-memprofile-error-where')).toBeNull();
+  });
+
+  it('leaves the parts out for a profile without them (older kernels, process-only profiles)', () => {
+    const card = renderCard(hostSummary({ peak_line: null, peak_tensors: [], peak_lines: [] }));
+    expect(card.querySelector('.jp-memprofile-peak-place')).toBeNull();
+    expect(card.querySelector('.jp-memprofile-tensors')).toBeNull();
+    expect(card.querySelector('.jp-memprofile-lines')).toBeNull();
+    const malformed = renderCard(hostSummary({
+      peak_tensors: [null, { shape: 'x' }] as unknown as ProfileSummary['peak_tensors'],
+      peak_lines: [{ text: 'no line number' }] as unknown as ProfileSummary['peak_lines']
+    }));
+    expect(malformed.classList.contains('jp-memprofile-card-invalid')).toBe(false);
+    expect(malformed.querySelector('.jp-memprofile-tensors')).toBeNull();
+    expect(malformed.querySelector('.jp-memprofile-lines')).toBeNull();
+  });
+
+  it('writes hostile op, layer and source text as text', () => {
+    const hostile = namedPeak();
+    hostile.peak_op = HOSTILE;
+    hostile.peak_line_text = HOSTILE;
+    hostile.peak_tensors = [{ shape: [1], dtype: HOSTILE, bytes: 4, category: HOSTILE, op: HOSTILE, layer: HOSTILE }];
+    hostile.peak_lines = [{ line: 1, text: HOSTILE, peak_bytes: 4, by_category: { [HOSTILE]: 4 }, ops: { [HOSTILE]: 4 } }];
+    const card = renderCard(hostSummary({ ...hostile, error: { type: 'E', message: '', op: HOSTILE, layer: HOSTILE } }));
+    expect(card.querySelector('img')).toBeNull();
+    expect(text(card.querySelector('.jp-memprofile-peak-op'))).toBe(HOSTILE);
+    expect(text(card.querySelector('.jp-memprofile-lines'))).toContain(HOSTILE);
+    expect(card.querySelector('.jp-memprofile-line-segment')?.className).toContain('jp-memprofile-cat-unknown');
   });
 });
 

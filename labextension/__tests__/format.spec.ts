@@ -1,4 +1,4 @@
-import { MISSING, formatBytes, formatDuration, formatPercent, formatSignedBytes } from '../format';
+import { MISSING, formatBytes, formatDuration, formatLine, formatPercent, formatSignedBytes, formatTensorSize } from '../format';
 
 describe('formatBytes', () => {
   it.each([
@@ -85,5 +85,25 @@ describe('formatPercent', () => {
     expect(formatPercent(0.0001)).toBe('<0.1 %');
     expect(formatPercent(0)).toBe('0.0 %');
     expect(formatPercent(null)).toBe(MISSING);
+  });
+});
+
+describe('formatLine', () => {
+  it.each([
+    [3, 'line 3'],
+    [0, 'before the cell'],
+    [null, ''],
+    [undefined, ''],
+    [-1, '']
+  ])('%p gives %p', (line, expected) => {
+    expect(formatLine(line as number | null | undefined)).toBe(expected);
+  });
+});
+
+describe('formatTensorSize', () => {
+  it('names the allocator block only where it is larger than the tensor', () => {
+    expect(formatTensorSize(15.75 * 1024 ** 2, 8 * 1024 ** 2)).toBe('8.00 MiB tensor in a 15.8 MiB allocator block');
+    expect(formatTensorSize(8 * 1024 ** 2, null)).toBe('8.00 MiB');
+    expect(formatTensorSize(8 * 1024 ** 2, 8 * 1024 ** 2)).toBe('8.00 MiB');
   });
 });

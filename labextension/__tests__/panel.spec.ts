@@ -93,6 +93,40 @@ describe('MemprofilePanel', () => {
     expect(status?.textContent).toBe('Measured: peak -1.00 GiB (-40 %) on cpu, time +12 %');
   });
 
+  it('draws the cell\'s lines with their bars, and says when a profile has none', async () => {
+    const mib = 1024 ** 2;
+    const lines = [
+      { line: 0, text: '(before the cell)', peak_bytes: 32 * mib, allocated_bytes: 0, by_category: { parameter: 32 * mib },
+        ops: {}, layers: {} },
+      { line: 1, text: 'x = batch()', peak_bytes: 0, allocated_bytes: 0, by_category: {}, ops: {}, layers: {} },
+      { line: 2, text: `    y = f(x)  ${HOSTILE}`, peak_bytes: 64 * mib, allocated_bytes: 80 * mib,
+        by_category: { temporary: 64 * mib }, ops: { cross_entropy: 80 * mib }, layers: {} }
+    ];
+    const { a } = actions({ fetchProfile: async id => ({ ...payload(id, []), lines, peak_line: 2 }) });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' }), hostSummary({ id: 'old' })]);
+    await panel.select('a');
+    (panel.node.querySelector('.jp-memprofile-tab[data-view="lines"]') as HTMLElement).click();
+    const rows = Array.from(panel.node.querySelectorAll<HTMLElement>('.jp-memprofile-view[data-view="lines"] tbody tr'));
+    expect(rows.map(row => row.dataset.line)).toEqual(['0', '1', '2']); // every line, no gap
+    expect(rows[2].querySelector('code')?.textContent).toBe(`    y = f(x)  ${HOSTILE}`); // indentation kept, as text
+    expect(panel.node.querySelector('img')).toBeNull();
+    expect(rows[2].querySelector<HTMLElement>('.jp-memprofile-line-bar')?.style.width).toBe('100.00%');
+    expect(rows[0].querySelector<HTMLElement>('.jp-memprofile-line-bar')?.style.width).toBe('50.00%');
+    expect(rows[1].querySelector('.jp-memprofile-line-segment')).toBeNull();
+    expect(rows[2].textContent).toContain('◀ peak');
+    // a profile from a kernel that records no lines
+    const { a: old } = actions({ fetchProfile: async id => payload(id, []) });
+    const bare = new MemprofilePanel(old);
+    bare.bind(list, '');
+    await bare.select('old');
+    (bare.node.querySelector('.jp-memprofile-tab[data-view="lines"]') as HTMLElement).click();
+    expect(bare.node.querySelector('.jp-memprofile-view[data-view="lines"]')?.textContent)
+      .toBe('No line of the cell was recorded in this profile.');
+  });
+
   it('a cancelled trial shows nothing and a failed one says why', async () => {
     let result: Promise<string | null> = Promise.resolve(null);
     const { a } = actions({ tryIt: () => result });

@@ -48,7 +48,8 @@ def profile(name: str | None = None, **options):
 def try_change(run, change: str, name: str = "trial", **options):
     """Profile `run()` as it is and under `change` ("amp", "inference_mode",
     "checkpoint=layer,..."): a Trial with both profiles and the measured
-    difference (`.saving_bytes`, `.time_change`). `run` runs twice."""
+    difference (`.saving_bytes`, `.time_change`). `run` runs two or three times
+    (once more as is when the first run creates state, see memprofile.trial)."""
     import sys
 
     from memprofile.trial import run_trial

@@ -23,6 +23,7 @@ from memprofile.capture.base import Collector, RawCapture, create_collector
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.profile import ErrorInfo, Note, Profile
+from memprofile.model.lines import assign_lines
 from memprofile.model.replay import replay
 
 
@@ -91,11 +92,13 @@ class Profiler:
         cuda_history: bool = False,
         namespace: dict | None = None,
         store: bool = True,
+        cell_lines: bool = False,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
         mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
         where tensors from before the run are looked for (the notebook's
-        globals; the caller's by default)."""
+        globals; the caller's by default); `cell_lines`: the code run was
+        compiled with capture.lines.instrument, so allocations get its lines."""
         self.name = name or "profile"
         self.source = source
         self.store = store
@@ -118,6 +121,8 @@ class Profiler:
                 **({"max_events": tf_max_events} if tf_max_events else {}),
             },
         }
+        if cell_lines:  # last: it starts right before the cell and stops first
+            self._collector_options["lines"] = {}
         self._collectors: list[Collector] = []
         self._start_notes: list[Note] = []
         self._started_at = ""
@@ -205,7 +210,14 @@ class Profiler:
         duration = time.perf_counter() - self._t0
         self._collectors = []
         self._running = False
+        marks = next((c.line_marks for c in captures if c.line_marks[0]), ((), ()))
+        for c in captures:
+            for log in c.allocations:
+                assign_lines(log, marks)
         replays = [replay(log) for c in captures for log in c.allocations]
+        failure = error_info(error, captures) if error is not None else None
+        if failure is not None and marks[1]:
+            failure.line = marks[1][-1]  # the line running when it raised
         profile = build_profile(
             captures,
             replays=replays,
@@ -213,7 +225,7 @@ class Profiler:
             started_at=self._started_at,
             duration_s=duration,
             source=self.source,
-            error=error_info(error, captures) if error is not None else None,
+            error=failure,
             notes=notes,
             frameworks=loaded_frameworks(),
             environment={"python": platform.python_version(), "memprofile": __version__},

@@ -1,5 +1,12 @@
-"""Try a suggestion: run the code once as it is and once with the change
-applied in place, profile both, and measure the difference.
+"""Try a suggestion: run the code as it is and with the change applied in
+place, profile both, and measure the difference between like runs.
+
+A run can leave state the next run starts with: an optimizer's first step
+creates its state, a first backward the gradients, a cell that builds its
+model the parameters. When the run as is created such state, the changed run
+would start with it and the comparison would charge the change with it (and
+with the first run's warm-up time): the code then runs as is once more, and
+that second, warm run is the one compared. The notes say so.
 
 Changes (the `--try` values):
 - `amp`: the run inside `torch.autocast` (bfloat16 on CPU, float16 on CUDA);
@@ -9,36 +16,51 @@ Changes (the `--try` values):
   without names, the blocks of the model's largest ModuleList.
 
 Every change is undone after the run, also when it raises. Running the code
-twice changes whatever it changes (a training step trains twice): callers say
-so before they run it, and nothing here runs without being asked.
+two or three times changes whatever it changes (a training step trains two or
+three more steps): callers say so before they run it, and nothing here runs
+without being asked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from memprofile.analysis.compare import Comparison, compare
+from memprofile.analysis.compare import Comparison, compare, state_created, state_text
 from memprofile.errors import MemprofileError
 from memprofile.model.profile import Note, Profile
 
 CHANGES = ("amp", "inference_mode", "checkpoint")
 #: Which suggestion each change measures.
 SUGGESTION_OF = {"amp": "amp", "inference_mode": "inference_mode", "checkpoint": "gradient_checkpointing"}
-RERUN_WARNING = ("Trying a change runs the cell twice more (as it is, then changed): whatever it changes, it "
-                 "changes twice (a training cell trains two more steps).")
+RERUN_WARNING = ("Trying a change runs the cell two or three more times: as it is; once more as it is when that "
+                 "run created state the next run starts with (an optimizer's first step creates its state), so "
+                 "that like is compared with like; then changed. Whatever the cell changes, it changes each time "
+                 "(a training cell trains two or three more steps).")
+#: The label of the button that confirms it.
+RERUN_BUTTON = "Run the cell 2 or 3 times"
+#: What a trial's runs are called, after the name of what was tried.
+AS_IS, WARM = "as is", "as is, warm"
+# A name that is already a trial's ("blocks (as is)", "blocks #2 (--try amp)"): its base is "blocks".
+_TRIAL_NAME = re.compile(r"(?: #\d+)?(?: \((?:as is(?:, warm)?|--try [^()]*)\))+$")
 
 
 @dataclass
 class Trial:
     change: str
+    #: The run as is that was compared: the second, warm one when the first created state.
     before: Profile
     after: Profile
     comparison: Comparison
+    #: The first run as is, when it created state and so was run again (not compared).
+    first: Profile | None = None
+    #: State each run created that the next run starts with: profile name -> category -> bytes.
+    created: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def saving_bytes(self) -> int:
@@ -146,11 +168,31 @@ def applied(change: str, namespace: dict, device: str = "cpu") -> Iterator[None]
                 module.forward = own
 
 
+def trial_base(name: str) -> str:
+    """The name trials of `name` are named after: a trial's own profile
+    ("blocks (as is)") gives its cell's ("blocks"), so suffixes never stack."""
+    return _TRIAL_NAME.sub("", name) or name
+
+
+def _unused_base(base: str) -> str:
+    """`base`, or `base #2`, `base #3`, ...: the first whose trial names no
+    stored profile has, so every trial's profiles are told apart."""
+    from memprofile.jupyter.store import STORE
+
+    names = {p.name for p in STORE.all()}
+    candidate, n = base, 1
+    while any(_TRIAL_NAME.fullmatch(other[len(candidate):]) for other in names if other.startswith(candidate)):
+        n += 1
+        candidate = f"{base} #{n}"
+    return candidate
+
+
 def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", namespace: dict | None = None,
               store: bool = True, **profiler_options) -> Trial:
-    """Profile `run()` as it is, then under `change`; the first profile's
-    matching suggestion gets the measured saving. Exceptions of either run
-    propagate after its profile is kept."""
+    """Profile `run()` as it is (twice when the first run created state, see
+    the module's doc), then under `change`, and compare the last run as is
+    with the changed one; their profiles' matching suggestions get the
+    measured saving. Exceptions of any run propagate after its profile is kept."""
     from memprofile.profiler import Profiler
 
     if namespace is None:
@@ -161,27 +203,47 @@ def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", names
         resolve_modules(names, namespace)
     else:
         _torch()
-    # A run that raises leaves its profile stored and propagates (the Profiler's own context manager).
-    with Profiler(name=f"{name} (as is)", namespace=namespace, store=store, **profiler_options) as before:
-        run()
+    base = trial_base(name)
+    unique = _unused_base(base) if store else base
+
+    def profiled(run_name: str) -> Profile:
+        # A run that raises leaves its profile stored and propagates (the Profiler's own context manager).
+        with Profiler(name=f"{unique} ({run_name})", namespace=namespace, store=store, **profiler_options) as p:
+            run()
+        p.capture["trial_of"] = base
+        created = state_created(p)
+        if created:
+            p.warnings.append(Note("state_created", f"this run created {state_text(created)} that it did not "
+                                                    f"start with: a next run starts with it"))
+        return p
+
+    first = before = profiled(AS_IS)
+    if state_created(first):
+        before = profiled(WARM)
     device = before.peak_device.name if before.peak_device else "cpu"
     with applied(change, namespace, device):
-        with Profiler(name=f"{name} (--try {change})", namespace=namespace, store=store,
-                      **profiler_options) as after:
-            run()
+        after = profiled(f"--try {change}")
     after.capture["tried"] = change
     after.capture["compared_with"] = before.id
     comparison = compare(before, after)
-    record_measurement(before, change, comparison)
+    runs = [first, after] if first is before else [first, before, after]
+    created = {p.name: c for p in runs if (c := state_created(p))}
+    if first is not before:  # compare() notes what the compared runs themselves created
+        comparison.notes.insert(0, f"the first run as is created {state_text(created[first.name])}; "
+                                   f"compared the second, warm run as is")
+    for p in runs[:-1]:
+        record_measurement(p, change, comparison)
     after.warnings.append(Note("trial", f"run with --try {change}; as is: {before.name!r} ({before.id[:8]})"))
-    return Trial(change, before, after, comparison)
+    return Trial(change, before, after, comparison, first=first if first is not before else None, created=created)
 
 
 def record_measurement(profile: Profile, change: str, comparison: Comparison) -> None:
-    """Put what a trial measured on the profile's suggestion for that change."""
+    """Put what a trial measured on the profile's suggestion for that change,
+    with the peak it was measured against (the percentage's denominator)."""
     kind, _ = parse_change(change)
     for s in profile.suggestions:
         if s.id == SUGGESTION_OF[kind]:
             s.measured_saving_bytes = comparison.saving_bytes
             s.measured_time_change = comparison.time_change
+            s.measured_peak_before_bytes = comparison.peak.before
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 import uuid
 from pathlib import Path
@@ -114,3 +115,16 @@ def test_try_from_the_panel_runs_the_cell_and_reports_the_measurement(panel):
     measured = next(s for s in again["suggestions"] if s["id"] == "gradient_checkpointing")
     assert measured["measured_saving_bytes"] == tried["saving_bytes"] and measured["saving_text"].startswith("measured:")
     assert json.dumps(again)  # plain data all the way
+    # The profiled run made the gradients (a cold run), the trial's runs found them: their peaks differ,
+    # and the heading the panel shows and the card below it give the one percentage, the comparison's.
+    items = {s["name"]: s for s in panel.request({"type": "sync"})["items"]}
+    assert items["blocks (as is)"]["peak_bytes"] != summary["peak_bytes"]
+    percent = re.compile(r"\(([+-]\d+ %)\)")
+    assert percent.findall(tried["headline"]) == percent.findall(measured["saving_text"]) == [
+        f"{tried['peak_change_percent']:+.0f} %"]
+    assert tried["first"] is None and tried["notes"] == []  # the trial's first run created nothing
+    # trying again from a trial's own profile: named after the cell, apart from the first trial
+    panel.request({"type": "try", "id": items["blocks (as is)"]["id"], "suggestion": "gradient_checkpointing"})
+    names = [s["name"] for s in panel.request({"type": "sync"})["items"]]
+    assert names == ["blocks", "blocks (as is)", "blocks (--try checkpoint=0,1,2)",
+                     "blocks #2 (as is)", "blocks #2 (--try checkpoint=0,1,2)"], names

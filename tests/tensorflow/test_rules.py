@@ -42,7 +42,7 @@ def test_keras_blocks_get_checkpointing_mixed_precision_and_optimizer_state():
     ckpt = found["gradient_checkpointing"]
     assert "block0, block1, block2" in ckpt.title and "class Recompute(keras.layers.Layer)" in ckpt.code
     assert not ckpt.can_try and 0 < ckpt.estimated_saving_bytes < p.peak_bytes
-    assert 'set_global_policy("mixed_float16")' in found["amp"].code and not found["amp"].can_try
+    assert 'set_global_policy("mixed_bfloat16")' in found["amp"].code and not found["amp"].can_try
     assert "keras.optimizers.SGD" in found["optimizer_state"].code
 
 

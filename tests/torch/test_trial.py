@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -85,23 +87,109 @@ def test_a_changed_run_that_raises_keeps_its_profile_and_undoes_the_change(workl
 
 
 
-def test_try_magic_runs_twice_and_shows_the_measured_difference(ip, fresh_store, capsys, monkeypatch):
+def test_try_magic_shows_both_cards_and_the_difference_of_like_runs(ip, fresh_store, capsys, monkeypatch):
+    """A GRU tagger whose Adam was made in an earlier cell and never stepped,
+    its loss computed outside any module: the first run as is creates the
+    optimizer's state and the gradients, so a second, warm run as is is the
+    one compared, and both its card and the changed run's are shown."""
+    from memprofile.render.bundle import MIME_TYPE
+
     shown = []
     monkeypatch.setattr(ip.display_pub, "publish", lambda data, metadata=None, **kw: shown.append(data))
     ip.run_cell("import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
-                "net = nn.Sequential(*[nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) "
-                "for _ in range(3)])\nxs = torch.randn(2048, 256)\nruns = 0")
-    result = ip.run_cell("%%memprofile --try checkpoint --name ck\nruns += 1\nnet(xs).square().mean().backward()\nruns")
+                "class Tagger(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.emb = nn.Embedding(4000, 64)\n"
+                "        self.gru = nn.GRU(64, 256, num_layers=2, batch_first=True)\n"
+                "        self.head = nn.Linear(256, 4000)\n"
+                "    def forward(self, tokens):\n"
+                "        return self.head(self.gru(self.emb(tokens))[0])\n"
+                "tagger = Tagger()\nadam = torch.optim.Adam(tagger.parameters(), lr=1e-3)\n"
+                "tokens = torch.randint(0, 4000, (16, 48))\nruns = 0")
+    result = ip.run_cell("%%memprofile --try checkpoint=gru --name tag\nruns += 1\nadam.zero_grad()\n"
+                         "logits = tagger(tokens)\n"
+                         "nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()\n"
+                         "adam.step()\nruns")
     assert result.success, result.error_in_exec
-    assert ip.user_ns["runs"] == 2 and result.result == 2  # ran twice; the value is the last run's
-    before, after = fresh_store.all()[-2:]
-    assert before.name == "ck (as is)" and after.capture["tried"] == "checkpoint"
-    assert "its effects happen twice" in capsys.readouterr().out
+    assert ip.user_ns["runs"] == 3 and result.result == 3  # cold, warm, changed; the value is the last run's
+    first, before, after = fresh_store.all()[-3:]
+    assert [p.name for p in (first, before, after)] == ["tag (as is)", "tag (as is, warm)",
+                                                         "tag (--try checkpoint=gru)"]
+    assert "its effects happen two or three times" in capsys.readouterr().out
+    # both cards, then the comparison of the warm run with the changed one
+    cards = [d[MIME_TYPE]["id"] for d in shown if MIME_TYPE in d]
+    assert cards == [before.id, after.id]
     html = next(d["text/html"] for d in shown if "memprofile-compare" in d.get("text/html", ""))
-    assert "ck (as is) → ck (--try checkpoint)" in html and "peak -" in html
-    # the before profile's suggestion now carries the measurement
-    ckpt = next(s for s in before.suggestions if s.id == "gradient_checkpointing")
-    assert ckpt.measured_saving_bytes == before.peak_bytes - after.device(before.peak_device.name).peak_bytes
+    assert "tag (as is, warm) → tag (--try checkpoint=gru)" in html
+    assert "compared the second, warm run as is" in html and "of optimizer state" in html
+    state = sum(p.numel() * 4 for p in ip.user_ns["tagger"].parameters())
+    assert after.device("cpu").baseline_by_category["optimizer_state"] >= 2 * state
+    assert {w.code for w in first.warnings} >= {"state_created"}
+    # the measurement is on the compared run's suggestion, against its own peak
+    ckpt = next((s for s in before.suggestions if s.id == "gradient_checkpointing"), None)
+    if ckpt is not None:
+        assert ckpt.measured_saving_bytes == before.peak_bytes - after.device(before.peak_device.name).peak_bytes
+
+
+def _fresh_cnn():
+    """A small CNN whose Adam exists but has never stepped; its loss is
+    computed outside the model."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+        nn.Sequential(*[nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+                        for _ in range(4)]),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, 4096), nn.ReLU(), nn.Linear(4096, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images, labels = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(images), labels).backward()
+        opt.step()
+
+    return step, {"net": net, "opt": opt, "images": images, "labels": labels}
+
+
+def test_a_run_that_creates_optimizer_state_is_run_again_warm_and_that_run_is_compared():
+    step, ns = _fresh_cnn()
+    params = sum(p.numel() * p.element_size() for p in ns["net"].parameters())
+    trial = memprofile.try_change(step, "checkpoint=2.0,2.1,2.2,2.3", name="cnn", namespace=ns, store=False)
+    assert trial.first is not None and trial.first.name == "cnn (as is)"
+    assert trial.before.name == "cnn (as is, warm)" and trial.after.name == "cnn (--try checkpoint=2.0,2.1,2.2,2.3)"
+    # the first run created Adam's two moments (and the gradients); the compared runs created nothing
+    created = trial.created[trial.first.name]
+    assert 2 * params <= created["optimizer_state"] < 2 * params + 2**16 and created["gradient"] == params
+    assert set(trial.created) == {trial.first.name}
+    c = trial.comparison
+    kinds = {r.name: r for r in c.categories}
+    assert kinds["optimizer_state"].delta == 0 and kinds["optimizer_state"].before >= 2 * params
+    assert kinds["parameter"].delta == 0
+    assert c.notes[0].startswith("the first run as is created ") and "compared the second, warm run as is" in c.notes[0]
+    assert c.duration_before_s == trial.before.duration_s  # the time compared is the warm run's
+    assert trial.saving_bytes > 0 and kinds["activation"].delta < 0
+    # both as-is profiles carry the measurement, with the peak it was measured against
+    for p in (trial.first, trial.before):
+        ckpt = next((s for s in p.suggestions if s.id == "gradient_checkpointing"), None)
+        if ckpt is not None:
+            assert ckpt.measured_saving_bytes == trial.saving_bytes
+            assert ckpt.measured_peak_before_bytes == c.peak.before
+    # now warm: a second trial runs as is only once
+    again = memprofile.try_change(step, "amp", name="cnn", namespace=ns, store=False)
+    assert again.first is None and again.created == {} and again.comparison.notes == []
+
+
+def test_trials_of_a_trial_are_named_after_the_cell_and_apart(workload, fresh_store):
+    step, ns = workload
+    memprofile.try_change(step, "amp", name="blocks", namespace=ns)
+    tried = fresh_store.last()
+    memprofile.try_change(step, "amp", name=tried.name, namespace=ns)  # trying from a trial's own profile
+    memprofile.try_change(step, "amp", name="blocks (as is)", namespace=ns)
+    names = [p.name for p in fresh_store.all()]
+    assert names == ["blocks (as is)", "blocks (--try amp)", "blocks #2 (as is)", "blocks #2 (--try amp)",
+                     "blocks #3 (as is)", "blocks #3 (--try amp)"]
+    assert all(p.capture["trial_of"] == "blocks" for p in fresh_store.all())
 
 
 def test_try_magic_with_a_bad_change_prints_usage_and_runs_nothing(ip, fresh_store, capsys):
@@ -137,7 +225,8 @@ def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
     # a click only asks; nothing runs until the confirmation
     controls.try_button.click()
     assert ip.user_ns["runs"] == 1 and controls.children[1].layout.display == "flex"
-    assert "runs the cell twice more" in controls.children[1].children[0].value
+    assert "runs the cell two or three more times" in controls.children[1].children[0].value
+    assert controls.confirm_button.description == "Run the cell 2 or 3 times"
     controls.cancel_button.click()
     assert ip.user_ns["runs"] == 1 and controls.children[1].layout.display == "none"
     controls.try_button.click()
@@ -146,6 +235,11 @@ def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
     assert controls.status.value.startswith("<b>tried:</b> peak -")
     ckpt = next(s for s in profile.suggestions if s.id == "gradient_checkpointing")
     assert ckpt.measured_saving_bytes > 0 and "measured: -" in card.headline.value
+    # the profiled run made the gradients, the trial's did not: other peaks, and still one percentage
+    tried = fresh_store.all()[-2]
+    assert tried.name == "w (as is)" and tried.peak_bytes != profile.peak_bytes
+    percent = re.compile(r"\(([+-]\d+ %)\)")
+    assert percent.findall(controls.status.value) == percent.findall(card.headline.value)[:1]
 
 
 def test_large_variables_the_cell_leaves_behind_are_named(ip, fresh_store):

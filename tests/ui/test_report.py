@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from memprofile.model.profile import ErrorInfo, Suggestion
-from tests.builders import make_profile, make_rich_profile
+from tests.builders import make_lined_profile, make_profile, make_rich_profile
 from tests.ui.conftest import screenshot
 
 pytestmark = pytest.mark.ui
@@ -117,3 +117,22 @@ def test_dark_colour_scheme_keeps_the_views_readable(browser, tmp_path):
         screenshot(page, "report_dark")
     finally:
         context.close()
+
+
+def test_report_shows_the_cells_lines_and_names_the_peak(report_page, tmp_path):
+    page = report_page
+    _open(page, make_lined_profile(), tmp_path)
+    # the static summary on top names the peak and lists the lines holding the most
+    assert page.get_by_text("At the peak: op").count() == 1
+    _tab(page, "Lines")
+    rows = page.locator("table.mp-lines tr[data-line]").filter(visible=True)
+    assert rows.count() == 4 + 6  # the summary's four lines holding the most, the tab's whole cell (lines 0-5)
+    assert page.get_by_text("opt.step()").filter(visible=True).count() == 1  # allocated nothing: only in the tab
+    page.get_by_text("The cell, line by line").scroll_into_view_if_needed()
+    screenshot(page, "report_lines")
+    _tab(page, "Peak")
+    assert _visible(page, "8.00 MiB tensor in a 15.8 MiB allocator block")
+    assert _visible(page, "before the cell")
+    screenshot(page, "report_peak_lines")
+    assert not page.errors, page.errors
+    assert not [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))], page.requests

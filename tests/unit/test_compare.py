@@ -33,3 +33,69 @@ def test_compare_html_escapes_names():
     b = make_rich_profile(name="b")
     html = memprofile.compare(a, b)._repr_mimebundle_()["text/html"]
     assert "<img" not in html and "&lt;img" in html
+
+
+MiB = 2**20
+
+
+def _run(name: str, peak: int, start: dict[str, int], end: dict[str, int], duration_s: float = 1.0):
+    """A run of a training cell on the torch `cpu` allocator: the state it
+    started with and the state it left, per category."""
+    from memprofile.model.profile import Device, Profile, Suggestion, Timeline
+
+    cats = sorted({*start, *end})
+    timeline = Timeline("cpu", t=[0.0, duration_s / 2, duration_s], live_bytes=[sum(start.values()), peak,
+                                                                               sum(end.values())],
+                        by_category={c: [start.get(c, 0), start.get(c, 0), end.get(c, 0)] for c in cats})
+    device = Device("cpu", "allocator", "c10", peak, sum(start.values()), sum(end.values()),
+                    baseline_by_category=dict(start))
+    return Profile(id=name.ljust(32, "0"), name=name, started_at="2026-11-23T15:00:00.000+00:00",
+                   duration_s=duration_s, devices=[device], timelines=[timeline],
+                   peak=Peak("cpu", duration_s / 2, peak, by_category={"activation": peak}),
+                   suggestions=[Suggestion("gradient_checkpointing", "Checkpoint", "", "", can_try=True,
+                                           try_change="checkpoint")])
+
+
+def test_state_a_run_created_is_found_from_its_categories_and_noted_in_the_comparison():
+    from memprofile.analysis.compare import state_created
+
+    params = {"parameter": 4 * MiB}
+    cold = _run("cold", 40 * MiB, start=params, end={**params, "gradient": 4 * MiB, "optimizer_state": 8 * MiB})
+    warm_state = {**params, "gradient": 4 * MiB, "optimizer_state": 8 * MiB}
+    warm = _run("warm", 48 * MiB, start=warm_state, end=warm_state)
+    # an optimizer's first step made its state, the first backward the gradients; "other" is no state
+    assert state_created(cold) == {"gradient": 4 * MiB, "optimizer_state": 8 * MiB}
+    assert state_created(warm) == {}
+    # state freed during the run (zero_grad(set_to_none=True) at the end) is not created state
+    assert state_created(_run("tidy", 40 * MiB, start=warm_state, end={**params, "optimizer_state": 8 * MiB})) == {}
+    c = memprofile.compare(cold, warm)
+    assert c.notes == ["'cold' created 4.00 MiB of gradients and 8.00 MiB of optimizer state during its run "
+                       "(it did not start with it)"]
+    assert "note: 'cold' created" in repr(c) and "created 4.00 MiB of gradients" in c._repr_mimebundle_()["text/html"]
+    assert memprofile.compare(warm, warm).notes == []
+
+
+def test_a_measured_saving_has_one_percentage_in_the_heading_and_on_the_card():
+    """The card a trial was started from had a different peak (its run was
+    cold) than the run the trial compared: the percentage on that card is the
+    comparison's (saving over the peak of the run measured against)."""
+    from memprofile.render.compare import headline, measured_line
+    from memprofile.render.text import saving_line
+    from memprofile.trial import record_measurement
+
+    state = {"parameter": 4 * MiB, "gradient": 4 * MiB, "optimizer_state": 8 * MiB}
+    original = _run("blocks", 113 * MiB, start={"parameter": 4 * MiB}, end=state)
+    before, after = _run("blocks (as is, warm)", 100 * MiB, state, state), _run("after", 83 * MiB, state, state,
+                                                                              duration_s=1.1)
+    c = memprofile.compare(before, after)
+    assert c.peak_change_percent == -17.0 and headline(c) == "peak -17.0 MiB (-17 %) on cpu, time +10 %"
+    for profile in (original, before):
+        record_measurement(profile, "checkpoint", c)
+        s = profile.suggestions[0]
+        assert s.measured_peak_before_bytes == 100 * MiB
+        assert saving_line(s, profile.peak_bytes) == "measured: -17.0 MiB (-17 %), time +10 %"
+    # and it survives the profile's JSON (the panel and the report read it there)
+    again = memprofile.Profile.from_json(original.to_json()).suggestions[0]
+    assert saving_line(again, original.peak_bytes) == "measured: -17.0 MiB (-17 %), time +10 %"
+    c.notes.append("compared the second, warm run as is")
+    assert measured_line(c) == "peak -17.0 MiB (-17 %) on cpu, time +10 %; compared the second, warm run as is"

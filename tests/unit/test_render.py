@@ -13,7 +13,7 @@ from memprofile.model.schema import SCHEMA_PATH
 from memprofile.render.bundle import MIME_TYPE, mime_bundle, summarise
 from memprofile.render.html import render_fragment, render_static_report as render_report
 from memprofile.render.text import render_text
-from tests.builders import make_profile
+from tests.builders import make_lined_profile, make_profile
 
 HOSTILE = '<img src=x onerror=alert(1)>"&'
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -35,6 +35,10 @@ def _variants():
     multi.devices.append(Device("cuda:0", "allocator", "c10", 3 * 2**30, 2**30, 2**30, 80 * 2**30))
     multi.timelines.append(Timeline("cuda:0", [0.0, 0.1, 0.2], [2**30, 3 * 2**30, 2**30]))
     yield "cpu and cuda", multi
+    yield "lines", make_lined_profile()
+    lined_hostile = make_lined_profile(name=HOSTILE, text=HOSTILE)
+    lined_hostile.error = ErrorInfo("RuntimeError", HOSTILE, op=HOSTILE, layer=HOSTILE, requested_bytes=2**30, line=3)
+    yield "lines, failed, hostile", lined_hostile
 
 
 VARIANTS = dict(_variants())
@@ -107,3 +111,123 @@ def test_summary_carries_a_brief_error_without_the_traceback():
     error = summarise(profile).error
     assert error.traceback == "" and len(error.message) < 2100 and "more characters" in error.message
     assert profile.error.traceback  # the stored profile keeps everything
+
+
+MIB = 2**20
+
+
+def test_summary_names_the_peak_its_largest_tensors_and_lines():
+    profile = make_lined_profile()
+    summary = mime_bundle(profile)[MIME_TYPE]
+    assert (summary["peak_op"], summary["peak_layer"], summary["peak_line"]) == ("aten::mm_backward", "encoder", 4)
+    assert summary["peak_line_text"] == "loss.backward()"
+    # the three largest, as the peak lists them, with their line and the tensor's own size
+    assert [t["shape"] for t in summary["peak_tensors"]] == [[64, 512, 8000], [64, 32, 32, 32], [8000, 512]]
+    assert [t["line"] for t in summary["peak_tensors"]] == [3, 2, 0]
+    assert summary["peak_tensors"][1]["requested_bytes"] == 8 * MIB
+    # at most five lines, in line order: here all four that allocated
+    assert [s["line"] for s in summary["peak_lines"]] == [0, 2, 3, 4]
+    assert summary["peak_lines"][1]["peak_bytes"] == 64 * MIB
+    assert summary["peak_lines"][1]["allocated_bytes"] == 96 * MIB
+
+
+def test_the_card_keeps_the_lines_holding_the_most_when_there_are_many():
+    from memprofile.model.profile import LineStat
+
+    profile = make_lined_profile()
+    profile.lines = [LineStat(n, f"x{n} = f()", 10 * MIB, (n % 4) * MIB) for n in range(1, 13)]
+    lines = summarise(profile).peak_lines
+    # 3 MiB at lines 3, 7, 11 and 2 MiB at lines 2, 6 (then 10): the five largest, in line order
+    assert [s.line for s in lines] == [2, 3, 6, 7, 11]
+
+
+def test_a_profile_without_line_figures_names_only_what_it_knows():
+    profile = make_profile()  # process-only: no op, layer, line or tensor
+    summary = summarise(profile)
+    assert summary.peak_op is summary.peak_layer is summary.peak_line is summary.peak_line_text is None
+    assert summary.peak_tensors == [] and summary.peak_lines == []
+    html = render_fragment(profile)
+    assert "At the peak" not in html and "mp-lines" not in html and "mp-tensors" not in html
+    text = render_text(profile)
+    assert "tensor:" not in text and "lines (held" not in text and "during" not in text
+
+
+def test_the_html_fallback_names_the_peak_tensors_and_lines():
+    html = render_fragment(make_lined_profile())
+    assert "At the peak: op <code>aten::mm_backward</code>, layer <code>encoder</code>, line 4 " \
+           "<code>loss.backward()</code>" in html
+    assert "8.00 MiB tensor in a 15.8 MiB allocator block" in html
+    assert html.count("<tr><td>", html.index("mp-tensors")) >= 3
+    lines = html[html.index("class='mp-lines'"):]
+    rows = re.findall(r"data-line='(\d+)'", lines)
+    assert rows == ["0", "2", "3", "4"]
+    assert "(before the cell)" in lines and "◀ peak" in lines
+    assert "⋮" in lines  # line 1 left out
+    # bars scale to the line holding the most: line 2 (64 MiB) full width, line 4 (24 MiB) 3/8 of it
+    widths = [sum(float(w) for w in re.findall(r"width:([\d.]+)px;background", row))
+              for row in lines.split("<tr data-line=")[1:]]
+    assert widths[1] == pytest.approx(160, abs=0.5) and widths[3] == pytest.approx(60, abs=0.5)
+
+
+def test_the_static_report_lists_every_line_of_the_cell():
+    html = render_report(make_lined_profile())
+    listing = html[html.index("The cell, line by line"):]
+    assert re.findall(r"data-line='(\d+)'", listing) == ["0", "1", "2", "3", "4", "5"]
+    assert "opt.step()" in listing
+
+
+def test_text_names_the_peak_tensors_lines_and_where_it_failed():
+    profile = make_lined_profile()
+    profile.error = ErrorInfo("RuntimeError", "out of memory", op="aten::empty", layer="decoder", requested_bytes=2**34,
+                              line=3)
+    text = render_text(profile)
+    assert "peak at 500.0 ms during op aten::mm_backward, layer encoder, line 4 (loss.backward())" in text
+    assert "tensor: 64×32×32×32 float32 activation: 8.00 MiB tensor in a 15.8 MiB allocator block, op conv2d, " \
+           "layer encoder, line 2" in text
+    assert "tensor: 8000×512 float32 parameter: 15.6 MiB, layer head, before the cell" in text
+    assert "before the cell    48.0 MiB / 0 B" in text
+    assert "it failed in op aten::empty, layer decoder, line 3, asking for 16.0 GiB" in text
+
+
+def test_peak_memory_outside_layers_is_placed_on_lines_and_ops():
+    from memprofile.render.lines import NO_LAYER, placed_by_layer
+
+    profile = make_lined_profile()
+    placed = placed_by_layer(profile)
+    # line 3 allocated in no layer: its 40 MiB at the peak are "(no layer)"; the other 16 MiB stay unplaced
+    assert placed == {"encoder": 100 * MIB, "line 3: aten::log_softmax": 40 * MIB, "head": 20 * MIB,
+                      NO_LAYER: 16 * MIB}
+    assert sum(placed.values()) == sum(profile.peak.by_layer.values())
+    # a line that allocated in a layer cannot be told apart: nothing is placed on it
+    profile.lines[2].layers = {"decoder": MIB}
+    assert placed_by_layer(profile) == profile.peak.by_layer
+    # no per-line figures (older profiles): unchanged
+    profile.lines = []
+    assert placed_by_layer(profile) == profile.peak.by_layer
+
+
+def test_the_card_payload_names_what_failed_in_a_real_allocation_failure(ip, fresh_store):
+    torch = pytest.importorskip("torch")
+    import memprofile
+
+    # A model built inside the cell; its forward asks the allocator for 2**60 floats, which fails.
+    cell = (
+        "%%memprofile --name too-big\n"
+        "class Expand(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x.new_empty(2**60)\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(32, 32), Expand())\n"
+        "out = net(torch.randn(8, 32))\n"
+    )
+    ip.user_ns["torch"] = torch
+    result = ip.run_cell(cell)
+    assert isinstance(result.error_in_exec, RuntimeError)
+    profile = memprofile.last()
+    assert profile.name == "too-big"
+    error = mime_bundle(profile)[MIME_TYPE]["error"]
+    assert error["requested_bytes"] == 4 * 2**60  # float32
+    assert error["op"] and "empty" in error["op"]
+    assert error["layer"] == "1"  # the Expand module inside the Sequential
+    assert (error["op"], error["layer"], error["line"]) == (profile.error.op, profile.error.layer, profile.error.line)
+    assert f"it failed in op {error['op']}, layer 1" in render_text(profile)
+    assert "It failed in op" in render_fragment(profile)

@@ -10,7 +10,7 @@ import pytest
 from memprofile.model.profile import Device, ErrorInfo, Note, Suggestion, Timeline
 from memprofile.render.interactive import DISPLAY_POINTS, display_indices, views
 from memprofile.render.report import render_report
-from tests.builders import make_profile, make_rich_profile
+from tests.builders import make_lined_profile, make_profile, make_rich_profile
 
 HOSTILE = '<img src=x onerror=alert(1)>"&'
 URL = re.compile(r"(https?|wss?|ftp):\/\/", re.IGNORECASE)
@@ -31,6 +31,8 @@ def _variants():
     failed.warnings = [Note("x", HOSTILE)]
     failed.suggestions = [Suggestion("amp", HOSTILE, HOSTILE, f"print('{HOSTILE}')", estimated_saving_bytes=2**30)]
     yield "failed, hostile", failed
+    yield "lines", make_lined_profile()
+    yield "lines, hostile", make_lined_profile(name=HOSTILE, text=HOSTILE)
 
 
 VARIANTS = dict(_variants())
@@ -72,7 +74,7 @@ def test_tables_are_capped_and_say_how_many_more():
     assert "and 100 more ops" in html  # 600 ops, 500 shown
     tabs = views(VARIANTS["torch and tf"])
     titles = [t.title for t in tabs.tabs]
-    assert titles == ["Timeline", "Peak", "Layers (4)", "Ops (600)", "Suggestions (0)"]
+    assert titles == ["Timeline", "Peak", "Lines", "Layers (4)", "Ops (600)", "Suggestions (0)"]
 
 
 def test_training_phases_are_shaded_on_the_timeline():
@@ -109,3 +111,74 @@ def test_capacity_and_headroom_lines_are_drawn_near_capacity():
 
     spans = [m for m in views(VARIANTS["cpu and cuda near capacity"]).references() if isinstance(m, Span)]
     assert {4 * 2**30, 0.85 * 4 * 2**30} <= {s.location for s in spans}
+
+
+MIB = 2**20
+
+
+def _models(profile, kind):
+    import bokeh.models
+
+    return [m for m in views(profile).references() if isinstance(m, getattr(bokeh.models, kind))]
+
+
+def _table_with(profile, column):
+    return next(t for t in _models(profile, "DataTable") if column in [c.title for c in t.columns])
+
+
+def test_the_lines_tab_shows_every_line_of_the_cell_with_its_bar_and_figures():
+    profile = make_lined_profile()
+    tabs = {t.title: t.child for t in views(profile).tabs}
+    listing = tabs["Lines"].text
+    assert re.findall(r"data-line='(\d+)'", listing) == ["0", "1", "2", "3", "4", "5"]
+    row = listing[listing.index("data-line='3'"):listing.index("data-line='4'")]
+    assert "40.0 MiB" in row and "72.0 MiB" in row and "loss = F.cross_entropy" in row and "aten::log_softmax" in row
+    # line 3 holds activations and temporaries at the peak: one bar segment of each kind's colour
+    from memprofile.render.html import CATEGORY_COLORS
+
+    assert CATEGORY_COLORS["activation"] in row and CATEGORY_COLORS["temporary"] in row
+    assert "◀ peak" in listing[listing.index("data-line='4'"):]
+    assert "No line of the cell" in {t.title: t.child for t in views(make_rich_profile()).tabs}["Lines"].text
+
+
+def test_ops_layers_and_tensors_tables_have_a_line_column():
+    import math
+
+    profile = make_lined_profile()
+    ops = _table_with(profile, "largest block")
+    lines = list(ops.source.data["line"])
+    assert lines[:5] == [3, 2, 2, 2, 2] and all(math.isnan(n) for n in lines[5:])
+    profile.layers[-1].line = None  # "head": its line unknown
+    layers = _table_with(profile, "temporary")
+    by_name = dict(zip(layers.source.data["layer"], layers.source.data["line"]))
+    assert by_name["encoder"] == 2 and math.isnan(by_name["head"])
+    tensors = _table_with(profile, "size (tensor / allocator block)")
+    assert tensors.source.data["size"][1] == "8.00 MiB tensor in a 15.8 MiB allocator block"
+    assert tensors.source.data["size"][0] == "125.0 MiB"
+    assert tensors.source.data["line"][:3] == ["line 3", "line 2", "before the cell"]
+
+
+def test_the_peak_view_places_memory_outside_layers_on_lines():
+    profile = make_lined_profile()
+    bars = next(m for m in _models(profile, "ColumnDataSource") if "line 3: aten::log_softmax" in m.data.get("name", []))
+    placed = dict(zip(bars.data["name"], bars.data["bytes"]))
+    assert placed["line 3: aten::log_softmax"] == 40 * MIB and placed["(no layer)"] == 16 * MIB
+    head = next(d.text for d in _models(profile, "Div") if "Peak <b>" in d.text)
+    assert "line 4 <code>loss.backward()</code>" in head
+
+
+def test_the_panel_payload_carries_the_cells_lines_as_data():
+    import json
+
+    from memprofile.render.panel import panel_payload
+
+    payload = panel_payload(make_lined_profile())
+    lines = payload["lines"]
+    assert [r["line"] for r in lines] == [0, 1, 2, 3, 4, 5] and payload["peak_line"] == 4
+    assert lines[3]["text"].startswith("loss = F.cross_entropy") and lines[3]["peak_bytes"] == 40 * MIB
+    assert lines[3]["by_category"] == {"activation": 32 * MIB, "temporary": 8 * MIB}
+    assert lines[5] == {"line": 5, "text": "opt.step()", "peak_bytes": 0, "allocated_bytes": 0, "by_category": {},
+                        "ops": {}, "layers": {}}
+    assert json.dumps(payload)
+    old = panel_payload(make_rich_profile())
+    assert old["lines"] == [] and old["peak_line"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memprofile.model.profile import Suggestion
-from tests.builders import make_profile, make_rich_profile
+from tests.builders import make_lined_profile, make_profile, make_rich_profile
 
 pytest.importorskip("ipywidgets")
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -37,3 +37,27 @@ def test_widget_escapes_user_text_and_handles_an_empty_profile():
         assert "<img" not in child.value and "&lt;img" in child.value
     empty = make_profile(n_points=0).widget()
     assert "No peak" in empty.children[1].value and "No op was recorded" in empty.ops_table.value
+
+
+def test_widget_tables_have_a_line_column_and_the_peak_tab_the_cells_lines():
+    import re
+
+    from memprofile.jupyter.widget import layers_html, ops_html, peak_html
+
+    profile = make_lined_profile()
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", ops_html(profile))
+    rows = re.findall(r"<tr><td[^>]*>(.*?)</tr>", ops_html(profile))
+    column = header.index("line")
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + r)[column] for r in rows]
+    assert cells[:6] == ["3", "2", "2", "2", "2", ""]
+    assert "<th style='text-align:left;padding:2px 10px 2px 0'>line</th>" in layers_html(profile)
+    peak = peak_html(profile)
+    assert "line 3: aten::log_softmax" in peak and "(no layer)" in peak  # 40 MiB placed, 16 MiB not
+    assert "8.00 MiB tensor in a 15.8 MiB allocator block" in peak
+    assert ", line 4 <code>loss.backward()</code>" in peak
+    tab = profile.widget().children[1].value
+    assert re.findall(r"data-line='(\d+)'", tab) == ["0", "1", "2", "3", "4", "5"]
+    # a profile without lines: no listing, and "(no layer)" stays as it is
+    rich = make_rich_profile()
+    rich.peak.by_layer["(no layer)"] = 2**20
+    assert "data-line" not in rich.widget().children[1].value and "(no layer)" in peak_html(rich)

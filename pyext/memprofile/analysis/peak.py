@@ -10,6 +10,7 @@ from memprofile.model.replay import Replay
 TOP_TENSORS = 20
 NO_LAYER = "(no layer)"
 NO_OP = "(no op)"
+BEFORE_CELL = "(before the cell)"
 MAX_INPUT_SHAPES = 8
 
 
@@ -26,22 +27,38 @@ def _peak_from_timeline(profile: Profile) -> Peak | None:
     return Peak(device=device.name, time_s=time_s, bytes=device.peak_bytes, by_category={"other": device.peak_bytes})
 
 
+def _unplaced(log, i: int) -> str:
+    """What stands for the layer of memory no module made: the cell line and
+    op that made it ("line 4: cross_entropy_loss"), where the line is known."""
+    line = log.line[i] if log.line else -1
+    if line == 0 or log.pre_existing[i]:
+        return BEFORE_CELL
+    if line > 0:
+        op = (log.op[i] or "").split("::")[-1]
+        return f"line {line}: {op}" if op else f"line {line}"
+    return NO_LAYER
+
+
 def _peak_from_replay(rp: Replay) -> Peak:
     log = rp.log
     live = rp.live_at_peak()
     by_category: dict[str, int] = {}
     by_layer: dict[str, int] = {}
     by_op: dict[str, int] = {}
+    by_line: dict[int, int] = {}
+    lines = log.line
     activation_by_layer: dict[str, int] = {}
     input_shapes: list[list[int]] = []
     for i in live:
         size = log.size[i]
         category = log.category[i]
         by_category[category] = by_category.get(category, 0) + size
-        layer = log.layer[i] or NO_LAYER
+        layer = log.layer[i] or _unplaced(log, i)
         by_layer[layer] = by_layer.get(layer, 0) + size
         op = log.op[i] or NO_OP
         by_op[op] = by_op.get(op, 0) + size
+        if lines and lines[i] >= 0:
+            by_line[lines[i]] = by_line.get(lines[i], 0) + size
         if category == "activation":
             activation_by_layer[layer] = activation_by_layer.get(layer, 0) + size
         elif category == "input" and log.shape[i] and len(input_shapes) < MAX_INPUT_SHAPES:
@@ -58,6 +75,8 @@ def _peak_from_replay(rp: Replay) -> Peak:
             op=log.op[i] or None,
             layer=log.layer[i] or None,
             device=log.device,
+            line=lines[i] if lines and lines[i] >= 0 else None,
+            requested_bytes=log.requested[i] if log.requested and log.requested[i] != log.size[i] else None,
         )
         for i in largest
     ]
@@ -69,9 +88,11 @@ def _peak_from_replay(rp: Replay) -> Peak:
         bytes=rp.peak_bytes,
         op=(log.op[row] or None) if row is not None else None,
         layer=(log.layer[row] or None) if row is not None else None,
+        line=(lines[row] if lines and lines[row] >= 0 else None) if row is not None else None,
         by_category={c: by_category[c] for c in CATEGORIES if by_category.get(c)},
         by_layer=dict(sorted(by_layer.items(), key=lambda kv: -kv[1])),
         by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+        by_line=dict(sorted(by_line.items())),
         tensors=tensors,
         activation_by_layer=dict(sorted(activation_by_layer.items(), key=lambda kv: -kv[1])),
         input_shapes=input_shapes,
@@ -91,7 +112,8 @@ def find_peak(profile: Profile, replays: list[Replay] | None = None) -> Peak | N
 def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays: list[Replay] | None = None) -> Profile:
     """Fill the derived parts of a freshly built profile (in place; returned)."""
     from memprofile.analysis.rules import suggest
-    from memprofile.analysis.tables import layer_table, op_table
+    from memprofile.analysis.tables import layer_table, op_table, optimizer_table
+    from memprofile.model.lines import line_figures
 
     profile.peak = find_peak(profile, replays)
     captures = captures or []
@@ -100,5 +122,14 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
         profile.peak.input_shapes = [list(s) for s in called]
     profile.ops = op_table([op for c in captures for op in c.ops])
     profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
+    peak_replay = next((rp for rp in replays or [] if profile.peak and rp.log.device == profile.peak.device), None)
+    lines, op_line, layer_line = line_figures(replays or [], peak_replay, profile.source)
+    if any(rp.log.line and max(rp.log.line, default=-1) > 0 for rp in replays or []):
+        profile.lines = lines
+        for o in profile.ops:
+            o.line = op_line.get(o.name)
+        for layer in profile.layers:
+            layer.line = layer_line.get(layer.name)
+    profile.optimizers = optimizer_table([o for c in captures for o in c.optimizers], profile.layers)
     profile.suggestions = suggest(profile)
     return profile

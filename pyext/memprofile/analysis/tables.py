@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from memprofile.capture.base import ModuleRecord, OpRecord
-from memprofile.model.profile import LayerStat, OpStat, Peak
+from memprofile.model.profile import LayerStat, OpStat, OptimizerStat, Peak
 from memprofile.model.replay import Replay
 
 #: The op table keeps the ops that allocated the most; the rest are summed in a note.
@@ -95,3 +95,15 @@ def _working_trees(modules: list[ModuleRecord], replays: list[Replay]) -> list[M
         worked.update(layer for layer, before in zip(log.layer, log.pre_existing) if layer and not before)
     roots = {root_of(name, parents) for name in worked}
     return [m for m in modules if root_of(m.name, parents) in roots]
+
+
+def optimizer_table(records: list[dict], layers: list[LayerStat]) -> list[OptimizerStat]:
+    """The optimizers the collectors saw, stepped ones first; each names the
+    root layers (models) its parameters belong to."""
+    parents = {layer.name: layer.parent for layer in layers}
+    out = []
+    for r in records:
+        stat = OptimizerStat(**r)
+        stat.models = sorted({root_of(m, parents) for m in stat.models})
+        out.append(stat)
+    return sorted(out, key=lambda o: (not o.stepped, -o.state_bytes))

@@ -68,6 +68,9 @@ class AllocationLog:
     #: Bytes the tensor asked for; `size` is what the allocator gave (after its
     #: rounding) where the allocator says so, else the same.
     requested: list[int] = field(default_factory=list)
+    #: The cell line running when each row was allocated (0: before the run;
+    #: -1: unknown). Filled after the capture (model/lines.py), not by collectors.
+    line: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.size)
@@ -153,6 +156,11 @@ class RawCapture:
     input_shapes: list[list[int]] = field(default_factory=list)
     #: Large objects the namespace holds at the end (model.profile.KeptObject's fields).
     kept: list[dict] = field(default_factory=list)
+    #: (times, lines): when the running cell line changed, and to which
+    #: (capture/lines.py); empty when the cell's lines are not followed.
+    line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]
+    #: Optimizers seen (model.profile.OptimizerStat's fields).
+    optimizers: list[dict] = field(default_factory=list)
 
 
 class Collector(Protocol):
@@ -171,6 +179,7 @@ class Collector(Protocol):
 _REGISTRY = {
     "host": ("memprofile.capture.host", "HostCollector"),
     "namespace": ("memprofile.capture.namespace", "NamespaceCollector"),
+    "lines": ("memprofile.capture.lines", "LinesCollector"),
     "torch": ("memprofile.capture.torch", "TorchCollector"),
     "tensorflow": ("memprofile.capture.tensorflow", "TensorFlowCollector"),
 }

@@ -30,8 +30,58 @@ def _is_output_cache(name: str) -> bool:
     return name in ("Out", "_", "__", "___") or (name.startswith("_") and name[1:].isdigit())
 
 
+#: Autograd nodes looked at behind one tensor: enough for any model's graph to
+#: show whether it still holds saved tensors, bounded for a pathological one.
+MAX_GRAPH_NODES = 5_000
+
+
+def graph_saved_bytes(tensor: Any) -> int | None:
+    """Bytes of the tensors a tensor's autograd graph still saves for backward
+    (parameters and the tensor itself excluded: they stay anyway), or None
+    when it has no graph. After backward() the saved tensors are freed and the
+    graph holds nothing: 0. Reading a freed `_saved_*` attribute raises."""
+    fn = getattr(tensor, "grad_fn", None)
+    if fn is None:
+        return None
+    try:
+        own = tensor.untyped_storage().data_ptr()
+    except Exception:
+        own = 0
+    seen_nodes: set[int] = set()
+    seen_storages: set[int] = {own}
+    total = 0
+    stack = [fn]
+    while stack and len(seen_nodes) < MAX_GRAPH_NODES:
+        node = stack.pop()
+        if node is None or id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        for attr in dir(node):
+            if not attr.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(node, attr)
+            except RuntimeError:  # freed by backward
+                continue
+            except Exception:
+                continue
+            for t in value if isinstance(value, tuple | list) else (value,):
+                if not hasattr(t, "untyped_storage") or (t.requires_grad and t.grad_fn is None):
+                    continue  # not a tensor, or a parameter (a leaf that needs grad)
+                try:
+                    storage = t.untyped_storage()
+                    ptr = storage.data_ptr()
+                except Exception:
+                    continue
+                if ptr and ptr not in seen_storages:
+                    seen_storages.add(ptr)
+                    total += storage.nbytes()
+        stack.extend(next_fn for next_fn, _ in getattr(node, "next_functions", ()))
+    return total
+
+
 class _Sizer:
-    """(key, bytes, type, shape, dtype, device, holds a graph) of an array-like, or None."""
+    """(key, bytes, type, shape, dtype, device, bytes its graph saves or None) of an array-like, or None."""
 
     def __init__(self) -> None:
         self.torch = sys.modules.get("torch")
@@ -45,7 +95,7 @@ class _Sizer:
             try:
                 storage = value.untyped_storage()
                 return (("torch", storage.data_ptr()), storage.nbytes(), "torch.Tensor", list(value.shape),
-                        str(value.dtype).replace("torch.", ""), str(value.device), value.grad_fn is not None)
+                        str(value.dtype).replace("torch.", ""), str(value.device), graph_saved_bytes(value))
             except Exception:  # meta, sparse or otherwise storage-less tensors
                 return None
         if np is not None and isinstance(value, np.ndarray):
@@ -53,7 +103,7 @@ class _Sizer:
             while isinstance(base.base, np.ndarray):
                 base = base.base
             return (("numpy", id(base)), base.nbytes, "numpy.ndarray", list(value.shape), str(value.dtype), "cpu",
-                    False)
+                    None)
         if tf is not None and (tf.is_tensor(value) or isinstance(value, tf.Variable)):
             try:
                 n = value.shape.num_elements()
@@ -61,7 +111,7 @@ class _Sizer:
                     return None
                 kind = "tf.Variable" if isinstance(value, tf.Variable) else "tf.Tensor"
                 return (("tf", id(value)), n * value.dtype.size, kind, [int(d) for d in value.shape],
-                        value.dtype.name, str(getattr(value, "device", "")) or "cpu", False)
+                        value.dtype.name, str(getattr(value, "device", "")) or "cpu", None)
             except Exception:  # symbolic (graph) tensors have no buffer
                 return None
         return None
@@ -114,11 +164,14 @@ def scan_kept(namespace: dict) -> list[dict]:
         facts = size_of(value)
         if facts is None:
             return False
-        key, nbytes, kind, shape, dtype, device, graph = facts
-        # A small tensor that holds an autograd graph can keep gigabytes alive.
+        key, nbytes, kind, shape, dtype, device, saved = facts
+        # A small tensor that holds an autograd graph can keep gigabytes alive;
+        # one whose graph backward already freed keeps only its own data.
+        graph = bool(saved)
         if (nbytes >= MIN_BYTES or graph) and key not in found:
             found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
-                          "device": device, "via": via, "graph": graph, "_id": id(value)}
+                          "device": device, "via": via, "graph": graph, "graph_bytes": saved or 0,
+                          "_id": id(value)}
         return True
 
     walk_namespace(namespace, take)

@@ -53,6 +53,7 @@ from memprofile.capture.tf_attribution import (
     scope_components,
 )
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
+from memprofile.units import fmt_bytes
 
 BEFORE = "(before the run)"
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
@@ -241,8 +242,11 @@ class TensorFlowCollector:
         raw.facts.update(gpu_facts(tf.config))
         if not data:
             raw.notes.append(("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known"))
-            return raw
-        self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
+        else:
+            self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
+        if not any(code == ONEDNN_NOTE for code, _ in raw.notes) and _onednn_allocator(os.environ):
+            # Every block of the run was under 256 KiB: the allocator said nothing at all.
+            raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers)))
         return raw
 
     def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
@@ -505,16 +509,44 @@ class TensorFlowCollector:
                     f"variables account for"
                 )
             if allocator == "mklcpu":
-                # Measured (TF 2.21): its small-size pool emits no profiler
-                # event for blocks under 256 KiB; they are counted nowhere.
-                raw.facts[prefix + "unseen_blocks"] = (
-                    "oneDNN's CPU allocator (mklcpu) records no event for blocks under 256 KiB: they are missing "
-                    "from the ops, layers and timeline; set TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported "
-                    "to see every block"
-                )
+                message = onednn_unseen_note(name, self._world_start.buffers)
+                raw.facts[prefix + "unseen_blocks"] = message
+                raw.notes.append((ONEDNN_NOTE, message))
             if peak_counter:
                 raw.facts[prefix + "allocator_peak_in_use"] = peak_counter
             raw.facts[prefix + "allocator"] = allocator
+
+
+#: oneDNN's CPU allocator (mklcpu) gives the profiler no event below this size.
+ONEDNN_UNSEEN_BELOW = 256 << 10
+ONEDNN_NOTE = "tf_onednn_small_blocks"
+
+
+def _onednn_allocator(environ) -> bool:
+    """TF allocates CPU memory with oneDNN's allocator: oneDNN is on (TF
+    decides at import, or TF_ENABLE_ONEDNN_OPTS) and BFC was not asked for."""
+    if environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true"):
+        return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_unseen_note(device: str, buffers: list) -> str:
+    """The warning for oneDNN's allocator. Measured (TF 2.21): its small-size
+    pool emits no profiler event for blocks under 256 KiB and leaves them out
+    of get_memory_info; those of the notebook's variables are known (they are
+    counted from the namespace), those the cell makes are counted nowhere."""
+    small = [b.nbytes for b in buffers if b.device.startswith("CPU") and 0 < b.nbytes < ONEDNN_UNSEEN_BELOW]
+    known = (f" The {len(small)} variables and tensors under 256 KiB that the notebook held before the cell "
+             f"({fmt_bytes(sum(small))}) are counted from its variables." if small else "")
+    return (f"{device}: TensorFlow's oneDNN CPU allocator gives the profiler no event for blocks under 256 KiB, "
+            f"so tensors that small made in this cell (biases, small activations and gradients, optimizer "
+            f"temporaries) are missing from the peak, ops, layers and timeline.{known} To see every block, set "
+            f"TF_ENABLE_ONEDNN_OPTS=0 (or TF_CPU_ALLOCATOR_USE_BFC=true) before TensorFlow is imported, "
+            f"e.g. in the notebook's first cell, then restart the kernel.")
 
 
 def raw_from_xspace(data: bytes) -> RawCapture:

@@ -40,6 +40,8 @@ LAYER_PREFIX = "memprofile.layer/"
 NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
+#: Kinds that belong to the layer owning the parameter, wherever they were made.
+OWNED = frozenset({"parameter", "gradient", "optimizer_state"})
 #: When one storage is seen as several kinds, the first of these wins.
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
@@ -109,6 +111,13 @@ def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[d
 BEFORE = "(before the cell)"
 
 
+def _nbytes(t: Any) -> int:
+    try:
+        return t.untyped_storage().nbytes()
+    except Exception:  # storage-less tensors
+        return 0
+
+
 class _Side:
     """Per-row facts of a device's log that only categorising needs."""
 
@@ -123,12 +132,14 @@ class _Side:
 class _Storage:
     """What we know of one storage seen outside the profiler's events."""
 
-    __slots__ = ("ptr", "nbytes", "device", "category", "shape", "dtype", "freed_ns")
+    __slots__ = ("ptr", "nbytes", "device", "category", "shape", "dtype", "freed_ns", "layer")
 
-    def __init__(self, ptr: int, nbytes: int, device: str, category: str, shape: list[int], dtype: str):
+    def __init__(self, ptr: int, nbytes: int, device: str, category: str, shape: list[int], dtype: str,
+                 layer: str = ""):
         self.ptr, self.nbytes, self.device = ptr, nbytes, device
         self.category, self.shape, self.dtype = category, shape, dtype
         self.freed_ns: int | None = None
+        self.layer = layer  # the module owning the parameter (its gradient, its optimizer state)
 
 
 _RANK = {c: i for i, c in enumerate(CATEGORY_PRIORITY)}
@@ -162,7 +173,7 @@ class TorchCollector:
         return (unix_ns - self._wall0) / 1e9 + self._perf_offset
 
     # -- what the hooks see ------------------------------------------------
-    def _observe(self, tensor: Any, category: str) -> None:
+    def _observe(self, tensor: Any, category: str, layer: str = "") -> None:
         try:
             storage = tensor.untyped_storage()
             ptr = storage.data_ptr()
@@ -170,7 +181,7 @@ class TorchCollector:
                 return
             self._observations.append(
                 (ptr, time.time_ns(), category, list(tensor.shape), str(tensor.dtype).replace("torch.", ""),
-                 str(tensor.device), storage.nbytes())
+                 str(tensor.device), storage.nbytes(), layer)
             )
         except Exception:  # meta/fake/sparse tensors have no storage to match
             return
@@ -242,9 +253,10 @@ class TorchCollector:
         if id(module) not in self._params_seen:
             self._params_seen.add(id(module))
             for p in module.parameters(recurse=False):
-                self._observe(p, "parameter")
+                self._param_layer.setdefault(id(p), name)
+                self._observe(p, "parameter", name)
             for b in module.buffers(recurse=False):
-                self._observe(b, "parameter")
+                self._observe(b, "parameter", name)
         prefix = LAYER_PREFIX if self._torch.is_grad_enabled() else NOGRAD_LAYER_PREFIX
         # The ops behind torch.autograd.profiler.record_function, called
         # directly: the class adds CUPTI and torch-function checks per call.
@@ -273,18 +285,23 @@ class TorchCollector:
 
     def _optimizer_pre_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
+        self._steps[id(optimizer)] = self._steps.get(id(optimizer), 0) + 1
+        layers = self._param_layer
         for group in optimizer.param_groups:
             for p in group["params"]:
                 self._stepped.add(id(p))
-                self._observe(p, "parameter")
+                layer = layers.get(id(p), "")
+                self._observe(p, "parameter", layer)
                 if p.grad is not None:
-                    self._observe(p.grad, "gradient")
+                    self._observe(p.grad, "gradient", layer)
 
     def _optimizer_post_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        for state in optimizer.state.values():
+        layers = self._param_layer
+        for p, state in optimizer.state.items():
+            layer = layers.get(id(p), "")
             for v in state.values():
                 if isinstance(v, self._torch.Tensor):
-                    self._observe(v, "optimizer_state")
+                    self._observe(v, "optimizer_state", layer)
 
     # -- the namespace: what existed before, and what is known at the end ---
     def _namespace_objects(self) -> tuple[list[tuple[str, Any]], list[Any], list[Any]]:
@@ -300,6 +317,7 @@ class TorchCollector:
                 modules.append((variable, value))
             elif isinstance(value, torch.optim.Optimizer):
                 optimizers.append(value)
+                self._opt_names.setdefault(id(value), path)
             else:
                 return False
             return True
@@ -317,6 +335,8 @@ class TorchCollector:
                 continue
             self._roots.add(id(root))
             self._register_module(root, var, None)
+            for p in root.parameters(recurse=False):
+                self._param_layer.setdefault(id(p), var)
             for sub, module in root.named_modules():
                 if sub and id(module) not in self._names:
                     top = sub.split(".", 1)[0]
@@ -324,11 +344,13 @@ class TorchCollector:
                     name = prefix + sub
                     parent = prefix + sub.rsplit(".", 1)[0] if "." in sub else var
                     self._register_module(module, name, parent)
+                for p in module.parameters(recurse=False):
+                    self._param_layer.setdefault(id(p), self._names[id(module)])
 
     def _storages_of(self, modules, optimizers, tensors) -> dict[int, _Storage]:
         found: dict[int, _Storage] = {}
 
-        def add(t: Any, category: str) -> None:
+        def add(t: Any, category: str, layer: str = "") -> None:
             try:
                 s = t.untyped_storage()
                 ptr, nbytes = s.data_ptr(), s.nbytes()
@@ -340,32 +362,42 @@ class TorchCollector:
             old = found.get(ptr)
             if old is None:
                 record = found[ptr] = _Storage(
-                    ptr, nbytes, device, category, list(t.shape), str(t.dtype).replace("torch.", "")
+                    ptr, nbytes, device, category, list(t.shape), str(t.dtype).replace("torch.", ""), layer
                 )
                 if device == "cpu":
                     # The CPU profiler never saw this block allocated, so it
                     # will not report its free: a finaliser on the storage does.
                     self._finalizers.append(weakref.finalize(s, self._baseline_freed, record))
-            elif _better(category, old.category):
-                old.category, old.shape, old.dtype = category, list(t.shape), str(t.dtype).replace("torch.", "")
+            else:
+                if _better(category, old.category):
+                    old.category, old.shape, old.dtype = category, list(t.shape), str(t.dtype).replace("torch.", "")
+                old.layer = old.layer or layer
 
+        # Parameters, their gradients and optimizer state belong to the layer
+        # that owns the parameter, also when they existed before the run.
+        layers = self._param_layer
         for _, m in modules:
-            for p in m.parameters():
-                add(p, "parameter")
-                if p.grad is not None:
-                    add(p.grad, "gradient")
-            for b in m.buffers():
-                add(b, "parameter")
+            for sub in m.modules():
+                owner = self._names.get(id(sub), "")
+                for p in sub.parameters(recurse=False):
+                    add(p, "parameter", owner)
+                    if p.grad is not None:
+                        add(p.grad, "gradient", owner)
+                for b in sub.buffers(recurse=False):
+                    add(b, "parameter", owner)
         for opt in optimizers:
+            state_bytes = 0
             for group in opt.param_groups:
                 for p in group["params"]:
-                    add(p, "parameter")
+                    add(p, "parameter", layers.get(id(p), ""))
                     if p.grad is not None:
-                        add(p.grad, "gradient")
-            for state in opt.state.values():
+                        add(p.grad, "gradient", layers.get(id(p), ""))
+            for p, state in opt.state.items():
                 for v in state.values():
                     if isinstance(v, self._torch.Tensor):
-                        add(v, "optimizer_state")
+                        add(v, "optimizer_state", layers.get(id(p), ""))
+                        state_bytes += _nbytes(v)
+            self._opt_state_start[id(opt)] = state_bytes
         for t in tensors:
             add(t, "other")
         return found
@@ -400,6 +432,10 @@ class TorchCollector:
         self._output_bytes: dict[int, int] = {}  # id(module) -> bytes its last call returned
         self._stepped: set[int] = set()  # id() of parameters an optimizer stepped
         self._optimizers: dict[int, weakref.ref] = {}
+        self._steps: dict[int, int] = {}  # id(optimizer) -> steps taken in the run
+        self._opt_names: dict[int, str] = {}  # id(optimizer) -> its path in the namespace
+        self._opt_state_start: dict[int, int] = {}  # id(optimizer) -> state bytes at the start
+        self._param_layer: dict[int, str] = {}  # id(parameter) -> the layer that owns it
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
         self._notes: list[tuple[str, str]] = []
@@ -504,6 +540,7 @@ class TorchCollector:
             allocations=list(logs.values()),
             ops=list(ops.values()),
             modules=self._module_records(),
+            optimizers=self._optimizer_records(),
             frameworks={"torch": torch.__version__},
             notes=self._notes,
             options={
@@ -517,18 +554,51 @@ class TorchCollector:
 
     def _scan_end(self) -> None:
         """Observe what the modules and optimizers hold at the end."""
-        for ref in list(self._modules.values()):
+        for name, ref in list(self._modules.items()):
             module = ref()
             if module is None:
                 continue
             for p in module.parameters(recurse=False):
-                self._observe(p, "parameter")
+                self._param_layer.setdefault(id(p), name)
+                self._observe(p, "parameter", name)
                 if p.grad is not None:
-                    self._observe(p.grad, "gradient")
+                    self._observe(p.grad, "gradient", name)
         for ref in list(self._optimizers.values()):
             opt = ref()
             if opt is not None:
                 self._optimizer_post_hook(opt, (), {})
+
+    def _optimizer_records(self) -> list[dict]:
+        """Every optimizer the namespace held or the run stepped (OptimizerStat's fields)."""
+        records = []
+        unnamed = {k for k in self._optimizers if k not in self._opt_names}
+        if unnamed:  # made during the run: the namespace names them now
+
+            def take(variable: str, path: str, value: Any, via: str) -> bool:
+                if id(value) in unnamed and via == "variable":
+                    self._opt_names.setdefault(id(value), path)
+                return isinstance(value, self._torch.optim.Optimizer | self._torch.Tensor | self._torch.nn.Module)
+
+            walk_namespace(self.namespace, take)
+        for key, ref in self._optimizers.items():
+            opt = ref()
+            if opt is None:
+                continue
+            params = {id(p): p for g in opt.param_groups for p in g["params"]}
+            state = sum(_nbytes(v) for st in opt.state.values() for v in st.values()
+                        if isinstance(v, self._torch.Tensor))
+            models = sorted({self._param_layer[i] for i in params if i in self._param_layer})
+            records.append({
+                "name": self._opt_names.get(key) or type(opt).__name__,
+                "type": type(opt).__name__,
+                "stepped": self._steps.get(key, 0) > 0,
+                "steps": self._steps.get(key, 0),
+                "parameter_bytes": sum(_nbytes(p) for p in params.values()),
+                "state_bytes": state,
+                "state_created": state > self._opt_state_start.get(key, 0),
+                "models": models,
+            })
+        return records
 
     # -- the event tree ----------------------------------------------------
     def _log(self, logs: dict[str, AllocationLog], device: str) -> AllocationLog:
@@ -685,7 +755,7 @@ class TorchCollector:
                 cuda_unknown[record.device] = max(0, cuda_unknown.get(record.device, 0) - record.nbytes)
             i = self._add(logs, record.device, record.ptr, False, record.nbytes, 0.0, -1,
                           category=record.category, shape=record.shape, dtype=record.dtype,
-                          pre_existing=True, op=BEFORE)
+                          pre_existing=True, op=BEFORE, layer=record.layer)
             if record.freed_ns is not None:
                 log = logs[record.device]
                 log.t_free[i] = self._t(record.freed_ns)
@@ -706,7 +776,7 @@ class TorchCollector:
                 index[(device, ptr)] = ([starts[k] for k in order], [rows[k] for k in order])
         observed: dict[tuple[str, int], tuple[str, list[int], str]] = {}
         unmatched: dict[tuple[str, int], tuple] = {}
-        for ptr, t_ns, category, shape, dtype, device, nbytes in self._observations:
+        for ptr, t_ns, category, shape, dtype, device, nbytes, layer in self._observations:
             t = self._t(t_ns)
             row = None
             entry = index.get((device, ptr))
@@ -718,18 +788,18 @@ class TorchCollector:
             if row is None:
                 old = unmatched.get((device, ptr))
                 if old is None or _better(category, old[0]):
-                    unmatched[(device, ptr)] = (category, shape, dtype, nbytes)
+                    unmatched[(device, ptr)] = (category, shape, dtype, nbytes, layer or (old[4] if old else ""))
                 continue
             old = observed.get((device, row))
             if old is None or _better(category, old[0]):
-                observed[(device, row)] = (category, shape, dtype)
+                observed[(device, row)] = (category, shape, dtype, layer or (old[3] if old else ""))
         # Storages the hooks saw that existed before the run but were not in
         # the namespace (a model held only by a function, say). CUDA blocks
         # like these are already in the allocator's baseline.
-        for (device, ptr), (category, shape, dtype, nbytes) in unmatched.items():
+        for (device, ptr), (category, shape, dtype, nbytes, layer) in unmatched.items():
             if device.startswith("cpu"):
                 self._add(logs, device, ptr, False, nbytes, 0.0, -1, category=category, shape=shape,
-                          dtype=dtype, pre_existing=True, op=BEFORE)
+                          dtype=dtype, pre_existing=True, op=BEFORE, layer=layer)
         # 3. the rest, from when they were allocated and freed
         for device, log in logs.items():
             side = self._side[device]
@@ -738,7 +808,9 @@ class TorchCollector:
                     continue
                 seen = observed.get((device, i))
                 if seen is not None:
-                    log.category[i], log.shape[i], log.dtype[i] = seen
+                    log.category[i], log.shape[i], log.dtype[i], layer = seen
+                    if layer and log.category[i] in OWNED:
+                        log.layer[i] = layer  # a gradient or a moment is its parameter's layer's
                 elif i in side.freed_in_backward and log.phase[i] != "backward":
                     log.category[i] = "activation"  # saved by forward, released by backward
                 elif log.phase[i] == "forward" and side.grad[i] and log.t_free[i] == ALIVE:

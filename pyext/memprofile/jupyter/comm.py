@@ -13,7 +13,8 @@ Requests: {"type": "sync"}                      -> {"type": "profiles", "items":
           {"type": "compare", "a": ID, "b": ID}  -> {"type": "comparison", ...}
           {"type": "export", "id": ID, "path": P} -> {"type": "exported", "path": absolute path}
           {"type": "try", "id": ID, "suggestion": SUGGESTION_ID}
-                                                 -> {"type": "tried", "saving_bytes", "time_change", "headline", ...}
+                                                 -> {"type": "tried", "saving_bytes", "time_change", "headline",
+                                                     "notes", "before", "after", "first", ...}
           failures                              -> {"type": "error", "message": "..."}
 
 Everything sent is data: the panel writes names as text and embeds the bokeh
@@ -136,17 +137,22 @@ class PanelComm:
 
     def _try(self, data: dict) -> dict:
         from memprofile.jupyter.magic import try_in_kernel
-        from memprofile.render.compare import headline
+        from memprofile.render.compare import measured_line
 
         profile = self._profile(data.get("id"))
         suggestion = next((s for s in profile.suggestions if s.id == data.get("suggestion")), None)
         if suggestion is None or not suggestion.try_change:
             raise ValueError(f"{data.get('suggestion')!r} cannot be tried in place for this profile")
         trial = try_in_kernel(profile, suggestion.try_change)
+        c = trial.comparison
         return {
             "type": "tried", "id": profile.id, "suggestion": suggestion.id, "change": trial.change,
             "saving_bytes": trial.saving_bytes, "time_change": trial.time_change,
-            "headline": headline(trial.comparison), "before": trial.before.id, "after": trial.after.id,
+            "peak_before_bytes": c.peak.before, "peak_change_percent": c.peak_change_percent,
+            # the panel shows this line as it is: the figures and which runs they compare
+            "headline": measured_line(c), "notes": list(c.notes),
+            "before": trial.before.id, "after": trial.after.id, "first": trial.first.id if trial.first else None,
+            "created": trial.created,
         }
 
 
@@ -160,7 +166,8 @@ def comparison_payload(c) -> dict:
     return {
         "a": c.a.id, "b": c.b.id, "a_name": c.a.name, "b_name": c.b.name, "device": c.device,
         "headline": headline(c), "peak": rows([c.peak])[0], "saving_bytes": c.saving_bytes,
-        "time_change": c.time_change, "categories": rows(c.categories), "layers": rows(c.layers),
+        "peak_change_percent": c.peak_change_percent, "notes": list(c.notes), "time_change": c.time_change,
+        "categories": rows(c.categories), "layers": rows(c.layers),
         "ops": rows(c.ops), "more_layers": c.more_layers, "more_ops": c.more_ops,
     }
 

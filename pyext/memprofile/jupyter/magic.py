@@ -18,6 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
+from memprofile.capture import lines
 from memprofile.errors import MemprofileError
 from memprofile.jupyter.store import STORE
 from memprofile.model.profile import Profile
@@ -35,7 +36,8 @@ LINE_USAGE = """\
 
 
 def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
-    """Compile `cell` the way run_cell would: (statements, last expression).
+    """Compile `cell` the way run_cell would: (statements, last expression),
+    with each statement marking its line for the profile (capture/lines.py).
 
     Raises SyntaxError before anything runs, so a cell that cannot compile is
     never profiled."""
@@ -47,7 +49,17 @@ def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
         return None, None
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = shell.compile(ast.Expression(tree.body.pop().value), filename, "eval")
+        expr = tree.body.pop()
+        last_line = expr.lineno
+        last = shell.compile(ast.Expression(expr.value), filename, "eval")
+        # The last expression's line is marked by a statement of its own.
+        mark = ast.Expr(ast.Call(ast.Name(lines.MARK, ast.Load()), [ast.Constant(last_line)], []))
+        tree.body.append(ast.copy_location(mark, expr))
+    tree = lines.instrument(tree) if tree.body else tree
+    if last is not None:
+        tree.body.pop(-2)  # instrument marked the mark itself: one is enough
+    lines.install(shell.user_ns)
+    shell.user_ns_hidden.update({lines.MARK: lines.mark, lines.ITERATE: lines.iterate})
     return shell.compile(tree, filename, "exec"), last
 
 
@@ -77,7 +89,8 @@ def try_in_kernel(profile: Profile, change: str):
     def run() -> None:
         run_compiled(shell, body, last)
 
-    trial = run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source)
+    trial = run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source,
+                      cell_lines=True)
     record_measurement(profile, trial.change, trial.comparison)
     return trial
 
@@ -122,8 +135,9 @@ class MemprofileMagics(Magics):
         "--try",
         dest="try_change",
         metavar="CHANGE",
-        help="run the cell twice, as is and with CHANGE applied in place (amp, inference_mode, "
-        "checkpoint[=layer,...]), and show the measured difference; the cell's effects happen twice",
+        help="run the cell as is (twice when the first run creates state) and with CHANGE applied in place "
+        "(amp, inference_mode, checkpoint[=layer,...]), and show both and the measured difference; the "
+        "cell's effects happen two or three times",
     )
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
@@ -146,6 +160,7 @@ class MemprofileMagics(Magics):
             with_stack=args.stack,
             cuda_history=args.cuda_history,
             namespace=self.shell.user_ns,
+            cell_lines=True,
         )
         name = args.name or f"In [{count}]"
         body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
@@ -174,10 +189,12 @@ class MemprofileMagics(Magics):
         def run() -> None:
             results.append(run_compiled(self.shell, body, last))
 
-        print(f"memprofile: running the cell as is, then with {change} (its effects happen twice)")
+        print(f"memprofile: running the cell as is (twice when the first run creates state, such as an "
+              f"optimizer's), then with {change}: its effects happen two or three times")
         trial = run_trial(run, change, name=name, **options)
-        if not quiet:
+        if not quiet:  # both cards, then what changed between them
             display(trial.before)
+            display(trial.after)
             display(trial)
         return results[-1] if results else None
 

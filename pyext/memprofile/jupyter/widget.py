@@ -1,11 +1,12 @@
 """An ipywidgets view of a Profile, for frontends with widgets but without the
 JupyterLab extension (VS Code, Colab, classic Notebook).
 
-Tabs: summary (the static HTML fragment), peak anatomy, layers, ops (with a
+Tabs: summary (the static HTML fragment), peak anatomy (with the cell's
+lines), layers, ops (with a
 filter box handled in the kernel), suggestions (each with its code in a
 selectable box, the magic that inserts it, and for changes that can be
-applied in place a "Try it" button that asks before it runs the cell twice
-and then shows the measured difference). Tables are HTML built here with every user string escaped.
+applied in place a "Try it" button that asks before it runs the cell again
+(two or three times) and then shows the measured difference). Tables are HTML built here with every user string escaped.
 No JavaScript is needed, so it renders wherever ipywidgets do.
 """
 
@@ -15,6 +16,7 @@ from html import escape
 from typing import Any
 
 from memprofile.model.profile import Profile, Suggestion
+from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
 from memprofile.render.text import saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
@@ -30,27 +32,44 @@ def _table(headers: list[str], rows: list[list[str]], more: int = 0) -> str:
     return f"<table style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>{tail}"
 
 
+def _line_cell(line: int | None) -> str:
+    """The cell line an op or layer allocated the most on ('' when unknown)."""
+    return "" if line is None else ("before" if line == 0 else str(line))
+
+
+def lines_html(profile: Profile) -> str:
+    """The cell's source with per-line bars (bytes alive at the peak, by kind) and allocations."""
+    from memprofile.render.html import full_lines
+
+    return full_lines(profile)
+
+
 def peak_html(profile: Profile) -> str:
     peak = profile.peak
     if peak is None:
         return "<p>No peak: nothing was measured.</p>"
+    source = line_text(profile, peak.line)
     parts = [
         f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
         + (f", op <code>{escape(peak.op)}</code>" if peak.op else "")
-        + (f", layer <code>{escape(peak.layer)}</code>" if peak.layer else "") + "</p>"
+        + (f", layer <code>{escape(peak.layer)}</code>" if peak.layer else "")
+        + (f", {escape(line_label(peak.line))}" if line_label(peak.line) else "")
+        + (f" <code>{escape(source)}</code>" if source else "") + "</p>"
     ]
     if peak.by_category:
         parts.append(_table(["kind", "bytes"], [[escape(category_label(c)), fmt_bytes(b)]
                                                  for c, b in peak.by_category.items()]))
-    if peak.by_layer:
-        items = list(peak.by_layer.items())
-        parts.append(_table(["layer", "bytes"], [[escape(n), fmt_bytes(b)] for n, b in items[:20]],
+    by_layer = placed_by_layer(profile)  # "(no layer)" placed on lines: "line 3: cross_entropy"
+    if by_layer:
+        items = list(by_layer.items())
+        parts.append(_table(["layer (or line: op)", "bytes"], [[escape(n), fmt_bytes(b)] for n, b in items[:20]],
                             max(0, len(items) - 20)))
     if peak.tensors:
         parts.append(_table(
-            ["bytes", "kind", "shape", "dtype", "op", "layer"],
-            [[fmt_bytes(t.bytes), escape(category_label(t.category)), escape("×".join(map(str, t.shape))),
-              escape(t.dtype), escape(t.op or ""), escape(t.layer or "")] for t in peak.tensors],
+            ["size", "kind", "shape", "dtype", "op", "layer", "line"],
+            [[escape(tensor_bytes_text(t)), escape(category_label(t.category)), escape(shape_text(t)),
+              escape(t.dtype), escape(t.op or ""), escape(t.layer or ""), escape(line_label(t.line))]
+             for t in peak.tensors],
         ))
     return "".join(parts)
 
@@ -60,10 +79,12 @@ def layers_html(profile: Profile) -> str:
         return "<p>No layer was seen in this profile.</p>"
     rows = sorted(profile.layers, key=lambda layer: -layer.peak_bytes)
     return _table(
-        ["layer", "type", "at the peak", "parameters", "gradients", "optimizer state", "activations", "temporaries"],
+        ["layer", "type", "at the peak", "parameters", "gradients", "optimizer state", "activations", "temporaries",
+         "line"],
         [[escape(layer.name), escape(layer.type), fmt_bytes(layer.peak_bytes), fmt_bytes(layer.parameter_bytes),
           fmt_bytes(layer.gradient_bytes), fmt_bytes(layer.optimizer_state_bytes),
-          fmt_bytes(layer.activation_bytes), fmt_bytes(layer.temporary_bytes)] for layer in rows[:MAX_ROWS]],
+          fmt_bytes(layer.activation_bytes), fmt_bytes(layer.temporary_bytes), _line_cell(layer.line)]
+         for layer in rows[:MAX_ROWS]],
         max(0, len(rows) - MAX_ROWS),
     )
 
@@ -74,10 +95,10 @@ def ops_html(profile: Profile, query: str = "") -> str:
     if not ops:
         return "<p>No op matches.</p>" if q else "<p>No op was recorded in this profile.</p>"
     return _table(
-        ["op", "device", "calls", "allocated", "self", "net", "largest block", "shapes"],
+        ["op", "device", "calls", "allocated", "self", "net", "largest block", "line", "shapes"],
         [[escape(o.name), escape(o.device), f"{o.calls:,}", fmt_bytes(o.allocated_bytes),
           fmt_bytes(o.self_allocated_bytes), fmt_bytes(o.net_bytes), fmt_bytes(o.max_alloc_bytes),
-          escape(" ".join(o.input_shapes))] for o in ops[:MAX_ROWS]],
+          _line_cell(o.line), escape(" ".join(o.input_shapes))] for o in ops[:MAX_ROWS]],
         max(0, len(ops) - MAX_ROWS),
     )
 
@@ -120,13 +141,13 @@ def suggestion_card(profile: Profile, s: Suggestion) -> Any:
 def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
     import ipywidgets as widgets
 
-    from memprofile.trial import RERUN_WARNING
+    from memprofile.trial import RERUN_BUTTON, RERUN_WARNING
 
     can_run = bool(profile.source.strip())
     button = widgets.Button(description="Try it", icon="flask", disabled=not can_run,
                             tooltip="run the cell as is and with this change, and measure both" if can_run
                             else "this profile has no cell source: use memprofile.try_change(fn, ...)")
-    confirm = widgets.Button(description="Run the cell twice", button_style="warning")
+    confirm = widgets.Button(description=RERUN_BUTTON, button_style="warning")
     cancel = widgets.Button(description="Cancel")
     question = widgets.HBox([widgets.HTML(f"<span>{escape(RERUN_WARNING)}</span>"), confirm, cancel])
     question.layout.display = "none"
@@ -154,9 +175,9 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
                            f"{escape(str(exc)[:500])}</span>"
         else:
             headline.value = _headline_html(profile, s)
-            from memprofile.render.compare import headline as compare_headline
+            from memprofile.render.compare import measured_line
 
-            status.value = f"<b>tried:</b> {escape(compare_headline(trial.comparison))}"
+            status.value = f"<b>tried:</b> {escape(measured_line(trial.comparison))}"
         button.disabled = False
 
     button.on_click(ask)
@@ -182,7 +203,7 @@ def profile_widget(profile: Profile) -> Any:
     suggestions = [suggestion_card(profile, s) for s in profile.suggestions]
     tabs = widgets.Tab(children=[
         widgets.HTML(render_fragment(profile)),
-        widgets.HTML(peak_html(profile)),
+        widgets.HTML(peak_html(profile) + lines_html(profile)),
         widgets.HTML(layers_html(profile)),
         widgets.VBox([search, ops_box]),
         widgets.VBox(suggestions or [widgets.HTML("<p>No suggestion for this profile.</p>")]),

@@ -220,6 +220,9 @@ class Suggestion:
     can_try: bool = False
     try_change: str | None = None
     measured_time_change: float | None = None
+    #: The peak of the as-is run the saving was measured against: the
+    #: measured percentage's denominator (analysis.compare.peak_change_percent).
+    measured_peak_before_bytes: int | None = None
 
 
 @dataclass
@@ -237,9 +240,11 @@ class KeptObject:
     via: Literal["variable", "output_cache"]
     #: It was not there, or not this object, when the run started.
     new: bool = False
-    #: A torch tensor with a grad_fn: it keeps its autograd graph alive, and
-    #: with it every activation saved for a backward that has not run.
+    #: A torch tensor whose autograd graph still saves tensors for a backward
+    #: that has not run (after backward() the graph holds nothing: False).
     graph: bool = False
+    #: Bytes the graph saves (parameters excluded): what `.detach()` frees.
+    graph_bytes: int = 0
 
 
 @dataclass

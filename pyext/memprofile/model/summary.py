@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memprofile.model.profile import Device, ErrorInfo, TensorInfo
+from memprofile.model.profile import Device, ErrorInfo, LineStat, TensorInfo
 
 
 @dataclass
@@ -50,3 +50,5 @@ class ProfileSummary:
     peak_line: int | None = None
     peak_line_text: str | None = None
     peak_tensors: list[TensorInfo] = field(default_factory=list)
+    #: The cell's lines that hold the most at the peak (at most 5), in line order.
+    peak_lines: list[LineStat] = field(default_factory=list)

@@ -6,12 +6,15 @@ from memprofile.model.codec import to_dict
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile
 from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
+from memprofile.render.lines import line_text, peak_lines
 
 MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
 SPARKLINE_POINTS = 240
 #: The card shows the error's type and message, not its traceback (the cell's
 #: own error output has it); a huge message (a tensor's repr) is cut.
 MAX_ERROR_MESSAGE = 2000
+#: The largest tensors alive at the peak that the card names.
+CARD_TENSORS = 3
 
 
 def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline | None:
@@ -33,7 +36,9 @@ def _brief_error(error: ErrorInfo | None) -> ErrorInfo | None:
     message = error.message
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[:MAX_ERROR_MESSAGE] + f"… ({len(error.message) - MAX_ERROR_MESSAGE:,} more characters)"
-    return ErrorInfo(type=error.type, message=message)
+    # Where it failed stays: the card says which op, layer and line asked for how much.
+    return ErrorInfo(type=error.type, message=message, op=error.op, layer=error.layer,
+                     requested_bytes=error.requested_bytes, line=error.line)
 
 
 def summarise(profile: Profile) -> ProfileSummary:
@@ -56,6 +61,12 @@ def summarise(profile: Profile) -> ProfileSummary:
         suggestion_count=len(profile.suggestions),
         error=_brief_error(profile.error),
         warnings=[n.message for n in profile.warnings],
+        peak_op=peak.op if peak else None,
+        peak_layer=peak.layer if peak else None,
+        peak_line=peak.line if peak else None,
+        peak_line_text=line_text(profile, peak.line) if peak else None,
+        peak_tensors=list(peak.tensors[:CARD_TENSORS]) if peak else [],
+        peak_lines=peak_lines(profile),
     )
 
 

@@ -4,18 +4,37 @@ from __future__ import annotations
 
 from html import escape
 
-from memprofile.analysis.compare import Change, Comparison
+from memprofile.analysis.compare import Change, Comparison, peak_change_percent
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 
-def _pct(change: Change) -> str:
-    return f" ({100 * change.delta / change.before:+.0f} %)" if change.before else ""
+def fmt_percent(percent: float) -> str:
+    """'-17 %': how every percentage of a comparison or measurement is written."""
+    return f"{percent:+.0f} %"
+
+
+def peak_change_text(saving_bytes: int, peak_before_bytes: int) -> str:
+    """'-1.40 GiB (-43 %)': a measured change in peak, with the one percentage
+    (analysis.compare.peak_change_percent)."""
+    percent = peak_change_percent(saving_bytes, peak_before_bytes)
+    share = f" ({fmt_percent(percent)})" if percent is not None else ""
+    return f"{fmt_bytes(-saving_bytes, signed=True)}{share}"
+
+
+def time_change_text(time_change: float | None) -> str:
+    """', time +12 %' ('' without a time)."""
+    return f", time {fmt_percent(100 * time_change)}" if time_change is not None else ""
 
 
 def headline(c: Comparison) -> str:
     """'peak -1.40 GiB (-43 %) on cpu, time +12 %'"""
-    time = f", time {100 * c.time_change:+.0f} %" if c.time_change is not None else ""
-    return f"peak {fmt_bytes(c.peak.delta, signed=True)}{_pct(c.peak)} on {c.device}{time}"
+    return f"peak {peak_change_text(c.saving_bytes, c.peak.before)} on {c.device}{time_change_text(c.time_change)}"
+
+
+def measured_line(c: Comparison) -> str:
+    """The headline and what the reader must know about it, on one line (what
+    "Try it" reports in the panel and the widget)."""
+    return "; ".join([headline(c), *c.notes])
 
 
 def render_compare_text(c: Comparison) -> str:
@@ -23,6 +42,7 @@ def render_compare_text(c: Comparison) -> str:
         f"memprofile compare {c.a.name!r} -> {c.b.name!r}: {headline(c)}",
         f"  peak {fmt_bytes(c.peak.before)} -> {fmt_bytes(c.peak.after)}; "
         f"time {fmt_seconds(c.duration_before_s)} -> {fmt_seconds(c.duration_after_s)}",
+        *(f"  note: {n}" for n in c.notes),
     ]
     for title, rows, more in (("kinds at the peak", c.categories, 0), ("layers at the peak", c.layers, c.more_layers),
                               ("ops (allocated)", c.ops, c.more_ops)):
@@ -57,6 +77,7 @@ def render_compare_html(c: Comparison) -> str:
         f"<h3>{escape(c.a.name)} → {escape(c.b.name)}: {escape(headline(c))}</h3>"
         f"<p>peak {fmt_bytes(c.peak.before)} → {fmt_bytes(c.peak.after)}; "
         f"time {fmt_seconds(c.duration_before_s)} → {fmt_seconds(c.duration_after_s)}</p>"
+        + "".join(f"<p class='mp-note'>{escape(n)}</p>" for n in c.notes)
         + _table("Kinds of memory at the peak", c.categories, 0, category_label)
         + _table("Layers at the peak", c.layers, c.more_layers)
         + _table("Ops (bytes allocated)", c.ops, c.more_ops)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from html import escape
 
 from memprofile.model.profile import CATEGORIES, Profile
-from memprofile.render.bundle import sparkline
-from memprofile.render.text import how_to_apply, saving_line
+from memprofile.render.bundle import CARD_TENSORS, sparkline
+from memprofile.render.lines import (SourceRow, line_label, line_text, peak_lines, shape_text, source_rows,
+                                     tensor_bytes_text)
+from memprofile.render.text import failure_place, how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: One hue per category, readable on light and dark backgrounds.
@@ -38,6 +40,8 @@ _STYLE = """
 .memprofile-report .mp-error{border-left:3px solid #d62728;padding:4px 8px;margin:6px 0}
 .memprofile-report pre{padding:6px;overflow-x:auto;background:rgba(127,127,127,.12);border-radius:3px}
 """
+#: Width of the longest per-line bar, in pixels.
+LINE_BAR_PX = 160
 
 _PAGE_STYLE = """
 body{margin:24px;background:#fff;color:#1f1f1f;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}
@@ -122,6 +126,119 @@ def _suggestions(profile: Profile) -> str:
     return f"<h3>Suggestions</h3><ol>{items}</ol>"
 
 
+def _peak_place(profile: Profile) -> str:
+    """What ran at the peak (op, layer, line with its source) and the largest
+    tensors alive then; '' when the profile does not know."""
+    peak = profile.peak
+    if peak is None:
+        return ""
+    parts = [f"op <code>{escape(peak.op)}</code>" if peak.op else "",
+             f"layer <code>{escape(peak.layer)}</code>" if peak.layer else ""]
+    if line_label(peak.line):
+        text = line_text(profile, peak.line)
+        parts.append(escape(line_label(peak.line)) + (f" <code>{escape(text)}</code>" if text else ""))
+    where = ", ".join(p for p in parts if p)
+    head = f"<div class='mp-place'>At the peak: {where}</div>" if where else ""
+    return head + tensors_table(peak.tensors[:CARD_TENSORS], "The largest tensors at the peak")
+
+
+def tensors_table(tensors: list, title: str) -> str:
+    """Tensors with their size (the tensor's own next to its allocator block
+    where they differ), shape, dtype, kind and where they were made."""
+    if not tensors:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(tensor_bytes_text(t))}</td><td style='white-space:nowrap'>{escape(shape_text(t))}</td><td>{escape(t.dtype)}</td>"
+        f"<td>{escape(category_label(t.category))}</td><td>{escape(t.op or '')}</td><td>{escape(t.layer or '')}</td>"
+        f"<td>{escape(line_label(t.line))}</td></tr>"
+        for t in tensors
+    )
+    return (f"<table class='mp-tensors'><caption style='text-align:left'>{escape(title)}</caption><thead><tr>"
+            "<th>bytes</th><th>shape</th><th>dtype</th><th>kind</th><th>op</th><th>layer</th><th>line</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _line_bar(row: SourceRow, widest: int) -> str:
+    """The bytes a line holds at the peak as a bar split by kind, scaled to the
+    line holding the most. Inline styles: it also sits inside bokeh Divs."""
+    if row.peak_bytes <= 0 or widest <= 0:
+        return ""
+    width = max(1.0, row.peak_bytes / widest * LINE_BAR_PX)
+    parts = [(c, row.by_category.get(c, 0)) for c in CATEGORIES if row.by_category.get(c, 0) > 0]
+    known = sum(b for _, b in parts)
+    if row.peak_bytes > known:
+        parts.append(("other", row.peak_bytes - known))
+    title = ", ".join(f"{category_label(c)} {fmt_bytes(b)}" for c, b in parts)
+    segments = "".join(f"<span style='display:inline-block;height:10px;width:{b / row.peak_bytes * width:.1f}px;"
+                       f"background:{CATEGORY_COLORS[c]}'></span>" for c, b in parts)
+    return f"<span style='display:inline-flex;vertical-align:middle' title='{escape(title)}'>{segments}</span>"
+
+
+def _tail(name: str, limit: int = 32) -> str:
+    """A name cut to its last characters: TF op names run long ("gradient_tape/…/MatMul")."""
+    return "…" + name[-(limit - 1):] if len(name) > limit else name
+
+
+def line_notes(row: SourceRow) -> str:
+    """'aten::mm, aten::gelu · layer encoder': what allocated the most on a line."""
+    ops = ", ".join(_tail(op) for op in list(row.ops)[:2])
+    layer = next(iter(row.layers), "")
+    return " · ".join(x for x in (ops, f"layer {_tail(layer)}" if layer else "") if x)
+
+
+def _line_notes(row: SourceRow) -> str:
+    made = line_notes(row)
+    return f"<span style='opacity:.65'>  # {escape(made)}</span>" if made else ""
+
+
+def lines_table(profile: Profile, rows: list[SourceRow], title: str) -> str:
+    """The cell's source with a bar per line: bytes alive at the peak that the
+    line made (by kind), and what it allocated in all. A gap (⋮) where
+    lines are left out; the line running at the peak is marked."""
+    if not rows:
+        return ""
+    widest = max(r.peak_bytes for r in rows)
+    peak_line = profile.peak.line if profile.peak else None
+    cell = "padding:0 8px 0 0;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"
+    out = []
+    previous = None
+    for r in rows:
+        if previous is not None and r.line > previous + 1:
+            out.append(f"<tr><td style='{cell}'>⋮</td><td></td><td></td><td></td><td></td></tr>")
+        previous = r.line
+        number = "·" if r.line == 0 else str(r.line)
+        mark = " <b title='running at the peak'>◀ peak</b>" if r.line == peak_line else ""
+        code = (f"<code style='white-space:pre'>{escape(r.text)}</code>{_line_notes(r)}{mark}")
+        out.append(
+            f"<tr data-line='{r.line}'><td style='{cell};opacity:.6'>{number}</td>"
+            f"<td style='padding:0 8px 0 0;width:{LINE_BAR_PX}px'>{_line_bar(r, widest)}</td>"
+            f"<td style='{cell}'>{fmt_bytes(r.peak_bytes) if r.peak_bytes else ''}</td>"
+            f"<td style='{cell};opacity:.65'>{fmt_bytes(r.allocated_bytes) if r.allocated_bytes else ''}</td>"
+            f"<td style='padding:0;text-align:left'>{code}</td></tr>"
+        )
+    return (
+        f"<table class='mp-lines' style='border-collapse:collapse;margin:6px 0;font-size:13px'>"
+        f"<caption style='text-align:left'>{escape(title)}</caption><thead><tr>"
+        "<th style='text-align:right;padding:0 8px 0 0'>line</th><th>alive at the peak</th>"
+        "<th style='text-align:right;padding:0 8px 0 0'></th>"
+        "<th style='text-align:right;padding:0 8px 0 0'>allocated</th><th style='text-align:left'>source</th>"
+        f"</tr></thead><tbody>{''.join(out)}</tbody></table>"
+    )
+
+
+def compact_lines(profile: Profile) -> str:
+    """The lines holding the most at the peak (the card's short source view)."""
+    held = {s.line for s in peak_lines(profile)}
+    rows = [r for r in source_rows(profile) if r.line in held]
+    return lines_table(profile, rows, "Lines holding the most at the peak")
+
+
+def full_lines(profile: Profile) -> str:
+    """Every line of the cell with its figures (the report's source view)."""
+    return lines_table(profile, source_rows(profile), "The cell, line by line: bytes alive at the peak "
+                                                      "(by kind) and allocated")
+
+
 def render_fragment(profile: Profile) -> str:
     """The light, static block shown where the extension is not installed."""
     device = profile.peak_device
@@ -133,9 +250,13 @@ def render_fragment(profile: Profile) -> str:
         )
     error = ""
     if profile.error:
+        place = failure_place(profile.error)
+        source = line_text(profile, profile.error.line)
         error = (
             f"<div class='mp-error'><b>{escape(profile.error.type)}</b>: {escape(profile.error.message)}"
-            "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
+            + (f"<div class='mp-failed'>It failed {escape(place)}"
+               + (f": <code>{escape(source)}</code>" if source else "") + "</div>" if place else "")
+            + "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
         )
     warnings = "".join(f"<li>{escape(n.message)}</li>" for n in profile.warnings)
     return (
@@ -145,7 +266,8 @@ def render_fragment(profile: Profile) -> str:
         f"<div class='mp-muted'>{fmt_seconds(profile.duration_s)} · started {escape(profile.started_at)}"
         + "".join(f" · {escape(f.name)} {escape(f.version)}" for f in profile.frameworks)
         + "</div>"
-        f"{error}{_category_bar(profile)}{_sparkline_svg(profile)}{_devices_table(profile)}"
+        f"{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
+        f"{_sparkline_svg(profile)}{_devices_table(profile)}"
         f"{_suggestions(profile)}"
         + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "")
         + "</div>"
@@ -168,4 +290,4 @@ def report_page(profile: Profile, head: str = "", body: str = "") -> str:
 def render_static_report(profile: Profile) -> str:
     """A complete, self-contained HTML document without JavaScript (the
     interactive one is render/report.py)."""
-    return report_page(profile)
+    return report_page(profile, body=f"<div class='memprofile-report'>{full_lines(profile)}</div>")

@@ -14,6 +14,8 @@ from typing import Any
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, Timeline
 from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
+from memprofile.render.html import full_lines
+from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
 from memprofile.render.text import how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
@@ -85,6 +87,19 @@ def _bytes_cells() -> Any:
     text from user code."""
     models, _, _ = _bokeh()
     return models.HTMLTemplateFormatter(template=JS_CELL_BYTES)
+
+
+def _line_numbers(lines: list[int | None]) -> Any:
+    """Line numbers for a table column: floats with NaN (shown blank) where
+    unknown, so the column sorts by number."""
+    import numpy as np
+
+    return np.asarray([float("nan") if n is None else float(n) for n in lines], dtype=np.float64)
+
+
+def _line_cells() -> Any:
+    models, _, _ = _bokeh()
+    return models.NumberFormatter(format="0", nan_format="", text_align="right")
 
 
 def _bokeh():
@@ -251,6 +266,7 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     for k in LAYER_KINDS:
         full[k] = [getattr(by_name[n], f"{k}_bytes") for n in names]
     full["peak_text"] = [fmt_bytes(by_name[n].peak_bytes) for n in names]
+    full["line_text"] = [line_label(by_name[n].line) for n in names]
     for k in LAYER_KINDS:
         full[f"{k}_text"] = [fmt_bytes(v) for v in full[k]]
     source = models.ColumnDataSource(dict(full))
@@ -270,7 +286,7 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     p.toolbar.logo = None
     p.add_tools(models.HoverTool(tooltips=[
         ("layer", "@layer"), ("held at the peak", "@peak_text"),
-        *[(category_label(k), f"@{k}_text") for k in LAYER_KINDS],
+        *[(category_label(k), f"@{k}_text") for k in LAYER_KINDS], ("allocated most on", "@line_text"),
     ]))
     max_depth = max(full["depth"])
     options = ["all depths"] + [f"depth ≤ {d}" for d in range(max_depth + 1)]
@@ -280,7 +296,27 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     parts = [select, p] if max_depth > 0 else [p]
     if hidden:
         parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more layers</p>"))
+    parts.append(_layers_table(rows))
     return layouts.column(*parts, sizing_mode="stretch_width")
+
+
+def _layers_table(rows: list) -> Any:
+    """The layers' figures as a sortable table, with the cell line each
+    allocated the most on."""
+    models, _, _ = _bokeh()
+    source = models.ColumnDataSource({
+        "layer": [r.name for r in rows], "type": [r.type for r in rows], "peak": [r.peak_bytes for r in rows],
+        **{k: [getattr(r, f"{k}_bytes") for r in rows] for k in LAYER_KINDS},
+        "line": _line_numbers([r.line for r in rows]),
+    })
+    fmt = _bytes_cells()
+    columns = [models.TableColumn(field="layer", title="layer", width=260),
+               models.TableColumn(field="type", title="type", width=100),
+               models.TableColumn(field="peak", title="at the peak", formatter=fmt, width=90),
+               *[models.TableColumn(field=k, title=category_label(k), formatter=fmt, width=90) for k in LAYER_KINDS],
+               models.TableColumn(field="line", title="line", formatter=_line_cells(), width=50)]
+    return models.DataTable(source=source, columns=columns, height=min(40 + 25 * len(rows), 420),
+                            sizing_mode="stretch_width", index_position=None, sortable=True)
 
 
 def ops_view(profile: Profile) -> Any:
@@ -295,6 +331,7 @@ def ops_view(profile: Profile) -> Any:
         "allocated": [o.allocated_bytes for o in ops], "self": [o.self_allocated_bytes for o in ops],
         "freed": [o.freed_bytes for o in ops], "net": [o.net_bytes for o in ops],
         "max_alloc": [o.max_alloc_bytes for o in ops], "shapes": [" ".join(o.input_shapes) for o in ops],
+        "line": _line_numbers([o.line for o in ops]),
     })
     fmt = _bytes_cells()
     columns = [
@@ -307,6 +344,7 @@ def ops_view(profile: Profile) -> Any:
         models.TableColumn(field="freed", title="freed", formatter=fmt, width=90),
         models.TableColumn(field="net", title="net", formatter=fmt, width=90),
         models.TableColumn(field="max_alloc", title="largest block", formatter=fmt, width=90),
+        models.TableColumn(field="line", title="line", formatter=_line_cells(), width=50),
         models.TableColumn(field="shapes", title="shapes", width=200),
     ]
     view = models.CDSView(filter=models.IndexFilter(list(range(len(ops)))))
@@ -342,34 +380,54 @@ def peak_view(profile: Profile) -> Any:
     peak = profile.peak
     if peak is None:
         return models.Div(text="<p>No peak: nothing was measured.</p>")
+    source_text = line_text(profile, peak.line)
     head = models.Div(text=(
         f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
         + (f", during op <code>{escape(peak.op)}</code>" if peak.op else "")
-        + (f" in layer <code>{escape(peak.layer)}</code>" if peak.layer else "") + "</p>"
+        + (f" in layer <code>{escape(peak.layer)}</code>" if peak.layer else "")
+        + (f", {escape(line_label(peak.line))}" if line_label(peak.line) else "")
+        + (f" <code>{escape(source_text)}</code>" if source_text else "") + "</p>"
     ), sizing_mode="stretch_width")
     parts: list[Any] = [head]
     if peak.by_category:
         cats = [(category_label(c), b) for c, b in peak.by_category.items()]
         parts.append(_bars("Alive at the peak, by kind", cats, [CATEGORY_COLORS.get(c, "#999") for c in peak.by_category]))
-    if peak.by_layer:
-        top = list(peak.by_layer.items())[:15]
-        parts.append(_bars("Alive at the peak, by layer (largest 15)", top, [_LINE] * len(top)))
+    by_layer = placed_by_layer(profile)
+    if by_layer:
+        top = list(by_layer.items())[:15]
+        parts.append(_bars("Alive at the peak, by layer (memory made outside layers: by line and op; largest 15)",
+                           top, [_LINE] * len(top)))
     if peak.tensors:
         tensors = peak.tensors[:MAX_TENSORS]
         source = models.ColumnDataSource({
-            "bytes": [t.bytes for t in tensors], "kind": [category_label(t.category) for t in tensors],
-            "shape": ["×".join(map(str, t.shape)) if t.shape else "" for t in tensors],
+            "bytes": [t.bytes for t in tensors], "size": [tensor_bytes_text(t) for t in tensors],
+            "kind": [category_label(t.category) for t in tensors], "shape": [shape_text(t) for t in tensors],
             "dtype": [t.dtype for t in tensors], "op": [t.op or "" for t in tensors],
             "layer": [t.layer or "" for t in tensors], "device": [t.device or "" for t in tensors],
+            "line": [line_label(t.line) for t in tensors],
         })
         fmt = _bytes_cells()
-        columns = [models.TableColumn(field="bytes", title="bytes", formatter=fmt, width=90)] + [
-            models.TableColumn(field=f, title=f) for f in ("kind", "shape", "dtype", "op", "layer", "device")
+        # "size" says when the allocator's block is larger than the tensor.
+        widths = {"kind": 80, "shape": 110, "dtype": 60, "op": 150, "layer": 110, "device": 50, "line": 90}
+        columns = [models.TableColumn(field="bytes", title="bytes", formatter=fmt, width=70),
+                   models.TableColumn(field="size", title="size (tensor / allocator block)", width=280)] + [
+            models.TableColumn(field=f, title=f, width=w) for f, w in widths.items()
         ]
         parts.append(models.Div(text="<b>Largest tensors alive at the peak</b>"))
         parts.append(models.DataTable(source=source, columns=columns, height=min(40 + 25 * len(tensors), 420),
                                       sizing_mode="stretch_width", index_position=None))
     return layouts.column(*parts, sizing_mode="stretch_width")
+
+
+def lines_view(profile: Profile) -> Any:
+    """The cell's source with a bar per line: bytes alive at the peak by kind,
+    and allocated (the %mprun/scalene view, at the peak)."""
+    models, _, _ = _bokeh()
+    listing = full_lines(profile)
+    if not listing:
+        return models.Div(text="<p>No line of the cell was recorded in this profile.</p>",
+                          sizing_mode="stretch_width")
+    return models.Div(text=listing, sizing_mode="stretch_width")
 
 
 def suggestions_view(profile: Profile) -> Any:
@@ -388,18 +446,19 @@ def suggestions_view(profile: Profile) -> Any:
 
 
 def views(profile: Profile) -> Any:
-    """All views as tabs: timeline (one per device), layers, ops, peak, suggestions."""
+    """All views as tabs: timeline (one per device), peak, lines, layers, ops, suggestions."""
     models, _, layouts = _bokeh()
     devices = {d.name: d for d in profile.devices}
-    timelines = [timeline_view(profile, tl, devices[tl.device]) for tl in profile.timelines
-                 if tl.device in devices and tl.t]
-    order = sorted(range(len(timelines)), key=lambda i: profile.timelines[i].device != (
-        profile.peak_device.name if profile.peak_device else ""))
-    timeline_tab = layouts.column(*[timelines[i] for i in order], sizing_mode="stretch_width") if timelines \
+    peak_device = profile.peak_device.name if profile.peak_device else ""
+    shown = sorted((tl for tl in profile.timelines if tl.device in devices and tl.t),
+                   key=lambda tl: tl.device != peak_device)  # the peak device first
+    timelines = [timeline_view(profile, tl, devices[tl.device]) for tl in shown]
+    timeline_tab = layouts.column(*timelines, sizing_mode="stretch_width") if timelines \
         else models.Div(text="<p>No timeline was recorded.</p>")
     tabs = [
         models.TabPanel(child=timeline_tab, title="Timeline"),
         models.TabPanel(child=peak_view(profile), title="Peak"),
+        models.TabPanel(child=lines_view(profile), title="Lines"),
         models.TabPanel(child=layers_view(profile), title=f"Layers ({len(profile.layers)})"),
         models.TabPanel(child=ops_view(profile), title=f"Ops ({len(profile.ops)})"),
         models.TabPanel(child=suggestions_view(profile), title=f"Suggestions ({len(profile.suggestions)})"),

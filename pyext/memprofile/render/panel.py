@@ -1,7 +1,8 @@
 """What the JupyterLab panel draws for one profile: the summary, the bokeh
 views as `json_item`s (BokehJS in the panel embeds them), the suggestions as
-data (the panel draws their buttons), and the Python bokeh version (the
-panel's BokehJS must be the same).
+data (the panel draws their buttons), the cell's lines with their figures as
+data (the panel draws the bars), and the Python bokeh version (the panel's
+BokehJS must be the same).
 
 The views' only JavaScript is render/interactive.py's TRUSTED_JS constants;
 `python -m memprofile.render.panel --write` writes them to
@@ -17,6 +18,7 @@ from typing import Any
 from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
 from memprofile.render.bundle import summarise
+from memprofile.render.lines import source_rows
 
 
 def view_items(profile: Profile) -> dict[str, Any]:
@@ -59,6 +61,9 @@ def panel_payload(profile: Profile) -> dict[str, Any]:
         ],
         "source": profile.source,
         "rerun_warning": RERUN_WARNING,
+        # Every line of the cell (line 0: memory from before it); empty when lines are unknown.
+        "lines": to_dict(source_rows(profile)),
+        "peak_line": profile.peak.line if profile.peak else None,
     }
 
 

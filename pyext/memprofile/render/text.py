@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from memprofile.model.profile import CATEGORIES, Profile, Suggestion
+from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile, Suggestion, TensorInfo
+from memprofile.render.lines import line_label, line_text, peak_lines, peak_place, shape_text, tensor_bytes_text
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
+
+#: Tensors and lines the text summary lists.
+TEXT_TENSORS = 3
 
 
 def one_line(profile: Profile) -> str:
@@ -18,10 +22,12 @@ def saving_line(s: Suggestion, peak_bytes: int = 0) -> str:
     tried, else 'estimate: saves ~1.20 GiB'; '' when there is neither."""
     estimate = f"~{fmt_bytes(s.estimated_saving_bytes)}" if s.estimated_saving_bytes else ""
     if s.measured_saving_bytes is not None:
-        share = f" ({-100 * s.measured_saving_bytes / peak_bytes:+.0f} %)" if peak_bytes else ""
-        time = f", time {100 * s.measured_time_change:+.0f} %" if s.measured_time_change is not None else ""
-        return (f"measured: {fmt_bytes(-s.measured_saving_bytes, signed=True)}{share}{time}"
-                + (f" (estimate {estimate})" if estimate else ""))
+        from memprofile.render.compare import peak_change_text, time_change_text
+
+        # The comparison's own percentage: over the peak of the run measured against.
+        before = s.measured_peak_before_bytes if s.measured_peak_before_bytes is not None else peak_bytes
+        return (f"measured: {peak_change_text(s.measured_saving_bytes, before)}"
+                f"{time_change_text(s.measured_time_change)}" + (f" (estimate {estimate})" if estimate else ""))
     return f"estimate: saves {estimate}" if estimate else ""
 
 
@@ -30,6 +36,22 @@ def how_to_apply(s: Suggestion) -> str:
              else "at the top of the notebook" if s.placement == "top" else "below the profiled cell")
     tryit = f"; try it in place: %%memprofile --try {s.try_change}" if s.try_change else ""
     return f"goes {where}{tryit}"
+
+
+def tensor_line(t: TensorInfo) -> str:
+    """'64×32×32×32 float32 activation: 8.00 MiB, op conv2d, layer conv, line 3'."""
+    where = [f"op {t.op}" if t.op else "", f"layer {t.layer}" if t.layer else "", line_label(t.line)]
+    head = " ".join(x for x in (shape_text(t), t.dtype, category_label(t.category)) if x)
+    return ", ".join([f"{head}: {tensor_bytes_text(t)}"] + [w for w in where if w])
+
+
+def failure_place(error: ErrorInfo) -> str:
+    """'in op aten::empty, layer big, line 3, asking for 4.00 EiB': where the failure was."""
+    parts = [f"op {error.op}" if error.op else "", f"layer {error.layer}" if error.layer else "",
+             line_label(error.line)]
+    where = ", ".join(p for p in parts if p)
+    asked = f"asking for {fmt_bytes(error.requested_bytes)}" if error.requested_bytes is not None else ""
+    return ", ".join(x for x in (f"in {where}" if where else "", asked) if x)
 
 
 def render_text(profile: Profile) -> str:
@@ -45,17 +67,29 @@ def render_text(profile: Profile) -> str:
         )
     peak = profile.peak
     if peak:
-        where = " ".join(x for x in (f"op {peak.op}" if peak.op else "", f"layer {peak.layer}" if peak.layer else "") if x)
+        where = peak_place(peak, line_text(profile, peak.line))
         lines.append(f"  peak at {fmt_seconds(peak.time_s)}{' during ' + where if where else ''}")
         known = [c for c in CATEGORIES if peak.by_category.get(c)]
         if known and known != ["other"]:
             parts = ", ".join(f"{category_label(c)} {fmt_bytes(peak.by_category[c])}" for c in known)
             lines.append(f"  at the peak: {parts}")
+        for t in peak.tensors[:TEXT_TENSORS]:
+            lines.append(f"  tensor: {tensor_line(t)}")
+    held = peak_lines(profile)
+    if held:
+        lines.append("  lines (held at the peak / allocated):")
+        for s in held:
+            text = f"  {s.text}" if s.line > 0 and s.text else ""
+            lines.append(f"    {line_label(s.line):>15}  {fmt_bytes(s.peak_bytes):>10} / {fmt_bytes(s.allocated_bytes)}"
+                         f"{text}")
     for s in profile.suggestions[:3]:
         saving = saving_line(s, profile.peak_bytes)
         lines.append(f"  suggestion: {s.title}{' (' + saving + ')' if saving else ''}")
     if profile.error:
         lines.append(f"  the run raised {profile.error.type}: {profile.error.message}")
+        place = failure_place(profile.error)
+        if place:
+            lines.append(f"  it failed {place}")
     for note in profile.warnings:
         lines.append(f"  note: {note.message}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ RULES = (
     "inference_mode",
     "zero_grad",
     "optimizer_state",
+    "chunked_loss",
     "batch_size",
     "fragmentation",
     "headroom",

@@ -48,11 +48,14 @@ def check(f: Facts) -> Suggestion | None:
     if used >= NEAR_LIMIT and 1 <= fits < batch:
         steps = math.ceil(batch / fits)
         micro = math.ceil(batch / steps)
+        # The cell's own optimizer and model; the loader and loss stand for the cell's.
+        opt = f.stepped_optimizers[0].name if f.stepped_optimizers else "opt"
+        model = next(iter(sorted(f.cell_models)), "model")
         code = (f"# batch {micro} x {steps} accumulation steps = the same effective batch ({micro * steps})\n"
-                f"accumulate = {steps}\nopt.zero_grad(set_to_none=True)\n"
-                f"for i, (x, y) in enumerate(loader):          # a loader with batch_size={micro}\n"
-                f"    loss = loss_fn(model(x), y) / accumulate\n    loss.backward()\n"
-                f"    if (i + 1) % accumulate == 0:\n        opt.step()\n        opt.zero_grad(set_to_none=True)")
+                f"accumulate = {steps}\n{opt}.zero_grad(set_to_none=True)\n"
+                f"for i, (x, y) in enumerate(loader):          # your loader, with batch_size={micro}\n"
+                f"    loss = loss_fn({model}(x), y) / accumulate   # your loss\n    loss.backward()\n"
+                f"    if (i + 1) % accumulate == 0:\n        {opt}.step()\n        {opt}.zero_grad(set_to_none=True)")
         saving = int((batch - micro) * per_sample)
         return Suggestion(id="batch_size", title=f"Use batch {micro} with {steps}-step gradient accumulation",
                           evidence=base + f"; {fits} samples fit with 15 % headroom", code=code,

@@ -9,9 +9,11 @@ they were already gone; the saving is the old peak minus the new one.
 from __future__ import annotations
 
 import textwrap
+from functools import cached_property
 
+from memprofile.analysis.cell import CellCode, cell_body
 from memprofile.analysis.tables import root_of
-from memprofile.model.profile import PHASES, Device, LayerStat, Profile, Timeline
+from memprofile.model.profile import PHASES, Device, LayerStat, OptimizerStat, Profile, Timeline
 from memprofile.units import fmt_bytes
 
 MiB = 1 << 20
@@ -46,6 +48,41 @@ class Facts:
         self.stepped = "optimizer" in self.phases
         self.layers: dict[str, LayerStat] = {layer.name: layer for layer in profile.layers}
         self._parents = {layer.name: layer.parent for layer in profile.layers}
+
+    # -- what the cell touched -------------------------------------------------
+    @cached_property
+    def cell(self) -> CellCode:
+        """The cell's own code (its AST): names, calls, contexts."""
+        return CellCode(self.profile.source)
+
+    @cached_property
+    def stepped_optimizers(self) -> list[OptimizerStat]:
+        """The optimizers the run stepped (not the others the notebook holds)."""
+        return [o for o in self.profile.optimizers if o.stepped]
+
+    @cached_property
+    def cell_models(self) -> set[str]:
+        """Root layers the run used: called, stepped by its optimizers, given
+        gradients. (The layer table lists only trees that worked.)"""
+        roots = {self.root_of(layer.name) for layer in self.profile.layers}
+        for o in self.stepped_optimizers:
+            roots.update(o.models)
+        return roots
+
+    @cached_property
+    def other_models_at_peak(self) -> int:
+        """Bytes alive at the peak that belong to layers of models the run did
+        not use (another model the notebook holds, with its gradients and
+        optimizer state): memory no change to this cell frees."""
+        if self.peak is None or not self.profile.optimizers and not self.profile.layers:
+            return 0
+        used = self.cell_models
+        return sum(size for name, size in self.peak.by_layer.items()
+                   if not name.startswith(("(", "line ")) and self.root_of(name) not in used
+                   and name.split(".", 1)[0] not in used)
+
+    def framework_version(self, name: str) -> str:
+        return next((fw.version for fw in self.profile.frameworks if fw.name == name), "")
 
     # -- figures -------------------------------------------------------------
     def at_peak(self, category: str) -> int:
@@ -118,9 +155,7 @@ class Facts:
     # -- code ----------------------------------------------------------------
     def cell_inside(self, header: str, placeholder: str = "...  # the cell's code") -> str:
         """`header` with the profiled cell's code indented under it."""
-        body = self.profile.source.strip("\n")
-        if body.startswith("%%memprofile"):
-            body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = cell_body(self.profile.source.strip("\n"))
         body = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("%%"))
         return f"{header}\n{textwrap.indent(body or placeholder, '    ')}"
 

@@ -17,6 +17,8 @@ from memprofile.units import fmt_bytes
 def check(f: Facts) -> Suggestion | None:
     if f.framework != "torch" or f.trained or f.stepped:
         return None
+    if f.cell.under("inference_mode", "no_grad"):
+        return None  # the cell already turns autograd off (what it keeps is not a graph)
     activation = f.at_peak("activation")
     largest = sorted((t.bytes for t in f.peak.tensors if t.category == "activation"), reverse=True)[:2]
     saving = f.saving_without({"activation": 1.0}, add_always=sum(largest))

@@ -16,7 +16,7 @@ MIN_CACHE = 1 << 20
 MIN_HIDDEN = 64 << 20
 #: A variable the cell bound is named when it holds this much, and together
 #: with the others at least GLOBAL_SHARE of what the cell left behind.
-MIN_GLOBAL = 32 << 20
+MIN_GLOBAL = 4 << 20
 GLOBAL_SHARE = 0.25
 HIDDEN_SHARE = 0.25
 OWNED = ("parameter", "gradient", "optimizer_state")
@@ -37,8 +37,13 @@ def _hidden(f: Facts, graph_bytes: int) -> int:
 def check(f: Facts) -> Suggestion | None:
     cached = [k for k in f.profile.kept if k.via == "output_cache"]
     cache_bytes = sum(k.bytes for k in cached)
-    graphs = [k for k in f.profile.kept if k.graph and k.via == "variable"]
-    graph_bytes = f.at_end("activation") if graphs else 0
+    # Only graphs that still save tensors: after backward() a loss or logits
+    # tensor keeps its grad_fn but nothing saved, and .detach() frees nothing.
+    # Tensors of one graph share what it saves (loss's graph holds logits'):
+    # the largest stands for them all. Graphs an earlier cell made are that
+    # cell's advice, not this one's.
+    graphs = [k for k in f.profile.kept if k.graph and k.graph_bytes and k.via == "variable" and k.new]
+    graph_bytes = max((k.graph_bytes for k in graphs), default=0)
     hidden = _hidden(f, graph_bytes)
     bound = [k for k in f.profile.kept if k.new and k.via == "variable" and not k.graph and k.bytes >= MIN_GLOBAL]
     left = (f.device.end_bytes - f.device.baseline_bytes) if f.device else 0
@@ -52,9 +57,10 @@ def check(f: Facts) -> Suggestion | None:
         code.append("%reset -f out   # empties Out and _, __, ___ (the variables stay)")
     if graphs and graph_bytes:
         names = ", ".join(k.name for k in graphs[:5])
-        found.append(f"{names} still hold{'s' if len(graphs) == 1 else ''} an autograd graph that keeps "
-                     f"{fmt_bytes(graph_bytes)} of activations alive")
-        code.extend(f"{k.name} = {k.name}.detach()   # or .item() for a loss" for k in graphs[:5])
+        found.append(f"{names} still hold{'s' if len(graphs) == 1 else ''} an autograd graph that saves "
+                     f"{fmt_bytes(graph_bytes)} of activations for a backward that has not run")
+        code.extend(f"{k.name} = {k.name}.detach()   # or .item() for a loss: frees the saved activations"
+                    for k in graphs[:5])
     if bound:
         names = ", ".join(f"{k.name} ({fmt_bytes(k.bytes)})" for k in bound[:5])
         found.append(f"variables bound in the cell keep {fmt_bytes(bound_bytes)} alive after it: {names}")

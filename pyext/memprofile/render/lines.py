@@ -1,0 +1,128 @@
+"""The cell's lines as every view shows them: which lines hold the peak, the
+whole source with per-line figures, "(no layer)" placed on lines, and a
+tensor's size next to its allocator block. Plain data; each renderer draws it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memprofile.model.profile import LineStat, Peak, Profile, TensorInfo
+from memprofile.units import fmt_bytes
+
+#: The peak's by_layer key for memory allocated outside any layer (analysis/peak.py).
+NO_LAYER = "(no layer)"
+#: Lines the card lists (the report lists the whole cell).
+CARD_LINES = 5
+BEFORE_CELL = "before the cell"
+
+
+def line_label(line: int | None) -> str:
+    """'line 3', 'before the cell' (line 0), '' (unknown)."""
+    if line is None or line < 0:
+        return ""
+    return BEFORE_CELL if line == 0 else f"line {line}"
+
+
+def line_text(profile: Profile, line: int | None) -> str | None:
+    """The source text of a cell line (stripped), from the profile's lines or its source."""
+    if line is None or line <= 0:
+        return None
+    stat = next((s for s in profile.lines if s.line == line), None)
+    if stat is not None and stat.text:
+        return stat.text
+    source = profile.source.splitlines()
+    return source[line - 1].strip() if line <= len(source) else None
+
+
+def peak_lines(profile: Profile, limit: int = CARD_LINES) -> list[LineStat]:
+    """The lines holding the most at the peak (then allocating the most), at
+    most `limit`, in line order: the compact source view."""
+    held = [s for s in profile.lines if s.peak_bytes > 0 or s.allocated_bytes > 0]
+    top = sorted(held, key=lambda s: (-s.peak_bytes, -s.allocated_bytes, s.line))[:limit]
+    return sorted(top, key=lambda s: s.line)
+
+
+@dataclass
+class SourceRow:
+    """One row of the source view: the line, its text, and its figures (zero
+    for a line that allocated nothing)."""
+
+    line: int
+    text: str
+    peak_bytes: int = 0
+    allocated_bytes: int = 0
+    by_category: dict[str, int] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+    layers: dict[str, int] = field(default_factory=dict)
+
+
+def source_rows(profile: Profile) -> list[SourceRow]:
+    """Every line of the cell, in order, with what it allocated and held at
+    the peak; memory from before the cell first (line 0) when any was alive.
+    Empty when the profile has no per-line figures."""
+    if not profile.lines:
+        return []
+    stats = {s.line: s for s in profile.lines}
+    source = profile.source.splitlines()
+    last = max(len(source), max(stats))
+    rows = []
+    for line in range(0 if 0 in stats else 1, last + 1):
+        s = stats.get(line)
+        # The raw source keeps the indentation; a stat's text is stripped.
+        text = source[line - 1] if 0 < line <= len(source) else (s.text if s else "")
+        if line == 0:
+            text = f"({BEFORE_CELL})"
+        if s is None:
+            rows.append(SourceRow(line, text))
+        else:
+            rows.append(SourceRow(line, text, s.peak_bytes, s.allocated_bytes, dict(s.by_category), dict(s.ops),
+                                  dict(s.layers)))
+    return rows
+
+
+def placed_by_layer(profile: Profile) -> dict[str, int]:
+    """The peak's bytes by layer, with "(no layer)" placed on the lines that
+    made it: "line 3: cross_entropy". A line counts only when it allocated in
+    no layer at all (then everything it holds at the peak is outside layers);
+    what cannot be placed so stays "(no layer)". Largest first."""
+    peak = profile.peak
+    if peak is None:
+        return {}
+    by_layer = dict(peak.by_layer)
+    unplaced = by_layer.pop(NO_LAYER, 0)
+    if not unplaced:
+        return by_layer
+    for s in sorted(profile.lines, key=lambda s: -s.peak_bytes):
+        if s.line <= 0 or s.layers or s.peak_bytes <= 0 or unplaced <= 0:
+            continue
+        take = min(s.peak_bytes, unplaced)
+        op = next(iter(s.ops), "")
+        key = f"{line_label(s.line)}: {op}" if op else line_label(s.line)
+        by_layer[key] = by_layer.get(key, 0) + take
+        unplaced -= take
+    if unplaced:
+        by_layer[NO_LAYER] = unplaced
+    return dict(sorted(by_layer.items(), key=lambda kv: -kv[1]))
+
+
+def tensor_bytes_text(t: TensorInfo) -> str:
+    """'8.00 MiB', or '8.00 MiB tensor in a 15.75 MiB allocator block' where
+    the allocator gave more than the tensor asked for."""
+    if t.requested_bytes is not None and t.requested_bytes != t.bytes:
+        return f"{fmt_bytes(t.requested_bytes)} tensor in a {fmt_bytes(t.bytes)} allocator block"
+    return fmt_bytes(t.bytes)
+
+
+def shape_text(t: TensorInfo) -> str:
+    return "×".join(map(str, t.shape)) if t.shape else "scalar" if t.dtype else ""
+
+
+def peak_place(peak: Peak | None, line_source: str | None = None) -> str:
+    """'op aten::mm, layer encoder, line 3 (y = model(x))': what ran at the peak."""
+    if peak is None:
+        return ""
+    parts = [f"op {peak.op}" if peak.op else "", f"layer {peak.layer}" if peak.layer else ""]
+    label = line_label(peak.line)
+    if label:
+        parts.append(f"{label} ({line_source})" if line_source else label)
+    return ", ".join(p for p in parts if p)
