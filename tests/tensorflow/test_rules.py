@@ -36,13 +36,14 @@ def _blocks_model(nested: bool):
     return model
 
 
-def test_keras_blocks_get_checkpointing_mixed_precision_and_optimizer_state():
+def test_keras_blocks_get_checkpointing_and_optimizer_state_advice():
     x = np.random.rand(2048, 256).astype("float32")
     found, p = _fit(_blocks_model(nested=True), x, x[:, :1])
     ckpt = found["gradient_checkpointing"]
     assert "block0, block1, block2" in ckpt.title and "class Recompute(keras.layers.Layer)" in ckpt.code
     assert not ckpt.can_try and 0 < ckpt.estimated_saving_bytes < p.peak_bytes
-    assert 'set_global_policy("mixed_bfloat16")' in found["amp"].code and not found["amp"].can_try
+    # no mixed precision advice on a CPU (analysis/rules/amp_keras.py says why; tests/tensorflow/test_advice.py)
+    assert "amp" not in found
     assert "keras.optimizers.SGD" in found["optimizer_state"].code
 
 

@@ -108,7 +108,7 @@ def test_large_logits_rule_and_its_fix_measured(ip, lm):
 def test_a_leak_fix_frees_what_it_says(ip, lm):
     # GIVEN logits and loss kept in globals after loss.backward(): the graph is already freed
     s = _get(lm, "notebook_leak")
-    assert s is not None and "autograd graph" not in s.evidence and ".detach()" not in s.code
+    assert s is not None and "autograd graph" not in s.evidence and ".detach()" not in s.code, (lm.kept, [(d.name, d.baseline_bytes, d.end_bytes) for d in lm.devices])
     assert "del logits" in s.code
     # WHEN the fix runs THEN the allocator frees what the rule estimated (within 25 %)
     freed = _profile(ip, s.code.split("#")[0], "del")

@@ -67,7 +67,9 @@ def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, scop
         return op, layer, "forward"
     backward = any(c in _BACKWARD_SCOPES for c in comps)
     names = {_UNIQUIFIED.sub("", c) for c in comps[:-1]}
-    if world.optimizer_names & names:
+    # Both sides without TF's uniquifying suffix: a notebook's second Adam is
+    # "adam_1", and its ops' scope is uniquified on its own.
+    if {_UNIQUIFIED.sub("", n) for n in world.optimizer_names} & names:
         return op, OPTIMIZER, "optimizer"
     layer = scopes.resolve(comps[:-1]) if len(comps) > 1 else ""
     if layer:

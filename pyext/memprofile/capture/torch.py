@@ -534,6 +534,7 @@ class TorchCollector:
             if device in logs:
                 logs[device].capacity_bytes = capacity
         self._categorise(logs)
+        self._name_new_roots(logs, last_op)
         del self._profiler  # the events are large; nothing else needs them
         return RawCapture(
             collector=self.name,
@@ -567,6 +568,49 @@ class TorchCollector:
             opt = ref()
             if opt is not None:
                 self._optimizer_post_hook(opt, (), {})
+
+    def _name_new_roots(self, logs: dict[str, AllocationLog], last_op: dict[str, str]) -> None:
+        """A model built during the run was named by its type when it first
+        ran (`Sequential`); the namespace now names it (`net`): rename its
+        tree everywhere, so layers and the code rules offer use the variable."""
+        by_id = {key: self._names[key] for key in self._roots if key in self._names}
+        typed = {key: name for key, name in by_id.items()
+                 if (ref := self._modules.get(name)) is not None and (m := ref()) is not None
+                 and id(m) == key and name == type(m).__name__}
+        if not typed:
+            return
+        found: dict[str, str] = {}
+
+        def take(variable: str, path: str, value: Any, via: str) -> bool:
+            if id(value) in typed and via == "variable" and path.isidentifier():
+                found.setdefault(typed[id(value)], path)
+            return isinstance(value, self._torch.nn.Module | self._torch.Tensor)
+
+        walk_namespace(self.namespace, take)
+        def free(name: str) -> bool:  # no module goes by it, or one the variable no longer holds
+            ref = self._modules.get(name)
+            module = ref() if ref is not None else None
+            return module is None or self.namespace.get(name) is not module
+
+        renames = {old: new for old, new in found.items() if free(new)}
+        if not renames:
+            return
+
+        def rename(name: str) -> str:
+            head, dot, rest = name.partition(".")
+            new = renames.get(head)
+            return (new + dot + rest) if new is not None else name
+
+        for log in logs.values():
+            log.layer = [rename(n) if n else n for n in log.layer]
+        self._modules = {rename(k): v for k, v in self._modules.items()}
+        self._types = {rename(k): v for k, v in self._types.items()}
+        self._parents = {rename(k): rename(v) for k, v in self._parents.items()}
+        self._ran = {rename(n) for n in self._ran}
+        self._param_layer = {k: rename(v) for k, v in self._param_layer.items()}
+        self._names = {k: rename(v) for k, v in self._names.items()}
+        if last_op.get("layer"):
+            last_op["layer"] = rename(last_op["layer"])
 
     def _optimizer_records(self) -> list[dict]:
         """Every optimizer the namespace held or the run stepped (OptimizerStat's fields)."""

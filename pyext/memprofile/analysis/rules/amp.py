@@ -1,57 +1,117 @@
-"""Mixed precision: activations kept in float32 take twice the bytes of
-bfloat16/float16 ones.
+"""Mixed precision: run the forward pass and the loss under autocast.
 
-Estimate: under autocast the matmul/conv family runs in 16 bits and what
-follows it (activation functions, dropout, reshapes, attention) stays in 16
-bits; residual additions with a float32 input, normalisation layers and
-losses stay in float32. The share of the largest activations and
-temporaries at the peak made by the first kind of op is the share that
-halves. Autocast also keeps a 16-bit copy of each Linear/Conv weight for the
-region (half their fp32 bytes). The new peak is taken over the timeline.
+PyTorch: the estimate replays the run op by op as autocast would run it
+(autocast_model.py: 16-bit matmul/conv outputs, float32 losses with their
+float32 input copies, cached 16-bit weights, float32 gradients); the code
+wraps the cell's forward pass and loss only, not backward() and the
+optimizer step (autocast_code.py). The rule stays quiet when the cell
+already uses autocast, when the activations are already 16-bit, and when
+autocast would save less than the floor or make the peak grow.
+
+TensorFlow (Keras's mixed policy, amp_keras.py): the share of the largest
+float32 activations and temporaries at the peak made by ops that run in 16
+bits under the policy halves, over the timeline.
 """
 
 from __future__ import annotations
 
+from memprofile.analysis.rules import autocast_code, autocast_model
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
 
-#: Layer types whose weights autocast casts (and caches) in 16 bits.
-CAST_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Bilinear", "LazyLinear", "MultiheadAttention",
-               "NonDynamicallyQuantizableLinear", "Dense", "Conv2D", "Conv1D", "EinsumDense")
+#: Keras layer types whose weights the mixed policy casts to 16 bits.
+CAST_LAYERS = ("Dense", "Conv2D", "Conv1D", "EinsumDense")
 FLOAT32 = ("float32", "float")
+HALF = ("bfloat16", "float16", "half")
 MIN_ACTIVATION_SHARE = 0.2
-
-
-#: Ops whose outputs stay float32 under autocast (type promotion with a
-#: float32 operand, or autocast's float32 list), by their last name part.
-#: Normalisation runs in its input's dtype: layer/group norm usually reads a
-#: float32 residual stream (transformers), batch norm a 16-bit conv output.
+#: Ops whose outputs stay float32 under Keras's mixed policy (by last name part).
 KEEP_FP32 = frozenset({
     "add", "add_", "sub", "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
     "cross_entropy", "cross_entropy_loss", "nll_loss", "log_softmax", "_log_softmax", "mse_loss", "sum", "mean",
     "AddV2", "Mean", "Sum",
 })
-HALF = ("bfloat16", "float16", "half")
-
-
-def _half_share(f: Facts) -> float:
-    """Share of the largest activations/temporaries at the peak that autocast
-    would make 16-bit: float32 (or of unknown dtype) and made by an op outside
-    KEEP_FP32. Tensors already in 16 bits count in the whole, not the share."""
-    seen = [t for t in (f.peak.tensors if f.peak else []) if t.category in ("activation", "temporary")]
-    seen = [t for t in seen if not t.dtype or t.dtype in FLOAT32 or t.dtype in HALF]
-    total = sum(t.bytes for t in seen)
-    if not total:
-        return 1.0  # nothing known of them (TF's plain CPU allocator gives no dtype)
-    halves = sum(t.bytes for t in seen if t.dtype not in HALF
-                 and f.op_kind(t.op) not in KEEP_FP32)
-    return halves / total
 
 
 def check(f: Facts) -> Suggestion | None:
     if f.framework is None or not f.trained and not f.at_peak("activation"):
         return None
+    if f.framework == "tensorflow":
+        return _keras(f)
+    return _torch(f)
+
+
+def _torch(f: Facts) -> Suggestion | None:
+    tree = f.cell.tree
+    if autocast_code.runs_under_autocast(tree) or _already_16bit(f):
+        return None
+    device = "cuda" if f.on_gpu else "cpu"
+    est = autocast_model.estimate(f, device)
+    if est is None or not f.worth_it(est.saving_bytes):
+        return None
+    dtype = "float16" if f.on_gpu else "bfloat16"
+    optimizers = tuple(o.name for o in f.stepped_optimizers if o.name.isidentifier())
+    code = autocast_code.rewrite(f.profile.source, device=device, trained=f.trained, optimizers=optimizers,
+                                 backward_line=_backward_line(f))
+    return Suggestion(
+        id="amp", title=f"Run the forward pass and loss under autocast ({dtype})", evidence=_evidence(f, est),
+        code=code, estimated_saving_bytes=est.saving_bytes, can_try=True, try_change="amp",
+    )
+
+
+def _evidence(f: Facts, est: autocast_model.Estimate) -> str:
+    activation = f.at_peak("activation")
+    saved = sum(est.saved.values())
+    parts = [f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak ({fmt_bytes(activation)})",
+             f"at the peak, {fmt_bytes(saved)} would be saved on float32 outputs of ops autocast runs in 16 bits "
+             f"({_top(est.saved)})"]
+    fp32 = {op: b for op, b in est.kept_fp32.items() if b >= saved // 20}
+    if fp32:
+        parts.append(f"{fmt_bytes(sum(fp32.values()))} stay float32 ({_top(fp32)}: autocast runs losses in float32, "
+                     f"and casts their 16-bit input to a float32 copy first)")
+    if est.weight_copies_bytes:
+        parts.append(f"its 16-bit weight copies add {fmt_bytes(est.weight_copies_bytes)}")
+    where = ("at the same instant (the run's timeline was thinned: the estimate is the peak instant's)"
+             if est.thinned else f"in the {est.new_peak_phase}")
+    parts.append(f"the peak would be {fmt_bytes(est.peak_bytes)}, {where}")
+    return "; ".join(parts)
+
+
+def _top(by_op: dict[str, int], n: int = 3) -> str:
+    return ", ".join(f"{op} {fmt_bytes(b)}" for op, b in list(by_op.items())[:n])
+
+
+def _already_16bit(f: Facts) -> bool:
+    """Most of the largest activations/temporaries at the peak are 16-bit."""
+    known = [t for t in (f.peak.tensors if f.peak else []) if t.category in ("activation", "temporary") and t.dtype]
+    half = sum(t.bytes for t in known if t.dtype in HALF)
+    return bool(known) and half * 2 >= sum(t.bytes for t in known)
+
+
+def _backward_line(f: Facts) -> int | None:
+    """The cell's line that allocated the most in backward ops, where lines are known."""
+    lines = [(sum(b for op, b in line.ops.items() if "Backward" in op), line.line) for line in f.profile.lines]
+    best = max(lines, default=(0, None))
+    return best[1] if best[0] else None
+
+
+# -- Keras ---------------------------------------------------------------------
+def _half_share(f: Facts) -> float:
+    """Share of the largest activations/temporaries at the peak that the mixed
+    policy would make 16-bit: float32 (or of unknown dtype) and made by an op
+    outside KEEP_FP32. Tensors already in 16 bits count in the whole, not the share."""
+    seen = [t for t in (f.peak.tensors if f.peak else []) if t.category in ("activation", "temporary")]
+    seen = [t for t in seen if not t.dtype or t.dtype in FLOAT32 or t.dtype in HALF]
+    total = sum(t.bytes for t in seen)
+    if not total:
+        return 1.0  # nothing known of them (TF's plain CPU allocator gives no dtype)
+    halves = sum(t.bytes for t in seen if t.dtype not in HALF and f.op_kind(t.op) not in KEEP_FP32)
+    return halves / total
+
+
+def _keras(f: Facts) -> Suggestion | None:
+    from memprofile.analysis.rules.amp_keras import keras_suggestion
+
     activation = f.at_peak("activation")
     if activation < MIN_ACTIVATION_SHARE * max(f.added_bytes, 1):
         return None
@@ -65,18 +125,4 @@ def check(f: Facts) -> Suggestion | None:
     evidence = (f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak "
                 f"({fmt_bytes(activation)}); {share * 100:.0f} % of the largest are float32 outputs of ops "
                 f"autocast runs in 16 bits")
-    if f.framework == "tensorflow":
-        from memprofile.analysis.rules.amp_keras import keras_suggestion
-
-        return keras_suggestion(f, evidence, saving)
-    device = "cuda" if f.on_gpu else "cpu"
-    dtype = "torch.float16" if f.on_gpu else "torch.bfloat16"
-    header = f'import torch\n\nwith torch.autocast("{device}", dtype={dtype}):'
-    code = f.cell_inside(header)
-    if f.on_gpu:
-        code += ("\n# with float16, scale the loss: scaler = torch.amp.GradScaler(); "
-                 "scaler.scale(loss).backward(); scaler.step(opt); scaler.update()")
-    return Suggestion(
-        id="amp", title=f"Run the cell under autocast ({dtype.split('.')[1]})", evidence=evidence, code=code,
-        estimated_saving_bytes=saving, can_try=True, try_change="amp",
-    )
+    return keras_suggestion(f, evidence, saving)

@@ -17,6 +17,14 @@ the policy would make it (measured with Keras 3.15 / TF 2.21 on CPU):
   keeps variables in float32), and so does the input pipeline.
 amp.py's autocast share (made for torch) was 1.3-3.6x off on Keras models
 with normalisation layers, where mixed_bfloat16 saves 10 % of the peak, not 40.
+
+On a CPU the rule stays quiet. Measured with TF 2.21 (oneDNN off) on models
+the replay was not built on, mixed_bfloat16 changed the peak by -24 to +15
+MiB where the replay said +10 to 0 (Dense MLPs: bfloat16 matmuls on the CPU
+work through float32 copies; small CNNs: the convolution-gradient scratch
+makes the peak and moves), and it trains 2-7x slower there: no advice with a
+number we can stand behind. On GPUs (float16) the replay is what we have;
+it has not run on one.
 """
 
 from __future__ import annotations
@@ -127,8 +135,22 @@ def keras_code(f: Facts, policy: str) -> str:
             f"# built with. Run the cell that builds {names} again after this one, then this cell.")
 
 
+def _scratch_bound(f: Facts) -> bool:
+    """Whether the peak is made by a convolution gradient's scratch buffer: its
+    size does not change with the policy, and under the policy the peak moves
+    to another layer's backward, which the replay does not model (measured on
+    a small CNN: estimate 6.6 MB, the policy's peak 0.4 MB higher)."""
+    tensors = f.peak.tensors if f.peak else []
+    if not tensors:
+        return False
+    largest = tensors[0]
+    return any(s in (largest.op or "") for s in SCRATCH_OPS) and largest.bytes >= 0.2 * max(f.added_bytes, 1)
+
+
 def keras_suggestion(f: Facts, evidence: str, saving: int) -> Suggestion | None:
     """`saving` (amp.py's autocast share) is not used: the Keras replay replaces it."""
+    if not f.on_gpu or _scratch_bound(f):
+        return None  # see the module's doc
     estimate = estimate_saving(f)
     if not f.worth_it(estimate):
         return None

@@ -1,6 +1,9 @@
 """CPU inference of a Linear-heavy model: dynamic int8 quantization stores the
 Linear weights in 8 bits (a quarter of float32) and quantizes activations on
-the fly. Estimate: three quarters of the float32 Linear weights."""
+the fly. Only where the Linear weights are most of the peak (large layers,
+small batches). Estimate: three quarters of the float32 Linear weights, freed once
+the model's variable is rebound to the quantized one (the code does) and no
+optimizer holds the float weights (the code lets it go)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ def check(f: Facts) -> Suggestion | None:
         return None
     params = sum(layer.parameter_bytes for layer in f.profile.layers)
     linear = sum(layer.parameter_bytes for layer in f.profile.layers if layer.type in LINEAR)
-    if not params or linear < MIN_SHARE * params:
+    if not params or linear < MIN_SHARE * params or linear < MIN_SHARE * f.peak_bytes:
+        # Where activations make the peak, int8 weights save little and the
+        # quantized ops' own copies of their inputs and outputs cost more
+        # (a transformer LM's forward: +14.6 MiB measured against 4.6 MiB estimated).
         return None
     saving = int(0.75 * linear)
     if not f.worth_it(saving):
@@ -26,7 +32,12 @@ def check(f: Facts) -> Suggestion | None:
                                              for layer in f.profile.layers)), "model")
     evidence = (f"the cell ran inference on the CPU; Linear layers hold {fmt_bytes(linear)} of the "
                 f"{fmt_bytes(params)} of parameters ({100 * linear / params:.0f} %)")
-    code = (f"import torch\n\n{root}_int8 = torch.ao.quantization.quantize_dynamic({root}.eval(), {{torch.nn.Linear}}, "
-            f"dtype=torch.qint8)\n# then call {root}_int8 instead of {root} (check the accuracy on a validation batch)")
+    # The float weights are freed only when nothing else holds them: the
+    # model's variable is rebound, and an optimizer over them is let go.
+    holders = [o.name for o in f.profile.optimizers if root in o.models and o.name.isidentifier()]
+    code = (f"import torch\n\n# Replaces the float model (keep a copy, copy.deepcopy({root}), to train it again):\n"
+            f"{root} = torch.ao.quantization.quantize_dynamic({root}.eval(), {{torch.nn.Linear}}, dtype=torch.qint8)\n"
+            + "".join(f"del {h}   # it holds the float weights\n" for h in holders)
+            + "# check the accuracy on a validation batch")
     return Suggestion(id="quantize_dynamic", title="Quantize the Linear layers to int8 for CPU inference",
                       evidence=evidence, code=code, estimated_saving_bytes=saving)
