@@ -290,8 +290,10 @@ BFC_SCRIPT = textwrap.dedent("""
         model.fit(x, x[:, :8], batch_size=64, epochs=2, verbose=0)
         a = tf.zeros((3 * 2**20,))  # 12 MiB asked, more after BFC's rounding
     dev = p.device("tf:CPU:0")
+    from memprofile.render.text import render_text
+    zeros = [[t.bytes, t.requested_bytes] for t in p.peak.tensors if t.shape == [3 * 2**20]]
     print(json.dumps({"peak": dev.peak_bytes, "baseline": dev.baseline_bytes, "stats": dev.allocator_stats,
-                      "capture": p.capture}))
+                      "capture": p.capture, "zeros": zeros, "text": render_text(p)}))
 """)
 
 
@@ -314,6 +316,10 @@ def test_peak_matches_get_memory_info_on_allocators_with_statistics(env):
         # AND BFC's rounding of the 12 MiB tensor is shown: asked for vs given
         assert stats["rounding_bytes_at_peak"] > 0
         assert stats["requested_bytes_at_peak"] + stats["rounding_bytes_at_peak"] == result["peak"]
+        # AND the tensor is listed at its own size, in a larger allocator block, never as the block
+        [[block, asked]] = result["zeros"]
+        assert asked == 12 * 2**20 and block > asked, result["zeros"]
+        assert "12.0 MiB tensor in a " in result["text"] and " allocator block" in result["text"]
     else:
         # oneDNN's allocator leaves its small blocks (here every weight) out of
         # get_memory_info; the profile counts them from the namespace
