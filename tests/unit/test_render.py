@@ -227,7 +227,9 @@ def test_the_card_payload_names_what_failed_in_a_real_allocation_failure(ip, fre
     error = mime_bundle(profile)[MIME_TYPE]["error"]
     assert error["requested_bytes"] == 4 * 2**60  # float32
     assert error["op"] and "empty" in error["op"]
-    assert error["layer"] == "1"  # the Expand module inside the Sequential
+    # the Expand module inside the Sequential: "1", or "net.1" when another model
+    # of the notebook has a module "1" too (names from the variable the cell binds)
+    assert error["layer"] in ("1", "net.1")
     assert (error["op"], error["layer"], error["line"]) == (profile.error.op, profile.error.layer, profile.error.line)
-    assert f"it failed in op {error['op']}, layer 1" in render_text(profile)
+    assert f"it failed in op {error['op']}, layer {error['layer']}" in render_text(profile)
     assert "It failed in op" in render_fragment(profile)
