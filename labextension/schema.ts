@@ -26,6 +26,7 @@ export interface Profile {
   kept?: KeptObject[];
   lines?: LineStat[];
   optimizers?: OptimizerStat[];
+  steps?: StepStat[];
   schema_version: number;
   [k: string]: unknown;
 }
@@ -273,6 +274,24 @@ export interface OptimizerStat {
   state_bytes?: number;
   state_created?: boolean;
   models?: string[];
+  [k: string]: unknown;
+}
+/**
+ * One training step (an optimizer step ends it), 1-based. Detailed steps were recorded event by event; the others only by their boundaries.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "StepStat".
+ */
+export interface StepStat {
+  index: number;
+  t_start: number;
+  t_end: number;
+  detailed: boolean;
+  peak_bytes?: number | null;
+  end_bytes?: number | null;
+  device?: string | null;
+  rss_peak_bytes?: number | null;
+  rss_end_bytes?: number | null;
   [k: string]: unknown;
 }
 /**

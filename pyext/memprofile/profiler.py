@@ -23,7 +23,11 @@ from memprofile.capture.base import Collector, RawCapture, create_collector
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.profile import ErrorInfo, Note, Profile
+from memprofile.capture.host import release_free_memory
+from memprofile.capture.torch import DETAIL_STEPS
 from memprofile.model.lines import assign_lines
+from memprofile.model.steps import step_table
+from memprofile.units import fmt_bytes
 from memprofile.model.replay import replay
 
 
@@ -70,6 +74,22 @@ def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo
     return info
 
 
+#: The profiler's own memory budget: at most this, and at most this share of
+#: the memory available when the run starts.
+MAX_BUDGET_BYTES = 1 << 30
+BUDGET_SHARE = 0.10
+
+
+def default_budget() -> int:
+    from memprofile.capture.host import available_memory
+
+    from memprofile.capture.torch import MIN_BUDGET_BYTES
+
+    available = available_memory()
+    budget = min(MAX_BUDGET_BYTES, int(BUDGET_SHARE * available)) if available else MAX_BUDGET_BYTES
+    return max(budget, MIN_BUDGET_BYTES)
+
+
 class Profiler:
     """Profile a block of code.
 
@@ -93,12 +113,17 @@ class Profiler:
         namespace: dict | None = None,
         store: bool = True,
         cell_lines: bool = False,
+        detail_steps: int | None = DETAIL_STEPS,
+        budget_bytes: int | None = None,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
         mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
         where tensors from before the run are looked for (the notebook's
         globals; the caller's by default); `cell_lines`: the code run was
-        compiled with capture.lines.instrument, so allocations get its lines."""
+        compiled with capture.lines.instrument, so allocations get its lines;
+        `detail_steps`: training steps recorded in full detail (None: all);
+        `budget_bytes`: the profiler's own memory budget (default: 1 GiB or a
+        tenth of the memory available at the start, whichever is smaller)."""
         self.name = name or "profile"
         self.source = source
         self.store = store
@@ -114,6 +139,7 @@ class Profiler:
                 "with_stack": with_stack,
                 "cuda_history": cuda_history,
                 "namespace": namespace,
+                "detail_steps": detail_steps,
             },
             "tensorflow": {
                 "namespace": namespace,
@@ -121,6 +147,7 @@ class Profiler:
                 **({"max_events": tf_max_events} if tf_max_events else {}),
             },
         }
+        self._budget = budget_bytes
         if cell_lines:  # last: it starts right before the cell and stops first
             self._collector_options["lines"] = {}
         self._collectors: list[Collector] = []
@@ -137,6 +164,9 @@ class Profiler:
     def start(self) -> None:
         if self._running:
             raise CaptureError("this Profiler is already running; stop() it first")
+        budget = self._budget if self._budget is not None else default_budget()
+        self._collector_options["torch"]["budget_bytes"] = budget
+        self._budget_text = fmt_bytes(budget)
         collectors = [create_collector(n, **o) for n, o in self._collector_options.items() if self._wants(n)]
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._t0 = time.perf_counter()
@@ -230,7 +260,12 @@ class Profiler:
             frameworks=loaded_frameworks(),
             environment={"python": platform.python_version(), "memprofile": __version__},
         )
-        return analyse(profile, captures, replays)
+        profile.capture["budget"] = self._budget_text
+        profile.steps = step_table(captures, profile)
+        profile = analyse(profile, captures, replays)
+        del captures, replays
+        release_free_memory()
+        return profile
 
     # Context manager: the Profile handed out at entry is filled in at exit.
     def __enter__(self) -> Profile:

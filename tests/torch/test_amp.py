@@ -113,11 +113,11 @@ def shell(ip, fresh_store):
         ip.user_ns.pop(name, None)
 
 
-def _profile(ip, cell, *, fresh=True):
+def _profile(ip, cell, *, fresh=True, options=""):
     """The cell profiled; `fresh`: without what the last run left in the names it binds."""
     if fresh:
         ip.run_cell("for _name in %r: globals().pop(_name, None)" % (BOUND,))
-    result = ip.run_cell("%%memprofile -q\n" + cell)
+    result = ip.run_cell(f"%%memprofile -q {options}\n" + cell)
     assert result.success, result.error_in_exec
     return memprofile.last()
 
@@ -188,12 +188,13 @@ def test_a_long_loop_whose_timeline_was_thinned(shell):
     shell.run_cell(MLP)
     cell = ("for step in range(300):\n    sgd.zero_grad()\n    err = ((mlp(feats[:64]) - target[:64]) ** 2).mean()\n"
             "    err.backward()\n    sgd.step()\nerr = (mlp(feats) - target).abs().mean()\nerr.backward()")
-    before = _profile(shell, cell)
+    # every event kept: all steps in detail, and a budget the 300 steps' events stay under
+    before = _profile(shell, cell, options="--detail-steps all --budget 64G")
     timeline = before.timeline(before.peak_device.name)
     assert timeline.recorded_points > len(timeline.live_bytes)
     amp = _amp(before)
     assert "the run's timeline was thinned" in amp.evidence
-    _within(amp, before, _profile(shell, amp.code))
+    _within(amp, before, _profile(shell, amp.code, options="--detail-steps all --budget 64G"))
 
 
 def test_the_lm_estimate_counts_its_float32_loss(shell):

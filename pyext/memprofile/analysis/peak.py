@@ -113,6 +113,7 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
     """Fill the derived parts of a freshly built profile (in place; returned)."""
     from memprofile.analysis.rules import suggest
     from memprofile.analysis.tables import layer_table, op_table, optimizer_table
+    from memprofile.analysis.steps import step_notes
     from memprofile.model.lines import line_figures
 
     profile.peak = find_peak(profile, replays)
@@ -132,4 +133,5 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
             layer.line = layer_line.get(layer.name)
     profile.optimizers = optimizer_table([o for c in captures for o in c.optimizers], profile.layers)
     profile.suggestions = suggest(profile)
+    profile.warnings.extend(step_notes(profile))
     return profile

@@ -161,6 +161,8 @@ class RawCapture:
     line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]
     #: Optimizers seen (model.profile.OptimizerStat's fields).
     optimizers: list[dict] = field(default_factory=list)
+    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks": {device: bytes}} (peaks: CUDA only).
+    steps: list[dict] = field(default_factory=list)
 
 
 class Collector(Protocol):

@@ -62,6 +62,29 @@ def _ru_maxrss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024  # Linux/BSD report KiB
 
 
+def available_memory() -> int | None:
+    """Bytes the OS can give without swapping (MemAvailable), or None."""
+    try:
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the heap memory freed after a profile back to the OS: glibc keeps
+    freed small blocks (torch's event buffers are millions of them) until
+    malloc_trim, and the kernel's resident memory would stay at the profile's
+    high-water mark. A no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class RssReader:
     """Reads this process's resident set size, as cheaply as the OS allows.
 

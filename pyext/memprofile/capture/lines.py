@@ -18,9 +18,12 @@ every collector's timeline uses.
 from __future__ import annotations
 
 import ast
+import functools
+import operator
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture.base import RawCapture
@@ -47,10 +50,41 @@ class _Recorder:
 
 
 _active: _Recorder | None = None
+#: Work a collector asked the cell's thread to do at its next statement (the
+#: torch collector ending its detail when its memory budget is reached: torch's
+#: profiler must be stopped by the thread that started it).
+_pending: Callable[[], None] | None = None
+
+
+def set_pending(fn: Callable[[], None] | None) -> None:
+    global _pending
+    _pending = fn
+
+
+#: Where the fast marks put the running line (see go_fast).
+_fast_line = [-1]
+_fast = False
+_installed: dict | None = None
+
+
+def go_fast() -> None:
+    """From now on the cell's marks only keep the running line (for an
+    error's line), in C: no Python call per statement. For when nothing needs
+    the lines' times any more (torch's detail ended, no other framework
+    recording): a loop of millions of tiny statements then runs at its pace."""
+    global _fast
+    r = _active
+    if r is None or _installed is None or _fast:
+        return
+    _fast = True
+    _fast_line[0] = r.last
+    _installed[MARK] = functools.partial(operator.setitem, _fast_line, 0)
 
 
 def mark(line: int) -> None:
     """Called by the instrumented cell before each statement."""
+    if _pending is not None:
+        _run_pending()
     r = _active
     if r is None or line == r.last or r.full:
         return
@@ -63,18 +97,34 @@ def mark(line: int) -> None:
         r.full = True
 
 
+def _run_pending() -> None:
+    global _pending
+    fn, _pending = _pending, None
+    if fn is not None:
+        fn()
+
+
 def iterate(iterable: Any, line: int):
     """`for x in it:` becomes `for x in iterate(it, line):`: each next() is
     work of the `for` line."""
     mark(line)
     iterator = iter(iterable)
     while True:
+        if _fast:
+            yield from iterator
+            return
         mark(line)
         try:
             item = next(iterator)
         except StopIteration:
             return
         yield item
+
+
+def recorded_marks() -> int:
+    """Line changes recorded so far in the active run (0 outside one)."""
+    r = _active
+    return len(r.line) if r is not None else 0
 
 
 def current_line() -> int | None:
@@ -126,8 +176,10 @@ def instrument(tree: ast.Module) -> ast.Module:
 
 def install(namespace: dict) -> None:
     """Make the marks callable from code run in `namespace`."""
+    global _installed
     namespace[MARK] = mark
     namespace[ITERATE] = iterate
+    _installed = namespace
 
 
 class LinesCollector:
@@ -146,10 +198,17 @@ class LinesCollector:
         self._recorder = _active = _Recorder(origin)
 
     def stop(self) -> RawCapture:
-        global _active
+        global _active, _fast
         r, self._recorder = self._recorder, None
         if _active is r:
             _active = None
+        if _fast:
+            _fast = False
+            if _installed is not None:
+                _installed[MARK] = mark
+            if r is not None and _fast_line[0] != r.last:  # the line running at the end (an error's)
+                r.t.append(time.perf_counter() - r.origin)
+                r.line.append(_fast_line[0])
         notes = []
         if r is not None and r.full:
             notes.append(("lines_truncated", f"the cell changed lines more than {MAX_MARKS:,} times: allocations "

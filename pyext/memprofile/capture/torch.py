@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import sys
 import threading
 import time
 import weakref
@@ -109,6 +110,26 @@ def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[d
 
 
 BEFORE = "(before the cell)"
+#: Training steps recorded in full detail by default (the rest by step boundaries).
+DETAIL_STEPS = 3
+#: What the process grows by while torch records is a small part of what the
+#: profile costs: torch's profiler takes ~160 MB to start, stop and read back
+#: whatever it recorded, and reading the events back took ~20x the growth
+#: they caused while recording (measured on loops of tiny ops). Detail ends
+#: when the growth reaches (budget - PROFILER_FLOOR_BYTES) / 20.
+PROFILER_FLOOR_BYTES = 160 << 20
+RECORDING_FACTOR = 20
+#: The smallest budget that can be kept.
+MIN_BUDGET_BYTES = 256 << 20
+#: In a loop of many statements, detail ends once the process has grown by
+#: this (~25,000 small ops): reading events back costs ~25 µs each, and a loop
+#: of millions of tiny ops would spend more time there than running.
+MAX_RECORDING_BYTES = 12 << 20
+BUDGET_POLL_S = 0.02
+#: Cells that run this many statements (line changes) or model calls are the
+#: ones whose event buffers can outgrow the budget.
+MANY_STATEMENTS = 20_000
+MANY_CALLS = 200
 
 
 def _nbytes(t: Any) -> int:
@@ -159,11 +180,19 @@ class TorchCollector:
         with_stack: bool = False,
         cuda_history: bool = False,
         namespace: dict[str, Any] | None = None,
+        detail_steps: int | None = DETAIL_STEPS,
+        budget_bytes: int | None = None,
     ) -> None:
+        """`detail_steps`: training steps (optimizer steps) recorded in full
+        detail; the rest only by their step boundaries (None: all).
+        `budget_bytes`: the profiler's own memory (torch's event buffers and
+        their processing) is kept under it: detail ends before it is reached."""
         self.record_shapes = record_shapes
         self.with_stack = with_stack
         self.cuda_history = cuda_history
         self.namespace = namespace if namespace is not None else {}
+        self.detail_steps = detail_steps
+        self.budget_bytes = budget_bytes
         self._running = False
 
     # -- time ------------------------------------------------------------
@@ -238,6 +267,12 @@ class TorchCollector:
             self._parents.setdefault(name, parent)
 
     def _forward_pre_hook(self, module: Any, args: tuple) -> None:
+        if not self._detailed:  # cheap steps: no scopes, no observations
+            self._ran_ids.add(id(module))
+            return
+        if self._over_budget:
+            self._end_detail("budget")
+            return
         stack = self._stack()
         parent = stack[-1][0] if stack else None
         name = self._qualname(module, parent)
@@ -245,6 +280,7 @@ class TorchCollector:
         # A forward that backward runs again (checkpoint recomputation) is not
         # a call of the model: its arguments are no inputs.
         if parent is None and self._graph_task_id() == -1:
+            self._root_calls += 1
             self._observe_all(args, "input", depth=2)
             if len(self._input_shapes) < 8:
                 for a in args:
@@ -286,6 +322,8 @@ class TorchCollector:
     def _optimizer_pre_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
         self._steps[id(optimizer)] = self._steps.get(id(optimizer), 0) + 1
+        if not self._detailed:
+            return
         layers = self._param_layer
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -296,6 +334,82 @@ class TorchCollector:
                     self._observe(p.grad, "gradient", layer)
 
     def _optimizer_post_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        if self._running and (self._clock is None or self._clock == id(optimizer)):
+            self._end_step(optimizer)
+        if not self._detailed:
+            return
+        self._observe_state(optimizer)
+        if self._clock == id(optimizer) and self.detail_steps is not None \
+                and len(self._step_ends) >= self.detail_steps:
+            self._end_detail("steps")
+        elif self._over_budget:
+            self._end_detail("budget")
+
+    # -- training steps and the detail window -------------------------------
+    def _end_step(self, optimizer: Any) -> None:
+        """A training step ended: the first optimizer stepped is the clock (a
+        GAN's second optimizer steps in the same step)."""
+        self._clock = id(optimizer)
+        self._step_ends.append(time.perf_counter() - self._origin)
+        if self._cuda:  # exact per-step peaks from the allocator's own counters
+            torch = self._torch
+            peaks = {}
+            for i in range(torch.cuda.device_count()):
+                peaks[f"cuda:{i}"] = int(torch.cuda.max_memory_allocated(i))
+                torch.cuda.reset_peak_memory_stats(i)
+            self._step_peaks.append(peaks)
+
+    def _end_detail(self, why: str) -> None:
+        """Stop torch's profiler now (on the thread that started it): the
+        events so far are the detail; the rest of the run is measured by
+        step boundaries (and CUDA's counters), at almost no cost."""
+        if not self._detailed or threading.get_ident() != self._thread:
+            return
+        self._detailed = False
+        self._detail_end = (time.perf_counter() - self._origin, why)
+        from memprofile.capture import lines
+
+        lines.set_pending(None)
+        if "tensorflow" not in sys.modules:  # nothing else needs the lines' times now
+            lines.go_fast()
+        try:
+            with quiet_stderr():
+                self._profiler.__exit__(None, None, None)
+        except Exception as exc:  # keep what there is; stop() reads it or says why not
+            self._notes.append(("torch_detail_stop_failed", f"torch's profiler failed to stop: {exc!r}"))
+        stack = self._stack()
+        while stack:  # module scopes open now close with nothing recording them
+            _, scope = stack.pop()
+            try:
+                self._scope_exit(scope)
+            except Exception:
+                pass
+
+    def _watch_budget(self) -> None:
+        """A thread: when the process has grown by the share of the budget
+        that torch's event buffers may take while recording, ask the cell's
+        thread to end the detail at its next statement or hook."""
+        from memprofile.capture import lines
+        from memprofile.capture.host import RssReader
+
+        reader = RssReader()
+        try:
+            start = reader.read()
+            limit = max(1 << 20, (self.budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
+            while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
+                # The process's growth is the buffers' only where the cell runs
+                # many small ops (many statements or model calls): a model
+                # whose activations take gigabytes in a few calls has few events.
+                many = lines.recorded_marks() > MANY_STATEMENTS or self._root_calls > MANY_CALLS
+                tight = lines.recorded_marks() > MANY_STATEMENTS
+                if many and reader.read() - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
+                    self._over_budget = True
+                    lines.set_pending(lambda: self._end_detail("budget"))
+                    return
+        finally:
+            reader.close()
+
+    def _observe_state(self, optimizer: Any) -> None:
         layers = self._param_layer
         for p, state in optimizer.state.items():
             layer = layers.get(id(p), "")
@@ -436,6 +550,16 @@ class TorchCollector:
         self._opt_names: dict[int, str] = {}  # id(optimizer) -> its path in the namespace
         self._opt_state_start: dict[int, int] = {}  # id(optimizer) -> state bytes at the start
         self._param_layer: dict[int, str] = {}  # id(parameter) -> the layer that owns it
+        self._origin = now_perf if origin is None else origin
+        self._thread = threading.get_ident()
+        self._detailed = True  # torch's profiler is recording
+        self._detail_end: tuple[float, str] | None = None  # (when, why) the detail ended
+        self._over_budget = False
+        self._root_calls = 0
+        self._clock: int | None = None  # id() of the optimizer whose steps are the training steps
+        self._step_ends: list[float] = []
+        self._step_peaks: list[dict[str, int]] = []
+        self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
         self._notes: list[tuple[str, str]] = []
@@ -478,6 +602,11 @@ class TorchCollector:
                 torch.cuda.memory._record_memory_history(enabled=None)
             raise
         self._running = True
+        self._watch_stop = threading.Event()
+        self._watcher = None
+        if self.budget_bytes:
+            self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget", daemon=True)
+            self._watcher.start()
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -499,13 +628,30 @@ class TorchCollector:
             raise RuntimeError("TorchCollector.stop() called before start()")
         torch = self._torch
         self._running = False
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        from memprofile.capture import lines
+
+        lines.set_pending(None)
         try:
-            with quiet_stderr():
-                self._profiler.__exit__(None, None, None)
+            if self._detailed:
+                self._detailed = False
+                with quiet_stderr():
+                    self._profiler.__exit__(None, None, None)
         finally:
             self._remove_hooks()
+        if self._detail_end is not None:
+            when, why = self._detail_end
+            self._facts_detail = {"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why}
+        else:
+            self._facts_detail = {}
+        for key in self._ran_ids:  # modules that ran after the detail: they worked too
+            name = self._names.get(key)
+            if name:
+                self._ran.add(name)
         self._scan_end()
-        facts: dict[str, int | float | str] = {}
+        facts: dict[str, int | float | str] = dict(self._facts_detail)
         capacities: dict[str, int] = {}
         if self._cuda:
             for i in range(torch.cuda.device_count()):
@@ -513,6 +659,10 @@ class TorchCollector:
                 capacities[f"cuda:{i}"] = capacity
                 for k, v in cuda_facts(torch.cuda.memory_stats(i), capacity).items():
                     facts[f"cuda:{i}.{k}"] = v
+                # The counters' peak was reset each step: the run's is the highest step's.
+                stepped = [p.get(f"cuda:{i}", 0) for p in self._step_peaks]
+                if stepped:
+                    facts[f"cuda:{i}.allocated_peak_bytes"] = max(stepped + [facts[f"cuda:{i}.allocated_peak_bytes"]])
             if self.cuda_history:
                 try:
                     for j, block in enumerate(live_blocks_from_snapshot(torch.cuda.memory._snapshot())):
@@ -522,6 +672,7 @@ class TorchCollector:
         try:
             roots = self._profiler.profiler.kineto_results.experimental_event_tree()
         except Exception as exc:  # private API: say so, keep the rest of the profile
+            self._drop_events()
             return RawCapture(
                 collector=self.name,
                 frameworks={"torch": torch.__version__},
@@ -535,7 +686,7 @@ class TorchCollector:
                 logs[device].capacity_bytes = capacity
         self._categorise(logs)
         self._name_new_roots(logs, last_op)
-        del self._profiler  # the events are large; nothing else needs them
+        self._drop_events()
         return RawCapture(
             collector=self.name,
             allocations=list(logs.values()),
@@ -551,6 +702,7 @@ class TorchCollector:
             facts=facts,
             last_op=last_op,
             input_shapes=self._input_shapes,
+            steps=self._step_records(),
         )
 
     def _scan_end(self) -> None:
@@ -567,7 +719,33 @@ class TorchCollector:
         for ref in list(self._optimizers.values()):
             opt = ref()
             if opt is not None:
-                self._optimizer_post_hook(opt, (), {})
+                self._observe_state(opt)
+
+    def _drop_events(self) -> None:
+        """Let torch's event buffers go now. torch.profiler.profile and its
+        inner profiler refer to each other: dropped as they are, the events
+        (gigabytes, for millions) live until the cyclic GC runs, and glibc
+        cannot hand their memory back."""
+        prof = self.__dict__.pop("_profiler", None)
+        inner = getattr(prof, "profiler", None)
+        if inner is not None:
+            try:
+                inner.kineto_results = None
+                prof.profiler = None
+            except Exception:  # a torch that shapes these objects otherwise: the GC frees them later
+                pass
+
+    def _step_records(self) -> list[dict]:
+        """Each training step's end (seconds since the origin), whether the
+        profiler recorded it in detail, and on CUDA its exact peak per device."""
+        end = self._detail_end[0] if self._detail_end else float("inf")
+        records = []
+        for k, t in enumerate(self._step_ends):
+            record = {"t_end": t, "detailed": t <= end + 1e-9}
+            if k < len(self._step_peaks):
+                record["peaks"] = self._step_peaks[k]
+            records.append(record)
+        return records
 
     def _name_new_roots(self, logs: dict[str, AllocationLog], last_op: dict[str, str]) -> None:
         """A model built during the run was named by its type when it first
@@ -819,6 +997,7 @@ class TorchCollector:
                 order = sorted(range(len(rows)), key=starts.__getitem__)
                 index[(device, ptr)] = ([starts[k] for k in order], [rows[k] for k in order])
         observed: dict[tuple[str, int], tuple[str, list[int], str]] = {}
+        detail_end = self._detail_end[0] if self._detail_end else ALIVE
         unmatched: dict[tuple[str, int], tuple] = {}
         for ptr, t_ns, category, shape, dtype, device, nbytes, layer in self._observations:
             t = self._t(t_ns)
@@ -830,6 +1009,8 @@ class TorchCollector:
                 if k >= 0 and logs[device].t_free[rows[k]] > t:
                     row = rows[k]
             if row is None:
+                if t > detail_end:
+                    continue  # made after the detail ended: no event saw it, and it is not from before the run
                 old = unmatched.get((device, ptr))
                 if old is None or _better(category, old[0]):
                     unmatched[(device, ptr)] = (category, shape, dtype, nbytes, layer or (old[4] if old else ""))

@@ -10,6 +10,7 @@ propagates unchanged.
 from __future__ import annotations
 
 import ast
+import re
 import shlex
 from types import CodeType
 
@@ -139,6 +140,20 @@ class MemprofileMagics(Magics):
         "(amp, inference_mode, checkpoint[=layer,...]), and show both and the measured difference; the "
         "cell's effects happen two or three times",
     )
+    @argument(
+        "--detail-steps",
+        default="3",
+        metavar="N|all",
+        help="training steps (optimizer steps) recorded in full detail: ops, layers, kinds (default 3); "
+        "later steps are measured by their boundaries at almost no cost",
+    )
+    @argument(
+        "--budget",
+        default=None,
+        metavar="SIZE",
+        help="the profiler's own memory budget, e.g. 512M or 2G (default: 1G or a tenth of the available "
+        "memory, whichever is smaller); past it the detail ends and the profile says so",
+    )
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
     @line_cell_magic
@@ -161,6 +176,8 @@ class MemprofileMagics(Magics):
             cuda_history=args.cuda_history,
             namespace=self.shell.user_ns,
             cell_lines=True,
+            detail_steps=args.detail_steps,
+            budget_bytes=args.budget,
         )
         name = args.name or f"In [{count}]"
         body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
@@ -207,6 +224,11 @@ class MemprofileMagics(Magics):
             raise UsageError(f"--interval must be a positive number of milliseconds, got {args.interval}")
         if args.tf_max_events is not None and args.tf_max_events < 0:
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
+        try:
+            args.detail_steps = parse_detail_steps(args.detail_steps)
+            args.budget = parse_size(args.budget) if args.budget is not None else None
+        except ValueError as exc:
+            raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         if args.try_change:
             from memprofile.trial import parse_change
 
@@ -304,6 +326,32 @@ class MemprofileMagics(Magics):
         else:
             raise UsageError(f"cannot tell the format of {path!r}: use a name ending in .html, .json or .json.gz")
         print(f"memprofile: wrote {profile.name!r} to {written}")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """512M, 2G, 1.5GiB, 1000000 -> bytes (binary units)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"--budget takes a size such as 512M or 2G, got {text!r}")
+    size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
+    from memprofile.capture.torch import MIN_BUDGET_BYTES
+
+    if size < MIN_BUDGET_BYTES:
+        raise ValueError(f"--budget must be at least {MIN_BUDGET_BYTES >> 20}M (torch's profiler alone takes "
+                         f"~160 MB to start and stop), got {text!r}")
+    return size
+
+
+def parse_detail_steps(text: str) -> int | None:
+    """N (the first N training steps) or all -> N or None."""
+    if text.strip().lower() == "all":
+        return None
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise ValueError(f"--detail-steps takes a number of steps (1 or more) or all, got {text!r}")
 
 
 def _key(text: str) -> str | int:

@@ -175,6 +175,26 @@ class OptimizerStat:
 
 
 @dataclass
+class StepStat:
+    """One training step (an optimizer step ends it), 1-based. Detailed steps
+    were recorded event by event; the others only by their boundaries."""
+
+    index: int
+    t_start: float
+    t_end: float
+    detailed: bool
+    #: Peak and live bytes at the step's end on the framework device, where
+    #: known exactly (detailed steps from the allocator's events; every step
+    #: on CUDA from its counters); None otherwise.
+    peak_bytes: int | None = None
+    end_bytes: int | None = None
+    device: str | None = None
+    #: The process's resident memory: the highest sample in the step, and at its end.
+    rss_peak_bytes: int | None = None
+    rss_end_bytes: int | None = None
+
+
+@dataclass
 class Peak:
     """What was alive at the peak instant of the peak device."""
 
@@ -300,6 +320,8 @@ class Profile:
     lines: list[LineStat] = field(default_factory=list)
     #: Optimizers seen during the run (stepped or held by the namespace).
     optimizers: list[OptimizerStat] = field(default_factory=list)
+    #: Training steps (optimizer steps), in order; empty for cells without.
+    steps: list[StepStat] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     # -- derived figures -------------------------------------------------

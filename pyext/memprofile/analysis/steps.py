@@ -1,0 +1,133 @@
+"""What the training steps say: which were recorded in detail and why the
+detail ended, a step that peaked above every detailed one, and memory that
+grows step after step (a tensor kept per step)."""
+
+from __future__ import annotations
+
+import ast
+
+from memprofile.analysis.cell import CellCode
+from memprofile.model.profile import Note, Profile, StepStat
+from memprofile.units import fmt_bytes
+
+MiB = 1 << 20
+#: A step is "above" the detailed ones by this much (and 5 %).
+ABOVE_BYTES = 16 * MiB
+#: Growth per run of steps that is a finding, and the steps it needs.
+GROWTH_BYTES = 16 * MiB
+MIN_GROWTH_STEPS = 6
+
+
+def _peak(s: StepStat) -> int | None:
+    return s.peak_bytes if s.peak_bytes is not None else s.rss_peak_bytes
+
+
+def step_notes(profile: Profile) -> list[Note]:
+    notes = []
+    steps = profile.steps
+    why = profile.capture.get("torch_detail_why")
+    when = profile.capture.get("torch_detail_end_s", "?")
+    if why == "budget":
+        where = f"during step {next((s.index for s in steps if not s.detailed), len(steps) + 1)}" if steps \
+            else f"at {when} s"
+        notes.append(Note("budget_reached", f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
+                          f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run up to "
+                          f"then); the rest is measured by the process's resident memory (--budget raises it)"))
+    if not steps:
+        return notes
+    detailed = [s for s in steps if s.detailed]
+    cheap = [s for s in steps if not s.detailed]
+    exact = all(s.peak_bytes is not None for s in steps)
+    source = "the allocator's own counters" if exact else "the process's resident memory samples"
+    if cheap and why != "budget":
+        first = f"steps 1-{detailed[-1].index}" if len(detailed) > 1 else "step 1"
+        notes.append(Note("detail_steps", f"{first} of {len(steps)} recorded in detail (ops, layers, kinds); "
+                          f"steps {cheap[0].index}-{cheap[-1].index} by their boundaries, each one's peak from "
+                          f"{source} (--detail-steps N or all records more)"))
+    notes.extend(_above_detail(detailed, cheap, exact))
+    if cheap:
+        notes.extend(_after_last_step(profile, detailed))
+    growth = _growth(steps, exact, profile)
+    if growth is not None:
+        notes.append(growth)
+    return notes
+
+
+def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:
+    if not detailed or not cheap:
+        return []
+    # Like with like: exact peaks where every step has one, else resident memory for all.
+    value = _peak if exact else (lambda s: s.rss_peak_bytes)
+    top_detail = max((value(s) or 0) for s in detailed)
+    highest = max((value(s) or 0) for s in cheap)
+    # The first step that reached it: resident memory freed by a step stays
+    # with the process (glibc keeps it), so the steps after look as high.
+    worst = next(s for s in cheap if (value(s) or 0) >= highest - max(MiB, highest // 100))
+    peak = value(worst) or 0
+    if peak <= top_detail + max(ABOVE_BYTES, top_detail // 20):
+        return []
+    what = "peak" if exact else "resident memory"
+    return [Note("step_above_detail", f"step {worst.index} peaked above every detailed step ({what} "
+                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {worst.index} records "
+                 f"it in detail")]
+
+
+def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
+    """Work after the last training step (an evaluation, a final larger batch)
+    is no step: compare its resident memory with the detailed steps'."""
+    host = next((d for d in profile.devices if d.kind == "process"), None)
+    tl = profile.timeline(host.name) if host else None
+    end = profile.steps[-1].t_end
+    if tl is None or not detailed:
+        return []
+    after = [v for t, v in zip(tl.t, tl.live_bytes) if t > end]
+    top_detail = max((s.rss_peak_bytes or 0) for s in detailed)
+    if not after or max(after) <= top_detail + max(ABOVE_BYTES, top_detail // 20):
+        return []
+    return [Note("step_above_detail", f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
+                 f"above every detailed step (resident memory {fmt_bytes(max(after))} against "
+                 f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it")]
+
+
+def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None:
+    """End-of-step memory rising steadily from the second step on (the first
+    makes the optimizer's state and the allocator's caches); on resident
+    memory, over the steps after the detail."""
+    # Resident memory grows with torch's event buffers while a step is recorded
+    # in detail: only the steps after the detail tell the cell's own growth.
+    values = [(s.index, s.end_bytes if exact else s.rss_end_bytes) for s in steps[1:] if exact or not s.detailed]
+    values = [(i, v) for i, v in values if v is not None]
+    if len(values) < MIN_GROWTH_STEPS:
+        return None
+    first, last = values[0][1], values[-1][1]
+    grown = last - first
+    rises = sum(1 for (_, a), (_, b) in zip(values, values[1:]) if b >= a)
+    half = len(values) // 2
+    early, late = values[half][1] - first, last - values[half][1]
+    if grown < GROWTH_BYTES or rises < 0.8 * (len(values) - 1) or late < 0.3 * max(early, 1):
+        return None
+    per_step = grown // (len(values) - 1)
+    what = "live bytes" if exact else "resident memory"
+    message = (f"+{fmt_bytes(per_step)} per step since step {values[0][0]}: {what} at the end of each step rose "
+               f"from {fmt_bytes(first)} to {fmt_bytes(last)} over {len(values)} steps; something keeps memory per "
+               f"step")
+    suspect = _kept_per_step(profile)
+    if suspect:
+        message += f" ({suspect})"
+    return Note("step_growth", message)
+
+
+def _kept_per_step(profile: Profile) -> str:
+    """A line of the cell that appends a value made in the loop to a list that
+    outlives it (`losses.append(loss)`): the usual way a step keeps a tensor
+    and its autograd graph."""
+    cell = CellCode(profile.source)
+    for call in cell.calls_named("append", "extend"):
+        node = call.node
+        if node is None or not call.receiver or not node.args:
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Name) and arg.id in cell.bound:
+            return (f"line {call.line}: {call.func}({arg.id}) keeps each step's {arg.id}; "
+                    f"append {arg.id}.item() or {arg.id}.detach() instead")
+    return ""

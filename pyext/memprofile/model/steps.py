@@ -1,0 +1,46 @@
+"""Training steps from the collectors' step boundaries and the timelines:
+each step's peak and end bytes, exact where the allocator's events or
+counters cover it, and the process's resident memory for every step."""
+
+from __future__ import annotations
+
+import bisect
+
+from memprofile.capture.base import RawCapture
+from memprofile.model.profile import Profile, StepStat, Timeline
+
+
+def _window(tl: Timeline | None, start: float, end: float) -> tuple[int | None, int | None]:
+    """(highest point in (start, end], last point at or before end) of a timeline."""
+    if tl is None or not tl.t:
+        return None, None
+    lo = bisect.bisect_right(tl.t, start)
+    hi = bisect.bisect_right(tl.t, end)
+    at_end = tl.live_bytes[hi - 1] if hi > 0 else None
+    inside = tl.live_bytes[lo:hi]
+    return (max(inside) if inside else at_end), at_end
+
+
+def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
+    raw = next((c.steps for c in captures if c.steps), [])
+    if not raw:
+        return []
+    device = profile.peak_device
+    allocator = device.name if device is not None and device.kind == "allocator" else None
+    tl = profile.timeline(allocator) if allocator else None
+    host = next((d for d in profile.devices if d.kind == "process"), None)
+    host_tl = profile.timeline(host.name) if host else None
+    steps = []
+    start = 0.0
+    for k, r in enumerate(raw, 1):
+        end = float(r["t_end"])
+        step = StepStat(index=k, t_start=start, t_end=end, detailed=bool(r.get("detailed")), device=allocator)
+        if step.detailed:
+            step.peak_bytes, step.end_bytes = _window(tl, start, end)
+        counted = (r.get("peaks") or {}).get(allocator or "")
+        if counted is not None:  # CUDA's counters, reset each step: exact for every step
+            step.peak_bytes = int(counted)
+        step.rss_peak_bytes, step.rss_end_bytes = _window(host_tl, start, end)
+        steps.append(step)
+        start = end
+    return steps

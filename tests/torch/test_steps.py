@@ -1,0 +1,133 @@
+"""Long training loops: the first steps in detail, the rest by their
+boundaries; the profiler's own memory under its budget; per-step findings.
+Cells run in a real IPython shell, as users run them."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import memprofile  # noqa: E402
+from memprofile.capture.host import RssReader  # noqa: E402
+
+MiB = 2**20
+
+SETUP = """
+import torch
+from torch import nn
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.gru, self.head = nn.Embedding(1000, 64), nn.GRU(64, 128, batch_first=True), nn.Linear(128, 12)
+
+    def forward(self, words):
+        return self.head(self.gru(self.emb(words))[0])
+
+tagger = Tagger()
+sgd = torch.optim.SGD(tagger.parameters(), lr=0.1, momentum=0.9)
+words = torch.randint(0, 1000, (16, 40))
+tags = torch.randint(0, 12, (16, 40))
+"""
+STEP = """\
+    sgd.zero_grad()
+    loss = torch.nn.functional.cross_entropy(tagger(words).flatten(0, 1), tags.flatten())
+    loss.backward()
+    sgd.step()
+"""
+
+
+def _run(ip, cell: str):
+    result = ip.run_cell(cell)
+    if result.error_in_exec is not None:
+        raise result.error_in_exec
+    return memprofile.last()
+
+
+def test_the_first_steps_in_detail_and_every_step_counted(ip, fresh_store):
+    # GIVEN a GRU tagger trained for 30 steps (the loss outside the modules)
+    _run(ip, SETUP)
+    cell = "for step in range(30):\n" + STEP
+    _run(ip, cell)  # warm: the momentum buffers exist, as in any later cell
+    full = _run(ip, "%%memprofile -q --detail-steps all -n full\n" + cell)
+    cheap = _run(ip, "%%memprofile -q -n cheap\n" + cell)
+    # THEN every step is there, the first three recorded in detail, and the profile says so
+    assert len(cheap.steps) == 30 and [s.index for s in cheap.steps if s.detailed] == [1, 2, 3]
+    assert all(s.detailed for s in full.steps) and len(full.steps) == 30
+    note = next(w.message for w in cheap.warnings if w.code == "detail_steps")
+    assert "steps 1-3 of 30 recorded in detail" in note and "steps 4-30" in note
+    # AND the steps' peak is the fully detailed capture's: the steps are alike (step 1 also
+    # frees what the previous run left in the cell's variables, which differs between runs)
+    assert max(s.peak_bytes for s in cheap.steps[1:3]) == pytest.approx(
+        max(s.peak_bytes for s in full.steps[1:]), rel=0.02)
+    # AND each detailed step has its exact peak, every step its resident memory
+    assert all(s.peak_bytes and s.end_bytes for s in cheap.steps[:3])
+    assert all(s.rss_peak_bytes for s in cheap.steps)
+    # AND the profile's size does not grow with the steps it did not detail
+    assert cheap.timeline("cpu").recorded_points < full.timeline("cpu").recorded_points / 5
+
+
+def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
+    # GIVEN a loop whose step 12 runs a batch 64 times larger
+    _run(ip, SETUP)
+    _run(ip, "big_words = torch.randint(0, 1000, (1024, 40))\nbig_tags = torch.randint(0, 12, (1024, 40))")
+    cell = ("for step in range(16):\n    w, t = (big_words, big_tags) if step == 11 else (words, tags)\n"
+            + STEP.replace("tagger(words)", "tagger(w)").replace("tags.flatten()", "t.flatten()"))
+    p = _run(ip, "%%memprofile -q -n spike\n" + cell)
+    # THEN the profile names it, with the option that records it in detail
+    note = next(w.message for w in p.warnings if w.code == "step_above_detail")
+    assert note.startswith("step 12 peaked above every detailed step") and "--detail-steps 12" in note
+
+
+def test_memory_kept_per_step_is_a_finding_with_the_line_that_keeps_it(ip, fresh_store):
+    # GIVEN a loop that keeps each step's output (and its graph) in a list
+    _run(ip, SETUP)
+    _run(ip, "kept = []")
+    cell = ("for step in range(14):\n    sgd.zero_grad()\n    out = tagger(words.repeat(8, 1))\n"
+            "    kept.append(out)\n    out.sum().backward(retain_graph=True)\n    sgd.step()\n")
+    p = _run(ip, "%%memprofile -q -n leak\n" + cell)
+    note = next(w.message for w in p.warnings if w.code == "step_growth")
+    assert "per step since step 4" in note and "line 4: kept.append(out)" in note  # the first step after the detail
+    # AND a loop that keeps nothing is not flagged
+    q = _run(ip, "%%memprofile -q -n steady\nfor step in range(14):\n" + STEP)
+    assert not any(w.code == "step_growth" for w in q.warnings)
+
+
+def test_a_loop_of_millions_of_tiny_ops_stays_under_the_budget(ip, fresh_store):
+    # GIVEN a cell making 600,000 small allocations and no training step
+    _run(ip, "import torch\nimport ctypes\nctypes.CDLL('libc.so.6').malloc_trim(0)")
+    reader = RssReader()
+    try:
+        before = reader.read()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        p = _run(ip, "%%memprofile -q --budget 512M -n tiny\nfor i in range(600_000):\n    a = torch.empty(64)\n")
+        after = reader.read()
+    finally:
+        reader.close()
+    # THEN the profile exists and says where detail ended and why
+    assert p.error is None and any(w.code == "budget_reached" for w in p.warnings)
+    assert p.capture["torch_detail_why"] == "budget"
+    # AND the process's high-water mark over the start stays under the budget, and its
+    # resident memory comes back (torch's event buffers are released, not kept by glibc)
+    host = p.device("host")
+    assert host.peak_bytes - before < 512 * MiB
+    assert after - before < 100 * MiB
+
+
+def test_a_model_with_large_activations_and_few_ops_keeps_its_detail(ip, fresh_store):
+    # GIVEN a forward pass that allocates ~400 MB in a few ops (no budget reached by events)
+    _run(ip, "import torch\nfrom torch import nn\nwide = nn.Sequential(nn.Linear(4096, 8192), nn.ReLU(), "
+             "nn.Linear(8192, 4096))\nrows = torch.randn(4096, 4096)")
+    p = _run(ip, "%%memprofile -q -n wide\nfor _ in range(3):\n    y = wide(rows)\n")
+    assert "torch_detail_why" not in p.capture and p.peak_bytes > 300 * MiB
+
+
+def test_detail_steps_option_is_checked(ip, fresh_store, capsys):
+    ip.run_cell("%%memprofile --detail-steps 0\nx = 1")
+    ip.run_cell("%%memprofile --budget 1k\nx = 1")
+    out = "".join(capsys.readouterr())
+    assert "--detail-steps takes a number of steps" in out and "--budget must be at least 256M" in out
