@@ -20,15 +20,15 @@ from types import TracebackType
 from memprofile._version import __version__
 from memprofile.analysis.peak import analyse
 from memprofile.capture.base import Collector, RawCapture, create_collector
+from memprofile.capture.host import available_memory, release_free_memory
+from memprofile.capture.torch import DETAIL_STEPS, MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
-from memprofile.model.profile import ErrorInfo, Note, Profile
-from memprofile.capture.host import release_free_memory
-from memprofile.capture.torch import DETAIL_STEPS
 from memprofile.model.lines import assign_lines
+from memprofile.model.profile import ErrorInfo, Note, Profile
+from memprofile.model.replay import replay
 from memprofile.model.steps import step_table
 from memprofile.units import fmt_bytes
-from memprofile.model.replay import replay
 
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
@@ -81,10 +81,6 @@ BUDGET_SHARE = 0.10
 
 
 def default_budget() -> int:
-    from memprofile.capture.host import available_memory
-
-    from memprofile.capture.torch import MIN_BUDGET_BYTES
-
     available = available_memory()
     budget = min(MAX_BUDGET_BYTES, int(BUDGET_SHARE * available)) if available else MAX_BUDGET_BYTES
     return max(budget, MIN_BUDGET_BYTES)

@@ -38,6 +38,17 @@ def dotted(node: ast.AST) -> str:
     return ""
 
 
+def replace_spans(lines: list[str], edits: list[tuple[int, int, int, str]]) -> list[str]:
+    """`lines` with each (line, col, end col, text) span replaced; columns
+    are UTF-8 byte offsets, as `ast` reports them, and one line holds each
+    span. Spans on one line are applied right to left, so offsets stay valid."""
+    out = list(lines)
+    for line, col, end, text in sorted(edits, key=lambda e: (e[0], -e[1])):
+        raw = out[line - 1].encode()
+        out[line - 1] = (raw[:col] + text.encode() + raw[end:]).decode()
+    return out
+
+
 @dataclass
 class Call:
     """One call in the cell: `opt.zero_grad(set_to_none=True)` is
@@ -123,6 +134,14 @@ class CellCode:
             ):
                 return next((c for c in self.calls if c.node is node.value), None)
         return None
+
+    def with_replaced(self, replacements: list[tuple[ast.AST, str]]) -> str | None:
+        """The cell's source with each node's text replaced; None when a node
+        spans several lines (no safe one-line edit)."""
+        if any(node.lineno != node.end_lineno for node, _ in replacements):
+            return None
+        edits = [(n.lineno, n.col_offset, n.end_col_offset, text) for n, text in replacements]
+        return "\n".join(replace_spans(self.source.splitlines(), edits))
 
     def calls_named(self, *methods: str) -> list[Call]:
         return [c for c in self.calls if c.method in methods]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memprofile.capture.base import RawCapture
+from memprofile.model.lines import BEFORE_CELL
 from memprofile.model.profile import CATEGORIES, Peak, Profile, TensorInfo
 from memprofile.model.replay import Replay
 
@@ -10,7 +11,6 @@ from memprofile.model.replay import Replay
 TOP_TENSORS = 20
 NO_LAYER = "(no layer)"
 NO_OP = "(no op)"
-BEFORE_CELL = "(before the cell)"
 MAX_INPUT_SHAPES = 8
 
 
@@ -114,7 +114,7 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
     from memprofile.analysis.rules import suggest
     from memprofile.analysis.tables import layer_table, op_table, optimizer_table
     from memprofile.analysis.steps import step_notes
-    from memprofile.model.lines import line_figures
+    from memprofile.model.lines import has_lines, line_figures
 
     profile.peak = find_peak(profile, replays)
     captures = captures or []
@@ -123,9 +123,9 @@ def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays:
         profile.peak.input_shapes = [list(s) for s in called]
     profile.ops = op_table([op for c in captures for op in c.ops])
     profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
-    peak_replay = next((rp for rp in replays or [] if profile.peak and rp.log.device == profile.peak.device), None)
-    lines, op_line, layer_line = line_figures(replays or [], peak_replay, profile.source)
-    if any(rp.log.line and max(rp.log.line, default=-1) > 0 for rp in replays or []):
+    if has_lines(replays or []):
+        peak_replay = next((rp for rp in replays if profile.peak and rp.log.device == profile.peak.device), None)
+        lines, op_line, layer_line = line_figures(replays, peak_replay, profile.source)
         profile.lines = lines
         for o in profile.ops:
             o.line = op_line.get(o.name)

@@ -127,12 +127,6 @@ def recorded_marks() -> int:
     return len(r.line) if r is not None else 0
 
 
-def current_line() -> int | None:
-    """The line running now in the active run (None outside one)."""
-    r = _active
-    return r.last if r is not None and r.last >= 0 else None
-
-
 class _Instrument(ast.NodeTransformer):
     def _marks(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []

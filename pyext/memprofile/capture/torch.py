@@ -340,7 +340,7 @@ class TorchCollector:
             return
         self._observe_state(optimizer)
         if self._clock == id(optimizer) and self.detail_steps is not None \
-                and len(self._step_ends) >= self.detail_steps:
+                and len(self._step_log) >= self.detail_steps:
             self._end_detail("steps")
         elif self._over_budget:
             self._end_detail("budget")
@@ -350,14 +350,15 @@ class TorchCollector:
         """A training step ended: the first optimizer stepped is the clock (a
         GAN's second optimizer steps in the same step)."""
         self._clock = id(optimizer)
-        self._step_ends.append(time.perf_counter() - self._origin)
+        record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed}
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
             for i in range(torch.cuda.device_count()):
                 peaks[f"cuda:{i}"] = int(torch.cuda.max_memory_allocated(i))
                 torch.cuda.reset_peak_memory_stats(i)
-            self._step_peaks.append(peaks)
+            record["peaks"] = peaks
+        self._step_log.append(record)
 
     def _end_detail(self, why: str) -> None:
         """Stop torch's profiler now (on the thread that started it): the
@@ -377,13 +378,7 @@ class TorchCollector:
                 self._profiler.__exit__(None, None, None)
         except Exception as exc:  # keep what there is; stop() reads it or says why not
             self._notes.append(("torch_detail_stop_failed", f"torch's profiler failed to stop: {exc!r}"))
-        stack = self._stack()
-        while stack:  # module scopes open now close with nothing recording them
-            _, scope = stack.pop()
-            try:
-                self._scope_exit(scope)
-            except Exception:
-                pass
+        self._close_scopes()  # module scopes open now close with nothing recording them
 
     def _watch_budget(self) -> None:
         """A thread: when the process has grown by the share of the budget
@@ -400,8 +395,8 @@ class TorchCollector:
                 # The process's growth is the buffers' only where the cell runs
                 # many small ops (many statements or model calls): a model
                 # whose activations take gigabytes in a few calls has few events.
-                many = lines.recorded_marks() > MANY_STATEMENTS or self._root_calls > MANY_CALLS
                 tight = lines.recorded_marks() > MANY_STATEMENTS
+                many = tight or self._root_calls > MANY_CALLS
                 if many and reader.read() - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
                     self._over_budget = True
                     lines.set_pending(lambda: self._end_detail("budget"))
@@ -557,8 +552,8 @@ class TorchCollector:
         self._over_budget = False
         self._root_calls = 0
         self._clock: int | None = None  # id() of the optimizer whose steps are the training steps
-        self._step_ends: list[float] = []
-        self._step_peaks: list[dict[str, int]] = []
+        #: Each step's end: {"t_end", "detailed", "peaks" (CUDA)} (RawCapture.steps).
+        self._step_log: list[dict[str, Any]] = []
         self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
@@ -608,17 +603,20 @@ class TorchCollector:
             self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget", daemon=True)
             self._watcher.start()
 
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _close_scopes(self) -> None:
         stack = self._stack()
-        while stack:  # scopes a failed forward left open
+        while stack:
             _, scope = stack.pop()
             try:
                 self._scope_exit(scope)
             except Exception:
                 pass
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._close_scopes()  # scopes a failed forward left open
         for f in self._finalizers:
             f.detach()
         self._finalizers = []
@@ -641,17 +639,15 @@ class TorchCollector:
                     self._profiler.__exit__(None, None, None)
         finally:
             self._remove_hooks()
-        if self._detail_end is not None:
-            when, why = self._detail_end
-            self._facts_detail = {"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why}
-        else:
-            self._facts_detail = {}
         for key in self._ran_ids:  # modules that ran after the detail: they worked too
             name = self._names.get(key)
             if name:
                 self._ran.add(name)
         self._scan_end()
-        facts: dict[str, int | float | str] = dict(self._facts_detail)
+        facts: dict[str, int | float | str] = {}
+        if self._detail_end is not None:
+            when, why = self._detail_end
+            facts.update({"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why})
         capacities: dict[str, int] = {}
         if self._cuda:
             for i in range(torch.cuda.device_count()):
@@ -660,7 +656,7 @@ class TorchCollector:
                 for k, v in cuda_facts(torch.cuda.memory_stats(i), capacity).items():
                     facts[f"cuda:{i}.{k}"] = v
                 # The counters' peak was reset each step: the run's is the highest step's.
-                stepped = [p.get(f"cuda:{i}", 0) for p in self._step_peaks]
+                stepped = [s["peaks"].get(f"cuda:{i}", 0) for s in self._step_log]
                 if stepped:
                     facts[f"cuda:{i}.allocated_peak_bytes"] = max(stepped + [facts[f"cuda:{i}.allocated_peak_bytes"]])
             if self.cuda_history:
@@ -702,7 +698,7 @@ class TorchCollector:
             facts=facts,
             last_op=last_op,
             input_shapes=self._input_shapes,
-            steps=self._step_records(),
+            steps=self._step_log,
         )
 
     def _scan_end(self) -> None:
@@ -735,18 +731,6 @@ class TorchCollector:
             except Exception:  # a torch that shapes these objects otherwise: the GC frees them later
                 pass
 
-    def _step_records(self) -> list[dict]:
-        """Each training step's end (seconds since the origin), whether the
-        profiler recorded it in detail, and on CUDA its exact peak per device."""
-        end = self._detail_end[0] if self._detail_end else float("inf")
-        records = []
-        for k, t in enumerate(self._step_ends):
-            record = {"t_end": t, "detailed": t <= end + 1e-9}
-            if k < len(self._step_peaks):
-                record["peaks"] = self._step_peaks[k]
-            records.append(record)
-        return records
-
     def _name_new_roots(self, logs: dict[str, AllocationLog], last_op: dict[str, str]) -> None:
         """A model built during the run was named by its type when it first
         ran (`Sequential`); the namespace now names it (`net`): rename its
@@ -765,6 +749,7 @@ class TorchCollector:
             return isinstance(value, self._torch.nn.Module | self._torch.Tensor)
 
         walk_namespace(self.namespace, take)
+
         def free(name: str) -> bool:  # no module goes by it, or one the variable no longer holds
             ref = self._modules.get(name)
             module = ref() if ref is not None else None

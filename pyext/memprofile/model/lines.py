@@ -11,6 +11,8 @@ from memprofile.model.replay import Replay
 
 BEFORE_LINE = 0
 UNKNOWN_LINE = -1
+#: What stands for line 0 (memory that existed before the cell) in every table.
+BEFORE_CELL = "(before the cell)"
 #: Ops and layers named per line.
 TOP_PER_LINE = 3
 
@@ -34,17 +36,16 @@ def assign_lines(log: AllocationLog, marks: tuple[list[float], list[int]]) -> No
     log.line = out
 
 
-def line_at(marks: tuple[list[float], list[int]], t: float) -> int | None:
-    times, lines = marks
-    k = bisect.bisect_right(times, t) - 1
-    return lines[k] if k >= 0 else None
-
-
 def cell_lines(source: str) -> list[str]:
     """The cell's lines as the user wrote them, numbered like the compiled
     cell (IPython compiles the cell body; a `%%memprofile` first line is not
     part of it)."""
     return source.splitlines()
+
+
+def has_lines(replays: list[Replay]) -> bool:
+    """Whether the run placed allocations on the cell's lines (a %%memprofile cell)."""
+    return any(line > 0 for rp in replays for line in rp.log.line)
 
 
 def line_figures(
@@ -61,7 +62,7 @@ def line_figures(
     def stat(line: int) -> LineStat:
         s = stats.get(line)
         if s is None:
-            words = text[line - 1].strip() if 0 < line <= len(text) else ("(before the cell)" if line == 0 else "")
+            words = text[line - 1].strip() if 0 < line <= len(text) else (BEFORE_CELL if line == 0 else "")
             s = stats[line] = LineStat(line=line, text=words)
         return s
 

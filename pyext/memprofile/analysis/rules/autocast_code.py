@@ -22,7 +22,7 @@ import io
 import tokenize
 from dataclasses import dataclass
 
-from memprofile.analysis.cell import CellCode, cell_body, dotted
+from memprofile.analysis.cell import CellCode, cell_body, dotted, replace_spans
 
 INDENT = "    "
 #: Calls that end a forward pass in a training step.
@@ -216,9 +216,7 @@ def _with_grad_scaler(code: str, scaler: str, optimizers: tuple[str, ...]) -> st
                     last_step = stmt
         if last_step is not None:
             after[last_step.end_lineno] = " " * last_step.col_offset + f"{scaler}.update()"
-    for line, col, end, text in sorted(edits, key=lambda e: (e[0], -e[1])):
-        raw = lines[line - 1].encode()
-        lines[line - 1] = (raw[:col] + text.encode() + raw[end:]).decode()
+    lines = replace_spans(lines, edits)
     for line in sorted(after, reverse=True):
         lines.insert(line, after[line])
     top = 0

@@ -94,11 +94,7 @@ def _rewrite(f: Facts, head: str) -> str | None:
     if root != model and not head.startswith(model + "."):
         return None
     relative = f.relative(head)
-    lines = cell.source.splitlines()
-    line = lines[call.lineno - 1]
-    target = ast.unparse(call.args[1])
-    lines[call.lineno - 1] = (line[:call.col_offset] + f"chunked_cross_entropy({logits}, head, {target})"
-                              + line[call.end_col_offset:])
+    rewritten = cell.with_replaced([(call, f"chunked_cross_entropy({logits}, head, {ast.unparse(call.args[1])})")])
     owner, _, attr = relative.rpartition(".")
     owner_expr = f"{model}.{owner}" if owner else model
     swap = (f"# {model}(x) returns the hidden states; the loss applies the head chunk by chunk\n"
@@ -106,7 +102,7 @@ def _rewrite(f: Facts, head: str) -> str | None:
             f"if not isinstance({model}.get_submodule({relative!r}), torch.nn.Identity):\n"
             f"    head = {model}.get_submodule({relative!r})\n"
             f"    setattr({owner_expr}, {attr!r}, torch.nn.Identity())\n")
-    return HELPER.format(chunks=CHUNKS) + "\n\n" + swap + "\n" + "\n".join(lines)
+    return HELPER.format(chunks=CHUNKS) + "\n\n" + swap + "\n" + rewritten
 
 
 def check(f: Facts) -> Suggestion | None:

@@ -45,14 +45,9 @@ def _torch_code(f: Facts, opt: OptimizerStat) -> str:
     if made is not None and made.node is not None and made.node.args:
         params = ast.unparse(made.node.args[0])
         lr = ast.unparse(made.node.args[1]) if len(made.node.args) > 1 else made.keywords.get("lr", 1e-2)
-        new = f"torch.optim.SGD({params}, lr={lr}, momentum=0.9)"
-        lines = f.cell.source.splitlines()
-        node = made.node
-        if node.lineno == node.end_lineno:  # one line: rewrite it in place
-            line = lines[node.lineno - 1]
-            lines[node.lineno - 1] = line[:node.col_offset] + new + line[node.end_col_offset:]
-            return ("import torch\n\n# One moment per parameter instead of two: the cell with SGD+momentum\n"
-                    + "\n".join(lines))
+        rewritten = f.cell.with_replaced([(made.node, f"torch.optim.SGD({params}, lr={lr}, momentum=0.9)")])
+        if rewritten is not None:  # one line: rewritten in place
+            return "import torch\n\n# One moment per parameter instead of two: the cell with SGD+momentum\n" + rewritten
     params = f"{opt.models[0]}.parameters()" if len(opt.models) == 1 else "...  # the same parameters"
     return ("import torch\n\n"
             f"# One moment per parameter instead of {opt.type}'s two (run before the training cell):\n"

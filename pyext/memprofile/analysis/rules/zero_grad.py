@@ -29,13 +29,9 @@ OPT.zero_grad(set_to_none=True)   # right after OPT.step(), or before the forwar
 def _code(f: Facts) -> str:
     """The cell with its zero_grad calls freeing, or the line to add."""
     calls = [c for c in f.cell.calls_named("zero_grad") if c.node is not None]
-    lines = f.cell.source.splitlines()
-    if calls and all(c.node.lineno == c.node.end_lineno for c in calls):
-        for c in sorted(calls, key=lambda c: (c.node.lineno, -c.node.col_offset)):
-            line = lines[c.node.lineno - 1]
-            call = f"{c.func}(set_to_none=True)"
-            lines[c.node.lineno - 1] = line[:c.node.col_offset] + call + line[c.node.end_col_offset:]
-        return "# The cell, freeing gradients between steps:\n" + "\n".join(lines)
+    rewritten = f.cell.with_replaced([(c.node, f"{c.func}(set_to_none=True)") for c in calls]) if calls else None
+    if rewritten is not None:
+        return "# The cell, freeing gradients between steps:\n" + rewritten
     opt = f.stepped_optimizers[0].name if f.stepped_optimizers else "opt"
     return CODE.replace("OPT", opt)
 
