@@ -249,3 +249,22 @@ for batch in batches:
     result = ip.run_cell("%%memprofile -q -n fails\nok = torch.ones(10)\n\nraise ValueError('on line 3')")
     assert result.error_in_exec is not None
     assert memprofile.last().error.line == 3
+
+
+def test_a_variable_rebound_to_a_new_tensor_is_new_even_at_the_old_objects_address():
+    # GIVEN a name rebound during the run to a new tensor of the same size: Python
+    # puts the new object where the old one was, so id() alone says "the same"
+    from memprofile.capture.namespace import NamespaceCollector
+
+    ns = {"logits": torch.ones(2**20)}
+    collector = NamespaceCollector(ns)
+    collector.start()
+    before = id(ns["logits"])
+    del ns["logits"]
+    ns["logits"] = torch.ones(2**20)
+    kept = {d["name"]: d for d in collector.stop().kept}
+    # THEN it is new (what the leak rule names), whether or not the id was reused
+    assert kept["logits"]["new"], (before == id(ns["logits"]), kept)
+    # AND a name that kept its tensor is not new
+    collector.start()
+    assert not {d["name"]: d for d in collector.stop().kept}["logits"]["new"]

@@ -11,6 +11,7 @@ output cache).
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -171,11 +172,29 @@ def scan_kept(namespace: dict) -> list[dict]:
         if (nbytes >= MIN_BYTES or graph) and key not in found:
             found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
                           "device": device, "via": via, "graph": graph, "graph_bytes": saved or 0,
-                          "_id": id(value)}
+                          "_id": id(value), "_ref": _weak(value)}
         return True
 
     walk_namespace(namespace, take)
     return sorted(found.values(), key=lambda d: -d["bytes"])[:MAX_KEPT]
+
+
+def _weak(value: Any) -> weakref.ref | None:
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return None
+
+
+def _same(before: Any, now_id: int, now_ref: weakref.ref | None) -> bool:
+    """Whether a name holds the object it held at the start. By identity
+    where a weak reference was kept: an id() alone is reused when the old
+    object is freed and a new one lands at its address (a cell that rebinds
+    `logits` to a tensor of the same size, say)."""
+    if isinstance(before, weakref.ref):
+        old = before()
+        return old is not None and now_ref is not None and old is now_ref()
+    return before is not None and before == now_id
 
 
 class NamespaceCollector:
@@ -185,11 +204,13 @@ class NamespaceCollector:
 
     def __init__(self, namespace: dict | None = None) -> None:
         self.namespace = namespace if namespace is not None else {}
-        self._before: set[tuple[str, int]] = set()
+        #: name -> a weak reference to what it held at the start (or its id(),
+        #: for objects that take no weak reference).
+        self._before: dict[str, Any] = {}
         self._output: tuple[int, object] | None = None
 
     def start(self, origin: float | None = None) -> None:
-        self._before = {(d["name"], d["_id"]) for d in scan_kept(self.namespace)}
+        self._before = {d["name"]: d["_ref"] or d["_id"] for d in scan_kept(self.namespace)}
 
     def expect_output(self, count: int, value: object) -> None:
         """A value the notebook caches as Out[count] after the run."""
@@ -203,5 +224,5 @@ class NamespaceCollector:
             namespace = {**namespace, "Out": {**(cache if isinstance(cache, dict) else {}), output[0]: output[1]}}
         kept = scan_kept(namespace)
         for d in kept:
-            d["new"] = (d["name"], d.pop("_id")) not in self._before
+            d["new"] = not _same(self._before.get(d["name"]), d.pop("_id"), d.pop("_ref"))
         return RawCapture(collector=self.name, kept=kept)
