@@ -19,9 +19,9 @@ from types import TracebackType
 
 from memprofile._version import __version__
 from memprofile.analysis.peak import analyse
-from memprofile.capture.base import Collector, RawCapture, create_collector
+from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.host import available_memory, release_free_memory
-from memprofile.capture.torch import DETAIL_STEPS, MIN_BUDGET_BYTES
+from memprofile.capture.torch import MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.lines import assign_lines
@@ -109,7 +109,7 @@ class Profiler:
         namespace: dict | None = None,
         store: bool = True,
         cell_lines: bool = False,
-        detail_steps: int | None = DETAIL_STEPS,
+        detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
@@ -117,7 +117,8 @@ class Profiler:
         where tensors from before the run are looked for (the notebook's
         globals; the caller's by default); `cell_lines`: the code run was
         compiled with capture.lines.instrument, so allocations get its lines;
-        `detail_steps`: training steps recorded in full detail (None: all);
+        `detail_steps`: training steps recorded in full detail: the first N,
+        a window (first, last) of 1-based steps, or None: all;
         `budget_bytes`: the profiler's own memory budget (default: 1 GiB or a
         tenth of the memory available at the start, whichever is smaller)."""
         self.name = name or "profile"
@@ -135,7 +136,7 @@ class Profiler:
                 "with_stack": with_stack,
                 "cuda_history": cuda_history,
                 "namespace": namespace,
-                "detail_steps": detail_steps,
+                "detail_steps": DetailWindow.of(detail_steps),
             },
             "tensorflow": {
                 "namespace": namespace,

@@ -79,7 +79,16 @@ def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
     p = _run(ip, "%%memprofile -q -n spike\n" + cell)
     # THEN the profile names it, with the option that records it in detail
     note = next(w.message for w in p.warnings if w.code == "step_above_detail")
-    assert note.startswith("step 12 peaked above every detailed step") and "--detail-steps 12" in note
+    assert note.startswith("step 12 peaked above every detailed step") and "--detail-steps 12-12" in note
+    # AND that option records step 12 alone in detail: its ops and layers, and the peak of a
+    # capture that records every step
+    window = _run(ip, "%%memprofile -q -n window --detail-steps 12-12\n" + cell)
+    full = _run(ip, "%%memprofile -q -n all --detail-steps all\n" + cell)
+    assert [s.index for s in window.steps if s.detailed] == [12] and len(window.steps) == 16
+    assert window.peak_bytes == pytest.approx(full.peak_bytes, rel=0.03)
+    assert window.peak_bytes > 2 * p.peak_bytes
+    assert window.peak.layer == full.peak.layer and window.peak.line == full.peak.line
+    assert any(w.code == "detail_late" for w in window.warnings)
 
 
 def test_memory_kept_per_step_is_a_finding_with_the_line_that_keeps_it(ip, fresh_store):
@@ -130,4 +139,13 @@ def test_detail_steps_option_is_checked(ip, fresh_store, capsys):
     ip.run_cell("%%memprofile --detail-steps 0\nx = 1")
     ip.run_cell("%%memprofile --budget 1k\nx = 1")
     out = "".join(capsys.readouterr())
-    assert "--detail-steps takes a number of steps" in out and "--budget must be at least 256M" in out
+    assert "--detail-steps takes N (the first N training steps), A-B" in out and "--budget must be at least 256M" in out
+
+
+def test_a_window_that_no_step_reaches_says_so(ip, fresh_store):
+    _run(ip, SETUP)
+    p = _run(ip, "%%memprofile -q -n short --detail-steps 50-60\nfor step in range(4):\n" + STEP)
+    assert len(p.steps) == 4 and not any(s.detailed for s in p.steps)
+    assert any(w.code == "torch_detail_never" and "none in the detail window (steps 50-60)" in w.message
+               for w in p.warnings)
+    assert all(s.rss_peak_bytes for s in p.steps)

@@ -164,3 +164,19 @@ def test_compare_command_shows_both_profiles(ip, fresh_store, displayed):
     html = displayed[-1]["text/html"]
     assert "small → large" in html and "peak +" in html
     assert displayed[-1]["text/plain"].startswith("memprofile compare 'small' -> 'large'")
+
+
+def test_detail_steps_takes_a_count_a_window_an_open_window_or_all():
+    from memprofile.capture.base import DetailWindow
+    from memprofile.jupyter.magic import parse_detail_steps
+
+    assert parse_detail_steps("3") == DetailWindow(1, 3)
+    assert parse_detail_steps(" 10-12 ") == DetailWindow(10, 12)
+    assert parse_detail_steps("7-") == DetailWindow(7, None)
+    assert parse_detail_steps("ALL") == DetailWindow(1, None)
+    for bad in ("0", "12-10", "-3", "x", "1.5", "0-4", ""):
+        with pytest.raises(ValueError, match="--detail-steps takes N"):
+            parse_detail_steps(bad)
+    w = DetailWindow(10, 12)
+    assert [k for k in range(1, 15) if w.covers(k)] == [10, 11, 12] and w.text() == "10-12"
+    assert DetailWindow.of(None).text() == "all" and DetailWindow.of(4).text() == "4"

@@ -149,7 +149,7 @@ def profiles(draw):
     )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_json_round_trip_is_identity(profile):
     text_ = profile.to_json()
@@ -157,7 +157,7 @@ def test_json_round_trip_is_identity(profile):
     assert Profile.from_json(profile.to_json(indent=2)) == profile
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_every_profile_validates_against_the_shipped_schema(profile):
     jsonschema.validate(json.loads(profile.to_json()), SCHEMA)

@@ -25,8 +25,9 @@ def _peak(s: StepStat) -> int | None:
 def step_notes(profile: Profile) -> list[Note]:
     notes = []
     steps = profile.steps
-    why = profile.capture.get("torch_detail_why")
-    when = profile.capture.get("torch_detail_end_s", "?")
+    # Why and when the framework's profiler stopped recording (torch's or TF's collector).
+    why = profile.capture.get("torch_detail_why") or profile.capture.get("tf_detail_why")
+    when = profile.capture.get("torch_detail_end_s") or profile.capture.get("tf_detail_end_s", "?")
     if why == "budget":
         where = f"during step {next((s.index for s in steps if not s.detailed), len(steps) + 1)}" if steps \
             else f"at {when} s"
@@ -39,11 +40,13 @@ def step_notes(profile: Profile) -> list[Note]:
     cheap = [s for s in steps if not s.detailed]
     exact = all(s.peak_bytes is not None for s in steps)
     source = "the allocator's own counters" if exact else "the process's resident memory samples"
-    if cheap and why != "budget":
-        first = f"steps 1-{detailed[-1].index}" if len(detailed) > 1 else "step 1"
-        notes.append(Note("detail_steps", f"{first} of {len(steps)} recorded in detail (ops, layers, kinds); "
-                          f"steps {cheap[0].index}-{cheap[-1].index} by their boundaries, each one's peak from "
-                          f"{source} (--detail-steps N or all records more)"))
+    if cheap and detailed and why != "budget":
+        notes.append(Note("detail_steps", f"{_span(detailed)} of {len(steps)} recorded in detail (ops, layers, "
+                          f"kinds); {_span(cheap)} by their boundaries, each one's peak from {source} "
+                          f"(--detail-steps N, A-B or all records others)"))
+        if detailed[0].index > 1:
+            notes.append(Note("detail_late", f"memory made before step {detailed[0].index} counts as from before "
+                              f"the detail; what no model, optimizer or variable holds is not counted in it"))
     notes.extend(_above_detail(detailed, cheap, exact))
     if cheap:
         notes.extend(_after_last_step(profile, detailed))
@@ -51,6 +54,18 @@ def step_notes(profile: Profile) -> list[Note]:
     if growth is not None:
         notes.append(growth)
     return notes
+
+
+def _span(steps: list[StepStat]) -> str:
+    """"steps 1-3", "step 7", "steps 4-200, 203" for runs of step numbers."""
+    runs: list[list[int]] = []
+    for s in steps:
+        if runs and s.index == runs[-1][1] + 1:
+            runs[-1][1] = s.index
+        else:
+            runs.append([s.index, s.index])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+    return ("steps " if len(steps) > 1 else "step ") + text
 
 
 def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:
@@ -68,8 +83,8 @@ def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) 
         return []
     what = "peak" if exact else "resident memory"
     return [Note("step_above_detail", f"step {worst.index} peaked above every detailed step ({what} "
-                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {worst.index} records "
-                 f"it in detail")]
+                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {worst.index}-{worst.index} "
+                 f"records it in detail")]
 
 
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:

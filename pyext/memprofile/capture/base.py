@@ -16,6 +16,53 @@ from typing import Protocol
 ALIVE = math.inf
 
 
+#: Training steps recorded in full detail unless told otherwise.
+DETAIL_STEPS = 3
+
+
+@dataclass(frozen=True)
+class DetailWindow:
+    """The training steps recorded in full detail: `first` to `last`, 1-based
+    and inclusive; `last` None: to the end of the run. The other steps are
+    measured by their boundaries only."""
+
+    first: int = 1
+    last: int | None = DETAIL_STEPS
+
+    @classmethod
+    def of(cls, value: "DetailWindow | int | tuple[int, int | None] | None") -> "DetailWindow":
+        """N (steps 1 to N), (first, last), None (every step) or a window."""
+        if isinstance(value, DetailWindow):
+            return value
+        if value is None:
+            return cls(1, None)
+        if isinstance(value, int):
+            return cls(1, value)
+        first, last = value
+        return cls(int(first), None if last is None else int(last))
+
+    def __post_init__(self) -> None:
+        if self.first < 1 or (self.last is not None and self.last < self.first):
+            raise ValueError(f"detail steps must run from step 1 or later to a step at or after it, "
+                             f"got {self.first}-{self.last}")
+
+    @property
+    def everything(self) -> bool:
+        return self.first == 1 and self.last is None
+
+    def covers(self, step: int) -> bool:
+        """Step `step` (1-based) is recorded in detail."""
+        return self.first <= step and (self.last is None or step <= self.last)
+
+    def text(self) -> str:
+        """As --detail-steps takes it."""
+        if self.everything:
+            return "all"
+        if self.last is None:
+            return f"{self.first}-"
+        return str(self.last) if self.first == 1 else f"{self.first}-{self.last}"
+
+
 @dataclass
 class RawDevice:
     """Live bytes of one memory pool as recorded (samples or allocator events)."""

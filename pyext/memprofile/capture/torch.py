@@ -26,6 +26,7 @@ How (see DESIGN.md, "What the frameworks give"):
 from __future__ import annotations
 
 import bisect
+import gc
 import re
 import sys
 import threading
@@ -33,7 +34,15 @@ import time
 import weakref
 from typing import Any
 
-from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord, OpRecord, RawCapture
+from memprofile.capture.base import (
+    ALIVE,
+    DETAIL_STEPS,
+    AllocationLog,
+    DetailWindow,
+    ModuleRecord,
+    OpRecord,
+    RawCapture,
+)
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
 
@@ -110,8 +119,6 @@ def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[d
 
 
 BEFORE = "(before the cell)"
-#: Training steps recorded in full detail by default (the rest by step boundaries).
-DETAIL_STEPS = 3
 #: What the process grows by while torch records is a small part of what the
 #: profile costs: torch's profiler takes ~160 MB to start, stop and read back
 #: whatever it recorded, and reading the events back took ~20x the growth
@@ -180,18 +187,19 @@ class TorchCollector:
         with_stack: bool = False,
         cuda_history: bool = False,
         namespace: dict[str, Any] | None = None,
-        detail_steps: int | None = DETAIL_STEPS,
+        detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
     ) -> None:
         """`detail_steps`: training steps (optimizer steps) recorded in full
-        detail; the rest only by their step boundaries (None: all).
+        detail: the first N, a window (first, last), or None: all; the rest
+        only by their step boundaries.
         `budget_bytes`: the profiler's own memory (torch's event buffers and
         their processing) is kept under it: detail ends before it is reached."""
         self.record_shapes = record_shapes
         self.with_stack = with_stack
         self.cuda_history = cuda_history
         self.namespace = namespace if namespace is not None else {}
-        self.detail_steps = detail_steps
+        self.detail_steps = DetailWindow.of(detail_steps)
         self.budget_bytes = budget_bytes
         self._running = False
 
@@ -334,13 +342,22 @@ class TorchCollector:
                     self._observe(p.grad, "gradient", layer)
 
     def _optimizer_post_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        if self._running and (self._clock is None or self._clock == id(optimizer)):
+        ended = self._running and (self._clock is None or self._clock == id(optimizer))
+        if ended:
             self._end_step(optimizer)
         if not self._detailed:
+            # The window starts with the next step (on the thread that runs the steps).
+            if ended and self._profiler is None and self.detail_steps.covers(len(self._step_log) + 1) \
+                    and threading.get_ident() == self._thread:
+                try:
+                    self._start_detail()
+                except Exception as exc:  # the run goes on, measured by its steps
+                    self._profiler = None
+                    self._notes.append(("torch_detail_start_failed", f"torch's profiler failed to start at step "
+                                        f"{len(self._step_log) + 1}: {exc!r}"))
             return
         self._observe_state(optimizer)
-        if self._clock == id(optimizer) and self.detail_steps is not None \
-                and len(self._step_log) >= self.detail_steps:
+        if ended and not self.detail_steps.covers(len(self._step_log) + 1):
             self._end_detail("steps")
         elif self._over_budget:
             self._end_detail("budget")
@@ -367,6 +384,7 @@ class TorchCollector:
         if not self._detailed or threading.get_ident() != self._thread:
             return
         self._detailed = False
+        self._watch_stop.set()
         self._detail_end = (time.perf_counter() - self._origin, why)
         from memprofile.capture import lines
 
@@ -518,7 +536,6 @@ class TorchCollector:
     # -- Collector protocol ------------------------------------------------
     def start(self, origin: float | None = None) -> None:
         import torch
-        from torch.profiler import ProfilerActivity, profile
 
         if self._running:
             raise RuntimeError("TorchCollector already started")
@@ -547,7 +564,7 @@ class TorchCollector:
         self._param_layer: dict[int, str] = {}  # id(parameter) -> the layer that owns it
         self._origin = now_perf if origin is None else origin
         self._thread = threading.get_ident()
-        self._detailed = True  # torch's profiler is recording
+        self._detailed = False  # torch's profiler is recording (see _start_detail)
         self._detail_end: tuple[float, str] | None = None  # (when, why) the detail ended
         self._over_budget = False
         self._root_calls = 0
@@ -579,8 +596,29 @@ class TorchCollector:
             optim.register_optimizer_step_pre_hook(self._optimizer_pre_hook),
             optim.register_optimizer_step_post_hook(self._optimizer_post_hook),
         ]
+        self._watch_stop = threading.Event()
+        self._watcher = None
+        self._profiler = None
+        self._detail_start: float | None = None
+        if self.detail_steps.first == 1:
+            try:
+                self._start_detail()
+            except Exception:
+                self._remove_hooks()
+                if self._cuda and self.cuda_history:
+                    torch.cuda.memory._record_memory_history(enabled=None)
+                raise
+        else:  # the window starts later: nothing records until its first step
+            self._detailed = False
+        self._running = True
+
+    def _start_detail(self) -> None:
+        """Start torch's profiler (on the thread that runs the cell): every
+        allocation and op from now until _end_detail is recorded."""
+        from torch.profiler import ProfilerActivity, profile
+
         activities = [ProfilerActivity.CPU]
-        if torch.cuda.is_available():
+        if self._torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
         self._profiler = profile(
             activities=activities,
@@ -588,17 +626,10 @@ class TorchCollector:
             record_shapes=self.record_shapes,
             with_stack=self.with_stack,
         )
-        try:
-            with quiet_stderr():
-                self._profiler.__enter__()
-        except Exception:
-            self._remove_hooks()
-            if self._cuda and self.cuda_history:
-                torch.cuda.memory._record_memory_history(enabled=None)
-            raise
-        self._running = True
-        self._watch_stop = threading.Event()
-        self._watcher = None
+        with quiet_stderr():
+            self._profiler.__enter__()
+        self._detailed = True
+        self._detail_start = time.perf_counter() - self._origin
         if self.budget_bytes:
             self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget", daemon=True)
             self._watcher.start()
@@ -665,8 +696,16 @@ class TorchCollector:
                         facts[f"cuda_live_block.{j}"] = f"{block['device']} {block['bytes']} B at {' < '.join(block['stack'])}"
                 finally:
                     torch.cuda.memory._record_memory_history(enabled=None)
+        if self._detail_start is not None:
+            facts["torch_detail_start_s"] = f"{self._detail_start:.3f}"
         try:
-            roots = self._profiler.profiler.kineto_results.experimental_event_tree()
+            if self._profiler is None:  # the window's first step never came
+                roots = []
+                self._notes.append(("torch_detail_never", f"the cell ran {len(self._step_log)} training steps: "
+                                    f"none in the detail window (steps {self.detail_steps.text()}), so no op, layer "
+                                    f"or kind detail was recorded"))
+            else:
+                roots = self._profiler.profiler.kineto_results.experimental_event_tree()
         except Exception as exc:  # private API: say so, keep the rest of the profile
             self._drop_events()
             return RawCapture(
@@ -675,8 +714,17 @@ class TorchCollector:
                 notes=[("torch_events_unreadable", f"torch's profiler events could not be read ({exc!r}); "
                         "only process memory is shown")],
             )
-        logs, ops, last_op = self._walk(roots)
-        del roots
+        # The walk makes a Python object per event and keeps them all: the
+        # cyclic GC, triggered by those allocations, would traverse them again
+        # and again (~15 % of the walk). Nothing it makes is cyclic.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            logs, ops, last_op = self._walk(roots)
+            del roots
+        finally:
+            if collecting:
+                gc.enable()
         for device, capacity in capacities.items():
             if device in logs:
                 logs[device].capacity_bytes = capacity
@@ -824,134 +872,183 @@ class TorchCollector:
         return log.add(*args, **kwargs)
 
     def _walk(self, roots: list) -> tuple[dict[str, AllocationLog], dict[str, OpRecord], dict]:
-        """One pass over the event tree. Hot: it visits every op of the run, so
-        it reads as few node properties as it can (each is a C++ call)."""
+        """One pass over the event tree. Hot: it visits every op of the run
+        (~2 µs a node), so it reads as few node properties as it can (each is a
+        C++ call), walks children by iterator instead of pushing a (node,
+        context) pair for each, and keeps a memory event as one tuple: the
+        columns are built once at the end."""
         from torch._C._profiler import _EventType
 
         TORCHOP = _EventType.TorchOp
         check_tag = self.with_stack  # only the Python tracer adds nodes that are neither
-        logs: dict[str, AllocationLog] = {}
-        self._side: dict[str, _Side] = {}
-        rows: dict[int, tuple[str, int]] = {}
+        rows: dict[str, list[tuple]] = {}  # device -> (size, t, order, layer, op, phase, grad, ptr)
+        frees: list[tuple] = []  # (device, row, t, order, in backward)
+        shapes: dict[tuple[str, int], tuple[list[int], str]] = {}
+        where: dict[int, tuple[str, int]] = {}  # allocation id -> (device, row)
         ops: dict[str, OpRecord] = {}
         seq_layer: dict[int, str] = {}
         cuda_before: dict[str, int] = {}
+        before: list[tuple[str, int, int, float, int]] = []  # CUDA blocks from before: device, ptr, size, t, order
         order = 0
         last: tuple[str, str] | None = None  # the last op in time order (DFS order, per thread)
         oom: tuple[str, str] | None = None
         record_shapes = self.record_shapes
         wall0, offset = self._wall0, self._perf_offset
         device_names: dict[Any, str] = {}
+        accelerator = getattr(self._torch, "accelerator", None)
+        only_cpu = not self._torch.cuda.is_available() and not (accelerator and accelerator.is_available())
+        if only_cpu:
+            rows["cpu"] = []
 
-        # Context: (layer, phase, grad enabled, chain of op names, outermost first)
-        stack: list[tuple[Any, tuple]] = [
-            (n, ("", "other", True, ())) for n in sorted(roots, key=lambda e: e.start_time_ns, reverse=True)
+        # Context: (layer, phase, grad enabled, chain of op names outermost
+        # first, the chain's distinct OpRecords)
+        frames: list[tuple[Any, tuple]] = [
+            (iter(sorted(roots, key=lambda e: e.start_time_ns)), ("", "other", True, (), ()))
         ]
-        pop, extend = stack.pop, stack.extend
-        while stack:
-            node, ctx = pop()
-            name = node.name
-            if name == "[memory]":
-                layer, phase, grad, chain = ctx
-                f = node.extra_fields
-                size = f.alloc_size
-                device = device_names.get(f.device)
-                if device is None:
-                    device = device_names[f.device] = str(f.device)
-                order += 1
-                t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined
-                if size > 0:
-                    if device.startswith("cuda") and device not in cuda_before:
-                        # The caching allocator's total includes what existed before.
-                        cuda_before[device] = max(0, f.total_allocated - size)
-                    i = self._add(logs, device, f.ptr, grad, size, t, order, layer=layer,
-                                  op=chain[0] if chain else "", phase=phase)
-                    rows[f.allocation_id] = (device, i)
-                    if chain:
-                        inner = ops[chain[-1]]
-                        inner.self_allocated_bytes += size
-                        if size > inner.max_alloc_bytes:
-                            inner.max_alloc_bytes = size
-                        inner.device = device
-                        for op_name in set(chain):
-                            ops[op_name].allocated_bytes += size
-                elif size < 0:
-                    hit = rows.get(f.allocation_id)
-                    if hit is not None:
-                        device, i = hit
-                        log = logs[device]
-                        log.t_free[i] = t
-                        log.seq_free[i] = order
-                        if phase == "backward":
-                            self._side[device].freed_in_backward.add(i)
-                    elif device.startswith("cuda"):
-                        # A block from before the run: part of the allocator's baseline.
-                        i = self._add(logs, device, f.ptr, False, -size, 0.0, -1, pre_existing=True, op=BEFORE)
-                        logs[device].t_free[i] = t
-                        logs[device].seq_free[i] = order
-                        cuda_before[device] = max(0, cuda_before.get(device, 0) + size)  # size < 0
-                    if chain:
-                        ops[chain[0]].freed_bytes -= size
-                continue
-            if name == "[OutOfMemory]":  # the allocator refused a block, here
-                oom = (ctx[3][0] if ctx[3] else "", ctx[0])
-                continue
-            children = node.children
-            if check_tag and node.tag != TORCHOP:
-                if children:
-                    extend([(child, ctx) for child in reversed(children)])
-                continue
-            layer, phase, grad, chain = ctx
-            if name.startswith("memprofile.layer"):
-                if name.startswith(LAYER_PREFIX):
-                    layer, grad = name[len(LAYER_PREFIX):], True
+        while frames:
+            nodes, ctx = frames[-1]
+            for node in nodes:
+                name = node.name
+                if name == "[memory]":
+                    f = node.extra_fields
+                    size = f.alloc_size
+                    if only_cpu:  # no accelerator: every block is the CPU's (and reading it is a C++ call)
+                        device = "cpu"
+                    else:
+                        device = device_names.get(f.device)
+                        if device is None:
+                            device = device_names[f.device] = str(f.device)
+                            rows.setdefault(device, [])
+                    order += 1
+                    t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined
+                    chain = ctx[3]
+                    if size > 0:
+                        if device not in cuda_before and device.startswith("cuda"):
+                            # The caching allocator's total includes what existed before.
+                            cuda_before[device] = max(0, f.total_allocated - size)
+                        column = rows[device]
+                        where[f.allocation_id] = (device, len(column))
+                        column.append((size, t, order, ctx[0], chain[0] if chain else "", ctx[1], ctx[2], f.ptr))
+                        if chain:
+                            inner = ops[chain[-1]]
+                            inner.self_allocated_bytes += size
+                            if size > inner.max_alloc_bytes:
+                                inner.max_alloc_bytes = size
+                            inner.device = device
+                            for rec in ctx[4]:
+                                rec.allocated_bytes += size
+                    elif size < 0:
+                        hit = where.get(f.allocation_id)
+                        if hit is not None:
+                            frees.append((hit[0], hit[1], t, order, ctx[1] == "backward"))
+                        elif device.startswith("cuda"):
+                            # A block from before the run: part of the allocator's baseline.
+                            before.append((device, f.ptr, -size, t, order))
+                            cuda_before[device] = max(0, cuda_before.get(device, 0) + size)  # size < 0
+                        if chain:
+                            ops[chain[0]].freed_bytes -= size
+                    continue
+                if name == "[OutOfMemory]":  # the allocator refused a block, here
+                    oom = (ctx[3][0] if ctx[3] else "", ctx[0])
+                    continue
+                children = node.children
+                if check_tag and node.tag != TORCHOP:
+                    if children:
+                        frames.append((iter(children), ctx))
+                        break
+                    continue
+                layer, phase, grad, chain, recs = ctx
+                child_ctx = ctx
+                if name.startswith("memprofile.layer"):
+                    if name.startswith(LAYER_PREFIX):
+                        layer, grad = name[len(LAYER_PREFIX):], True
+                    else:
+                        layer, grad = name[len(NOGRAD_LAYER_PREFIX):], False
+                    child_ctx = (layer, "backward" if phase == "backward" else "forward", grad, chain, recs)
+                elif name.startswith(BACKWARD_PREFIX):
+                    op = name[len(BACKWARD_PREFIX):]
+                    rec = ops.get(op)
+                    if rec is None:
+                        rec = ops[op] = OpRecord(op, "cpu")
+                    rec.calls += 1
+                    child_ctx = (seq_layer.get(node.extra_fields.sequence_number, ""), "backward", False, (op,), (rec,))
+                elif name.startswith(OPTIMIZER_PREFIXES):
+                    child_ctx = ("", "optimizer", False, (), ())
+                elif chain and chain[-1] == name:
+                    # The autograd node inside its evaluate_function: counted
+                    # there; its inputs are the shapes worth showing.
+                    if record_shapes:
+                        _sample_shapes(ops[name], node)
                 else:
-                    layer, grad = name[len(NOGRAD_LAYER_PREFIX):], False
-                ctx = (layer, "backward" if phase == "backward" else "forward", grad, chain)
-            elif name.startswith(BACKWARD_PREFIX):
-                op = name[len(BACKWARD_PREFIX):]
-                rec = ops.get(op)
-                if rec is None:
-                    rec = ops[op] = OpRecord(op, "cpu")
-                rec.calls += 1
-                ctx = (seq_layer.get(node.extra_fields.sequence_number, ""), "backward", False, (op,))
-            elif name.startswith(OPTIMIZER_PREFIXES):
-                ctx = ("", "optimizer", False, ())
-            elif chain and chain[-1] == name:
-                # The autograd node inside its evaluate_function: counted
-                # there; its inputs are the shapes worth showing.
-                if record_shapes:
-                    _sample_shapes(ops[name], node)
-            else:
-                rec = ops.get(name)
-                if rec is None:
-                    rec = ops[name] = OpRecord(name, "cpu")
-                rec.calls += 1
-                if layer and phase == "forward":
-                    seq = node.extra_fields.sequence_number
-                    if seq >= 0:
-                        seq_layer[seq] = layer
-                if record_shapes:
-                    _sample_shapes(rec, node)
-                    if not chain and phase != "backward" and name not in _VIEW_OPS:
-                        # An outermost forward op's inputs name the shape and
-                        # dtype of blocks allocated earlier (memory events carry
-                        # none). Backward and view ops are skipped: reading
-                        # inputs is a C++ call per op, and they only see
-                        # tensors the forward ops saw already.
-                        for value in node.extra_fields.inputs:
-                            hit = rows.get(getattr(value, "allocation_id", None))
-                            if hit is not None and logs[hit[0]].shape[hit[1]] is None:
-                                logs[hit[0]].shape[hit[1]] = list(value.sizes)
-                                logs[hit[0]].dtype[hit[1]] = str(value.dtype).replace("torch.", "")
-                last = (name, layer)
+                    rec = ops.get(name)
+                    if rec is None:
+                        rec = ops[name] = OpRecord(name, "cpu")
+                    rec.calls += 1
+                    if layer and phase == "forward":
+                        seq = node.extra_fields.sequence_number
+                        if seq >= 0:
+                            seq_layer[seq] = layer
+                    if record_shapes:
+                        _sample_shapes(rec, node)
+                        if not chain and phase != "backward" and name not in _VIEW_OPS:
+                            # An outermost forward op's inputs name the shape and
+                            # dtype of blocks allocated earlier (memory events carry
+                            # none). Backward and view ops are skipped: reading
+                            # inputs is a C++ call per op, and they only see
+                            # tensors the forward ops saw already.
+                            for value in node.extra_fields.inputs:
+                                hit = where.get(getattr(value, "allocation_id", None))
+                                if hit is not None and hit not in shapes:
+                                    shapes[hit] = (list(value.sizes), str(value.dtype).replace("torch.", ""))
+                    last = (name, layer)
+                    if children:
+                        child_ctx = (layer, phase, grad, chain + (name,), recs if name in chain else recs + (rec,))
                 if children:
-                    ctx = (layer, phase, grad, chain + (name,))
-            if children:
-                extend([(child, ctx) for child in reversed(children)])
+                    frames.append((iter(children), child_ctx))
+                    break
+            else:
+                frames.pop()
         self._cuda_before = cuda_before
+        logs = self._columns(rows, frees, shapes, before)
         failed = oom or last
         return logs, ops, ({"op": failed[0], "layer": failed[1]} if failed else {})
+
+    def _columns(self, rows: dict[str, list[tuple]], frees: list[tuple],
+                 shapes: dict[tuple[str, int], tuple[list[int], str]],
+                 before: list[tuple[str, int, int, float, int]]) -> dict[str, AllocationLog]:
+        """The walk's memory events as each device's AllocationLog (columns
+        built in C by zip) and the facts categorising needs (_Side)."""
+        logs: dict[str, AllocationLog] = {}
+        self._side: dict[str, _Side] = {}
+        for device, column in rows.items():
+            if not column:  # only frees of blocks from before: no log, as no row
+                continue
+            log = self._log(logs, device)
+            side = self._side[device]
+            n = len(column)
+            if n:
+                size, t, order, layer, op, phase, grad, ptr = (list(c) for c in zip(*column))
+                log.size, log.t_alloc, log.seq_alloc = size, t, order
+                log.layer, log.op, log.phase = layer, op, phase
+                side.grad, side.ptr = grad, ptr
+            log.requested = list(log.size)
+            log.t_free, log.seq_free = [ALIVE] * n, [ALIVE] * n
+            log.category, log.dtype = ["other"] * n, [""] * n
+            log.shape, log.pre_existing = [None] * n, [False] * n
+        for device, i, t, order, backward in frees:
+            log = logs[device]
+            log.t_free[i] = t
+            log.seq_free[i] = order
+            if backward:
+                self._side[device].freed_in_backward.add(i)
+        for (device, i), (shape, dtype) in shapes.items():
+            logs[device].shape[i] = shape
+            logs[device].dtype[i] = dtype
+        for device, ptr, size, t, order in before:
+            i = self._add(logs, device, ptr, False, size, 0.0, -1, pre_existing=True, op=BEFORE)
+            logs[device].t_free[i] = t
+            logs[device].seq_free[i] = order
+        return logs
 
     # -- categories ----------------------------------------------------------
     def _categorise(self, logs: dict[str, AllocationLog]) -> None:

@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from memprofile.capture import lines
+from memprofile.capture.base import DetailWindow
 from memprofile.errors import MemprofileError
 from memprofile.jupyter.store import STORE
 from memprofile.model.profile import Profile
@@ -143,9 +144,10 @@ class MemprofileMagics(Magics):
     @argument(
         "--detail-steps",
         default="3",
-        metavar="N|all",
-        help="training steps (optimizer steps) recorded in full detail: ops, layers, kinds (default 3); "
-        "later steps are measured by their boundaries at almost no cost",
+        metavar="N|A-B|all",
+        help="training steps (optimizer steps, Keras batches) recorded in full detail: ops, layers, kinds: "
+        "the first N (default 3), steps A to B (10-12), or all; the other steps are measured by their "
+        "boundaries (each one's peak) at almost no cost",
     )
     @argument(
         "--budget",
@@ -345,13 +347,21 @@ def parse_size(text: str) -> int:
     return size
 
 
-def parse_detail_steps(text: str) -> int | None:
-    """N (the first N training steps) or all -> N or None."""
-    if text.strip().lower() == "all":
-        return None
-    if text.strip().isdigit() and int(text) >= 1:
-        return int(text)
-    raise ValueError(f"--detail-steps takes a number of steps (1 or more) or all, got {text!r}")
+def parse_detail_steps(text: str) -> DetailWindow:
+    """N (the first N training steps), A-B (steps A to B), A- (step A on) or all."""
+    t = text.strip().lower()
+    m = re.fullmatch(r"(\d+)?\s*(-)?\s*(\d+)?", t)
+    try:
+        if t == "all":
+            return DetailWindow(1, None)
+        if m and m.group(1) and not m.group(2) and not m.group(3):
+            return DetailWindow(1, int(m.group(1)))
+        if m and m.group(1) and m.group(2):
+            return DetailWindow(int(m.group(1)), int(m.group(3)) if m.group(3) else None)
+    except ValueError:
+        pass
+    raise ValueError(f"--detail-steps takes N (the first N training steps), A-B (steps A to B), A- (step A "
+                     f"on) or all, with steps counted from 1, got {text!r}")
 
 
 def _key(text: str) -> str | int:
