@@ -149,3 +149,22 @@ def test_a_window_that_no_step_reaches_says_so(ip, fresh_store):
     assert any(w.code == "torch_detail_never" and "none in the detail window (steps 50-60)" in w.message
                for w in p.warnings)
     assert all(s.rss_peak_bytes for s in p.steps)
+
+
+def test_a_short_spike_in_a_step_outside_the_detail_is_measured_exactly(ip, fresh_store):
+    # GIVEN a loop whose step 8 makes and drops a 256 MiB tensor within a few microseconds
+    # (between two of the 5 ms resident-memory samples)
+    _run(ip, SETUP)
+    cell = "for step in range(12):\n    if step == 7:\n        torch.empty(64 * MiB).fill_(1.0)\n" + STEP
+    _run(ip, "MiB = 2**20")
+    p = _run(ip, "%%memprofile -q -n blip\n" + cell)
+    # THEN step 8's peak is the process's exact one (the OS high-water mark, reset each step)
+    others = [s.rss_peak_bytes for s in p.steps if s.index != 8]
+    assert p.steps[7].rss_peak_bytes - max(others) > 200 * MiB
+    # (all of the tensor: a sample would have to fall in the instant its last page was written)
+    assert p.steps[7].rss_peak_bytes >= p.steps[6].rss_end_bytes + 255 * MiB
+    assert "read and reset each step" in p.capture["host_peak_from"]
+    note = next(w.message for w in p.warnings if w.code == "step_above_detail")
+    assert note.startswith("step 8 peaked above every detailed step") and "--detail-steps 8-8" in note
+    # AND the run's peak still covers it
+    assert p.device("host").peak_bytes >= p.steps[7].rss_peak_bytes

@@ -208,7 +208,8 @@ class RawCapture:
     line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]
     #: Optimizers seen (model.profile.OptimizerStat's fields).
     optimizers: list[dict] = field(default_factory=list)
-    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks": {device: bytes}} (peaks: CUDA only).
+    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks": {device: bytes} (allocator counters:
+    #: CUDA, TF), "rss_peak": the process's exact peak in the step (OS high-water mark), "rss_end": bytes}.
     steps: list[dict] = field(default_factory=list)
 
 

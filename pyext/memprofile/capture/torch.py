@@ -43,6 +43,7 @@ from memprofile.capture.base import (
     OpRecord,
     RawCapture,
 )
+from memprofile.capture.host import RssReader, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
 
@@ -367,7 +368,11 @@ class TorchCollector:
         """A training step ended: the first optimizer stepped is the clock (a
         GAN's second optimizer steps in the same step)."""
         self._clock = id(optimizer)
-        record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed}
+        record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed,
+                                  "rss_end": self._rss.read()}
+        rss_peak = step_peak()  # the process's exact peak in the step, where the OS keeps one
+        if rss_peak is not None:
+            record["rss_peak"] = rss_peak
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
@@ -403,8 +408,6 @@ class TorchCollector:
         that torch's event buffers may take while recording, ask the cell's
         thread to end the detail at its next statement or hook."""
         from memprofile.capture import lines
-        from memprofile.capture.host import RssReader
-
         reader = RssReader()
         try:
             start = reader.read()
@@ -571,6 +574,7 @@ class TorchCollector:
         self._clock: int | None = None  # id() of the optimizer whose steps are the training steps
         #: Each step's end: {"t_end", "detailed", "peaks" (CUDA)} (RawCapture.steps).
         self._step_log: list[dict[str, Any]] = []
+        self._rss = RssReader()
         self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
@@ -670,6 +674,7 @@ class TorchCollector:
                     self._profiler.__exit__(None, None, None)
         finally:
             self._remove_hooks()
+            self._rss.close()
         for key in self._ran_ids:  # modules that ran after the detail: they worked too
             name = self._names.get(key)
             if name:

@@ -189,7 +189,9 @@ class StepStat:
     peak_bytes: int | None = None
     end_bytes: int | None = None
     device: str | None = None
-    #: The process's resident memory: the highest sample in the step, and at its end.
+    #: The process's resident memory: its peak in the step (exact where the OS
+    #: keeps a high-water mark, read and reset at each step's end; else the
+    #: highest sample), and at the step's end.
     rss_peak_bytes: int | None = None
     rss_end_bytes: int | None = None
 

@@ -41,6 +41,10 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
         if counted is not None:  # CUDA's counters, reset each step: exact for every step
             step.peak_bytes = int(counted)
         step.rss_peak_bytes, step.rss_end_bytes = _window(host_tl, start, end)
+        if r.get("rss_peak") is not None:  # the OS high-water mark, read and reset at the step's end: exact
+            step.rss_peak_bytes = int(r["rss_peak"])
+        if r.get("rss_end") is not None:
+            step.rss_end_bytes = int(r["rss_end"])
         steps.append(step)
         start = end
     return steps
