@@ -491,6 +491,54 @@ export function renderSparkline(sparkline: Sparkline): SVGSVGElement | null {
   return root;
 }
 
+/**
+ * `ProfileSummary.steps` (a StepsBrief, checked here) as one line:
+ * "200 training steps · steps 1-3 in detail · highest step: 7 (12.3 MiB) ·
+ * end of step: 4.10 MiB → 4.20 MiB"; '' without steps. The same words as
+ * render/lines.py `steps_text` (the text report and the static HTML).
+ */
+export function stepsText(steps: unknown): string {
+  if (!isRecord(steps) || !isNumber(steps.count) || steps.count <= 0) {
+    return '';
+  }
+  const count = steps.count;
+  const parts = [`${count.toLocaleString('en-US')} training step${count !== 1 ? 's' : ''}`];
+  const first = steps.detail_first;
+  const last = steps.detail_last;
+  if (!isNumber(first) || !isNumber(last)) {
+    parts.push('no step in detail');
+  } else if (first === 1 && last === count && count > 1) {
+    parts.push('every step in detail');
+  } else {
+    parts.push(`${first === last ? `step ${first}` : `steps ${first}-${last}`} in detail`);
+  }
+  if (isNumber(steps.highest_step) && isNumber(steps.highest_bytes)) {
+    const how = steps.peaks_exact === true ? '' : ' resident';
+    parts.push(`highest step: ${steps.highest_step} (${formatBytes(steps.highest_bytes)}${how})`);
+  }
+  if (isNumber(steps.end_first_bytes) && isNumber(steps.end_last_bytes)) {
+    const how = steps.ends_exact === true ? '' : ' (resident)';
+    parts.push(`end of step: ${formatBytes(steps.end_first_bytes)} → ${formatBytes(steps.end_last_bytes)}${how}`);
+  }
+  return parts.join(' · ');
+}
+
+/** The steps line: one line, cut with an ellipsis where the card is narrow (the whole line in its title). */
+function renderSteps(steps: unknown): HTMLElement | null {
+  const text = stepsText(steps);
+  if (!text) {
+    return null;
+  }
+  const line = el('div', 'jp-memprofile-steps', text);
+  line.title = text;
+  Object.assign(line.style, {
+    whiteSpace: 'nowrap',
+    overflow: 'hidden',
+    textOverflow: 'ellipsis'
+  });
+  return line;
+}
+
 function renderSuggestion(suggestion: SuggestionBrief, count: unknown): HTMLElement | null {
   if (!isRecord(suggestion) || !isString(suggestion.title)) {
     return null;
@@ -566,6 +614,7 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
     card.appendChild(body);
   }
   for (const part of [
+    renderSteps(summary.steps),
     renderPeakPlace(summary),
     renderTensors(summary.peak_tensors),
     renderLines(summary.peak_lines as LineStat[] | undefined, summary.peak_line, 'Lines holding the most at the peak')

@@ -322,6 +322,7 @@ export interface ProfileSummary {
   peak_line_text?: string | null;
   peak_tensors?: TensorInfo[];
   peak_lines?: LineStat[];
+  steps?: StepsBrief | null;
   [k: string]: unknown;
 }
 /**
@@ -342,5 +343,23 @@ export interface SuggestionBrief {
   id: string;
   title: string;
   estimated_saving_bytes?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * The training steps in one line's figures (the card's steps line): how many, which were recorded in detail, the highest step, and live bytes at the end of the first and the last step. Peaks and ends are the allocator's where every step has one (`*_exact`), else the process's resident memory.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "StepsBrief".
+ */
+export interface StepsBrief {
+  count: number;
+  detail_first?: number | null;
+  detail_last?: number | null;
+  highest_step?: number | null;
+  highest_bytes?: number | null;
+  peaks_exact?: boolean;
+  end_first_bytes?: number | null;
+  end_last_bytes?: number | null;
+  ends_exact?: boolean;
   [k: string]: unknown;
 }

@@ -1,6 +1,6 @@
-import { NEWER_SCHEMA_MESSAGE, checkSummary, lineNotes, renderCard } from '../card';
-import type { ProfileSummary } from '../schema';
-import { hostSummary } from './fixtures';
+import { NEWER_SCHEMA_MESSAGE, checkSummary, lineNotes, renderCard, stepsText } from '../card';
+import type { ProfileSummary, StepsBrief } from '../schema';
+import { STEPS_LINES, hostSummary } from './fixtures';
 
 const HOSTILE = '<img src=x onerror=alert(1)>';
 
@@ -339,6 +339,37 @@ describe('the card names the peak', () => {
     expect(text(card.querySelector('.jp-memprofile-peak-op'))).toBe(HOSTILE);
     expect(text(card.querySelector('.jp-memprofile-lines'))).toContain(HOSTILE);
     expect(card.querySelector('.jp-memprofile-line-segment')?.className).toContain('jp-memprofile-cat-unknown');
+  });
+});
+
+describe('the card sums up the training steps', () => {
+  it('writes the same line as the text report and the HTML (render/lines.py steps_text)', () => {
+    for (const [steps, line] of STEPS_LINES) {
+      expect(stepsText(steps)).toBe(line);
+    }
+  });
+
+  it('shows the steps as one line, the whole of it in the title', () => {
+    const [steps, line] = STEPS_LINES[0];
+    const card = renderCard(hostSummary({ steps: steps as unknown as StepsBrief }));
+    const shown = card.querySelectorAll<HTMLElement>('.jp-memprofile-steps');
+    expect(shown).toHaveLength(1);
+    expect(text(shown[0])).toBe(line);
+    expect(shown[0].title).toBe(line);
+    expect(shown[0].style.whiteSpace).toBe('nowrap');
+    expect(shown[0].style.textOverflow).toBe('ellipsis');
+    expect(shown[0].querySelectorAll('*')).toHaveLength(0); // text, no markup
+    // right under the bar and the sparkline
+    expect(shown[0].previousElementSibling?.className).toBe('jp-memprofile-body');
+  });
+
+  it('shows no steps line for a cell without steps, or a malformed one', () => {
+    expect(renderCard(hostSummary()).querySelector('.jp-memprofile-steps')).toBeNull();
+    for (const steps of [null, 'x', { count: 0 }, { count: 'many' }, []]) {
+      const card = renderCard(hostSummary({ steps: steps as unknown as StepsBrief }));
+      expect(card.querySelector('.jp-memprofile-steps')).toBeNull();
+      expect(card.classList.contains('jp-memprofile-card-invalid')).toBe(false);
+    }
   });
 });
 

@@ -40,3 +40,37 @@ export function hostSummary(overrides: Partial<ProfileSummary> = {}): ProfileSum
     ...overrides
   };
 }
+
+/**
+ * Training steps as ProfileSummary.steps carries them (render/lines.py
+ * StepsBrief), with the line render/lines.py steps_text writes for each:
+ * tests/unit/test_render_steps.py checks the same pairs on the Python side.
+ */
+export const STEPS_LINES: ReadonlyArray<readonly [Record<string, unknown>, string]> = [
+  [
+    { count: 200, detail_first: 1, detail_last: 3, highest_step: 7, highest_bytes: 12897484, peaks_exact: true,
+      end_first_bytes: 4299161, end_last_bytes: 4404019, ends_exact: true },
+    '200 training steps · steps 1-3 in detail · highest step: 7 (12.3 MiB) · end of step: 4.10 MiB → 4.20 MiB'
+  ],
+  [
+    { count: 5000, detail_first: 10, detail_last: 12, highest_step: 4, highest_bytes: 331075584, peaks_exact: false,
+      end_first_bytes: 314056704, end_last_bytes: 331411456, ends_exact: false },
+    '5,000 training steps · steps 10-12 in detail · highest step: 4 (315.7 MiB resident) · ' +
+      'end of step: 299.5 MiB → 316.1 MiB (resident)'
+  ],
+  [
+    { count: 1, detail_first: 1, detail_last: 1, highest_step: 1, highest_bytes: 1000, peaks_exact: true,
+      end_first_bytes: null, end_last_bytes: null, ends_exact: false },
+    '1 training step · step 1 in detail · highest step: 1 (1000 B)'
+  ],
+  [
+    { count: 30, detail_first: 1, detail_last: 30, highest_step: 2, highest_bytes: 2048, peaks_exact: true,
+      end_first_bytes: 1024, end_last_bytes: 1024, ends_exact: true },
+    '30 training steps · every step in detail · highest step: 2 (2.00 KiB) · end of step: 1.00 KiB → 1.00 KiB'
+  ],
+  [
+    { count: 50, detail_first: null, detail_last: null, highest_step: null, highest_bytes: null,
+      end_first_bytes: null, end_last_bytes: null },
+    '50 training steps · no step in detail'
+  ]
+];

@@ -35,3 +35,15 @@ def fmt_seconds(s: float | None) -> str:
 
 def category_label(category: str) -> str:
     return category.replace("_", " ")
+
+
+def step_runs(indices: list[int]) -> str:
+    """'steps 1-3, 10-12', 'step 4': step numbers as runs."""
+    runs: list[list[int]] = []
+    for k in sorted(indices):
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"step {text}" if len(indices) == 1 else f"steps {text}"

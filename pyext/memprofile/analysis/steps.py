@@ -8,7 +8,7 @@ import ast
 
 from memprofile.analysis.cell import CellCode
 from memprofile.model.profile import Note, Profile, StepStat
-from memprofile.units import fmt_bytes
+from memprofile.units import fmt_bytes, step_runs
 
 MiB = 1 << 20
 #: A step is "above" the detailed ones by this much (and 5 %).
@@ -57,15 +57,7 @@ def step_notes(profile: Profile) -> list[Note]:
 
 
 def _span(steps: list[StepStat]) -> str:
-    """"steps 1-3", "step 7", "steps 4-200, 203" for runs of step numbers."""
-    runs: list[list[int]] = []
-    for s in steps:
-        if runs and s.index == runs[-1][1] + 1:
-            runs[-1][1] = s.index
-        else:
-            runs.append([s.index, s.index])
-    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
-    return ("steps " if len(steps) > 1 else "step ") + text
+    return step_runs([s.index for s in steps])
 
 
 def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:

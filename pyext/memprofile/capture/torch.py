@@ -371,8 +371,8 @@ class TorchCollector:
         record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed,
                                   "rss_end": self._rss.read()}
         rss_peak = step_peak()  # the process's exact peak in the step, where the OS keeps one
-        if rss_peak is not None:
-            record["rss_peak"] = rss_peak
+        if rss_peak is not None:  # (the kernel's counters are per CPU, a few pages apart)
+            record["rss_peak"] = max(rss_peak, record["rss_end"])
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
@@ -401,6 +401,7 @@ class TorchCollector:
                 self._profiler.__exit__(None, None, None)
         except Exception as exc:  # keep what there is; stop() reads it or says why not
             self._notes.append(("torch_detail_stop_failed", f"torch's profiler failed to stop: {exc!r}"))
+        step_peak()  # what stopping took is the profiler's, not the next step's
         self._close_scopes()  # module scopes open now close with nothing recording them
 
     def _watch_budget(self) -> None:
@@ -632,6 +633,7 @@ class TorchCollector:
         )
         with quiet_stderr():
             self._profiler.__enter__()
+        step_peak()  # what starting took is the profiler's, not the step's
         self._detailed = True
         self._detail_start = time.perf_counter() - self._origin
         if self.budget_bytes:

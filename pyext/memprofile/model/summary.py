@@ -27,6 +27,25 @@ class SuggestionBrief:
 
 
 @dataclass
+class StepsBrief:
+    """The training steps in one line's figures (the card's steps line):
+    how many, which were recorded in detail, the highest step, and live
+    bytes at the end of the first and the last step. Peaks and ends are the
+    allocator's where every step has one (`*_exact`), else the process's
+    resident memory."""
+
+    count: int
+    detail_first: int | None = None
+    detail_last: int | None = None
+    highest_step: int | None = None
+    highest_bytes: int | None = None
+    peaks_exact: bool = False
+    end_first_bytes: int | None = None
+    end_last_bytes: int | None = None
+    ends_exact: bool = False
+
+
+@dataclass
 class ProfileSummary:
     schema_version: int
     id: str
@@ -52,3 +71,5 @@ class ProfileSummary:
     peak_tensors: list[TensorInfo] = field(default_factory=list)
     #: The cell's lines that hold the most at the peak (at most 5), in line order.
     peak_lines: list[LineStat] = field(default_factory=list)
+    #: The training steps, in one line's figures (None: no step).
+    steps: StepsBrief | None = None

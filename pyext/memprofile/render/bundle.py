@@ -6,7 +6,7 @@ from memprofile.model.codec import to_dict
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile
 from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
-from memprofile.render.lines import line_text, peak_lines
+from memprofile.render.lines import line_text, peak_lines, steps_brief
 
 MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
 SPARKLINE_POINTS = 240
@@ -67,6 +67,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         peak_line_text=line_text(profile, peak.line) if peak else None,
         peak_tensors=list(peak.tensors[:CARD_TENSORS]) if peak else [],
         peak_lines=peak_lines(profile),
+        steps=steps_brief(profile),
     )
 
 

@@ -12,7 +12,7 @@ from html import escape
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import CARD_TENSORS, sparkline
 from memprofile.render.lines import (SourceRow, line_label, line_text, peak_lines, shape_text, source_rows,
-                                     tensor_bytes_text)
+                                     steps_brief, steps_text, tensor_bytes_text)
 from memprofile.render.text import failure_place, how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
@@ -259,6 +259,7 @@ def render_fragment(profile: Profile) -> str:
             + "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
         )
     warnings = "".join(f"<li>{escape(n.message)}</li>" for n in profile.warnings)
+    steps = steps_text(steps_brief(profile))
     return (
         f"<div class='memprofile-report'><style>{_STYLE}</style>"
         f"<h3>memprofile · {escape(profile.name)}</h3>"
@@ -266,7 +267,8 @@ def render_fragment(profile: Profile) -> str:
         f"<div class='mp-muted'>{fmt_seconds(profile.duration_s)} · started {escape(profile.started_at)}"
         + "".join(f" · {escape(f.name)} {escape(f.version)}" for f in profile.frameworks)
         + "</div>"
-        f"{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
+        + (f"<div class='mp-steps'>{escape(steps)}</div>" if steps else "")
+        + f"{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
         f"{_sparkline_svg(profile)}{_devices_table(profile)}"
         f"{_suggestions(profile)}"
         + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "")

@@ -8,16 +8,19 @@ tooltips, which bokeh sets as text) or through `html.escape` in Divs.
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 from memprofile.model.decimate import minmax_indices
-from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, Timeline
+from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, StepStat, Timeline
 from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
 from memprofile.render.html import full_lines
-from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
+from memprofile.render.lines import (line_label, line_text, placed_by_layer, shape_text,
+                                     tensor_bytes_text)
 from memprofile.render.text import how_to_apply, saving_line
-from memprofile.units import category_label, fmt_bytes, fmt_seconds
+from memprofile.units import category_label, fmt_bytes, fmt_seconds, step_runs
 
 #: At most this many points per timeline reach the page (the peak always does).
 DISPLAY_POINTS = 10_000
@@ -28,6 +31,15 @@ LAYER_KINDS = ("parameter", "gradient", "optimizer_state", "activation", "tempor
 #: Phases shaded behind the timeline (forward is left plain), and how many bands at most.
 PHASE_SHADES = {"backward": "#f5b041", "optimizer": "#a569bd"}
 MAX_PHASE_BANDS = 600
+#: At most this many step points per timeline: each the highest step of its run of steps.
+STEP_POINTS = 500
+#: Steps recorded in detail, and steps measured by their boundaries only.
+STEP_DETAILED = "#111111"
+STEP_BOUNDARY = "#0b7a75"
+#: Where the allocator was not recorded in detail (before or after the detail window).
+UNRECORDED_SHADE = "#8c8c8c"
+#: Capture facts are written to the millisecond: a point within half of it is inside.
+FACT_ROUNDING_S = 0.0005
 
 _LINE = "#1f77b4"
 #: Bytes in binary units, as units.fmt_bytes does it (numbro's "ib" prints "1.0000MiB").
@@ -136,6 +148,11 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
 
     models, plotting, _ = _bokeh()
     keep = display_indices(timeline.live_bytes)
+    recorded = detail_span(profile, device)
+    if recorded is not None:
+        # Before and after the detail nothing recorded this allocator: no line across it.
+        lo, hi = recorded[0] - FACT_ROUNDING_S, recorded[1] + FACT_ROUNDING_S
+        keep = [i for i in keep if lo <= timeline.t[i] <= hi] or keep
     t = [round(timeline.t[i], 6) for i in keep]  # µs: finer than any sample, shorter on the page
     live = [timeline.live_bytes[i] for i in keep]
 
@@ -160,10 +177,12 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
         # areas need no more precision (the hover reads the exact `live`).
         data[c] = np.asarray([timeline.by_category[c][i] for i in keep], dtype=np.float32)
     source = models.ColumnDataSource(data)
+    # A loop with steps: every device's plot spans the whole cell, so they line up.
+    span = {"x_range": (0.0, cell_end(profile))} if profile.steps or recorded else {}
     p = plotting.figure(
         height=300, sizing_mode="stretch_width", x_axis_label="seconds since the cell started",
         y_axis_label="bytes", tools="xpan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
-        title=f"{device.name}: live memory ({device.kind}, {device.source})",
+        title=f"{device.name}: live memory ({device.kind}, {device.source})", **span,
     )
     p.yaxis.formatter = _bytes_axis()
     if cats:
@@ -187,7 +206,9 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
     # The peak, exact: the decimation keeps it.
     top = max(range(len(live)), key=live.__getitem__) if live else None
     if top is not None:
-        peak_kwargs = {"legend_label": f"peak {fmt_bytes(live[top])}"} if cats else {}
+        # The allocator's counters can know a higher step past the detail: this is the detail's.
+        what = "peak in detail" if recorded is not None and device.peak_bytes > live[top] else "peak"
+        peak_kwargs = {"legend_label": f"{what} {fmt_bytes(live[top])}"} if cats else {}
         p.scatter([t[top]], [live[top]], size=9, color="#d62728", **peak_kwargs)
         p.add_layout(models.Span(location=t[top], dimension="height", line_color="#d62728",
                                  line_dash="dotted", line_width=1))
@@ -197,6 +218,10 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
                                  line_dash="dashed", line_width=1.5))
         p.add_layout(models.Span(location=0.85 * device.capacity_bytes, dimension="width",
                                  line_color="#ff7f0e", line_dash="dotted", line_width=1))
+    detail = _mark_detail(p, profile, device, recorded)
+    steps = _draw_steps(p, step_points(profile, timeline, device))
+    if steps and not cats:
+        _place_legend(p, legend)
     p.toolbar.logo = None
     shown = f"{len(t):,} of {timeline.recorded_points:,} recorded points" if timeline.recorded_points > len(t) \
         else f"{len(t):,} points"
@@ -205,9 +230,176 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
     )
     note = models.Div(text=f"<span class='mp-muted'>{escape(shown)}; drag to pan, wheel to zoom, "
                            "click a legend entry to hide a kind" + (f"; shaded:{bands}" if bands else "")
-                           + "</span>")
+                           + "".join(f"; {escape(x)}" for x in (steps, detail) if x) + "</span>")
     _, _, layouts = _bokeh()
     return layouts.column(p, note, sizing_mode="stretch_width")
+
+
+def cell_end(profile: Profile) -> float:
+    """The last instant anything of the cell was measured."""
+    ends = [profile.duration_s] + [tl.t[-1] for tl in profile.timelines if tl.t] + [s.t_end for s in profile.steps]
+    return max(ends)
+
+
+def _seconds(fact: str | None) -> float | None:
+    try:
+        return float(fact) if fact is not None else None
+    except ValueError:
+        return None
+
+
+def detail_span(profile: Profile, device: Device) -> tuple[float, float] | None:
+    """(start, end) of the time an allocator was recorded in detail, where
+    that is not the whole cell: a detail window that began at a later step,
+    or ended (after its last step, or at the profiler's budget). None: the
+    whole cell, or no allocator."""
+    if device.kind != "allocator":
+        return None
+    framework = "torch" if device.source == "c10" else "tf"  # TF names its allocators (mklcpu, bfc)
+    end = _seconds(profile.capture.get(f"{framework}_detail_end_s"))
+    start = 0.0
+    steps = profile.steps
+    late_fact = _seconds(profile.capture.get(f"{framework}_detail_start_s"))
+    if steps and not steps[0].detailed and (late_fact is not None or steps[0].device == device.name):
+        first = next((s for s in steps if s.detailed), None)
+        # The window began at a later step (or never, when the loop ended first).
+        start = late_fact if late_fact is not None else first.t_start if first else cell_end(profile)
+    if end is None and start == 0.0:
+        return None
+    return start, cell_end(profile) if end is None else end
+
+
+def _mark_detail(p: Any, profile: Profile, device: Device, recorded: tuple[float, float] | None) -> str:
+    """Hatch what an allocator did not record in detail (labelled at the
+    bottom, where no line is drawn there); on the process's timeline, mark
+    where the allocators' detail began and ended. The note's words."""
+    models, _, _ = _bokeh()
+    end = cell_end(profile)
+    if recorded is not None:
+        outside = _outside_detail(profile, device)
+        for left, right in ((0.0, recorded[0]), (recorded[1], end)):
+            if right - left <= FACT_ROUNDING_S:
+                continue
+            p.add_layout(models.BoxAnnotation(left=left, right=right, fill_color=UNRECORDED_SHADE, fill_alpha=0.12,
+                                              hatch_pattern="/", hatch_color=UNRECORDED_SHADE, hatch_alpha=0.25,
+                                              line_alpha=0, level="underlay"))
+            p.add_layout(models.Label(x=left, y=0, x_offset=4, y_offset=4, text="not recorded in detail",
+                                      text_font_size="11px", text_baseline="bottom", text_color="#555555",
+                                      background_fill_color="#ffffff", background_fill_alpha=0.8))
+        return "hatched: not recorded in detail" + (f" ({outside})" if outside else "")
+    if device.kind != "process":
+        return ""
+    spans = [span for d in profile.devices if (span := detail_span(profile, d)) is not None]
+    marks = sorted({round(x, 6) for start, stop in spans for x in (start, stop) if FACT_ROUNDING_S < x < end})
+    for x in marks:
+        p.add_layout(models.Span(location=x, dimension="height", line_color=UNRECORDED_SHADE, line_dash="dashed",
+                                 line_width=1.2))
+    return "dashed: where the allocator's detail began or ended" if marks else ""
+
+
+def _outside_detail(profile: Profile, device: Device) -> str:
+    """'steps 4-200: their resident memory on the process's timeline': where
+    the steps the detail left out are drawn."""
+    cheap = [s for s in profile.steps if not s.detailed]
+    if not cheap:
+        return ""
+    exact = all(s.peak_bytes is not None and s.device == device.name for s in cheap)
+    where = "a point each" if exact else "their resident memory on the process's timeline"
+    return f"{step_runs([s.index for s in cheap])}: {where}"
+
+
+@dataclass
+class StepPoint:
+    """A training step as one point of a timeline: its peak, the time of it
+    (the step's end where the samples do not say), and its end bytes."""
+
+    step: StepStat
+    t: float
+    peak: int
+    end: int | None
+    exact: bool
+
+
+def step_points(profile: Profile, timeline: Timeline, device: Device) -> list[StepPoint]:
+    """The steps drawn on this timeline: a step's exact peak on its
+    allocator's timeline, else its resident memory on the process's."""
+    drawn = {tl.device for tl in profile.timelines if tl.t}
+    points = []
+    for s in profile.steps:
+        exact = s.peak_bytes is not None and s.device in drawn
+        if exact and s.device == timeline.device:
+            points.append(StepPoint(s, _peak_time(timeline, s, s.peak_bytes), s.peak_bytes, s.end_bytes, True))
+        elif not exact and device.kind == "process" and s.rss_peak_bytes is not None:
+            points.append(StepPoint(s, _peak_time(timeline, s, s.rss_peak_bytes), s.rss_peak_bytes, s.rss_end_bytes,
+                                    False))
+    return points
+
+
+def _peak_time(timeline: Timeline, step: StepStat, value: int) -> float:
+    """When the step's timeline first reached its peak; the step's end where
+    no point in the step holds it (boundaries only, or no sample in it)."""
+    lo = bisect.bisect_right(timeline.t, step.t_start)
+    hi = bisect.bisect_right(timeline.t, step.t_end)
+    return next((timeline.t[i] for i in range(lo, hi) if timeline.live_bytes[i] == value), step.t_end)
+
+
+def highest_per_run(values: list[int], limit: int = STEP_POINTS) -> list[tuple[int, int, int]]:
+    """(kept, first, last) for `limit` runs of consecutive values at most:
+    the index of each run's highest value (the first of equals) and the
+    run's bounds. Every index alone when there are no more than `limit`."""
+    n = len(values)
+    if n <= limit:
+        return [(i, i, i) for i in range(n)]
+    runs = []
+    for b in range(limit):
+        lo, hi = n * b // limit, n * (b + 1) // limit
+        runs.append((max(range(lo, hi), key=values.__getitem__), lo, hi - 1))
+    return runs
+
+
+def _step_label(point: StepPoint, first: int, last: int) -> str:
+    """'step 7: peak 12.3 MiB (exact), end 4.10 MiB': the point's tooltip."""
+    how = "exact" if point.exact else "resident memory"
+    end = f", end {fmt_bytes(point.end)}" if point.end is not None else ""
+    run = f"; the highest of steps {first}-{last}" if last > first else ""
+    detail = ", in detail" if point.step.detailed else ""
+    return f"step {point.step.index}: peak {fmt_bytes(point.peak)} ({how}){end}{detail}{run}"
+
+
+def _step_budget(detailed: int, boundary: int, limit: int = STEP_POINTS) -> tuple[int, int]:
+    """Points for the detailed steps and for the others: each keeps all it
+    has when both fit, and at least half the budget when both do not."""
+    first = min(detailed, max(limit // 2, limit - boundary))
+    return first, min(boundary, limit - first)
+
+
+def _draw_steps(p: Any, points: list[StepPoint]) -> str:
+    """A point per step (per run of steps past STEP_POINTS, each run's
+    highest): filled for the steps recorded in detail, hollow for those
+    measured by their boundaries. The note's words."""
+    if not points:
+        return ""
+    models, _, _ = _bokeh()
+    groups = [[pt for pt in points if pt.step.detailed], [pt for pt in points if not pt.step.detailed]]
+    budgets = _step_budget(len(groups[0]), len(groups[1]))
+    renderers, shown = [], 0
+    styles = (("circle", STEP_DETAILED, STEP_DETAILED, "steps in detail"),
+              ("triangle", STEP_BOUNDARY, "#ffffff", "steps, boundaries only"))
+    for group, budget, (marker, color, fill, name) in zip(groups, budgets, styles):
+        if not group:
+            continue
+        rows = [(group[k], group[a].step.index, group[b].step.index)
+                for k, a, b in highest_per_run([pt.peak for pt in group], budget)]
+        shown += len(rows)
+        source = models.ColumnDataSource({
+            "t": [round(pt.t, 6) for pt, _, _ in rows], "peak": [pt.peak for pt, _, _ in rows],
+            "step": [pt.step.index for pt, _, _ in rows], "label": [_step_label(pt, a, b) for pt, a, b in rows],
+        })
+        renderers.append(p.scatter("t", "peak", source=source, marker=marker, size=7, line_color=color,
+                                   fill_color=fill, line_width=1.5, legend_label=name))
+    p.add_tools(models.HoverTool(renderers=renderers, tooltips=[("", "@label")]))
+    return f"{shown:,} step points" + (f" for {len(points):,} steps (the highest of each run)"
+                                       if shown < len(points) else "")
 
 
 def _shade_phases(p: Any, timeline: Timeline) -> list[str]:

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memprofile.model.profile import LineStat, Peak, Profile, TensorInfo
-from memprofile.units import fmt_bytes
+from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorInfo
+from memprofile.model.summary import StepsBrief
+from memprofile.units import fmt_bytes, step_runs
 
 #: The peak's by_layer key for memory allocated outside any layer (analysis/peak.py).
 NO_LAYER = "(no layer)"
 #: Lines the card lists (the report lists the whole cell).
 CARD_LINES = 5
 BEFORE_CELL = "before the cell"
+MiB = 1 << 20
 
 
 def line_label(line: int | None) -> str:
@@ -126,3 +128,62 @@ def peak_place(peak: Peak | None, line_source: str | None = None) -> str:
     if label:
         parts.append(f"{label} ({line_source})" if line_source else label)
     return ", ".join(p for p in parts if p)
+
+
+def _highest(steps: list[StepStat], exact: bool) -> StepStat | None:
+    """The step that peaked highest; on resident memory the first that came
+    within 1 % of it (the process keeps what a step freed, so the steps after
+    look as high), as analysis/steps.py names it."""
+    value = (lambda s: s.peak_bytes) if exact else (lambda s: s.rss_peak_bytes)
+    known = [s for s in steps if value(s) is not None]
+    if not known:
+        return None
+    top = max(value(s) for s in known)
+    near = 0 if exact else max(MiB, top // 100)
+    return next(s for s in known if value(s) >= top - near)
+
+
+def steps_brief(profile: Profile) -> StepsBrief | None:
+    """None for a cell without training steps."""
+    steps = profile.steps
+    if not steps:
+        return None
+    detailed = [s.index for s in steps if s.detailed]
+    peaks_exact = all(s.peak_bytes is not None for s in steps)
+    highest = _highest(steps, peaks_exact)
+    ends_exact = all(s.end_bytes is not None for s in steps)
+    end = (lambda s: s.end_bytes) if ends_exact else (lambda s: s.rss_end_bytes)
+    return StepsBrief(
+        count=len(steps),
+        detail_first=min(detailed, default=None),
+        detail_last=max(detailed, default=None),
+        highest_step=highest.index if highest else None,
+        highest_bytes=(highest.peak_bytes if peaks_exact else highest.rss_peak_bytes) if highest else None,
+        peaks_exact=peaks_exact,
+        end_first_bytes=end(steps[0]),
+        end_last_bytes=end(steps[-1]),
+        ends_exact=ends_exact,
+    )
+
+
+def steps_text(brief: StepsBrief | None) -> str:
+    """'200 training steps · steps 1-3 in detail · highest step: 7 (12.3 MiB)
+    · end of step: 4.10 MiB → 4.20 MiB'; '' without steps. The card
+    (labextension/card.ts stepsText) writes the same words."""
+    if brief is None or brief.count <= 0:
+        return ""
+    parts = [f"{brief.count:,} training step{'s' if brief.count != 1 else ''}"]
+    first, last = brief.detail_first, brief.detail_last
+    if first is None or last is None:
+        parts.append("no step in detail")
+    elif first == 1 and last == brief.count and brief.count > 1:
+        parts.append("every step in detail")
+    else:
+        parts.append(f"{step_runs(list(range(first, last + 1)))} in detail")
+    if brief.highest_step is not None and brief.highest_bytes is not None:
+        how = "" if brief.peaks_exact else " resident"
+        parts.append(f"highest step: {brief.highest_step} ({fmt_bytes(brief.highest_bytes)}{how})")
+    if brief.end_first_bytes is not None and brief.end_last_bytes is not None:
+        how = "" if brief.ends_exact else " (resident)"
+        parts.append(f"end of step: {fmt_bytes(brief.end_first_bytes)} → {fmt_bytes(brief.end_last_bytes)}{how}")
+    return " · ".join(parts)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile, Suggestion, TensorInfo
-from memprofile.render.lines import line_label, line_text, peak_lines, peak_place, shape_text, tensor_bytes_text
+from memprofile.render.lines import (line_label, line_text, peak_lines, peak_place, shape_text, steps_brief,
+                                     steps_text, tensor_bytes_text)
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: Tensors and lines the text summary lists.
@@ -65,6 +66,9 @@ def render_text(profile: Profile) -> str:
             f"({fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True)} over the {fmt_bytes(d.baseline_bytes)} "
             f"at start; {fmt_bytes(d.end_bytes)} at end) [{d.kind}: {d.source}]"
         )
+    steps = steps_text(steps_brief(profile))
+    if steps:
+        lines.append(f"  {steps}")
     peak = profile.peak
     if peak:
         where = peak_place(peak, line_text(profile, peak.line))
