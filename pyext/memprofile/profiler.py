@@ -141,6 +141,7 @@ class Profiler:
             "tensorflow": {
                 "namespace": namespace,
                 "reset_peak": reset_os_peak,
+                "detail_steps": detail_steps,
                 **({"max_events": tf_max_events} if tf_max_events else {}),
             },
         }

@@ -286,7 +286,7 @@ BFC_SCRIPT = textwrap.dedent("""
     model.compile("adam", "mse")
     x = np.random.rand(512, 64).astype("float32")
     model.fit(x, x[:, :8], batch_size=64, epochs=1, verbose=0)
-    with memprofile.profile(torch=False, store=False) as p:
+    with memprofile.profile(torch=False, store=False, detail_steps=None) as p:
         model.fit(x, x[:, :8], batch_size=64, epochs=2, verbose=0)
         a = tf.zeros((3 * 2**20,))  # 12 MiB asked, more after BFC's rounding
     dev = p.device("tf:CPU:0")

@@ -39,7 +39,12 @@ def step_notes(profile: Profile) -> list[Note]:
     detailed = [s for s in steps if s.detailed]
     cheap = [s for s in steps if not s.detailed]
     exact = all(s.peak_bytes is not None for s in steps)
-    source = "the allocator's own counters" if exact else "the process's resident memory samples"
+    if exact:
+        source = "the allocator's own counters"
+    elif "each step" in profile.capture.get("host_peak_from", ""):
+        source = "the process's resident memory (the OS high-water mark, exact)"
+    else:
+        source = "the process's resident memory samples"
     if cheap and detailed and why != "budget":
         notes.append(Note("detail_steps", f"{_span(detailed)} of {len(steps)} recorded in detail (ops, layers, "
                           f"kinds); {_span(cheap)} by their boundaries, each one's peak from {source} "

@@ -208,8 +208,9 @@ class RawCapture:
     line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]
     #: Optimizers seen (model.profile.OptimizerStat's fields).
     optimizers: list[dict] = field(default_factory=list)
-    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks": {device: bytes} (allocator counters:
-    #: CUDA, TF), "rss_peak": the process's exact peak in the step (OS high-water mark), "rss_end": bytes}.
+    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks" / "ends": {device: bytes} (allocator
+    #: counters, read and reset at the step's end: CUDA, TF), "rss_peak": the process's exact peak in the
+    #: step (OS high-water mark), "rss_end": bytes}.
     steps: list[dict] = field(default_factory=list)
 
 

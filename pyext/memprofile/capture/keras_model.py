@@ -133,6 +133,7 @@ def scan(namespace: dict) -> KerasWorld:
     for opt in optimizers:
         world.optimizer_names.add(str(getattr(opt, "name", "")))
     seen: set[int] = set()
+    addrs: set[int] = set()
 
     def add(v: Any, category: str, layer: str) -> None:
         tv = _tf_variable(v)
@@ -147,7 +148,8 @@ def scan(namespace: dict) -> KerasWorld:
         except Exception:
             return
         addr = address(value)
-        if addr and nbytes:
+        if addr and nbytes and addr not in addrs:  # two variables can share a buffer until one is written
+            addrs.add(addr)
             world.buffers.append(Buffer(addr, nbytes, category, layer, [int(d) for d in value.shape],
                                         dtype.name, device))
 

@@ -24,12 +24,22 @@ How (see DESIGN.md, "What the frameworks give"):
 - `tf.config.experimental.get_memory_info`/`reset_memory_stats` per device for
   the allocator's own current and peak; a device or allocator where they fail
   or stay at zero is reported as unsupported, not as zero.
+- Training steps: for the run `keras.Model.fit` gets a callback whose batch
+  hooks begin and end a step, and outside `fit` an eager optimizer `apply` (a
+  custom training loop) ends one. TF's profiler records only the detail
+  window's steps (DetailWindow): it stops at the end of the window's last step
+  and, for a window that starts later, is started at its first step (what it
+  saw before is dropped). Every step's peak and end bytes come from the
+  allocator's counters, read and reset at each step's end, where they work
+  (BFC and oneDNN on CPU, GPUs; not TF's default CPU allocator, which sizes no
+  block): the run's peak is the highest of those readings and the one at the end.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import inspect
 import os
 import re
 import shutil
@@ -38,7 +48,8 @@ import tempfile
 import time
 from typing import Any
 
-from memprofile.capture.base import AllocationLog, OpRecord, RawCapture
+from memprofile.capture.base import AllocationLog, DetailWindow, OpRecord, RawCapture
+from memprofile.capture.host import RssReader, step_peak
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.tf_attribution import (
@@ -56,6 +67,8 @@ from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_
 from memprofile.units import fmt_bytes
 
 BEFORE = "(before the run)"
+#: Work after the last training step peaking this much above every step is said.
+AFTER_STEPS_BYTES = 16 << 20
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
 DEFAULT_MAX_EVENTS = 500_000
 _GPU_ALLOCATOR = re.compile(r"^GPU_(\d+)_bfc$")
@@ -183,11 +196,15 @@ class TensorFlowCollector:
         max_events: int = DEFAULT_MAX_EVENTS,
         reset_peak: bool = True,
         layer_scopes: bool = True,
+        detail_steps: Any = DetailWindow(),
     ) -> None:
+        """`detail_steps`: the training steps TF's profiler records (anything
+        DetailWindow.of takes); the other steps by their boundaries only."""
         self.namespace = namespace if namespace is not None else {}
         self.max_events = max_events
         self.reset_peak = reset_peak
         self.layer_scopes = layer_scopes
+        self.window = DetailWindow.of(detail_steps)
         self._running = False
         self._notes: list[tuple[str, str]] = []
 
@@ -199,6 +216,7 @@ class TensorFlowCollector:
             raise RuntimeError("TensorFlowCollector already started")
         self._tf = tf
         self._notes = []
+        self._origin = origin if origin is not None else time.perf_counter()
         self._stats = _CpuAllocatorStats(tf)
         self._stats_switched = self._stats.turn_on()
         if not self._stats.available:
@@ -214,8 +232,26 @@ class TensorFlowCollector:
             self._cleanup()
             raise
         self._wall0 = time.time_ns()
-        self._perf_offset = time.perf_counter() - (origin if origin is not None else time.perf_counter())
+        self._perf_offset = time.perf_counter() - self._origin
+        # The detail: where TF's profiler records. Its memory figures at the
+        # start are the detail's baseline (a later window's, when it opens).
+        self._recording = True
+        self._memory_detail_start = self._memory_start
+        self._detail_start: float | None = None  # when a window after step 1 opened
+        self._window_tried = False
+        self._detail_end: tuple[float, str] | None = None  # (when, why) the profiler stopped
+        self._data = b""  # the detail's XSpace, once the profiler stopped
+        self._world_detail_end: KerasWorld | None = None
+        #: Each step's end: {"t_end", "detailed", "rss_end", "rss_peak", "peaks", "ends"} (RawCapture.steps).
+        self._steps: list[dict[str, Any]] = []
+        # Devices whose counters may work; one that reads 0 at a step's end does not.
+        self._counted = [dev for dev, info in self._memory_start.items() if isinstance(info, dict)]
+        self._in_fit = 0  # fit calls running: their callback counts the steps
+        self._applying = False
+        self._clock: int | None = None  # id() of the optimizer whose apply ends a custom loop's step
+        self._rss = RssReader()
         self._patched = self._patch_scopes() if self.layer_scopes else []
+        self._patched += self._patch_steps()
         self._running = True
 
     def stop(self) -> RawCapture:
@@ -224,13 +260,19 @@ class TensorFlowCollector:
         self._running = False
         tf = self._tf
         try:
-            self._unpatch_scopes()
-            with quiet_stderr():
-                data = self._stop_session(tf, self._logdir)
+            self._unpatch()
+            if self._recording:
+                self._recording = False
+                with quiet_stderr():
+                    self._data = self._stop_session(tf, self._logdir)
         finally:
+            self._rss.close()
             self._cleanup()
+        data = self._data
         memory_end = self._memory_info(reset=False)
         world = scan(self.namespace)
+        if self._world_detail_end is not None:
+            world.buffers = self._world_detail_end.buffers
         merge_worlds(world, self._world_start)
         raw = RawCapture(collector=self.name)
         raw.frameworks["tensorflow"] = str(getattr(tf, "__version__", "unknown"))
@@ -239,15 +281,35 @@ class TensorFlowCollector:
             raw.frameworks["keras"] = str(getattr(keras, "__version__", "unknown"))
         raw.notes.extend(self._notes)
         raw.options["tf_max_events"] = str(self.max_events)
+        raw.options["tf_detail_steps"] = self.window.text()
         raw.facts.update(gpu_facts(tf.config))
+        raw.facts.update(self._detail_facts())
+        raw.steps = self._steps
         if not data:
-            raw.notes.append(("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known"))
+            raw.notes.append(self._no_trace_note())
         else:
             self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
         if not any(code == ONEDNN_NOTE for code, _ in raw.notes) and _onednn_allocator(os.environ):
             # Every block of the run was under 256 KiB: the allocator said nothing at all.
             raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers)))
         return raw
+
+    def _detail_facts(self) -> dict[str, str]:
+        facts = {}
+        if self._detail_start is not None:
+            facts["tf_detail_start_s"] = f"{self._detail_start:.3f}"
+        if self._detail_end is not None:
+            when, why = self._detail_end
+            facts.update({"tf_detail_end_s": f"{when:.3f}", "tf_detail_why": why})
+        return facts
+
+    def _no_trace_note(self) -> tuple[str, str]:
+        steps = len(self._steps)
+        if steps and not any(s["detailed"] for s in self._steps) and self.window.first > steps:
+            return ("tf_detail_not_reached",
+                    f"the cell ran {steps} training steps and the detail starts at step {self.window.first}: "
+                    f"TensorFlow's allocations were not recorded (--detail-steps {min(steps, 3)} records some)")
+        return ("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known")
 
     def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
         logs, ops = self._logs(parsed.events, world, parsed.op_types, raw)
@@ -274,20 +336,209 @@ class TensorFlowCollector:
         session.start(logdir, {})
         return session
 
-    def _stop_session(self, tf: Any, logdir: str) -> bytes:
+    def _stop_session(self, tf: Any, logdir: str, keep: bool = True) -> bytes:
+        """Stop TF's profiler; its XSpace, or nothing when not `keep`. The
+        file is removed once read: a later session writes to the same folder."""
         if self._session is not None:
-            self._session.export_to_tb()  # stops the session and writes the XSpace
-            self._session = None
+            session, self._session = self._session, None
+            if not keep:
+                session.stop()  # TF's own serialisation, never read
+                return b""
+            session.export_to_tb()  # stops the session and writes the XSpace
         else:
-            tf.profiler.experimental.stop()
+            tf.profiler.experimental.stop(save=keep)
         files = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
-        return read_xspace_file(max(files, key=os.path.getmtime)) if files else b""
+        data = read_xspace_file(max(files, key=os.path.getmtime)) if files and keep else b""
+        for f in files:
+            os.remove(f)
+        return data
 
     def _cleanup(self) -> None:
         if self._stats_switched:
             self._stats.turn_off()
             self._stats_switched = False
         shutil.rmtree(getattr(self, "_logdir", ""), ignore_errors=True)
+
+    # -- training steps and the detail window ---------------------------------
+    def _now(self) -> float:
+        return time.perf_counter() - self._origin
+
+    def _begin_step(self) -> None:
+        """The next training step starts (fit: its batch begins; a custom
+        loop: the step before it ended)."""
+        step = len(self._steps) + 1
+        covered = self.window.covers(step)
+        if self._recording and not covered:
+            # Recording since the cell started, and the window comes later:
+            # what the profiler saw is dropped and the steps before it run free.
+            self._recording = False
+            try:
+                with quiet_stderr():
+                    self._stop_session(self._tf, self._logdir, keep=False)
+            except Exception as exc:
+                self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
+        elif covered and not self._recording and self._detail_end is None and not self._window_tried:
+            self._open_window()
+
+    def _open_window(self) -> None:
+        """Start TF's profiler at the window's first step; what is live then
+        is the detail's baseline, as at the start of a cell."""
+        self._window_tried = True
+        try:
+            self._memory_detail_start = self._memory_info(reset=False)
+            self._world_start = scan(self.namespace)
+            with quiet_stderr():
+                self._session = self._start_session(self._tf, self._logdir)
+        except Exception as exc:  # keep counting the steps; the profile says why there is no detail
+            self._notes.append(("tf_detail_start_failed", f"TF's profiler could not start at step "
+                                                          f"{self.window.first}: {exc!r}"))
+            return
+        self._recording = True
+        self._detail_start = self._now()
+
+    def _end_step(self) -> None:
+        step = len(self._steps) + 1
+        record: dict[str, Any] = {"t_end": self._now(), "detailed": self._recording and self.window.covers(step),
+                                  "rss_end": self._rss.read()}
+        rss_peak = step_peak()  # the process's exact peak in the step, where the OS keeps one
+        if rss_peak is not None:
+            record["rss_peak"] = rss_peak
+        peaks, ends = self._read_counters()
+        if peaks:
+            record["peaks"], record["ends"] = peaks, ends
+        self._steps.append(record)
+        if self._recording and self.window.last is not None and step >= self.window.last:
+            self._end_detail("steps")
+
+    def _end_detail(self, why: str) -> None:
+        """Stop TF's profiler now and keep its XSpace for stop(): the steps
+        after cost what the bare steps cost."""
+        self._recording = False
+        self._detail_end = (self._now(), why)
+        try:
+            with quiet_stderr():
+                self._data = self._stop_session(self._tf, self._logdir)
+        except Exception as exc:
+            self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
+        # The buffers alive at the end of the events: the variables' of now, not
+        # of the cell's end (TF copies a variable it writes while it is read).
+        self._world_detail_end = scan(self.namespace)
+        if "torch" not in sys.modules:  # nothing else needs the cell lines' times now
+            from memprofile.capture import lines
+
+            lines.go_fast()
+
+    def _read_counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Each counted device's peak since the last step and its bytes in
+        use now, by the profile's device name; the peak is reset for the next."""
+        experimental = self._tf.config.experimental
+        peaks, ends = {}, {}
+        for dev in list(self._counted):
+            try:
+                info = experimental.get_memory_info(dev)
+                experimental.reset_memory_stats(dev)
+            except Exception:
+                self._counted.remove(dev)
+                continue
+            if not info["peak"] and not info["current"]:  # TF's default CPU allocator: no sizes
+                self._counted.remove(dev)
+                continue
+            peaks[f"tf:{dev}"], ends[f"tf:{dev}"] = int(info["peak"]), int(info["current"])
+        return peaks, ends
+
+    def _counted_figures(self, name: str, unseen: int, after_steps: int, run_peak: int, raw: RawCapture) -> None:
+        """The counters' figures in the profile's terms: plus the blocks from
+        before the detail that the allocator does not count (oneDNN's small
+        ones) and the profile does. The device's peak is at least the run's
+        (model/steps.py); work after the last step above every step is said."""
+        peaks = []
+        for s in self._steps:
+            if name in s.get("peaks", ()):
+                s["peaks"][name] += unseen
+                s["ends"][name] += unseen
+                peaks.append(s["peaks"][name])
+        raw.facts[f"{name}.counted_peak_bytes"] = run_peak + unseen
+        after_steps += unseen
+        if peaks and after_steps > max(peaks) + max(AFTER_STEPS_BYTES, max(peaks) // 20):
+            raw.notes.append(("tf_after_steps",
+                              f"{name}: after the last training step (step {len(self._steps)}) the cell peaked at "
+                              f"{fmt_bytes(after_steps)} (TF's counter), above every step ({fmt_bytes(max(peaks))}); "
+                              f"that work is outside the detail: --detail-steps all records it"))
+
+    def _run_peak(self, dev: str, end: dict) -> int:
+        """The device's peak over the run: its counter was reset at each step's end."""
+        name = f"tf:{dev}"
+        return max([end["peak"], *(s["peaks"][name] for s in self._steps if name in s.get("peaks", ()))])
+
+    def _patch_steps(self) -> list[tuple[Any, str, Any]]:
+        """Steps: `fit` runs with one more callback, whose batch hooks begin
+        and end them; outside fit, an eager optimizer `apply` ends one (a
+        custom loop; a traced one applies only while tracing: no steps)."""
+        keras = sys.modules.get("keras")
+        model_cls = getattr(keras, "Model", None)
+        optimizer_cls = getattr(getattr(keras, "optimizers", None), "Optimizer", None)
+        callback_cls = getattr(getattr(keras, "callbacks", None), "Callback", None)
+        patched: list[tuple[Any, str, Any]] = []
+        fit_owner = _defining_class(model_cls, "fit")
+        if fit_owner is not None and callback_cls is not None:
+            fit = fit_owner.__dict__["fit"]
+            counted_fit = self._counted_fit(fit, _step_callback(callback_cls, self))
+            if counted_fit is not None:
+                setattr(fit_owner, "fit", counted_fit)
+                patched.append((fit_owner, "fit", fit))
+        apply_owner = _defining_class(optimizer_cls, "apply")
+        if apply_owner is not None:
+            apply = apply_owner.__dict__["apply"]
+            if not hasattr(apply, "__memprofile_original__"):
+                setattr(apply_owner, "apply", self._counted_apply(apply))
+                patched.append((apply_owner, "apply", apply))
+        return patched
+
+    def _counted_fit(self, fit: Any, callback: Any) -> Any:
+        if hasattr(fit, "__memprofile_original__"):
+            return None
+        try:
+            at = list(inspect.signature(fit).parameters).index("callbacks") - 1  # after self
+        except (TypeError, ValueError):
+            return None
+        collector = self
+
+        def counted_fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+            if len(args) > at:
+                user = args[at]
+                args = (*args[:at], _with_callback(user, callback), *args[at + 1:])
+            else:
+                user = kwargs.get("callbacks")
+                kwargs["callbacks"] = _with_callback(user, callback)
+            collector._in_fit += 1
+            try:
+                return fit(model, *args, **kwargs)
+            finally:
+                collector._in_fit -= 1
+                _without_callback(user, callback)
+
+        return _wrapped(counted_fit, fit)
+
+    def _counted_apply(self, apply: Any) -> Any:
+        collector = self
+        executing_eagerly = self._tf.executing_eagerly
+
+        def counted_apply(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            if collector._in_fit or collector._applying or not executing_eagerly():
+                return apply(optimizer, *args, **kwargs)
+            collector._applying = True  # an optimizer that applies through another (loss scaling): one step
+            try:
+                result = apply(optimizer, *args, **kwargs)
+            finally:
+                collector._applying = False
+            if collector._clock is None:  # the first optimizer is the clock (a GAN's second steps in the same step)
+                collector._clock = id(optimizer)
+            if collector._clock == id(optimizer) and collector._running:
+                collector._end_step()
+                collector._begin_step()
+            return result
+
+        return _wrapped(counted_apply, apply)
 
     # -- eager layer scopes --------------------------------------------------
     def _patch_scopes(self) -> list[tuple[Any, str, Any]]:
@@ -299,6 +550,7 @@ class TensorFlowCollector:
         except ImportError:
             return []
         executing_eagerly = self._tf.executing_eagerly
+        collector = self
         patched = []
 
         def wrap(cls: Any, method: str, name_of: Any) -> None:
@@ -307,7 +559,8 @@ class TensorFlowCollector:
                 return
 
             def scoped(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                if not executing_eagerly():  # traced: the op names carry the scopes
+                # Traced: the op names carry the scopes; outside the detail nothing records them.
+                if not collector._recording or not executing_eagerly():
                     return original(obj, *args, **kwargs)
                 scope = TraceMe(SCOPE_PREFIX + name_of(obj))
                 try:
@@ -315,10 +568,7 @@ class TensorFlowCollector:
                 finally:
                     scope.Stop()
 
-            scoped.__memprofile_original__ = original  # type: ignore[attr-defined]
-            scoped.__wrapped__ = original  # type: ignore[attr-defined]
-            scoped.__name__ = getattr(original, "__name__", method)
-            setattr(cls, method, scoped)
+            setattr(cls, method, _wrapped(scoped, original))
             patched.append((cls, method, original))
 
         keras = sys.modules.get("keras")
@@ -328,7 +578,7 @@ class TensorFlowCollector:
         wrap(self._tf.GradientTape, "gradient", lambda tape: BACKWARD_SCOPE)
         return patched
 
-    def _unpatch_scopes(self) -> None:
+    def _unpatch(self) -> None:
         for cls, method, original in reversed(self._patched):
             setattr(cls, method, original)
         self._patched = []
@@ -479,25 +729,30 @@ class TensorFlowCollector:
             if dev.startswith("GPU"):
                 log.capacity_bytes = parsed.device_memory.get(dev) or cap or None
             start, end = self._memory_start.get(dev), memory_end.get(dev)
+            detail_start = self._memory_detail_start.get(dev)
             prefix = f"{name}."
+            peak = 0
             if not self._memory_start:  # read from a file: there was no one to ask
                 raw.facts[prefix + "memory_info"] = "not recorded"
                 counted = False
             else:
-                counted = isinstance(start, dict) and isinstance(end, dict) and (end["peak"] > 0 or in_use > 0)
+                peak = self._run_peak(dev, end) if isinstance(end, dict) else 0
+                counted = isinstance(start, dict) and isinstance(detail_start, dict) and (peak > 0 or in_use > 0)
             if counted:
                 raw.facts[prefix + "memory_info_start"] = start["current"]
                 raw.facts[prefix + "memory_info_end"] = end["current"]
-                raw.facts[prefix + "memory_info_peak"] = end["peak"]
-            # The allocator's own bytes in use at the start are exact: what no
-            # known buffer accounts for is memory from before the run.
-            baseline = start["current"] if counted else before.get(allocator, 0) if in_use else None
+                raw.facts[prefix + "memory_info_peak"] = peak
+            # The allocator's own bytes in use when the detail started are exact:
+            # what no known buffer accounts for is memory from before it.
+            baseline = detail_start["current"] if counted else before.get(allocator, 0) if in_use else None
             if baseline is not None:
                 known = sum(log.size[r] for r in range(len(log)) if log.pre_existing[r])
                 if baseline > known:
                     log.add(baseline - known, 0.0, -1, op=BEFORE, pre_existing=True)
                 # oneDNN's allocator leaves its small blocks out of its counters.
                 log.baseline_exact = allocator != "mklcpu"
+            if counted:
+                self._counted_figures(name, max(known - baseline, 0), end["peak"], peak, raw)
             if not counted and self._memory_start:
                 why = start if isinstance(start, str) else end if isinstance(end, str) else (
                     "the allocator counts 0 bytes in use")
@@ -558,9 +813,64 @@ def raw_from_xspace(data: bytes) -> RawCapture:
     collector._perf_offset = 0.0
     collector._world_start = KerasWorld()
     collector._memory_start = {}
+    collector._memory_detail_start = {}
+    collector._steps = []
     raw = RawCapture(collector="tensorflow-xspace")
     collector._convert(parsed, KerasWorld(), {}, raw)
     return raw
+
+
+def _wrapped(wrapper: Any, original: Any) -> Any:
+    """`wrapper` stands in for `original` on its class for the run, and says so."""
+    wrapper.__memprofile_original__ = original
+    wrapper.__wrapped__ = original
+    wrapper.__name__ = getattr(original, "__name__", wrapper.__name__)
+    wrapper.__doc__ = getattr(original, "__doc__", None)
+    return wrapper
+
+
+def _defining_class(cls: Any, method: str) -> Any:
+    """The class that defines `method` for `cls` (Keras's `fit` is its
+    backend trainer's): patched there for the run and put back."""
+    if cls is None:
+        return None
+    return next((c for c in cls.__mro__ if method in c.__dict__), None)
+
+
+def _step_callback(callback_cls: Any, collector: TensorFlowCollector) -> Any:
+    """The callback memprofile adds to `fit`: each batch is a training step."""
+
+    class MemprofileSteps(callback_cls):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            collector._begin_step()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            collector._end_step()
+
+    return MemprofileSteps()
+
+
+def _is_callback_list(callbacks: Any) -> bool:
+    keras = sys.modules.get("keras")
+    callback_list = getattr(getattr(keras, "callbacks", None), "CallbackList", None)
+    return callback_list is not None and isinstance(callbacks, callback_list)
+
+
+def _with_callback(callbacks: Any, ours: Any) -> Any:
+    """The user's callbacks, then ours: their batch-end work is part of the step."""
+    if callbacks is None:
+        return [ours]
+    if _is_callback_list(callbacks):  # fit uses a CallbackList as given: ours joins it for the call
+        callbacks.callbacks.append(ours)
+        return callbacks
+    if isinstance(callbacks, (list, tuple)):
+        return [*callbacks, ours]
+    return [callbacks, ours]
+
+
+def _without_callback(callbacks: Any, ours: Any) -> None:
+    if _is_callback_list(callbacks) and ours in callbacks.callbacks:
+        callbacks.callbacks.remove(ours)
 
 
 def _shape(text: str) -> list[int] | None:

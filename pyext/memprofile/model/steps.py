@@ -25,6 +25,7 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
     raw = next((c.steps for c in captures if c.steps), [])
     if not raw:
         return []
+    _counted_peaks(raw, profile)
     device = profile.peak_device
     allocator = device.name if device is not None and device.kind == "allocator" else None
     tl = profile.timeline(allocator) if allocator else None
@@ -38,8 +39,11 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
         if step.detailed:
             step.peak_bytes, step.end_bytes = _window(tl, start, end)
         counted = (r.get("peaks") or {}).get(allocator or "")
-        if counted is not None:  # CUDA's counters, reset each step: exact for every step
+        if counted is not None:  # the allocator's counters (CUDA, TF), reset each step: exact for every step
             step.peak_bytes = int(counted)
+        counted_end = (r.get("ends") or {}).get(allocator or "")
+        if counted_end is not None:
+            step.end_bytes = int(counted_end)
         step.rss_peak_bytes, step.rss_end_bytes = _window(host_tl, start, end)
         if r.get("rss_peak") is not None:  # the OS high-water mark, read and reset at the step's end: exact
             step.rss_peak_bytes = int(r["rss_peak"])
@@ -48,3 +52,23 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
         steps.append(step)
         start = end
     return steps
+
+
+#: The allocator's own peak over the whole run, steps and the work after them,
+#: in the profile's terms (TF: get_memory_info, read and reset at each step's end).
+RUN_PEAK_STAT = "counted_peak_bytes"
+
+
+def _counted_peaks(raw: list[dict], profile: Profile) -> None:
+    """The events cover the detailed steps only; the allocator's counters,
+    reset each step, cover every step and the work after the last: an
+    allocator's peak is the highest of them all. First, since this can make
+    an allocator the peak device (one that did not grow during the detail)."""
+    for device in profile.devices:
+        if device.kind != "allocator":
+            continue
+        counted = [int(r["peaks"][device.name]) for r in raw if device.name in (r.get("peaks") or {})]
+        run_peak = device.allocator_stats.get(RUN_PEAK_STAT)
+        if isinstance(run_peak, int):
+            counted.append(run_peak)
+        device.peak_bytes = max([device.peak_bytes, *counted])
