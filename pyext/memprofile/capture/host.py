@@ -12,11 +12,14 @@ when it rose during the run; without either, the sampled maximum.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
 import threading
 import time
 from array import array
+from typing import Any
 
 import psutil
 
@@ -65,27 +68,45 @@ def _ru_maxrss_bytes() -> int:
 class _StepHighWater:
     """The process's exact peak resident memory per training step, from the
     OS: read the high-water mark at a step's end and reset it for the next.
-    getrusage's ru_maxrss follows the reset on Linux and costs ~1 µs (reading
-    VmHWM from /proc/self/status ~15 µs); with the reset's write, ~4 µs a
-    step. Only the outermost host collector, which reset the mark at its start,
-    may reset it again; it keeps the highest value read, so its own peak stays
-    the run's."""
+    getrusage's ru_maxrss costs ~1 µs (VmHWM from /proc/self/status ~15 µs),
+    but it is the larger of the mark and a value the kernel keeps for the
+    process when a thread exits (the mark then), which no reset lowers: right
+    after each reset it must read no more than the resident memory, or the
+    mark is read from /proc from then on. ~9 µs a step. Only the outermost
+    host collector, which reset the mark at its start, may reset it again; it
+    keeps the highest value read, so its own peak stays the run's."""
 
     def __init__(self) -> None:
         self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        self._status = os.open("/proc/self/status", os.O_RDONLY)
+        self._rss = RssReader()
+        # (made right after the collector's reset: the same check as after each)
+        self._from_proc = _ru_maxrss_bytes() > self._rss.read() + (1 << 20)
         self.highest = 0
         self.resets = 0
 
+    def _mark(self) -> int:
+        if self._from_proc:
+            data = os.pread(self._status, 8192, 0)
+            i = data.index(b"VmHWM:")
+            return int(data[i + 6:data.index(b"kB", i)]) * 1024
+        return _ru_maxrss_bytes()
+
     def read_and_reset(self) -> int:
-        value = _ru_maxrss_bytes()
+        value = self._mark()
         os.write(self._clear, b"5")
         self.resets += 1
+        if not self._from_proc and _ru_maxrss_bytes() > self._rss.read() + (1 << 20):
+            # A thread exited holding the mark: getrusage no longer follows resets.
+            self._from_proc = True
         if value > self.highest:
             self.highest = value
         return value
 
     def close(self) -> None:
         os.close(self._clear)
+        os.close(self._status)
+        self._rss.close()
 
 
 _step_high_water: _StepHighWater | None = None
@@ -104,13 +125,35 @@ def step_peak() -> int | None:
         return None
 
 
-def _follows_reset() -> bool:
-    """getrusage reports the reset mark here (not a higher value kept for
-    the process, as for threads that exited)."""
-    if resource is None or not sys.platform.startswith("linux"):
-        return False
-    hwm = _vm_hwm_bytes()
-    return hwm is not None and abs(_ru_maxrss_bytes() - hwm) <= 1 << 20
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallinfo2  # glibc 2.33+
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    fn.argtypes = []
+    return fn
+
+
+_heap_info: Any = _mallinfo2()
+
+
+def heap_in_use() -> int | None:
+    """Bytes the C heap has handed out and not taken back (glibc's
+    mallinfo2: in-use chunks of every arena plus mmapped blocks; ~1 µs), or
+    None off glibc. Unlike resident memory it grows with what is allocated
+    even where the heap reuses pages an earlier free left resident: a
+    framework's event buffers show in it whatever ran before."""
+    if _heap_info is None:
+        return None
+    info = _heap_info()
+    return int(info.uordblks + info.hblkhd)
 
 
 def available_memory() -> int | None:
@@ -235,7 +278,7 @@ class HostCollector:
             _active += 1
         self._reader = RssReader()
         self._hwm_was_reset = self.reset_os_peak and outermost and _reset_vm_hwm()
-        if self._hwm_was_reset and _follows_reset():
+        if self._hwm_was_reset and sys.platform.startswith("linux") and resource is not None:
             global _step_high_water
             try:
                 _step_high_water = _StepHighWater()

@@ -43,7 +43,7 @@ from memprofile.capture.base import (
     OpRecord,
     RawCapture,
 )
-from memprofile.capture.host import RssReader, step_peak
+from memprofile.capture.host import RssReader, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
 
@@ -120,11 +120,12 @@ def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[d
 
 
 BEFORE = "(before the cell)"
-#: What the process grows by while torch records is a small part of what the
+#: What the heap grows by while torch records is a small part of what the
 #: profile costs: torch's profiler takes ~160 MB to start, stop and read back
-#: whatever it recorded, and reading the events back took ~20x the growth
-#: they caused while recording (measured on loops of tiny ops). Detail ends
-#: when the growth reaches (budget - PROFILER_FLOOR_BYTES) / 20.
+#: whatever it recorded, and stopping it took ~16x the heap's growth while
+#: recording (~2.6 KB per event node; measured on loops of tiny ops, 10,000
+#: and 40,000 iterations). Detail ends when the growth reaches
+#: (budget - PROFILER_FLOOR_BYTES) / 20.
 PROFILER_FLOOR_BYTES = 160 << 20
 RECORDING_FACTOR = 20
 #: The smallest budget that can be kept.
@@ -348,7 +349,8 @@ class TorchCollector:
             self._end_step(optimizer)
         if not self._detailed:
             # The window starts with the next step (on the thread that runs the steps).
-            if ended and self._profiler is None and self.detail_steps.covers(len(self._step_log) + 1) \
+            if ended and self._profiler is None and self._detail_end is None \
+                    and self.detail_steps.covers(len(self._step_log) + 1) \
                     and threading.get_ident() == self._thread:
                 try:
                     self._start_detail()
@@ -401,25 +403,33 @@ class TorchCollector:
                 self._profiler.__exit__(None, None, None)
         except Exception as exc:  # keep what there is; stop() reads it or says why not
             self._notes.append(("torch_detail_stop_failed", f"torch's profiler failed to stop: {exc!r}"))
-        step_peak()  # what stopping took is the profiler's, not the next step's
         self._close_scopes()  # module scopes open now close with nothing recording them
+        self._read_events()
+        if why == "budget":  # the events took hundreds of MB: hand them back for the rest of the cell
+            release_free_memory()
+        step_peak()  # what stopping took is the profiler's, not the next step's
 
     def _watch_budget(self) -> None:
-        """A thread: when the process has grown by the share of the budget
-        that torch's event buffers may take while recording, ask the cell's
-        thread to end the detail at its next statement or hook."""
+        """A thread: when the heap has grown by the share of the budget that
+        torch's event buffers may take while recording, ask the cell's thread
+        to end the detail at its next statement or hook. The heap's bytes in
+        use, not resident memory: a heap reusing pages that an earlier run
+        freed (and glibc kept) grows without the process growing, and
+        stopping torch's profiler then costs ~16x what the buffers grew by."""
         from memprofile.capture import lines
+
         reader = RssReader()
+        measure = heap_in_use if heap_in_use() is not None else reader.read
         try:
-            start = reader.read()
+            start = measure()
             limit = max(1 << 20, (self.budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
-                # The process's growth is the buffers' only where the cell runs
-                # many small ops (many statements or model calls): a model
-                # whose activations take gigabytes in a few calls has few events.
+                # The growth is the buffers' only where the cell runs many
+                # small ops (many statements or model calls): a model whose
+                # activations take gigabytes in a few calls has few events.
                 tight = lines.recorded_marks() > MANY_STATEMENTS
                 many = tight or self._root_calls > MANY_CALLS
-                if many and reader.read() - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
+                if many and measure() - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
                     self._over_budget = True
                     lines.set_pending(lambda: self._end_detail("budget"))
                     return
@@ -604,6 +614,10 @@ class TorchCollector:
         self._watch_stop = threading.Event()
         self._watcher = None
         self._profiler = None
+        #: The detail's events as (logs, ops, last op) once read; the exception if they could not be.
+        self._events: tuple | Exception | None = None
+        self._cuda_before: dict[str, int] = {}  # bytes CUDA's allocator held before the detail (the walk)
+        self._side: dict[str, _Side] = {}
         self._detail_start: float | None = None
         if self.detail_steps.first == 1:
             try:
@@ -705,39 +719,25 @@ class TorchCollector:
                     torch.cuda.memory._record_memory_history(enabled=None)
         if self._detail_start is not None:
             facts["torch_detail_start_s"] = f"{self._detail_start:.3f}"
-        try:
-            if self._profiler is None:  # the window's first step never came
-                roots = []
-                self._notes.append(("torch_detail_never", f"the cell ran {len(self._step_log)} training steps: "
-                                    f"none in the detail window (steps {self.detail_steps.text()}), so no op, layer "
-                                    f"or kind detail was recorded"))
-            else:
-                roots = self._profiler.profiler.kineto_results.experimental_event_tree()
-        except Exception as exc:  # private API: say so, keep the rest of the profile
-            self._drop_events()
+        if self._profiler is None and self._events is None:  # the window's first step never came
+            self._notes.append(("torch_detail_never", f"the cell ran {len(self._step_log)} training steps: "
+                                f"none in the detail window (steps {self.detail_steps.text()}), so no op, layer "
+                                f"or kind detail was recorded"))
+            self._events = ({}, {}, {})
+        self._read_events()
+        if isinstance(self._events, Exception):  # private API: say so, keep the rest of the profile
             return RawCapture(
                 collector=self.name,
                 frameworks={"torch": torch.__version__},
-                notes=[("torch_events_unreadable", f"torch's profiler events could not be read ({exc!r}); "
-                        "only process memory is shown")],
+                notes=[("torch_events_unreadable", f"torch's profiler events could not be read "
+                        f"({self._events!r}); only process memory is shown")],
             )
-        # The walk makes a Python object per event and keeps them all: the
-        # cyclic GC, triggered by those allocations, would traverse them again
-        # and again (~15 % of the walk). Nothing it makes is cyclic.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            logs, ops, last_op = self._walk(roots)
-            del roots
-        finally:
-            if collecting:
-                gc.enable()
+        logs, ops, last_op = self._events
         for device, capacity in capacities.items():
             if device in logs:
                 logs[device].capacity_bytes = capacity
         self._categorise(logs)
         self._name_new_roots(logs, last_op)
-        self._drop_events()
         return RawCapture(
             collector=self.name,
             allocations=list(logs.values()),
@@ -755,6 +755,34 @@ class TorchCollector:
             input_shapes=self._input_shapes,
             steps=self._step_log,
         )
+
+    def _read_events(self) -> None:
+        """Walk torch's events into compact logs once its profiler stopped,
+        and let the events go at once. At the detail's end, mid-cell: a
+        stopped profiler whose events are still referenced made the process
+        grow ~360 bytes per allocation for the rest of the cell (a loop of a
+        million tiny allocations after a profiled transformer: +363 MB; torch
+        2.13), and the logs are a fraction of the events' size."""
+        if self._events is not None or self._profiler is None:
+            return
+        try:
+            roots = self._profiler.profiler.kineto_results.experimental_event_tree()
+        except Exception as exc:
+            self._events = exc
+            self._drop_events()
+            return
+        # The walk makes a Python object per event and keeps them all: the
+        # cyclic GC, triggered by those allocations, would traverse them again
+        # and again (~15 % of the walk). Nothing it makes is cyclic.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._events = self._walk(roots)
+            del roots
+        finally:
+            if collecting:
+                gc.enable()
+            self._drop_events()
 
     def _scan_end(self) -> None:
         """Observe what the modules and optimizers hold at the end."""
@@ -777,7 +805,7 @@ class TorchCollector:
         inner profiler refer to each other: dropped as they are, the events
         (gigabytes, for millions) live until the cyclic GC runs, and glibc
         cannot hand their memory back."""
-        prof = self.__dict__.pop("_profiler", None)
+        prof, self._profiler = getattr(self, "_profiler", None), None
         inner = getattr(prof, "profiler", None)
         if inner is not None:
             try:
@@ -880,10 +908,11 @@ class TorchCollector:
 
     def _walk(self, roots: list) -> tuple[dict[str, AllocationLog], dict[str, OpRecord], dict]:
         """One pass over the event tree. Hot: it visits every op of the run
-        (~2 µs a node), so it reads as few node properties as it can (each is a
-        C++ call), walks children by iterator instead of pushing a (node,
-        context) pair for each, and keeps a memory event as one tuple: the
-        columns are built once at the end."""
+        (~3.3 µs a node, ~2.5 of them in torch's own accessors, each a C++
+        call), so it reads as few node properties as it can, walks children
+        by iterator instead of pushing a (node, context) pair for each, and
+        keeps a memory event as one tuple: the columns are built once at the
+        end."""
         from torch._C._profiler import _EventType
 
         TORCHOP = _EventType.TorchOp
