@@ -72,7 +72,8 @@ class _StepHighWater:
     but it is the larger of the mark and a value the kernel keeps for the
     process when a thread exits (the mark then), which no reset lowers: right
     after each reset it must read no more than the resident memory, or the
-    mark is read from /proc from then on. ~9 µs a step. Only the outermost
+    mark is read from /proc from then on (with the resident memory, ~18 µs;
+    else ~9 µs a step). Only the outermost
     host collector, which reset the mark at its start, may reset it again; it
     keeps the highest value read, so its own peak stays the run's."""
 
@@ -85,23 +86,25 @@ class _StepHighWater:
         self.highest = 0
         self.resets = 0
 
-    def _mark(self) -> int:
-        if self._from_proc:
+    def _read(self) -> tuple[int, int]:
+        """(the high-water mark, resident memory now)."""
+        if self._from_proc:  # one read gives both
             data = os.pread(self._status, 8192, 0)
-            i = data.index(b"VmHWM:")
-            return int(data[i + 6:data.index(b"kB", i)]) * 1024
-        return _ru_maxrss_bytes()
+            i, j = data.index(b"VmHWM:"), data.index(b"VmRSS:")
+            return (int(data[i + 6:data.index(b"kB", i)]) * 1024, int(data[j + 6:data.index(b"kB", j)]) * 1024)
+        return _ru_maxrss_bytes(), self._rss.read()
 
-    def read_and_reset(self) -> int:
-        value = self._mark()
+    def read_and_reset(self) -> tuple[int, int]:
+        value, now = self._read()
         os.write(self._clear, b"5")
         self.resets += 1
-        if not self._from_proc and _ru_maxrss_bytes() > self._rss.read() + (1 << 20):
+        if not self._from_proc and _ru_maxrss_bytes() > now + (1 << 20):
             # A thread exited holding the mark: getrusage no longer follows resets.
             self._from_proc = True
+        value = max(value, now)  # the kernel's counters are per CPU, a few pages apart
         if value > self.highest:
             self.highest = value
-        return value
+        return value, now
 
     def close(self) -> None:
         os.close(self._clear)
@@ -112,10 +115,11 @@ class _StepHighWater:
 _step_high_water: _StepHighWater | None = None
 
 
-def step_peak() -> int | None:
-    """The process's peak resident memory since the previous call (or since
+def step_peak() -> tuple[int, int] | None:
+    """(the process's peak resident memory since the previous call (or since
     the profile started), exact, by the OS high-water mark, which this resets;
-    None where the OS keeps none or no outermost profile runs."""
+    its resident memory now), or None where the OS keeps no mark or no
+    outermost profile runs."""
     high_water = _step_high_water
     if high_water is None:
         return None
@@ -130,17 +134,24 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mallinfo2() -> Any:
+def _load_libc() -> Any:
+    """The C library, loaded once (find_library runs a subprocess each call)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2  # glibc 2.33+
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def _mallinfo2() -> Any:
+    fn = getattr(_libc, "mallinfo2", None)  # glibc 2.33+
+    if fn is None:
         return None
     fn.restype = _MallInfo2
     fn.argtypes = []
     return fn
 
 
+_libc: Any = _load_libc()
 _heap_info: Any = _mallinfo2()
 
 
@@ -169,14 +180,9 @@ def release_free_memory() -> None:
     freed small blocks (torch's event buffers are millions of them) until
     malloc_trim, and the kernel's resident memory would stay at the profile's
     high-water mark. A no-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 class RssReader:

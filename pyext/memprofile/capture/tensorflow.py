@@ -398,11 +398,12 @@ class TensorFlowCollector:
 
     def _end_step(self) -> None:
         step = len(self._steps) + 1
-        record: dict[str, Any] = {"t_end": self._now(), "detailed": self._recording and self.window.covers(step),
-                                  "rss_end": self._rss.read()}
-        rss_peak = step_peak()  # the process's exact peak in the step, where the OS keeps one
-        if rss_peak is not None:
-            record["rss_peak"] = rss_peak
+        record: dict[str, Any] = {"t_end": self._now(), "detailed": self._recording and self.window.covers(step)}
+        marks = step_peak()  # the process's exact peak in the step, where the OS keeps one
+        if marks is not None:
+            record["rss_peak"], record["rss_end"] = marks
+        else:
+            record["rss_end"] = self._rss.read()
         peaks, ends = self._read_counters()
         if peaks:
             record["peaks"], record["ends"] = peaks, ends

@@ -370,11 +370,12 @@ class TorchCollector:
         """A training step ended: the first optimizer stepped is the clock (a
         GAN's second optimizer steps in the same step)."""
         self._clock = id(optimizer)
-        record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed,
-                                  "rss_end": self._rss.read()}
-        rss_peak = step_peak()  # the process's exact peak in the step, where the OS keeps one
-        if rss_peak is not None:  # (the kernel's counters are per CPU, a few pages apart)
-            record["rss_peak"] = max(rss_peak, record["rss_end"])
+        record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed}
+        marks = step_peak()  # the process's exact peak in the step, where the OS keeps one
+        if marks is not None:
+            record["rss_peak"], record["rss_end"] = marks
+        else:
+            record["rss_end"] = self._rss.read()
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
