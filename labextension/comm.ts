@@ -11,7 +11,12 @@ export interface ICommLike {
   send(data: Record<string, unknown>): unknown;
   onMsg: ((msg: { content: { data: unknown } }) => void) | null;
   onClose: ((msg: unknown) => void) | null;
+  /** True once the kernel's connection let the comm go (shut down, restarted): it cannot send. */
+  readonly isDisposed?: boolean;
 }
+
+/** Why a request cannot go out when the comm is gone without a close message. */
+export const COMM_GONE = 'the kernel behind this panel is gone (shut down or restarted)';
 
 /** A message from the kernel (every one is a JSON object with a "type"). */
 export interface IKernelMessage {
@@ -35,8 +40,12 @@ export class ProfileChannel {
 
   /** Send a request; resolves with the kernel's reply, rejects on an "error" reply. */
   request(data: Record<string, unknown>): Promise<IKernelMessage> {
+    if (this._comm.isDisposed) {
+      // JupyterLab drops a shut-down kernel's comms without a close message
+      this.dispose(COMM_GONE);
+    }
     if (this._disposed) {
-      return Promise.reject(new Error('the memprofile comm is closed'));
+      return Promise.reject(new Error(this._reason));
     }
     counter += 1;
     const requestId = `r${Date.now().toString(36)}-${counter}`;
@@ -46,7 +55,12 @@ export class ProfileChannel {
         reject(new Error(`no answer from the kernel to "${String(data.type)}"`));
       }, this._timeoutMs);
       this._pending.set(requestId, { resolve, reject, timer });
-      this._comm.send({ ...data, request_id: requestId });
+      try {
+        this._comm.send({ ...data, request_id: requestId });
+      } catch {
+        // the kernel's connection refused it ("Cannot send"): say why instead
+        this.dispose(COMM_GONE);
+      }
     });
   }
 
@@ -57,7 +71,7 @@ export class ProfileChannel {
   }
 
   get disposed(): boolean {
-    return this._disposed;
+    return this._disposed || Boolean(this._comm.isDisposed);
   }
 
   dispose(reason = 'the memprofile comm was closed'): void {
@@ -65,6 +79,7 @@ export class ProfileChannel {
       return;
     }
     this._disposed = true;
+    this._reason = reason;
     for (const pending of this._pending.values()) {
       clearTimeout(pending.timer);
       pending.reject(new Error(reason));
@@ -99,4 +114,5 @@ export class ProfileChannel {
   private _pending = new Map<string, Pending>();
   private _listeners = new Set<(m: IKernelMessage) => void>();
   private _disposed = false;
+  private _reason = 'the memprofile comm is closed';
 }

@@ -35,19 +35,41 @@ const ICON_SVG =
 
 export const memprofileIcon = new LabIcon({ name: 'memprofile:icon', svgstr: ICON_SVG });
 
+/** What the panel says while the kernel cannot answer; a click on a profile says it too. */
+const OFFLINE = {
+  shutdown: 'The kernel is shut down: its profiles went with it. Start one (Kernel → Restart Kernel…), ' +
+    'then run %load_ext memprofile.',
+  dead: 'The kernel died: its profiles went with it. Restart it (Kernel → Restart Kernel…), ' +
+    'then run %load_ext memprofile.',
+  disconnected: 'Lost the connection to the kernel: reconnecting… Its profiles come back with it.'
+};
+const RESTARTED = 'The kernel restarted: its profiles are gone. Run %load_ext memprofile again.';
+const NOT_LOADED = 'Run %load_ext memprofile in this notebook to see its profiles here.';
+
 /** One notebook's kernel, as the panel sees it. */
 class KernelBinding {
   readonly list = new ProfileList();
   status = 'Waiting for the kernel…';
+  /** Why the kernel cannot answer now (shut down, dead, connection lost), or null. */
+  offline: string | null = null;
 
   constructor(readonly notebook: NotebookPanel, private _changed: (b: KernelBinding) => void) {
     const ctx = notebook.sessionContext;
-    ctx.kernelChanged.connect(() => this._attach(), this);
-    ctx.statusChanged.connect((_, status) => {
-      if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
-        this._reset('The kernel restarted: its profiles are gone. Run %load_ext memprofile again.');
+    ctx.kernelChanged.connect((_, change) => {
+      if (change.newValue) {
+        this._attach();
+      } else {
+        this._kernel = null; // the next kernel attaches afresh
+        this._goOffline(OFFLINE.shutdown); // Kernel → Shut Down: the session has no kernel now
       }
     }, this);
+    ctx.sessionChanged.connect((_, change) => {
+      if (!change.newValue && change.oldValue) {
+        this._kernel = null;
+        this._goOffline(OFFLINE.shutdown); // shut down from elsewhere (the running sessions panel)
+      }
+    }, this);
+    ctx.statusChanged.connect((_, status) => this._onStatus(status), this);
     void ctx.ready.then(() => this._attach());
   }
 
@@ -66,14 +88,52 @@ class KernelBinding {
       return;
     }
     this._kernel = kernel;
-    this._reset('Run %load_ext memprofile in this notebook to see its profiles here.');
+    this._reset(NOT_LOADED);
     kernel.registerCommTarget(COMM_TARGET, comm => this._adopt(comm));
-    kernel.connectionStatusChanged.connect((_, status) => {
-      if (status === 'connected') {
-        void this._reattach(kernel);
-      }
-    }, this);
+    kernel.connectionStatusChanged.connect((_, status) => this._onConnection(kernel, status), this);
     void this._reattach(kernel);
+  }
+
+  private _onStatus(status: string): void {
+    if (status === 'restarting' || status === 'autorestarting') {
+      this._reset(RESTARTED);
+    } else if (status === 'dead') {
+      this._goOffline(OFFLINE.dead);
+    } else if (status === 'terminating') {
+      this._goOffline(OFFLINE.shutdown);
+    }
+  }
+
+  /** The websocket to the kernel dropped or came back (the kernel itself may be fine). */
+  private _onConnection(kernel: Kernel.IKernelConnection, status: string): void {
+    if (kernel !== this._kernel) {
+      return; // a kernel this notebook no longer uses
+    }
+    if (status === 'connected') {
+      if (this.offline === OFFLINE.disconnected) {
+        this.offline = null;
+        this.status = this._statusBeforeLoss;
+        this._changed(this);
+      }
+      void this._reattach(kernel);
+    } else if (this.offline === null && this._channel) {
+      this._statusBeforeLoss = this.status;
+      this._goOffline(OFFLINE.disconnected, false);
+    }
+  }
+
+  /** The kernel cannot answer: say why; its list stays, and a click on it says what to do. */
+  private _goOffline(reason: string, dropComm = true): void {
+    if (this.offline === reason) {
+      return;
+    }
+    if (dropComm) {
+      this._channel?.dispose(reason);
+      this._channel = null;
+    }
+    this.offline = reason;
+    this.status = reason;
+    this._changed(this);
   }
 
   /** After a page reload the kernel's comm is still open: find it and use it. */
@@ -98,6 +158,7 @@ class KernelBinding {
     const channel = new ProfileChannel(comm as unknown as ICommLike);
     this._channel = channel;
     channel.onPush(message => this._onPush(message));
+    this.offline = null;
     this.status = 'Connected to the kernel.';
     void channel.request({ type: 'sync' }).then(
       reply => {
@@ -125,10 +186,12 @@ class KernelBinding {
     this._channel?.dispose();
     this._channel = null;
     this.list.clear();
+    this.offline = null;
     this.status = status;
     this._changed(this);
   }
 
+  private _statusBeforeLoss = '';
   private _kernel: Kernel.IKernelConnection | null = null;
   private _channel: ProfileChannel | null = null;
 }
@@ -176,7 +239,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return notebook ? bindings.get(notebook) ?? null : null;
     };
     const channel = (): ProfileChannel => {
-      const c = current()?.channel;
+      const binding = current();
+      const c = binding?.channel;
+      if (binding?.offline) {
+        throw new Error(binding.offline);
+      }
       if (!c || c.disposed) {
         throw new Error('this notebook\'s kernel has no memprofile comm: run %load_ext memprofile');
       }
@@ -246,12 +313,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     let shown: KernelBinding | null | undefined = undefined;
     const show = (): void => {
       const binding = current();
-      if (binding === shown) {
-        panel.setStatus(binding?.status ?? 'Open a notebook to see its memory profiles.');
-        return;
+      if (binding !== shown) {
+        shown = binding;
+        panel.bind(binding?.list ?? null, binding?.status ?? 'Open a notebook to see its memory profiles.');
       }
-      shown = binding;
-      panel.bind(binding?.list ?? null, binding?.status ?? 'Open a notebook to see its memory profiles.');
+      panel.setStatus(binding?.status ?? 'Open a notebook to see its memory profiles.');
+      panel.setOffline(binding?.offline ?? null);
     };
     const changed = (binding: KernelBinding): void => {
       if (binding === current()) {

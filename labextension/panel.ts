@@ -136,6 +136,17 @@ export class MemprofilePanel extends Widget {
     this._status.textContent = text;
   }
 
+  /** The kernel cannot answer (shut down, dead, connection lost): the list stays (the node
+   * gets jp-mod-offline), and opening a profile says `reason` (what to do) instead of asking a kernel that is gone. */
+  setOffline(reason: string | null): void {
+    this._offline = reason;
+    this.node.classList.toggle('jp-mod-offline', reason !== null);
+  }
+
+  get offline(): string | null {
+    return this._offline;
+  }
+
   get selectedId(): string | null {
     return this._selected;
   }
@@ -146,6 +157,10 @@ export class MemprofilePanel extends Widget {
     this._renderList();
     const detail = this._detail;
     detail.textContent = '';
+    if (this._offline !== null) {
+      detail.appendChild(el('div', 'jp-memprofile-error', `Cannot open this profile: ${this._offline}`));
+      return;
+    }
     detail.appendChild(el('div', 'jp-memprofile-loading', 'Loading the profile…'));
     let profile: IPanelProfile;
     try {
@@ -377,6 +392,7 @@ export class MemprofilePanel extends Widget {
   private _checked = new Set<string>();
   private _view = 'timeline';
   private _shownCount = 0;
+  private _offline: string | null = null;
 }
 
 /** A comparison as tables of text. */

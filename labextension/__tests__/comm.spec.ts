@@ -1,7 +1,8 @@
-import { ICommLike, ProfileChannel } from '../comm';
+import { COMM_GONE, ICommLike, ProfileChannel } from '../comm';
 
 class FakeComm implements ICommLike {
   sent: Array<Record<string, unknown>> = [];
+  isDisposed = false;
   onMsg: ((msg: { content: { data: unknown } }) => void) | null = null;
   onClose: ((msg: unknown) => void) | null = null;
   send(data: Record<string, unknown>): void {
@@ -57,6 +58,26 @@ describe('ProfileChannel', () => {
     comm.onClose?.({});
     await expect(pending).rejects.toThrow('closed');
     await expect(channel.request({ type: 'sync' })).rejects.toThrow('closed');
+    expect(channel.disposed).toBe(true);
+  });
+
+  it('says the kernel is gone when JupyterLab dropped the comm without a close (kernel shut down)', async () => {
+    const comm = new FakeComm();
+    const channel = new ProfileChannel(comm);
+    comm.isDisposed = true; // what a shut-down or restarted kernel connection does to its comms
+    expect(channel.disposed).toBe(true);
+    await expect(channel.request({ type: 'get_profile', id: 'a' })).rejects.toThrow(COMM_GONE);
+    expect(comm.sent).toEqual([]);
+  });
+
+  it('turns a refused send ("Cannot send") into the reason, and fails later requests the same way', async () => {
+    const comm = new FakeComm();
+    comm.send = () => {
+      throw new Error('Cannot send');
+    };
+    const channel = new ProfileChannel(comm);
+    await expect(channel.request({ type: 'sync' })).rejects.toThrow(COMM_GONE);
+    await expect(channel.request({ type: 'sync' })).rejects.toThrow(COMM_GONE);
     expect(channel.disposed).toBe(true);
   });
 

@@ -74,6 +74,35 @@ describe('MemprofilePanel', () => {
     expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
   });
 
+  it('after the kernel is shut down, keeps the list and a click says what to do without asking the kernel', async () => {
+    const fetched: string[] = [];
+    const { a } = actions({ fetchProfile: async id => {
+      fetched.push(id);
+      throw new Error('Cannot send');
+    } });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, 'Connected to the kernel.');
+    list.set([hostSummary({ id: 'a', name: 'first' })]);
+    const gone = 'The kernel is shut down: its profiles went with it. Start one (Kernel → Restart Kernel…), ' +
+      'then run %load_ext memprofile.';
+    panel.setStatus(gone);
+    panel.setOffline(gone);
+    expect(panel.node.classList).toContain('jp-mod-offline');
+    expect(panel.node.querySelectorAll('.jp-memprofile-item')).toHaveLength(1);
+    (panel.node.querySelector('.jp-memprofile-item') as HTMLElement).click();
+    await flush();
+    expect(fetched).toEqual([]);
+    expect(panel.node.querySelector('.jp-memprofile-error')?.textContent).toBe(`Cannot open this profile: ${gone}`);
+    expect(panel.node.textContent).not.toContain('Cannot send');
+    // a new kernel: the panel answers clicks from it again
+    panel.setOffline(null);
+    panel.setStatus('Connected to the kernel.');
+    expect(panel.node.classList).not.toContain('jp-mod-offline');
+    await panel.select('a');
+    expect(fetched).toEqual(['a']);
+  });
+
   it('draws suggestions with insert and try buttons that call the host', async () => {
     const { a, calls } = actions();
     const panel = await openSuggestions(a);
