@@ -7,7 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from memprofile.errors import MemprofileError
+from memprofile.errors import MemprofileError, writing
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -18,6 +18,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"memprofile: no such script: {script}", file=sys.stderr)
         return 2
     out = Path(args.output or script.with_suffix(".memprofile.json").name)
+    if not out.parent.is_dir():  # say so before the script runs, not after
+        print(f"memprofile: cannot write {out}: the folder {out.parent} does not exist; create it or choose "
+              f"another path", file=sys.stderr)
+        return 2
     sys.argv = [str(script), *args.args]
     profiler = Profiler(name=args.name or script.name, source=script.read_text(errors="replace"))
     profiler.start()
@@ -30,11 +34,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BaseException as exc:  # keep the profile, then fail like the script did
         error = exc
     profile = profiler.stop(error)
-    profile.save(out)
     from memprofile.render.text import render_text
 
     print(render_text(profile), file=sys.stderr)
-    print(f"memprofile: profile written to {out}", file=sys.stderr)
+    try:
+        profile.save(out)
+        print(f"memprofile: profile written to {out}", file=sys.stderr)
+    except MemprofileError as exc:  # the script's own outcome still decides the exit status
+        print(f"memprofile: {exc}", file=sys.stderr)
+        if error is None:
+            return 1
     if error is not None:
         if isinstance(error, SystemExit):
             return error.code if isinstance(error.code, int) else 1
@@ -56,7 +65,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     profile = load(args.profile)
     out = Path(args.output or Path(args.profile).name.split(".")[0] + ".html")
     if out.suffix.lower() in (".html", ".htm"):
-        profile.save_html(out)
+        with writing(out):
+            profile.save_html(out)
     elif out.name.endswith((".json", ".json.gz")):
         profile.save(out)
     else:
@@ -74,9 +84,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare(load(args.before), load(args.after))
     print(render_compare_text(comparison))
     if args.output:
-        Path(args.output).write_text(
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare</title></head>"
-            f"<body>{render_compare_html(comparison)}</body></html>", encoding="utf-8")
+        with writing(args.output) as out:
+            out.write_text(
+                f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare</title></head>"
+                f"<body>{render_compare_html(comparison)}</body></html>", encoding="utf-8")
         print(f"memprofile: wrote {args.output}")
     return 0
 

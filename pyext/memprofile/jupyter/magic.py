@@ -10,18 +10,20 @@ propagates unchanged.
 from __future__ import annotations
 
 import ast
+import asyncio
+import inspect
 import re
 import shlex
 from types import CodeType
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
-from memprofile.errors import MemprofileError
+from memprofile.errors import MemprofileError, writing
 from memprofile.jupyter.store import STORE
 from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler
@@ -44,7 +46,7 @@ def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
     Raises SyntaxError before anything runs, so a cell that cannot compile is
     never profiled."""
     transformed = shell.transform_cell(cell)
-    filename = shell.compile.cache(transformed, shell.execution_count, raw_code=cell)
+    filename = shell.compile.cache(transformed, cell_number(shell), raw_code=cell)
     tree = shell.compile.ast_parse(transformed, filename=filename)
     tree = shell.transform_ast(tree)
     if tree is None:  # an AST transformer rejected the cell and already said why
@@ -53,7 +55,8 @@ def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         expr = tree.body.pop()
         last_line = expr.lineno
-        last = shell.compile(ast.Expression(expr.value), filename, "eval")
+        with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
+            last = shell.compile(ast.Expression(expr.value), filename, "eval")
         # The last expression's line is marked by a statement of its own.
         mark = ast.Expr(ast.Call(ast.Name(lines.MARK, ast.Load()), [ast.Constant(last_line)], []))
         tree.body.append(ast.copy_location(mark, expr))
@@ -62,16 +65,73 @@ def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
         tree.body.pop(-2)  # instrument marked the mark itself: one is enough
     lines.install(shell.user_ns)
     shell.user_ns_hidden.update({lines.MARK: lines.mark, lines.ITERATE: lines.iterate})
-    return shell.compile(tree, filename, "exec"), last
+    with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
+        return shell.compile(tree, filename, "exec"), last
+
+
+# Top-level `await` compiles as it does in IPython: the code object is then a
+# coroutine function, run by run_awaitable below.
+_TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+def cell_number(shell) -> int:
+    """The number IPython shows for the running cell (In [N], Cell In[N]).
+
+    IPython 9 counts execution_count up before it runs a cell, older ones after;
+    the running cell's ExecutionResult has the number either way."""
+    running = getattr(shell.displayhook, "exec_result", None)
+    if running is not None and running.execution_count is not None:
+        return running.execution_count
+    return shell.displayhook.prompt_count
+
+
+def run_awaitable(awaitable):
+    """Run a top-level-await cell's coroutine to its end from a magic (a plain
+    function). Outside a kernel it runs on IPython's own asyncio loop, as
+    IPython runs such cells. In a kernel the kernel's loop is running this
+    very cell and cannot be re-entered, so the coroutine runs on a loop of
+    memprofile's, in this thread, with the kernel's set aside meanwhile."""
+    from IPython.core.async_helpers import get_asyncio_loop
+
+    loop = get_asyncio_loop()
+    running = asyncio.events._get_running_loop()
+    if loop.is_running() or loop is running:
+        loop = _own_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        return loop.run_until_complete(awaitable)
+    finally:
+        asyncio.events._set_running_loop(running)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _own_loop() -> asyncio.AbstractEventLoop:
+    """One loop for every profiled await cell, so what one cell starts on it
+    (a task, a client session) is still there for the next."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _run_code(code: CodeType, shell):
+    """exec/eval `code` in the user namespace (eval runs "exec" code too, giving None)."""
+    __tracebackhide__ = True  # noqa: F841
+    result = eval(code, shell.user_global_ns, shell.user_ns)
+    if code.co_flags & inspect.CO_COROUTINE:  # the cell awaits at top level
+        return run_awaitable(result)
+    return result
 
 
 def run_compiled(shell, body: CodeType | None, last: CodeType | None):
     """Run a compiled cell in the user namespace; return the last expression's value."""
     __tracebackhide__ = True  # noqa: F841  (IPython hides this frame in tracebacks)
     if body is not None:
-        exec(body, shell.user_global_ns, shell.user_ns)
+        _run_code(body, shell)
     if last is not None:
-        return eval(last, shell.user_global_ns, shell.user_ns)
+        return _run_code(last, shell)
     return None
 
 
@@ -165,7 +225,7 @@ class MemprofileMagics(Magics):
         if cell is None:
             return self._line_command(line)
         args = self._parse(line)
-        count = self.shell.execution_count
+        count = cell_number(self.shell)
         options = dict(
             source=cell,
             host_interval_s=args.interval / 1000.0,
@@ -218,8 +278,10 @@ class MemprofileMagics(Magics):
         return results[-1] if results else None
 
     def _parse(self, line: str):
-        try:
-            args = parse_argstring(self.memprofile, line)
+        try:  # shell quoting, as in the line commands: --name "two words"
+            args = self.memprofile.parser.parse_args(shlex.split(line))
+        except ValueError as exc:  # shlex: "No closing quotation"
+            raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         except UsageError as exc:
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         if not args.interval > 0:
@@ -321,12 +383,10 @@ class MemprofileMagics(Magics):
     def _export(self, path: str, key: str | int) -> None:
         profile = STORE.get(key)
         lower = path.lower()
-        if lower.endswith((".html", ".htm")):
-            written = profile.save_html(path)
-        elif lower.endswith((".json", ".json.gz")):
-            written = profile.save(path)
-        else:
+        if not lower.endswith((".html", ".htm", ".json", ".json.gz")):
             raise UsageError(f"cannot tell the format of {path!r}: use a name ending in .html, .json or .json.gz")
+        with writing(path):  # a bad folder: one line that says what to do
+            written = profile.save_html(path) if lower.endswith((".html", ".htm")) else profile.save(path)
         print(f"memprofile: wrote {profile.name!r} to {written}")
 
 

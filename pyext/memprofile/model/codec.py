@@ -4,6 +4,14 @@ Decoding is driven by the dataclasses' type hints, so the model stays the one
 place where fields are declared. Unknown keys are ignored (a newer minor writer
 may add some); a missing required key, a wrong type or a newer schema_version
 raises ProfileFormatError naming the field.
+
+Reading is bounded: a file may hold or inflate to at most MAX_PROFILE_BYTES
+(512 MiB) of JSON, and a gzip file to at most MAX_INFLATE_RATIO times its own
+size (past the first 64 MiB), so a small "gzip bomb" is refused after reading a
+bounded part of it. JSON nested deeper than the decoder's recursion limit
+(Python's, 1000 by default; a real profile nests under 10 levels) is refused as
+ProfileFormatError. Messages are capped (errors.MAX_MESSAGE_CHARS) and name
+where the bad value is.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from memprofile.errors import ProfileFormatError
+from memprofile.errors import ProfileFormatError, short_repr, writing
 from memprofile.model.profile import SCHEMA_VERSION, Profile
 
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_PROFILE_BYTES = 512 << 20
+MAX_INFLATE_RATIO = 200  # real profiles compress 5-30x; 1000x is zeros, not a profile
+_RATIO_FREE_BYTES = 64 << 20
+_INFLATE_CHUNK = 4 << 20
 
 
 def to_dict(obj: Any) -> Any:
@@ -65,7 +77,7 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         raise TypeError(f"unsupported union {tp}")  # a model bug, not bad input
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ProfileFormatError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ProfileFormatError(f"{where}: expected one of {list(typing.get_args(tp))}, got {short_repr(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -78,10 +90,10 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         key, item = typing.get_args(tp)
         if key is int:  # JSON keys are strings: {"3": ...} -> {3: ...}
             try:
-                return {int(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
+                return {int(k): decode(item, v, f"{where}.{_key_name(k)}") for k, v in value.items()}
             except ValueError:
-                raise ProfileFormatError(f"{where}: expected integer keys, got {list(value)[:3]!r}") from None
-        return {str(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
+                raise ProfileFormatError(f"{where}: expected integer keys, got {short_repr(list(value)[:3])}") from None
+        return {str(k): decode(item, v, f"{where}.{_key_name(k)}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ProfileFormatError(f"{where}: expected an object, got {type(value).__name__}")
@@ -95,17 +107,21 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         return tp(**kwargs)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProfileFormatError(f"{where}: expected a number, got {value!r}")
+            raise ProfileFormatError(f"{where}: expected a number, got {short_repr(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ProfileFormatError(f"{where}: expected an integer, got {value!r}")
+            raise ProfileFormatError(f"{where}: expected an integer, got {short_repr(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise ProfileFormatError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ProfileFormatError(f"{where}: expected {_type_name(tp)}, got {short_repr(value)}")
         return value
     raise TypeError(f"unsupported type {tp!r} at {where}")  # a model bug, not bad input
+
+
+def _key_name(key: str) -> str:
+    return key if len(key) <= 40 else f"{key[:40]}…"
 
 
 def profile_from_dict(data: Any) -> Profile:
@@ -116,7 +132,7 @@ def profile_from_dict(data: Any) -> Profile:
         )
     version = data["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ProfileFormatError(f"schema_version must be an integer, got {version!r}")
+        raise ProfileFormatError(f"schema_version must be an integer, got {short_repr(version)}")
     if version > SCHEMA_VERSION:
         from memprofile import __version__
 
@@ -131,21 +147,56 @@ def profile_from_dict(data: Any) -> Profile:
 
 def loads(text: str | bytes) -> Profile:
     if isinstance(text, bytes) and text[:2] == _GZIP_MAGIC:
-        try:
-            text = gzip.decompress(text)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ProfileFormatError(f"not a memprofile profile: corrupt gzip data ({exc})") from None
+        text = inflate(text)
+    elif len(text) > MAX_PROFILE_BYTES:
+        raise ProfileFormatError(f"too large for a memprofile profile: {len(text):,} bytes, more than the "
+                                 f"{MAX_PROFILE_BYTES >> 20} MiB limit")
     try:
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileFormatError(f"not a memprofile profile: the content is not JSON ({exc})") from None
+    except RecursionError:
+        raise ProfileFormatError("not a memprofile profile: its JSON is nested too deeply") from None
     return profile_from_dict(data)
 
 
+def inflate_limit(compressed_size: int) -> int:
+    """The most a gzip file of `compressed_size` bytes may inflate to."""
+    return min(MAX_PROFILE_BYTES, max(_RATIO_FREE_BYTES, MAX_INFLATE_RATIO * compressed_size))
+
+
+def inflate(data: bytes) -> bytes:
+    """Decompress gzip `data` (one or more members) in chunks, refusing it as
+    soon as it passes inflate_limit: a bomb costs only the limit."""
+    size = len(data)
+    limit = inflate_limit(size)
+    parts: list[bytes] = []
+    total = 0
+    try:
+        while data:
+            stream = zlib.decompressobj(wbits=31)
+            while data:
+                parts.append(stream.decompress(data, _INFLATE_CHUNK))
+                total += len(parts[-1])
+                if total > limit:
+                    raise ProfileFormatError(
+                        f"not a memprofile profile: its gzip data inflates to more than {limit >> 20} MiB "
+                        f"(the limit for a {size:,}-byte file); a profile that large is not one memprofile wrote")
+                data = stream.unconsumed_tail
+                if stream.eof:
+                    break
+            if not stream.eof:
+                raise ProfileFormatError("not a memprofile profile: corrupt gzip data (truncated: it ends mid-stream)")
+            data = stream.unused_data.lstrip(b"\0")  # gzip pads members with zeros
+    except zlib.error as exc:
+        raise ProfileFormatError(f"not a memprofile profile: corrupt gzip data ({exc})") from None
+    return b"".join(parts)
+
+
 def save(profile: Profile, path: str | Path) -> Path:
-    path = Path(path)
     text = dumps(profile).encode()
-    path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
+    with writing(path) as path:
+        path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
     return path
 
 
@@ -153,6 +204,9 @@ def load(path: str | Path) -> Profile:
     """Read a profile written by `Profile.save` (plain or gzip JSON)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileFormatError(f"cannot read profile {str(path)!r}: {path.stat().st_size:,} bytes, more "
+                                     f"than the {MAX_PROFILE_BYTES >> 20} MiB limit for a profile")
         raw = path.read_bytes()
     except OSError as exc:
         raise ProfileFormatError(f"cannot read profile {str(path)!r}: {exc.strerror or exc}") from None

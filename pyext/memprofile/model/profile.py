@@ -387,9 +387,11 @@ class Profile:
 
     def save_html(self, path: str | Path) -> Path:
         """Write a self-contained HTML report that works offline."""
+        from memprofile.errors import writing
         from memprofile.render.report import write_report
 
-        return write_report(self, path)
+        with writing(path):
+            return write_report(self, path)
 
     def widget(self):
         """An ipywidgets view (tabs: summary, peak, layers, ops, suggestions)
