@@ -37,11 +37,10 @@ def profile(name: str | None = None, **options):
     """
     import sys
 
-    from memprofile.profiler import Profiler
+    from memprofile.profiler import Profiler, caller_namespace
 
-    if "namespace" not in options:
-        caller = sys._getframe(1)
-        options["namespace"] = {**caller.f_globals, **caller.f_locals}
+    if "namespace" not in options:  # live: names the block binds are seen at its end
+        options["namespace"] = caller_namespace(sys._getframe(1))
     return Profiler(name=name, **options)
 
 
@@ -52,11 +51,11 @@ def try_change(run, change: str, name: str = "trial", **options):
     (once more as is when the first run creates state, see memprofile.trial)."""
     import sys
 
+    from memprofile.profiler import caller_namespace
     from memprofile.trial import run_trial
 
     if "namespace" not in options:
-        caller = sys._getframe(1)
-        options["namespace"] = {**caller.f_globals, **caller.f_locals}
+        options["namespace"] = caller_namespace(sys._getframe(1))
     return run_trial(run, change, name=name, **options)
 
 

@@ -11,13 +11,18 @@ import dataclasses
 import gc
 import importlib.util
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
-from types import TracebackType
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType, TracebackType
 
 from memprofile._version import __version__
+from memprofile.capture import session
 from memprofile.analysis.peak import analyse
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.host import available_memory, release_free_memory
@@ -32,6 +37,45 @@ from memprofile.units import fmt_bytes
 
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
+
+#: Collectors a profile may start while another profile owns the framework
+#: capture (capture/session.py): they keep no process-wide state of their own.
+_NESTABLE = ("host", "namespace")
+
+
+class CallerNamespace(Mapping):
+    """A function's locals over the live globals, read at each access, so
+    names bound inside a profiled block are seen at its end (a copy made at
+    the start would miss them)."""
+
+    def __init__(self, frame: FrameType) -> None:
+        self._frame = frame
+
+    def _maps(self) -> tuple[Mapping, Mapping]:
+        return self._frame.f_locals, self._frame.f_globals  # f_locals: refreshed on each read
+
+    def __getitem__(self, key: str):
+        for m in self._maps():
+            if key in m:
+                return m[key]
+        raise KeyError(key)
+
+    def __iter__(self):
+        local, glob = self._maps()
+        yield from local
+        yield from (k for k in glob if k not in local)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def caller_namespace(frame: FrameType) -> Mapping:
+    """Where a profile started in `frame` looks for the user's objects: at
+    module level its globals themselves (the live dict), in a function its
+    locals over its globals."""
+    if frame.f_locals is frame.f_globals:
+        return frame.f_globals
+    return CallerNamespace(frame)
 
 
 def loaded_frameworks() -> dict[str, str]:
@@ -91,6 +135,15 @@ class Profiler:
 
     ``with memprofile.profile(name="step") as p:`` gives ``p``, a Profile that
     is filled in when the block ends (also when it raises).
+
+    One profile at a time owns the framework capture of the process
+    (capture/session.py): torch's profiler cannot run twice at once (two
+    threads segfault; a nested one ends the outer's session). A profile that
+    starts while another owns it, nested in it or in another thread, records
+    process memory only (host, and what the namespace keeps), with a note
+    naming the owner; the owner's profile notes when and where it ran. It
+    runs rather than raises, so that a helper that profiles itself still
+    works when called from a profiled cell, and the outer profile stays right.
     """
 
     def __init__(
@@ -125,8 +178,7 @@ class Profiler:
         self.source = source
         self.store = store
         if namespace is None:
-            caller = sys._getframe(1)
-            namespace = {**caller.f_globals, **caller.f_locals}
+            namespace = caller_namespace(sys._getframe(1))
         self._wanted = {"torch": torch, "tensorflow": tensorflow}
         self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
@@ -153,6 +205,9 @@ class Profiler:
         self._started_at = ""
         self._t0 = 0.0
         self._running = False
+        self._owner: session.Owner | None = None  # this profile owns the framework capture
+        self._inner: session.Inner | None = None  # another profile owns it; this one runs inside
+        self._nested_in = ""
         self.profile: Profile | None = None
 
     @property
@@ -162,14 +217,39 @@ class Profiler:
     def start(self) -> None:
         if self._running:
             raise CaptureError("this Profiler is already running; stop() it first")
+        owns, owner = session.claim(self.name)
+        self._owner, self._inner = (owner, None) if owns else (None, session.enter_inner(owner, self.name))
+        try:
+            self._start(owns, owner)
+        except BaseException:  # an interrupt while starting: leave nothing running
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        for collector in reversed(self._collectors):
+            try:
+                collector.stop()
+            except BaseException:  # stopping is all that matters here
+                pass
+        self._collectors = []
+        self._leave_session()
+
+    def _start(self, owns: bool, owner: session.Owner) -> None:
         budget = self._budget if self._budget is not None else default_budget()
         self._collector_options["torch"]["budget_bytes"] = budget
         self._budget_text = fmt_bytes(budget)
-        collectors = [create_collector(n, **o) for n, o in self._collector_options.items() if self._wants(n)]
+        self._start_notes: list[Note] = []
+        if not owns:
+            self._nested_in = owner.describe()
+            self._start_notes.append(Note("nested_profile", _nested_message(owner)))
+        names = [n for n in self._collector_options if self._wants(n) and (owns or n in _NESTABLE)]
+        collectors = [create_collector(n, **self._collector_options[n]) for n in names]
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._t0 = time.perf_counter()
+        if owns:
+            owner.origin = self._t0  # inner profiles' times are this profile's
         started: list[Collector] = []
-        self._start_notes: list[Note] = []
+        self._collectors = started  # what stop() must stop, even if an interrupt lands in a start
         for collector in collectors:
             try:
                 collector.start(self._t0)
@@ -179,7 +259,6 @@ class Profiler:
                 )
                 continue
             started.append(collector)
-        self._collectors = started
         self._running = True
 
     def _wants(self, collector: str) -> bool:
@@ -197,11 +276,15 @@ class Profiler:
     def stop(self, error: BaseException | None = None, output: tuple[int, object] | None = None) -> Profile:
         """Stop every collector and build the profile; `error` is what the run
         raised; `output` is (execution count, value) of a result the notebook
-        is about to cache as Out[count], which the namespace scan cannot see yet."""
-        for c in self._collectors:
-            if output is not None and hasattr(c, "expect_output"):
-                c.expect_output(*output)
-        return self._keep(self._finish(error))
+        is about to cache as Out[count], which the namespace scan cannot see yet.
+        An interrupt (Ctrl-C, the kernel's interrupt) that comes while it stops
+        waits until the profile is stored, then is raised."""
+        with _interrupts_deferred() as interrupted:
+            for c in self._collectors:
+                if output is not None and hasattr(c, "expect_output"):
+                    c.expect_output(*output)
+            profile = self._finish(error, interrupted)
+            return self._keep(profile)
 
     def _keep(self, profile: Profile) -> Profile:
         if self.store:
@@ -210,7 +293,7 @@ class Profiler:
             STORE.add(profile)
         return profile
 
-    def _finish(self, error: BaseException | None) -> Profile:
+    def _finish(self, error: BaseException | None, interrupted: list[bool] | None = None) -> Profile:
         if not self._running:
             raise CaptureError("this Profiler is not running; start() it first")
         # Turning events into a Profile makes many small objects; in a process
@@ -219,25 +302,53 @@ class Profiler:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._collect(error)
+            profile = self._collect(error)
         finally:
             if gc_was_enabled:
                 gc.enable()
+        if interrupted:
+            profile.warnings.append(Note("interrupted_while_stopping", (
+                "the run was interrupted while the profile was stopping: the profile was finished and "
+                "stored first, then the interrupt was raised")))
+        return profile
+
+    def _stop_collectors(self, notes: list[Note]) -> list[RawCapture]:
+        """Stop every collector, whatever happens in one of them, and give
+        back the framework capture; an interrupt that reached one of them
+        (off the main thread nothing defers it) is raised after the rest stopped."""
+        captures: list[RawCapture] = []
+        interrupt: BaseException | None = None
+        try:
+            for c in reversed(self._collectors):
+                try:
+                    captures.append(c.stop())
+                except Exception as exc:  # one broken collector must not lose the others
+                    notes.append(Note("collector_failed", f"the {c.name} collector failed to stop: {exc!r}"))
+                except BaseException as exc:
+                    interrupt = interrupt or exc
+        finally:
+            self._collectors = []
+            self._running = False
+            self._leave_session()
+        if interrupt is not None:
+            raise interrupt
+        captures.reverse()
+        return captures
+
+    def _leave_session(self) -> None:
+        if self._inner is not None:
+            session.leave_inner(self._inner)
+        if self._owner is not None:
+            session.release(self._owner)  # (idempotent: kept to name the inner profiles)
 
     def _collect(self, error: BaseException | None) -> Profile:
-        captures: list[RawCapture] = []
         notes: list[Note] = list(self._start_notes)
-        for c in reversed(self._collectors):
-            try:
-                captures.append(c.stop())
-            except Exception as exc:  # one broken collector must not lose the others
-                notes.append(Note("collector_failed", f"the {c.name} collector failed to stop: {exc!r}"))
-        captures.reverse()
+        captures = self._stop_collectors(notes)
         # Wall time of the run including the collectors' own start and stop, so
         # every timeline sample lies within [0, duration].
         duration = time.perf_counter() - self._t0
-        self._collectors = []
-        self._running = False
+        if self._owner is not None:
+            notes.extend(Note("inner_profile", line) for line in session.inner_runs(self._owner))
         marks = next((c.line_marks for c in captures if c.line_marks[0]), ((), ()))
         for c in captures:
             for log in c.allocations:
@@ -259,6 +370,8 @@ class Profiler:
             environment={"python": platform.python_version(), "memprofile": __version__},
         )
         profile.capture["budget"] = self._budget_text
+        if self._inner is not None:
+            profile.capture["nested_in"] = self._nested_in
         profile.steps = step_table(captures, profile)
         profile = analyse(profile, captures, replays)
         del captures, replays
@@ -277,8 +390,49 @@ class Profiler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        result = self._finish(exc)
-        assert self.profile is not None
-        for f in dataclasses.fields(result):
-            setattr(self.profile, f.name, getattr(result, f.name))
-        self._keep(self.profile)  # the store holds the very object the user holds
+        with _interrupts_deferred() as interrupted:
+            result = self._finish(exc, interrupted)
+            assert self.profile is not None
+            for f in dataclasses.fields(result):
+                setattr(self.profile, f.name, getattr(result, f.name))
+            self._keep(self.profile)  # the store holds the very object the user holds
+
+
+def _nested_message(owner: session.Owner) -> str:
+    return (f"{owner.describe()} was already profiling when this one started: torch's and TensorFlow's "
+            f"profilers run once per process, so this profile recorded process memory only (host) and "
+            f"no framework ops or layers; profile outside {owner.name!r} for those")
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[list[bool]]:
+    """Hold SIGINT (Ctrl-C; the IPython kernel's interrupt) while the block
+    runs, so that stopping is never cut in half (a framework profiler half
+    stopped, a sampler thread left running, nothing stored); the list says
+    whether one came. It is raised when the block ends. Signal handlers can
+    only be set in the main thread: elsewhere nothing is deferred."""
+    came: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored or the OS default: nothing to defer
+        yield came
+        return
+
+    def hold(signum, frame) -> None:
+        came.append(True)
+
+    try:
+        signal.signal(signal.SIGINT, hold)
+    except ValueError:  # not the main interpreter: signals cannot be handled here
+        yield came
+        return
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if came:
+        if previous is signal.default_int_handler:
+            raise KeyboardInterrupt
+        previous(signal.SIGINT, None)

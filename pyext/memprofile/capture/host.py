@@ -257,6 +257,7 @@ class HostCollector:
         self._hwm_was_reset = False
         self._hwm_before: int | None = None
         self._maxrss_before = 0
+        self._step_high_water: _StepHighWater | None = None  # the one this (outermost) collector made
 
     # The sampler thread -------------------------------------------------
     def _sample(self) -> None:
@@ -287,7 +288,7 @@ class HostCollector:
         if self._hwm_was_reset and sys.platform.startswith("linux") and resource is not None:
             global _step_high_water
             try:
-                _step_high_water = _StepHighWater()
+                _step_high_water = self._step_high_water = _StepHighWater()
             except OSError:
                 _step_high_water = None
         self._hwm_before = _vm_hwm_bytes()
@@ -302,10 +303,12 @@ class HostCollector:
         if self._thread is None:
             raise RuntimeError("HostCollector.stop() called before start()")
         self._stop.set()
-        self._thread.join()
-        self._thread = None
-        with _active_lock:
-            _active -= 1
+        try:
+            self._thread.join()
+        finally:  # even when interrupted: a count left up would stop every later profile resetting the peak
+            self._thread = None
+            with _active_lock:
+                _active -= 1
         self._sample()  # the end state, always recorded
         self._reader.close()
         notes: list[tuple[str, str]] = []
@@ -345,7 +348,10 @@ class HostCollector:
         """The exact peak from the OS, when it can be tied to this run."""
         global _step_high_water
         hwm = _vm_hwm_bytes()
-        stepped, _step_high_water = _step_high_water, None
+        stepped = self._step_high_water  # a nested collector's stop must not take the outermost's
+        self._step_high_water = None
+        if stepped is not None and _step_high_water is stepped:
+            _step_high_water = None
         if stepped is not None:
             stepped.close()
             if stepped.resets and hwm is not None:  # reset at each step's end: the run's is the highest read
