@@ -36,6 +36,18 @@ def make_mlp(name="mlp"):
 """
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_tests_names(ip):
+    """The shell is shared with the torch tests: the Keras models these tests
+    bind (layers named `hidden`, `head`) would otherwise sit in every later
+    profile's namespace. (Two frameworks' layers of one name collide in a
+    profile's layer table: a known gap, see the closing note of issue 13.)"""
+    before = set(ip.user_ns)
+    yield
+    for name in set(ip.user_ns) - before:
+        ip.user_ns.pop(name, None)
+
+
 def _run(ip, cell: str):
     result = ip.run_cell(cell)
     if result.error_in_exec is not None:

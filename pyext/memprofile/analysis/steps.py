@@ -103,11 +103,14 @@ def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
 
 def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None:
     """End-of-step memory rising steadily from the second step on (the first
-    makes the optimizer's state and the allocator's caches); on resident
-    memory, over the steps after the detail."""
+    makes the optimizer's state and the allocator's caches); on CPU by the
+    heap's bytes in use (resident memory where that is unknown: it misses
+    what a heap reusing freed pages keeps), over the steps after the detail."""
     # Resident memory grows with torch's event buffers while a step is recorded
     # in detail: only the steps after the detail tell the cell's own growth.
-    values = [(s.index, s.end_bytes if exact else s.rss_end_bytes) for s in steps[1:] if exact or not s.detailed]
+    heap = not exact and all(s.heap_end_bytes is not None for s in steps)
+    values = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes)
+              for s in steps[1:] if exact or not s.detailed]
     values = [(i, v) for i, v in values if v is not None]
     if len(values) < MIN_GROWTH_STEPS:
         return None
@@ -119,7 +122,7 @@ def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None
     if grown < GROWTH_BYTES or rises < 0.8 * (len(values) - 1) or late < 0.3 * max(early, 1):
         return None
     per_step = grown // (len(values) - 1)
-    what = "live bytes" if exact else "resident memory"
+    what = "live bytes" if exact else "the heap's bytes in use" if heap else "resident memory"
     message = (f"+{fmt_bytes(per_step)} per step since step {values[0][0]}: {what} at the end of each step rose "
                f"from {fmt_bytes(first)} to {fmt_bytes(last)} over {len(values)} steps; something keeps memory per "
                f"step")

@@ -376,6 +376,9 @@ class TorchCollector:
             record["rss_peak"], record["rss_end"] = marks
         else:
             record["rss_end"] = self._rss.read()
+        heap = heap_in_use()  # ~1 µs; what the step kept, where RSS hides it
+        if heap is not None:
+            record["heap_end"] = heap
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}

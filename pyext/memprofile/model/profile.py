@@ -194,6 +194,11 @@ class StepStat:
     #: highest sample), and at the step's end.
     rss_peak_bytes: int | None = None
     rss_end_bytes: int | None = None
+    #: The C heap's bytes in use at the step's end (glibc's mallinfo2: CPU
+    #: tensors and everything else malloc'd), where known: unlike resident
+    #: memory it grows with what a step keeps even where the heap reuses
+    #: pages freed earlier.
+    heap_end_bytes: int | None = None
 
 
 @dataclass

@@ -49,6 +49,8 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
             step.rss_peak_bytes = int(r["rss_peak"])
         if r.get("rss_end") is not None:
             step.rss_end_bytes = int(r["rss_end"])
+        if r.get("heap_end") is not None:
+            step.heap_end_bytes = int(r["heap_end"])
         steps.append(step)
         start = end
     return steps
