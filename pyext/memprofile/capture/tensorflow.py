@@ -49,7 +49,7 @@ import time
 from typing import Any
 
 from memprofile.capture.base import AllocationLog, DetailWindow, OpRecord, RawCapture
-from memprofile.capture.host import RssReader, heap_in_use, step_peak
+from memprofile.capture.host import RssReader, step_end_figures
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.tf_attribution import (
@@ -399,14 +399,7 @@ class TensorFlowCollector:
     def _end_step(self) -> None:
         step = len(self._steps) + 1
         record: dict[str, Any] = {"t_end": self._now(), "detailed": self._recording and self.window.covers(step)}
-        marks = step_peak()  # the process's exact peak in the step, where the OS keeps one
-        if marks is not None:
-            record["rss_peak"], record["rss_end"] = marks
-        else:
-            record["rss_end"] = self._rss.read()
-        heap = heap_in_use()  # ~1 µs; what the step kept, where RSS hides it
-        if heap is not None:
-            record["heap_end"] = heap
+        record.update(step_end_figures(self._rss))
         peaks, ends = self._read_counters()
         if peaks:
             record["peaks"], record["ends"] = peaks, ends

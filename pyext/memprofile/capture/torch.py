@@ -43,7 +43,7 @@ from memprofile.capture.base import (
     OpRecord,
     RawCapture,
 )
-from memprofile.capture.host import RssReader, heap_in_use, release_free_memory, step_peak
+from memprofile.capture.host import RssReader, heap_in_use, release_free_memory, step_end_figures, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
 
@@ -371,14 +371,7 @@ class TorchCollector:
         GAN's second optimizer steps in the same step)."""
         self._clock = id(optimizer)
         record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed}
-        marks = step_peak()  # the process's exact peak in the step, where the OS keeps one
-        if marks is not None:
-            record["rss_peak"], record["rss_end"] = marks
-        else:
-            record["rss_end"] = self._rss.read()
-        heap = heap_in_use()  # ~1 µs; what the step kept, where RSS hides it
-        if heap is not None:
-            record["heap_end"] = heap
+        record.update(step_end_figures(self._rss))
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
