@@ -292,6 +292,7 @@ export interface StepStat {
   device?: string | null;
   rss_peak_bytes?: number | null;
   rss_end_bytes?: number | null;
+  rss_peak_first?: number | null;
   heap_end_bytes?: number | null;
   [k: string]: unknown;
 }

@@ -182,3 +182,79 @@ def test_a_short_spike_in_a_step_outside_the_detail_is_measured_exactly(ip, fres
     assert note.startswith("step 8 peaked above every detailed step") and "--detail-steps 8-8" in note
     # AND the run's peak still covers it
     assert p.device("host").peak_bytes >= p.steps[7].rss_peak_bytes
+
+
+SHORT_STEPS = """
+import torch
+from torch import nn
+torch.manual_seed(1)
+torch.set_num_threads(1)
+MiB = 2**20
+net = nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+adam = torch.optim.Adam(net.parameters())
+xs, ys = torch.randn(4, 32), torch.randn(4, 4)
+"""
+SHORT_STEP = """\
+    adam.zero_grad()
+    torch.nn.functional.mse_loss(net(xs), ys).backward()
+    adam.step()
+"""
+
+
+def test_steps_shorter_than_their_reading_are_read_in_groups_that_name_a_spike(ip, fresh_store):
+    # GIVEN 400 steps of a tiny MLP (well under a millisecond each: reading the OS mark costs
+    # a tenth of one), with a 192 MiB tensor made and dropped in step 250 only
+    _run(ip, SHORT_STEPS)
+    cell = ("for step in range(400):\n    if step == 249:\n        torch.empty(48 * MiB).fill_(1.0)\n"
+            + SHORT_STEP)
+    _run(ip, cell.replace("step == 249", "step < 0"))  # warm: Adam's state exists
+    p = _run(ip, "%%memprofile -q -n groups\n" + cell)
+    # THEN short steps share readings, and the reading that covers step 250 has all of the tensor
+    assert len(p.steps) == 400 and any(s.rss_peak_first for s in p.steps)
+    def covers(s) -> bool:
+        return (s.rss_peak_first or s.index) <= 250 <= s.index
+
+    group = next(s for s in p.steps if s.index >= 250 and s.rss_peak_first is not None or s.index == 250)
+    assert covers(group)
+    quiet = [s.rss_peak_bytes for s in p.steps[3:] if s.rss_peak_bytes is not None and not covers(s)]
+    assert group.rss_peak_bytes - max(quiet) > 150 * MiB
+    note = next(w.message for w in p.warnings if w.code == "step_above_detail")
+    first, last = (int(v) for v in note.split("--detail-steps ")[1].split()[0].split("-"))
+    assert first <= 250 <= last and last - first < 100
+    # AND the option the note names records the spike in detail (the advice, applied and measured)
+    again = _run(ip, f"%%memprofile -q -n again --detail-steps {first}-{last}\n" + cell)
+    assert [s.index for s in again.steps if s.detailed] == list(range(first, last + 1))
+    assert again.peak_bytes >= 192 * MiB
+    # the peak's op and line: the spike's
+    assert again.peak.line == 3 and any(op.name == "aten::empty" and op.max_alloc_bytes >= 192 * MiB
+                                        for op in again.ops)
+
+
+def test_module_hooks_leave_with_the_detail_and_a_model_run_after_it_still_counts(ip, fresh_store):
+    # GIVEN a loop that trains `net` and, after its steps, runs `probe` (a second model) once
+    _run(ip, SHORT_STEPS)
+    _run(ip, "probe = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 32))\nseen = []")
+    hooks = ("torch.nn.modules.module._global_forward_pre_hooks, "
+             "torch.nn.modules.module._global_forward_hooks")
+    cell = ("for step in range(20):\n" + SHORT_STEP
+            + f"    seen.append(tuple(len(h) for h in ({hooks})))\n"
+            + "with torch.no_grad():\n    out = probe(xs)\n")
+    p = _run(ip, "%%memprofile -q -n hooks\n" + cell)
+    seen = ip.user_ns["seen"]
+    # THEN the detailed steps have torch's scopes (both hooks); after them only the cheap hook
+    # that waits for `probe` to run
+    assert seen[0] == (1, 1) and seen[-1] == (1, 0)
+    # AND `probe`, run only after the detail, is a model of this cell
+    assert any(row.name == "probe" for row in p.layers)
+    # AND where every model in the namespace has run, no module hook at all after the detail
+    # (the Python API with the loop's own namespace: the test shell holds other tests' models)
+    from memprofile.profiler import Profiler
+
+    seen.clear()
+    only = {name: ip.user_ns[name] for name in ("net", "adam", "xs", "ys", "seen")}
+    with Profiler(name="nohooks", store=False, namespace=only):
+        exec(cell.split("with torch.no_grad")[0], {"torch": torch, **only})
+    assert seen[-1] == (0, 0)
+    # AND nothing is left after the profiles
+    assert not any(len(h) for h in (torch.nn.modules.module._global_forward_pre_hooks,
+                                    torch.nn.modules.module._global_forward_hooks))

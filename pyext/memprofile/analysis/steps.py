@@ -42,7 +42,9 @@ def step_notes(profile: Profile) -> list[Note]:
     if exact:
         source = "the allocator's own counters"
     elif "each step" in profile.capture.get("host_peak_from", ""):
-        source = "the process's resident memory (the OS high-water mark, exact)"
+        grouped = any(s.rss_peak_first for s in cheap)
+        source = (f"the process's resident memory (the OS high-water mark, exact"
+                  f"{'; short steps read in groups' if grouped else ''})")
     else:
         source = "the process's resident memory samples"
     if cheap and detailed and why != "budget":
@@ -79,9 +81,12 @@ def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) 
     if peak <= top_detail + max(ABOVE_BYTES, top_detail // 20):
         return []
     what = "peak" if exact else "resident memory"
-    return [Note("step_above_detail", f"step {worst.index} peaked above every detailed step ({what} "
-                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {worst.index}-{worst.index} "
-                 f"records it in detail")]
+    # Short steps are read in groups: the mark then names the group, not one step.
+    first = (None if exact else worst.rss_peak_first) or worst.index
+    which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
+    return [Note("step_above_detail", f"{which} peaked above every detailed step ({what} "
+                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
+                 f"records {'it' if first == worst.index else 'them'} in detail")]
 
 
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
@@ -108,9 +113,10 @@ def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None
     what a heap reusing freed pages keeps), over the steps after the detail."""
     # Resident memory grows with torch's event buffers while a step is recorded
     # in detail: only the steps after the detail tell the cell's own growth.
-    heap = not exact and all(s.heap_end_bytes is not None for s in steps)
-    values = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes)
-              for s in steps[1:] if exact or not s.detailed]
+    after = [s for s in steps[1:] if exact or not s.detailed]
+    # Short steps are read in groups (capture/host.py StepFigures): the steps read.
+    heap = not exact and any(s.heap_end_bytes is not None for s in after)
+    values = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes) for s in after]
     values = [(i, v) for i, v in values if v is not None]
     if len(values) < MIN_GROWTH_STEPS:
         return None
@@ -121,11 +127,11 @@ def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None
     early, late = values[half][1] - first, last - values[half][1]
     if grown < GROWTH_BYTES or rises < 0.8 * (len(values) - 1) or late < 0.3 * max(early, 1):
         return None
-    per_step = grown // (len(values) - 1)
+    per_step = grown // (values[-1][0] - values[0][0])
     what = "live bytes" if exact else "the heap's bytes in use" if heap else "resident memory"
+    span = values[-1][0] - values[0][0] + 1
     message = (f"+{fmt_bytes(per_step)} per step since step {values[0][0]}: {what} at the end of each step rose "
-               f"from {fmt_bytes(first)} to {fmt_bytes(last)} over {len(values)} steps; something keeps memory per "
-               f"step")
+               f"from {fmt_bytes(first)} to {fmt_bytes(last)} over {span} steps; something keeps memory per step")
     suspect = _kept_per_step(profile)
     if suspect:
         message += f" ({suspect})"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from memprofile.capture.base import ModuleRecord, OpRecord
-from memprofile.model.profile import LayerStat, OpStat, OptimizerStat, Peak
+from memprofile.model.profile import LayerStat, OpStat, OptimizerStat, Peak, root_of
 from memprofile.model.replay import Replay
 
 #: The op table keeps the ops that allocated the most; the rest are summed in a note.
@@ -75,15 +73,6 @@ def layer_table(modules: list[ModuleRecord], replays: list[Replay], peak: Peak |
             if name in layers:
                 layers[name].peak_bytes = size
     return list(layers.values())
-
-
-def root_of(name: str, parents: Mapping[str, str | None]) -> str:
-    """The root of a layer tree given each layer's parent (a name, or None)."""
-    seen = set()
-    while parents.get(name) and name not in seen:  # guard against a cycle in bad data
-        seen.add(name)
-        name = parents[name]  # type: ignore[assignment]
-    return name
 
 
 def _working_trees(modules: list[ModuleRecord], replays: list[Replay]) -> list[ModuleRecord]:

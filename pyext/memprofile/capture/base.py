@@ -210,7 +210,8 @@ class RawCapture:
     optimizers: list[dict] = field(default_factory=list)
     #: Training steps: {"t_end": seconds, "detailed": bool, "peaks" / "ends": {device: bytes} (allocator
     #: counters, read and reset at the step's end: CUDA, TF), "rss_peak": the process's exact peak in the
-    #: step (OS high-water mark), "rss_end": bytes}.
+    #: step (OS high-water mark), "rss_end", "heap_end": bytes; "steps": how many steps that reading covers,
+    #: where short steps are read in groups (capture/host.py StepFigures)}.
     steps: list[dict] = field(default_factory=list)
 
 

@@ -49,7 +49,7 @@ import time
 from typing import Any
 
 from memprofile.capture.base import AllocationLog, DetailWindow, OpRecord, RawCapture
-from memprofile.capture.host import RssReader, step_end_figures
+from memprofile.capture.host import RssReader, StepFigures
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.tf_attribution import (
@@ -250,6 +250,7 @@ class TensorFlowCollector:
         self._applying = False
         self._clock: int | None = None  # id() of the optimizer whose apply ends a custom loop's step
         self._rss = RssReader()
+        self._figures = StepFigures(self._rss)
         self._patched = self._patch_scopes() if self.layer_scopes else []
         self._patched += self._patch_steps()
         self._running = True
@@ -399,7 +400,7 @@ class TensorFlowCollector:
     def _end_step(self) -> None:
         step = len(self._steps) + 1
         record: dict[str, Any] = {"t_end": self._now(), "detailed": self._recording and self.window.covers(step)}
-        record.update(step_end_figures(self._rss))
+        record.update(self._figures.at_step_end(force=self.window.covers(step) or self.window.covers(step + 1)))
         peaks, ends = self._read_counters()
         if peaks:
             record["peaks"], record["ends"] = peaks, ends

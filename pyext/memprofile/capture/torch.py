@@ -43,9 +43,10 @@ from memprofile.capture.base import (
     OpRecord,
     RawCapture,
 )
-from memprofile.capture.host import RssReader, heap_in_use, release_free_memory, step_end_figures, step_peak
+from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
+from memprofile.model.profile import root_of
 
 LAYER_PREFIX = "memprofile.layer/"
 NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
@@ -276,12 +277,28 @@ class TorchCollector:
         if parent is not None:
             self._parents.setdefault(name, parent)
 
+    def _ran_hook(self, module: Any, args: tuple) -> None:
+        """Outside the detail the only module hook: which trees worked (a
+        model that ran only there still gets its advice). It goes once every
+        tree known has run: any global module hook sends every module call
+        through torch's slow path (~14 µs a call here, more than a small
+        model's step spends in its layers)."""
+        key = id(module)
+        if key in self._ran_ids:
+            return
+        self._ran_ids.add(key)
+        name = self._names.get(key)
+        if name is not None:
+            self._idle_trees.discard(root_of(name, self._parents))
+            if not self._idle_trees:
+                self._hook_swap = "none"
+
     def _forward_pre_hook(self, module: Any, args: tuple) -> None:
-        if not self._detailed:  # cheap steps: no scopes, no observations
-            self._ran_ids.add(id(module))
+        if not self._detailed:  # the detail ended in a hook: cheap hooks from the next step
+            self._ran_hook(module, args)
             return
         if self._over_budget:
-            self._end_detail("budget")
+            self._end_detail("budget", in_module_hook=True)
             return
         stack = self._stack()
         parent = stack[-1][0] if stack else None
@@ -347,6 +364,8 @@ class TorchCollector:
         ended = self._running and (self._clock is None or self._clock == id(optimizer))
         if ended:
             self._end_step(optimizer)
+        if self._hook_swap is not None:
+            self._set_module_hooks(self._hook_swap)
         if not self._detailed:
             # The window starts with the next step (on the thread that runs the steps).
             if ended and self._profiler is None and self._detail_end is None \
@@ -371,7 +390,9 @@ class TorchCollector:
         GAN's second optimizer steps in the same step)."""
         self._clock = id(optimizer)
         record: dict[str, Any] = {"t_end": time.perf_counter() - self._origin, "detailed": self._detailed}
-        record.update(step_end_figures(self._rss))
+        # Read at every detailed step, and at the one before the detail starts (which resets the OS mark).
+        record.update(self._figures.at_step_end(
+            force=self._detailed or (self._detail_end is None and self.detail_steps.covers(len(self._step_log) + 2))))
         if self._cuda:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
@@ -381,13 +402,18 @@ class TorchCollector:
             record["peaks"] = peaks
         self._step_log.append(record)
 
-    def _end_detail(self, why: str) -> None:
+    def _end_detail(self, why: str, in_module_hook: bool = False) -> None:
         """Stop torch's profiler now (on the thread that started it): the
         events so far are the detail; the rest of the run is measured by
         step boundaries (and CUDA's counters), at almost no cost."""
         if not self._detailed or threading.get_ident() != self._thread:
             return
         self._detailed = False
+        self._idle_trees = self._trees_not_run()
+        if in_module_hook:  # torch is iterating the hooks: change them at the next step's end
+            self._hook_swap = "ran"
+        else:
+            self._set_module_hooks("ran")
         self._watch_stop.set()
         self._detail_end = (time.perf_counter() - self._origin, why)
         from memprofile.capture import lines
@@ -583,6 +609,7 @@ class TorchCollector:
         #: Each step's end: {"t_end", "detailed", "peaks" (CUDA)} (RawCapture.steps).
         self._step_log: list[dict[str, Any]] = []
         self._rss = RssReader()
+        self._figures = StepFigures(self._rss)
         self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
@@ -599,15 +626,16 @@ class TorchCollector:
                 torch.cuda.reset_peak_memory_stats(i)
             if self.cuda_history:
                 torch.cuda.memory._record_memory_history(max_entries=100_000)
-        import torch.nn.modules.module as hooks
         import torch.optim.optimizer as optim
 
         self._handles = [
-            hooks.register_module_forward_pre_hook(self._forward_pre_hook),
-            hooks.register_module_forward_hook(self._forward_hook, always_call=True),
             optim.register_optimizer_step_pre_hook(self._optimizer_pre_hook),
             optim.register_optimizer_step_post_hook(self._optimizer_post_hook),
         ]
+        self._module_handles: list = []
+        self._hook_kind = "none"
+        self._hook_swap: str | None = None  # the module hooks to change to at the next step's end
+        self._idle_trees = self._trees_not_run()
         self._watch_stop = threading.Event()
         self._watcher = None
         self._profiler = None
@@ -626,6 +654,7 @@ class TorchCollector:
                 raise
         else:  # the window starts later: nothing records until its first step
             self._detailed = False
+            self._set_module_hooks("ran")
         self._running = True
 
     def _start_detail(self) -> None:
@@ -646,10 +675,42 @@ class TorchCollector:
             self._profiler.__enter__()
         step_peak()  # what starting took is the profiler's, not the step's
         self._detailed = True
+        self._set_module_hooks("detail")
         self._detail_start = time.perf_counter() - self._origin
         if self.budget_bytes:
             self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget", daemon=True)
             self._watcher.start()
+
+    def _set_module_hooks(self, kind: str) -> None:
+        """The global module hooks for now: "detail" (scopes and observations),
+        "ran" (only which trees worked) or "none". Never called from inside a
+        module hook: torch iterates the hook dicts while it calls them."""
+        import torch.nn.modules.module as hooks
+
+        self._hook_swap = None
+        if kind == "ran" and not self._idle_trees:
+            kind = "none"
+        if kind == self._hook_kind:
+            return
+        for handle in self._module_handles:
+            handle.remove()
+        if kind == "detail":
+            self._module_handles = [
+                hooks.register_module_forward_pre_hook(self._forward_pre_hook),
+                hooks.register_module_forward_hook(self._forward_hook, always_call=True),
+            ]
+        elif kind == "ran":
+            self._module_handles = [hooks.register_module_forward_pre_hook(self._ran_hook)]
+        else:
+            self._module_handles = []
+        self._hook_kind = kind
+
+    def _trees_not_run(self) -> set[str]:
+        """The roots of the known module trees of which no module has run."""
+        parents = self._parents
+        ran = {root_of(n, parents) for n in self._ran}
+        ran.update(root_of(self._names[k], parents) for k in self._ran_ids if k in self._names)
+        return {n for n in self._modules if parents.get(n) is None and n not in ran}
 
     def _close_scopes(self) -> None:
         stack = self._stack()
@@ -661,9 +722,10 @@ class TorchCollector:
                 pass
 
     def _remove_hooks(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles + self._module_handles:
             handle.remove()
-        self._handles = []
+        self._handles, self._module_handles = [], []
+        self._hook_kind = "none"
         self._close_scopes()  # scopes a failed forward left open
         for f in self._finalizers:
             f.detach()

@@ -8,6 +8,7 @@ and regenerate the JSON Schema (`python -m memprofile.model.schema --write`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,15 @@ class OpStat:
     input_shapes: list[str] = field(default_factory=list)
     #: The line of the cell where the op allocated the most (None: unknown).
     line: int | None = None
+
+
+def root_of(name: str, parents: Mapping[str, str | None]) -> str:
+    """The root of a layer tree given each layer's parent (a name, or None)."""
+    seen = set()
+    while parents.get(name) and name not in seen:  # guard against a cycle in bad data
+        seen.add(name)
+        name = parents[name]  # type: ignore[assignment]
+    return name
 
 
 @dataclass
@@ -194,6 +204,10 @@ class StepStat:
     #: highest sample), and at the step's end.
     rss_peak_bytes: int | None = None
     rss_end_bytes: int | None = None
+    #: Where the exact peak above covers this step and the ones before it
+    #: (steps shorter than ~50x reading the OS mark are read in groups), the
+    #: first step it covers; None where it is this step's alone.
+    rss_peak_first: int | None = None
     #: The C heap's bytes in use at the step's end (glibc's mallinfo2: CPU
     #: tensors and everything else malloc'd), where known: unlike resident
     #: memory it grows with what a step keeps even where the heap reuses

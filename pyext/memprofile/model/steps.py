@@ -47,6 +47,8 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
         step.rss_peak_bytes, step.rss_end_bytes = _window(host_tl, start, end)
         if r.get("rss_peak") is not None:  # the OS high-water mark, read and reset at the step's end: exact
             step.rss_peak_bytes = int(r["rss_peak"])
+            if int(r.get("steps", 1)) > 1:  # the mark covers this step and the ones since the last reading
+                step.rss_peak_first = k - int(r["steps"]) + 1
         if r.get("rss_end") is not None:
             step.rss_end_bytes = int(r["rss_end"])
         if r.get("heap_end") is not None:
