@@ -100,7 +100,7 @@ def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo
     op that started (the one that failed, for an out-of-memory error) and its
     layer, and the bytes an out-of-memory message says were asked for."""
     from memprofile.capture.tensorflow import oom_facts
-    from memprofile.capture.torch import requested_bytes
+    from memprofile.capture.torch_cuda import requested_bytes
 
     lines = traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
     info = ErrorInfo(type=type(exc).__qualname__, message=str(exc), traceback="".join(lines))

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import memprofile  # noqa: E402
-from memprofile.capture.torch import cuda_facts, live_blocks_from_snapshot, requested_bytes  # noqa: E402
+from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot, requested_bytes  # noqa: E402
 
 MiB = 2**20
 

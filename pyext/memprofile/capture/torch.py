@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import re
 import sys
 import threading
 import time
@@ -46,6 +45,15 @@ from memprofile.capture.base import (
 from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
+from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
+from memprofile.capture.torch_events import (
+    BEFORE,
+    MemoryLedger,
+    Side,
+    add_cuda_baseline,
+    add_row,
+    categorise_by_time,
+)
 from memprofile.model.profile import root_of
 
 LAYER_PREFIX = "memprofile.layer/"
@@ -53,74 +61,11 @@ NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
 #: Kinds that belong to the layer owning the parameter, wherever they were made.
-OWNED = frozenset({"parameter", "gradient", "optimizer_state"})
 #: When one storage is seen as several kinds, the first of these wins.
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
 _SHAPE_SAMPLE_CALLS = 3  # distinct input shapes are looked for in an op's first calls only
 
-_CPU_OOM = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
-_CUDA_OOM = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
-_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
-def requested_bytes(message: str) -> int | None:
-    """The size an out-of-memory error says was asked for (CPU or CUDA wording)."""
-    m = _CPU_OOM.search(message)
-    if m:
-        return int(m.group(1))
-    m = _CUDA_OOM.search(message)
-    if m:
-        return int(float(m.group(1)) * _UNITS[m.group(2)])
-    return None
-
-
-def cuda_facts(stats: dict[str, Any], capacity_bytes: int | None = None) -> dict[str, int]:
-    """The figures the suggestions need from `torch.cuda.memory_stats()`.
-
-    Written against the documented key names (no GPU has run this; tests use
-    dicts shaped like the documented ones).
-    """
-    def get(key: str) -> int:
-        value = stats.get(key, 0)
-        return int(value) if isinstance(value, int | float) else 0
-
-    facts = {
-        "allocated_bytes": get("allocated_bytes.all.current"),
-        "allocated_peak_bytes": get("allocated_bytes.all.peak"),
-        "reserved_bytes": get("reserved_bytes.all.current"),
-        "reserved_peak_bytes": get("reserved_bytes.all.peak"),
-        "inactive_split_bytes": get("inactive_split_bytes.all.current"),
-        "alloc_retries": get("num_alloc_retries"),
-        "ooms": get("num_ooms"),
-    }
-    reserved = facts["reserved_bytes"]
-    # Share of reserved memory that is not handed out: what a large request
-    # may fail to use when it is split into pieces.
-    facts["fragmentation_permille"] = round(1000 * (reserved - facts["allocated_bytes"]) / reserved) if reserved else 0
-    if capacity_bytes:
-        facts["capacity_bytes"] = capacity_bytes
-    return facts
-
-
-def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[dict[str, Any]]:
-    """The largest live blocks of a `torch.cuda.memory._snapshot()` with the
-    innermost frames of the stack that allocated each (documented format:
-    segments -> blocks with size, state and frames)."""
-    blocks = []
-    for segment in snapshot.get("segments", []):
-        device = segment.get("device", 0)
-        for block in segment.get("blocks", []):
-            if block.get("state") != "active_allocated":
-                continue
-            frames = block.get("frames") or []
-            where = [f"{f.get('filename', '?')}:{f.get('line', '?')} {f.get('name', '?')}" for f in frames[:4]]
-            blocks.append({"device": f"cuda:{device}", "bytes": int(block.get("size", 0)), "stack": where})
-    blocks.sort(key=lambda b: b["bytes"], reverse=True)
-    return blocks[:top]
-
-
-BEFORE = "(before the cell)"
 #: What the heap grows by while torch records is a small part of what the
 #: profile costs: torch's profiler takes ~160 MB to start, stop and read back
 #: whatever it recorded, and stopping it took ~16x the heap's growth while
@@ -147,17 +92,6 @@ def _nbytes(t: Any) -> int:
         return t.untyped_storage().nbytes()
     except Exception:  # storage-less tensors
         return 0
-
-
-class _Side:
-    """Per-row facts of a device's log that only categorising needs."""
-
-    __slots__ = ("grad", "ptr", "freed_in_backward")
-
-    def __init__(self) -> None:
-        self.grad: list[bool] = []
-        self.ptr: list[int] = []
-        self.freed_in_backward: set[int] = set()
 
 
 class _Storage:
@@ -642,7 +576,7 @@ class TorchCollector:
         #: The detail's events as (logs, ops, last op) once read; the exception if they could not be.
         self._events: tuple | Exception | None = None
         self._cuda_before: dict[str, int] = {}  # bytes CUDA's allocator held before the detail (the walk)
-        self._side: dict[str, _Side] = {}
+        self._side: dict[str, Side] = {}
         self._detail_start: float | None = None
         if self.detail_steps.first == 1:
             try:
@@ -950,20 +884,8 @@ class TorchCollector:
         return records
 
     # -- the event tree ----------------------------------------------------
-    def _log(self, logs: dict[str, AllocationLog], device: str) -> AllocationLog:
-        log = logs.get(device)
-        if log is None:
-            log = logs[device] = AllocationLog(device=device, source="c10", baseline_exact=device.startswith("cuda"))
-            self._side[device] = _Side()
-        return log
-
     def _add(self, logs: dict[str, AllocationLog], device: str, ptr: int, grad: bool, *args, **kwargs) -> int:
-        """A row in the device's log, with the facts only categorising needs."""
-        log = self._log(logs, device)
-        side = self._side[device]
-        side.grad.append(grad)
-        side.ptr.append(ptr)
-        return log.add(*args, **kwargs)
+        return add_row(logs, self._side, device, ptr, grad, *args, **kwargs)
 
     def _walk(self, roots: list) -> tuple[dict[str, AllocationLog], dict[str, OpRecord], dict]:
         """One pass over the event tree. Hot: it visits every op of the run
@@ -976,15 +898,10 @@ class TorchCollector:
 
         TORCHOP = _EventType.TorchOp
         check_tag = self.with_stack  # only the Python tracer adds nodes that are neither
-        rows: dict[str, list[tuple]] = {}  # device -> (size, t, order, layer, op, phase, grad, ptr)
-        frees: list[tuple] = []  # (device, row, t, order, in backward)
-        shapes: dict[tuple[str, int], tuple[list[int], str]] = {}
-        where: dict[int, tuple[str, int]] = {}  # allocation id -> (device, row)
+        ledger = MemoryLedger()
+        alloc, free = ledger.alloc, ledger.free
         ops: dict[str, OpRecord] = {}
         seq_layer: dict[int, str] = {}
-        cuda_before: dict[str, int] = {}
-        before: list[tuple[str, int, int, float, int]] = []  # CUDA blocks from before: device, ptr, size, t, order
-        order = 0
         last: tuple[str, str] | None = None  # the last op in time order (DFS order, per thread)
         oom: tuple[str, str] | None = None
         record_shapes = self.record_shapes
@@ -992,8 +909,6 @@ class TorchCollector:
         device_names: dict[Any, str] = {}
         accelerator = getattr(self._torch, "accelerator", None)
         only_cpu = not self._torch.cuda.is_available() and not (accelerator and accelerator.is_available())
-        if only_cpu:
-            rows["cpu"] = []
 
         # Context: (layer, phase, grad enabled, chain of op names outermost
         # first, the chain's distinct OpRecords)
@@ -1013,17 +928,11 @@ class TorchCollector:
                         device = device_names.get(f.device)
                         if device is None:
                             device = device_names[f.device] = str(f.device)
-                            rows.setdefault(device, [])
-                    order += 1
                     t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined
                     chain = ctx[3]
                     if size > 0:
-                        if device not in cuda_before and device.startswith("cuda"):
-                            # The caching allocator's total includes what existed before.
-                            cuda_before[device] = max(0, f.total_allocated - size)
-                        column = rows[device]
-                        where[f.allocation_id] = (device, len(column))
-                        column.append((size, t, order, ctx[0], chain[0] if chain else "", ctx[1], ctx[2], f.ptr))
+                        alloc(device, size, f.allocation_id, t, ctx[0], chain[0] if chain else "", ctx[1], ctx[2],
+                              f.ptr, f.total_allocated if device.startswith("cuda") else -1)
                         if chain:
                             inner = ops[chain[-1]]
                             inner.self_allocated_bytes += size
@@ -1033,13 +942,7 @@ class TorchCollector:
                             for rec in ctx[4]:
                                 rec.allocated_bytes += size
                     elif size < 0:
-                        hit = where.get(f.allocation_id)
-                        if hit is not None:
-                            frees.append((hit[0], hit[1], t, order, ctx[1] == "backward"))
-                        elif device.startswith("cuda"):
-                            # A block from before the run: part of the allocator's baseline.
-                            before.append((device, f.ptr, -size, t, order))
-                            cuda_before[device] = max(0, cuda_before.get(device, 0) + size)  # size < 0
+                        free(device, size, f.allocation_id, t, ctx[1] == "backward", f.ptr)
                         if chain:
                             ops[chain[0]].freed_bytes -= size
                     continue
@@ -1092,9 +995,9 @@ class TorchCollector:
                             # inputs is a C++ call per op, and they only see
                             # tensors the forward ops saw already.
                             for value in node.extra_fields.inputs:
-                                hit = where.get(getattr(value, "allocation_id", None))
-                                if hit is not None and hit not in shapes:
-                                    shapes[hit] = (list(value.sizes), str(value.dtype).replace("torch.", ""))
+                                key = getattr(value, "allocation_id", None)
+                                if key in ledger.where:
+                                    ledger.shape(key, list(value.sizes), str(value.dtype).replace("torch.", ""))
                     last = (name, layer)
                     if children:
                         child_ctx = (layer, phase, grad, chain + (name,), recs if name in chain else recs + (rec,))
@@ -1103,55 +1006,18 @@ class TorchCollector:
                     break
             else:
                 frames.pop()
-        self._cuda_before = cuda_before
-        logs = self._columns(rows, frees, shapes, before)
+        self._cuda_before = ledger.cuda_before
+        logs, self._side = ledger.logs()
         failed = oom or last
         return logs, ops, ({"op": failed[0], "layer": failed[1]} if failed else {})
 
-    def _columns(self, rows: dict[str, list[tuple]], frees: list[tuple],
-                 shapes: dict[tuple[str, int], tuple[list[int], str]],
-                 before: list[tuple[str, int, int, float, int]]) -> dict[str, AllocationLog]:
-        """The walk's memory events as each device's AllocationLog (columns
-        built in C by zip) and the facts categorising needs (_Side)."""
-        logs: dict[str, AllocationLog] = {}
-        self._side: dict[str, _Side] = {}
-        for device, column in rows.items():
-            if not column:  # only frees of blocks from before: no log, as no row
-                continue
-            log = self._log(logs, device)
-            side = self._side[device]
-            n = len(column)
-            if n:
-                size, t, order, layer, op, phase, grad, ptr = (list(c) for c in zip(*column))
-                log.size, log.t_alloc, log.seq_alloc = size, t, order
-                log.layer, log.op, log.phase = layer, op, phase
-                side.grad, side.ptr = grad, ptr
-            log.requested = list(log.size)
-            log.t_free, log.seq_free = [ALIVE] * n, [ALIVE] * n
-            log.category, log.dtype = ["other"] * n, [""] * n
-            log.shape, log.pre_existing = [None] * n, [False] * n
-        for device, i, t, order, backward in frees:
-            log = logs[device]
-            log.t_free[i] = t
-            log.seq_free[i] = order
-            if backward:
-                self._side[device].freed_in_backward.add(i)
-        for (device, i), (shape, dtype) in shapes.items():
-            logs[device].shape[i] = shape
-            logs[device].dtype[i] = dtype
-        for device, ptr, size, t, order in before:
-            i = self._add(logs, device, ptr, False, size, 0.0, -1, pre_existing=True, op=BEFORE)
-            logs[device].t_free[i] = t
-            logs[device].seq_free[i] = order
-        return logs
-
     # -- categories ----------------------------------------------------------
     def _categorise(self, logs: dict[str, AllocationLog]) -> None:
-        cuda_unknown = dict(self._cuda_before)
+        known: dict[str, int] = {}  # bytes of CUDA blocks from before that the namespace names
         # 1. pre-existing storages known from the namespace
         for record in self._baseline.values():
             if record.device.startswith("cuda"):
-                cuda_unknown[record.device] = max(0, cuda_unknown.get(record.device, 0) - record.nbytes)
+                known[record.device] = known.get(record.device, 0) + record.nbytes
             i = self._add(logs, record.device, record.ptr, False, record.nbytes, 0.0, -1,
                           category=record.category, shape=record.shape, dtype=record.dtype,
                           pre_existing=True, op=BEFORE, layer=record.layer)
@@ -1159,9 +1025,7 @@ class TorchCollector:
                 log = logs[record.device]
                 log.t_free[i] = self._t(record.freed_ns)
                 log.seq_free[i] = -1  # known by time only
-        for device, unknown in cuda_unknown.items():
-            if unknown > 0:  # the allocator held it; no namespace tensor owns it
-                self._add(logs, device, 0, False, unknown, 0.0, -1, pre_existing=True, op=BEFORE)
+        add_cuda_baseline(logs, self._side, self._cuda_before, known)  # the rest the allocator held
         # 2. what the hooks and the end-of-run scan saw, matched by storage and time
         index: dict[tuple[str, int], tuple[list[float], list[int]]] = {}
         for device, log in logs.items():
@@ -1203,24 +1067,7 @@ class TorchCollector:
                 self._add(logs, device, ptr, False, nbytes, 0.0, -1, category=category, shape=shape,
                           dtype=dtype, pre_existing=True, op=BEFORE, layer=layer)
         # 3. the rest, from when they were allocated and freed
-        for device, log in logs.items():
-            side = self._side[device]
-            for i in range(len(log)):
-                if log.pre_existing[i]:
-                    continue
-                seen = observed.get((device, i))
-                if seen is not None:
-                    log.category[i], log.shape[i], log.dtype[i], layer = seen
-                    if layer and log.category[i] in OWNED:
-                        log.layer[i] = layer  # a gradient or a moment is its parameter's layer's
-                elif i in side.freed_in_backward and log.phase[i] != "backward":
-                    log.category[i] = "activation"  # saved by forward, released by backward
-                elif log.phase[i] == "forward" and side.grad[i] and log.t_free[i] == ALIVE:
-                    log.category[i] = "activation"  # held by a graph that no backward consumed
-                elif log.t_free[i] != ALIVE:
-                    log.category[i] = "temporary"
-                else:
-                    log.category[i] = "other"
+        categorise_by_time(logs, self._side, observed)
 
     def _module_records(self) -> list[ModuleRecord]:
         records = []
