@@ -8,7 +8,7 @@ cores. End to end means until the tool's result exists: memprofile's Profile
 memray's Tracker stopped and its file's peak read (when memray is installed:
 `pip install memray`). Prints markdown for docs/benchmarks.md.
 
-    python benchmarks/long_loops.py [--rounds 5]
+    python benchmarks/long_loops.py [--rounds 5] [--small-only ROUNDS]
 
 Workloads:
 - "200 small Adam steps": a 64-wide MLP at batch 8 (~135,000 memory events
@@ -183,8 +183,25 @@ def tiny_allocations(n: int = 2_000_000, rounds: int = 3) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--small-only", type=int, metavar="ROUNDS",
+                        help="only the small-op loop, bare against memprofile's default, in ROUNDS rounds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.small_only:
+        run, ns = small_steps()
+        per = []
+        for _ in range(args.small_only):
+            t = time.perf_counter()
+            bare(run, ns)
+            b = time.perf_counter() - t
+            t = time.perf_counter()
+            memprofile_default(run, ns)
+            per.append((time.perf_counter() - t) / b)
+            gc.collect()
+            release_free_memory()
+        print(f"200 small Adam steps, {args.small_only} rounds: memprofile {statistics.median(per):.2f}x "
+              f"(rounds {min(per):.2f}x-{max(per):.2f}x)")
+        return
     tools = [name for name, _ in _tools()]
     print("| workload | bare | " + " | ".join(tools) + " |")
     print("|---|---|" + "---|" * len(tools))
