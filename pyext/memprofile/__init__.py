@@ -20,6 +20,7 @@ __all__ = [
     "ProfileFormatError",
     "__version__",
     "compare",
+    "import_trace",
     "last",
     "load",
     "load_ipython_extension",
@@ -64,6 +65,16 @@ def compare(a: Profile, b: Profile):
     from memprofile.analysis.compare import compare as _compare
 
     return _compare(a, b)
+
+
+def import_trace(path, name: str | None = None) -> Profile:
+    """A Profile from a trace users already have: a PyTorch kineto/Chrome
+    trace recorded with profile_memory=True (gzipped or not), or a
+    TensorFlow XSpace (.xplane.pb, gzipped or not). Raises
+    ProfileFormatError, saying why, for anything else."""
+    from memprofile.importing import import_trace as _import
+
+    return _import(path, name=name)
 
 
 def last() -> Profile | None:

@@ -92,6 +92,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from memprofile.importing import import_trace
+    from memprofile.render.text import render_text
+
+    out = Path(args.output) if args.output else None
+    if out is not None and not out.parent.is_dir():
+        print(f"memprofile: cannot write {out}: the folder {out.parent} does not exist; create it or choose "
+              f"another path", file=sys.stderr)
+        return 2
+    profile = import_trace(args.trace, name=args.name)
+    print(render_text(profile))
+    if out is not None:
+        if out.suffix.lower() in (".html", ".htm"):
+            profile.save_html(out)
+        else:
+            profile.save(out)
+        print(f"memprofile: written to {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from memprofile import __version__
 
@@ -116,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("after")
     comp.add_argument("-o", "--output", help="also write the comparison as HTML")
     comp.set_defaults(func=_cmd_compare)
+    imp = sub.add_parser("import", help="a profile from a PyTorch kineto/Chrome trace (profile_memory=True) or a "
+                                        "TensorFlow .xplane.pb, printed; -o writes it as HTML or JSON")
+    imp.add_argument("trace")
+    imp.add_argument("-o", "--output", help="also write it: .html (a report), .json or .json.gz (a profile)")
+    imp.add_argument("-n", "--name", help="name of the profile (default: the trace's file name)")
+    imp.set_defaults(func=_cmd_import)
     return parser
 
 

@@ -3,6 +3,8 @@ with hostile names shown as text."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from memprofile.model.profile import ErrorInfo, Suggestion
@@ -136,3 +138,31 @@ def test_report_shows_the_cells_lines_and_names_the_peak(report_page, tmp_path):
     screenshot(page, "report_peak_lines")
     assert not page.errors, page.errors
     assert not [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))], page.requests
+
+
+# The recorded GPU traces beside the checkout (../shared/fixtures/gpu, see its PROVENANCE.md).
+H100 = (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gpu"
+        / "pt_trace_h100_torch2.6_bert-small_profile_memory.pt.trace.json.gz")
+
+
+def test_report_of_an_imported_h100_trace(report_page, tmp_path):
+    # GIVEN the report of a real GPU job's trace (BERT inference on an H100, torch 2.6)
+    import memprofile
+
+    if not H100.exists():
+        pytest.skip("the recorded GPU traces (../shared/fixtures/gpu) are not on this machine")
+    page = report_page
+    profile = memprofile.import_trace(H100)
+    _open(page, profile, tmp_path)
+    text = page.locator("body").inner_text()
+    # THEN it shows the GPU, its peak (the trace's own highest Total Allocated), its capacity,
+    # and where the profile came from
+    assert "cuda:0" in text and "96.6 MiB" in text and "79.2 GiB" in text
+    assert "imported from" in text and "H100" in text
+    assert page.locator("canvas").count() >= 1 and not page.errors
+    screenshot(page, "report_imported_h100")
+    # AND the layers come from the trace's nn.Module scopes (with_modules)
+    assert page.locator(".bk-tab", has_text="Layers (84)").count() == 1
+    _tab(page, "Layers")
+    screenshot(page, "report_imported_h100_layers")
+    assert _visible(page, "Linear_25")

@@ -244,3 +244,20 @@ def create_collector(name: str, **options) -> Collector:
         raise ValueError(f"unknown collector {name!r}; known: {', '.join(_REGISTRY)}") from None
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**options)
+
+
+@dataclass
+class RecordedRun:
+    """A run read back from a file a profiler wrote (`memprofile import`):
+    the captures, as the live collectors would have made them, and what the
+    file says about the run."""
+
+    captures: list[RawCapture]
+    #: What was read, in words ("PyTorch kineto trace, 1x NVIDIA H100 80GB HBM3").
+    description: str
+    duration_s: float = 0.0
+    #: ISO 8601 (UTC) start, "" when the file does not say.
+    started_at: str = ""
+    #: What the file lacks that a live capture has, each one line
+    #: ("no module scopes (recorded without with_modules): no layers").
+    lacks: list[str] = field(default_factory=list)

@@ -707,7 +707,8 @@ class TorchCollector:
             if self.cuda_history:
                 try:
                     for j, block in enumerate(live_blocks_from_snapshot(torch.cuda.memory._snapshot())):
-                        facts[f"cuda_live_block.{j}"] = f"{block['device']} {block['bytes']} B at {' < '.join(block['stack'])}"
+                        where = " < ".join(block["stack"])
+                        facts[f"cuda_live_block.{j}"] = f"{block['device']} {block['bytes']} B at {where}"
                 finally:
                     torch.cuda.memory._record_memory_history(enabled=None)
         if self._detail_start is not None:

@@ -1,0 +1,89 @@
+"""Profiles from traces users already have (`memprofile import`,
+`memprofile.import_trace`): a PyTorch kineto/Chrome trace recorded with
+`profile_memory=True`, or a TensorFlow XSpace (`.xplane.pb`). The readers
+(capture/torch_trace.py, capture/tf_trace.py) turn the file into the
+captures a live run makes, through the same accounting; from there it is an
+ordinary Profile: the same model, analysis and renderers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from memprofile._version import __version__
+from memprofile.capture.base import RecordedRun
+from memprofile.errors import ProfileFormatError
+from memprofile.model.profile import Note, Profile
+
+#: Names of TensorFlow XSpace files (binary protobuf: nothing in their first bytes says so).
+_XSPACE_SUFFIXES = (".pb", ".pb.gz", ".xplane")
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    with path.open("rb") as f:
+        start = f.read(n)
+    if start[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read(n)
+        except (OSError, EOFError) as exc:
+            raise ProfileFormatError(f"{path}: a gzip file that cannot be read ({exc})") from None
+    return start
+
+
+def read_run(path: str | Path) -> RecordedRun:
+    """The run a trace file recorded; ProfileFormatError (one line, why)
+    for anything that is not a trace with memory events."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProfileFormatError(f"{p}: no such file")
+    head = _head(p)
+    name = p.name.lower()
+    if head.lstrip()[:1] in (b"{", b"["):
+        from memprofile.capture.torch_trace import read_torch_trace
+
+        return read_torch_trace(p)
+    if name.endswith(_XSPACE_SUFFIXES) or "xplane" in name:
+        from memprofile.capture.tf_trace import read_xspace_run
+
+        return read_xspace_run(p)
+    raise ProfileFormatError(f"{p}: not a trace memprofile can import (a PyTorch kineto/Chrome trace "
+                             f".json[.gz] or a TensorFlow .xplane.pb[.gz])")
+
+
+def import_trace(path: str | Path, name: str | None = None) -> Profile:
+    """A Profile from a trace file (see the module's doc). The profile says
+    it was imported, from what, and what the trace lacks."""
+    from memprofile.analysis.peak import analyse
+    from memprofile.model.build import build_profile
+    from memprofile.model.replay import replay
+    from memprofile.model.steps import step_table
+
+    p = Path(path)
+    run = read_run(p)
+    if not any(log for c in run.captures for log in c.allocations):
+        raise ProfileFormatError(f"{p}: the trace has no memory events (record it with profile_memory=True)")
+    replays = [replay(log) for c in run.captures for log in c.allocations]
+    notes = [Note("imported", f"imported from {p.name}: {run.description}")]
+    notes.extend(Note("import_lacks", line) for line in run.lacks)
+    started_at = run.started_at
+    if not started_at:  # the file's times are relative: its modification time stands for the start
+        started_at = datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()
+        notes.append(Note("import_lacks", f"no start time in the file: {started_at} is when the file was "
+                          f"last written"))
+    profile = build_profile(
+        run.captures,
+        replays=replays,
+        name=name or p.name,
+        started_at=started_at,
+        duration_s=run.duration_s,
+        notes=notes,
+        environment={"python": platform.python_version(), "memprofile": __version__},
+    )
+    profile.capture["imported_from"] = str(p.name)
+    profile.capture["imported_format"] = run.description
+    profile.steps = step_table(run.captures, profile)
+    return analyse(profile, run.captures, replays)
