@@ -476,8 +476,14 @@ export function renderSparkline(sparkline: Sparkline): SVGSVGElement | null {
   title.textContent = `Live bytes on ${device} over ${formatDuration(t1 - t0)}; peak ${formatBytes(peakB)} at ${formatDuration(peakT)}`;
   root.appendChild(title);
 
+  // Steps: memory holds its value until the next event (a ramp between two
+  // points would draw growth that never happened).
   const d = points
-    .map((p, i) => `${i === 0 ? 'M' : 'L'}${x(p[0]).toFixed(2)} ${y(p[1]).toFixed(2)}`)
+    .map((p, i) => {
+      const xi = x(p[0]).toFixed(2);
+      const yi = y(p[1]).toFixed(2);
+      return i === 0 ? `M${xi} ${yi}` : `H${xi} V${yi}`;
+    })
     .join(' ');
   root.appendChild(svg('path', { class: 'jp-memprofile-sparkline-line', d, fill: 'none' }));
   root.appendChild(

@@ -47,13 +47,27 @@ describe('renderCard', () => {
     expect(card.querySelector('.jp-memprofile-legend')).toBeNull();
   });
 
+  it('draws the sparkline as steps: a value holds until the next point', () => {
+    // GIVEN nothing for 2.3 s, then a 4 MiB tensor
+    const card = renderCard(
+      hostSummary({ sparkline: { device: 'cpu', t: [0, 2.3, 2.4], bytes: [0, 4194304, 4194304] } })
+    );
+    const d = card.querySelector('path.jp-memprofile-sparkline-line')?.getAttribute('d') ?? '';
+    // THEN the path moves only across or up and down, never on a slope
+    expect(d).toMatch(/^M[\d.]+ [\d.]+( H[\d.]+ V[\d.]+)+$/);
+    // and stays at 0 B (the bottom) until 2.3 s, where it rises at once
+    const m = d.match(/^M([\d.]+) ([\d.]+) H([\d.]+) V([\d.]+)/);
+    expect(Number(m?.[3])).toBeGreaterThan(Number(m?.[1]) + 100);
+    expect(Number(m?.[4])).toBeLessThan(Number(m?.[2]));
+  });
+
   it('draws the sparkline as an SVG path with the peak marked', () => {
     const card = renderCard(hostSummary());
     const svg = card.querySelector('svg.jp-memprofile-sparkline');
     expect(svg).not.toBeNull();
     expect(svg?.namespaceURI).toBe('http://www.w3.org/2000/svg');
     const path = svg?.querySelector('path.jp-memprofile-sparkline-line');
-    expect(path?.getAttribute('d')).toMatch(/^M[\d.]+ [\d.]+ L[\d.]+ [\d.]+ L[\d.]+ [\d.]+$/);
+    expect(path?.getAttribute('d')).toMatch(/^M[\d.]+ [\d.]+ H[\d.]+ V[\d.]+ H[\d.]+ V[\d.]+$/);
     const marker = svg?.querySelector('circle.jp-memprofile-sparkline-peak');
     expect(marker).not.toBeNull();
     // The peak is the second point: the middle in x, the top in y.

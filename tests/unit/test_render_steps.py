@@ -80,9 +80,9 @@ def _labels(plot) -> dict[int, str]:
 
 def _line_times(plot) -> list[float]:
     """The times of the live-memory line's points."""
-    from bokeh.models import Line
+    from bokeh.models import Step
 
-    line = next(r for r in plot.renderers if isinstance(r.glyph, Line))
+    line = next(r for r in plot.renderers if isinstance(r.glyph, Step))
     return list(line.data_source.data["t"])
 
 

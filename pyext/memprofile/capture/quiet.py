@@ -1,6 +1,11 @@
 """Keep the frameworks' own log lines about starting and stopping their
 profilers out of the user's cell.
 
+torch's "Memory block of unknown size was allocated before the profiling
+started" is dropped too: the torch collector frees a block of its own while
+quiet (capture/torch.py `_start_detail`) to spend the first of those lines,
+which torch prints once and then every 1000th time.
+
 TF's C++ logs a few lines per profiler session and kineto prints "USDT ...
 profiler_start" on fd 2, which the kernel forwards into the cell. Only these
 known lines are dropped; anything else written meanwhile is passed through.
@@ -17,7 +22,7 @@ from collections.abc import Iterator
 
 NOISE = re.compile(
     r"profiler_session\.cc|save_profile\.cc|Profiler session|Collecting XSpace|"
-    r"absl::InitializeLog|SyncActivityProfilerHandler|^\s*$"
+    r"absl::InitializeLog|SyncActivityProfilerHandler|Memory block of unknown size was allocated before|^\s*$"
 )
 
 

@@ -605,8 +605,15 @@ class TorchCollector:
             record_shapes=self.record_shapes,
             with_stack=self.with_stack,
         )
+        # torch logs the first (and each 1000th) free of a block its profiler did
+        # not see made ("Memory block of unknown size...", in red above the
+        # card). memprofile accounts for those blocks (the namespace's tensors
+        # from before, the allocator's baseline): a block of ours freed out of
+        # sight spends that line.
+        unseen = self._torch.empty(16)
         with quiet_stderr():
             self._profiler.__enter__()
+            del unseen
         step_peak()  # what starting took is the profiler's, not the step's
         self._detailed = True
         self._set_module_hooks("detail")

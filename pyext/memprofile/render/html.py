@@ -13,6 +13,7 @@ from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import CARD_TENSORS, sparkline
 from memprofile.render.lines import (SourceRow, line_label, line_text, peak_lines, shape_text, source_rows,
                                      steps_brief, steps_text, tensor_bytes_text)
+from memprofile.render.stairs import as_steps
 from memprofile.render.text import failure_place, how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
@@ -64,7 +65,9 @@ def _sparkline_svg(profile: Profile, width: int = 480, height: int = 72) -> str:
         y = height - pad - (v - lo) / span_v * (height - 2 * pad)
         return round(x, 1), round(y, 1)
 
-    points = " ".join(f"{x},{y}" for x, y in (xy(t, v) for t, v in zip(line.t, line.bytes)))
+    # Steps: memory holds its value until the next point (a ramp would draw growth that never happened).
+    t_steps, (v_steps,) = as_steps(line.t, line.bytes)
+    points = " ".join(f"{x},{y}" for x, y in (xy(t, v) for t, v in zip(t_steps, v_steps)))
     i_peak = max(range(len(line.bytes)), key=line.bytes.__getitem__)
     px, py = xy(line.t[i_peak], line.bytes[i_peak])
     label = f"{escape(line.device)} live bytes from {fmt_bytes(lo)} to {fmt_bytes(hi)} over {fmt_seconds(span_t)}"

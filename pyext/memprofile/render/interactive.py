@@ -16,6 +16,7 @@ from typing import Any
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, StepStat, Timeline
 from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
+from memprofile.render.stairs import as_steps
 from memprofile.render.html import full_lines
 from memprofile.render.lines import (line_label, line_text, placed_by_layer, shape_text,
                                      tensor_bytes_text)
@@ -172,11 +173,13 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
         "phase": [timeline.phase[i] if i < len(timeline.phase) else -1 for i in keep],
     }
     cats = [c for c in CATEGORIES if c in timeline.by_category]
-    for c in cats:
-        # float32 travels as base64, half the size of JSON numbers; the stacked
-        # areas need no more precision (the hover reads the exact `live`).
-        data[c] = np.asarray([timeline.by_category[c][i] for i in keep], dtype=np.float32)
-    source = models.ColumnDataSource(data)
+    source = models.ColumnDataSource(data)  # the line and its hover: one row per point
+    # The areas as steps (memory holds until the next point: render/stairs.py).
+    # float32 travels as base64, half the size of JSON numbers; the stacked
+    # areas need no more precision (the hover reads the exact `live`).
+    t_steps, stacked = as_steps(t, *([timeline.by_category[c][i] for i in keep] for c in cats))
+    areas = models.ColumnDataSource({"t": t_steps, **{c: np.asarray(v, dtype=np.float32)
+                                                       for c, v in zip(cats, stacked)}})
     # A loop with steps: every device's plot spans the whole cell, so they line up.
     span = {"x_range": (0.0, cell_end(profile))} if profile.steps or recorded else {}
     p = plotting.figure(
@@ -186,13 +189,13 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
     )
     p.yaxis.formatter = _bytes_axis()
     if cats:
-        p.varea_stack(stackers=cats, x="t", source=source, color=[CATEGORY_COLORS[c] for c in cats],
+        p.varea_stack(stackers=cats, x="t", source=areas, color=[CATEGORY_COLORS[c] for c in cats],
                       legend_label=[category_label(c) for c in cats], alpha=0.85)
         p.legend.click_policy = "hide"
         _place_legend(p, legend)
     # A process (RSS) timeline is a line alone: its y axis then fits the data
     # instead of starting at 0, where the interpreter's own memory flattens it.
-    line = p.line("t", "live", source=source, color="#333333" if cats else _LINE, line_width=1.2)
+    line = p.step("t", "live", source=source, mode="after", color="#333333" if cats else _LINE, line_width=1.2)
     label = models.CustomJSHover(args=dict(labels=list(timeline.labels)), code=JS_HOVER_LABEL)
     in_bytes = models.CustomJSHover(code=JS_HOVER_BYTES)
     phase = models.CustomJSHover(args=dict(names=list(PHASES)), code=JS_HOVER_PHASE)
