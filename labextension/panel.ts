@@ -12,6 +12,7 @@
 
 import { Widget } from '@lumino/widgets';
 
+import { BOKEH_VERSION } from './bokeh';
 import { ILineRow, el, renderLines, renderSparkline } from './card';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
 import type { ProfileSummary } from './schema';
@@ -34,6 +35,12 @@ export interface IPanelSuggestion {
 }
 
 /** A profile's full data for the panel (render/panel.py). */
+/** Whether two versions ("3.9.2") share their major and minor numbers. */
+export function sameMinor(a: string | undefined, b: string): boolean {
+  const minor = (v: string): string => v.split('.').slice(0, 2).join('.');
+  return typeof a === 'string' && minor(a) === minor(b);
+}
+
 export interface IPanelProfile {
   id: string;
   bokeh_version: string;
@@ -268,6 +275,13 @@ export class MemprofilePanel extends Widget {
       const lines = renderLines(profile.lines, profile.peak_line,
         'The cell, line by line: bytes alive at the peak (by kind) and allocated');
       body.appendChild(lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.'));
+    } else if (!sameMinor(profile.bokeh_version, BOKEH_VERSION)) {
+      // BokehJS draws only documents of its own minor version: the kernel's
+      // bokeh made these. The report embeds the kernel's own BokehJS.
+      body.appendChild(el('p', 'jp-memprofile-empty',
+        `This kernel has bokeh ${profile.bokeh_version}; the panel draws with BokehJS ${BOKEH_VERSION}, so its ` +
+        'views are not drawn here. "Export HTML" writes a report with the same views, drawn by the kernel\'s ' +
+        `bokeh (or install bokeh ${BOKEH_VERSION.split('.').slice(0, 2).join('.')}.x in the kernel).`));
     } else if (profile.views[view]) {
       this._actions.embed(profile.views[view], body).catch(error => {
         body.textContent = '';

@@ -32,7 +32,7 @@ python -m pip install -q "hatchling>=1.21,<2" "hatch-jupyter-builder>=0.9,<0.11"
   "hatch-nodejs-version>=0.3.2,<0.5" "editables>=0.5,<1" "jupyterlab>=4.6,<4.7"
 
 echo "==> installing memprofile (editable) and building its JupyterLab extension"
-python -m pip install -q --no-build-isolation -e ".[test,torch,tensorflow]"
+python -m pip install -q --no-build-isolation -e ".[test,torch]" "tensorflow-cpu>=2.21,<2.22"
 jupyter labextension develop --overwrite . >/dev/null
 jupyter labextension list 2>&1 | grep -q "memprofile.*enabled.*OK" \
   || { jupyter labextension list; echo "memprofile extension is not enabled" >&2; exit 1; }

@@ -1,4 +1,4 @@
-import { IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel, renderComparison } from '../panel';
+import { IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel, renderComparison, sameMinor } from '../panel';
 import { ProfileList } from '../store';
 import { hostSummary } from './fixtures';
 
@@ -72,6 +72,24 @@ describe('MemprofilePanel', () => {
     expect(panel.selectedId).toBe('b');
     expect(calls).toEqual(['embed']);
     expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
+  });
+
+  it('does not draw views made by another bokeh minor, and says how to see them', async () => {
+    // GIVEN a kernel whose bokeh is 3.4 (the panel ships BokehJS 3.9)
+    const { a, calls } = actions({ fetchProfile: async id => ({ ...payload(id, []), bokeh_version: '3.4.3' }) });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' })]);
+    await panel.select('a');
+    // THEN nothing is embedded and the view says why and what to do
+    expect(calls).toEqual([]);
+    const view = panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.textContent ?? '';
+    expect(view).toContain('bokeh 3.4.3');
+    expect(view).toContain('Export HTML');
+    // AND a patch release of the same minor is drawn
+    expect(sameMinor('3.9.0', '3.9.2')).toBe(true);
+    expect(sameMinor(undefined, '3.9.2')).toBe(false);
   });
 
   it('after the kernel is shut down, keeps the list and a click says what to do without asking the kernel', async () => {

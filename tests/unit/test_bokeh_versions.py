@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import bokeh
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,12 +14,15 @@ def test_bokehjs_in_the_extension_is_the_python_bokeh():
     package = json.loads((ROOT / "package.json").read_text())
     pinned = package["dependencies"]["@bokeh/bokehjs"]
     loaded = re.search(r"BOKEH_VERSION = '([^']+)'", (ROOT / "labextension" / "bokeh.ts").read_text()).group(1)
-    assert pinned == loaded == bokeh.__version__, (
-        f"package.json pins @bokeh/bokehjs {pinned}, labextension/bokeh.ts loads {loaded}, Python has bokeh "
-        f"{bokeh.__version__}: they must be the same version")
-    built = ROOT / "pyext" / "memprofile" / "labextension" / "static" / f"bokeh-{bokeh.__version__}.min.js"
+    assert pinned == loaded, f"package.json pins @bokeh/bokehjs {pinned}, labextension/bokeh.ts loads {loaded}"
+    built = ROOT / "pyext" / "memprofile" / "labextension" / "static" / f"bokeh-{loaded}.min.js"
     if built.parent.exists():  # after a build: the files the panel loads are there
-        assert built.exists() and f'version="{bokeh.__version__}"' in built.read_text()
+        assert built.exists() and f'version="{loaded}"' in built.read_text()
+    if bokeh.__version__.split(".")[:2] != loaded.split(".")[:2]:
+        # A user's other bokeh: the panel says its views are not drawn (panel.ts sameMinor).
+        pytest.skip(f"Python bokeh {bokeh.__version__} is another minor than the panel's BokehJS {loaded}")
+    # the development environment builds and tests with the same bokeh on both sides
+    assert bokeh.__version__ == loaded, f"Python has bokeh {bokeh.__version__}, the panel loads {loaded}"
 
 
 def test_the_panels_list_of_trusted_javascript_is_current():

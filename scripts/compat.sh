@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The compatibility matrix (not in CI: each row downloads a CUDA build of
+# torch from PyPI, several GB). For each row: a fresh venv with that Python,
+# torch, tensorflow-cpu, bokeh, JupyterLab and ipykernel, memprofile from this
+# checkout (PYTHONPATH, no build), then the capture, import and real-kernel
+# tests. Writes one markdown row per line to $OUT (default
+# artifacts/compat.md) for README's "Tested versions".
+#
+#   scripts/compat.sh                 # every row
+#   scripts/compat.sh oldest newest   # some rows, by name
+#
+# pip's machine-wide constraints (/etc/xdg/pip caps torch here) are not used:
+# PIP_CONFIG_FILE=/dev/null, so every release on PyPI can be installed.
+set -uo pipefail
+SELECTED="$*"
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/artifacts/compat.md}
+WORK=${WORK:-/tmp/memprofile-compat}
+mkdir -p "$(dirname "$OUT")" "$WORK"
+
+# name  python  torch  tensorflow-cpu  bokeh  jupyterlab  ipykernel
+ROWS=(
+  "oldest 3.10 2.4.1 2.16.2 3.4.3 4.2.7 6.29.5"
+  "torch2.6 3.12 2.6.0 2.21.0 3.9.2 4.6.6 7.1.0"
+  "newest 3.13 2.15.0 2.21.0 3.9.2 4.6.6 7.1.0"
+)
+# The tests a row runs: capture (torch, TF), imports of recorded traces, the
+# renderers, and the real kernel; not the wheel build or the browser (they
+# need this checkout's built extension, whose BokehJS is 3.9.2).
+TESTS=(tests/torch tests/tensorflow tests/imports tests/unit tests/integration)
+DESELECT=(--deselect tests/integration/test_wheel.py)
+
+python_for() {  # the pyenv interpreter of a minor version
+  ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -1
+}
+
+run_row() {
+  local name=$1 py=$2 torch=$3 tf=$4 bokeh=$5 lab=$6 kernel=$7
+  local venv=$WORK/$name log=$WORK/$name.log interpreter
+  interpreter=$(python_for "$py")
+  if [ -z "$interpreter" ]; then
+    echo "| $name | $py | $torch | $tf | $bokeh | $lab | not run: no Python $py here |" >>"$OUT"
+    return
+  fi
+  echo "==> $name: Python $py, torch $torch, tensorflow-cpu $tf, bokeh $bokeh, jupyterlab $lab"
+  rm -rf "$venv"
+  "$interpreter" -m venv "$venv"
+  export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
+  if ! "$venv/bin/pip" install -q "torch==$torch" "tensorflow-cpu==$tf" "bokeh==$bokeh" "jupyterlab==$lab" \
+      "ipykernel==$kernel" "psutil>=6,<8" "ipython>=8.20" "comm>=0.2,<0.3" "ipywidgets>=8.1,<9" \
+      "nbclient>=0.10,<0.12" "nbformat>=5.10,<6" "pytest>=8,<10" "hypothesis>=6.100,<7" "jsonschema>=4.20,<5" \
+      >"$log" 2>&1; then
+    echo "| $name | $py | $torch | $tf | $bokeh | $lab | install failed: $(tail -1 "$log" | cut -c1-160) |" >>"$OUT"
+    return
+  fi
+  local versions
+  versions=$("$venv/bin/python" -c "import sys, torch, tensorflow as tf, bokeh, jupyterlab, keras; \
+print(f'{sys.version.split()[0]} / torch {torch.__version__} / TF {tf.__version__} (Keras {keras.__version__}) / \
+bokeh {bokeh.__version__} / JupyterLab {jupyterlab.__version__}')" 2>>"$log")
+  local result
+  if PYTHONPATH=$ROOT/pyext:$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" \
+      "${DESELECT[@]}" -m "not ui" >>"$log" 2>&1; then
+    result="passed: $(grep -E '^[0-9]+ passed' "$log" | tail -1)"
+  else
+    result="FAILED: $(grep -E '^(FAILED|ERROR) ' "$log" | head -8 | sed 's/ - .*//' | tr '\n' ' ')$(grep -E \
+      '^[0-9]+ (failed|passed)' "$log" | tail -1)"
+  fi
+  echo "| $name | $versions | $result |" >>"$OUT"
+  echo "    $result (log: $log)"
+}
+
+echo "| row | versions | capture, import and real-kernel tests |" >"$OUT"
+echo "|---|---|---|" >>"$OUT"
+for row in "${ROWS[@]}"; do
+  # shellcheck disable=SC2086
+  set -- $row
+  if [ $# -gt 0 ] && { [ -z "${SELECTED:-}" ] || [[ " $SELECTED " == *" $1 "* ]]; }; then
+    run_row "$@"
+  fi
+done
+echo "==> $OUT"
