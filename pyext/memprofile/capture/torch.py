@@ -45,6 +45,7 @@ from memprofile.capture.base import (
 from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
+from memprofile.capture import torch_compat
 from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
 from memprofile.capture.torch_events import (
     BEFORE,
@@ -515,9 +516,19 @@ class TorchCollector:
         self._wall0 = time.time_ns()
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
         self._local = threading.local()
-        self._scope_enter = torch.ops.profiler._record_function_enter_new
-        self._graph_task_id = torch._C._current_graph_task_id
-        self._scope_exit = torch.ops.profiler._record_function_exit._RecordFunction
+        # Private torch APIs go through torch_compat: a missing one is a note, not an error.
+        compat_notes: list[tuple[str, str]] = []
+        scopes = torch_compat.record_function_ops(torch)
+        if scopes is None:
+            scopes = torch_compat.record_function_class(torch)
+            compat_notes.append(("torch_compat_record_function", f"torch {torch.__version__} has no "
+                                 f"_record_function_enter_new: layer scopes use record_function (slower)"))
+        self._scope_enter, self._scope_exit = scopes
+        task_id = torch_compat.graph_task_id(torch)
+        if task_id is None:
+            compat_notes.append(("torch_compat_graph_task", f"torch {torch.__version__} has no "
+                                 f"_current_graph_task_id: a forward recomputed by checkpointing counts as a call"))
+        self._graph_task_id = task_id or (lambda: -1)
         self._names: dict[int, str] = {}
         self._roots: set[int] = set()
         self._modules: dict[str, weakref.ref] = {}
@@ -547,7 +558,7 @@ class TorchCollector:
         self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
-        self._notes: list[tuple[str, str]] = []
+        self._notes: list[tuple[str, str]] = compat_notes
         modules, optimizers, tensors = self._namespace_objects()
         self._name_roots(modules)
         for opt in optimizers:
@@ -767,7 +778,7 @@ class TorchCollector:
         if self._events is not None or self._profiler is None:
             return
         try:
-            roots = self._profiler.profiler.kineto_results.experimental_event_tree()
+            roots = torch_compat.event_tree(self._profiler)
         except Exception as exc:
             self._events = exc
             self._drop_events()
@@ -902,10 +913,9 @@ class TorchCollector:
         by iterator instead of pushing a (node, context) pair for each, and
         keeps a memory event as one tuple: the columns are built once at the
         end."""
-        from torch._C._profiler import _EventType
-
-        TORCHOP = _EventType.TorchOp
-        check_tag = self.with_stack  # only the Python tracer adds nodes that are neither
+        TORCHOP = torch_compat.event_type_torch_op()
+        # only the Python tracer adds nodes that are neither
+        check_tag = self.with_stack and TORCHOP is not None
         ledger = MemoryLedger()
         alloc, free = ledger.alloc, ledger.free
         ops: dict[str, OpRecord] = {}
