@@ -8,6 +8,7 @@
 #
 #   scripts/compat.sh                 # every row
 #   scripts/compat.sh oldest newest   # some rows, by name
+#   KEEP=1 scripts/compat.sh          # reuse the rows' venvs of an earlier run
 #
 # pip's machine-wide constraints (/etc/xdg/pip caps torch here) are not used:
 # PIP_CONFIG_FILE=/dev/null, so every release on PyPI can be installed.
@@ -44,10 +45,10 @@ run_row() {
     return
   fi
   echo "==> $name: Python $py, torch $torch, tensorflow-cpu $tf, bokeh $bokeh, jupyterlab $lab"
-  rm -rf "$venv"
-  "$interpreter" -m venv "$venv"
   export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
-  if ! "$venv/bin/pip" install -q "torch==$torch" "tensorflow-cpu==$tf" "bokeh==$bokeh" "jupyterlab==$lab" \
+  if [ -n "${KEEP:-}" ] && [ -x "$venv/bin/python" ]; then  # KEEP=1: reuse a row's venv from an earlier run
+    : >"$log"
+  elif ! { rm -rf "$venv" && "$interpreter" -m venv "$venv"; } || ! "$venv/bin/pip" install -q "torch==$torch" "tensorflow-cpu==$tf" "bokeh==$bokeh" "jupyterlab==$lab" \
       "ipykernel==$kernel" "psutil>=6,<8" "ipython>=8.20" "comm>=0.2,<0.3" "ipywidgets>=8.1,<9" \
       "nbclient>=0.10,<0.12" "nbformat>=5.10,<6" "pytest>=8,<10" "hypothesis>=6.100,<7" "jsonschema>=4.20,<5" \
       >"$log" 2>&1; then

@@ -37,7 +37,10 @@ def no_collector_left_running():
 
         assert not hooks._global_forward_pre_hooks and not hooks._global_forward_hooks, "module hooks left"
         assert not optim._global_optimizer_pre_hooks and not optim._global_optimizer_post_hooks, "optimizer hooks left"
-        assert not torch.autograd.profiler._is_profiler_enabled, "torch profiler left running"
+        enabled = getattr(torch.autograd.profiler, "_is_profiler_enabled", None)  # torch >= 2.5
+        if enabled is None:
+            enabled = torch.autograd._profiler_enabled()
+        assert not enabled, "torch profiler left running"
     if "tensorflow" in sys.modules:
         from tensorflow.python.profiler.internal import _pywrap_traceme
 

@@ -141,6 +141,8 @@ def _place_legend(p: Any, place: str) -> None:
         legend.orientation = "horizontal"
         legend.ncols = 2
         legend.location = "left"  # centred, a two-column legend overflows a narrow plot's left edge
+    # Moved, not copied: bokeh < 3.6 then sees two legends and refuses later legend_label glyphs.
+    p.center = [r for r in p.center if r is not legend]
     p.add_layout(legend, place)
 
 
