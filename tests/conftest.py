@@ -23,8 +23,24 @@ def _sampler_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("memprofile-")]
 
 
+def _trace_dirs() -> set[str]:
+    """TF trace directories of this process or of one that has ended (a kernel
+    the test ran): not those of other live processes (another test run)."""
+    from memprofile.capture.tensorflow import TRACE_DIR_PREFIX
+
+    found = set()
+    for parent in (tempfile.gettempdir(), "/dev/shm"):
+        for d in glob.glob(os.path.join(parent, TRACE_DIR_PREFIX + "*")):
+            pid = os.path.basename(d)[len(TRACE_DIR_PREFIX):].split("-")[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}"):
+                found.add(d)
+    return found
+
+
 @pytest.fixture(autouse=True)
 def no_collector_left_running():
+    # (another process's trace directories, a killed run's say, are not this test's)
+    before = _trace_dirs() if "tensorflow" in sys.modules else set()
     yield
     deadline = time.monotonic() + 2.0
     while _sampler_threads() and time.monotonic() < deadline:
@@ -42,18 +58,17 @@ def no_collector_left_running():
             enabled = torch.autograd._profiler_enabled()
         assert not enabled, "torch profiler left running"
     if "tensorflow" in sys.modules:
-        from tensorflow.python.profiler.internal import _pywrap_traceme
+        from tensorflow.python.profiler import trace
 
-        assert not _pywrap_traceme.traceme_enabled(), "TensorFlow profiler left running"
+        # (TF >= 2.17: a function, traceme_enabled; TF 2.16: a flag)
+        enabled = trace.enabled() if callable(trace.enabled) else trace.enabled
+        assert not enabled, "TensorFlow profiler left running"
         keras = sys.modules.get("keras")
         if keras is not None:
             assert not hasattr(keras.layers.Layer.__call__, "__memprofile_original__"), "Keras layer scopes left"
         tf = sys.modules["tensorflow"]
         assert not hasattr(tf.GradientTape.gradient, "__memprofile_original__"), "GradientTape scope left"
-        from memprofile.capture.tensorflow import TRACE_DIR_PREFIX
-
-        leftovers = [d for parent in (tempfile.gettempdir(), "/dev/shm")
-                     for d in glob.glob(os.path.join(parent, TRACE_DIR_PREFIX + "*"))]
+        leftovers = sorted(_trace_dirs() - before)
         assert not leftovers, f"TensorFlow trace directories left: {leftovers}"
 
 

@@ -222,7 +222,8 @@ class TensorFlowCollector:
         if not self._stats.available:
             self._notes.append(("tf_cpu_stats", "TF's CPU allocator statistics could not be switched on: "
                                                 "with TF's default CPU allocator no CPU allocation is seen"))
-        self._logdir = tempfile.mkdtemp(prefix=TRACE_DIR_PREFIX, dir=_trace_parent())
+        # The pid in the name tells whose a left directory is (a killed kernel's, say).
+        self._logdir = tempfile.mkdtemp(prefix=f"{TRACE_DIR_PREFIX}{os.getpid()}-", dir=_trace_parent())
         try:
             self._memory_start = self._memory_info(reset=self.reset_peak)
             self._world_start = scan(self.namespace)
