@@ -99,3 +99,12 @@ def test_a_measured_saving_has_one_percentage_in_the_heading_and_on_the_card():
     assert saving_line(again, original.peak_bytes) == "measured: -17.0 MiB (-17 %), time +10 %"
     c.notes.append("compared the second, warm run as is")
     assert measured_line(c) == "peak -17.0 MiB (-17 %) on cpu, time +10 %; compared the second, warm run as is"
+
+
+def test_the_panels_comparison_names_kinds_as_the_card_does():
+    from memprofile.jupyter.comm import comparison_payload
+
+    a, b = make_rich_profile(name="before"), make_rich_profile(name="after")
+    b.peak = Peak("cpu", 0.1, a.peak.bytes, by_category={"optimizer_state": 2**20, "activation": 2**20})
+    names = [row["name"] for row in comparison_payload(memprofile.compare(a, b))["categories"]]
+    assert "optimizer state" in names and "optimizer_state" not in names

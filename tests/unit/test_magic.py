@@ -63,9 +63,15 @@ def test_quiet_stores_without_display(ip, fresh_store, displayed):
 def test_line_commands(ip, fresh_store, displayed, tmp_path, capsys):
     ip.run_cell("%%memprofile -q -n first\na = 1")
     ip.run_cell("%%memprofile -q -n second\nb = 1")
+    ip.run_cell("%%memprofile -q -n a_much_longer_profile_name_than_sixteen\nc = 1")
     ip.run_line_magic("memprofile", "list")
     out = capsys.readouterr().out
     assert "first" in out and "second" in out
+    rows = [line for line in out.splitlines() if " peak " in line]
+    assert len({line.index(" peak ") for line in rows}) == 1  # the columns stay aligned for long names
+    ip.run_line_magic("memprofile", "clear")
+    ip.run_cell("%%memprofile -q -n first\na = 1")
+    ip.run_cell("%%memprofile -q -n second\nb = 1")
     ip.run_line_magic("memprofile", "show first")
     assert displayed[-1][MIME_TYPE]["name"] == "first"
     ip.run_line_magic("memprofile", f"export {tmp_path / 'r.html'}")

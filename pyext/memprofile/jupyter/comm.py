@@ -159,15 +159,16 @@ class PanelComm:
 def comparison_payload(c) -> dict:
     """A Comparison as plain data (the panel draws it as text)."""
     from memprofile.render.compare import headline
+    from memprofile.units import category_label
 
-    def rows(changes):
-        return [{"name": r.name, "before": r.before, "after": r.after, "delta": r.delta} for r in changes]
+    def rows(changes, label=lambda name: name):
+        return [{"name": label(r.name), "before": r.before, "after": r.after, "delta": r.delta} for r in changes]
 
     return {
         "a": c.a.id, "b": c.b.id, "a_name": c.a.name, "b_name": c.b.name, "device": c.device,
         "headline": headline(c), "peak": rows([c.peak])[0], "saving_bytes": c.saving_bytes,
         "peak_change_percent": c.peak_change_percent, "notes": list(c.notes), "time_change": c.time_change,
-        "categories": rows(c.categories), "layers": rows(c.layers),
+        "categories": rows(c.categories, category_label), "layers": rows(c.layers),  # the names the card shows
         "ops": rows(c.ops), "more_layers": c.more_layers, "more_ops": c.more_ops,
     }
 

@@ -346,11 +346,14 @@ class MemprofileMagics(Magics):
             return
         if STORE.dropped:
             print(f"({STORE.dropped} older profile(s) dropped: the store keeps the last {STORE.capacity})")
-        for i, p in enumerate(profiles):
+        # Columns as wide as their longest entry (long names stay aligned); the name last but one.
+        devices = [p.peak_device.name if p.peak_device else "-" for p in profiles]
+        name_w = max(16, *(len(p.name) for p in profiles))
+        device_w = max(7, *(len(d) for d in devices))
+        for i, (p, device) in enumerate(zip(profiles, devices)):
             status = f"  raised {p.error.type}" if p.error else ""
-            device = p.peak_device.name if p.peak_device else "-"
             print(
-                f"{i:>3}  {p.id[:8]}  {p.name:<16} peak {fmt_bytes(p.peak_bytes):>10} on {device:<7}"
+                f"{i:>3}  {p.id[:8]}  {p.name:<{name_w}} peak {fmt_bytes(p.peak_bytes):>10} on {device:<{device_w}}"
                 f" {fmt_seconds(p.duration_s):>9}{status}"
             )
 
