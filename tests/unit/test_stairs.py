@@ -64,3 +64,20 @@ def test_the_html_sparkline_is_steps(late_tensor):
     xy = [tuple(map(float, pt.split(","))) for pt in points]
     assert len(xy) > 2
     assert all(a[1] == b[1] for a, b in zip(xy, xy[1:]) if b[0] > a[0])  # flat between distinct times
+
+
+def test_the_layers_chart_is_ordered_as_its_title_says():
+    # GIVEN a profile whose layer holding the most at the peak allocated little over the cell
+    from memprofile.render.interactive import LAYER_KINDS, layers_view
+    from tests.builders import make_rich_profile
+
+    profile = make_rich_profile()
+    first = profile.layers[0]
+    first.peak_bytes = 10 * max(layer.peak_bytes for layer in profile.layers) + 1
+    for kind in LAYER_KINDS:
+        setattr(first, f"{kind}_bytes", 1)
+    chart = next(c for c in layers_view(profile).children if hasattr(c, "y_range"))
+    # THEN the bars run longest first (the largest on top: the last factor), as the title says
+    data = chart.renderers[0].data_source.data
+    totals = [sum(data[k][i] for k in LAYER_KINDS) for i in range(len(data["layer"]))]
+    assert totals == sorted(totals) and "longest bar first" in chart.title.text

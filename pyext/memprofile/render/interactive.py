@@ -451,7 +451,9 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     def weight(layer) -> int:
         return sum(getattr(layer, f"{k}_bytes") for k in LAYER_KINDS)
 
-    rows = sorted(profile.layers, key=lambda layer: (-layer.peak_bytes, -weight(layer)))
+    # Ordered by what the bars draw (a layer holding little at the peak but
+    # allocating much is a long bar); what each held at the peak is in the hover.
+    rows = sorted(profile.layers, key=lambda layer: (-weight(layer), -layer.peak_bytes))
     rows = [layer for layer in rows if weight(layer) or layer.peak_bytes]
     hidden = max(0, len(rows) - MAX_LAYERS)
     rows = rows[:MAX_LAYERS]
@@ -470,8 +472,9 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     everything = models.ColumnDataSource(dict(full))
     p = plotting.figure(
         y_range=models.FactorRange(*names), height=max(180, 22 * len(names) + 60), sizing_mode="stretch_width",
-        tools="xwheel_zoom,xpan,reset,save", title="Layers, largest at the peak first: parameters, gradients and optimizer state they hold; "
-              "activations and temporaries they allocated over the cell",
+        tools="xwheel_zoom,xpan,reset,save",
+        title="Layers, longest bar first: parameters, gradients and optimizer state they hold; activations and "
+              "temporaries they allocated over the cell (hover: what each held at the peak)",
         x_axis_label="bytes",
     )
     p.hbar_stack(list(LAYER_KINDS), y="layer", height=0.8, source=source,
