@@ -34,13 +34,13 @@ export interface IPanelSuggestion {
   how: string;
 }
 
-/** A profile's full data for the panel (render/panel.py). */
 /** Whether two versions ("3.9.2") share their major and minor numbers. */
 export function sameMinor(a: string | undefined, b: string): boolean {
   const minor = (v: string): string => v.split('.').slice(0, 2).join('.');
   return typeof a === 'string' && minor(a) === minor(b);
 }
 
+/** A profile's full data for the panel (render/panel.py). */
 export interface IPanelProfile {
   id: string;
   bokeh_version: string;

@@ -41,7 +41,7 @@ run_row() {
   local venv=$WORK/$name log=$WORK/$name.log interpreter
   interpreter=$(python_for "$py")
   if [ -z "$interpreter" ]; then
-    echo "| $name | $py | $torch | $tf | $bokeh | $lab | not run: no Python $py here |" >>"$OUT"
+    echo "| $name | Python $py, torch $torch, TF $tf, bokeh $bokeh, JupyterLab $lab | not run: no Python $py here |" >>"$OUT"
     return
   fi
   echo "==> $name: Python $py, torch $torch, tensorflow-cpu $tf, bokeh $bokeh, jupyterlab $lab"
@@ -52,7 +52,7 @@ run_row() {
       "ipykernel==$kernel" "psutil>=6,<8" "ipython>=8.20" "comm>=0.2,<0.3" "ipywidgets>=8.1,<9" \
       "nbclient>=0.10,<0.12" "nbformat>=5.10,<6" "pytest>=8,<10" "hypothesis>=6.100,<7" "jsonschema>=4.20,<5" \
       >"$log" 2>&1; then
-    echo "| $name | $py | $torch | $tf | $bokeh | $lab | install failed: $(tail -1 "$log" | cut -c1-160) |" >>"$OUT"
+    echo "| $name | Python $py, torch $torch, TF $tf, bokeh $bokeh, JupyterLab $lab | install failed: $(tail -1 "$log" | cut -c1-160) |" >>"$OUT"
     return
   fi
   local versions

@@ -97,6 +97,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from memprofile.render.text import render_text
 
     out = Path(args.output) if args.output else None
+    if out is not None and not out.name.lower().endswith((".html", ".htm", ".json", ".json.gz")):
+        print(f"memprofile: cannot write {out}: the output is a report (.html) or a profile (.json, .json.gz)",
+              file=sys.stderr)
+        return 2
     if out is not None and not out.parent.is_dir():
         print(f"memprofile: cannot write {out}: the folder {out.parent} does not exist; create it or choose "
               f"another path", file=sys.stderr)

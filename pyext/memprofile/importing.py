@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import platform
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _head(path: Path, n: int = 4096) -> bytes:
         try:
             with gzip.open(path, "rb") as f:
                 return f.read(n)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise ProfileFormatError(f"{path}: a gzip file that cannot be read ({exc})") from None
     return start
 

@@ -44,3 +44,15 @@ def test_the_cli_prints_one_line_exits_nonzero_and_writes_nothing(tmp_path, caps
 def test_the_cli_refuses_an_output_folder_that_does_not_exist(tmp_path, capsys):
     assert main(["import", str(tmp_path / "t.json"), "-o", str(tmp_path / "no" / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_gzip_with_bad_deflate_data_says_so(tmp_path):
+    path = tmp_path / "trace.json.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 64)
+    with pytest.raises(ProfileFormatError, match="gzip"):
+        memprofile.import_trace(path)
+
+
+def test_the_cli_refuses_an_output_it_cannot_write_as_a_report_or_a_profile(tmp_path, capsys):
+    assert main(["import", str(tmp_path / "t.json"), "-o", str(tmp_path / "report.txt")]) == 2
+    assert ".html" in capsys.readouterr().err and not (tmp_path / "report.txt").exists()

@@ -81,3 +81,13 @@ def test_the_layers_chart_is_ordered_as_its_title_says():
     data = chart.renderers[0].data_source.data
     totals = [sum(data[k][i] for k in LAYER_KINDS) for i in range(len(data["layer"]))]
     assert totals == sorted(totals) and "longest bar first" in chart.title.text
+
+
+def test_the_timeline_hover_is_on_a_glyph_bokeh_can_hit(late_tensor):
+    # BokehJS's Step glyph has no hit testing: a hover on it would show nothing
+    from bokeh.models import HoverTool, Line
+
+    p = late_tensor
+    figure = timeline_view(p, p.timeline("cpu"), p.device("cpu")).children[0]
+    hover = next(t for t in figure.tools if isinstance(t, HoverTool))
+    assert hover.renderers and all(isinstance(r.glyph, Line) for r in hover.renderers)

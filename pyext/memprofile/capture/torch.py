@@ -61,7 +61,6 @@ LAYER_PREFIX = "memprofile.layer/"
 NOGRAD_LAYER_PREFIX = "memprofile.layer.nograd/"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
-#: Kinds that belong to the layer owning the parameter, wherever they were made.
 #: When one storage is seen as several kinds, the first of these wins.
 CATEGORY_PRIORITY = ("parameter", "optimizer_state", "gradient", "input")
 _MAX_SHAPES_PER_OP = 3
@@ -625,13 +624,22 @@ class TorchCollector:
         with quiet_stderr():
             self._profiler.__enter__()
             del unseen
-        step_peak()  # what starting took is the profiler's, not the step's
-        self._detailed = True
-        self._set_module_hooks("detail")
-        self._detail_start = time.perf_counter() - self._origin
-        if self.budget_bytes:
-            self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget", daemon=True)
-            self._watcher.start()
+        try:
+            step_peak()  # what starting took is the profiler's, not the step's
+            self._detailed = True
+            self._set_module_hooks("detail")
+            self._detail_start = time.perf_counter() - self._origin
+            if self.budget_bytes:
+                self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget",
+                                                 daemon=True)
+                self._watcher.start()
+        except BaseException:  # torch's profiler must not keep recording for the rest of the process
+            self._detailed = False
+            self._set_module_hooks("none")
+            with quiet_stderr():
+                self._profiler.__exit__(None, None, None)
+            self._profiler = None
+            raise
 
     def _set_module_hooks(self, kind: str) -> None:
         """The global module hooks for now: "detail" (scopes and observations),
@@ -960,7 +968,8 @@ class TorchCollector:
                             for rec in ctx[4]:
                                 rec.allocated_bytes += size
                     elif size < 0:
-                        free(device, size, f.allocation_id, t, ctx[1] == "backward", f.ptr)
+                        free(device, size, f.allocation_id, t, ctx[1] == "backward", f.ptr,
+                             f.total_allocated if device.startswith("cuda") else -1)
                         if chain:
                             ops[chain[0]].freed_bytes -= size
                     continue

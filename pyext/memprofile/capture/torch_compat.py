@@ -4,9 +4,12 @@ each; README "Tested versions"). A missing or changed one gives the
 collector a fallback and a named note for the profile, never an exception in
 the user's cell.
 
-The event tree (`experimental_event_tree`) and its fields are read in the
-walk itself (capture/torch.py `_walk`), where a failure is already caught and
-said (`torch_events_unreadable`); this module covers what is used outside it.
+The event tree's node fields are read in the walk itself (capture/torch.py
+`_walk`), where a failure is already caught and said
+(`torch_events_unreadable`). CUDA's allocation history
+(`torch.cuda.memory._record_memory_history`, `_snapshot`, for --cuda-history)
+is still called there directly: written against the documented API and never
+run on a GPU here.
 """
 
 from __future__ import annotations
@@ -72,14 +75,3 @@ def event_tree(profiler: Any) -> list:
     and later; checked on CHECKED_ON. Raises what torch raises (the caller
     says the events could not be read and keeps the rest of the profile)."""
     return profiler.profiler.kineto_results.experimental_event_tree()
-
-
-def memory_history(torch: Any) -> tuple[Callable, Callable] | None:
-    """(start, snapshot) of CUDA's allocation history:
-    `torch.cuda.memory._record_memory_history(max_entries=...)` and
-    `torch.cuda.memory._snapshot()`, torch 2.1 and later. Written against the
-    documented API, never run on a GPU here. None when gone."""
-    memory = getattr(getattr(torch, "cuda", None), "memory", None)
-    start = getattr(memory, "_record_memory_history", None)
-    snapshot = getattr(memory, "_snapshot", None)
-    return (start, snapshot) if callable(start) and callable(snapshot) else None

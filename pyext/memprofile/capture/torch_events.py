@@ -76,9 +76,14 @@ class MemoryLedger:
         self.where[key] = (device, len(column))
         column.append((size, t, self.order, layer, op, phase, grad, ptr))
 
-    def free(self, device: str, size: int, key: Hashable, t: float, backward: bool, ptr: int) -> None:
-        """The block `key` freed (`size` < 0, as torch's events give it)."""
+    def free(self, device: str, size: int, key: Hashable, t: float, backward: bool, ptr: int,
+             total_allocated: int = -1) -> None:
+        """The block `key` freed (`size` < 0, as torch's events give it);
+        `total_allocated`: the allocator's running total after it (-1: unknown)."""
         self.order += 1
+        if total_allocated >= 0 and device not in self.cuda_before and device.startswith("cuda"):
+            # The device's first event is a free: it held the total plus this block before.
+            self.cuda_before[device] = total_allocated - size
         hit = self.where.pop(key, None)
         if hit is not None:
             self.frees.append((hit[0], hit[1], t, self.order, backward))

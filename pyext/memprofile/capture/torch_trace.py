@@ -325,7 +325,8 @@ class _Sweep:
                     rec.allocated_bytes += size
         else:
             key = self._free_key(device, size, addr)
-            self.ledger.free(device, size, key, t, ctx[1] == "backward", addr or 0)
+            self.ledger.free(device, size, key, t, ctx[1] == "backward", addr or 0,
+                             total if cuda and not self.running_sum else -1)
             if chain:
                 self.ops[chain[0]].freed_bytes -= size
 

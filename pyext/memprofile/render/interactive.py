@@ -197,7 +197,9 @@ def timeline_view(profile: Profile, timeline: Timeline, device: Device, legend: 
         _place_legend(p, legend)
     # A process (RSS) timeline is a line alone: its y axis then fits the data
     # instead of starting at 0, where the interpreter's own memory flattens it.
-    line = p.step("t", "live", source=source, mode="after", color="#333333" if cats else _LINE, line_width=1.2)
+    p.step("t", "live", source=source, mode="after", color="#333333" if cats else _LINE, line_width=1.2)
+    # The hover's renderer: BokehJS's Step glyph has no hit testing, a line does (drawn invisible).
+    line = p.line("t", "live", source=source, line_alpha=0)
     label = models.CustomJSHover(args=dict(labels=list(timeline.labels)), code=JS_HOVER_LABEL)
     in_bytes = models.CustomJSHover(code=JS_HOVER_BYTES)
     phase = models.CustomJSHover(args=dict(names=list(PHASES)), code=JS_HOVER_PHASE)
