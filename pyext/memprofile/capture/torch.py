@@ -604,17 +604,7 @@ class TorchCollector:
     def _start_detail(self) -> None:
         """Start torch's profiler (on the thread that runs the cell): every
         allocation and op from now until _end_detail is recorded."""
-        from torch.profiler import ProfilerActivity, profile
-
-        activities = [ProfilerActivity.CPU]
-        if self._torch.cuda.is_available():
-            activities.append(ProfilerActivity.CUDA)
-        self._profiler = profile(
-            activities=activities,
-            profile_memory=True,
-            record_shapes=self.record_shapes,
-            with_stack=self.with_stack,
-        )
+        self._profiler = torch_compat.memory_profiler(self._torch, self.record_shapes, self.with_stack)
         # torch logs the first (and each 1000th) free of a block its profiler did
         # not see made ("Memory block of unknown size...", in red above the
         # card). memprofile accounts for those blocks (the namespace's tensors
@@ -821,18 +811,18 @@ class TorchCollector:
                 self._observe_state(opt)
 
     def _drop_events(self) -> None:
-        """Let torch's event buffers go now. torch.profiler.profile and its
-        inner profiler refer to each other: dropped as they are, the events
-        (gigabytes, for millions) live until the cyclic GC runs, and glibc
-        cannot hand their memory back."""
+        """Let torch's event buffers go now: dropped as they are, the events
+        (gigabytes, for millions) can live until the cyclic GC runs (a public
+        torch.profiler.profile and its inner profiler refer to each other),
+        and glibc cannot hand their memory back."""
         prof, self._profiler = getattr(self, "_profiler", None), None
-        inner = getattr(prof, "profiler", None)
-        if inner is not None:
-            try:
-                inner.kineto_results = None
-                prof.profiler = None
-            except Exception:  # a torch that shapes these objects otherwise: the GC frees them later
-                pass
+        for holder in (getattr(prof, "profiler", None), prof):
+            if holder is not None and hasattr(holder, "kineto_results"):
+                try:
+                    holder.kineto_results = None
+                    holder._function_events = None
+                except Exception:  # a torch that shapes these objects otherwise: the GC frees them later
+                    pass
 
     def _name_new_roots(self, logs: dict[str, AllocationLog], last_op: dict[str, str]) -> None:
         """A model built during the run was named by its type when it first

@@ -69,9 +69,25 @@ def event_type_torch_op() -> Any:
         return None
 
 
+def memory_profiler(torch: Any, record_shapes: bool, with_stack: bool) -> Any:
+    """A kineto profiler recording every allocation: torch.autograd.profiler's
+    `profile(use_kineto=True, profile_memory=True)`, under the public
+    `torch.profiler.profile`. Not the public one: its start reads
+    `torch._inductor`'s config, which imports dynamo and triton, and with
+    torch 2.15 (CUDA build) and TensorFlow 2.21 in one process loading triton
+    after TensorFlow aborts the interpreter (the kernel dies). Checked on
+    CHECKED_ON."""
+    cuda = torch.cuda.is_available()
+    return torch.autograd.profiler.profile(
+        use_kineto=True, use_cpu=True, use_device="cuda" if cuda else None,
+        profile_memory=True, record_shapes=record_shapes, with_stack=with_stack,
+    )
+
+
 def event_tree(profiler: Any) -> list:
-    """The roots of a stopped `torch.profiler.profile`'s event tree:
-    `profiler.profiler.kineto_results.experimental_event_tree()`. torch 1.13
-    and later; checked on CHECKED_ON. Raises what torch raises (the caller
-    says the events could not be read and keeps the rest of the profile)."""
-    return profiler.profiler.kineto_results.experimental_event_tree()
+    """The roots of a stopped profiler's event tree (memory_profiler's, or a
+    public `torch.profiler.profile`, which wraps one):
+    `kineto_results.experimental_event_tree()`. torch 1.13 and later; checked
+    on CHECKED_ON. Raises what torch raises (the caller says the events could
+    not be read and keeps the rest of the profile)."""
+    return getattr(profiler, "profiler", profiler).kineto_results.experimental_event_tree()
