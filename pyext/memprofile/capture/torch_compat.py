@@ -73,10 +73,10 @@ def memory_profiler(torch: Any, record_shapes: bool, with_stack: bool) -> Any:
     """A kineto profiler recording every allocation: torch.autograd.profiler's
     `profile(use_kineto=True, profile_memory=True)`, under the public
     `torch.profiler.profile`. Not the public one: its start reads
-    `torch._inductor`'s config, which imports dynamo and triton, and with
-    torch 2.15 (CUDA build) and TensorFlow 2.21 in one process loading triton
-    after TensorFlow aborts the interpreter (the kernel dies). Checked on
-    CHECKED_ON."""
+    `torch._inductor`'s config, which imports dynamo and triton: slow, and
+    with torch 2.15 (CUDA build) and TensorFlow 2.21 in one process loading
+    triton after TensorFlow aborts the interpreter (seen in scripts/compat.sh;
+    torch's own optimizers import dynamo too). Checked on CHECKED_ON."""
     cuda = torch.cuda.is_available()
     return torch.autograd.profiler.profile(
         use_kineto=True, use_cpu=True, use_device="cuda" if cuda else None,
