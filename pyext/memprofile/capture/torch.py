@@ -53,6 +53,7 @@ from memprofile.capture.torch_events import (
     Side,
     add_cuda_baseline,
     add_row,
+    charge_alloc,
     categorise_by_time,
 )
 from memprofile.model.profile import root_of
@@ -950,13 +951,7 @@ class TorchCollector:
                         alloc(device, size, f.allocation_id, t, ctx[0], chain[0] if chain else "", ctx[1], ctx[2],
                               f.ptr, f.total_allocated if device.startswith("cuda") else -1)
                         if chain:
-                            inner = ops[chain[-1]]
-                            inner.self_allocated_bytes += size
-                            if size > inner.max_alloc_bytes:
-                                inner.max_alloc_bytes = size
-                            inner.device = device
-                            for rec in ctx[4]:
-                                rec.allocated_bytes += size
+                            charge_alloc(ops, chain, ctx[4], device, size)
                     elif size < 0:
                         free(device, size, f.allocation_id, t, ctx[1] == "backward", f.ptr,
                              f.total_allocated if device.startswith("cuda") else -1)

@@ -132,6 +132,19 @@ class MemoryLedger:
             logs[device].seq_free[i] = order
         return logs, side
 
+def charge_alloc(ops: dict, chain: tuple, recs: tuple, device: str, size: int) -> None:
+    """An allocation's bytes on the ops around it (`chain`: op names,
+    outermost first; `recs`: its distinct OpRecords): self bytes, the largest
+    block and the device on the innermost op; allocated bytes on each."""
+    inner = ops[chain[-1]]
+    inner.self_allocated_bytes += size
+    if size > inner.max_alloc_bytes:
+        inner.max_alloc_bytes = size
+    inner.device = device
+    for rec in recs:
+        rec.allocated_bytes += size
+
+
 def add_cuda_baseline(logs: dict[str, AllocationLog], side: dict[str, Side], held_before: dict[str, int],
                       known: dict[str, int] | None = None) -> None:
     """One row per CUDA device for what its allocator held before the first

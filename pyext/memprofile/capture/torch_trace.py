@@ -31,7 +31,7 @@ from typing import Any
 from memprofile.capture.base import ModuleRecord, OpRecord, RawCapture, RecordedRun
 from memprofile.capture.torch import BACKWARD_PREFIX, OPTIMIZER_PREFIXES
 from memprofile.capture.torch_cuda import cuda_facts
-from memprofile.capture.torch_events import MemoryLedger, add_cuda_baseline, categorise_by_time
+from memprofile.capture.torch_events import MemoryLedger, add_cuda_baseline, categorise_by_time, charge_alloc
 from memprofile.errors import ProfileFormatError
 
 MODULE_PREFIX = "nn.Module: "
@@ -316,13 +316,7 @@ class _Sweep:
             self.ledger.alloc(device, size, key, t, ctx[0], chain[0] if chain else "", ctx[1], ctx[2],
                               addr or 0, total if cuda and not self.running_sum else -1)
             if chain:
-                inner = self.ops[chain[-1]]
-                inner.self_allocated_bytes += size
-                if size > inner.max_alloc_bytes:
-                    inner.max_alloc_bytes = size
-                inner.device = device
-                for rec in ctx[4]:
-                    rec.allocated_bytes += size
+                charge_alloc(self.ops, chain, ctx[4], device, size)
         else:
             key = self._free_key(device, size, addr)
             self.ledger.free(device, size, key, t, ctx[1] == "backward", addr or 0,
