@@ -14,14 +14,12 @@ TF's protobuf classes).
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from memprofile.capture.base import RawCapture, RecordedRun
-from memprofile.capture.xspace import ALLOC, FREE
+from memprofile.capture.xspace import ALLOC, FREE, read_xspace_file
 from memprofile.errors import ProfileFormatError
 from memprofile.units import fmt_bytes
 
@@ -74,13 +72,7 @@ def _one_line(exc: BaseException) -> str:
 def _read_bytes(p: Path) -> bytes:
     if not p.is_file():
         raise ProfileFormatError(f"{p}: no such file")
-    data = p.read_bytes()
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ProfileFormatError(f"{p}: a gzip file cut short or damaged ({_one_line(exc)})") from None
+    return read_xspace_file(str(p))  # the live collector's reader
 
 
 def _summarise(p: Path, data: bytes) -> PlaneSummary:

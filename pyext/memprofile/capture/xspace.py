@@ -17,6 +17,7 @@ This module needs the protobuf classes TF ships, not a running TF.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass, field
 
 from memprofile.errors import ProfileFormatError
@@ -69,9 +70,17 @@ class XSpaceMemory:
 
 
 def read_xspace_file(path: str) -> bytes:
+    """An XSpace file's bytes, gunzipped where gzipped; ProfileFormatError
+    (one line) for a gzip file cut short or damaged."""
     with open(path, "rb") as f:
         data = f.read()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise ProfileFormatError(f"{path}: a gzip file cut short or damaged ({why})") from None
 
 
 def parse_xspace(data: bytes, scope_prefix: str = "") -> XSpaceMemory:
