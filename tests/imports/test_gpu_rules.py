@@ -21,12 +21,8 @@ import memprofile
 from memprofile.analysis.rules import batch_size, fragmentation, headroom, suggest
 from memprofile.model.profile import PHASES
 from memprofile.units import fmt_bytes
-from tests.imports.test_tf_trace import XSPACE, allocator_figures, device_name, gpu_memory_size
-
-FIXTURES = XSPACE.parent
-H100 = FIXTURES / "pt_trace_h100_torch2.6_bert-small_profile_memory.pt.trace.json.gz"
-V100_DDP = FIXTURES / "pt_trace_v100_rank1_of_2_profile_memory.json.gz"
-V100_LEGACY = FIXTURES / "pt_trace_v100_2021_resnet50_profile_memory_legacy.pt.trace.json.gz"
+from tests.imports import FIXTURES, H100, V100_DDP, V100_LEGACY, XSPACE
+from tests.imports.test_tf_trace import allocator_figures, device_name, gpu_memory_size
 TORCH_TRACES = {"h100": H100, "v100_ddp": V100_DDP, "v100_legacy": V100_LEGACY}
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are not here ({FIXTURES})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,10 +20,9 @@ pytest.importorskip("torch")
 from memprofile.capture.torch import LAYER_PREFIX, TorchCollector  # noqa: E402
 from memprofile.capture.torch_events import add_cuda_baseline  # noqa: E402
 from memprofile.capture.torch_trace import read_torch_trace  # noqa: E402
+from tests.imports import FIXTURES, H100, V100_DDP  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gpu"
-TRACES = ["pt_trace_h100_torch2.6_bert-small_profile_memory.pt.trace.json.gz",
-          "pt_trace_v100_rank1_of_2_profile_memory.json.gz"]
+TRACES = [H100.name, V100_DDP.name]
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
 DEVICE_TYPES = {0: "cpu", 1: "cuda"}
 

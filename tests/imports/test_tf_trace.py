@@ -22,9 +22,8 @@ from memprofile.capture.tensorflow import raw_from_xspace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
 from memprofile.importing import read_run
+from tests.imports import FIXTURES, XSPACE, cut_short
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gpu"
-XSPACE = FIXTURES / "tf_xplane_8xv100_bert_squad_gpu_bfc.xplane.pb.gz"
 
 pytestmark = pytest.mark.skipif(not XSPACE.is_file(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
 
@@ -166,16 +165,11 @@ def test_cli_writes_the_html_report(tmp_path, capsys):
 
 
 def _truncated_gz(tmp_path: Path) -> Path:
-    data = XSPACE.read_bytes()
-    path = tmp_path / "cut.xplane.pb.gz"
-    path.write_bytes(data[: len(data) // 2])
-    return path
+    return cut_short(XSPACE.read_bytes(), tmp_path / "cut.xplane.pb.gz")
 
 
 def _truncated_plain(tmp_path: Path) -> Path:
-    path = tmp_path / "cut.xplane.pb"
-    path.write_bytes(xspace_bytes()[: len(xspace_bytes()) // 3])
-    return path
+    return cut_short(xspace_bytes(), tmp_path / "cut.xplane.pb", keep=1 / 3)
 
 
 def _random_bytes(tmp_path: Path) -> Path:

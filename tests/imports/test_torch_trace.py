@@ -8,7 +8,6 @@ import functools
 import gzip
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,9 @@ from memprofile.capture.torch_trace import read_torch_trace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
 from memprofile.units import fmt_bytes
+from tests.imports import FIXTURES, H100, V100_DDP, V100_LEGACY, cut_short
 
-FIXTURES = Path(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "gpu").resolve()
-H100 = FIXTURES / "pt_trace_h100_torch2.6_bert-small_profile_memory.pt.trace.json.gz"
-DDP = FIXTURES / "pt_trace_v100_rank1_of_2_profile_memory.json.gz"
-LEGACY = FIXTURES / "pt_trace_v100_2021_resnet50_profile_memory_legacy.pt.trace.json.gz"
+DDP, LEGACY = V100_DDP, V100_LEGACY
 CURRENT = [pytest.param(H100, id="h100"), pytest.param(DDP, id="v100_ddp_rank1")]
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are absent ({FIXTURES})")
@@ -285,10 +282,7 @@ def test_cli_writes_an_html_report_with_the_peak(tmp_path, capsys):
 
 
 def _truncated_gz(tmp_path: Path) -> Path:
-    data = H100.read_bytes()
-    p = tmp_path / "cut.pt.trace.json.gz"
-    p.write_bytes(data[: len(data) // 2])
-    return p
+    return cut_short(H100.read_bytes(), tmp_path / "cut.pt.trace.json.gz")
 
 
 def _not_a_trace(tmp_path: Path) -> Path:

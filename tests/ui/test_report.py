@@ -3,12 +3,12 @@ with hostile names shown as text."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from memprofile.model.profile import ErrorInfo, Suggestion
 from tests.builders import make_lined_profile, make_profile, make_rich_profile
+from tests.imports import H100
 from tests.ui.conftest import screenshot
 
 pytestmark = pytest.mark.ui
@@ -140,9 +140,6 @@ def test_report_shows_the_cells_lines_and_names_the_peak(report_page, tmp_path):
     assert not [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))], page.requests
 
 
-# The recorded GPU traces beside the checkout (../shared/fixtures/gpu, see its PROVENANCE.md).
-H100 = (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gpu"
-        / "pt_trace_h100_torch2.6_bert-small_profile_memory.pt.trace.json.gz")
 
 
 def test_report_of_an_imported_h100_trace(report_page, tmp_path):
