@@ -1,17 +1,29 @@
 /**
- * BokehJS for the panel: the prebuilt bundles of `@bokeh/bokehjs` (bokeh,
- * widgets, tables), copied into the extension's static folder at build time
- * (scripts/copy-bokehjs.mjs) and loaded once as the global `Bokeh`.
- * Re-bundling the BokehJS sources breaks Bokeh >= 3.1 (class-field
- * initialisation order), so they are not imported.
+ * BokehJS for the panel: the prebuilt bundles (bokeh, widgets, tables) of each
+ * supported bokeh minor, copied into the extension's static folder at build
+ * time (scripts/copy-bokehjs.mjs, from the package.json aliases bokehjs-3.N).
+ * A document draws only with the BokehJS of the bokeh that made it, so the
+ * panel loads the bundles of the kernel's minor, on first use. BokehJS keeps
+ * every loaded version at `window.Bokeh[version]`, so several coexist (also
+ * beside another extension's). Re-bundling the BokehJS sources breaks
+ * Bokeh >= 3.1 (class-field initialisation order), so they are not imported.
  *
- * The version must be the Python `bokeh` that made the json_items; a test
- * checks this constant, package.json and the Python package agree.
+ * A test checks this list, package.json and the built files agree.
  */
 
 import trustedCode from './trusted_js.json';
 
-export const BOKEH_VERSION = '3.9.2';
+export const BOKEH_VERSIONS = ['3.4.3', '3.5.2', '3.6.3', '3.7.3', '3.8.2', '3.9.2'];
+
+const minorOf = (version: string): string => version.split('.').slice(0, 2).join('.');
+
+/** The shipped BokehJS for a kernel's bokeh version: the same minor, or null. */
+export function bokehFor(kernelVersion: string | undefined): string | null {
+  if (typeof kernelVersion !== 'string') {
+    return null;
+  }
+  return BOKEH_VERSIONS.find(v => minorOf(v) === minorOf(kernelVersion)) ?? null;
+}
 
 const TRUSTED = new Set<string>(trustedCode as string[]);
 
@@ -45,15 +57,17 @@ export function checkTrusted(item: unknown): void {
   };
   walk(item);
 }
-export const BOKEH_FILES = ['bokeh', 'bokeh-widgets', 'bokeh-tables'].map(n => `${n}-${BOKEH_VERSION}.min.js`);
+/** The files of one shipped BokehJS version, in load order. */
+export const bokehFiles = (version: string): string[] =>
+  ['bokeh', 'bokeh-widgets', 'bokeh-tables'].map(n => `${n}-${version}.min.js`);
 
-/** The part of the global Bokeh the panel uses. */
+/** The part of BokehJS the panel uses. */
 export interface IBokeh {
   version: string;
   embed: { embed_item(item: unknown, target: HTMLElement): Promise<unknown> };
 }
 
-let loading: Promise<IBokeh> | null = null;
+const loading = new Map<string, Promise<IBokeh>>();
 
 function loadScript(src: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -66,26 +80,34 @@ function loadScript(src: string): Promise<void> {
   });
 }
 
-/** Load BokehJS from `baseUrl` (the extension's static URL) once. */
-export function loadBokeh(baseUrl: string): Promise<IBokeh> {
-  const existing = (window as unknown as { Bokeh?: IBokeh }).Bokeh;
-  if (existing && existing.version === BOKEH_VERSION && existing.embed) {
-    return Promise.resolve(existing);
+/**
+ * Load the shipped BokehJS `version` from `baseUrl` (the extension's static
+ * URL) once, and return that version's instance. Its own widgets and tables
+ * are always loaded with it: a bokeh of the same version that another
+ * extension loaded may lack them.
+ */
+export function loadBokeh(baseUrl: string, version: string): Promise<IBokeh> {
+  if (!BOKEH_VERSIONS.includes(version)) {
+    return Promise.reject(new Error(`memprofile ships no BokehJS ${version}`));
   }
-  if (!loading) {
+  let pending = loading.get(version);
+  if (!pending) {
     const base = baseUrl.replace(/\/$/, '');
-    loading = BOKEH_FILES.reduce((chain, file) => chain.then(() => loadScript(`${base}/${file}`)), Promise.resolve())
+    pending = bokehFiles(version).reduce((chain, file) => chain.then(() => loadScript(`${base}/${file}`)),
+      Promise.resolve())
       .then(() => {
-        const bokeh = (window as unknown as { Bokeh?: IBokeh }).Bokeh;
+        const root = (window as unknown as { Bokeh?: Record<string, IBokeh | undefined> }).Bokeh;
+        const bokeh = root?.[version];
         if (!bokeh || !bokeh.embed) {
-          throw new Error('BokehJS loaded but did not define window.Bokeh');
+          throw new Error(`BokehJS ${version} loaded but did not register as window.Bokeh["${version}"]`);
         }
         return bokeh;
       })
       .catch(error => {
-        loading = null;
+        loading.delete(version);
         throw error;
       });
+    loading.set(version, pending);
   }
-  return loading;
+  return pending;
 }

@@ -252,9 +252,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const actions: IPanelActions = {
       fetchProfile: async id => (await channel().request({ type: 'get_profile', id })) as unknown as IPanelProfile,
-      embed: async (item, target) => {
+      embed: async (item, target, bokehVersion) => {
         checkTrusted(item);
-        const bokeh = await loadBokeh(staticUrl);
+        const bokeh = await loadBokeh(staticUrl, bokehVersion);
         target.textContent = '';
         await bokeh.embed.embed_item(item, target);
       },

@@ -12,7 +12,7 @@
 
 import { Widget } from '@lumino/widgets';
 
-import { BOKEH_VERSION } from './bokeh';
+import { BOKEH_VERSIONS, bokehFor } from './bokeh';
 import { ILineRow, el, renderLines, renderSparkline } from './card';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
 import type { ProfileSummary } from './schema';
@@ -32,12 +32,6 @@ export interface IPanelSuggestion {
   measured_saving_bytes: number | null;
   saving_text: string;
   how: string;
-}
-
-/** Whether two versions ("3.9.2") share their major and minor numbers. */
-export function sameMinor(a: string | undefined, b: string): boolean {
-  const minor = (v: string): string => v.split('.').slice(0, 2).join('.');
-  return typeof a === 'string' && minor(a) === minor(b);
 }
 
 /** A profile's full data for the panel (render/panel.py). */
@@ -81,7 +75,7 @@ export interface IComparison {
 /** What the panel asks its host (JupyterLab) to do. */
 export interface IPanelActions {
   fetchProfile(id: string): Promise<IPanelProfile>;
-  embed(item: unknown, target: HTMLElement): Promise<void>;
+  embed(item: unknown, target: HTMLElement, bokehVersion: string): Promise<void>;
   insertFix(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<void>;
   /** Ask the user first; resolve with the headline of what was measured, or null when cancelled. */
   tryIt(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<string | null>;
@@ -275,15 +269,16 @@ export class MemprofilePanel extends Widget {
       const lines = renderLines(profile.lines, profile.peak_line,
         'The cell, line by line: bytes alive at the peak (by kind) and allocated');
       body.appendChild(lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.'));
-    } else if (!sameMinor(profile.bokeh_version, BOKEH_VERSION)) {
+    } else if (!bokehFor(profile.bokeh_version)) {
       // BokehJS draws only documents of its own minor version: the kernel's
       // bokeh made these. The report embeds the kernel's own BokehJS.
+      const shipped = BOKEH_VERSIONS.map(v => v.split('.').slice(0, 2).join('.'));
       body.appendChild(el('p', 'jp-memprofile-empty',
-        `This kernel has bokeh ${profile.bokeh_version}; the panel draws with BokehJS ${BOKEH_VERSION}, so its ` +
-        'views are not drawn here. "Export HTML" writes a report with the same views, drawn by the kernel\'s ' +
-        `bokeh (or install bokeh ${BOKEH_VERSION.split('.').slice(0, 2).join('.')}.x in the kernel).`));
+        `This kernel has bokeh ${profile.bokeh_version}; the panel draws with BokehJS ${shipped[0]} to ` +
+        `${shipped[shipped.length - 1]}, so its views are not drawn here. "Export HTML" writes a report with the ` +
+        'same views, drawn by the kernel\'s bokeh.'));
     } else if (profile.views[view]) {
-      this._actions.embed(profile.views[view], body).catch(error => {
+      this._actions.embed(profile.views[view], body, bokehFor(profile.bokeh_version) as string).catch(error => {
         body.textContent = '';
         body.appendChild(el('div', 'jp-memprofile-error', `Cannot draw this view: ${(error as Error).message}`));
       });

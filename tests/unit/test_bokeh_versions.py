@@ -1,28 +1,43 @@
-"""The panel's BokehJS must be the Python bokeh that makes the json_items."""
+"""The panel draws with the BokehJS of the kernel's bokeh minor: every supported minor is shipped."""
 
 import json
 import re
 from pathlib import Path
 
 import bokeh
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "pyext" / "memprofile" / "labextension" / "static"
 
 
-def test_bokehjs_in_the_extension_is_the_python_bokeh():
-    package = json.loads((ROOT / "package.json").read_text())
-    pinned = package["dependencies"]["@bokeh/bokehjs"]
-    loaded = re.search(r"BOKEH_VERSION = '([^']+)'", (ROOT / "labextension" / "bokeh.ts").read_text()).group(1)
-    assert pinned == loaded, f"package.json pins @bokeh/bokehjs {pinned}, labextension/bokeh.ts loads {loaded}"
-    built = ROOT / "pyext" / "memprofile" / "labextension" / "static" / f"bokeh-{loaded}.min.js"
-    if built.parent.exists():  # after a build: the files the panel loads are there
-        assert built.exists() and f'version="{loaded}"' in built.read_text()
-    if bokeh.__version__.split(".")[:2] != loaded.split(".")[:2]:
-        # A user's other bokeh: the panel says its views are not drawn (panel.ts sameMinor).
-        pytest.skip(f"Python bokeh {bokeh.__version__} is another minor than the panel's BokehJS {loaded}")
-    # the development environment builds and tests with the same bokeh on both sides
-    assert bokeh.__version__ == loaded, f"Python has bokeh {bokeh.__version__}, the panel loads {loaded}"
+def shipped_versions() -> list[str]:
+    listed = re.search(r"BOKEH_VERSIONS = \[([^\]]+)\]", (ROOT / "labextension" / "bokeh.ts").read_text()).group(1)
+    return re.findall(r"'([^']+)'", listed)
+
+
+def test_the_panel_ships_a_bokehjs_for_every_supported_bokeh_minor():
+    # GIVEN the bokeh range memprofile declares (pyproject: bokeh>=3.4,<4) and the newest bokeh here
+    shipped = shipped_versions()
+    minors = [tuple(int(n) for n in v.split(".")[:2]) for v in shipped]
+    newest = tuple(int(n) for n in bokeh.__version__.split(".")[:2])
+    # THEN every minor from 3.4 to the installed one has its BokehJS, once, in order
+    assert minors == [(3, m) for m in range(4, newest[1] + 1)], shipped
+    # AND package.json has an alias per version, which the build copies
+    aliases = json.loads((ROOT / "package.json").read_text())["devDependencies"]
+    assert {k: v for k, v in aliases.items() if k.startswith("bokehjs-")} == {
+        f"bokehjs-{v.rsplit('.', 1)[0]}": f"npm:@bokeh/bokehjs@{v}" for v in shipped}
+    if STATIC.exists():  # after a build: the files the panel loads are there, each of its version
+        for v in shipped:
+            for name in ("bokeh", "bokeh-widgets", "bokeh-tables"):
+                built = STATIC / f"{name}-{v}.min.js"
+                assert built.exists(), built
+            assert f'version="{v}"' in (STATIC / f"bokeh-{v}.min.js").read_text()
+
+
+def test_the_kernels_bokeh_is_drawn_by_a_bokehjs_of_its_own_minor():
+    # the development environment builds and tests with a bokeh whose BokehJS is shipped
+    minor = bokeh.__version__.rsplit(".", 1)[0]
+    assert any(v.rsplit(".", 1)[0] == minor for v in shipped_versions()), bokeh.__version__
 
 
 def test_the_panels_list_of_trusted_javascript_is_current():
