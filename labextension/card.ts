@@ -98,7 +98,6 @@ export function checkSummary(data: unknown): CheckResult {
   return { ok: true, summary: data as unknown as ProfileSummary };
 }
 
-/** Create an element with a class and, optionally, text (always as text, never HTML). */
 /** An element with a class and text content (never HTML). */
 export function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -563,17 +562,41 @@ function renderSuggestion(suggestion: SuggestionBrief, count: unknown): HTMLElem
   return box;
 }
 
-function renderWarnings(warnings: unknown): HTMLElement | null {
-  if (!Array.isArray(warnings)) {
+/** A note's message in one short line: its first sentence, at most NOTE_SHORT characters. */
+const NOTE_SHORT = 160;
+export function shortNote(message: string): string {
+  const first = message.split(/(?<=[.;])\s/)[0];
+  return first.length <= NOTE_SHORT ? first : `${first.slice(0, NOTE_SHORT - 1).trimEnd()}…`;
+}
+
+/**
+ * The capture's notes: each a short line, the whole message under "more"
+ * when it is longer, and the fix (a magic line or code for the first cell)
+ * as code. Older outputs carry plain strings.
+ */
+export function renderNotes(notes: unknown): HTMLElement | null {
+  if (!Array.isArray(notes)) {
     return null;
   }
-  const texts = warnings.filter(isString).filter(text => text.length > 0);
-  if (!texts.length) {
+  const items = notes.map(n => (isString(n) ? { message: n } : n as { message?: unknown; fix?: unknown }))
+    .filter(n => isString(n.message) && n.message.length > 0) as { message: string; fix?: unknown }[];
+  if (!items.length) {
     return null;
   }
   const list = el('ul', 'jp-memprofile-warnings');
-  for (const text of texts) {
-    list.appendChild(el('li', 'jp-memprofile-warning', text));
+  for (const note of items) {
+    const item = el('li', 'jp-memprofile-warning');
+    const short = shortNote(note.message);
+    item.appendChild(el('span', 'jp-memprofile-note-text', short));
+    if (short !== note.message) {
+      const more = el('details', 'jp-memprofile-note-more');
+      more.append(el('summary', undefined, 'more'), el('div', undefined, note.message));
+      item.appendChild(more);
+    }
+    if (isString(note.fix) && note.fix) {
+      item.appendChild(el('pre', 'jp-memprofile-code jp-memprofile-note-fix', note.fix));
+    }
+    list.appendChild(item);
   }
   return list;
 }
@@ -634,7 +657,7 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
   if (suggestion) {
     card.appendChild(suggestion);
   }
-  const warnings = renderWarnings(summary.warnings);
+  const warnings = renderNotes(summary.warnings);
   if (warnings) {
     card.appendChild(warnings);
   }

@@ -13,7 +13,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { BOKEH_VERSIONS, bokehFor } from './bokeh';
-import { ILineRow, el, renderLines, renderSparkline } from './card';
+import { ILineRow, el, renderLines, renderNotes, renderSparkline } from './card';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
 import type { ProfileSummary } from './schema';
 import type { ProfileList } from './store';
@@ -262,7 +262,13 @@ export class MemprofilePanel extends Widget {
     const body = el('div', 'jp-memprofile-view');
     body.dataset.view = view;
     this._message = el('div', 'jp-memprofile-panel-message');
-    detail.append(head, this._message, tabs, body);
+    detail.append(head, this._message);
+    // What the capture could not see, and how to see it, above every view.
+    const notes = renderNotes(profile.summary.warnings);
+    if (notes) {
+      detail.appendChild(notes);
+    }
+    detail.append(tabs, body);
     if (view === 'suggestions') {
       this._renderSuggestions(profile, body);
     } else if (view === 'lines') {

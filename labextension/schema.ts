@@ -208,7 +208,7 @@ export interface ErrorInfo {
   [k: string]: unknown;
 }
 /**
- * A warning or remark about the capture itself (code is stable, message human).
+ * A warning or remark about the capture itself (code is stable, message human). `fix`: what the user runs to lift the limit the note names (a magic line to run the cell again with, or code for the notebook's first cell), shown with the note on the card, in the panel and in reports.
  *
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "Note".
@@ -216,6 +216,7 @@ export interface ErrorInfo {
 export interface Note {
   code: string;
   message: string;
+  fix?: string | null;
   [k: string]: unknown;
 }
 /**
@@ -317,7 +318,7 @@ export interface ProfileSummary {
   top_suggestion?: SuggestionBrief | null;
   suggestion_count?: number;
   error?: ErrorInfo | null;
-  warnings?: string[];
+  warnings?: Note[];
   peak_op?: string | null;
   peak_layer?: string | null;
   peak_line?: number | null;

@@ -1,4 +1,4 @@
-import { NEWER_SCHEMA_MESSAGE, checkSummary, lineNotes, renderCard, stepsText } from '../card';
+import { NEWER_SCHEMA_MESSAGE, checkSummary, lineNotes, renderCard, shortNote, stepsText } from '../card';
 import type { ProfileSummary, StepsBrief } from '../schema';
 import { STEPS_LINES, hostSummary } from './fixtures';
 
@@ -86,8 +86,27 @@ describe('renderCard', () => {
     expect(text(error)).not.toContain('Traceback');
   });
 
-  it('shows the warnings', () => {
-    const card = renderCard(hostSummary({ warnings: ['one', 'two'] }));
+  it('shows the notes, a long one short with the rest under "more", and a fix as code', () => {
+    const long = 'tf:CPU:0: blocks under 256 KiB made in this cell are not counted. The allocator gives the ' +
+      'profiler no event for them. Set the variable below first.';
+    const card = renderCard(hostSummary({ warnings: [
+      { code: 'a', message: 'one' },
+      { code: 'b', message: long, fix: 'import os\nos.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"' }
+    ] }));
+    const items = Array.from(card.querySelectorAll('.jp-memprofile-warnings li'));
+    expect(items.map(i => text(i.querySelector('.jp-memprofile-note-text')))).toEqual(
+      ['one', long.split('. ')[0] + '.']);
+    expect(items[0].querySelector('.jp-memprofile-note-more, pre')).toBeNull();
+    expect(text(items[1].querySelector('.jp-memprofile-note-more'))).toContain('Set the variable below first.');
+    expect(items[1].querySelector('pre.jp-memprofile-note-fix')?.textContent).toBe(
+      'import os\nos.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"');
+    // a sentence longer than the short line is cut, with an ellipsis
+    expect(shortNote('x'.repeat(400)).length).toBe(160);
+    expect(shortNote('x'.repeat(400)).endsWith('…')).toBe(true);
+  });
+
+  it('shows the plain-string notes of outputs saved by older versions', () => {
+    const card = renderCard(hostSummary({ warnings: ['one', 'two'] as unknown as ProfileSummary['warnings'] }));
     const items = card.querySelectorAll('.jp-memprofile-warnings li');
     expect(Array.from(items).map(text)).toEqual(['one', 'two']);
   });
@@ -148,7 +167,7 @@ describe('renderCard', () => {
         sparkline: { device: HOSTILE, t: [0, 1], bytes: [1, 2] },
         error: { type: HOSTILE, message: HOSTILE },
         top_suggestion: { id: HOSTILE, title: HOSTILE },
-        warnings: [HOSTILE]
+        warnings: [{ code: HOSTILE, message: HOSTILE, fix: HOSTILE }]
       })
     );
     document.body.appendChild(card);
@@ -160,7 +179,8 @@ describe('renderCard', () => {
       expect(text(card.querySelector('.jp-memprofile-peak'))).toContain(HOSTILE);
       expect(text(card.querySelector('.jp-memprofile-error'))).toContain(`${HOSTILE}: ${HOSTILE}`);
       expect(text(card.querySelector('.jp-memprofile-suggestion-title'))).toBe(HOSTILE);
-      expect(text(card.querySelector('.jp-memprofile-warnings'))).toBe(HOSTILE);
+      expect(text(card.querySelector('.jp-memprofile-note-text'))).toBe(HOSTILE);
+      expect(text(card.querySelector('.jp-memprofile-note-fix'))).toBe(HOSTILE);
       // An unknown category gets a fixed class, never one built from its name.
       const unknown = card.querySelector('.jp-memprofile-legend-item:last-child .jp-memprofile-swatch');
       expect(unknown?.className).toBe('jp-memprofile-swatch jp-memprofile-cat-unknown');

@@ -36,7 +36,7 @@ export function hostSummary(overrides: Partial<ProfileSummary> = {}): ProfileSum
     top_suggestion: null,
     suggestion_count: 0,
     error: null,
-    warnings: ['host RSS includes memory not owned by tensors'],
+    warnings: [{ code: 'host_rss', message: 'host RSS includes memory not owned by tensors' }],
     ...overrides
   };
 }

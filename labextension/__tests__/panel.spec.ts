@@ -75,6 +75,29 @@ describe('MemprofilePanel', () => {
     expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
   });
 
+  it('shows the capture\'s notes and their fixes above every view', async () => {
+    // GIVEN a profile whose capture missed small blocks, with the fix
+    const note = { code: 'tf_onednn_small_blocks', message: 'tf:CPU:0: blocks under 256 KiB are not counted.',
+      fix: 'import os\nos.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"' };
+    const { a } = actions({ fetchProfile: async id => {
+      const p = payload(id, []);
+      return { ...p, summary: { ...p.summary, warnings: [note] } };
+    } });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' })]);
+    await panel.select('a');
+    // THEN the detail shows the note and its fix, before the tabs, on every view
+    for (const view of ['timeline', 'suggestions']) {
+      (panel.node.querySelector(`.jp-memprofile-tab[data-view="${view}"]`) as HTMLElement).click();
+      const notes = panel.node.querySelector('.jp-memprofile-warnings');
+      expect(notes?.querySelector('.jp-memprofile-note-text')?.textContent).toBe(note.message);
+      expect(notes?.querySelector('pre')?.textContent).toBe(note.fix);
+      expect(notes?.nextElementSibling?.className).toBe('jp-memprofile-tabs');
+    }
+  });
+
   it('draws views with the BokehJS of the kernel\'s bokeh minor', async () => {
     // GIVEN a kernel whose bokeh is 3.4.1 (an older patch of a shipped minor)
     const versions: string[] = [];

@@ -238,6 +238,7 @@ class Profiler:
         budget = self._budget if self._budget is not None else default_budget()
         self._collector_options["torch"]["budget_bytes"] = budget
         self._budget_text = fmt_bytes(budget)
+        self._budget_bytes = budget
         self._start_notes: list[Note] = []
         if not owns:
             self._nested_in = owner.describe()
@@ -370,6 +371,7 @@ class Profiler:
             environment={"python": platform.python_version(), "memprofile": __version__},
         )
         profile.capture["budget"] = self._budget_text
+        profile.capture["budget_bytes"] = str(self._budget_bytes)
         if self._inner is not None:
             profile.capture["nested_in"] = self._nested_in
         profile.steps = step_table(captures, profile)

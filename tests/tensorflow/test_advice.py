@@ -159,18 +159,23 @@ ONEDNN_SCRIPT = textwrap.dedent("""
     x = np.random.rand(256, 32).astype("float32")
     with memprofile.profile(torch=False, store=False, namespace={"model": model, "x": x}) as p:
         model.fit(x, x[:, :4], batch_size=32, verbose=0)
-    print(json.dumps({"warnings": [[w.code, w.message] for w in p.warnings], "text": render_text(p),
-                      "html": p._repr_mimebundle_().get("text/html", "")}))
+    print(json.dumps({"warnings": [[w.code, w.message, w.fix] for w in p.warnings], "text": render_text(p),
+                      "html": p._repr_mimebundle_().get("text/html", ""),
+                      "small": sum(1 for o in p.ops if 0 < o.max_alloc_bytes < 256 << 10)}))
 """)
+
+
+def _onednn_run(prefix: str = "") -> dict:
+    out = subprocess.run([sys.executable, "-c", prefix + "\n" + ONEDNN_SCRIPT], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_onednn_allocator_blind_spot_is_a_warning_that_says_what_to_do():
     # GIVEN TensorFlow with oneDNN's CPU allocator (set before TF is imported)
-    out = subprocess.run([sys.executable, "-c", ONEDNN_SCRIPT], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    notes = [message for code, message in result["warnings"] if code == "tf_onednn_small_blocks"]
+    result = _onednn_run()
+    notes = [message for code, message, _ in result["warnings"] if code == "tf_onednn_small_blocks"]
     # THEN the profile warns: what is not seen, how much of it is known, and what to do
     assert len(notes) == 1, result["warnings"]
     note = notes[0]
@@ -182,6 +187,14 @@ def test_onednn_allocator_blind_spot_is_a_warning_that_says_what_to_do():
     # AND the text report and the card show it
     assert "TF_ENABLE_ONEDNN_OPTS=0" in result["text"]
     assert "TF_ENABLE_ONEDNN_OPTS=0" in result["html"]
+    # AND the note carries its fix as code, which the report shows
+    fix = next(f for code, _, f in result["warnings"] if code == "tf_onednn_small_blocks")
+    assert 'os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"' in fix
+    # WHEN the fix runs first (the process still starts with TF_ENABLE_ONEDNN_OPTS=1)
+    fixed = _onednn_run(prefix=fix)
+    # THEN the note is gone and the blocks it named are seen: ops whose blocks are all under 256 KiB
+    assert not [w for w in fixed["warnings"] if w[0] == "tf_onednn_small_blocks"], fixed["warnings"]
+    assert result["small"] == 0 and fixed["small"] > 0, (result["small"], fixed["small"])
 
 
 def test_plain_cpu_allocator_gets_no_onednn_warning():

@@ -78,11 +78,12 @@ def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
             + STEP.replace("tagger(words)", "tagger(w)").replace("tags.flatten()", "t.flatten()"))
     p = _run(ip, "%%memprofile -q -n spike\n" + cell)
     # THEN the profile names it, with the option that records it in detail
-    note = next(w.message for w in p.warnings if w.code == "step_above_detail")
-    assert note.startswith("step 12 peaked above every detailed step") and "--detail-steps 12-12" in note
-    # AND that option records step 12 alone in detail: its ops and layers, and the peak of a
+    note = next(w for w in p.warnings if w.code == "step_above_detail")
+    assert note.message.startswith("step 12 peaked above every detailed step") and "--detail-steps 12-12" in note.message
+    assert note.fix == "%%memprofile --detail-steps 12-12"
+    # AND its fix, run, records step 12 alone in detail: its ops and layers, and the peak of a
     # capture that records every step
-    window = _run(ip, "%%memprofile -q -n window --detail-steps 12-12\n" + cell)
+    window = _run(ip, note.fix + " -q -n window\n" + cell)
     full = _run(ip, "%%memprofile -q -n all --detail-steps all\n" + cell)
     assert [s.index for s in window.steps if s.detailed] == [12] and len(window.steps) == 16
     assert window.peak_bytes == pytest.approx(full.peak_bytes, rel=0.03)
@@ -129,6 +130,8 @@ def test_a_loop_of_millions_of_tiny_ops_stays_under_the_budget(ip, fresh_store):
     # THEN the profile exists and says where detail ended and why
     assert p.error is None and any(w.code == "budget_reached" for w in p.warnings)
     assert p.capture["torch_detail_why"] == "budget"
+    # AND its fix is the magic line with twice the budget
+    assert next(w.fix for w in p.warnings if w.code == "budget_reached") == "%%memprofile --budget 1024M"
     # AND the process's high-water mark over the start stays under the budget, and its
     # resident memory comes back (torch's event buffers are released, not kept by glibc)
     host = p.device("host")

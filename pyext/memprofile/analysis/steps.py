@@ -33,7 +33,8 @@ def step_notes(profile: Profile) -> list[Note]:
             else f"at {when} s"
         notes.append(Note("budget_reached", f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
                           f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run up to "
-                          f"then); the rest is measured by the process's resident memory (--budget raises it)"))
+                          f"then); the rest is measured by the process's resident memory (--budget raises it)",
+                          _budget_fix(profile)))
     if not steps:
         return notes
     detailed = [s for s in steps if s.detailed]
@@ -63,6 +64,12 @@ def step_notes(profile: Profile) -> list[Note]:
     return notes
 
 
+def _budget_fix(profile: Profile) -> str | None:
+    """The magic line that runs the cell again with twice the budget."""
+    budget = profile.capture.get("budget_bytes", "")
+    return f"%%memprofile --budget {2 * int(budget) >> 20}M" if budget.isdigit() else None
+
+
 def _span(steps: list[StepStat]) -> str:
     return step_runs([s.index for s in steps])
 
@@ -86,7 +93,8 @@ def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) 
     which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
     return [Note("step_above_detail", f"{which} peaked above every detailed step ({what} "
                  f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
-                 f"records {'it' if first == worst.index else 'them'} in detail")]
+                 f"records {'it' if first == worst.index else 'them'} in detail",
+                 f"%%memprofile --detail-steps {first}-{worst.index}")]
 
 
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
@@ -103,7 +111,8 @@ def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
         return []
     return [Note("step_above_detail", f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
                  f"above every detailed step (resident memory {fmt_bytes(max(after))} against "
-                 f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it")]
+                 f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it",
+                 "%%memprofile --detail-steps all")]
 
 
 def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None:

@@ -193,7 +193,8 @@ class RawCapture:
     ops: list[OpRecord] = field(default_factory=list)
     modules: list[ModuleRecord] = field(default_factory=list)
     frameworks: dict[str, str] = field(default_factory=dict)  # name -> version
-    notes: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    # (code, message) or (code, message, fix): model.profile.Note
+    notes: list[tuple[str, ...]] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     #: Facts about the run used by later stages (e.g. CUDA allocator stats).
     facts: dict[str, int | float | str] = field(default_factory=dict)

@@ -293,7 +293,7 @@ class TensorFlowCollector:
             self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
         if not any(code == ONEDNN_NOTE for code, _ in raw.notes) and _onednn_allocator(os.environ):
             # Every block of the run was under 256 KiB: the allocator said nothing at all.
-            raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers)))
+            raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers), ONEDNN_FIX))
         return raw
 
     def _detail_facts(self) -> dict[str, str]:
@@ -796,11 +796,17 @@ def onednn_unseen_note(device: str, buffers: list) -> str:
     small = [b.nbytes for b in buffers if b.device.startswith("CPU") and 0 < b.nbytes < ONEDNN_UNSEEN_BELOW]
     known = (f" The {len(small)} variables and tensors under 256 KiB that the notebook held before the cell "
              f"({fmt_bytes(sum(small))}) are counted from its variables." if small else "")
-    return (f"{device}: TensorFlow's oneDNN CPU allocator gives the profiler no event for blocks under 256 KiB, "
-            f"so tensors that small made in this cell (biases, small activations and gradients, optimizer "
-            f"temporaries) are missing from the peak, ops, layers and timeline.{known} To see every block, set "
+    return (f"{device}: blocks under 256 KiB made in this cell are not counted. TensorFlow's oneDNN CPU "
+            f"allocator gives the profiler no event for them, so tensors that small (biases, small activations and "
+            f"gradients, optimizer temporaries) are missing from the peak, ops, layers and timeline.{known} "
+            f"To see every block, set "
             f"TF_ENABLE_ONEDNN_OPTS=0 (or TF_CPU_ALLOCATOR_USE_BFC=true) before TensorFlow is imported, "
             f"e.g. in the notebook's first cell, then restart the kernel.")
+
+
+# The oneDNN note's fix: TF reads the variable once, when it is imported.
+ONEDNN_FIX = ('# In the notebook\'s first cell, before TensorFlow is imported; then restart the kernel\n'
+              'import os\nos.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"')
 
 
 def raw_from_xspace(data: bytes) -> RawCapture:

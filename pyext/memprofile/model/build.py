@@ -41,7 +41,7 @@ def build_profile(
         frameworks.update(raw.frameworks)
         # Facts that belong to no device (CUDA live blocks, say) are kept as text.
         capture_info.update({k: str(v) for k, v in raw.facts.items() if isinstance(v, str)})
-        warnings.extend(Note(code, message) for code, message in raw.notes)
+        warnings.extend(Note(*note) for note in raw.notes)  # (code, message) or (code, message, fix)
         capture_info.update(raw.options)
         for rd in raw.devices:
             sampled_peak = max(rd.live_bytes, default=rd.baseline_bytes)

@@ -311,10 +311,14 @@ class ErrorInfo:
 
 @dataclass
 class Note:
-    """A warning or remark about the capture itself (code is stable, message human)."""
+    """A warning or remark about the capture itself (code is stable, message
+    human). `fix`: what the user runs to lift the limit the note names (a
+    magic line to run the cell again with, or code for the notebook's first
+    cell), shown with the note on the card, in the panel and in reports."""
 
     code: str
     message: str
+    fix: str | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memprofile.model.profile import Device, ErrorInfo, LineStat, TensorInfo
+from memprofile.model.profile import Device, ErrorInfo, LineStat, Note, TensorInfo
 
 
 @dataclass
@@ -61,7 +61,8 @@ class ProfileSummary:
     top_suggestion: SuggestionBrief | None = None
     suggestion_count: int = 0
     error: ErrorInfo | None = None
-    warnings: list[str] = field(default_factory=list)
+    #: Notes on the capture, each with the fix that lifts its limit where there is one.
+    warnings: list[Note] = field(default_factory=list)
     #: What the peak was made of: the op, layer and cell line running at the
     #: peak instant, and the largest tensors alive then (at most 3).
     peak_op: str | None = None

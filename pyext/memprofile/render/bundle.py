@@ -60,7 +60,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         top_suggestion=SuggestionBrief(top.id, top.title, top.estimated_saving_bytes) if top else None,
         suggestion_count=len(profile.suggestions),
         error=_brief_error(profile.error),
-        warnings=[n.message for n in profile.warnings],
+        warnings=list(profile.warnings),
         peak_op=peak.op if peak else None,
         peak_layer=peak.layer if peak else None,
         peak_line=peak.line if peak else None,

@@ -261,7 +261,8 @@ def render_fragment(profile: Profile) -> str:
                + (f": <code>{escape(source)}</code>" if source else "") + "</div>" if place else "")
             + "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
         )
-    warnings = "".join(f"<li>{escape(n.message)}</li>" for n in profile.warnings)
+    warnings = "".join(f"<li>{escape(n.message)}" + (f"<pre><code>{escape(n.fix)}</code></pre>" if n.fix else "")
+                       + "</li>" for n in profile.warnings)
     steps = steps_text(steps_brief(profile))
     return (
         f"<div class='memprofile-report'><style>{_STYLE}</style>"

@@ -96,4 +96,6 @@ def render_text(profile: Profile) -> str:
             lines.append(f"  it failed {place}")
     for note in profile.warnings:
         lines.append(f"  note: {note.message}")
+        if note.fix:
+            lines.extend(f"    {line}" for line in note.fix.splitlines())
     return "\n".join(lines)
