@@ -15,9 +15,10 @@ import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
 import { checkTrusted, loadBokeh } from './bokeh';
+import { keepPanelWidth } from './width';
 import { OPEN_EVENT } from './card';
 import { ICommLike, IKernelMessage, ProfileChannel } from './comm';
 import { MIME_TYPE } from './mime';
@@ -309,6 +310,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const panel = new MemprofilePanel(actions);
     panel.title.icon = memprofileIcon;
     app.shell.add(panel, 'right', { rank: 900 });
+    keepPanelWidth(panel);
 
     let shown: KernelBinding | null | undefined = undefined;
     const show = (): void => {
@@ -355,6 +357,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => app.shell.activateById(panel.id)
     });
     palette?.addItem({ command: COMMAND_OPEN, category: 'memprofile' });
+    // A button on every notebook's toolbar (Lab and Notebook 7): the panel one click from the notebook.
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (notebook: NotebookPanel) => {
+        const button = new ToolbarButton({
+          icon: memprofileIcon,
+          className: 'jp-memprofile-toolbar-button',
+          tooltip: 'Open the memprofile panel',
+          onClick: () => void app.commands.execute(COMMAND_OPEN)
+        });
+        // After the cell type picker, where the toolbar does not fold it away; the
+        // toolbar gets its items from the settings after this runs.
+        void notebook.revealed.then(() => {
+          if (!button.isDisposed && !notebook.toolbar.insertBefore('spacer', 'memprofile', button)) {
+            notebook.toolbar.addItem('memprofile', button);
+          }
+        });
+        return button;
+      }
+    });
     if (settings) {
       void settings.load(PLUGIN_ID).then(s => {
         const read = () => {

@@ -1,4 +1,4 @@
-"""A real `jupyter lab` server and Debian's chromium driven by Playwright.
+"""Real `jupyter lab` and `jupyter notebook` (7) servers and Debian's chromium driven by Playwright.
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium
 (override with MEMPROFILE_CHROMIUM). Screenshots go to artifacts/ui/.
@@ -45,11 +45,11 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def lab_server(tmp_path_factory):
-    """A JupyterLab server on a free port, isolated from the user's settings."""
-    root = tmp_path_factory.mktemp("lab-root")
-    home = tmp_path_factory.mktemp("lab-home")
+def _jupyter_server(tmp_path_factory, app: str, module: str, app_class: str):
+    """Start `python -m <module>` (a JupyterLab-based app) on a free port, isolated
+    from the user's settings; yield how to reach it, then stop it."""
+    root = tmp_path_factory.mktemp(f"{app}-root")
+    home = tmp_path_factory.mktemp(f"{app}-home")
     port = _free_port()
     token = "memprofile-ui-test"
     # The news prompt would cover part of every screenshot.
@@ -63,12 +63,13 @@ def lab_server(tmp_path_factory):
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "IPYTHONDIR": str(home / "ipython"),
     }
-    log = open(home / "lab.log", "w")
+    log_path = home / f"{app}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+            sys.executable, "-m", module, "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
+            f"--{app_class}.user_settings_dir={home / 'settings'}", f"--{app_class}.workspaces_dir={home / 'workspaces'}",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -82,15 +83,33 @@ def lab_server(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"jupyter lab did not start:\n{(home / 'lab.log').read_text()[-3000:]}")
+                pytest.fail(f"jupyter {app} did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
-    yield {"base": base, "token": token, "root": root, "log": home / "lab.log"}
+    yield {"base": base, "token": token, "root": root, "log": log_path}
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    """A JupyterLab server on a free port, isolated from the user's settings."""
+    yield from _jupyter_server(tmp_path_factory, "lab", "jupyterlab", "LabApp")
+
+
+@pytest.fixture(scope="session")
+def notebook_server(tmp_path_factory):
+    """A Jupyter Notebook 7 server (`jupyter notebook`), isolated the same way."""
+    try:
+        from notebook import __version__ as version
+    except ImportError:
+        version = "none"
+    if not version.startswith("7."):
+        pytest.fail(f"Notebook 7 is missing (found {version}): it is in memprofile's test extra")
+    yield from _jupyter_server(tmp_path_factory, "notebook", "notebook", "JupyterNotebookApp")
 
 
 @pytest.fixture(scope="session")

@@ -106,4 +106,7 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     assert layers.count() >= 1
     layers.first.scroll_into_view_if_needed()
     screenshot(page, "lab_widget_layers")
+    # the notebook toolbar's memprofile button opens the panel
+    page.locator(".jp-NotebookPanel-toolbar .jp-memprofile-toolbar-button").click()
+    page.locator("#memprofile-panel").wait_for(state="visible", timeout=10_000)
     assert not page.console_errors, page.console_errors
