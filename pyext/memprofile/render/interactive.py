@@ -134,6 +134,10 @@ def display_indices(values: list[int], limit: int = DISPLAY_POINTS) -> list[int]
     return keep
 
 
+# The height a two-column legend of up to six entries takes under a plot.
+LEGEND_BELOW_PX = 90
+
+
 def _place_legend(p: Any, place: str) -> None:
     """The legend beside the plot (reports) or under it (the narrow side panel)."""
     legend = p.legend[0]
@@ -473,11 +477,10 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     source = models.ColumnDataSource(dict(full))
     everything = models.ColumnDataSource(dict(full))
     p = plotting.figure(
-        y_range=models.FactorRange(*names), height=max(180, 22 * len(names) + 60), sizing_mode="stretch_width",
-        tools="xwheel_zoom,xpan,reset,save",
-        title="Layers, longest bar first: parameters, gradients and optimizer state they hold; activations and "
-              "temporaries they allocated over the cell (hover: what each held at the peak)",
-        x_axis_label="bytes",
+        # a legend below the plot takes its height from the plot's: add its three rows
+        y_range=models.FactorRange(*names), sizing_mode="stretch_width",
+        height=max(180, 22 * len(names) + 60) + (LEGEND_BELOW_PX if legend == "below" else 0),
+        tools="xwheel_zoom,xpan,reset,save", title="Layers, longest bar first", x_axis_label="bytes",
     )
     p.hbar_stack(list(LAYER_KINDS), y="layer", height=0.8, source=source,
                  color=[CATEGORY_COLORS[k] for k in LAYER_KINDS],
@@ -495,7 +498,11 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     select = models.Select(title="Show layers", value="all depths", options=options, width=180)
     select.js_on_change("value", models.CustomJS(args=dict(src=source, all=everything, yr=p.y_range),
                                                  code=JS_LAYER_DEPTH))
-    parts = [select, p] if max_depth > 0 else [p]
+    # The title stays one short line at any width; what the bars are, here, wraps.
+    what = models.Div(text="<p class='mp-muted'>Parameters, gradients and optimizer state each layer holds; "
+                           "activations and temporaries it allocated over the cell. Hover: what it held at the "
+                           "peak.</p>", sizing_mode="stretch_width")
+    parts = [what, select, p] if max_depth > 0 else [what, p]
     if hidden:
         parts.append(models.Div(text=f"<p class='mp-muted'>and {hidden:,} more layers</p>"))
     parts.append(_layers_table(rows))
@@ -597,8 +604,9 @@ def peak_view(profile: Profile) -> Any:
     by_layer = placed_by_layer(profile)
     if by_layer:
         top = list(by_layer.items())[:15]
-        parts.append(_bars("Alive at the peak, by layer (memory made outside layers: by line and op; largest 15)",
-                           top, [_LINE] * len(top)))
+        parts.append(_bars("Alive at the peak, by layer (largest 15)", top, [_LINE] * len(top)))
+        parts.append(models.Div(text="<p class='mp-muted'>Memory made outside layers is named by its line and "
+                                     "op.</p>", sizing_mode="stretch_width"))
     if peak.tensors:
         tensors = peak.tensors[:MAX_TENSORS]
         source = models.ColumnDataSource({
