@@ -11,7 +11,7 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
-import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { PageConfig, PathExt, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -197,6 +197,20 @@ class KernelBinding {
   private _channel: ProfileChannel | null = null;
 }
 
+/**
+ * The server URL of a report the kernel wrote: the kernel runs in the
+ * notebook's folder and writes the report there, so it is that folder's file
+ * of the same name; null when the server cannot tell (no notebook).
+ */
+export function reportUrl(notebookPath: string | undefined, reportPath: string): string | null {
+  if (notebookPath === undefined) {
+    return null;
+  }
+  const folder = PathExt.dirname(notebookPath);
+  const name = PathExt.basename(reportPath);
+  return URLExt.join(PageConfig.getBaseUrl(), 'files', URLExt.encodeParts(PathExt.join(folder, name)));
+}
+
 /** The index of the code cell whose output shows the profile `id`, or -1. */
 function cellOfProfile(notebook: NotebookPanel, id: string): number {
   const cells = notebook.content.model?.cells;
@@ -302,7 +316,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       exportReport: async (profile: IPanelProfile) => {
         const reply = await channel().request({ type: 'export', id: profile.id });
-        return String(reply.path);
+        const path = String(reply.path);
+        return { path, url: reportUrl(current()?.notebook.context.path, path) };
       },
       compare: async (a, b) => (await channel().request({ type: 'compare', a, b })) as unknown as IComparison
     };

@@ -79,7 +79,8 @@ export interface IPanelActions {
   insertFix(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<void>;
   /** Ask the user first; resolve with the headline of what was measured, or null when cancelled. */
   tryIt(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<string | null>;
-  exportReport(profile: IPanelProfile): Promise<string>;
+  /** Write the report; resolve with where it is and, when the server serves it, its URL. */
+  exportReport(profile: IPanelProfile): Promise<{ path: string; url: string | null }>;
   compare(a: string, b: string): Promise<IComparison>;
 }
 
@@ -367,8 +368,16 @@ export class MemprofilePanel extends Widget {
 
   private async _export(profile: IPanelProfile): Promise<void> {
     try {
-      const path = await this._actions.exportReport(profile);
+      const { path, url } = await this._actions.exportReport(profile);
       this._message.textContent = `Report written to ${path}`;
+      if (url) {
+        // the report is one offline page: a browser tab shows it whole, its views interactive
+        const open = el('a', 'jp-memprofile-open-report', 'Open it in a new tab');
+        open.href = url;
+        open.target = '_blank';
+        open.rel = 'noopener';
+        this._message.append(' ', open);
+      }
     } catch (error) {
       this._message.textContent = `Cannot export: ${(error as Error).message}`;
     }

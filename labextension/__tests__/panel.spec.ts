@@ -35,7 +35,7 @@ function actions(overrides: Partial<IPanelActions> = {}) {
       calls.push(`try:${s.id}`);
       return 'peak -1.00 GiB (-40 %) on cpu, time +12 %';
     },
-    exportReport: async () => '/work/report.html',
+    exportReport: async () => ({ path: '/work/report.html', url: '/files/report.html' }),
     compare: async (a1, b1) => ({ a_name: a1, b_name: b1, headline: 'peak -1.00 MiB on cpu',
       peak: { name: 'cpu', before: 2, after: 1, delta: -1 }, categories: [{ name: HOSTILE, before: 1, after: 0, delta: -1 }],
       layers: [], ops: [], more_layers: 0, more_ops: 0 }),
@@ -73,6 +73,23 @@ describe('MemprofilePanel', () => {
     expect(panel.selectedId).toBe('b');
     expect(calls).toEqual(['embed']);
     expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
+  });
+
+  it('says where "Export HTML" wrote the report and offers to open it in a new tab', async () => {
+    const { a } = actions();
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 'a' })]);
+    await panel.select('a');
+    (panel.node.querySelector('.jp-memprofile-export') as HTMLElement).click();
+    await flush();
+    const message = panel.node.querySelector('.jp-memprofile-panel-message');
+    expect(message?.textContent).toContain('Report written to /work/report.html');
+    const open = message?.querySelector('a.jp-memprofile-open-report') as HTMLAnchorElement;
+    expect(open.getAttribute('href')).toBe('/files/report.html');
+    expect(open.target).toBe('_blank');
+    expect(open.rel).toBe('noopener');
   });
 
   it('shows the capture\'s notes and their fixes above every view', async () => {

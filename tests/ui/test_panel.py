@@ -118,6 +118,15 @@ def test_panel_lists_profiles_draws_views_and_applies_fixes(lab_server, page):
     written = panel.locator(".jp-memprofile-panel-message", has_text="Report written to")
     written.wait_for(timeout=60_000)
     assert (lab_server["root"] / "blocks.memprofile.html").stat().st_size > 100_000
+    # AND it offers to open it: a new tab shows the report, its bokeh views drawn
+    with page.context.expect_page() as opened:
+        written.locator("a.jp-memprofile-open-report").click()
+    report = opened.value
+    try:
+        report.locator("canvas").first.wait_for(timeout=60_000)
+        assert "memprofile · blocks" in report.locator("h3").first.inner_text()
+    finally:
+        report.close()
 
     # A page reload: the panel finds the kernel's comm again (comm_info) and lists the same profiles
     count = panel.locator(".jp-memprofile-item").count()
