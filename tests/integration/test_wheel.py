@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_bokeh_versions import shipped_versions
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -67,8 +69,11 @@ def test_wheel_contains_the_prebuilt_extension(wheel):
     assert prefix + "package.json" in names
     assert prefix + "install.json" in names
     assert any(n.startswith(prefix + "static/") and n.endswith(".js") for n in names)
-    # the panel's BokehJS and settings schema ship in the wheel too
-    assert prefix + "static/bokeh-3.9.2.min.js" in names and prefix + "schemas/memprofile/panel.json" in names
+    # the panel's BokehJS (each supported minor's) and settings schema ship in the wheel too
+    for version in shipped_versions():
+        for bundle in ("bokeh", "bokeh-widgets", "bokeh-tables"):
+            assert f"{prefix}static/{bundle}-{version}.min.js" in names, (bundle, version)
+    assert prefix + "schemas/memprofile/panel.json" in names
     assert "memprofile/model/profile.schema.json" in names
     assert not [n for n in names if "node_modules" in n or n.endswith(".ts")]
 
@@ -95,3 +100,22 @@ def test_fresh_venv_without_node_lists_the_extension_enabled(wheel, tmp_path):
         env=env, capture_output=True, text=True, check=True,
     )
     assert out.stdout.split() == ["0.1.0", "False"]
+
+
+# Installing memprofile must never move these: the user's own training environment.
+USERS_PACKAGES = {"torch", "tensorflow", "tensorflow-cpu", "keras", "bokeh", "jupyterlab", "notebook", "ipywidgets",
+                  "ipykernel"}
+
+
+def test_installing_the_wheel_changes_none_of_the_users_frameworks(wheel):
+    # GIVEN this environment: torch, tensorflow-cpu, keras, bokeh, JupyterLab, Notebook 7, ipywidgets, ipykernel
+    # WHEN pip resolves memprofile with its torch and notebook extras into it
+    report = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--disable-pip-version-check",
+         f"memprofile[torch,notebook] @ {wheel.resolve().as_uri()}"],
+        capture_output=True, text=True, check=True,
+    )
+    planned = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.stdout)["install"]}
+    # THEN it would install memprofile and touch none of them
+    assert "memprofile" in planned
+    assert not USERS_PACKAGES & set(planned), planned
