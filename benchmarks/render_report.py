@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from memprofile.analysis.peak import analyse  # noqa: E402
+from memprofile.analysis.analyse import analyse  # noqa: E402
 from memprofile.capture.base import AllocationLog, OpRecord, RawCapture  # noqa: E402
 from memprofile.model.build import build_profile  # noqa: E402
 from memprofile.model.replay import replay  # noqa: E402
@@ -56,7 +56,7 @@ def million_event_profile():
     rp = [replay(log)]
     profile = build_profile([raw], replays=rp, name="1M events", started_at="2026-11-23T00:00:00+00:00",
                             duration_s=t)
-    return analyse(profile, [raw], rp)
+    return analyse(profile)
 
 
 def measure(name, profile, repeats):

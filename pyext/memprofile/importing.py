@@ -58,7 +58,7 @@ def read_run(path: str | Path) -> RecordedRun:
 def import_trace(path: str | Path, name: str | None = None) -> Profile:
     """A Profile from a trace file (see the module's doc). The profile says
     it was imported, from what, and what the trace lacks."""
-    from memprofile.analysis.peak import analyse
+    from memprofile.analysis.analyse import analyse
     from memprofile.model.build import build_profile
     from memprofile.model.replay import replay
     from memprofile.model.steps import step_table
@@ -87,4 +87,4 @@ def import_trace(path: str | Path, name: str | None = None) -> Profile:
     profile.capture["imported_from"] = str(p.name)
     profile.capture["imported_format"] = run.description
     profile.steps = step_table(run.captures, profile)
-    return analyse(profile, run.captures, replays)
+    return analyse(profile)

@@ -23,7 +23,7 @@ from types import FrameType, TracebackType
 
 from memprofile._version import __version__
 from memprofile.capture import session
-from memprofile.analysis.peak import analyse
+from memprofile.analysis.analyse import analyse
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.host import available_memory, release_free_memory
 from memprofile.capture.torch import MIN_BUDGET_BYTES
@@ -69,10 +69,16 @@ class CallerNamespace(Mapping):
         return sum(1 for _ in self)
 
 
-def caller_namespace(frame: FrameType) -> Mapping:
-    """Where a profile started in `frame` looks for the user's objects: at
-    module level its globals themselves (the live dict), in a function its
-    locals over its globals."""
+def caller_namespace(namespace: Mapping | None = None, depth: int = 1) -> Mapping:
+    """`namespace` when one is given, else where a profile looks for the
+    user's objects when the function asking was called from the user's code
+    (`depth` frames up: 1, its caller): at module level that frame's globals
+    themselves (the live dict), in a function its locals over its globals.
+    The one way every entry point (profile(), try_change(), Profiler,
+    run_trial) finds the caller's namespace."""
+    if namespace is not None:
+        return namespace
+    frame = sys._getframe(depth + 1)
     if frame.f_locals is frame.f_globals:
         return frame.f_globals
     return CallerNamespace(frame)
@@ -177,8 +183,7 @@ class Profiler:
         self.name = name or "profile"
         self.source = source
         self.store = store
-        if namespace is None:
-            namespace = caller_namespace(sys._getframe(1))
+        namespace = caller_namespace(namespace)
         self._wanted = {"torch": torch, "tensorflow": tensorflow}
         self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
@@ -289,7 +294,7 @@ class Profiler:
 
     def _keep(self, profile: Profile) -> Profile:
         if self.store:
-            from memprofile.jupyter.store import STORE
+            from memprofile.store import STORE
 
             STORE.add(profile)
         return profile
@@ -375,7 +380,7 @@ class Profiler:
         if self._inner is not None:
             profile.capture["nested_in"] = self._nested_in
         profile.steps = step_table(captures, profile)
-        profile = analyse(profile, captures, replays)
+        profile = analyse(profile)
         del captures, replays
         release_free_memory()
         return profile

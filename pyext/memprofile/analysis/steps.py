@@ -22,6 +22,10 @@ def _peak(s: StepStat) -> int | None:
     return s.peak_bytes if s.peak_bytes is not None else s.rss_peak_bytes
 
 
+#: The codes of the notes step_notes writes (analyse replaces them when it runs again).
+STEP_NOTE_CODES = frozenset({"budget_reached", "detail_steps", "detail_late", "step_above_detail", "step_growth"})
+
+
 def step_notes(profile: Profile) -> list[Note]:
     notes = []
     steps = profile.steps

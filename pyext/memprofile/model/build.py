@@ -1,4 +1,5 @@
-"""Assemble a Profile from what the collectors recorded."""
+"""Assemble a Profile from what the collectors recorded: devices, timelines and what the
+events say (the peak's anatomy, op/layer/optimizer tables, the cell's lines)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import uuid
 
 from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
+from memprofile.model.lines import has_lines, line_figures
+from memprofile.model.peak import find_peak
 from memprofile.model.replay import Replay
+from memprofile.model.tables import layer_table, op_table, optimizer_table
 from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, KeptObject, Note, Profile, Timeline
 from memprofile.units import fmt_bytes
 
@@ -91,7 +95,7 @@ def build_profile(
             else "the tensors reachable from the namespace (variables, Out, modules, optimizers)"
         )
     kept = sorted((KeptObject(**d) for c in captures for d in c.kept), key=lambda k: -k.bytes)
-    return Profile(
+    profile = Profile(
         kept=kept,
         id=uuid.uuid4().hex,
         name=name,
@@ -105,6 +109,30 @@ def build_profile(
         warnings=warnings,
         capture=capture_info,
     )
+    _measure(profile, captures, replays or [])
+    return profile
+
+
+def _measure(profile: Profile, captures: list[RawCapture], replays: list[Replay]) -> None:
+    """What the recorded events say, kept on the profile: the peak's anatomy,
+    the op, layer and optimizer tables, the cell's lines. The events are not
+    kept, so this is the last place they are read; analysis works on the
+    profile alone."""
+    profile.peak = find_peak(profile, replays)
+    called = next((c.input_shapes for c in captures if c.input_shapes), None)
+    if profile.peak is not None and called:
+        profile.peak.input_shapes = [list(s) for s in called]
+    profile.ops = op_table([op for c in captures for op in c.ops])
+    profile.layers = layer_table([m for c in captures for m in c.modules], replays, profile.peak)
+    if has_lines(replays):
+        peak_replay = next((rp for rp in replays if profile.peak and rp.log.device == profile.peak.device), None)
+        lines, op_line, layer_line = line_figures(replays, peak_replay, profile.source)
+        profile.lines = lines
+        for o in profile.ops:
+            o.line = op_line.get(o.name)
+        for layer in profile.layers:
+            layer.line = layer_line.get(layer.name)
+    profile.optimizers = optimizer_table([o for c in captures for o in c.optimizers], profile.layers)
 
 
 def _allocator_device(rp: Replay) -> Device:

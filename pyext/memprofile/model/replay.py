@@ -1,7 +1,7 @@
 """Replay an allocation log in event order: live bytes after every event.
 
 One pass, shared by the timeline (model/build.py) and the peak anatomy
-(analysis/peak.py) through the Replay it returns.
+(model/peak.py) through the Replay it returns.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorIn
 from memprofile.model.summary import StepsBrief
 from memprofile.units import fmt_bytes, step_runs
 
-#: The peak's by_layer key for memory allocated outside any layer (analysis/peak.py).
+#: The peak's by_layer key for memory allocated outside any layer (model/peak.py).
 NO_LAYER = "(no layer)"
 #: Lines the card lists (the report lists the whole cell).
 CARD_LINES = 5

@@ -11,6 +11,9 @@ import importlib
 
 from memprofile.model.profile import Note, Profile, Suggestion
 
+#: The note a failed rule leaves on the profile.
+RULE_FAILED = "rule_failed"
+
 #: Module names under analysis/rules/, one rule each.
 RULES = (
     "tf_memory_growth",
@@ -40,7 +43,7 @@ def suggest(profile: Profile) -> list[Suggestion]:
             rule = importlib.import_module(f"memprofile.analysis.rules.{name}")
             suggestion = rule.check(facts)
         except Exception as exc:  # never lose the profile to a rule
-            profile.warnings.append(Note("rule_failed", f"the suggestion rule {name!r} failed: {exc!r}"))
+            profile.warnings.append(Note(RULE_FAILED, f"the suggestion rule {name!r} failed: {exc!r}"))
             continue
         if suggestion is not None:
             found.append(suggestion)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from memprofile.analysis.peak import BEFORE_CELL
+from memprofile.model.lines import BEFORE_CELL
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import PHASES
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from memprofile.capture.base import RawCapture
 from memprofile.model.lines import BEFORE_CELL
 from memprofile.model.profile import CATEGORIES, Peak, Profile, TensorInfo
 from memprofile.model.replay import Replay
@@ -107,31 +106,3 @@ def find_peak(profile: Profile, replays: list[Replay] | None = None) -> Peak | N
         if rp.log.device == device.name:
             return _peak_from_replay(rp)
     return _peak_from_timeline(profile)
-
-
-def analyse(profile: Profile, captures: list[RawCapture] | None = None, replays: list[Replay] | None = None) -> Profile:
-    """Fill the derived parts of a freshly built profile (in place; returned)."""
-    from memprofile.analysis.rules import suggest
-    from memprofile.analysis.tables import layer_table, op_table, optimizer_table
-    from memprofile.analysis.steps import step_notes
-    from memprofile.model.lines import has_lines, line_figures
-
-    profile.peak = find_peak(profile, replays)
-    captures = captures or []
-    called = next((c.input_shapes for c in captures if c.input_shapes), None)
-    if profile.peak is not None and called:
-        profile.peak.input_shapes = [list(s) for s in called]
-    profile.ops = op_table([op for c in captures for op in c.ops])
-    profile.layers = layer_table([m for c in captures for m in c.modules], replays or [], profile.peak)
-    if has_lines(replays or []):
-        peak_replay = next((rp for rp in replays if profile.peak and rp.log.device == profile.peak.device), None)
-        lines, op_line, layer_line = line_figures(replays, peak_replay, profile.source)
-        profile.lines = lines
-        for o in profile.ops:
-            o.line = op_line.get(o.name)
-        for layer in profile.layers:
-            layer.line = layer_line.get(layer.name)
-    profile.optimizers = optimizer_table([o for c in captures for o in c.optimizers], profile.layers)
-    profile.suggestions = suggest(profile)
-    profile.warnings.extend(step_notes(profile))
-    return profile

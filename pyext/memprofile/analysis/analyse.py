@@ -1,0 +1,20 @@
+"""Analysis over a Profile: its suggestions and the notes on its training
+steps. A function of the Profile alone (the events it was built from are
+gone), so newer rules run on a loaded, old or imported profile too."""
+
+from __future__ import annotations
+
+from memprofile.analysis.rules import RULE_FAILED, suggest
+from memprofile.analysis.steps import STEP_NOTE_CODES, step_notes
+from memprofile.model.profile import Profile
+
+
+def analyse(profile: Profile) -> Profile:
+    """Fill the profile's suggestions and step notes (in place; returned).
+    Run again, it replaces what an earlier run wrote (a loaded profile's
+    suggestions from an older memprofile, say) and keeps the capture's notes."""
+    ours = STEP_NOTE_CODES | {RULE_FAILED}
+    profile.warnings = [n for n in profile.warnings if n.code not in ours]
+    profile.suggestions = suggest(profile)
+    profile.warnings.extend(step_notes(profile))
+    return profile
