@@ -91,3 +91,40 @@ def test_the_timeline_hover_is_on_a_glyph_bokeh_can_hit(late_tensor):
     figure = timeline_view(p, p.timeline("cpu"), p.device("cpu")).children[0]
     hover = next(t for t in figure.tools if isinstance(t, HoverTool))
     assert hover.renderers and all(isinstance(r.glyph, Line) for r in hover.renderers)
+
+
+def _plot_titles(item) -> list[str]:
+    """The plots' titles in a bokeh json_item, in document order, up to ": live memory"."""
+    titles = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("name") == "Title":
+                titles.append(value["attributes"]["text"].split(": live memory")[0])
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(item)
+    return titles
+
+
+def test_the_report_and_the_panel_stack_the_timelines_in_one_order():
+    # GIVEN a profile whose peak device (cpu) is not its first timeline
+    from bokeh.embed import json_item
+
+    from memprofile.render.interactive import timelines_view
+    from memprofile.render.panel import view_items
+    from tests.builders import make_rich_profile
+
+    profile = make_rich_profile()
+    profile.timelines.sort(key=lambda tl: tl.device == profile.peak_device.name)
+    devices = [tl.device for tl in profile.timelines if tl.t]
+    assert len(devices) > 1 and devices[0] != profile.peak_device.name
+    # THEN the report and the panel draw the peak device first, the others after, in one order
+    report = [t for t in _plot_titles(json_item(timelines_view(profile))) if t in devices]
+    panel = [t for t in _plot_titles(view_items(profile)["timeline"]) if t in devices]
+    assert report[0] == profile.peak_device.name and sorted(report) == sorted(devices)
+    assert panel == report

@@ -655,18 +655,25 @@ def suggestions_view(profile: Profile) -> Any:
     return models.Div(text=f"<ol class='mp-suggestions'>{''.join(items)}</ol>", sizing_mode="stretch_width")
 
 
-def views(profile: Profile) -> Any:
-    """All views as tabs: timeline (one per device), peak, lines, layers, ops, suggestions."""
+def timelines_view(profile: Profile, legend: str = "right") -> Any:
+    """Every device's timeline that has points, one under the other, the peak
+    device's first (the report's tab and the panel's view)."""
     models, _, layouts = _bokeh()
     devices = {d.name: d for d in profile.devices}
     peak_device = profile.peak_device.name if profile.peak_device else ""
     shown = sorted((tl for tl in profile.timelines if tl.device in devices and tl.t),
-                   key=lambda tl: tl.device != peak_device)  # the peak device first
-    timelines = [timeline_view(profile, tl, devices[tl.device]) for tl in shown]
-    timeline_tab = layouts.column(*timelines, sizing_mode="stretch_width") if timelines \
-        else models.Div(text="<p>No timeline was recorded.</p>")
+                   key=lambda tl: tl.device != peak_device)
+    plots = [timeline_view(profile, tl, devices[tl.device], legend=legend) for tl in shown]
+    if not plots:
+        return models.Div(text="<p>No timeline was recorded.</p>")
+    return layouts.column(*plots, sizing_mode="stretch_width")
+
+
+def views(profile: Profile) -> Any:
+    """All views as tabs: timeline (one per device), peak, lines, layers, ops, suggestions."""
+    models, _, layouts = _bokeh()
     tabs = [
-        models.TabPanel(child=timeline_tab, title="Timeline"),
+        models.TabPanel(child=timelines_view(profile), title="Timeline"),
         models.TabPanel(child=peak_view(profile), title="Peak"),
         models.TabPanel(child=lines_view(profile), title="Lines"),
         models.TabPanel(child=layers_view(profile), title=f"Layers ({len(profile.layers)})"),
