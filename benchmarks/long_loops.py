@@ -27,19 +27,16 @@ Workloads:
 from __future__ import annotations
 
 import argparse
-import gc
-import os
 import statistics
-import tempfile
 import time
 
 import torch
-from torch import nn
-from torch.profiler import ProfilerActivity, profile
-
+from interleave import interleaved_ratios, with_memray
 from memprofile.capture.host import RssReader, release_free_memory
 from memprofile.profiler import Profiler
 from memprofile.units import fmt_bytes
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 
 def small_steps(steps: int = 200):
@@ -77,10 +74,6 @@ def transformer_steps(steps: int = 10):
     return run, {"model": model, "opt": opt, "x": x}
 
 
-def bare(run, ns):
-    run()
-
-
 def memprofile_default(run, ns):
     with Profiler(name="b", store=False, namespace=ns) as p:
         run()
@@ -102,47 +95,16 @@ def torch_profiler_events(run, ns):
         stack.extend(stack.pop().children)
 
 
-def memray_tracker(run, ns):
-    import memray
-
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "out.bin")
-        with memray.Tracker(path):
-            run()
-        assert memray.FileReader(path).metadata.peak_memory  # until the peak is known
-
-
 def _tools():
-    tools = [("memprofile (first 3 steps in detail)", memprofile_default),
-             ("memprofile --detail-steps all", memprofile_all),
-             ("torch.profiler (memory, events read)", torch_profiler_events)]
-    try:
-        import memray  # noqa: F401
-
-        tools.append(("memray Tracker", memray_tracker))
-    except ImportError:
-        pass
-    return tools
+    return with_memray([("memprofile (first 3 steps in detail)", memprofile_default),
+                        ("memprofile --detail-steps all", memprofile_all),
+                        ("torch.profiler (memory, events read)", torch_profiler_events)])
 
 
 def ratios(workload, rounds: int, full: bool = True) -> tuple[float, dict[str, float]]:
     run, ns = workload()
     tools = [t for t in _tools() if full or "all" not in t[0]]
-    bare_times, per = [], {name: [] for name, _ in tools}
-    for _ in range(rounds):
-        t = time.perf_counter()
-        bare(run, ns)
-        b = time.perf_counter() - t
-        bare_times.append(b)
-        for name, tool in tools:
-            t = time.perf_counter()
-            tool(run, ns)
-            per[name].append((time.perf_counter() - t) / b)
-            # Untimed, for every tool alike: a tool's garbage (torch.profiler's
-            # event tree is cyclic) must not slow the next tool's run.
-            gc.collect()
-            release_free_memory()
-    return statistics.median(bare_times), {k: statistics.median(v) for k, v in per.items()}
+    return interleaved_ratios(run, ns, tools, rounds)
 
 
 def tiny_allocations(n: int = 2_000_000, rounds: int = 3) -> dict[str, str]:
@@ -189,18 +151,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.small_only:
         run, ns = small_steps()
-        per = []
-        for _ in range(args.small_only):
-            t = time.perf_counter()
-            bare(run, ns)
-            b = time.perf_counter() - t
-            t = time.perf_counter()
-            memprofile_default(run, ns)
-            per.append((time.perf_counter() - t) / b)
-            gc.collect()
-            release_free_memory()
-        print(f"200 small Adam steps, {args.small_only} rounds: memprofile {statistics.median(per):.2f}x "
-              f"(rounds {min(per):.2f}x-{max(per):.2f}x)")
+        _, per = interleaved_ratios(run, ns, [("memprofile", memprofile_default)], args.small_only)
+        print(f"200 small Adam steps, {args.small_only} rounds: memprofile {per['memprofile']:.2f}x (median)")
         return
     tools = [name for name, _ in _tools()]
     print("| workload | bare | " + " | ".join(tools) + " |")

@@ -32,12 +32,12 @@ pipeline prefetches a varying number of batches, so those vary a little).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import statistics
 import tempfile
-import time
+
+from interleave import interleaved_ratios, with_memray
 
 ALLOCATORS = {
     "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"},
@@ -60,10 +60,6 @@ def fit_workload():
 
     run()  # warm: traced, Adam's slots exist, as in any later cell
     return run, {"model": model, "x": x}
-
-
-def bare(run, ns):
-    run()
 
 
 def memprofile_default(run, ns):
@@ -94,56 +90,20 @@ def tf_profiler_trace(run, ns):
         shutil.rmtree(logdir, ignore_errors=True)
 
 
-def memray_tracker(run, ns):
-    import memray
-
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "out.bin")
-        with memray.Tracker(path):
-            run()
-        assert memray.FileReader(path).metadata.peak_memory  # until the peak is known
-
-
 def _tools():
-    tools = [("memprofile (first 3 steps in detail)", memprofile_default),
-             ("memprofile --detail-steps all", memprofile_all),
-             ("tf.profiler trace", tf_profiler_trace)]
-    try:
-        import memray  # noqa: F401
-
-        tools.append(("memray Tracker", memray_tracker))
-    except ImportError:
-        pass
-    return tools
+    return with_memray([("memprofile (first 3 steps in detail)", memprofile_default),
+                        ("memprofile --detail-steps all", memprofile_all),
+                        ("tf.profiler trace", tf_profiler_trace)])
 
 
 def ratios(run, ns, rounds: int) -> tuple[float, dict[str, float]]:
-    from memprofile.capture.host import release_free_memory
-
-    tools = _tools()
-    for _, tool in tools:  # warm: each tool's first start in the process
-        tool(run, ns)
-    bare_times, per = [], {name: [] for name, _ in tools}
-    for _ in range(rounds):
-        gc.collect()
-        t = time.perf_counter()
-        bare(run, ns)
-        b = time.perf_counter() - t
-        bare_times.append(b)
-        for name, tool in tools:
-            gc.collect()  # untimed, for every tool alike
-            release_free_memory()
-            t = time.perf_counter()
-            tool(run, ns)
-            per[name].append((time.perf_counter() - t) / b)
-    return statistics.median(bare_times), {k: statistics.median(v) for k, v in per.items()}
+    return interleaved_ratios(run, ns, _tools(), rounds, warm=True)
 
 
 def peak_check(run, ns) -> dict[str, object]:
     """The profile's peak against TF's counter, same fit and bare fits."""
     import keras
     import tensorflow as tf
-
     from memprofile.capture.tensorflow import _CpuAllocatorStats
     from memprofile.profiler import Profiler
 
