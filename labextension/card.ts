@@ -11,6 +11,7 @@
  */
 
 import type { Device, ErrorInfo, LineStat, ProfileSummary, Sparkline, SuggestionBrief, TensorInfo } from './schema';
+import { el } from './dom';
 import {
   formatBytes,
   formatDuration,
@@ -96,22 +97,6 @@ export function checkSummary(data: unknown): CheckResult {
     return malformed('"by_category" is not an object');
   }
   return { ok: true, summary: data as unknown as ProfileSummary };
-}
-
-/** An element with a class and text content (never HTML). */
-export function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className?: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
 }
 
 function svg<K extends keyof SVGElementTagNameMap>(

@@ -4,7 +4,12 @@
  *
  * Written against a minimal comm interface so that it runs under jest with a
  * fake; in JupyterLab it wraps a `Kernel.IComm`.
+ *
+ * The messages' types are generated from the kernel's (model/wire.py, through
+ * the JSON Schema); tests/unit/test_wire.py checks the kernel sends them so.
  */
+
+import type { KernelPush, PanelRequest, ReplyTo } from './schema';
 
 /** What a comm gives: send data, and a handler for the data that comes back. */
 export interface ICommLike {
@@ -18,8 +23,8 @@ export interface ICommLike {
 /** Why a request cannot go out when the comm is gone without a close message. */
 export const COMM_GONE = 'the kernel behind this panel is gone (shut down or restarted)';
 
-/** A message from the kernel (every one is a JSON object with a "type"). */
-export interface IKernelMessage {
+/** A message from the kernel before its type is known (every one is a JSON object with a "type"). */
+interface IKernelMessage {
   type: string;
   request_id?: string;
   [key: string]: unknown;
@@ -38,8 +43,8 @@ export class ProfileChannel {
     comm.onClose = () => this.dispose('the kernel closed the memprofile comm');
   }
 
-  /** Send a request; resolves with the kernel's reply, rejects on an "error" reply. */
-  request(data: Record<string, unknown>): Promise<IKernelMessage> {
+  /** Send a request; resolves with the kernel's reply to it, rejects on an "error" reply. */
+  request<T extends PanelRequest>(data: T): Promise<ReplyTo[T['type']]> {
     if (this._comm.isDisposed) {
       // JupyterLab drops a shut-down kernel's comms without a close message
       this.dispose(COMM_GONE);
@@ -49,12 +54,13 @@ export class ProfileChannel {
     }
     counter += 1;
     const requestId = `r${Date.now().toString(36)}-${counter}`;
-    return new Promise<IKernelMessage>((resolve, reject) => {
+    return new Promise<ReplyTo[T['type']]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(requestId);
-        reject(new Error(`no answer from the kernel to "${String(data.type)}"`));
+        reject(new Error(`no answer from the kernel to "${data.type}"`));
       }, this._timeoutMs);
-      this._pending.set(requestId, { resolve, reject, timer });
+      // the reply that matches the request_id is the reply to this type of request
+      this._pending.set(requestId, { resolve: m => resolve(m as unknown as ReplyTo[T['type']]), reject, timer });
       try {
         this._comm.send({ ...data, request_id: requestId });
       } catch {
@@ -65,7 +71,7 @@ export class ProfileChannel {
   }
 
   /** Listen to pushed messages; returns the function that stops listening. */
-  onPush(listener: (m: IKernelMessage) => void): () => void {
+  onPush(listener: (m: KernelPush) => void): () => void {
     this._listeners.add(listener);
     return () => this._listeners.delete(listener);
   }
@@ -105,14 +111,14 @@ export class ProfileChannel {
       return;
     }
     for (const listener of [...this._listeners]) {
-      listener(message);
+      listener(message as unknown as KernelPush); // no pending request of its id: a push
     }
   }
 
   private _comm: ICommLike;
   private _timeoutMs: number;
   private _pending = new Map<string, Pending>();
-  private _listeners = new Set<(m: IKernelMessage) => void>();
+  private _listeners = new Set<(m: KernelPush) => void>();
   private _disposed = false;
   private _reason = 'the memprofile comm is closed';
 }

@@ -2,32 +2,27 @@
  * The memprofile JupyterLab plugin: a side panel bound to the active
  * notebook's kernel.
  *
- * Each notebook gets a `KernelBinding`: it registers the "memprofile" comm
- * target on the notebook's kernel (the kernel opens the comm at
- * `%load_ext memprofile`), re-attaches to an open comm after a page reload
- * (comm_info), keeps that kernel's profile list, and clears it when the
- * kernel restarts. The panel shows the active notebook's binding.
+ * Each notebook gets a `KernelBinding` (kernel.ts): its kernel's comm and
+ * profile list, through restarts, shut-downs and page reloads. The panel shows
+ * the active notebook's binding.
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
 import { PageConfig, PathExt, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
-import type { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
 import { checkTrusted, loadBokeh } from './bokeh';
 import { keepPanelWidth } from './width';
 import { OPEN_EVENT } from './card';
-import { ICommLike, IKernelMessage, ProfileChannel } from './comm';
+import type { ProfileChannel } from './comm';
+import { KernelBinding } from './kernel';
 import { MIME_TYPE } from './mime';
-import { IComparison, IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel } from './panel';
-import type { ProfileSummary } from './schema';
-import { ProfileList } from './store';
+import { IPanelActions, MemprofilePanel } from './panel';
 
 const PLUGIN_ID = 'memprofile:panel';
-const COMM_TARGET = 'memprofile';
 const COMMAND_OPEN = 'memprofile:open-panel';
 
 const ICON_SVG =
@@ -35,167 +30,6 @@ const ICON_SVG =
   '<path class="jp-icon3" fill="#616161" d="M3 20h18v2H3zM5 10h3v8H5zm5-6h3v14h-3zm5 9h3v5h-3z"/></svg>';
 
 export const memprofileIcon = new LabIcon({ name: 'memprofile:icon', svgstr: ICON_SVG });
-
-/** What the panel says while the kernel cannot answer; a click on a profile says it too. */
-const OFFLINE = {
-  shutdown: 'The kernel is shut down: its profiles went with it. Start one (Kernel → Restart Kernel…), ' +
-    'then run %load_ext memprofile.',
-  dead: 'The kernel died: its profiles went with it. Restart it (Kernel → Restart Kernel…), ' +
-    'then run %load_ext memprofile.',
-  disconnected: 'Lost the connection to the kernel: reconnecting… Its profiles come back with it.'
-};
-const RESTARTED = 'The kernel restarted: its profiles are gone. Run %load_ext memprofile again.';
-const NOT_LOADED = 'Run %load_ext memprofile in this notebook to see its profiles here.';
-
-/** One notebook's kernel, as the panel sees it. */
-class KernelBinding {
-  readonly list = new ProfileList();
-  status = 'Waiting for the kernel…';
-  /** Why the kernel cannot answer now (shut down, dead, connection lost), or null. */
-  offline: string | null = null;
-
-  constructor(readonly notebook: NotebookPanel, private _changed: (b: KernelBinding) => void) {
-    const ctx = notebook.sessionContext;
-    ctx.kernelChanged.connect((_, change) => {
-      if (change.newValue) {
-        this._attach();
-      } else {
-        this._kernel = null; // the next kernel attaches afresh
-        this._goOffline(OFFLINE.shutdown); // Kernel → Shut Down: the session has no kernel now
-      }
-    }, this);
-    ctx.sessionChanged.connect((_, change) => {
-      if (!change.newValue && change.oldValue) {
-        this._kernel = null;
-        this._goOffline(OFFLINE.shutdown); // shut down from elsewhere (the running sessions panel)
-      }
-    }, this);
-    ctx.statusChanged.connect((_, status) => this._onStatus(status), this);
-    void ctx.ready.then(() => this._attach());
-  }
-
-  get channel(): ProfileChannel | null {
-    return this._channel;
-  }
-
-  dispose(): void {
-    this._channel?.dispose();
-    this._channel = null;
-  }
-
-  private _attach(): void {
-    const kernel = this.notebook.sessionContext.session?.kernel;
-    if (!kernel || kernel === this._kernel) {
-      return;
-    }
-    this._kernel = kernel;
-    this._reset(NOT_LOADED);
-    kernel.registerCommTarget(COMM_TARGET, comm => this._adopt(comm));
-    kernel.connectionStatusChanged.connect((_, status) => this._onConnection(kernel, status), this);
-    void this._reattach(kernel);
-  }
-
-  private _onStatus(status: string): void {
-    if (status === 'restarting' || status === 'autorestarting') {
-      this._reset(RESTARTED);
-    } else if (status === 'dead') {
-      this._goOffline(OFFLINE.dead);
-    } else if (status === 'terminating') {
-      this._goOffline(OFFLINE.shutdown);
-    }
-  }
-
-  /** The websocket to the kernel dropped or came back (the kernel itself may be fine). */
-  private _onConnection(kernel: Kernel.IKernelConnection, status: string): void {
-    if (kernel !== this._kernel) {
-      return; // a kernel this notebook no longer uses
-    }
-    if (status === 'connected') {
-      if (this.offline === OFFLINE.disconnected) {
-        this.offline = null;
-        this.status = this._statusBeforeLoss;
-        this._changed(this);
-      }
-      void this._reattach(kernel);
-    } else if (this.offline === null && this._channel) {
-      this._statusBeforeLoss = this.status;
-      this._goOffline(OFFLINE.disconnected, false);
-    }
-  }
-
-  /** The kernel cannot answer: say why; its list stays, and a click on it says what to do. */
-  private _goOffline(reason: string, dropComm = true): void {
-    if (this.offline === reason) {
-      return;
-    }
-    if (dropComm) {
-      this._channel?.dispose(reason);
-      this._channel = null;
-    }
-    this.offline = reason;
-    this.status = reason;
-    this._changed(this);
-  }
-
-  /** After a page reload the kernel's comm is still open: find it and use it. */
-  private async _reattach(kernel: Kernel.IKernelConnection): Promise<void> {
-    if (this._channel && !this._channel.disposed) {
-      return;
-    }
-    try {
-      const reply = await kernel.requestCommInfo({ target_name: COMM_TARGET });
-      const content = reply.content as { status: string; comms?: Record<string, { target_name: string }> };
-      const ids = Object.entries(content.comms ?? {}).filter(([, c]) => c.target_name === COMM_TARGET).map(([id]) => id);
-      if (ids.length && (!this._channel || this._channel.disposed) && !kernel.hasComm(ids[ids.length - 1])) {
-        this._adopt(kernel.createComm(COMM_TARGET, ids[ids.length - 1]));
-      }
-    } catch {
-      // an old kernel without comm_info: the next %load_ext opens a new comm
-    }
-  }
-
-  private _adopt(comm: Kernel.IComm): void {
-    this._channel?.dispose();
-    const channel = new ProfileChannel(comm as unknown as ICommLike);
-    this._channel = channel;
-    channel.onPush(message => this._onPush(message));
-    this.offline = null;
-    this.status = 'Connected to the kernel.';
-    void channel.request({ type: 'sync' }).then(
-      reply => {
-        this.list.set((reply.items as ProfileSummary[]) ?? [], Number(reply.dropped ?? 0));
-        this._changed(this);
-      },
-      error => {
-        this.status = `Cannot read the kernel's profiles: ${(error as Error).message}`;
-        this._changed(this);
-      }
-    );
-    this._changed(this);
-  }
-
-  private _onPush(message: IKernelMessage): void {
-    if (message.type === 'added') {
-      this.list.add(message.summary as ProfileSummary, Number(message.dropped ?? 0));
-      this._changed(this);
-    } else if (message.type === 'cleared') {
-      this.list.clear();
-    }
-  }
-
-  private _reset(status: string): void {
-    this._channel?.dispose();
-    this._channel = null;
-    this.list.clear();
-    this.offline = null;
-    this.status = status;
-    this._changed(this);
-  }
-
-  private _statusBeforeLoss = '';
-  private _kernel: Kernel.IKernelConnection | null = null;
-  private _channel: ProfileChannel | null = null;
-}
 
 /**
  * The server URL of a report the kernel wrote: the kernel runs in the
@@ -266,14 +100,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
 
     const actions: IPanelActions = {
-      fetchProfile: async id => (await channel().request({ type: 'get_profile', id })) as unknown as IPanelProfile,
+      fetchProfile: async id => channel().request({ type: 'get_profile', id }),
       embed: async (item, target, bokehVersion) => {
         checkTrusted(item);
         const bokeh = await loadBokeh(staticUrl, bokehVersion);
         target.textContent = '';
         await bokeh.embed.embed_item(item, target);
       },
-      insertFix: async (profile: IPanelProfile, s: IPanelSuggestion) => {
+      insertFix: async (profile, s) => {
         const notebook = current()?.notebook;
         if (!notebook) {
           throw new Error('no notebook is active');
@@ -302,7 +136,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
         }
       },
-      tryIt: async (profile: IPanelProfile, s: IPanelSuggestion) => {
+      tryIt: async (profile, s) => {
         const answer = await showDialog({
           title: `Try "${s.title}"?`,
           body: profile.rerun_warning,
@@ -312,14 +146,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return null;
         }
         const reply = await channel().request({ type: 'try', id: profile.id, suggestion: s.id });
-        return String(reply.headline);
+        return reply.headline;
       },
-      exportReport: async (profile: IPanelProfile) => {
-        const reply = await channel().request({ type: 'export', id: profile.id });
-        const path = String(reply.path);
+      exportReport: async profile => {
+        const { path } = await channel().request({ type: 'export', id: profile.id });
         return { path, url: reportUrl(current()?.notebook.context.path, path) };
       },
-      compare: async (a, b) => (await channel().request({ type: 'compare', a, b })) as unknown as IComparison
+      compare: async (a, b) => channel().request({ type: 'compare', a, b })
     };
 
     const panel = new MemprofilePanel(actions);

@@ -13,75 +13,25 @@
 import { Widget } from '@lumino/widgets';
 
 import { BOKEH_VERSIONS, bokehFor } from './bokeh';
-import { ILineRow, el, renderLines, renderNotes, renderSparkline } from './card';
+import { renderLines, renderNotes, renderSparkline } from './card';
+import { el } from './dom';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
-import type { ProfileSummary } from './schema';
+import type { ChangeRow, PanelComparison, PanelProfile, PanelSuggestion, ProfileSummary } from './schema';
 import type { ProfileList } from './store';
 
-/** A suggestion as the kernel sends it to the panel. */
-export interface IPanelSuggestion {
-  id: string;
-  title: string;
-  evidence: string;
-  code: string;
-  placement: 'below' | 'top';
-  restart_kernel: boolean;
-  can_try: boolean;
-  try_change: string | null;
-  estimated_saving_bytes: number | null;
-  measured_saving_bytes: number | null;
-  saving_text: string;
-  how: string;
-}
-
-/** A profile's full data for the panel (render/panel.py). */
-export interface IPanelProfile {
-  id: string;
-  bokeh_version: string;
-  summary: ProfileSummary;
-  views: Record<string, unknown>;
-  suggestions: IPanelSuggestion[];
-  source: string;
-  /** What "Try it" asks before it runs the cell again (the kernel's wording). */
-  rerun_warning: string;
-  /** Every line of the cell with its figures (line 0: memory from before it); absent from older kernels. */
-  lines?: ILineRow[];
-  /** The line running at the peak instant. */
-  peak_line?: number | null;
-}
-
-export interface IChangeRow {
-  name: string;
-  before: number;
-  after: number;
-  delta: number;
-}
-
-/** compare(a, b) as the kernel sends it. */
-export interface IComparison {
-  a_name: string;
-  b_name: string;
-  headline: string;
-  peak: IChangeRow;
-  categories: IChangeRow[];
-  layers: IChangeRow[];
-  ops: IChangeRow[];
-  more_layers: number;
-  more_ops: number;
-  /** Which runs were compared and why (a run that created state, a warm run used instead). */
-  notes?: string[];
-}
+// PanelProfile, PanelSuggestion and PanelComparison, the data the kernel
+// sends (render/panel.py), are generated from model/wire.py into schema.ts.
 
 /** What the panel asks its host (JupyterLab) to do. */
 export interface IPanelActions {
-  fetchProfile(id: string): Promise<IPanelProfile>;
+  fetchProfile(id: string): Promise<PanelProfile>;
   embed(item: unknown, target: HTMLElement, bokehVersion: string): Promise<void>;
-  insertFix(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<void>;
+  insertFix(profile: PanelProfile, suggestion: PanelSuggestion): Promise<void>;
   /** Ask the user first; resolve with the headline of what was measured, or null when cancelled. */
-  tryIt(profile: IPanelProfile, suggestion: IPanelSuggestion): Promise<string | null>;
+  tryIt(profile: PanelProfile, suggestion: PanelSuggestion): Promise<string | null>;
   /** Write the report; resolve with where it is and, when the server serves it, its URL. */
-  exportReport(profile: IPanelProfile): Promise<{ path: string; url: string | null }>;
-  compare(a: string, b: string): Promise<IComparison>;
+  exportReport(profile: PanelProfile): Promise<{ path: string; url: string | null }>;
+  compare(a: string, b: string): Promise<PanelComparison>;
 }
 
 export const VIEWS: ReadonlyArray<readonly [string, string]> = [
@@ -164,7 +114,7 @@ export class MemprofilePanel extends Widget {
       return;
     }
     detail.appendChild(el('div', 'jp-memprofile-loading', 'Loading the profile…'));
-    let profile: IPanelProfile;
+    let profile: PanelProfile;
     try {
       profile = await this._actions.fetchProfile(id);
     } catch (error) {
@@ -239,7 +189,7 @@ export class MemprofilePanel extends Widget {
     return item;
   }
 
-  private _renderDetail(profile: IPanelProfile, view: string): void {
+  private _renderDetail(profile: PanelProfile, view: string): void {
     this._view = view;
     const detail = this._detail;
     detail.textContent = '';
@@ -292,7 +242,7 @@ export class MemprofilePanel extends Widget {
     }
   }
 
-  private _renderSuggestions(profile: IPanelProfile, body: HTMLElement): void {
+  private _renderSuggestions(profile: PanelProfile, body: HTMLElement): void {
     if (!profile.suggestions.length) {
       body.appendChild(el('p', 'jp-memprofile-empty', 'No suggestion for this profile.'));
       return;
@@ -366,7 +316,7 @@ export class MemprofilePanel extends Widget {
     }
   }
 
-  private async _export(profile: IPanelProfile): Promise<void> {
+  private async _export(profile: PanelProfile): Promise<void> {
     try {
       const { path, url } = await this._actions.exportReport(profile);
       this._message.textContent = `Report written to ${path}`;
@@ -420,14 +370,14 @@ export class MemprofilePanel extends Widget {
 }
 
 /** A comparison as tables of text. */
-export function renderComparison(c: IComparison): HTMLElement {
+export function renderComparison(c: PanelComparison): HTMLElement {
   const root = el('div', 'jp-memprofile-comparison');
   root.append(el('div', 'jp-memprofile-detail-name', `${c.a_name} → ${c.b_name}`),
     el('div', 'jp-memprofile-comparison-headline', c.headline));
   for (const note of c.notes ?? []) {
     root.appendChild(el('div', 'jp-memprofile-comparison-note', note));
   }
-  const table = (title: string, rows: IChangeRow[], more: number) => {
+  const table = (title: string, rows: ChangeRow[], more: number) => {
     if (!rows.length) {
       return;
     }

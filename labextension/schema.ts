@@ -5,6 +5,28 @@
  * and run json-schema-to-typescript to regenerate this file.
  */
 
+/**
+ * What the kernel pushes without being asked.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "KernelPush".
+ */
+export type KernelPush = AddedMessage | ClearedMessage;
+/**
+ * What the kernel answers a request with.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "KernelReply".
+ */
+export type KernelReply = ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | ErrorReply;
+/**
+ * What the panel asks (a reply echoes its request_id).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PanelRequest".
+ */
+export type PanelRequest = SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest;
+
 export interface Profile {
   id: string;
   name: string;
@@ -298,6 +320,18 @@ export interface StepStat {
   [k: string]: unknown;
 }
 /**
+ * A profile was stored; `dropped`: how many the bounded store has let go.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "AddedMessage".
+ */
+export interface AddedMessage {
+  summary: ProfileSummary;
+  dropped: number;
+  type: "added";
+  [k: string]: unknown;
+}
+/**
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "ProfileSummary".
  */
@@ -365,4 +399,318 @@ export interface StepsBrief {
   end_last_bytes?: number | null;
   ends_exact?: boolean;
   [k: string]: unknown;
+}
+/**
+ * One figure before and after (delta = after - before).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ChangeRow".
+ */
+export interface ChangeRow {
+  name: string;
+  before: number;
+  after: number;
+  delta: number;
+  [k: string]: unknown;
+}
+/**
+ * The store was cleared.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ClearedMessage".
+ */
+export interface ClearedMessage {
+  type: "cleared";
+  [k: string]: unknown;
+}
+/**
+ * Compare profile a (before) with b (after).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "CompareRequest".
+ */
+export interface CompareRequest {
+  a: string;
+  b: string;
+  type: "compare";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The answer to "compare".
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ComparisonReply".
+ */
+export interface ComparisonReply {
+  a: string;
+  b: string;
+  a_name: string;
+  b_name: string;
+  device: string;
+  headline: string;
+  peak: ChangeRow;
+  saving_bytes: number;
+  peak_change_percent: number | null;
+  time_change: number | null;
+  categories: ChangeRow[];
+  layers: ChangeRow[];
+  ops: ChangeRow[];
+  more_layers: number;
+  more_ops: number;
+  notes?: string[];
+  type: "comparison";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * A request the kernel could not answer, and why.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ErrorReply".
+ */
+export interface ErrorReply {
+  message: string;
+  type: "error";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * Write the HTML report (path: none, a name after the profile's, in the kernel's folder).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ExportRequest".
+ */
+export interface ExportRequest {
+  id: string;
+  path?: string | null;
+  type: "export";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The answer to "export": the report's absolute path.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ExportedReply".
+ */
+export interface ExportedReply {
+  path: string;
+  type: "exported";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * One profile as the panel draws it.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "GetProfileRequest".
+ */
+export interface GetProfileRequest {
+  id: string;
+  type: "get_profile";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The comm's open data: the kernel's memprofile version.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "HelloMessage".
+ */
+export interface HelloMessage {
+  version: string;
+  type: "hello";
+  [k: string]: unknown;
+}
+/**
+ * The answer to "sync": the summaries, oldest first.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ProfilesReply".
+ */
+export interface ProfilesReply {
+  items: ProfileSummary[];
+  dropped: number;
+  capacity: number;
+  type: "profiles";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The answer to "get_profile".
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ProfileReply".
+ */
+export interface ProfileReply {
+  id: string;
+  bokeh_version: string;
+  summary: ProfileSummary;
+  views: {
+    [k: string]: unknown;
+  };
+  suggestions: PanelSuggestion[];
+  source: string;
+  rerun_warning: string;
+  lines?: SourceRow[];
+  peak_line?: number | null;
+  type: "profile";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * A suggestion as the panel gets it: the Suggestion, with its saving and how to apply it as text (render/text.py's words).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PanelSuggestion".
+ */
+export interface PanelSuggestion {
+  id: string;
+  title: string;
+  evidence: string;
+  code: string;
+  placement?: "below" | "top";
+  estimated_saving_bytes?: number | null;
+  measured_saving_bytes?: number | null;
+  restart_kernel?: boolean;
+  can_try?: boolean;
+  try_change?: string | null;
+  measured_time_change?: number | null;
+  measured_peak_before_bytes?: number | null;
+  saving_text: string;
+  how: string;
+  [k: string]: unknown;
+}
+/**
+ * One row of the source view: the line, its text, and its figures (zero for a line that allocated nothing).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "SourceRow".
+ */
+export interface SourceRow {
+  line: number;
+  text: string;
+  peak_bytes?: number;
+  allocated_bytes?: number;
+  by_category?: {
+    [k: string]: number;
+  };
+  ops?: {
+    [k: string]: number;
+  };
+  layers?: {
+    [k: string]: number;
+  };
+  [k: string]: unknown;
+}
+/**
+ * The answer to "try": what the trial measured (its comparison's figures), the line the panel shows as it is, and the profiles the runs made.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "TriedReply".
+ */
+export interface TriedReply {
+  id: string;
+  suggestion: string;
+  change: string;
+  saving_bytes: number;
+  time_change: number | null;
+  peak_before_bytes: number;
+  peak_change_percent: number | null;
+  headline: string;
+  notes: string[];
+  before: string;
+  after: string;
+  first: string | null;
+  created: {
+    [k: string]: {
+      [k: string]: number;
+    };
+  };
+  type: "tried";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * compare(a, b) as the panel draws it: names, the headline, and the changes as rows (kinds of memory by their labels).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PanelComparison".
+ */
+export interface PanelComparison {
+  a: string;
+  b: string;
+  a_name: string;
+  b_name: string;
+  device: string;
+  headline: string;
+  peak: ChangeRow;
+  saving_bytes: number;
+  peak_change_percent: number | null;
+  time_change: number | null;
+  categories: ChangeRow[];
+  layers: ChangeRow[];
+  ops: ChangeRow[];
+  more_layers: number;
+  more_ops: number;
+  notes?: string[];
+  [k: string]: unknown;
+}
+/**
+ * A profile's full data for the panel (render/panel.py): the summary, the views as bokeh json_items (drawn by the BokehJS of `bokeh_version`), the suggestions and the cell's lines as data.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PanelProfile".
+ */
+export interface PanelProfile {
+  id: string;
+  bokeh_version: string;
+  summary: ProfileSummary;
+  views: {
+    [k: string]: unknown;
+  };
+  suggestions: PanelSuggestion[];
+  source: string;
+  rerun_warning: string;
+  lines?: SourceRow[];
+  peak_line?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * Every stored profile, oldest first.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "SyncRequest".
+ */
+export interface SyncRequest {
+  type: "sync";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * Re-run the profile's cell under a suggestion's change and measure it.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "TryRequest".
+ */
+export interface TryRequest {
+  id: string;
+  suggestion: string;
+  type: "try";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * Not a message: the reply that answers each request type (an ErrorReply otherwise).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ReplyTo".
+ */
+export interface ReplyTo {
+  sync: ProfilesReply;
+  get_profile: ProfileReply;
+  compare: ComparisonReply;
+  export: ExportedReply;
+  try: TriedReply;
 }

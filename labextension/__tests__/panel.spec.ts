@@ -1,11 +1,12 @@
-import { IPanelActions, IPanelProfile, IPanelSuggestion, MemprofilePanel, renderComparison } from '../panel';
+import { IPanelActions, MemprofilePanel, renderComparison } from '../panel';
+import type { PanelComparison, PanelProfile, PanelSuggestion, SourceRow } from '../schema';
 import { bokehFor } from '../bokeh';
 import { ProfileList } from '../store';
 import { hostSummary } from './fixtures';
 
 const HOSTILE = '<img src=x onerror=alert(1)>';
 
-function suggestion(overrides: Partial<IPanelSuggestion> = {}): IPanelSuggestion {
+function suggestion(overrides: Partial<PanelSuggestion> = {}): PanelSuggestion {
   return {
     id: 'amp', title: 'Run the cell under autocast', evidence: 'activations are 71 % of the peak',
     code: 'with torch.autocast("cpu"):\n    step()', placement: 'below', restart_kernel: false, can_try: true,
@@ -14,9 +15,16 @@ function suggestion(overrides: Partial<IPanelSuggestion> = {}): IPanelSuggestion
   };
 }
 
-function payload(id: string, suggestions: IPanelSuggestion[]): IPanelProfile {
+function payload(id: string, suggestions: PanelSuggestion[]): PanelProfile {
   return { id, bokeh_version: '3.9.2', summary: hostSummary({ id, name: HOSTILE }), views: { timeline: { doc: {} } },
     suggestions, source: 'step()', rerun_warning: 'runs the cell twice more' };
+}
+
+/** A comparison as the kernel sends it, with `fields` over it. */
+function comparison(fields: Partial<PanelComparison> = {}): PanelComparison {
+  return { a: 'a', b: 'b', a_name: 'a', b_name: 'b', device: 'cpu', headline: 'peak -1.00 MiB on cpu',
+    peak: { name: 'cpu', before: 2, after: 1, delta: -1 }, saving_bytes: 1, peak_change_percent: -50, time_change: null,
+    categories: [], layers: [], ops: [], more_layers: 0, more_ops: 0, ...fields };
 }
 
 function actions(overrides: Partial<IPanelActions> = {}) {
@@ -36,9 +44,8 @@ function actions(overrides: Partial<IPanelActions> = {}) {
       return 'peak -1.00 GiB (-40 %) on cpu, time +12 %';
     },
     exportReport: async () => ({ path: '/work/report.html', url: '/files/report.html' }),
-    compare: async (a1, b1) => ({ a_name: a1, b_name: b1, headline: 'peak -1.00 MiB on cpu',
-      peak: { name: 'cpu', before: 2, after: 1, delta: -1 }, categories: [{ name: HOSTILE, before: 1, after: 0, delta: -1 }],
-      layers: [], ops: [], more_layers: 0, more_ops: 0 }),
+    compare: async (a1, b1) => comparison({ a: a1, b: b1, a_name: a1, b_name: b1,
+      categories: [{ name: HOSTILE, before: 1, after: 0, delta: -1 }] }),
     ...overrides
   };
   return { a, calls };
@@ -202,7 +209,7 @@ describe('MemprofilePanel', () => {
 
   it('draws the cell\'s lines with their bars, and says when a profile has none', async () => {
     const mib = 1024 ** 2;
-    const lines = [
+    const lines: SourceRow[] = [
       { line: 0, text: '(before the cell)', peak_bytes: 32 * mib, allocated_bytes: 0, by_category: { parameter: 32 * mib },
         ops: {}, layers: {} },
       { line: 1, text: 'x = batch()', peak_bytes: 0, allocated_bytes: 0, by_category: {}, ops: {}, layers: {} },
@@ -268,8 +275,8 @@ describe('MemprofilePanel', () => {
   });
 
   it('renders comparison names as text', () => {
-    const node = renderComparison({ a_name: HOSTILE, b_name: 'b', headline: 'h', peak: { name: 'cpu', before: 1, after: 1, delta: 0 },
-      categories: [], layers: [{ name: HOSTILE, before: 1, after: 2, delta: 1 }], ops: [], more_layers: 3, more_ops: 0 });
+    const node = renderComparison(comparison({ a_name: HOSTILE, headline: 'h',
+      layers: [{ name: HOSTILE, before: 1, after: 2, delta: 1 }], more_layers: 3 }));
     expect(node.querySelector('img')).toBeNull();
     expect(node.textContent).toContain(HOSTILE);
     expect(node.textContent).toContain('and 3 more');

@@ -102,7 +102,7 @@ def test_a_measured_saving_has_one_percentage_in_the_heading_and_on_the_card():
 
 
 def test_the_panels_comparison_names_kinds_as_the_card_does():
-    from memprofile.jupyter.comm import comparison_payload
+    from memprofile.render.panel import comparison_payload
 
     a, b = make_rich_profile(name="before"), make_rich_profile(name="after")
     b.peak = Peak("cpu", 0.1, a.peak.bytes, by_category={"optimizer_state": 2**20, "activation": 2**20})

@@ -17,6 +17,9 @@ Requests: {"type": "sync"}                      -> {"type": "profiles", "items":
                                                      "notes", "before", "after", "first", ...}
           failures                              -> {"type": "error", "message": "..."}
 
+Each message is a dataclass of model/wire.py (the panel's types are generated
+from them); requests are parsed with the codec, field by field.
+
 Everything sent is data: the panel writes names as text and embeds the bokeh
 json_items with BokehJS; it executes nothing it receives. "try" re-runs the
 profiled cell, so the panel asks the user first; the kernel never runs
@@ -29,9 +32,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from memprofile.errors import ProfileFormatError
 from memprofile.jupyter.store import STORE, ProfileStore
 from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
+from memprofile.model.wire import (AddedMessage, ClearedMessage, CompareRequest, ComparisonReply, ErrorReply,
+                                   ExportedReply, ExportRequest, GetProfileRequest, HelloMessage, ProfileReply,
+                                   ProfilesReply, Push, Reply, Request, SyncRequest, TriedReply, TryRequest,
+                                   parse_request)
 
 TARGET = "memprofile"
 
@@ -54,7 +62,7 @@ class PanelComm:
         from memprofile import __version__
 
         self.close()
-        self._comm = create_comm(target_name=TARGET, data={"type": "hello", "version": __version__})
+        self._comm = create_comm(target_name=TARGET, data=to_dict(HelloMessage(version=__version__)))
         self._comm.on_msg(self._on_msg)
         self._comm.on_close(lambda _msg: self._closed())
         self._unsubscribe = self.store.subscribe(self._on_store)
@@ -76,7 +84,8 @@ class PanelComm:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def send(self, data: dict) -> None:
+    def send(self, message: Push | Reply) -> None:
+        data = to_dict(message)
         with self._lock:  # comm.send is not safe from two threads at once
             if self._comm is not None:
                 self._comm.send(data)
@@ -86,91 +95,72 @@ class PanelComm:
         from memprofile.render.bundle import summarise
 
         if event == "added" and profile is not None:
-            self.send({"type": "added", "summary": to_dict(summarise(profile)), "dropped": self.store.dropped})
+            self.send(AddedMessage(summary=summarise(profile), dropped=self.store.dropped))
         elif event == "cleared":
-            self.send({"type": "cleared"})
+            self.send(ClearedMessage())
 
     # -- requests --------------------------------------------------------------
     def _on_msg(self, msg: dict) -> None:
         data = msg.get("content", {}).get("data", {}) or {}
         request_id = data.get("request_id")
+        reply: Reply
         try:
-            reply = self.handle(data)
-        except KeyError as exc:
-            reply = {"type": "error", "message": str(exc.args[0]) if exc.args else "not found"}
+            reply = self.reply(parse_request(data))
+        except (KeyError, ProfileFormatError) as exc:  # no such profile, a malformed request: the message says it
+            reply = ErrorReply(message=str(exc.args[0]) if exc.args else "not found")
         except Exception as exc:  # the panel shows it; the kernel carries on
-            reply = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
-        if request_id is not None:
-            reply["request_id"] = request_id
+            reply = ErrorReply(message=f"{type(exc).__name__}: {exc}")
+        reply.request_id = request_id
         self.send(reply)
 
-    def handle(self, data: dict) -> dict:
-        kind = data.get("type")
-        if kind == "sync":
+    def reply(self, request: Request) -> Reply:
+        if isinstance(request, SyncRequest):
             from memprofile.render.bundle import summarise
 
-            return {"type": "profiles", "items": [to_dict(summarise(p)) for p in self.store.all()],
-                    "dropped": self.store.dropped, "capacity": self.store.capacity}
-        if kind == "get_profile":
-            from memprofile.render.panel import panel_payload
+            return ProfilesReply(items=[summarise(p) for p in self.store.all()], dropped=self.store.dropped,
+                                 capacity=self.store.capacity)
+        if isinstance(request, GetProfileRequest):
+            from memprofile.render.panel import panel_profile
 
-            return {"type": "profile", **panel_payload(self._profile(data.get("id")))}
-        if kind == "compare":
+            return ProfileReply(**vars(panel_profile(self._profile(request.id))))
+        if isinstance(request, CompareRequest):
             from memprofile.analysis.compare import compare
+            from memprofile.render.panel import panel_comparison
 
-            return {"type": "comparison", **comparison_payload(compare(self._profile(data.get("a")),
-                                                                       self._profile(data.get("b"))))}
-        if kind == "export":
-            profile = self._profile(data.get("id"))
-            path = Path(str(data.get("path") or f"{_file_name(profile.name)}.memprofile.html")).expanduser()
+            comparison = panel_comparison(compare(self._profile(request.a), self._profile(request.b)))
+            return ComparisonReply(**vars(comparison))
+        if isinstance(request, ExportRequest):
+            profile = self._profile(request.id)
+            path = Path(request.path or f"{_file_name(profile.name)}.memprofile.html").expanduser()
             if path.suffix.lower() not in (".html", ".htm"):
                 raise ValueError(f"the report is HTML: {path} should end in .html")
-            return {"type": "exported", "path": str(profile.save_html(path).resolve())}
-        if kind == "try":
-            return self._try(data)
-        raise ValueError(f"unknown request {kind!r}")
+            return ExportedReply(path=str(profile.save_html(path).resolve()))
+        return self._try(request)
 
-    def _profile(self, key: Any) -> Profile:
-        if not isinstance(key, str) or not key:
+    def _profile(self, key: str) -> Profile:
+        if not key:
             raise KeyError("the request names no profile id")
         return self.store.get(key)
 
-    def _try(self, data: dict) -> dict:
+    def _try(self, request: TryRequest) -> TriedReply:
         from memprofile.jupyter.magic import try_in_kernel
         from memprofile.render.compare import measured_line
 
-        profile = self._profile(data.get("id"))
-        suggestion = next((s for s in profile.suggestions if s.id == data.get("suggestion")), None)
+        profile = self._profile(request.id)
+        suggestion = next((s for s in profile.suggestions if s.id == request.suggestion), None)
         if suggestion is None or not suggestion.try_change:
-            raise ValueError(f"{data.get('suggestion')!r} cannot be tried in place for this profile")
+            raise ValueError(f"{request.suggestion!r} cannot be tried in place for this profile")
         trial = try_in_kernel(profile, suggestion.try_change)
         c = trial.comparison
-        return {
-            "type": "tried", "id": profile.id, "suggestion": suggestion.id, "change": trial.change,
-            "saving_bytes": trial.saving_bytes, "time_change": trial.time_change,
-            "peak_before_bytes": c.peak.before, "peak_change_percent": c.peak_change_percent,
+        return TriedReply(
+            id=profile.id, suggestion=suggestion.id, change=trial.change,
+            saving_bytes=trial.saving_bytes, time_change=trial.time_change,
+            peak_before_bytes=c.peak.before, peak_change_percent=c.peak_change_percent,
             # the panel shows this line as it is: the figures and which runs they compare
-            "headline": measured_line(c), "notes": list(c.notes),
-            "before": trial.before.id, "after": trial.after.id, "first": trial.first.id if trial.first else None,
-            "created": trial.created,
-        }
-
-
-def comparison_payload(c) -> dict:
-    """A Comparison as plain data (the panel draws it as text)."""
-    from memprofile.render.compare import headline
-    from memprofile.units import category_label
-
-    def rows(changes, label=lambda name: name):
-        return [{"name": label(r.name), "before": r.before, "after": r.after, "delta": r.delta} for r in changes]
-
-    return {
-        "a": c.a.id, "b": c.b.id, "a_name": c.a.name, "b_name": c.b.name, "device": c.device,
-        "headline": headline(c), "peak": rows([c.peak])[0], "saving_bytes": c.saving_bytes,
-        "peak_change_percent": c.peak_change_percent, "notes": list(c.notes), "time_change": c.time_change,
-        "categories": rows(c.categories, category_label), "layers": rows(c.layers),  # the names the card shows
-        "ops": rows(c.ops), "more_layers": c.more_layers, "more_ops": c.more_ops,
-    }
+            headline=measured_line(c), notes=list(c.notes),
+            before=trial.before.id, after=trial.after.id, first=trial.first.id if trial.first else None,
+            created=trial.created,
+        )
 
 
 def _file_name(name: str) -> str:

@@ -1,8 +1,10 @@
-"""JSON Schema of the Profile and ProfileSummary records, generated from the dataclasses.
+"""JSON Schema of the Profile and ProfileSummary records and of the panel's
+comm messages (model/wire.py), generated from the dataclasses.
 
 The generated file `profile.schema.json` ships in the package; the TypeScript
 types in labextension/ are generated from it (jlpm build:types), and tests
-check that neither is stale. Regenerate with:
+check that neither is stale. One file, so that the messages' references to
+ProfileSummary and Suggestion resolve to the same generated types. Regenerate with:
 
     python -m memprofile.model.schema --write
 """
@@ -17,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from memprofile.model import wire
 from memprofile.model.profile import SCHEMA_VERSION, Profile
 from memprofile.model.summary import ProfileSummary
 
@@ -24,10 +27,12 @@ SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 
 # Non-negative by construction: a negative byte count or duration is a bug.
 _NON_NEGATIVE_SUFFIXES = ("_bytes", "_s", "calls", "recorded_points")
-_SIGNED = {"net_bytes", "measured_saving_bytes"}  # a change can make things worse
+_SIGNED = {"net_bytes", "measured_saving_bytes", "saving_bytes"}  # a change can make things worse
 
 
 def _field_schema(tp: Any, name: str, defs: dict[str, Any]) -> dict[str, Any]:
+    if tp is Any:  # opaque data (a bokeh json_item)
+        return {}
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -59,13 +64,18 @@ def _field_schema(tp: Any, name: str, defs: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _is_tag(tp: Any) -> bool:
+    """A one-value Literal: a message's `type`, always sent although it has a default."""
+    return typing.get_origin(tp) is Literal and len(typing.get_args(tp)) == 1
+
+
 def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     props = {}
     required = []
     for f in dataclasses.fields(cls):
         props[f.name] = _field_schema(hints[f.name], f.name, defs)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING) or _is_tag(hints[f.name]):
             required.append(f.name)
     schema: dict[str, Any] = {"type": "object", "title": cls.__name__}
     doc = (cls.__doc__ or "").strip()
@@ -81,10 +91,33 @@ def _define(cls: type, defs: dict[str, Any]) -> None:
         defs[cls.__name__] = _object_schema(cls, defs)
 
 
+def _union(alias: Any, description: str, defs: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "anyOf": [_field_schema(cls, "", defs) for cls in typing.get_args(alias)]}
+
+
+def _wire_definitions(defs: dict[str, Any]) -> None:
+    """The comm's messages, their unions, and which reply answers which request."""
+    payloads: tuple[type, ...] = (wire.PanelProfile, wire.PanelComparison, wire.HelloMessage)
+    for payload in payloads:
+        _define(payload, defs)
+    defs["KernelPush"] = _union(wire.Push, "What the kernel pushes without being asked.", defs)
+    defs["PanelRequest"] = _union(wire.Request, "What the panel asks (a reply echoes its request_id).", defs)
+    defs["KernelReply"] = _union(wire.Reply, "What the kernel answers a request with.", defs)
+    defs["ReplyTo"] = {
+        "type": "object",
+        "title": "ReplyTo",
+        "description": "Not a message: the reply that answers each request type (an ErrorReply otherwise).",
+        "properties": {kind: _field_schema(reply, "", defs) for kind, (_, reply) in wire.REPLIES.items()},
+        "required": list(wire.REPLIES),
+        "additionalProperties": False,
+    }
+
+
 def build_schema() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     root = _object_schema(Profile, defs)
     _define(ProfileSummary, defs)
+    _wire_definitions(defs)
     root["properties"]["schema_version"] = {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION}
     root["required"] = ["schema_version", *root["required"]]
     return {
