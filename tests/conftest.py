@@ -74,15 +74,12 @@ def no_collector_left_running():
 
 @pytest.fixture
 def fresh_store(monkeypatch):
-    """An empty process-wide store for the test, the real one restored after."""
-    from memprofile.jupyter import store
+    """An empty process-wide store for the test, the real one restored after
+    (everything that stores or reads profiles looks up `store.STORE` when it does)."""
+    from memprofile import store
 
     empty = store.ProfileStore()
     monkeypatch.setattr(store, "STORE", empty)
-    import memprofile.jupyter.magic as magic
-    import memprofile.profiler  # noqa: F401  (imports STORE lazily from the module)
-
-    monkeypatch.setattr(magic, "STORE", empty)
     return empty
 
 

@@ -36,12 +36,10 @@ def profile(name: str | None = None, **options):
 
     After the block, ``p.profile`` is the Profile (also ``memprofile.last()``).
     """
-    import sys
-
     from memprofile.profiler import Profiler, caller_namespace
 
-    if "namespace" not in options:  # live: names the block binds are seen at its end
-        options["namespace"] = caller_namespace(sys._getframe(1))
+    # live: names the block binds are seen at its end
+    options["namespace"] = caller_namespace(options.get("namespace"))
     return Profiler(name=name, **options)
 
 
@@ -50,13 +48,10 @@ def try_change(run, change: str, name: str = "trial", **options):
     "checkpoint=layer,..."): a Trial with both profiles and the measured
     difference (`.saving_bytes`, `.time_change`). `run` runs two or three times
     (once more as is when the first run creates state, see memprofile.trial)."""
-    import sys
-
     from memprofile.profiler import caller_namespace
     from memprofile.trial import run_trial
 
-    if "namespace" not in options:
-        options["namespace"] = caller_namespace(sys._getframe(1))
+    options["namespace"] = caller_namespace(options.get("namespace"))
     return run_trial(run, change, name=name, **options)
 
 
@@ -79,14 +74,14 @@ def import_trace(path, name: str | None = None) -> Profile:
 
 def last() -> Profile | None:
     """The newest profile of this kernel/process, or None."""
-    from memprofile.jupyter.store import STORE
+    from memprofile.store import STORE
 
     return STORE.last()
 
 
 def profiles() -> list[Profile]:
     """Every stored profile of this kernel/process, oldest first (bounded store)."""
-    from memprofile.jupyter.store import STORE
+    from memprofile.store import STORE
 
     return STORE.all()
 

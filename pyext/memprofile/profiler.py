@@ -165,7 +165,7 @@ class Profiler:
         record_shapes: bool = True,
         with_stack: bool = False,
         cuda_history: bool = False,
-        namespace: dict | None = None,
+        namespace: Mapping | None = None,
         store: bool = True,
         cell_lines: bool = False,
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,

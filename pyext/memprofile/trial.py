@@ -27,7 +27,7 @@ import contextlib
 import functools
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +38,6 @@ from memprofile.model.profile import Note, Profile
 CHANGES = ("amp", "inference_mode", "checkpoint")
 #: Which suggestion each change measures.
 SUGGESTION_OF = {"amp": "amp", "inference_mode": "inference_mode", "checkpoint": "gradient_checkpointing"}
-RERUN_WARNING = ("Trying a change runs the cell two or three more times: as it is; once more as it is when that "
-                 "run created state the next run starts with (an optimizer's first step creates its state), so "
-                 "that like is compared with like; then changed. Whatever the cell changes, it changes each time "
-                 "(a training cell trains two or three more steps).")
-#: The label of the button that confirms it.
-RERUN_BUTTON = "Run the cell 2 or 3 times"
 #: What a trial's runs are called, after the name of what was tried.
 AS_IS, WARM = "as is", "as is, warm"
 # A name that is already a trial's ("blocks (as is)", "blocks #2 (--try amp)"): its base is "blocks".
@@ -96,14 +90,14 @@ def _torch():
     return torch
 
 
-def _modules(namespace: dict) -> list[tuple[str, Any]]:
+def _modules(namespace: Mapping) -> list[tuple[str, Any]]:
     """The namespace's torch modules, largest first."""
     torch = _torch()
     found = [(k, v) for k, v in namespace.items() if isinstance(v, torch.nn.Module) and not k.startswith("_")]
     return sorted(found, key=lambda kv: -sum(1 for _ in kv[1].modules()))
 
 
-def resolve_modules(names: list[str], namespace: dict) -> list[tuple[str, Any]]:
+def resolve_modules(names: list[str], namespace: Mapping) -> list[tuple[str, Any]]:
     """Layer names as the profile writes them (`layers.0` inside the largest
     model, `critic.layers.0` inside the model `critic`) -> modules."""
     torch = _torch()
@@ -139,7 +133,7 @@ def resolve_modules(names: list[str], namespace: dict) -> list[tuple[str, Any]]:
 
 
 @contextlib.contextmanager
-def applied(change: str, namespace: dict, device: str = "cpu") -> Iterator[None]:
+def applied(change: str, namespace: Mapping, device: str = "cpu") -> Iterator[None]:
     kind, names = parse_change(change)
     torch = _torch()
     if kind == "amp":
@@ -177,7 +171,7 @@ def trial_base(name: str) -> str:
 def _unused_base(base: str) -> str:
     """`base`, or `base #2`, `base #3`, ...: the first whose trial names no
     stored profile has, so every trial's profiles are told apart."""
-    from memprofile.jupyter.store import STORE
+    from memprofile.store import STORE
 
     names = {p.name for p in STORE.all()}
     candidate, n = base, 1
@@ -187,17 +181,15 @@ def _unused_base(base: str) -> str:
     return candidate
 
 
-def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", namespace: dict | None = None,
+def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", namespace: Mapping | None = None,
               store: bool = True, **profiler_options) -> Trial:
     """Profile `run()` as it is (twice when the first run created state, see
     the module's doc), then under `change`, and compare the last run as is
     with the changed one; their profiles' matching suggestions get the
     measured saving. Exceptions of any run propagate after its profile is kept."""
-    from memprofile.profiler import Profiler
+    from memprofile.profiler import Profiler, caller_namespace
 
-    if namespace is None:
-        caller = sys._getframe(1)
-        namespace = {**caller.f_globals, **caller.f_locals}
+    namespace = caller_namespace(namespace)
     kind, names = parse_change(change)  # a bad change fails before anything runs
     if kind == "checkpoint":
         resolve_modules(names, namespace)

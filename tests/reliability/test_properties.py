@@ -54,7 +54,7 @@ def test_cell_magic_arguments_run_or_give_usage(ip, line):
 @given(line=command_lines)
 def test_line_magic_commands_run_or_give_usage(ip, line, capsys):
     from memprofile.jupyter.display import set_display_mode
-    from memprofile.jupyter.store import STORE
+    from memprofile.store import STORE
 
     STORE.add(make_profile(name="stored"))
     try:

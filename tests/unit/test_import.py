@@ -7,7 +7,7 @@ import sys
 def test_import_loads_no_framework():
     # GIVEN a fresh interpreter WHEN memprofile and its profiler are imported
     code = (
-        "import sys, memprofile, memprofile.profiler, memprofile.jupyter.store\n"
+        "import sys, memprofile, memprofile.profiler, memprofile.store\n"
         "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'bokeh', 'jupyterlab') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from memprofile.jupyter.store import ProfileStore
+from memprofile.store import ProfileStore
 from tests.builders import make_profile
 
 

@@ -118,7 +118,7 @@ def comm_sent(monkeypatch):
 @pytest.fixture
 def panel(comm_sent):
     from memprofile.jupyter.comm import PanelComm
-    from memprofile.jupyter.store import ProfileStore
+    from memprofile.store import ProfileStore
 
     p = PanelComm(ProfileStore())
     p.open()

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from memprofile.errors import ProfileFormatError
-from memprofile.jupyter.store import STORE, ProfileStore
+from memprofile.store import STORE, ProfileStore
 from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
 from memprofile.model.wire import (AddedMessage, ClearedMessage, CompareRequest, ComparisonReply, ErrorReply,

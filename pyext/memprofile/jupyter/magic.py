@@ -21,10 +21,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from memprofile import store  # the module: tests swap its STORE
 from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
 from memprofile.errors import MemprofileError, writing
-from memprofile.jupyter.store import STORE
 from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler
 
@@ -314,21 +314,21 @@ class MemprofileMagics(Magics):
             if command == "list" and not rest:
                 return self._list()
             if command == "show" and len(rest) <= 1:
-                display(STORE.get(_key(rest[0] if rest else "-1")))
+                display(store.STORE.get(_key(rest[0] if rest else "-1")))
                 return None
             if command == "export" and 1 <= len(rest) <= 2:
                 return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
             if command == "compare" and len(rest) == 2:
                 from memprofile.analysis.compare import compare
 
-                display(compare(STORE.get(_key(rest[0])), STORE.get(_key(rest[1]))))
+                display(compare(store.STORE.get(_key(rest[0])), store.STORE.get(_key(rest[1]))))
                 return None
             if command == "insert" and 1 <= len(rest) <= 2:
                 return self._insert(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
             if command == "display" and len(rest) <= 1:
                 return self._display_mode(rest[0] if rest else None)
             if command == "clear" and not rest:
-                STORE.clear()
+                store.STORE.clear()
                 print("memprofile: cleared every stored profile")
                 return None
         except KeyError as exc:
@@ -340,12 +340,13 @@ class MemprofileMagics(Magics):
     def _list(self) -> None:
         from memprofile.units import fmt_bytes, fmt_seconds
 
-        profiles = STORE.all()
+        profiles = store.STORE.all()
         if not profiles:
             print("memprofile: no profiles yet; put %%memprofile on the first line of a cell")
             return
-        if STORE.dropped:
-            print(f"({STORE.dropped} older profile(s) dropped: the store keeps the last {STORE.capacity})")
+        if store.STORE.dropped:
+            print(f"({store.STORE.dropped} older profile(s) dropped: the store keeps the last "
+                  f"{store.STORE.capacity})")
         # Columns as wide as their longest entry (long names stay aligned); the name last but one.
         devices = [p.peak_device.name if p.peak_device else "-" for p in profiles]
         name_w = max(16, *(len(p.name) for p in profiles))
@@ -358,7 +359,7 @@ class MemprofileMagics(Magics):
             )
 
     def _insert(self, suggestion_id: str, key: str | int) -> None:
-        profile = STORE.get(key)
+        profile = store.STORE.get(key)
         known = [s.id for s in profile.suggestions]
         suggestion = next((s for s in profile.suggestions if s.id == suggestion_id), None)
         if suggestion is None:
@@ -384,7 +385,7 @@ class MemprofileMagics(Magics):
         print(f"memprofile: display mode {display_mode()}{seen}")
 
     def _export(self, path: str, key: str | int) -> None:
-        profile = STORE.get(key)
+        profile = store.STORE.get(key)
         lower = path.lower()
         if not lower.endswith((".html", ".htm", ".json", ".json.gz")):
             raise UsageError(f"cannot tell the format of {path!r}: use a name ending in .html, .json or .json.gz")

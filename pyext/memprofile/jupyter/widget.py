@@ -6,7 +6,8 @@ lines), layers, ops (with a
 filter box handled in the kernel), suggestions (each with its code in a
 selectable box, the magic that inserts it, and for changes that can be
 applied in place a "Try it" button that asks before it runs the cell again
-(two or three times) and then shows the measured difference). Tables are HTML built here with every user string escaped.
+(two or three times) and then shows the measured difference). Tables are
+render/table.py's, which escapes every cell.
 No JavaScript is needed, so it renders wherever ipywidgets do.
 """
 
@@ -17,19 +18,17 @@ from typing import Any
 
 from memprofile.model.profile import Profile, Suggestion
 from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
-from memprofile.render.text import saving_line
+from memprofile.render.table import html_table
+from memprofile.render.text import RERUN_BUTTON, RERUN_WARNING, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 MAX_ROWS = 100
 
 
 def _table(headers: list[str], rows: list[list[str]], more: int = 0) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 10px 2px 0'>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='padding:1px 10px 1px 0'>{cell}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    tail = f"<p style='opacity:.7'>and {more:,} more</p>" if more else ""
-    return f"<table style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>{tail}"
+    """A table in the widget's style (no stylesheet reaches a widget's HTML)."""
+    return html_table(headers, rows, more=more, attrs={"style": "border-collapse:collapse;font-size:12px"},
+                      header_style="text-align:left;padding:2px 10px 2px 0", cell_style="padding:1px 10px 1px 0")
 
 
 def _line_cell(line: int | None) -> str:
@@ -57,19 +56,18 @@ def peak_html(profile: Profile) -> str:
         + (f" <code>{escape(source)}</code>" if source else "") + "</p>"
     ]
     if peak.by_category:
-        parts.append(_table(["kind", "bytes"], [[escape(category_label(c)), fmt_bytes(b)]
+        parts.append(_table(["kind", "bytes"], [[category_label(c), fmt_bytes(b)]
                                                  for c, b in peak.by_category.items()]))
     by_layer = placed_by_layer(profile)  # "(no layer)" placed on lines: "line 3: cross_entropy"
     if by_layer:
         items = list(by_layer.items())
-        parts.append(_table(["layer (or line: op)", "bytes"], [[escape(n), fmt_bytes(b)] for n, b in items[:20]],
+        parts.append(_table(["layer (or line: op)", "bytes"], [[n, fmt_bytes(b)] for n, b in items[:20]],
                             max(0, len(items) - 20)))
     if peak.tensors:
         parts.append(_table(
             ["size", "kind", "shape", "dtype", "op", "layer", "line"],
-            [[escape(tensor_bytes_text(t)), escape(category_label(t.category)), escape(shape_text(t)),
-              escape(t.dtype), escape(t.op or ""), escape(t.layer or ""), escape(line_label(t.line))]
-             for t in peak.tensors],
+            [[tensor_bytes_text(t), category_label(t.category), shape_text(t), t.dtype, t.op or "", t.layer or "",
+              line_label(t.line)] for t in peak.tensors],
         ))
     return "".join(parts)
 
@@ -81,7 +79,7 @@ def layers_html(profile: Profile) -> str:
     return _table(
         ["layer", "type", "at the peak", "parameters", "gradients", "optimizer state", "activations", "temporaries",
          "line"],
-        [[escape(layer.name), escape(layer.type), fmt_bytes(layer.peak_bytes), fmt_bytes(layer.parameter_bytes),
+        [[layer.name, layer.type, fmt_bytes(layer.peak_bytes), fmt_bytes(layer.parameter_bytes),
           fmt_bytes(layer.gradient_bytes), fmt_bytes(layer.optimizer_state_bytes),
           fmt_bytes(layer.activation_bytes), fmt_bytes(layer.temporary_bytes), _line_cell(layer.line)]
          for layer in rows[:MAX_ROWS]],
@@ -96,9 +94,9 @@ def ops_html(profile: Profile, query: str = "") -> str:
         return "<p>No op matches.</p>" if q else "<p>No op was recorded in this profile.</p>"
     return _table(
         ["op", "device", "calls", "allocated", "self", "net", "largest block", "line", "shapes"],
-        [[escape(o.name), escape(o.device), f"{o.calls:,}", fmt_bytes(o.allocated_bytes),
+        [[o.name, o.device, f"{o.calls:,}", fmt_bytes(o.allocated_bytes),
           fmt_bytes(o.self_allocated_bytes), fmt_bytes(o.net_bytes), fmt_bytes(o.max_alloc_bytes),
-          _line_cell(o.line), escape(" ".join(o.input_shapes))] for o in ops[:MAX_ROWS]],
+          _line_cell(o.line), " ".join(o.input_shapes)] for o in ops[:MAX_ROWS]],
         max(0, len(ops) - MAX_ROWS),
     )
 
@@ -140,8 +138,6 @@ def suggestion_card(profile: Profile, s: Suggestion) -> Any:
 
 def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
     import ipywidgets as widgets
-
-    from memprofile.trial import RERUN_BUTTON, RERUN_WARNING
 
     can_run = bool(profile.source.strip())
     button = widgets.Button(description="Try it", icon="flask", disabled=not can_run,

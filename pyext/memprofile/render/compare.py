@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from memprofile.analysis.compare import Change, Comparison, peak_change_percent
+from memprofile.render.table import html_table
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 
@@ -61,14 +62,9 @@ def render_compare_text(c: Comparison) -> str:
 def _table(title: str, rows: list[Change], more: int, labels=None) -> str:
     if not rows:
         return ""
-    body = "".join(
-        f"<tr><td>{escape(labels(r.name) if labels else r.name)}</td><td>{fmt_bytes(r.before)}</td>"
-        f"<td>{fmt_bytes(r.after)}</td><td>{fmt_bytes(r.delta, signed=True)}</td></tr>"
-        for r in rows
-    )
-    tail = f"<p class='mp-muted'>and {more} more</p>" if more else ""
-    return (f"<h4>{escape(title)}</h4><table><thead><tr><th></th><th>before</th><th>after</th><th>change</th>"
-            f"</tr></thead><tbody>{body}</tbody></table>{tail}")
+    cells = [[labels(r.name) if labels else r.name, fmt_bytes(r.before), fmt_bytes(r.after),
+              fmt_bytes(r.delta, signed=True)] for r in rows]
+    return f"<h4>{escape(title)}</h4>" + html_table(["", "before", "after", "change"], cells, more=more)
 
 
 def render_compare_html(c: Comparison) -> str:

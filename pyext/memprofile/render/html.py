@@ -2,7 +2,8 @@
 
 No JavaScript and no external resources: it has to read the same in nbconvert,
 on GitHub, in VS Code without the extension and offline. Everything that comes
-from user code (names, op names, messages) goes through `escape`.
+from user code (names, op names, messages) goes through `escape`; tables are
+render/table.py's, which escapes every cell.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from memprofile.render.bundle import CARD_TENSORS, sparkline
 from memprofile.render.lines import (SourceRow, line_label, line_text, peak_lines, shape_text, source_rows,
                                      steps_brief, steps_text, tensor_bytes_text)
 from memprofile.render.stairs import as_steps
+from memprofile.render.table import Column, Html, Row, html_table
 from memprofile.render.text import failure_place, how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
@@ -103,16 +105,11 @@ def _category_bar(profile: Profile) -> str:
 
 
 def _devices_table(profile: Profile) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(d.name)}</td><td>{escape(d.kind)} ({escape(d.source)})</td>"
-        f"<td>{fmt_bytes(d.peak_bytes)}</td><td>{fmt_bytes(d.baseline_bytes)}</td>"
-        f"<td>{fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True)}</td><td>{fmt_bytes(d.end_bytes)}</td>"
-        f"<td>{fmt_bytes(d.capacity_bytes)}</td></tr>"
-        for d in profile.devices
-    )
-    return (
-        "<table><thead><tr><th>device</th><th>measured by</th><th>peak</th><th>at start</th>"
-        f"<th>increase</th><th>at end</th><th>capacity</th></tr></thead><tbody>{rows}</tbody></table>"
+    return html_table(
+        ["device", "measured by", "peak", "at start", "increase", "at end", "capacity"],
+        [[d.name, f"{d.kind} ({d.source})", fmt_bytes(d.peak_bytes), fmt_bytes(d.baseline_bytes),
+          fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True), fmt_bytes(d.end_bytes), fmt_bytes(d.capacity_bytes)]
+         for d in profile.devices],
     )
 
 
@@ -150,15 +147,12 @@ def tensors_table(tensors: list, title: str) -> str:
     where they differ), shape, dtype, kind and where they were made."""
     if not tensors:
         return ""
-    rows = "".join(
-        f"<tr><td>{escape(tensor_bytes_text(t))}</td><td style='white-space:nowrap'>{escape(shape_text(t))}</td><td>{escape(t.dtype)}</td>"
-        f"<td>{escape(category_label(t.category))}</td><td>{escape(t.op or '')}</td><td>{escape(t.layer or '')}</td>"
-        f"<td>{escape(line_label(t.line))}</td></tr>"
-        for t in tensors
+    return html_table(
+        ["bytes", Column("shape", cell_style="white-space:nowrap"), "dtype", "kind", "op", "layer", "line"],
+        [[tensor_bytes_text(t), shape_text(t), t.dtype, category_label(t.category), t.op or "", t.layer or "",
+          line_label(t.line)] for t in tensors],
+        caption=title, attrs={"class": "mp-tensors"},
     )
-    return (f"<table class='mp-tensors'><caption style='text-align:left'>{escape(title)}</caption><thead><tr>"
-            "<th>bytes</th><th>shape</th><th>dtype</th><th>kind</th><th>op</th><th>layer</th><th>line</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _line_bar(row: SourceRow, widest: int) -> str:
@@ -203,30 +197,24 @@ def lines_table(profile: Profile, rows: list[SourceRow], title: str) -> str:
     widest = max(r.peak_bytes for r in rows)
     peak_line = profile.peak.line if profile.peak else None
     cell = "padding:0 8px 0 0;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"
-    out = []
+    right = "text-align:right;padding:0 8px 0 0"
+    columns = [Column("line", right, f"{cell};opacity:.6"),
+               Column("alive at the peak", cell_style=f"padding:0 8px 0 0;width:{LINE_BAR_PX}px"),
+               Column("", right, cell), Column("allocated", right, f"{cell};opacity:.65"),
+               Column("source", "text-align:left", "padding:0;text-align:left")]
+    out: list[Row] = []
     previous = None
     for r in rows:
         if previous is not None and r.line > previous + 1:
-            out.append(f"<tr><td style='{cell}'>⋮</td><td></td><td></td><td></td><td></td></tr>")
+            out.append(Row(["⋮", "", "", "", ""]))
         previous = r.line
         number = "·" if r.line == 0 else str(r.line)
         mark = " <b title='running at the peak'>◀ peak</b>" if r.line == peak_line else ""
-        code = (f"<code style='white-space:pre'>{escape(r.text)}</code>{_line_notes(r)}{mark}")
-        out.append(
-            f"<tr data-line='{r.line}'><td style='{cell};opacity:.6'>{number}</td>"
-            f"<td style='padding:0 8px 0 0;width:{LINE_BAR_PX}px'>{_line_bar(r, widest)}</td>"
-            f"<td style='{cell}'>{fmt_bytes(r.peak_bytes) if r.peak_bytes else ''}</td>"
-            f"<td style='{cell};opacity:.65'>{fmt_bytes(r.allocated_bytes) if r.allocated_bytes else ''}</td>"
-            f"<td style='padding:0;text-align:left'>{code}</td></tr>"
-        )
-    return (
-        f"<table class='mp-lines' style='border-collapse:collapse;margin:6px 0;font-size:13px'>"
-        f"<caption style='text-align:left'>{escape(title)}</caption><thead><tr>"
-        "<th style='text-align:right;padding:0 8px 0 0'>line</th><th>alive at the peak</th>"
-        "<th style='text-align:right;padding:0 8px 0 0'></th>"
-        "<th style='text-align:right;padding:0 8px 0 0'>allocated</th><th style='text-align:left'>source</th>"
-        f"</tr></thead><tbody>{''.join(out)}</tbody></table>"
-    )
+        code = Html(f"<code style='white-space:pre'>{escape(r.text)}</code>{_line_notes(r)}{mark}")
+        out.append(Row([number, Html(_line_bar(r, widest)), fmt_bytes(r.peak_bytes) if r.peak_bytes else "",
+                        fmt_bytes(r.allocated_bytes) if r.allocated_bytes else "", code], {"data-line": r.line}))
+    return html_table(columns, out, caption=title, attrs={
+        "class": "mp-lines", "style": "border-collapse:collapse;margin:6px 0;font-size:13px"})
 
 
 def compact_lines(profile: Profile) -> str:

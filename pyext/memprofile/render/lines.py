@@ -4,10 +4,9 @@ tensor's size next to its allocator block. Plain data; each renderer draws it.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorInfo
 from memprofile.model.summary import StepsBrief
+from memprofile.model.wire import SourceRow
 from memprofile.units import fmt_bytes, step_runs
 
 #: The peak's by_layer key for memory allocated outside any layer (model/peak.py).
@@ -42,20 +41,6 @@ def peak_lines(profile: Profile, limit: int = CARD_LINES) -> list[LineStat]:
     held = [s for s in profile.lines if s.peak_bytes > 0 or s.allocated_bytes > 0]
     top = sorted(held, key=lambda s: (-s.peak_bytes, -s.allocated_bytes, s.line))[:limit]
     return sorted(top, key=lambda s: s.line)
-
-
-@dataclass
-class SourceRow:
-    """One row of the source view: the line, its text, and its figures (zero
-    for a line that allocated nothing)."""
-
-    line: int
-    text: str
-    peak_bytes: int = 0
-    allocated_bytes: int = 0
-    by_category: dict[str, int] = field(default_factory=dict)
-    ops: dict[str, int] = field(default_factory=dict)
-    layers: dict[str, int] = field(default_factory=dict)
 
 
 def source_rows(profile: Profile) -> list[SourceRow]:

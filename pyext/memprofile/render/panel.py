@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
-from memprofile.model.wire import ChangeRow, PanelComparison, PanelProfile, PanelSuggestion, SourceRow
+from memprofile.model.wire import ChangeRow, PanelComparison, PanelProfile, PanelSuggestion
 from memprofile.render.bundle import summarise
 from memprofile.render.lines import source_rows
 
@@ -45,7 +45,7 @@ def panel_profile(profile: Profile) -> PanelProfile:
     import bokeh
 
     from memprofile.render.text import how_to_apply, saving_line
-    from memprofile.trial import RERUN_WARNING
+    from memprofile.render.text import RERUN_WARNING
 
     return PanelProfile(
         id=profile.id,
@@ -57,7 +57,7 @@ def panel_profile(profile: Profile) -> PanelProfile:
         source=profile.source,
         rerun_warning=RERUN_WARNING,
         # render/lines.py's rows, as the wire's record
-        lines=[SourceRow(**vars(row)) for row in source_rows(profile)],
+        lines=source_rows(profile),
         peak_line=profile.peak.line if profile.peak else None,
     )
 

@@ -9,6 +9,13 @@ from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: Tensors and lines the text summary lists.
 TEXT_TENSORS = 3
+#: What "Try it" says before it runs anything (memprofile.trial runs the cell two or three times).
+RERUN_WARNING = ("Trying a change runs the cell two or three more times: as it is; once more as it is when that "
+                 "run created state the next run starts with (an optimizer's first step creates its state), so "
+                 "that like is compared with like; then changed. Whatever the cell changes, it changes each time "
+                 "(a training cell trains two or three more steps).")
+#: The label of the button that confirms it.
+RERUN_BUTTON = "Run the cell 2 or 3 times"
 
 
 def one_line(profile: Profile) -> str:
