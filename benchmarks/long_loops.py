@@ -31,12 +31,13 @@ import statistics
 import time
 
 import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
 from interleave import interleaved_ratios, with_memray
 from memprofile.capture.host import RssReader, release_free_memory
 from memprofile.profiler import Profiler
 from memprofile.units import fmt_bytes
-from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 
 def small_steps(steps: int = 200):

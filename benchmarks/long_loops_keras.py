@@ -104,6 +104,7 @@ def peak_check(run, ns) -> dict[str, object]:
     """The profile's peak against TF's counter, same fit and bare fits."""
     import keras
     import tensorflow as tf
+
     from memprofile.capture.tensorflow import _CpuAllocatorStats
     from memprofile.profiler import Profiler
 

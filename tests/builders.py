@@ -93,7 +93,7 @@ def make_lined_profile(name: str = "lm-step", text: str = "") -> Profile:
     language-model step whose loss is computed outside any module (its memory
     is "(no layer)" at the peak), parameters from before the cell (line 0), a
     tensor in a larger allocator block. `text` goes into every user-code name."""
-    from memprofile.model.profile import LineStat, OpStat, LayerStat, TensorInfo
+    from memprofile.model.profile import LineStat, TensorInfo
 
     mib = 2**20
     profile = make_rich_profile(name=name, text=text, n_points=200)

@@ -16,14 +16,14 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from types import FrameType, TracebackType
 
 from memprofile._version import __version__
-from memprofile.capture import session
 from memprofile.analysis.analyse import analyse
+from memprofile.capture import session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.host import available_memory, release_free_memory
 from memprofile.capture.torch import MIN_BUDGET_BYTES
@@ -34,7 +34,6 @@ from memprofile.model.profile import ErrorInfo, Note, Profile
 from memprofile.model.replay import replay
 from memprofile.model.steps import step_table
 from memprofile.units import fmt_bytes
-
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
 

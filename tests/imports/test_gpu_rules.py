@@ -23,6 +23,7 @@ from memprofile.model.profile import PHASES
 from memprofile.units import fmt_bytes
 from tests.imports import FIXTURES, H100, V100_DDP, V100_LEGACY, XSPACE
 from tests.imports.test_tf_trace import allocator_figures, device_name, gpu_memory_size
+
 TORCH_TRACES = {"h100": H100, "v100_ddp": V100_DDP, "v100_legacy": V100_LEGACY}
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are not here ({FIXTURES})")

@@ -24,7 +24,6 @@ from memprofile.errors import ProfileFormatError
 from memprofile.importing import read_run
 from tests.imports import FIXTURES, XSPACE, cut_short
 
-
 pytestmark = pytest.mark.skipif(not XSPACE.is_file(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
 
 

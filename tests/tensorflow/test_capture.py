@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -201,6 +200,7 @@ def test_large_runs_keep_the_timeline_and_drop_detail():
 
 def test_magic_options_for_tensorflow():
     from IPython.core.error import UsageError
+
     from memprofile.jupyter.magic import MemprofileMagics
 
     with pytest.raises(UsageError, match="tf-max-events"):

@@ -16,7 +16,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
-import numpy as np  # noqa: E402
 
 import memprofile  # noqa: E402
 

@@ -11,8 +11,8 @@ import re
 import pytest
 from PIL import Image
 
-from memprofile.units import category_label
 from memprofile.render.html import CATEGORY_COLORS
+from memprofile.units import category_label
 from tests.ui.conftest import SCREENSHOTS, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook
 

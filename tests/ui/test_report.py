@@ -3,7 +3,6 @@ with hostile names shown as text."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from memprofile.model.profile import ErrorInfo, Suggestion

@@ -11,7 +11,8 @@ import pytest
 from memprofile.model.profile import Device, ErrorInfo, Note, Suggestion, Timeline
 from memprofile.model.schema import SCHEMA_PATH
 from memprofile.render.bundle import MIME_TYPE, mime_bundle, summarise
-from memprofile.render.html import render_fragment, render_static_report as render_report
+from memprofile.render.html import render_fragment
+from memprofile.render.html import render_static_report as render_report
 from memprofile.render.text import render_text
 from tests.builders import make_lined_profile, make_profile
 

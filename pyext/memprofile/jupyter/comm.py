@@ -33,13 +33,29 @@ from pathlib import Path
 from typing import Any
 
 from memprofile.errors import ProfileFormatError
-from memprofile.store import STORE, ProfileStore
 from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
-from memprofile.model.wire import (AddedMessage, ClearedMessage, CompareRequest, ComparisonReply, ErrorReply,
-                                   ExportedReply, ExportRequest, GetProfileRequest, HelloMessage, ProfileReply,
-                                   ProfilesReply, Push, Reply, Request, SyncRequest, TriedReply, TryRequest,
-                                   parse_request)
+from memprofile.model.wire import (
+    AddedMessage,
+    ClearedMessage,
+    CompareRequest,
+    ComparisonReply,
+    ErrorReply,
+    ExportedReply,
+    ExportRequest,
+    GetProfileRequest,
+    HelloMessage,
+    ProfileReply,
+    ProfilesReply,
+    Push,
+    Reply,
+    Request,
+    SyncRequest,
+    TriedReply,
+    TryRequest,
+    parse_request,
+)
+from memprofile.store import STORE, ProfileStore
 
 TARGET = "memprofile"
 

@@ -9,9 +9,9 @@ from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.lines import has_lines, line_figures
 from memprofile.model.peak import find_peak
+from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, KeptObject, Note, Profile, Timeline
 from memprofile.model.replay import Replay
 from memprofile.model.tables import layer_table, op_table, optimizer_table
-from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, KeptObject, Note, Profile, Timeline
 from memprofile.units import fmt_bytes
 
 #: A stored timeline keeps at most this many points per device (peak exact).

@@ -7,8 +7,8 @@ One pass, shared by the timeline (model/build.py) and the peak anatomy
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from memprofile.capture.base import ALIVE, AllocationLog
 from memprofile.model.profile import CATEGORIES

@@ -22,7 +22,6 @@ from memprofile.model.codec import decode
 from memprofile.model.profile import Suggestion
 from memprofile.model.summary import ProfileSummary
 
-
 # -- payloads ------------------------------------------------------------------------------------------------------
 
 

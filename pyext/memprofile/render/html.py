@@ -12,8 +12,17 @@ from html import escape
 
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.render.bundle import CARD_TENSORS, sparkline
-from memprofile.render.lines import (SourceRow, line_label, line_text, peak_lines, shape_text, source_rows,
-                                     steps_brief, steps_text, tensor_bytes_text)
+from memprofile.render.lines import (
+    SourceRow,
+    line_label,
+    line_text,
+    peak_lines,
+    shape_text,
+    source_rows,
+    steps_brief,
+    steps_text,
+    tensor_bytes_text,
+)
 from memprofile.render.stairs import as_steps
 from memprofile.render.table import Column, Html, Row, html_table
 from memprofile.render.text import failure_place, how_to_apply, saving_line

@@ -15,11 +15,12 @@ from typing import Any
 
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, PHASES, Device, Profile, StepStat, Timeline
-from memprofile.render.html import CATEGORY_COLORS  # one hue per kind, as in the static HTML
+from memprofile.render.html import (
+    CATEGORY_COLORS,  # one hue per kind, as in the static HTML
+    full_lines,
+)
+from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
 from memprofile.render.stairs import as_steps
-from memprofile.render.html import full_lines
-from memprofile.render.lines import (line_label, line_text, placed_by_layer, shape_text,
-                                     tensor_bytes_text)
 from memprofile.render.text import how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds, step_runs
 

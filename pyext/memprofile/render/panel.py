@@ -44,8 +44,7 @@ def view_items(profile: Profile) -> dict[str, Any]:
 def panel_profile(profile: Profile) -> PanelProfile:
     import bokeh
 
-    from memprofile.render.text import how_to_apply, saving_line
-    from memprofile.render.text import RERUN_WARNING
+    from memprofile.render.text import RERUN_WARNING, how_to_apply, saving_line
 
     return PanelProfile(
         id=profile.id,

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile, Suggestion, TensorInfo
-from memprofile.render.lines import (line_label, line_text, peak_lines, peak_place, shape_text, steps_brief,
-                                     steps_text, tensor_bytes_text)
+from memprofile.render.lines import (
+    line_label,
+    line_text,
+    peak_lines,
+    peak_place,
+    shape_text,
+    steps_brief,
+    steps_text,
+    tensor_bytes_text,
+)
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: Tensors and lines the text summary lists.

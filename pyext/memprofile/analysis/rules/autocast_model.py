@@ -41,8 +41,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from memprofile.model.lines import BEFORE_CELL
 from memprofile.analysis.rules.facts import Facts
+from memprofile.model.lines import BEFORE_CELL
 from memprofile.model.profile import PHASES
 
 HALF, FULL = 0.5, 1.0

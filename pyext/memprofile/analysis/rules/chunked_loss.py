@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 
-from memprofile.analysis.cell import dotted
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import PHASES, Suggestion
 from memprofile.units import fmt_bytes

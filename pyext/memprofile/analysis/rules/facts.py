@@ -12,8 +12,7 @@ import textwrap
 from functools import cached_property
 
 from memprofile.analysis.cell import CellCode, cell_body
-from memprofile.model.profile import root_of
-from memprofile.model.profile import PHASES, Device, LayerStat, OptimizerStat, Profile, Timeline
+from memprofile.model.profile import PHASES, Device, LayerStat, OptimizerStat, Profile, Timeline, root_of
 from memprofile.units import fmt_bytes
 
 MiB = 1 << 20
