@@ -4,7 +4,8 @@
 # torch, tensorflow-cpu, bokeh, JupyterLab and ipykernel, memprofile from this
 # checkout (PYTHONPATH, no build), then the capture, import and real-kernel
 # tests. Writes one markdown row per line to $OUT (default
-# artifacts/compat.md) for README's "Tested versions".
+# artifacts/compat.md) and puts them into README's "Tested versions"
+# (between its compat.sh markers): the whole table, or the rows that ran.
 #
 #   scripts/compat.sh                 # every row
 #   scripts/compat.sh oldest newest   # some rows, by name
@@ -31,8 +32,12 @@ ROWS=(
 # need this checkout's built extension, whose BokehJS is 3.9.2). torch's tests
 # run in a process of their own: with torch 2.15 (CUDA build) and TF 2.21 in
 # one process, loading triton after TensorFlow aborts the interpreter.
-TESTS_TORCH=(tests/torch)
-TESTS_REST=(tests/tensorflow tests/imports tests/unit tests/integration --deselect tests/integration/test_wheel.py)
+# The files outside tests/torch that train with torch in the test process (torch.optim.Adam
+# loads dynamo and triton) go with torch's.
+TORCH_ELSEWHERE=(tests/imports/test_torch_trace.py tests/unit/test_render_steps.py)
+TESTS_TORCH=(tests/torch "${TORCH_ELSEWHERE[@]}")
+TESTS_REST=(tests/tensorflow tests/imports tests/unit tests/integration --deselect tests/integration/test_wheel.py
+            "${TORCH_ELSEWHERE[@]/#/--ignore=}")
 
 python_for() {  # the pyenv interpreter of a minor version
   ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -1
@@ -64,9 +69,13 @@ bokeh {bokeh.__version__} / JupyterLab {jupyterlab.__version__}')" 2>>"$log")
   local result="" status=0 part
   for part in TESTS_TORCH TESTS_REST; do
     local -n tests=$part
+    local from summary
+    from=$(($(wc -l <"$log") + 1))
     PYTHONPATH=$ROOT/pyext:$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider "${tests[@]}" >>"$log" 2>&1 \
       || status=1
-    result+="$(grep -E '^=*\s*[0-9]+ (failed|passed)' "$log" | tail -1 | tr -d '=') ; "
+    # this part's summary only: a process that aborted has none
+    summary=$(tail -n +"$from" "$log" | grep -E '^=*\s*[0-9]+ (failed|passed)' | tail -1 | tr -d '=')
+    result+="${summary:-the process aborted: $(tail -n +"$from" "$log" | grep -m1 -E '^Fatal Python error' || echo 'no summary')} ; "
   done
   if [ $status -eq 0 ]; then
     result="passed: $result"
@@ -87,3 +96,18 @@ for row in "${ROWS[@]}"; do
   fi
 done
 echo "==> $OUT"
+
+# README's table (between its markers): every row's line from $OUT; on a run
+# of some rows, only those rows' lines (by name), the others as they were.
+BEGIN="<!-- compat.sh: table -->" END="<!-- compat.sh: end -->"
+if grep -qF "$BEGIN" README.md && grep -qF "$END" README.md; then
+  awk -v begin="$BEGIN" -v end="$END" -v table="$OUT" -v full="$([ -z "${SELECTED:-}" ] && echo 1)" '
+    function name_of(line,  f) { split(line, f, "|"); gsub(/^ +| +$/, "", f[2]); return f[2] }
+    BEGIN { while ((getline line < table) > 0) { rows[++n] = line; if (n > 2) by_name[name_of(line)] = line } }
+    $0 == begin { print; inside = 1; if (full) for (i = 1; i <= n; i++) print rows[i]; next }
+    $0 == end { inside = 0 }
+    inside && full { next }
+    inside && (name_of($0) in by_name) { print by_name[name_of($0)]; next }
+    { print }' README.md >README.md.compat && mv README.md.compat README.md
+  echo "==> README.md (Tested versions)"
+fi

@@ -23,24 +23,24 @@ def _sampler_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("memprofile-")]
 
 
-def _trace_dirs() -> set[str]:
+def _trace_dirs(everyone: bool = False) -> set[str]:
     """TF trace directories of this process or of one that has ended (a kernel
-    the test ran): not those of other live processes (another test run)."""
+    the test ran): not those of other live processes (another test run).
+    `everyone`: all of them (what was there before a test is not its own)."""
     from memprofile.capture.tensorflow import TRACE_DIR_PREFIX
 
     found = set()
     for parent in (tempfile.gettempdir(), "/dev/shm"):
         for d in glob.glob(os.path.join(parent, TRACE_DIR_PREFIX + "*")):
             pid = os.path.basename(d)[len(TRACE_DIR_PREFIX):].split("-")[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}"):
+            if everyone or not pid.isdigit() or int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}"):
                 found.add(d)
     return found
 
 
 @pytest.fixture(autouse=True)
 def no_collector_left_running():
-    # (another process's trace directories, a killed run's say, are not this test's)
-    before = _trace_dirs() if "tensorflow" in sys.modules else set()
+    before = _trace_dirs(everyone=True)  # a dead run's directories from earlier are not this test's
     yield
     deadline = time.monotonic() + 2.0
     while _sampler_threads() and time.monotonic() < deadline:

@@ -216,6 +216,9 @@ def test_bad_input_is_one_line_and_nothing_written(case, tmp_path, capsys):
 
 def test_without_tensorflow_the_error_says_so(monkeypatch, tmp_path):
     """TF's protobuf classes are the only XSpace parser: a machine without TensorFlow is told so."""
-    monkeypatch.setitem(sys.modules, "tensorflow.tsl.profiler.protobuf", None)
+    for package in ("tensorflow.tsl.profiler.protobuf", "tsl.profiler.protobuf", "tensorflow.core.profiler.protobuf"):
+        # every place a TF release keeps them (capture/tf_compat.py), imported or not
+        monkeypatch.setitem(sys.modules, package, None)
+        monkeypatch.setitem(sys.modules, f"{package}.xplane_pb2", None)
     with pytest.raises(ProfileFormatError, match="needs TensorFlow"):
         memprofile.import_trace(XSPACE)

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import memprofile
-from memprofile.capture.base import ALIVE
-from memprofile.capture.torch_events import BEFORE
+from memprofile.capture.base import ALIVE, BEFORE_CELL
 from memprofile.capture.torch_trace import read_torch_trace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
@@ -118,14 +117,14 @@ def test_every_free_pairs_with_its_allocation_by_address(path):
         assert all(math.isclose(a, b, abs_tol=0.01) for (_, a), (_, b) in zip(paired, lifetimes))
         before = [i for i in range(len(log)) if log.pre_existing[i] and log.t_free[i] != ALIVE]
         assert len(before) == unknown
-        assert all(log.op[i] == BEFORE for i in before)
+        assert all(log.op[i] == BEFORE_CELL for i in before)
 
 
 @pytest.mark.parametrize("path", CURRENT)
 def test_busiest_ops_at_the_peak_are_the_traces_ops(path):
     profile = _imported(path)
     op_names = {e["name"] for e in _file(path)["traceEvents"] if e.get("cat") == "cpu_op"}
-    by_op = {op: size for op, size in profile.peak.by_op.items() if op != BEFORE}  # made before the trace: no op
+    by_op = {op: size for op, size in profile.peak.by_op.items() if op != BEFORE_CELL}  # made before the trace: no op
     assert by_op, "the peak names the ops that allocated it"
     # THEN the busiest is one of the file's ops (the outermost around the allocation, as the live walk names
     # it: aten::linear on the H100, torch.compile's CompiledFunction on the DDP rank) ...

@@ -15,6 +15,10 @@ from typing import Protocol
 #: t_free / seq_free of an allocation still live when the run ended.
 ALIVE = math.inf
 
+#: The op (and line) of memory that existed before the cell or block began, in every
+#: framework's tables: one label, so a notebook profiling torch and TF reads one name.
+BEFORE_CELL = "(before the cell)"
+
 
 #: Training steps recorded in full detail unless told otherwise.
 DETAIL_STEPS = 3

@@ -16,9 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from memprofile.capture import tf_compat
 from memprofile.capture.namespace import walk_namespace
 
-_UNIQUIFIED = re.compile(r"_\d+$")
+#: The suffix Keras and TF add to make a name unique ("dense_1", "Adam_2").
+UNIQUIFIED = re.compile(r"_\d+$")
 
 _get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _get_pointer.restype = ctypes.c_void_p
@@ -77,8 +79,7 @@ def address(tensor: Any) -> int | None:
 
 def _tf_variable(v: Any) -> Any:
     """The tf.Variable behind a Keras variable (or the variable itself)."""
-    inner = getattr(v, "_value", None)
-    return inner if inner is not None and hasattr(inner, "read_value") else v
+    return tf_compat.keras_backing_variable(v)
 
 
 def shape_text(shape: Any) -> str:
@@ -86,13 +87,9 @@ def shape_text(shape: Any) -> str:
 
 
 def _children(layer: Any) -> list[Any]:
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is not None:
-        try:
-            return [c for c in flatten(include_self=False, recursive=False)
-                    if type(c).__name__ != "InputLayer"]
-        except Exception:
-            pass
+    children = tf_compat.keras_children(layer)
+    if children is not None:
+        return [c for c in children if type(c).__name__ != "InputLayer"]
     return list(getattr(layer, "layers", []) or [])
 
 
@@ -300,7 +297,7 @@ class ScopeResolver:
 
 def _assign(scopes: list[str], names: dict[str, str]) -> dict[str, str]:
     """Scope name -> layer path among one parent's children (see ScopeResolver)."""
-    options = {s: [n for n in dict.fromkeys((s, _UNIQUIFIED.sub("", s))) if n in names] for s in scopes}
+    options = {s: [n for n in dict.fromkeys((s, UNIQUIFIED.sub("", s))) if n in names] for s in scopes}
     options = {s: o for s, o in options.items() if o}
     out: dict[str, str] = {}
     used: set[str] = set()

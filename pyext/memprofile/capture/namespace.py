@@ -48,36 +48,21 @@ def graph_saved_bytes(tensor: Any) -> int | None:
         own = tensor.untyped_storage().data_ptr()
     except Exception:
         own = 0
-    seen_nodes: set[int] = set()
+    from memprofile.capture import torch_compat  # the walk reads torch's private `_saved_*`
+
     seen_storages: set[int] = {own}
     total = 0
-    stack = [fn]
-    while stack and len(seen_nodes) < MAX_GRAPH_NODES:
-        node = stack.pop()
-        if node is None or id(node) in seen_nodes:
+    for t in torch_compat.saved_tensors(fn, MAX_GRAPH_NODES):
+        if not hasattr(t, "untyped_storage") or (t.requires_grad and t.grad_fn is None):
+            continue  # not a tensor, or a parameter (a leaf that needs grad)
+        try:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+        except Exception:
             continue
-        seen_nodes.add(id(node))
-        for attr in dir(node):
-            if not attr.startswith("_saved_"):
-                continue
-            try:
-                value = getattr(node, attr)
-            except RuntimeError:  # freed by backward
-                continue
-            except Exception:
-                continue
-            for t in value if isinstance(value, tuple | list) else (value,):
-                if not hasattr(t, "untyped_storage") or (t.requires_grad and t.grad_fn is None):
-                    continue  # not a tensor, or a parameter (a leaf that needs grad)
-                try:
-                    storage = t.untyped_storage()
-                    ptr = storage.data_ptr()
-                except Exception:
-                    continue
-                if ptr and ptr not in seen_storages:
-                    seen_storages.add(ptr)
-                    total += storage.nbytes()
-        stack.extend(next_fn for next_fn, _ in getattr(node, "next_functions", ()))
+        if ptr and ptr not in seen_storages:
+            seen_storages.add(ptr)
+            total += storage.nbytes()
     return total
 
 
@@ -133,25 +118,30 @@ def walk_namespace(namespace: dict, take: Callable[[str, str, Any, str], bool], 
         if name.startswith("_") and not _is_output_cache(name):
             continue
         via = "output_cache" if _is_output_cache(name) else "variable"
-        budget = MAX_VISITS_PER_NAME
+        _walk_variable(name, value, via, take, depth)
 
-        def visit(path: str, value: Any, depth: int) -> None:
-            nonlocal budget
-            budget -= 1
-            if budget < 0 or take(name, path, value, via) or depth <= 0:
-                return
-            if isinstance(value, dict):
-                if path == "Out":
-                    for k, v in list(value.items())[-MAX_ITEMS:]:
-                        visit(f"Out[{k}]", v, depth - 1)
-                else:
-                    for k, v in list(value.items())[:MAX_ITEMS]:
-                        visit(f"{path}[{k!r}]", v, depth - 1)
-            elif isinstance(value, list | tuple):
-                for i, v in enumerate(value[:MAX_ITEMS]):
-                    visit(f"{path}[{i}]", v, depth - 1)
 
-        visit(name, value, depth)
+def _walk_variable(name: str, value: Any, via: str, take: Callable[[str, str, Any, str], bool], depth: int) -> None:
+    """One variable, depth first, parents before children, at most
+    MAX_VISITS_PER_NAME values. A loop over a stack, not a recursive closure:
+    a closure refers to itself (a cycle), and until the cyclic GC ran it kept
+    what `take` collected (the notebook's tensors) alive into the cell."""
+    budget = MAX_VISITS_PER_NAME
+    stack: list[tuple[str, Any, int]] = [(name, value, depth)]
+    while stack and budget > 0:
+        path, item, left = stack.pop()
+        budget -= 1
+        if take(name, path, item, via) or left <= 0:
+            continue
+        children: list[tuple[str, Any, int]] = []
+        if isinstance(item, dict):
+            if path == "Out":
+                children = [(f"Out[{k}]", v, left - 1) for k, v in list(item.items())[-MAX_ITEMS:]]
+            else:
+                children = [(f"{path}[{k!r}]", v, left - 1) for k, v in list(item.items())[:MAX_ITEMS]]
+        elif isinstance(item, list | tuple):
+            children = [(f"{path}[{i}]", v, left - 1) for i, v in enumerate(item[:MAX_ITEMS])]
+        stack.extend(reversed(children))
 
 
 def scan_kept(namespace: dict) -> list[dict]:

@@ -37,7 +37,6 @@ How (see DESIGN.md, "What the frameworks give"):
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import inspect
 import os
@@ -48,10 +47,11 @@ import tempfile
 import time
 from typing import Any
 
-from memprofile.capture.base import AllocationLog, DetailWindow, OpRecord, RawCapture
+from memprofile.capture import tf_compat
+from memprofile.capture.base import BEFORE_CELL, AllocationLog, DetailWindow, OpRecord, RawCapture
 from memprofile.capture.host import RssReader, StepFigures
-from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
+from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.tf_attribution import (
     BACKWARD_SCOPE,
     LAYER_SCOPE,
@@ -66,7 +66,6 @@ from memprofile.capture.tf_attribution import (
 from memprofile.capture.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace, read_xspace_file
 from memprofile.units import fmt_bytes
 
-BEFORE = "(before the run)"
 #: Work after the last training step peaking this much above every step is said.
 AFTER_STEPS_BYTES = 16 << 20
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
@@ -144,40 +143,33 @@ def gpu_facts(config: Any, environ: dict[str, str] | None = None) -> dict[str, s
 
 class _CpuAllocatorStats:
     """TF's exported switch for the default CPU allocator's statistics (and
-    with them its MemoryAllocation events). Not in TF's Python API."""
+    with them its MemoryAllocation events): tf_compat.cpu_allocator_stats."""
 
     def __init__(self, tf: Any) -> None:
-        self._lib = None
-        here = os.path.dirname(tf.__file__)
-        for path in sorted(glob.glob(os.path.join(here, "libtensorflow_framework.so*"))):
-            try:
-                lib = ctypes.CDLL(path)
-                self._enable = lib._ZN3tsl23EnableCPUAllocatorStatsEv
-                self._disable = lib._ZN3tsl24DisableCPUAllocatorStatsEv
-                self._enabled = lib._ZN3tsl24CPUAllocatorStatsEnabledEv
-                self._enabled.restype = ctypes.c_bool
-                self._lib = lib
-                break
-            except (OSError, AttributeError):
-                continue
+        self._switch = tf_compat.cpu_allocator_stats(tf)
 
     @property
     def available(self) -> bool:
-        return self._lib is not None
+        return self._switch is not None
 
     def turn_on(self) -> bool:
         """Switch on; True when this call did it (and so must switch off)."""
-        if self._lib is None or self._enabled():
+        if self._switch is None:
             return False
-        self._enable()
+        enable, _, enabled = self._switch
+        if enabled():
+            return False
+        enable()
         return True
 
     def turn_off(self) -> None:
-        if self._lib is not None:
-            self._disable()
+        if self._switch is not None:
+            self._switch[1]()
 
 
 TRACE_DIR_PREFIX = "memprofile-tf-"
+#: The TraceMe that ties a trace's relative clock to the wall clock (not a scope: no SCOPE_PREFIX).
+ANCHOR = "memprofile-clock-anchor"
 
 
 def _trace_parent() -> str | None:
@@ -216,12 +208,15 @@ class TensorFlowCollector:
             raise RuntimeError("TensorFlowCollector already started")
         self._tf = tf
         self._notes = []
+        self._anchor_wall_ns: int | None = None  # see _anchor
+        self._session_wall_ns: int | None = None  # when the last profiler session's start returned
         self._origin = origin if origin is not None else time.perf_counter()
         self._stats = _CpuAllocatorStats(tf)
         self._stats_switched = self._stats.turn_on()
         if not self._stats.available:
-            self._notes.append(("tf_cpu_stats", "TF's CPU allocator statistics could not be switched on: "
-                                                "with TF's default CPU allocator no CPU allocation is seen"))
+            self._notes.append(("tf_compat_cpu_allocator_stats", f"TF {tf.__version__}: the CPU allocator "
+                                f"statistics (tsl::EnableCPUAllocatorStats) could not be switched on: with TF's "
+                                f"default CPU allocator no CPU allocation is seen"))
         # The pid in the name tells whose a left directory is (a killed kernel's, say).
         self._logdir = tempfile.mkdtemp(prefix=f"{TRACE_DIR_PREFIX}{os.getpid()}-", dir=_trace_parent())
         try:
@@ -290,7 +285,10 @@ class TensorFlowCollector:
         if not data:
             raw.notes.append(self._no_trace_note())
         else:
-            self._convert(parse_xspace(data, scope_prefix=SCOPE_PREFIX), world, memory_end, raw)
+            parsed = parse_xspace(data, scope_prefix=SCOPE_PREFIX)
+            self._anchor_times(parsed, data)
+            self._convert(parsed, world, memory_end, raw)
+        raw.notes.extend([n for n in self._notes if n not in raw.notes])  # said while converting
         if not any(code == ONEDNN_NOTE for code, _ in raw.notes) and _onednn_allocator(os.environ):
             # Every block of the run was under 256 KiB: the allocator said nothing at all.
             raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers), ONEDNN_FIX))
@@ -325,18 +323,54 @@ class TensorFlowCollector:
         raw.modules = module_records(world, logs)
 
     # -- profiler session ----------------------------------------------------
-    @staticmethod
-    def _start_session(tf: Any, logdir: str) -> Any:
+    def _start_session(self, tf: Any, logdir: str) -> Any:
         """The class behind tf.profiler.experimental (no global state of its
-        own to clear if the cell fails); the public API where it is missing."""
-        try:
-            from tensorflow.python.profiler.internal import _pywrap_profiler
-        except ImportError:
+        own to clear if the cell fails); the public API where it is missing.
+        Then the session's clock anchor (see _anchor_times)."""
+        cls = tf_compat.profiler_session()
+        if cls is None:
+            self._note_once("tf_compat_profiler_session", f"TF {tf.__version__} has no _pywrap_profiler."
+                            f"ProfilerSession: TF's profiler runs through tf.profiler.experimental")
             tf.profiler.experimental.start(logdir)
-            return None
-        session = _pywrap_profiler.ProfilerSession()
-        session.start(logdir, {})
+            session = None
+        else:
+            session = cls()
+            session.start(logdir, {})
+        self._session_wall_ns = time.time_ns()
+        self._anchor_wall_ns = self._anchor()
         return session
+
+    def _anchor(self) -> int | None:
+        """A TraceMe at a known wall-clock time: where a trace counts its times
+        from the session's start and does not say when that was (TF 2.16), the
+        anchor's place in it says."""
+        trace_me = tf_compat.traceme()
+        if trace_me is None:
+            return None
+        wall = time.time_ns()
+        trace_me(ANCHOR).Stop()
+        return wall
+
+    def _anchor_times(self, parsed: XSpaceMemory, data: bytes) -> None:
+        """Make a trace's relative times wall-clock ns (tf_compat.relative_times),
+        by the anchor; a trace without one keeps no times, and says so."""
+        ev = parsed.events
+        if not tf_compat.relative_times(ev.t_ns, parsed.start_ns):
+            return
+        at = tf_compat.anchor_time_ns(data, ANCHOR) if self._anchor_wall_ns else None
+        if at is None:  # when the session's start returned: later than its clock's start
+            self._notes.append(("tf_compat_trace_clock", f"TF {self._tf.__version__}'s trace counts its times "
+                                f"from its own start and says not when that was: TensorFlow's allocations are "
+                                f"placed by when the profiler's start returned (up to its start-up time late)"))
+            shift = self._session_wall_ns or self._wall0
+        else:
+            shift = self._anchor_wall_ns - at
+        ev.t_ns = [t + shift for t in ev.t_ns]
+        parsed.start_ns = shift
+
+    def _note_once(self, code: str, message: str) -> None:
+        if all(c != code for c, _ in self._notes):
+            self._notes.append((code, message))
 
     def _stop_session(self, tf: Any, logdir: str, keep: bool = True) -> bytes:
         """Stop TF's profiler; its XSpace, or nothing when not `keep`. The
@@ -544,9 +578,11 @@ class TensorFlowCollector:
         """Eager code has no name scopes in its op names: for the run, each
         eager Keras layer call and each eager GradientTape.gradient opens a
         profiler scope (a TraceMe) that the memory events fall inside."""
-        try:
-            from tensorflow.python.profiler.internal._pywrap_traceme import TraceMe
-        except ImportError:
+        TraceMe = tf_compat.traceme()
+        if TraceMe is None:
+            self._notes.append(("tf_compat_traceme", f"TF {self._tf.__version__} has no _pywrap_traceme.TraceMe: "
+                                f"eager Keras layer calls are not placed on their layers (traced ones, as in "
+                                f"fit, are)"))
             return []
         executing_eagerly = self._tf.executing_eagerly
         collector = self
@@ -668,7 +704,7 @@ class TensorFlowCollector:
                     size = allocation[i] or (known.nbytes if known else 0)
                     if known is None and not size:
                         continue  # a block from before the run, of unknown size
-                    row = log.add(size, 0.0, -1, op=BEFORE, pre_existing=True,
+                    row = log.add(size, 0.0, -1, op=BEFORE_CELL, pre_existing=True,
                                   category=known.category if known else "other",
                                   layer=known.layer if known else "",
                                   shape=known.shape if known else None, dtype=known.dtype if known else "")
@@ -697,7 +733,7 @@ class TensorFlowCollector:
                 allocator = "cpu" if b.device.startswith("CPU") else f"GPU_{b.device.split(':')[-1]}_bfc"
                 logs[allocator] = AllocationLog(device=allocator, source=allocator)
                 side[allocator] = Side()
-            logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE, pre_existing=True, category=b.category,
+            logs[allocator].add(b.nbytes, 0.0, -1, op=BEFORE_CELL, pre_existing=True, category=b.category,
                                 layer=b.layer, shape=b.shape, dtype=b.dtype)
             side[allocator].add()
 
@@ -747,7 +783,7 @@ class TensorFlowCollector:
             if baseline is not None:
                 known = sum(log.size[r] for r in range(len(log)) if log.pre_existing[r])
                 if baseline > known:
-                    log.add(baseline - known, 0.0, -1, op=BEFORE, pre_existing=True)
+                    log.add(baseline - known, 0.0, -1, op=BEFORE_CELL, pre_existing=True)
                 # oneDNN's allocator leaves its small blocks out of its counters.
                 log.baseline_exact = allocator != "mklcpu"
             if counted:
@@ -781,11 +817,7 @@ def _onednn_allocator(environ) -> bool:
     decides at import, or TF_ENABLE_ONEDNN_OPTS) and BFC was not asked for."""
     if environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true"):
         return False
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return bool(tf_compat.onednn_enabled())  # not known (None): said only where mklcpu's events show it
 
 
 def onednn_unseen_note(device: str, buffers: list) -> str:

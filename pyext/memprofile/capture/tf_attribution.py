@@ -15,7 +15,7 @@ import bisect
 import re
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
-from memprofile.capture.keras_model import KerasWorld, ScopeResolver, shape_text
+from memprofile.capture.keras_model import UNIQUIFIED, KerasWorld, ScopeResolver, shape_text
 
 OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
 #: The profiler scopes memprofile opens around eager calls (after SCOPE_PREFIX):
@@ -28,7 +28,6 @@ _INPUT_OPS = re.compile(r"(Dataset|Iterator|GetNext|OptionalGetValue|OptionalFro
 _WRAPPERS = ("StatefulPartitionedCall", "PartitionedCall")
 _BACKWARD_SCOPES = ("gradient_tape", "gradients")
 _LOSS_SCOPES = ("compile_loss", "loss")
-_UNIQUIFIED = re.compile(r"_\d+$")
 
 
 class Side:
@@ -66,10 +65,10 @@ def place_allocation(node: str, scope: str, thread: str, world: KerasWorld, scop
         layer = world.by_id.get(int(ident), name) if ident.isdigit() else name
         return op, layer, "forward"
     backward = any(c in _BACKWARD_SCOPES for c in comps)
-    names = {_UNIQUIFIED.sub("", c) for c in comps[:-1]}
+    names = {UNIQUIFIED.sub("", c) for c in comps[:-1]}
     # Both sides without TF's uniquifying suffix: a notebook's second Adam is
     # "adam_1", and its ops' scope is uniquified on its own.
-    if {_UNIQUIFIED.sub("", n) for n in world.optimizer_names} & names:
+    if {UNIQUIFIED.sub("", n) for n in world.optimizer_names} & names:
         return op, OPTIMIZER, "optimizer"
     layer = scopes.resolve(comps[:-1]) if len(comps) > 1 else ""
     if layer:
@@ -141,7 +140,7 @@ def _follow_variable_copies(log: AllocationLog, side: Side, known: dict[int, tup
     when it was made, freed first after), and forward in time; and a known
     buffer made by such an op gives its kind to the one it replaced."""
     writes = [i for i in range(len(log)) if not log.pre_existing[i]
-              and _VARIABLE_WRITES.match(_UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))]
+              and _VARIABLE_WRITES.match(UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))]
     if not writes:
         return
     # Candidates for a variable's earlier buffer: other copies, its initial

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from memprofile.capture import tf_compat
 from memprofile.capture.base import RawCapture, RecordedRun
 from memprofile.capture.xspace import ALLOC, FREE, read_xspace_file
 from memprofile.errors import ProfileFormatError
@@ -79,7 +80,7 @@ def _summarise(p: Path, data: bytes) -> PlaneSummary:
     """Planes, hosts, device sizes and the number of memory events, from
     TF's protobuf classes (the same ones xspace.parse_xspace uses)."""
     try:
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+        xplane_pb2 = tf_compat.xplane_pb2()
     except ImportError as exc:
         raise ProfileFormatError(f"{p}: reading a TensorFlow XSpace needs TensorFlow installed "
                                  f"(pip install tensorflow-cpu): {_one_line(exc)}") from None

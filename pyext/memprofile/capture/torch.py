@@ -33,6 +33,7 @@ import time
 import weakref
 from typing import Any
 
+from memprofile.capture import torch_compat
 from memprofile.capture.base import (
     ALIVE,
     DETAIL_STEPS,
@@ -45,16 +46,15 @@ from memprofile.capture.base import (
 from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
-from memprofile.capture import torch_compat
 from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
 from memprofile.capture.torch_events import (
-    BEFORE,
+    BEFORE_CELL,
     MemoryLedger,
     Side,
     add_cuda_baseline,
     add_row,
-    charge_alloc,
     categorise_by_time,
+    charge_alloc,
 )
 from memprofile.model.profile import root_of
 
@@ -358,7 +358,7 @@ class TorchCollector:
             lines.go_fast()
         try:
             with quiet_stderr():
-                self._profiler.__exit__(None, None, None)
+                torch_compat.stop_memory_profiler(self._profiler)
         except Exception as exc:  # keep what there is; stop() reads it or says why not
             self._notes.append(("torch_detail_stop_failed", f"torch's profiler failed to stop: {exc!r}"))
         self._close_scopes()  # module scopes open now close with nothing recording them
@@ -570,7 +570,13 @@ class TorchCollector:
             for i in range(torch.cuda.device_count()):
                 torch.cuda.reset_peak_memory_stats(i)
             if self.cuda_history:
-                torch.cuda.memory._record_memory_history(max_entries=100_000)
+                try:
+                    torch_compat.cuda_history_start(torch)
+                except Exception as exc:  # private API: the profile goes on without the stacks
+                    self.cuda_history = False
+                    compat_notes.append(("torch_compat_cuda_history", f"torch {torch.__version__}: CUDA's "
+                                         f"allocation history could not be recorded ({exc!r}): no stacks of "
+                                         f"live blocks at the peak"))
         import torch.optim.optimizer as optim
 
         self._handles = [
@@ -595,7 +601,7 @@ class TorchCollector:
             except Exception:
                 self._remove_hooks()
                 if self._cuda and self.cuda_history:
-                    torch.cuda.memory._record_memory_history(enabled=None)
+                    torch_compat.cuda_history_stop(torch)
                 raise
         else:  # the window starts later: nothing records until its first step
             self._detailed = False
@@ -628,7 +634,7 @@ class TorchCollector:
             self._detailed = False
             self._set_module_hooks("none")
             with quiet_stderr():
-                self._profiler.__exit__(None, None, None)
+                torch_compat.stop_memory_profiler(self._profiler)
             self._profiler = None
             raise
 
@@ -697,7 +703,7 @@ class TorchCollector:
             if self._detailed:
                 self._detailed = False
                 with quiet_stderr():
-                    self._profiler.__exit__(None, None, None)
+                    torch_compat.stop_memory_profiler(self._profiler)
         finally:
             self._remove_hooks()
             self._rss.close()
@@ -723,11 +729,14 @@ class TorchCollector:
                     facts[f"cuda:{i}.allocated_peak_bytes"] = max(stepped + [facts[f"cuda:{i}.allocated_peak_bytes"]])
             if self.cuda_history:
                 try:
-                    for j, block in enumerate(live_blocks_from_snapshot(torch.cuda.memory._snapshot())):
+                    for j, block in enumerate(live_blocks_from_snapshot(torch_compat.cuda_snapshot(torch))):
                         where = " < ".join(block["stack"])
                         facts[f"cuda_live_block.{j}"] = f"{block['device']} {block['bytes']} B at {where}"
+                except Exception as exc:  # private API: the rest of the profile stands
+                    self._notes.append(("torch_compat_cuda_history", f"torch {torch.__version__}: CUDA's "
+                                        f"allocation history could not be read ({exc!r})"))
                 finally:
-                    torch.cuda.memory._record_memory_history(enabled=None)
+                    torch_compat.cuda_history_stop(torch)
         if self._detail_start is not None:
             facts["torch_detail_start_s"] = f"{self._detail_start:.3f}"
         if self._profiler is None and self._events is None:  # the window's first step never came
@@ -817,13 +826,8 @@ class TorchCollector:
         torch.profiler.profile and its inner profiler refer to each other),
         and glibc cannot hand their memory back."""
         prof, self._profiler = getattr(self, "_profiler", None), None
-        for holder in (getattr(prof, "profiler", None), prof):
-            if holder is not None and hasattr(holder, "kineto_results"):
-                try:
-                    holder.kineto_results = None
-                    holder._function_events = None
-                except Exception:  # a torch that shapes these objects otherwise: the GC frees them later
-                    pass
+        if prof is not None:
+            torch_compat.drop_events(prof)
 
     def _name_new_roots(self, logs: dict[str, AllocationLog], last_op: dict[str, str]) -> None:
         """A model built during the run was named by its type when it first
@@ -1032,7 +1036,7 @@ class TorchCollector:
                 known[record.device] = known.get(record.device, 0) + record.nbytes
             i = self._add(logs, record.device, record.ptr, False, record.nbytes, 0.0, -1,
                           category=record.category, shape=record.shape, dtype=record.dtype,
-                          pre_existing=True, op=BEFORE, layer=record.layer)
+                          pre_existing=True, op=BEFORE_CELL, layer=record.layer)
             if record.freed_ns is not None:
                 log = logs[record.device]
                 log.t_free[i] = self._t(record.freed_ns)
@@ -1077,7 +1081,7 @@ class TorchCollector:
         for (device, ptr), (category, shape, dtype, nbytes, layer) in unmatched.items():
             if device.startswith("cpu"):
                 self._add(logs, device, ptr, False, nbytes, 0.0, -1, category=category, shape=shape,
-                          dtype=dtype, pre_existing=True, op=BEFORE, layer=layer)
+                          dtype=dtype, pre_existing=True, op=BEFORE_CELL, layer=layer)
         # 3. the rest, from when they were allocated and freed
         categorise_by_time(logs, self._side, observed)
 

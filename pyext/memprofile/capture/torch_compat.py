@@ -6,15 +6,14 @@ the user's cell.
 
 The event tree's node fields are read in the walk itself (capture/torch.py
 `_walk`), where a failure is already caught and said
-(`torch_events_unreadable`). CUDA's allocation history
-(`torch.cuda.memory._record_memory_history`, `_snapshot`, for --cuda-history)
-is still called there directly: written against the documented API and never
-run on a GPU here.
+(`torch_events_unreadable`). CUDA's allocation history (cuda_history_*) is
+written against the documented API and never run on a GPU here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: The torch releases the entries below were checked on (scripts/compat.sh).
@@ -91,3 +90,100 @@ def event_tree(profiler: Any) -> list:
     on CHECKED_ON. Raises what torch raises (the caller says the events could
     not be read and keeps the rest of the profile)."""
     return getattr(profiler, "profiler", profiler).kineto_results.experimental_event_tree()
+
+
+def stop_memory_profiler(profiler: Any) -> None:
+    """Stop memory_profiler's profiler, keeping its kineto results for
+    event_tree. torch 2.4's `profile.__exit__` also turns every event into a
+    Python FunctionEvent (the whole list, eagerly: seconds and hundreds of MB
+    for a loop of small ops, never read here); torch 2.5 and later do that
+    lazily (`_ensure_function_events`). On a torch that parses eagerly, the
+    stop is `__exit__` without the parse: torch.autograd.profiler's
+    `_disable_profiler()` and `_run_on_profiler_stop()`, and an empty
+    `function_events` (the stopped profile's kineto results still save as a
+    Chrome trace). Checked on CHECKED_ON."""
+    cls = type(profiler)
+    module = sys.modules.get(cls.__module__)
+    disable = getattr(module, "_disable_profiler", None)
+    on_stop = getattr(module, "_run_on_profiler_stop", None)
+    if hasattr(cls, "_ensure_function_events") or not callable(disable) or not callable(on_stop):
+        profiler.__exit__(None, None, None)
+        return
+    if not getattr(profiler, "enabled", True):
+        return
+    device = getattr(profiler, "use_device", None)
+    sync = getattr(getattr(sys.modules.get("torch"), device or "", None), "synchronize", None)
+    if callable(sync):
+        sync()
+    profiler.kineto_results = disable()
+    on_stop()
+    events = getattr(module, "EventList", None)
+    if events is not None:  # "finished" for its other methods; memprofile reads the event tree
+        profiler.function_events = events([])
+
+
+def drop_events(profiler: Any) -> None:
+    """Let a stopped profiler's events go now (event_tree was read): its
+    `kineto_results` and the FunctionEvents made from them (`_function_events`
+    from torch 2.5; torch 2.4 keeps them in a plain `function_events`).
+    Dropped as they are they can live until the cyclic GC runs (a public
+    torch.profiler.profile and its inner profiler refer to each other), and
+    a stopped profiler whose events are still referenced made the process
+    grow ~360 bytes per allocation for the rest of the cell. Checked on
+    CHECKED_ON; a torch that shapes these objects otherwise: the GC frees
+    them later."""
+    for holder in (getattr(profiler, "profiler", None), profiler):
+        if holder is None or not hasattr(holder, "kineto_results"):
+            continue
+        try:
+            holder.kineto_results = None
+            holder._function_events = None
+            if "function_events" in vars(holder):  # torch 2.4: an attribute, not a property
+                holder.function_events = None
+        except Exception:
+            pass
+
+
+def saved_tensors(fn: Any, max_nodes: int) -> Iterator[Any]:
+    """Every tensor the autograd graph behind node `fn` saves for backward
+    (up to `max_nodes` nodes): the nodes' `_saved_*` attributes (torch 1.x
+    and later), one freed by backward raises and is skipped. The nodes seen
+    are kept referenced until the walk ends: torch 2.4 and 2.6 make a new
+    Python object for a node each time `next_functions` is read and free it
+    once unreferenced, so `id()` of a node let go is reused by the next and a
+    walk keyed by id alone stopped after one node per time step (64 KiB of a
+    GRU's 130 MiB). Checked on CHECKED_ON."""
+    seen: dict[int, Any] = {}  # id -> node, held so that ids stay unique
+    stack = [fn]
+    while stack and len(seen) < max_nodes:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        for attr in dir(node):
+            if not attr.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(node, attr)
+            except Exception:  # RuntimeError: freed by backward
+                continue
+            yield from value if isinstance(value, tuple | list) else (value,)
+        stack.extend(next_fn for next_fn, _ in getattr(node, "next_functions", ()))
+
+
+def cuda_history_start(torch: Any) -> None:
+    """`torch.cuda.memory._record_memory_history(max_entries=...)` (torch 2.1
+    and later; documented in "Understanding CUDA Memory Usage", never run on
+    a GPU here). Raises what torch raises."""
+    torch.cuda.memory._record_memory_history(max_entries=100_000)
+
+
+def cuda_history_stop(torch: Any) -> None:
+    """`torch.cuda.memory._record_memory_history(enabled=None)`: stop recording."""
+    torch.cuda.memory._record_memory_history(enabled=None)
+
+
+def cuda_snapshot(torch: Any) -> dict:
+    """`torch.cuda.memory._snapshot()`: the live segments and blocks with the
+    stacks that made them (torch_cuda.live_blocks_from_snapshot reads it)."""
+    return torch.cuda.memory._snapshot()

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from memprofile.capture.base import ALIVE, AllocationLog
+from memprofile.capture.base import ALIVE, BEFORE_CELL, AllocationLog
 
-BEFORE = "(before the cell)"
 #: Categories a block takes from the parameter it belongs to (its layer too).
 OWNED = frozenset({"parameter", "gradient", "optimizer_state"})
 
@@ -127,7 +126,7 @@ class MemoryLedger:
             logs[device].shape[i] = shape
             logs[device].dtype[i] = dtype
         for device, ptr, size, t, order in self.before:
-            i = add_row(logs, side, device, ptr, False, size, 0.0, -1, pre_existing=True, op=BEFORE)
+            i = add_row(logs, side, device, ptr, False, size, 0.0, -1, pre_existing=True, op=BEFORE_CELL)
             logs[device].t_free[i] = t
             logs[device].seq_free[i] = order
         return logs, side
@@ -153,7 +152,7 @@ def add_cuda_baseline(logs: dict[str, AllocationLog], side: dict[str, Side], hel
     for device, held in held_before.items():
         unknown = held - (known or {}).get(device, 0)
         if unknown > 0:
-            add_row(logs, side, device, 0, False, unknown, 0.0, -1, pre_existing=True, op=BEFORE)
+            add_row(logs, side, device, 0, False, unknown, 0.0, -1, pre_existing=True, op=BEFORE_CELL)
 
 
 def categorise_by_time(logs: dict[str, AllocationLog], side: dict[str, Side],

@@ -86,8 +86,10 @@ def read_xspace_file(path: str) -> bytes:
 def parse_xspace(data: bytes, scope_prefix: str = "") -> XSpaceMemory:
     """Decode the memory events; events named `scope_prefix + X` on a thread
     are intervals, and a memory event inside one gets `scope` X (innermost)."""
+    from memprofile.capture import tf_compat
+
     try:
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+        xplane_pb2 = tf_compat.xplane_pb2()
     except ImportError as exc:  # pragma: no cover - TF is what wrote the file
         raise ProfileFormatError(f"reading an XSpace needs TensorFlow's protobuf classes: {exc}") from None
     space = xplane_pb2.XSpace()
