@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from types import FrameType, TracebackType
@@ -100,7 +100,7 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def error_info(exc: BaseException, captures: list[RawCapture] = ()) -> ErrorInfo:
+def error_info(exc: BaseException, captures: Sequence[RawCapture] = ()) -> ErrorInfo:
     """The exception, and where the framework was when it was raised: the last
     op that started (the one that failed, for an out-of-memory error) and its
     layer, and the bytes an out-of-memory message says were asked for."""
@@ -243,7 +243,7 @@ class Profiler:
         self._collector_options["torch"]["budget_bytes"] = budget
         self._budget_text = fmt_bytes(budget)
         self._budget_bytes = budget
-        self._start_notes: list[Note] = []
+        self._start_notes = []
         if not owns:
             self._nested_in = owner.describe()
             self._start_notes.append(Note("nested_profile", _nested_message(owner)))

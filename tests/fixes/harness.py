@@ -81,7 +81,8 @@ class Measurement:
             return f"{self.rule} on {self.workload}: did not fire"
         if self.failed:
             return f"{self.rule} on {self.workload} ({self.mode}): its code raised {self.failed}"
-        head = f"{self.rule} on {self.workload} ({self.mode}): estimate {fmt_bytes(self.estimate)} ({self.estimate} B), "
+        head = (f"{self.rule} on {self.workload} ({self.mode}): "
+                f"estimate {fmt_bytes(self.estimate)} ({self.estimate} B), ")
         if self.rule in FREES:
             return head + f"its code frees {fmt_bytes(self.measured)} ({self.measured} B) on {self.device}"
         return (head + f"the fix saves {fmt_bytes(self.measured)} ({self.measured} B) on {self.device}; peak "

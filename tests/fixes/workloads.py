@@ -289,9 +289,12 @@ BUILT_IN_CELL = Workload(
     setup=COMMON,
     cell="""\
 conv = nn.Sequential(
-    nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
-    nn.Sequential(nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
-    nn.Sequential(nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
+    nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), \
+nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
+    nn.Sequential(nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), \
+nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
+    nn.Sequential(nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.GELU(), \
+nn.Conv2d(48, 48, 3, padding=1), nn.GELU()),
     nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 5)),
 )
 conv_opt = torch.optim.Adam(conv.parameters(), lr=1e-3)

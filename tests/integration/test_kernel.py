@@ -35,7 +35,8 @@ def test_profiled_cell_in_a_kernel(tmp_path):
         [
             "%load_ext memprofile",
             "%%memprofile --name grow\nimport numpy as np\nkeep = np.ones(32 * 2**20 // 8)\nkeep.nbytes",
-            "import memprofile\np = memprofile.last()\n(p.name, keep.nbytes, p.device('host').end_bytes - p.device('host').baseline_bytes >= 30 * 2**20)",
+            "import memprofile\np = memprofile.last()\n"
+            "(p.name, keep.nbytes, p.device('host').end_bytes - p.device('host').baseline_bytes >= 30 * 2**20)",
         ],
         tmp_path,
     )

@@ -96,7 +96,8 @@ def test_fresh_venv_without_node_lists_the_extension_enabled(wheel, tmp_path):
     assert "enabled" in line and "OK" in line and "0.1.0" in line, text
     # the Python side is there too, with no framework installed
     out = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import memprofile, sys; print(memprofile.__version__, 'torch' in sys.modules)"],
+        [str(bin_dir / "python"), "-c",
+         "import memprofile, sys; print(memprofile.__version__, 'torch' in sys.modules)"],
         env=env, capture_output=True, text=True, check=True,
     )
     assert out.stdout.split() == ["0.1.0", "False"]

@@ -26,7 +26,8 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "f
 
 
 def _profile(fn, namespace=None, **options):
-    with memprofile.profile(name="t", store=False, torch=False, namespace={} if namespace is None else namespace, **options) as p:
+    namespace = {} if namespace is None else namespace
+    with memprofile.profile(name="t", store=False, torch=False, namespace=namespace, **options) as p:
         fn()
     return p
 

@@ -26,7 +26,8 @@ def _blocks_model(nested: bool):
     h = inp
     for i in range(3):
         if nested:
-            h = keras.Sequential([keras.layers.Dense(1024, activation="gelu"), keras.layers.Dense(256, activation="gelu")],
+            h = keras.Sequential([keras.layers.Dense(1024, activation="gelu"),
+                                  keras.layers.Dense(256, activation="gelu")],
                                  name=f"block{i}")(h)
         else:
             h = keras.layers.Dense(1024, activation="gelu", name=f"up{i}")(h)

@@ -116,7 +116,7 @@ def shell(ip, fresh_store):
 def _profile(ip, cell, *, fresh=True, options=""):
     """The cell profiled; `fresh`: without what the last run left in the names it binds."""
     if fresh:
-        ip.run_cell("for _name in %r: globals().pop(_name, None)" % (BOUND,))
+        ip.run_cell(f"for _name in {BOUND!r}: globals().pop(_name, None)")
     result = ip.run_cell(f"%%memprofile -q {options}\n" + cell)
     assert result.success, result.error_in_exec
     return memprofile.last()

@@ -117,7 +117,8 @@ def test_large_logits_rule_and_its_fix_measured(ip, lm):
 def test_a_leak_fix_frees_what_it_says(ip, lm):
     # GIVEN logits and loss kept in globals after loss.backward(): the graph is already freed
     s = _get(lm, "notebook_leak")
-    assert s is not None and "autograd graph" not in s.evidence and ".detach()" not in s.code, (lm.kept, [(d.name, d.baseline_bytes, d.end_bytes) for d in lm.devices])
+    assert s is not None and "autograd graph" not in s.evidence and ".detach()" not in s.code, (
+        lm.kept, [(d.name, d.baseline_bytes, d.end_bytes) for d in lm.devices])
     assert "del logits" in s.code
     # WHEN the fix runs THEN the allocator frees what the rule estimated (within 25 %)
     freed = _profile(ip, s.code.split("#")[0], "del")
@@ -206,7 +207,8 @@ for _ in range(2):
 """
     before = _profile(ip, cell, "adamw")
     s = _get(before, "optimizer_state")
-    assert s is not None and "rnn_opt (AdamW)" in s.evidence, (before.optimizers, before.peak.by_category, before.suggestions, before.warnings)
+    assert s is not None and "rnn_opt (AdamW)" in s.evidence, (
+        before.optimizers, before.peak.by_category, before.suggestions, before.warnings)
     assert "rnn_opt = torch.optim.SGD(rnn.parameters(), lr=0.001, momentum=0.9)" in s.code
     after = _profile(ip, s.code, "sgd")
     measured = before.peak_bytes - after.peak_bytes

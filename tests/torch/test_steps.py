@@ -79,7 +79,8 @@ def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
     p = _run(ip, "%%memprofile -q -n spike\n" + cell)
     # THEN the profile names it, with the option that records it in detail
     note = next(w for w in p.warnings if w.code == "step_above_detail")
-    assert note.message.startswith("step 12 peaked above every detailed step") and "--detail-steps 12-12" in note.message
+    assert note.message.startswith("step 12 peaked above every detailed step")
+    assert "--detail-steps 12-12" in note.message
     assert note.fix == "%%memprofile --detail-steps 12-12"
     # AND its fix, run, records step 12 alone in detail: its ops and layers, and the peak of a
     # capture that records every step

@@ -48,7 +48,8 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
             "%%memprofile --name ui-cell\nimport numpy as np\nkeep = np.ones(64 * 2**20 // 8)\n"
             "spike = np.ones(128 * 2**20 // 8); del spike",
             "import memprofile\nprint('PEAK', memprofile.last().peak_bytes)",
-            "import torch\nfrom torch import nn\nmodel = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 10))\n"
+            "import torch\nfrom torch import nn\n"
+            "model = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 10))\n"
             "opt = torch.optim.Adam(model.parameters())\nx = torch.randn(256, 512)",
             "%%memprofile --name torch-train\nfor _ in range(2):\n    opt.zero_grad()\n"
             "    model(x).square().mean().backward()\n    opt.step()",

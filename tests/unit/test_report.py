@@ -160,7 +160,8 @@ def test_ops_layers_and_tensors_tables_have_a_line_column():
 
 def test_the_peak_view_places_memory_outside_layers_on_lines():
     profile = make_lined_profile()
-    bars = next(m for m in _models(profile, "ColumnDataSource") if "line 3: aten::log_softmax" in m.data.get("name", []))
+    bars = next(m for m in _models(profile, "ColumnDataSource")
+                if "line 3: aten::log_softmax" in m.data.get("name", []))
     placed = dict(zip(bars.data["name"], bars.data["bytes"]))
     assert placed["line 3: aten::log_softmax"] == 40 * MIB and placed["(no layer)"] == 16 * MIB
     head = next(d.text for d in _models(profile, "Div") if "Peak <b>" in d.text)

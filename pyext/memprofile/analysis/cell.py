@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -107,7 +108,7 @@ class CellCode:
         """Names the cell assigns (first line that binds each)."""
         names: dict[str, int] = {}
         for node in self._walk():
-            targets: list[ast.AST] = []
+            targets: list[ast.expr]
             if isinstance(node, ast.Assign):
                 targets = node.targets
             elif isinstance(node, ast.AnnAssign | ast.AugAssign):
@@ -115,6 +116,8 @@ class CellCode:
             elif isinstance(node, ast.For | ast.With):
                 targets = [node.target] if isinstance(node, ast.For) else [
                     i.optional_vars for i in node.items if i.optional_vars is not None]
+            else:
+                continue
             for target in targets:
                 for n in ast.walk(target):
                     if isinstance(n, ast.Name):
@@ -135,12 +138,14 @@ class CellCode:
                 return next((c for c in self.calls if c.node is node.value), None)
         return None
 
-    def with_replaced(self, replacements: list[tuple[ast.AST, str]]) -> str | None:
+    def with_replaced(self, replacements: Sequence[tuple[ast.expr, str]]) -> str | None:
         """The cell's source with each node's text replaced; None when a node
         spans several lines (no safe one-line edit)."""
-        if any(node.lineno != node.end_lineno for node, _ in replacements):
-            return None
-        edits = [(n.lineno, n.col_offset, n.end_col_offset, text) for n, text in replacements]
+        edits = []
+        for node, text in replacements:
+            if node.lineno != node.end_lineno or node.end_col_offset is None:  # parsed nodes have an end
+                return None
+            edits.append((node.lineno, node.col_offset, node.end_col_offset, text))
         return "\n".join(replace_spans(self.source.splitlines(), edits))
 
     def calls_named(self, *methods: str) -> list[Call]:
@@ -168,7 +173,7 @@ class CellCode:
         default = not torch_version.split(".", 1)[0].isdigit() or int(torch_version.split(".", 1)[0]) >= 2
         return any(c.keywords.get("set_to_none", default) is True for c in calls)
 
-    def _walk(self):
+    def _walk(self) -> Iterator[ast.AST]:
         """ast.walk over the cell, skipping the bodies of functions, classes and lambdas."""
         if self.tree is None:
             return

@@ -35,9 +35,10 @@ def step_notes(profile: Profile) -> list[Note]:
     if why == "budget":
         where = f"during step {next((s.index for s in steps if not s.detailed), len(steps) + 1)}" if steps \
             else f"at {when} s"
-        notes.append(Note("budget_reached", f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
-                          f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run up to "
-                          f"then); the rest is measured by the process's resident memory (--budget raises it)",
+        notes.append(Note("budget_reached",
+                          f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
+                          f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run "
+                          f"up to then); the rest is measured by the process's resident memory (--budget raises it)",
                           _budget_fix(profile)))
     if not steps:
         return notes
@@ -129,8 +130,8 @@ def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None
     after = [s for s in steps[1:] if exact or not s.detailed]
     # Short steps are read in groups (capture/host.py StepFigures): the steps read.
     heap = not exact and any(s.heap_end_bytes is not None for s in after)
-    values = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes) for s in after]
-    values = [(i, v) for i, v in values if v is not None]
+    read = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes) for s in after]
+    values = [(i, v) for i, v in read if v is not None]
     if len(values) < MIN_GROWTH_STEPS:
         return None
     first, last = values[0][1], values[-1][1]

@@ -34,7 +34,7 @@ class DetailWindow:
     last: int | None = DETAIL_STEPS
 
     @classmethod
-    def of(cls, value: "DetailWindow | int | tuple[int, int | None] | None") -> "DetailWindow":
+    def of(cls, value: DetailWindow | int | tuple[int, int | None] | None) -> DetailWindow:
         """N (steps 1 to N), (first, last), None (every step) or a window."""
         if isinstance(value, DetailWindow):
             return value

@@ -129,7 +129,7 @@ def step_peak() -> tuple[int, int] | None:
         return None
 
 
-def step_end_figures(rss: "RssReader") -> dict[str, int]:
+def step_end_figures(rss: RssReader) -> dict[str, int]:
     """The process's figures at a training step's end, for RawCapture.steps:
     its exact peak in the step (rss_peak, where the OS keeps a mark), its
     resident memory (rss_end) and the heap's bytes in use (heap_end, ~1 µs:
@@ -161,7 +161,7 @@ class StepFigures:
     those steps ("steps": how many), and the OS mark gives their peak, exact
     for the group. Steps of a few ms and more are read one by one."""
 
-    def __init__(self, rss: "RssReader") -> None:
+    def __init__(self, rss: RssReader) -> None:
         self._rss = rss
         self._at: float | None = None  # when the last reading ended
         self._cost = 0.0  # what a reading costs (a moving average)

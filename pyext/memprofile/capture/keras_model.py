@@ -163,7 +163,7 @@ def _name_layers(world: KerasWorld, layers: list[tuple[str, Any]], owner: dict[i
                  var_layer: dict[int, Any]) -> None:
     """Paths for every layer reachable from the found ones; the largest root
     names a layer also bound to its own variable."""
-    unique = {id(l): (n, l) for n, l in reversed(layers)}
+    unique = {id(layer): (n, layer) for n, layer in reversed(layers)}
 
     def size(layer: Any) -> int:
         try:

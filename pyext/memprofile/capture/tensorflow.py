@@ -48,7 +48,7 @@ import time
 from typing import Any
 
 from memprofile.capture import tf_compat
-from memprofile.capture.base import BEFORE_CELL, AllocationLog, DetailWindow, OpRecord, RawCapture
+from memprofile.capture.base import BEFORE_CELL, DETAIL_STEPS, AllocationLog, DetailWindow, OpRecord, RawCapture
 from memprofile.capture.host import RssReader, StepFigures
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.quiet import quiet_stderr
@@ -188,7 +188,7 @@ class TensorFlowCollector:
         max_events: int = DEFAULT_MAX_EVENTS,
         reset_peak: bool = True,
         layer_scopes: bool = True,
-        detail_steps: Any = DetailWindow(),
+        detail_steps: Any = DETAIL_STEPS,
     ) -> None:
         """`detail_steps`: the training steps TF's profiler records (anything
         DetailWindow.of takes); the other steps by their boundaries only."""
@@ -517,13 +517,13 @@ class TensorFlowCollector:
             fit = fit_owner.__dict__["fit"]
             counted_fit = self._counted_fit(fit, _step_callback(callback_cls, self))
             if counted_fit is not None:
-                setattr(fit_owner, "fit", counted_fit)
+                fit_owner.fit = counted_fit
                 patched.append((fit_owner, "fit", fit))
         apply_owner = _defining_class(optimizer_cls, "apply")
         if apply_owner is not None:
             apply = apply_owner.__dict__["apply"]
             if not hasattr(apply, "__memprofile_original__"):
-                setattr(apply_owner, "apply", self._counted_apply(apply))
+                apply_owner.apply = self._counted_apply(apply)
                 patched.append((apply_owner, "apply", apply))
         return patched
 

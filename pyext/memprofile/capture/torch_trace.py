@@ -124,7 +124,7 @@ class _Scan:
         self.has_ops = False
 
     @classmethod
-    def of(cls, events: list) -> "_Scan":
+    def of(cls, events: list) -> _Scan:
         scan = cls()
         events.reverse()  # popped from the end: each dict is freed as soon as it is read
         while events:

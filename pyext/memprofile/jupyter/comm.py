@@ -29,6 +29,7 @@ anything the panel has not asked for.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class PanelComm:
     def __init__(self, store: ProfileStore | None = None) -> None:
         self.store = store if store is not None else STORE
         self._comm: Any = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     @property

@@ -15,6 +15,7 @@ import inspect
 import re
 import shlex
 from types import CodeType
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
@@ -27,6 +28,9 @@ from memprofile.capture.base import DetailWindow
 from memprofile.errors import MemprofileError, writing
 from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 LINE_USAGE = """\
 %memprofile list                 the profiles of this kernel, oldest first
@@ -159,6 +163,9 @@ def try_in_kernel(profile: Profile, change: str):
 
 @magics_class
 class MemprofileMagics(Magics):
+    # Registered on a shell (load_ipython_extension): never None here, unlike Magics' own annotation.
+    shell: InteractiveShell
+
     @magic_arguments()
     @argument("--name", "-n", help="name of the profile (default: In [N])")
     @argument(

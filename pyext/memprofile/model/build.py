@@ -172,6 +172,7 @@ def _allocator_timeline(rp: Replay) -> Timeline:
     live = [rp.baseline_bytes, *rp.live_bytes]
     keep = minmax_indices(live, MAX_TIMELINE_POINTS)
     rows = [None, *rp.row]
+    kept_rows = [rows[k] for k in keep]
     start = rp.baseline_by_category
     cols = {c: [start.get(c, 0), *col] for c, col in rp.by_category.items()}
     t = [0.0, *rp.t]
@@ -180,9 +181,9 @@ def _allocator_timeline(rp: Replay) -> Timeline:
         t=[max(0.0, t[k]) for k in keep],
         live_bytes=[live[k] for k in keep],
         by_category={c: [col[k] for k in keep] for c, col in cols.items() if any(col)},
-        op=[label(log.op[rows[k]]) if rows[k] is not None else -1 for k in keep],
-        layer=[label(log.layer[rows[k]]) if rows[k] is not None else -1 for k in keep],
-        phase=[_PHASE_INDEX.get(log.phase[rows[k]], -1) if rows[k] is not None else -1 for k in keep],
+        op=[label(log.op[r]) if r is not None else -1 for r in kept_rows],
+        layer=[label(log.layer[r]) if r is not None else -1 for r in kept_rows],
+        phase=[_PHASE_INDEX.get(log.phase[r], -1) if r is not None else -1 for r in kept_rows],
         labels=list(labels),
         recorded_points=len(rp.live_bytes),
     )

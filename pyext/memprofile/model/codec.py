@@ -94,7 +94,7 @@ def decode(tp: Any, value: Any, where: str) -> Any:
             except ValueError:
                 raise ProfileFormatError(f"{where}: expected integer keys, got {short_repr(list(value)[:3])}") from None
         return {str(k): decode(item, v, f"{where}.{_key_name(k)}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ProfileFormatError(f"{where}: expected an object, got {type(value).__name__}")
         hints = _hints(tp)

@@ -4,20 +4,19 @@ and sum what each line allocated and what of it was alive at the peak."""
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
-from memprofile.capture.base import AllocationLog
+from memprofile.capture.base import BEFORE_CELL, AllocationLog
 from memprofile.model.profile import CATEGORIES, LineStat
 from memprofile.model.replay import Replay
 
 BEFORE_LINE = 0
 UNKNOWN_LINE = -1
-#: What stands for line 0 (memory that existed before the cell) in every table.
-BEFORE_CELL = "(before the cell)"
 #: Ops and layers named per line.
 TOP_PER_LINE = 3
 
 
-def assign_lines(log: AllocationLog, marks: tuple[list[float], list[int]]) -> None:
+def assign_lines(log: AllocationLog, marks: tuple[Sequence[float], Sequence[int]]) -> None:
     """Fill `log.line`: rows from before the run get 0; the others the line of
     the last mark at or before their allocation (-1 before the first mark,
     or when the run recorded no marks)."""

@@ -61,7 +61,7 @@ def _peak_from_replay(rp: Replay) -> Peak:
         if category == "activation":
             activation_by_layer[layer] = activation_by_layer.get(layer, 0) + size
         elif category == "input" and log.shape[i] and len(input_shapes) < MAX_INPUT_SHAPES:
-            shape = list(log.shape[i])
+            shape = list(log.shape[i] or [])  # not empty: checked above
             if shape not in input_shapes:
                 input_shapes.append(shape)
     largest = sorted(live, key=lambda i: log.size[i], reverse=True)[:TOP_TENSORS]

@@ -46,7 +46,7 @@ def _field_schema(tp: Any, name: str, defs: dict[str, Any]) -> dict[str, Any]:
     if origin is dict:
         _, item = typing.get_args(tp)
         return {"type": "object", "additionalProperties": _field_schema(item, name, defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         _define(tp, defs)
         return {"$ref": f"#/definitions/{tp.__name__}"}
     if tp is int:

@@ -40,15 +40,18 @@ CATEGORY_COLORS = {
 }
 
 _STYLE = """
-.memprofile-report{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.45;max-width:760px}
+.memprofile-report{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;\
+font-size:13px;line-height:1.45;max-width:760px}
 .memprofile-report h3{font-size:15px;margin:0 0 4px 0}
 .memprofile-report .mp-muted{opacity:.72}
 .memprofile-report .mp-peak{font-size:20px;font-weight:600}
 .memprofile-report table{border-collapse:collapse;margin:6px 0}
 .memprofile-report td,.memprofile-report th{padding:2px 10px 2px 0;text-align:left;font-variant-numeric:tabular-nums}
-.memprofile-report .mp-bar{display:flex;height:14px;border-radius:3px;overflow:hidden;margin:6px 0 2px 0;max-width:480px}
+.memprofile-report .mp-bar{display:flex;height:14px;border-radius:3px;overflow:hidden;\
+margin:6px 0 2px 0;max-width:480px}
 .memprofile-report .mp-legend span{margin-right:12px;white-space:nowrap}
-.memprofile-report .mp-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
+.memprofile-report .mp-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;\
+margin-right:4px;vertical-align:middle}
 .memprofile-report .mp-error{border-left:3px solid #d62728;padding:4px 8px;margin:6px 0}
 .memprofile-report pre{padding:6px;overflow-x:auto;background:rgba(127,127,127,.12);border-radius:3px}
 """

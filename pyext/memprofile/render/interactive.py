@@ -339,7 +339,7 @@ def step_points(profile: Profile, timeline: Timeline, device: Device) -> list[St
     points = []
     for s in profile.steps:
         exact = s.peak_bytes is not None and s.device in drawn
-        if exact and s.device == timeline.device:
+        if exact and s.device == timeline.device and s.peak_bytes is not None:  # (exact says it is)
             points.append(StepPoint(s, _peak_time(timeline, s, s.peak_bytes), s.peak_bytes, s.end_bytes, True))
         elif not exact and device.kind == "process" and s.rss_peak_bytes is not None:
             points.append(StepPoint(s, _peak_time(timeline, s, s.rss_peak_bytes), s.rss_peak_bytes, s.rss_end_bytes,
@@ -467,7 +467,7 @@ def layers_view(profile: Profile, legend: str = "right") -> Any:
     if not rows:
         return models.Div(text="<p>No layer was seen in this profile.</p>")
     names = [layer.name for layer in reversed(rows)]  # the largest on top
-    full = {"layer": names, "depth": [depth.get(n, 0) for n in names]}
+    full: dict[str, list[Any]] = {"layer": names, "depth": [depth.get(n, 0) for n in names]}
     by_name = {layer.name: layer for layer in rows}
     for k in LAYER_KINDS:
         full[k] = [getattr(by_name[n], f"{k}_bytes") for n in names]
@@ -601,7 +601,8 @@ def peak_view(profile: Profile) -> Any:
     parts: list[Any] = [head]
     if peak.by_category:
         cats = [(category_label(c), b) for c, b in peak.by_category.items()]
-        parts.append(_bars("Alive at the peak, by kind", cats, [CATEGORY_COLORS.get(c, "#999") for c in peak.by_category]))
+        colors = [CATEGORY_COLORS.get(c, "#999") for c in peak.by_category]
+        parts.append(_bars("Alive at the peak, by kind", cats, colors))
     by_layer = placed_by_layer(profile)
     if by_layer:
         top = list(by_layer.items())[:15]

@@ -4,16 +4,15 @@ tensor's size next to its allocator block. Plain data; each renderer draws it.""
 
 from __future__ import annotations
 
+from memprofile.model.lines import BEFORE_CELL
+from memprofile.model.peak import NO_LAYER
 from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorInfo
 from memprofile.model.summary import StepsBrief
 from memprofile.model.wire import SourceRow
 from memprofile.units import fmt_bytes, step_runs
 
-#: The peak's by_layer key for memory allocated outside any layer (model/peak.py).
-NO_LAYER = "(no layer)"
 #: Lines the card lists (the report lists the whole cell).
 CARD_LINES = 5
-BEFORE_CELL = "before the cell"
 MiB = 1 << 20
 
 
@@ -21,7 +20,7 @@ def line_label(line: int | None) -> str:
     """'line 3', 'before the cell' (line 0), '' (unknown)."""
     if line is None or line < 0:
         return ""
-    return BEFORE_CELL if line == 0 else f"line {line}"
+    return BEFORE_CELL.strip("()") if line == 0 else f"line {line}"
 
 
 def line_text(profile: Profile, line: int | None) -> str | None:
@@ -58,7 +57,7 @@ def source_rows(profile: Profile) -> list[SourceRow]:
         # The raw source keeps the indentation; a stat's text is stripped.
         text = source[line - 1] if 0 < line <= len(source) else (s.text if s else "")
         if line == 0:
-            text = f"({BEFORE_CELL})"
+            text = BEFORE_CELL
         if s is None:
             rows.append(SourceRow(line, text))
         else:

@@ -101,9 +101,9 @@ def render_text(profile: Profile) -> str:
             text = f"  {s.text}" if s.line > 0 and s.text else ""
             lines.append(f"    {line_label(s.line):>15}  {fmt_bytes(s.peak_bytes):>10} / {fmt_bytes(s.allocated_bytes)}"
                          f"{text}")
-    for s in profile.suggestions[:3]:
-        saving = saving_line(s, profile.peak_bytes)
-        lines.append(f"  suggestion: {s.title}{' (' + saving + ')' if saving else ''}")
+    for suggestion in profile.suggestions[:3]:
+        saving = saving_line(suggestion, profile.peak_bytes)
+        lines.append(f"  suggestion: {suggestion.title}{' (' + saving + ')' if saving else ''}")
     if profile.error:
         lines.append(f"  the run raised {profile.error.type}: {profile.error.message}")
         place = failure_place(profile.error)

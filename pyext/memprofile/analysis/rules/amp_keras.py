@@ -86,10 +86,11 @@ def estimate_saving(f: Facts) -> int:
         return 0
     outputs = _output_layers(f)
     columns = [(c, tl.by_category[c]) for c in HALVED if c in tl.by_category]
-    factors: dict[tuple[int, str], float] = {}
-    live = best = tl.live_bytes[0]
+    factors: dict[tuple[int, int, str], float] = {}  # (layer, op, category) -> kept factor
+    live: float = tl.live_bytes[0]
+    best = live
     for k in range(1, len(tl.live_bytes)):
-        change = tl.live_bytes[k] - tl.live_bytes[k - 1]
+        change: float = tl.live_bytes[k] - tl.live_bytes[k - 1]
         for category, column in columns:
             part = column[k] - column[k - 1]
             if part:
@@ -120,7 +121,7 @@ def _cell_models(f: Facts) -> tuple[list[str], bool]:
         return [r for r in f.roots() if r in names and f.layers[r].type not in FLOAT32_PSEUDO], False
     built = all(name in cell.bound and cell.bound[name] < line and cell.assigned_call(name) is not None
                 for name, line in trained.items())
-    return sorted(trained, key=trained.get), built
+    return sorted(trained, key=trained.__getitem__), built
 
 
 def keras_code(f: Facts, policy: str) -> str:

@@ -175,7 +175,7 @@ def rewrite(source: str, *, device: str, trained: bool, optimizers: tuple[str, .
             args = ", ".join(ast.get_source_segment(body, a) or ast.unparse(a) for a in call.args + call.keywords)
             out.append(f"{pad}{INDENT}{loss_name} = {expr}")
             out.append(f"{pad}{loss_name}.backward({args})")
-            done = w.backward.end_lineno
+            done = w.backward.end_lineno or w.backward.lineno
     out.extend(lines[done:])
     code = "\n".join(out)
     if device == "cuda":
@@ -211,7 +211,8 @@ def _with_grad_scaler(code: str, scaler: str, optimizers: tuple[str, ...]) -> st
             for call in _method_calls(stmt, "step"):
                 owner = dotted(call.func.value)  # type: ignore[attr-defined]
                 is_optimizer = owner in optimizers if optimizers else "sched" not in owner.lower()
-                if is_optimizer and not call.args and not call.keywords and call.lineno == call.end_lineno:
+                if is_optimizer and not call.args and not call.keywords and call.lineno == call.end_lineno \
+                        and call.end_col_offset is not None:
                     edits.append((call.lineno, call.col_offset, call.end_col_offset, f"{scaler}.step({owner})"))
                     last_step = stmt
         if last_step is not None:
@@ -243,8 +244,8 @@ def _in_a_function(lines: list[str], tree: ast.Module, header: str, device: str,
     call = _training_call(tree, line)
     name = (dotted(call.func) or "the function") if call is not None else "a function"
     at = call.lineno if call is not None else 1
-    stmt_line = next((s for s in ast.walk(tree) if isinstance(s, ast.stmt) and s.lineno <= at <= s.end_lineno
-                      and _is_simple(s)), None)
+    stmt_line = next((s for s in ast.walk(tree) if isinstance(s, ast.stmt)
+                      and s.lineno <= at <= (s.end_lineno or s.lineno) and _is_simple(s)), None)
     at = stmt_line.lineno if stmt_line is not None else at
     pad = " " * (len(lines[at - 1]) - len(lines[at - 1].lstrip())) if lines else ""
     scaled = device == "cuda"
@@ -267,7 +268,7 @@ def _training_call(tree: ast.Module, line: int | None) -> ast.Call | None:
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and dotted(n.func)
              and not dotted(n.func).startswith(("torch.", "print", "len", "range", "enumerate", "zip", "list"))]
     if line is not None:
-        on_line = [c for c in calls if c.lineno <= line <= c.end_lineno]
+        on_line = [c for c in calls if c.lineno <= line <= (c.end_lineno or c.lineno)]
         if on_line:
             return on_line[0]
     return max(calls, key=lambda c: (c.lineno, -c.col_offset), default=None)

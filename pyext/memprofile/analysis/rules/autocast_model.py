@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.lines import BEFORE_CELL
-from memprofile.model.profile import PHASES
+from memprofile.model.profile import PHASES, Timeline
 
 HALF, FULL = 0.5, 1.0
 
@@ -146,14 +146,14 @@ def estimate(f: Facts, device: str = "cpu") -> Estimate | None:
     if tl is None or len(tl.live_bytes) < 2 or not tl.op:
         return None
     if tl.recorded_points + 1 > len(tl.live_bytes):
-        return _at_the_peak(f, device)
-    replay = _Replay(f, device)
+        return _at_the_peak(f, tl, device)
+    replay = _Replay(f, tl, device)
     result = replay.run({})
-    previous = _previous_values(f, replay.left)
+    previous = _previous_values(f, tl, replay.left)
     return replay.run(previous) if previous else result
 
 
-def _at_the_peak(f: Facts, device: str) -> Estimate:
+def _at_the_peak(f: Facts, tl: Timeline, device: str) -> Estimate:
     """For a thinned timeline (a long run: a point stands for many events,
     which cannot be paired up): what is alive at the peak instant, weighed
     by op (a matmul's outputs and backward 16-bit, a float32 op's not; other
@@ -181,23 +181,22 @@ def _at_the_peak(f: Facts, device: str) -> Estimate:
     return Estimate(peak_bytes=peak, saving_bytes=f.peak_bytes - peak,
                     saved=dict(sorted(saved.items(), key=lambda kv: -kv[1])),
                     kept_fp32=dict(sorted(kept.items(), key=lambda kv: -kv[1])),
-                    weight_copies_bytes=casts, new_peak_phase=_phase_at_peak(f), thinned=True)
+                    weight_copies_bytes=casts, new_peak_phase=_phase_at_peak(tl), thinned=True)
 
 
-def _phase_at_peak(f: Facts) -> str:
-    tl = f.timeline
+def _phase_at_peak(tl: Timeline) -> str:
     i = max(range(len(tl.live_bytes)), key=tl.live_bytes.__getitem__)
     phase = tl.phase[i] if i < len(tl.phase) else -1
     return PHASES[phase] if 0 <= phase < len(PHASES) else "forward"
 
 
-def _previous_values(f: Facts, left: list[_Alloc]) -> dict[int, list[float]]:
+def _previous_values(f: Facts, tl: Timeline, left: list[_Alloc]) -> dict[int, list[float]]:
     """Sizes (and weights) of tensors from before the cell that the cell
     replaced: the variables it binds and still holds, new, and as large as
     something this run made and left alive."""
     bound = set(f.cell.bound) if f.cell.parsed else set()
     made = {a.size: a.factor for a in left if a.factor != FULL}
-    freed = _freed_from_before(f)
+    freed = _freed_from_before(tl)
     found: dict[int, list[float]] = {}
     for kept in f.profile.kept:
         name = kept.name.split("[", 1)[0].split(".", 1)[0]
@@ -208,9 +207,8 @@ def _previous_values(f: Facts, left: list[_Alloc]) -> dict[int, list[float]]:
     return found
 
 
-def _freed_from_before(f: Facts) -> dict[int, int]:
+def _freed_from_before(tl: Timeline) -> dict[int, int]:
     """How many tensors from before the cell the run freed, by size."""
-    tl = f.timeline
     before = tl.labels.index(BEFORE_CELL) if BEFORE_CELL in tl.labels else None
     counts: dict[int, int] = {}
     for i in range(1, len(tl.live_bytes)):
@@ -221,8 +219,8 @@ def _freed_from_before(f: Facts) -> dict[int, int]:
 
 
 class _Replay:
-    def __init__(self, f: Facts, device: str) -> None:
-        self.f, self.tl = f, f.timeline
+    def __init__(self, f: Facts, tl: Timeline, device: str) -> None:
+        self.f, self.tl = f, tl
         self.lower, self.fp32 = LOWER[device], FP32[device]
         self.parents = {layer.name: layer.parent for layer in f.profile.layers}
         self.op_inputs = _first_input_bytes(f)
@@ -248,7 +246,9 @@ class _Replay:
         pool: dict[tuple, list[_Alloc]] = {}
         live = float(tl.live_bytes[0]) - sum(s * (FULL - w) for s, ws in previous.items() for w in ws)
         cast_live: dict[str, int] = {}
-        stream, roots, entry = FULL, set(), {}  # dtype of the last forward output; block entry dtypes
+        stream = FULL  # dtype of the last forward output
+        roots: set[str] = set()
+        entry: dict[str, float] = {}  # block entry dtypes
         last_forward: _Alloc | None = None
         seen_input: dict[tuple[str, str], float] = {}  # (layer, op kind) -> dtype of its input in forward
         layer_out: dict[str, list[float]] = {}  # layer -> [bytes, weighted bytes] of its forward outputs

@@ -78,10 +78,10 @@ def _rewrite(f: Facts, head: str) -> str | None:
     """The cell with its cross_entropy call on the chunked helper, where the
     cell calls F.cross_entropy on the model's output; None otherwise."""
     cell = f.cell
-    calls = [c for c in cell.calls if c.method == "cross_entropy" and c.node is not None and len(c.node.args) >= 2]
+    calls = [c.node for c in cell.calls if c.method == "cross_entropy" and c.node is not None and len(c.node.args) >= 2]
     if len(calls) != 1:
         return None
-    call = calls[0].node
+    call = calls[0]
     logits = _base_name(call.args[0])
     if logits is None or call.lineno != call.end_lineno:
         return None
@@ -94,6 +94,8 @@ def _rewrite(f: Facts, head: str) -> str | None:
         return None
     relative = f.relative(head)
     rewritten = cell.with_replaced([(call, f"chunked_cross_entropy({logits}, head, {ast.unparse(call.args[1])})")])
+    if rewritten is None:  # not reached: the call is on one line (checked above)
+        return None
     owner, _, attr = relative.rpartition(".")
     owner_expr = f"{model}.{owner}" if owner else model
     swap = (f"# {model}(x) returns the hidden states; the loss applies the head chunk by chunk\n"

@@ -100,7 +100,7 @@ class Facts:
         if self.device.capacity_bytes:
             return self.device.capacity_bytes, f"{self.device.name}'s {fmt_bytes(self.device.capacity_bytes)}"
         host = next((d for d in self.profile.devices if d.kind == "process" and d.capacity_bytes), None)
-        if host is None or self.device.kind != "allocator":
+        if host is None or host.capacity_bytes is None or self.device.kind != "allocator":
             return None, ""
         outside = max(0, host.peak_bytes - self.peak_bytes)
         usable = host.capacity_bytes - outside
@@ -108,7 +108,7 @@ class Facts:
                         f"holds outside the allocator")
 
     def worth_it(self, saving: int) -> bool:
-        return saving >= MIN_SAVING_BYTES or (self.added_bytes and saving >= MIN_SAVING_SHARE * self.added_bytes
+        return saving >= MIN_SAVING_BYTES or (self.added_bytes > 0 and saving >= MIN_SAVING_SHARE * self.added_bytes
                                                and saving >= MiB)
 
     def share(self, part: int, whole: int | None = None) -> str:
@@ -137,7 +137,7 @@ class Facts:
         phase = tl.phase or [-1] * len(tl.live_bytes)
         best = 0.0
         for i, live in enumerate(tl.live_bytes):
-            value = live + add_always
+            value: float = live + add_always
             if wanted is None or phase[i] in wanted:
                 value -= sum(col[i] * f for col, f in columns)
             if phase[i] == backward:

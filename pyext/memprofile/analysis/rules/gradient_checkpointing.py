@@ -191,7 +191,8 @@ def check(f: Facts) -> Suggestion | None:
         # and a layer's call cannot be swapped in place: the blocks are wrapped
         # when the model is built. Measured on a 4-block MLP: peak 284 -> 164 MiB.
         code = (KERAS_CODE + f"\n# when building {root}, wrap these blocks: "
-                + ", ".join(n.rsplit("/", 1)[-1] for n in names) + "\n# h = Recompute(block)(h)   instead of   h = block(h)")
+                + ", ".join(n.rsplit("/", 1)[-1] for n in names)
+                + "\n# h = Recompute(block)(h)   instead of   h = block(h)")
         return Suggestion(id="gradient_checkpointing", title=f"Checkpoint {len(names)} blocks ({shown})",
                           evidence=evidence, code=code, estimated_saving_bytes=saving)
     relative = [f.relative(n) for n in names]

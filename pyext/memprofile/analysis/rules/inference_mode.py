@@ -25,7 +25,8 @@ def _holds(f: Facts) -> int:
     layers = [layer for layer in f.profile.layers if f.root_of(layer.name) in f.cell_models]
     inner = sorted((layer.output_bytes for layer in layers if layer.parent is not None), reverse=True)
     if not inner or not inner[0]:  # no outputs seen: an op's input and output, the two largest activations
-        return sum(sorted((t.bytes for t in f.peak.tensors if t.category == "activation"), reverse=True)[:2])
+        tensors = f.peak.tensors if f.peak is not None else []  # (a profile without a peak's anatomy)
+        return sum(sorted((t.bytes for t in tensors if t.category == "activation"), reverse=True)[:2])
     model_output = max((layer.output_bytes for layer in layers if layer.parent is None), default=0)
     device = f.device.name.split(":")[0] if f.device else ""
     kept = sum(k.bytes for k in f.profile.kept

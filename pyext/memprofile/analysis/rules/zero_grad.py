@@ -28,8 +28,8 @@ OPT.zero_grad(set_to_none=True)   # right after OPT.step(), or before the forwar
 
 def _code(f: Facts) -> str:
     """The cell with its zero_grad calls freeing, or the line to add."""
-    calls = [c for c in f.cell.calls_named("zero_grad") if c.node is not None]
-    rewritten = f.cell.with_replaced([(c.node, f"{c.func}(set_to_none=True)") for c in calls]) if calls else None
+    edits = [(c.node, f"{c.func}(set_to_none=True)") for c in f.cell.calls_named("zero_grad") if c.node is not None]
+    rewritten = f.cell.with_replaced(edits) if edits else None
     if rewritten is not None:
         return "# The cell, freeing gradients between steps:\n" + rewritten
     opt = f.stepped_optimizers[0].name if f.stepped_optimizers else "opt"
