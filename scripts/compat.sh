@@ -32,9 +32,10 @@ ROWS=(
 # need this checkout's built extension, whose BokehJS is 3.9.2). torch's tests
 # run in a process of their own: with torch 2.15 (CUDA build) and TF 2.21 in
 # one process, loading triton after TensorFlow aborts the interpreter.
-# The files outside tests/torch that train with torch in the test process (torch.optim.Adam
-# loads dynamo and triton) go with torch's.
-TORCH_ELSEWHERE=(tests/imports/test_torch_trace.py tests/unit/test_render_steps.py)
+# The files outside tests/torch that train with torch in the test process go with torch's: an
+# optimizer's step loads dynamo and triton, which abort after TensorFlow (torch 2.15, CUDA build).
+TORCH_ELSEWHERE=(tests/imports/test_torch_trace.py tests/unit/test_render.py tests/unit/test_render_steps.py
+                 tests/unit/test_report.py tests/unit/test_widget.py tests/unit/test_wire.py)
 TESTS_TORCH=(tests/torch "${TORCH_ELSEWHERE[@]}")
 TESTS_REST=(tests/tensorflow tests/imports tests/unit tests/integration --deselect tests/integration/test_wheel.py
             "${TORCH_ELSEWHERE[@]/#/--ignore=}")
