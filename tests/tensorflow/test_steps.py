@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import memprofile  # noqa: E402
+from tests.cells import run_cell as _run  # noqa: E402
 
 # 40 batches of 8: no prefetch (Keras's own pipeline for NumPy arrays
 # prefetches a varying number of batches, which moves small peaks).
@@ -47,11 +48,6 @@ def _forget_the_tests_names(ip):
         ip.user_ns.pop(name, None)
 
 
-def _run(ip, cell: str):
-    result = ip.run_cell(cell)
-    if result.error_in_exec is not None:
-        raise result.error_in_exec
-    return memprofile.last()
 
 
 def _patched() -> list[str]:

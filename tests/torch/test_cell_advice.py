@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import memprofile  # noqa: E402
+from tests.cells import run_cell as _run  # noqa: E402
 
 MiB = 2**20
 V, T, B = 8000, 64, 16  # as in LM_SETUP
@@ -48,11 +49,6 @@ for step in range(2):
 """
 
 
-def _run(ip, cell: str):
-    result = ip.run_cell(cell)
-    if result.error_in_exec is not None:
-        raise result.error_in_exec
-    return memprofile.last()
 
 
 def _profile(ip, cell: str, name: str):

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import memprofile  # noqa: E402
 from memprofile.capture.host import RssReader  # noqa: E402
+from tests.cells import run_cell as _run  # noqa: E402
 
 MiB = 2**20
 
@@ -39,12 +39,6 @@ STEP = """\
     sgd.step()
 """
 
-
-def _run(ip, cell: str):
-    result = ip.run_cell(cell)
-    if result.error_in_exec is not None:
-        raise result.error_in_exec
-    return memprofile.last()
 
 
 def test_the_first_steps_in_detail_and_every_step_counted(ip, fresh_store):
