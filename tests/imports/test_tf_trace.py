@@ -222,3 +222,23 @@ def test_without_tensorflow_the_error_says_so(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, f"{package}.xplane_pb2", None)
     with pytest.raises(ProfileFormatError, match="needs TensorFlow"):
         memprofile.import_trace(XSPACE)
+
+
+def test_a_device_whose_memory_counters_fail_at_the_end_is_said_unsupported():
+    # GIVEN the recorded 8xV100 XSpace and a GPU whose counters were read at the start but not at the end
+    from memprofile.capture.base import RawCapture
+    from memprofile.capture.keras_model import KerasWorld
+    from memprofile.capture.tensorflow import SCOPE_PREFIX, TensorFlowCollector
+    from memprofile.capture.xspace import parse_xspace, read_xspace_file
+
+    parsed = parse_xspace(read_xspace_file(str(XSPACE)), scope_prefix=SCOPE_PREFIX)
+    collector = TensorFlowCollector()
+    collector._wall0, collector._perf_offset = parsed.events.t_ns[0], 0.0
+    collector._world_start, collector._steps = KerasWorld(), []
+    collector._memory_start = {"GPU:4": {"current": 1 << 20, "peak": 2 << 20}}
+    collector._memory_detail_start = dict(collector._memory_start)
+    raw = RawCapture(collector="tensorflow")
+    # WHEN the capture is converted (this raised TypeError on the error string)
+    collector._convert(parsed, KerasWorld(), {"GPU:4": "get_memory_info failed"}, raw)
+    # THEN the device's figures say why they are missing
+    assert "get_memory_info failed" in raw.facts.get("tf:GPU:4.memory_info", ""), raw.facts

@@ -20,6 +20,9 @@ ALIVE = math.inf
 BEFORE_CELL = "(before the cell)"
 
 
+#: A note for the profile: (code, message) or (code, message, fix): model.profile.Note.
+RawNote = tuple[str, str] | tuple[str, str, str]
+
 #: Training steps recorded in full detail unless told otherwise.
 DETAIL_STEPS = 3
 
@@ -197,8 +200,7 @@ class RawCapture:
     ops: list[OpRecord] = field(default_factory=list)
     modules: list[ModuleRecord] = field(default_factory=list)
     frameworks: dict[str, str] = field(default_factory=dict)  # name -> version
-    # (code, message) or (code, message, fix): model.profile.Note
-    notes: list[tuple[str, ...]] = field(default_factory=list)
+    notes: list[RawNote] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     #: Facts about the run used by later stages (e.g. CUDA allocator stats).
     facts: dict[str, int | float | str] = field(default_factory=dict)

@@ -28,7 +28,7 @@ try:
 except ImportError:  # Windows: no getrusage; the samples alone give the peak
     resource = None  # type: ignore[assignment]
 
-from memprofile.capture.base import RawCapture, RawDevice
+from memprofile.capture.base import RawCapture, RawDevice, RawNote
 
 _DEFAULT_MAX_SAMPLES = 500_000
 
@@ -318,6 +318,7 @@ class HostCollector:
 
     # The sampler thread -------------------------------------------------
     def _sample(self) -> None:
+        assert self._reader is not None, "start() opens the reader before the first sample"
         rss = self._reader.read()
         now = time.perf_counter() - self._t0
         with self._lock:
@@ -367,8 +368,9 @@ class HostCollector:
             with _active_lock:
                 _active -= 1
         self._sample()  # the end state, always recorded
+        assert self._reader is not None  # start() opened it: _thread was set
         self._reader.close()
-        notes: list[tuple[str, str]] = []
+        notes: list[RawNote] = []
         counter_peak, peak_source = self._os_peak()
         if self._halvings:
             notes.append(

@@ -175,7 +175,8 @@ def _name_layers(world: KerasWorld, layers: list[tuple[str, Any]], owner: dict[i
         if id(root) in world.by_id:
             continue
         world.root_names.add(str(root.name))
-        stack = [(root, var, None, (str(root.name),))]
+        # (layer, its path, its parent's path: None for the root, its chain of names)
+        stack: list[tuple[Any, str, str | None, tuple[str, ...]]] = [(root, var, None, (str(root.name),))]
         while stack:
             layer, path, parent, chain = stack.pop()
             if id(layer) in world.by_id:

@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from memprofile.capture.base import RawCapture
+from memprofile.capture.base import RawCapture, RawNote
 
 #: Names the instrumented cell calls; put in the namespace it runs in.
 MARK = "__memprofile_line__"
@@ -203,7 +203,7 @@ class LinesCollector:
             if r is not None and _fast_line[0] != r.last:  # the line running at the end (an error's)
                 r.t.append(time.perf_counter() - r.origin)
                 r.line.append(_fast_line[0])
-        notes = []
+        notes: list[RawNote] = []
         if r is not None and r.full:
             notes.append(("lines_truncated", f"the cell changed lines more than {MAX_MARKS:,} times: allocations "
                           f"after {r.t[-1]:.3f} s are placed on the line that ran then"))

@@ -45,6 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from memprofile.capture import tf_compat
@@ -104,7 +105,7 @@ def device_of(allocator: str) -> str:
     return "CPU:0"
 
 
-def gpu_facts(config: Any, environ: dict[str, str] | None = None) -> dict[str, str]:
+def gpu_facts(config: Any, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What the memory-growth and allocator suggestions need, from `tf.config`
     (a fake in tests: no GPU has run this)."""
     environ = os.environ if environ is None else environ
@@ -289,7 +290,7 @@ class TensorFlowCollector:
             self._anchor_times(parsed, data)
             self._convert(parsed, world, memory_end, raw)
         raw.notes.extend([n for n in self._notes if n not in raw.notes])  # said while converting
-        if not any(code == ONEDNN_NOTE for code, _ in raw.notes) and _onednn_allocator(os.environ):
+        if not any(note[0] == ONEDNN_NOTE for note in raw.notes) and _onednn_allocator(os.environ):
             # Every block of the run was under 256 KiB: the allocator said nothing at all.
             raw.notes.append((ONEDNN_NOTE, onednn_unseen_note("tf:CPU:0", self._world_start.buffers), ONEDNN_FIX))
         return raw
@@ -311,7 +312,8 @@ class TensorFlowCollector:
                     f"TensorFlow's allocations were not recorded (--detail-steps {min(steps, 3)} records some)")
         return ("tf_no_trace", "the TensorFlow profiler wrote no trace: no TF allocation is known")
 
-    def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict, raw: RawCapture) -> None:
+    def _convert(self, parsed: XSpaceMemory, world: KerasWorld, memory_end: dict[str, dict[str, int] | str],
+                 raw: RawCapture) -> None:
         logs, ops = self._logs(parsed.events, world, parsed.op_types, raw)
         self._devices(logs, parsed, memory_end, raw)
         for op in ops.values():  # ops were keyed by allocator; show the device name
@@ -357,14 +359,15 @@ class TensorFlowCollector:
         ev = parsed.events
         if not tf_compat.relative_times(ev.t_ns, parsed.start_ns):
             return
-        at = tf_compat.anchor_time_ns(data, ANCHOR) if self._anchor_wall_ns else None
-        if at is None:  # when the session's start returned: later than its clock's start
+        anchor = self._anchor_wall_ns
+        at = tf_compat.anchor_time_ns(data, ANCHOR) if anchor else None
+        if anchor is None or at is None:  # when the session's start returned: later than its clock's start
             self._notes.append(("tf_compat_trace_clock", f"TF {self._tf.__version__}'s trace counts its times "
                                 f"from its own start and says not when that was: TensorFlow's allocations are "
                                 f"placed by when the profiler's start returned (up to its start-up time late)"))
             shift = self._session_wall_ns or self._wall0
         else:
-            shift = self._anchor_wall_ns - at
+            shift = anchor - at
         ev.t_ns = [t + shift for t in ev.t_ns]
         parsed.start_ns = shift
 
@@ -675,8 +678,9 @@ class TensorFlowCollector:
                 size = allocation[i] or requested[i]
                 text = ev.shape[i]
                 if i < limit:
-                    shape = shapes.get(text, False)
-                    if shape is False:
+                    try:
+                        shape = shapes[text]
+                    except KeyError:
                         shape = shapes[text] = _shape(text)
                     dtype = DTYPES.get(ev.dtype[i], "")
                 else:
@@ -698,21 +702,21 @@ class TensorFlowCollector:
                     if text and len(rec.input_shapes) < 3 and i < limit and text not in rec.input_shapes:
                         rec.input_shapes.append(text)
             else:
-                row = live.pop((allocator, addr), None)
-                if row is None:
+                freed = live.pop((allocator, addr), None)
+                if freed is None:
                     known = start_buffers.get(addr)
                     size = allocation[i] or (known.nbytes if known else 0)
                     if known is None and not size:
                         continue  # a block from before the run, of unknown size
-                    row = log.add(size, 0.0, -1, op=BEFORE_CELL, pre_existing=True,
-                                  category=known.category if known else "other",
-                                  layer=known.layer if known else "",
-                                  shape=known.shape if known else None, dtype=known.dtype if known else "")
+                    freed = log.add(size, 0.0, -1, op=BEFORE_CELL, pre_existing=True,
+                                    category=known.category if known else "other",
+                                    layer=known.layer if known else "",
+                                    shape=known.shape if known else None, dtype=known.dtype if known else "")
                     side[allocator].add()
                     if known is not None:
                         freed_before.add(addr)
-                log.t_free[row] = t
-                log.seq_free[row] = i
+                log.t_free[freed] = t
+                log.seq_free[freed] = i
         if len(ev) > limit:
             raw.notes.append(("tf_detail_dropped",
                               f"{len(ev):,} TensorFlow memory events: past the first {limit:,} the shapes and "
@@ -737,7 +741,8 @@ class TensorFlowCollector:
                                 layer=b.layer, shape=b.shape, dtype=b.dtype)
             side[allocator].add()
 
-    def _devices(self, logs: dict[str, AllocationLog], parsed: Any, memory_end: dict, raw: RawCapture) -> None:
+    def _devices(self, logs: dict[str, AllocationLog], parsed: Any, memory_end: dict[str, dict[str, int] | str],
+                 raw: RawCapture) -> None:
         """Device names, capacities, the exact baseline and the allocators' own counters."""
         ev = parsed.events
         counters: dict[str, tuple[int, int, int]] = {}  # allocator -> (max in use, max peak, capacity)
@@ -767,28 +772,31 @@ class TensorFlowCollector:
             detail_start = self._memory_detail_start.get(dev)
             prefix = f"{name}."
             peak = 0
+            # The allocator's own {"current", "peak"} at the start, the detail's
+            # start and the end; None unless it counts at all three.
+            counts: tuple[dict[str, int], dict[str, int], dict[str, int]] | None = None
             if not self._memory_start:  # read from a file: there was no one to ask
                 raw.facts[prefix + "memory_info"] = "not recorded"
-                counted = False
-            else:
-                peak = self._run_peak(dev, end) if isinstance(end, dict) else 0
-                counted = isinstance(start, dict) and isinstance(detail_start, dict) and (peak > 0 or in_use > 0)
-            if counted:
-                raw.facts[prefix + "memory_info_start"] = start["current"]
-                raw.facts[prefix + "memory_info_end"] = end["current"]
+            elif isinstance(start, dict) and isinstance(detail_start, dict) and isinstance(end, dict):
+                peak = self._run_peak(dev, end)
+                if peak > 0 or in_use > 0:
+                    counts = (start, detail_start, end)
+            if counts is not None:
+                raw.facts[prefix + "memory_info_start"] = counts[0]["current"]
+                raw.facts[prefix + "memory_info_end"] = counts[2]["current"]
                 raw.facts[prefix + "memory_info_peak"] = peak
             # The allocator's own bytes in use when the detail started are exact:
             # what no known buffer accounts for is memory from before it.
-            baseline = detail_start["current"] if counted else before.get(allocator, 0) if in_use else None
+            baseline = counts[1]["current"] if counts is not None else before.get(allocator, 0) if in_use else None
             if baseline is not None:
                 known = sum(log.size[r] for r in range(len(log)) if log.pre_existing[r])
                 if baseline > known:
                     log.add(baseline - known, 0.0, -1, op=BEFORE_CELL, pre_existing=True)
                 # oneDNN's allocator leaves its small blocks out of its counters.
                 log.baseline_exact = allocator != "mklcpu"
-            if counted:
-                self._counted_figures(name, max(known - baseline, 0), end["peak"], peak, raw)
-            if not counted and self._memory_start:
+                if counts is not None:
+                    self._counted_figures(name, max(known - baseline, 0), counts[2]["peak"], peak, raw)
+            if counts is None and self._memory_start:
                 why = start if isinstance(start, str) else end if isinstance(end, str) else (
                     "the allocator counts 0 bytes in use")
                 # Said where the device's figures are listed, not as a warning

@@ -185,10 +185,10 @@ def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
     """Layers and names seen at the start but gone at the end still name their allocations."""
     for path, info in older.layers.items():
         world.layers.setdefault(path, info)
-    for k, v in older.by_id.items():
-        world.by_id.setdefault(k, v)
-    for k, v in older.chains.items():
-        world.chains.setdefault(k, v)
+    for layer_id, layer_path in older.by_id.items():
+        world.by_id.setdefault(layer_id, layer_path)
+    for chain, chain_path in older.chains.items():
+        world.chains.setdefault(chain, chain_path)
     world.root_names |= older.root_names
     world.optimizer_names |= older.optimizer_names
 

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture import torch_compat
@@ -42,6 +43,7 @@ from memprofile.capture.base import (
     ModuleRecord,
     OpRecord,
     RawCapture,
+    RawNote,
 )
 from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
 from memprofile.capture.namespace import walk_namespace
@@ -118,6 +120,22 @@ def _better(new: str, old: str) -> bool:
 
 class TorchCollector:
     name = "torch"
+
+    # Set by start() and read by the hooks and threads it starts, some of which
+    # also set them: declared here so that each has one type.
+    _detailed: bool  # torch's profiler is recording (see _start_detail)
+    _detail_end: tuple[float, str] | None  # (when, why) the detail ended
+    _over_budget: bool
+    _root_calls: int
+    _clock: int | None  # id() of the optimizer whose steps are the training steps
+    _hook_swap: str | None  # the module hooks to change to at the next step's end
+    _idle_trees: set[str]
+    _profiler: Any  # torch's, from torch_compat.memory_profiler; None when not recording
+    _watcher: threading.Thread | None
+    _watch_stop: threading.Event
+    _figures: StepFigures
+    _cuda: bool
+    _notes: list[RawNote]
 
     def __init__(
         self,
@@ -367,7 +385,7 @@ class TorchCollector:
             release_free_memory()
         step_peak()  # what stopping took is the profiler's, not the next step's
 
-    def _watch_budget(self) -> None:
+    def _watch_budget(self, budget_bytes: int) -> None:
         """A thread: when the heap has grown by the share of the budget that
         torch's event buffers may take while recording, ask the cell's thread
         to end the detail at its next statement or hook. The heap's bytes in
@@ -377,10 +395,12 @@ class TorchCollector:
         from memprofile.capture import lines
 
         reader = RssReader()
-        measure = heap_in_use if heap_in_use() is not None else reader.read
+        measure: Callable[[], int] = reader.read
+        if heap_in_use() is not None:
+            measure = heap_in_use  # type: ignore[assignment]  # None at every call or at none (glibc's or not)
         try:
             start = measure()
-            limit = max(1 << 20, (self.budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
+            limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
                 # The growth is the buffers' only where the cell runs many
                 # small ops (many statements or model calls): a model whose
@@ -517,7 +537,7 @@ class TorchCollector:
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
         self._local = threading.local()
         # Private torch APIs go through torch_compat: a missing one is a note, not an error.
-        compat_notes: list[tuple[str, str]] = []
+        compat_notes: list[RawNote] = []
         scopes = torch_compat.record_function_ops(torch)
         if scopes is None:
             scopes = torch_compat.record_function_class(torch)
@@ -546,11 +566,11 @@ class TorchCollector:
         self._param_layer: dict[int, str] = {}  # id(parameter) -> the layer that owns it
         self._origin = now_perf if origin is None else origin
         self._thread = threading.get_ident()
-        self._detailed = False  # torch's profiler is recording (see _start_detail)
-        self._detail_end: tuple[float, str] | None = None  # (when, why) the detail ended
+        self._detailed = False
+        self._detail_end = None
         self._over_budget = False
         self._root_calls = 0
-        self._clock: int | None = None  # id() of the optimizer whose steps are the training steps
+        self._clock = None
         #: Each step's end: {"t_end", "detailed", "peaks" (CUDA)} (RawCapture.steps).
         self._step_log: list[dict[str, Any]] = []
         self._rss = RssReader()
@@ -558,7 +578,7 @@ class TorchCollector:
         self._ran_ids: set[int] = set()  # modules that ran after the detail ended
         self._observations: list[tuple] = []
         self._finalizers: list[weakref.finalize] = []
-        self._notes: list[tuple[str, str]] = compat_notes
+        self._notes = compat_notes
         modules, optimizers, tensors = self._namespace_objects()
         self._name_roots(modules)
         for opt in optimizers:
@@ -585,7 +605,7 @@ class TorchCollector:
         ]
         self._module_handles: list = []
         self._hook_kind = "none"
-        self._hook_swap: str | None = None  # the module hooks to change to at the next step's end
+        self._hook_swap = None
         self._idle_trees = self._trees_not_run()
         self._watch_stop = threading.Event()
         self._watcher = None
@@ -627,8 +647,8 @@ class TorchCollector:
             self._set_module_hooks("detail")
             self._detail_start = time.perf_counter() - self._origin
             if self.budget_bytes:
-                self._watcher = threading.Thread(target=self._watch_budget, name="memprofile-torch-budget",
-                                                 daemon=True)
+                self._watcher = threading.Thread(target=self._watch_budget, args=(self.budget_bytes,),
+                                                 name="memprofile-torch-budget", daemon=True)
                 self._watcher.start()
         except BaseException:  # torch's profiler must not keep recording for the rest of the process
             self._detailed = False
@@ -752,6 +772,7 @@ class TorchCollector:
                 notes=[("torch_events_unreadable", f"torch's profiler events could not be read "
                         f"({self._events!r}); only process memory is shown")],
             )
+        assert self._events is not None  # read just now, or set above where the detail never started
         logs, ops, last_op = self._events
         for device, capacity in capacities.items():
             if device in logs:
@@ -946,8 +967,9 @@ class TorchCollector:
                     if only_cpu:  # no accelerator: every block is the CPU's (and reading it is a C++ call)
                         device = "cpu"
                     else:
-                        device = device_names.get(f.device)
-                        if device is None:
+                        try:
+                            device = device_names[f.device]
+                        except KeyError:
                             device = device_names[f.device] = str(f.device)
                     t = (node.start_time_ns - wall0) / 1e9 + offset  # self._t, inlined
                     chain = ctx[3]
@@ -1053,7 +1075,7 @@ class TorchCollector:
                 starts = [-1e300 if log.pre_existing[r] else log.t_alloc[r] for r in rows]
                 order = sorted(range(len(rows)), key=starts.__getitem__)
                 index[(device, ptr)] = ([starts[k] for k in order], [rows[k] for k in order])
-        observed: dict[tuple[str, int], tuple[str, list[int], str]] = {}
+        observed: dict[tuple[str, int], tuple[str, list[int], str, str]] = {}  # -> (category, shape, dtype, layer)
         detail_end = self._detail_end[0] if self._detail_end else ALIVE
         unmatched: dict[tuple[str, int], tuple] = {}
         for ptr, t_ns, category, shape, dtype, device, nbytes, layer in self._observations:

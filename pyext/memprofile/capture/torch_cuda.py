@@ -60,7 +60,7 @@ def live_blocks_from_snapshot(snapshot: dict[str, Any], top: int = 20) -> list[d
     """The largest live blocks of a `torch.cuda.memory._snapshot()` with the
     innermost frames of the stack that allocated each (documented format:
     segments -> blocks with size, state and frames)."""
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for segment in snapshot.get("segments", []):
         device = segment.get("device", 0)
         for block in segment.get("blocks", []):

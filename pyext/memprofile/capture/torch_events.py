@@ -108,10 +108,10 @@ class MemoryLedger:
             log = logs[device] = AllocationLog(device=device, source="c10", baseline_exact=device.startswith("cuda"))
             facts = side[device] = Side()
             n = len(column)
-            size, t, order, layer, op, phase, grad, ptr = (list(c) for c in zip(*column))
-            log.size, log.t_alloc, log.seq_alloc = size, t, order
-            log.layer, log.op, log.phase = layer, op, phase
-            facts.grad, facts.ptr = grad, ptr
+            sizes, times, orders, layers, ops, phases, grads, ptrs = (list(c) for c in zip(*column))
+            log.size, log.t_alloc, log.seq_alloc = sizes, times, orders
+            log.layer, log.op, log.phase = layers, ops, phases
+            facts.grad, facts.ptr = grads, ptrs
             log.requested = list(log.size)
             log.t_free, log.seq_free = [ALIVE] * n, [ALIVE] * n
             log.category, log.dtype = ["other"] * n, [""] * n

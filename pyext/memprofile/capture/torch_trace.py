@@ -379,7 +379,7 @@ def _input_shapes(dims: list, types: list | None) -> str:
 
 def _capacities(header: dict) -> dict[str, int]:
     """cuda:N -> totalGlobalMem, from deviceProperties (matched by id)."""
-    out = {}
+    out: dict[str, int] = {}
     for props in header.get("deviceProperties") or []:
         if isinstance(props, dict) and isinstance(props.get("totalGlobalMem"), int):
             out[f"cuda:{props.get('id', len(out))}"] = props["totalGlobalMem"]

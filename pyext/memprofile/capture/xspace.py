@@ -107,7 +107,7 @@ def parse_xspace(data: bytes, scope_prefix: str = "") -> XSpaceMemory:
                 start_ns = s.uint64_value or s.int64_value
             elif key == "memory_size" and plane.name.startswith("/device:"):
                 device_memory[plane.name[len("/device:"):]] = s.uint64_value or s.int64_value
-    rows: list[tuple] = []
+    rows: list[list] = []
     op_types: dict[str, str] = {}
     for plane in space.planes:
         rows.extend(_plane_events(plane, start_ns, scope_prefix, op_types))
@@ -128,8 +128,8 @@ _SLOTS = {"allocator_name": 3, "addr": 4, "requested_bytes": 5, "allocation_byte
 _STRINGS = {"allocator_name", "tf_op", "region_type", "shape"}
 
 
-def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict[str, str]) -> list[tuple]:
-    """(t_ns, order, *columns) per memory event of one plane."""
+def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict[str, str]) -> list[list]:
+    """[t_ns, order, *columns] per memory event of one plane."""
     stat_names = {k: m.name for k, m in plane.stat_metadata.items()}
     alloc_ids, free_ids, scope_ids = set(), set(), {}
     for k, m in plane.event_metadata.items():
@@ -147,7 +147,7 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
         return []
     memory_ids = alloc_ids | free_ids
     plan = {k: (_SLOTS[name], name in _STRINGS) for k, name in stat_names.items() if name in _SLOTS}
-    rows = []
+    rows: list[list] = []
     order = 0
     for line in plane.lines:
         base_ps = line.timestamp_ns * 1000
