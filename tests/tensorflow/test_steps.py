@@ -248,10 +248,12 @@ COUNTER_SCRIPT = textwrap.dedent("""
             after = tf.config.experimental.get_memory_info("CPU:0")["peak"]
         return p, max(counter.peak, after)
 
-    # Rarely (about 1 fit in 30) a fit peaks ~0.9 MiB higher, bare or not: the
-    # bare figure is the median of three, the profiled one the lower of two.
+    # Now and then a fit peaks ~0.9 MiB higher, bare or not (1 in 30 here; two
+    # profiled fits in a row once in CI): the bare figure is the median of three,
+    # the profiled one the lowest of three.
     bare = sorted(bare_fit_peak() for _ in range(3))[1]
-    (p, counted), (p2, counted2) = profiled_fit(), profiled_fit()
+    fits = [profiled_fit() for _ in range(3)]
+    (p, counted) = fits[0]
 
     # A custom loop whose step 12 runs a batch 256 times larger: outside the detail
     opt = keras.optimizers.Adam()
@@ -270,7 +272,7 @@ COUNTER_SCRIPT = textwrap.dedent("""
     spike = q.device("tf:CPU:0")
     print(json.dumps({
         "bare": bare, "counter": counted, "peak": p.peak_bytes, "device": p.peak_device.name,
-        "counter2": counted2, "peak2": p2.peak_bytes,
+        "peaks": [f.peak_bytes for f, _ in fits], "counters": [c for _, c in fits],
         "steps": [[s.detailed, s.peak_bytes, s.end_bytes] for s in p.steps],
         "spike_peak": q.peak_bytes, "spike_detail": q.peak.bytes, "spike_baseline": spike.baseline_bytes,
         "spike_counter": spike.allocator_stats["memory_info_peak"],
@@ -290,9 +292,9 @@ def test_the_peak_is_tfs_own_counter_with_steps_outside_the_detail():
     assert len(r["steps"]) == 40 and [d for d, _, _ in r["steps"]] == [True] * 3 + [False] * 37
     assert all(peak and end for _, peak, end in r["steps"])
     # AND the profile's peak is TF's counter over the same fit, exactly
-    assert r["device"] == "tf:CPU:0" and r["peak"] == r["counter"] and r["peak2"] == r["counter2"], r
+    assert r["device"] == "tf:CPU:0" and r["peaks"] == r["counters"], r
     # AND that of a bare fit of the same model (the steps are alike; BFC's blocks may differ a little)
-    assert min(r["peak"], r["peak2"]) == pytest.approx(r["bare"], rel=0.01), r
+    assert min(r["peaks"]) == pytest.approx(r["bare"], rel=0.01), r
     # AND a step outside the detail that peaked higher makes the profile's peak, and is named
     assert r["spike_steps"][11] == max(r["spike_steps"]) > max(r["spike_steps"][:3])
     assert r["spike_peak"] == r["spike_steps"][11] > r["spike_detail"], r
