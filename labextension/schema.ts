@@ -553,7 +553,7 @@ export interface ProfileReply {
   suggestions: PanelSuggestion[];
   source: string;
   rerun_warning: string;
-  lines?: SourceRow[];
+  lines?: LineStat[];
   peak_line?: number | null;
   type: "profile";
   request_id?: string | null;
@@ -580,28 +580,6 @@ export interface PanelSuggestion {
   measured_peak_before_bytes?: number | null;
   saving_text: string;
   how: string;
-  [k: string]: unknown;
-}
-/**
- * One row of the source view: the line, its text, and its figures (zero for a line that allocated nothing).
- *
- * This interface was referenced by `Profile`'s JSON-Schema
- * via the `definition` "SourceRow".
- */
-export interface SourceRow {
-  line: number;
-  text: string;
-  peak_bytes?: number;
-  allocated_bytes?: number;
-  by_category?: {
-    [k: string]: number;
-  };
-  ops?: {
-    [k: string]: number;
-  };
-  layers?: {
-    [k: string]: number;
-  };
   [k: string]: unknown;
 }
 /**
@@ -673,7 +651,7 @@ export interface PanelProfile {
   suggestions: PanelSuggestion[];
   source: string;
   rerun_warning: string;
-  lines?: SourceRow[];
+  lines?: LineStat[];
   peak_line?: number | null;
   [k: string]: unknown;
 }

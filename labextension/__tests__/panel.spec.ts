@@ -1,5 +1,5 @@
 import { IPanelActions, MemprofilePanel, renderComparison } from '../panel';
-import type { PanelComparison, PanelProfile, PanelSuggestion, SourceRow } from '../schema';
+import type { LineStat, PanelComparison, PanelProfile, PanelSuggestion } from '../schema';
 import { bokehFor } from '../bokeh';
 import { ProfileList } from '../store';
 import { hostSummary } from './fixtures';
@@ -209,7 +209,7 @@ describe('MemprofilePanel', () => {
 
   it('draws the cell\'s lines with their bars, and says when a profile has none', async () => {
     const mib = 1024 ** 2;
-    const lines: SourceRow[] = [
+    const lines: LineStat[] = [
       { line: 0, text: '(before the cell)', peak_bytes: 32 * mib, allocated_bytes: 0, by_category: { parameter: 32 * mib },
         ops: {}, layers: {} },
       { line: 1, text: 'x = batch()', peak_bytes: 0, allocated_bytes: 0, by_category: {}, ops: {}, layers: {} },

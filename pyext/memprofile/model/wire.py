@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memprofile.model.codec import decode
-from memprofile.model.profile import Suggestion
+from memprofile.model.profile import LineStat, Suggestion
 from memprofile.model.summary import ProfileSummary
 
 # -- payloads ------------------------------------------------------------------------------------------------------
@@ -32,20 +32,6 @@ class PanelSuggestion(Suggestion):
 
     saving_text: str
     how: str
-
-
-@dataclass
-class SourceRow:
-    """One row of the source view: the line, its text, and its figures (zero
-    for a line that allocated nothing)."""
-
-    line: int
-    text: str
-    peak_bytes: int = 0
-    allocated_bytes: int = 0
-    by_category: dict[str, int] = field(default_factory=dict)
-    ops: dict[str, int] = field(default_factory=dict)
-    layers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,8 +48,9 @@ class PanelProfile:
     source: str
     #: What "Try it" asks before it runs the cell again.
     rerun_warning: str
-    #: Every line of the cell with its figures (line 0: memory from before it); empty when lines are unknown.
-    lines: list[SourceRow] = field(default_factory=list)
+    #: Every line of the cell, in order, with its figures (zero for a line that allocated nothing;
+    #: line 0: memory from before it); empty when lines are unknown.
+    lines: list[LineStat] = field(default_factory=list)
     #: The line running at the peak instant.
     peak_line: int | None = None
 

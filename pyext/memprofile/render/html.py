@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from html import escape
 
-from memprofile.model.profile import CATEGORIES, Profile
+from memprofile.model.profile import CATEGORIES, LineStat, Profile
 from memprofile.render.bundle import CARD_TENSORS, sparkline
 from memprofile.render.lines import (
-    SourceRow,
     line_label,
     line_text,
     peak_lines,
@@ -167,7 +166,7 @@ def tensors_table(tensors: list, title: str) -> str:
     )
 
 
-def _line_bar(row: SourceRow, widest: int) -> str:
+def _line_bar(row: LineStat, widest: int) -> str:
     """The bytes a line holds at the peak as a bar split by kind, scaled to the
     line holding the most. Inline styles: it also sits inside bokeh Divs."""
     if row.peak_bytes <= 0 or widest <= 0:
@@ -188,19 +187,19 @@ def _tail(name: str, limit: int = 32) -> str:
     return "…" + name[-(limit - 1):] if len(name) > limit else name
 
 
-def line_notes(row: SourceRow) -> str:
+def line_notes(row: LineStat) -> str:
     """'aten::mm, aten::gelu · layer encoder': what allocated the most on a line."""
     ops = ", ".join(_tail(op) for op in list(row.ops)[:2])
     layer = next(iter(row.layers), "")
     return " · ".join(x for x in (ops, f"layer {_tail(layer)}" if layer else "") if x)
 
 
-def _line_notes(row: SourceRow) -> str:
+def _line_notes(row: LineStat) -> str:
     made = line_notes(row)
     return f"<span style='opacity:.65'>  # {escape(made)}</span>" if made else ""
 
 
-def lines_table(profile: Profile, rows: list[SourceRow], title: str) -> str:
+def lines_table(profile: Profile, rows: list[LineStat], title: str) -> str:
     """The cell's source with a bar per line: bytes alive at the peak that the
     line made (by kind), and what it allocated in all. A gap (⋮) where
     lines are left out; the line running at the peak is marked."""

@@ -8,7 +8,6 @@ from memprofile.model.lines import BEFORE_CELL
 from memprofile.model.peak import NO_LAYER
 from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorInfo
 from memprofile.model.summary import StepsBrief
-from memprofile.model.wire import SourceRow
 from memprofile.units import fmt_bytes, step_runs
 
 #: Lines the card lists (the report lists the whole cell).
@@ -42,7 +41,7 @@ def peak_lines(profile: Profile, limit: int = CARD_LINES) -> list[LineStat]:
     return sorted(top, key=lambda s: s.line)
 
 
-def source_rows(profile: Profile) -> list[SourceRow]:
+def source_rows(profile: Profile) -> list[LineStat]:
     """Every line of the cell, in order, with what it allocated and held at
     the peak; memory from before the cell first (line 0) when any was alive.
     Empty when the profile has no per-line figures."""
@@ -59,10 +58,10 @@ def source_rows(profile: Profile) -> list[SourceRow]:
         if line == 0:
             text = BEFORE_CELL
         if s is None:
-            rows.append(SourceRow(line, text))
+            rows.append(LineStat(line, text))
         else:
-            rows.append(SourceRow(line, text, s.peak_bytes, s.allocated_bytes, dict(s.by_category), dict(s.ops),
-                                  dict(s.layers)))
+            rows.append(LineStat(line, text, allocated_bytes=s.allocated_bytes, peak_bytes=s.peak_bytes,
+                                 by_category=dict(s.by_category), ops=dict(s.ops), layers=dict(s.layers)))
     return rows
 
 
