@@ -49,6 +49,8 @@ export interface Profile {
   lines?: LineStat[];
   optimizers?: OptimizerStat[];
   steps?: StepStat[];
+  distributed?: RankInfo | null;
+  merged?: MergeInfo | null;
   schema_version: number;
   [k: string]: unknown;
 }
@@ -317,6 +319,95 @@ export interface StepStat {
   rss_end_bytes?: number | null;
   rss_peak_first?: number | null;
   heap_end_bytes?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * Where a profile ran in a multi-process job (torchrun, or any launch that sets RANK and WORLD_SIZE): read from the launcher's environment and the process group, so ranks never talk to each other for it.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "RankInfo".
+ */
+export interface RankInfo {
+  rank: number;
+  world_size: number;
+  local_rank?: number | null;
+  host?: string;
+  backend?: string;
+  run_id?: string;
+  started_unix_s?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * What a merged profile knows beyond its highest rank's detail: every rank's summary, which peaks highest and by how much, and the ranks' timelines on one time axis (aligned by each host's wall clock).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "MergeInfo".
+ */
+export interface MergeInfo {
+  world_size: number;
+  ranks: RankSummary[];
+  highest: number;
+  lowest: number;
+  imbalance: number;
+  skew_s: number;
+  backend?: string;
+  run_id?: string;
+  hosts?: number;
+  excess?: RankExcess[];
+  missing?: number[];
+  timelines?: Timeline[];
+  [k: string]: unknown;
+}
+/**
+ * One rank of a merged profile, in figures small enough for 128 ranks: its peak and what was alive then, and its timeline reduced to at most a few hundred points (the highest of each stretch, so the peak is kept) on the merged time axis.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "RankSummary".
+ */
+export interface RankSummary {
+  rank: number;
+  name: string;
+  peak_bytes: number;
+  peak_device: string;
+  duration_s: number;
+  local_rank?: number | null;
+  host?: string;
+  path?: string;
+  offset_s?: number;
+  peak_time_s?: number | null;
+  baseline_bytes?: number;
+  end_bytes?: number;
+  process_peak_bytes?: number | null;
+  by_category?: {
+    [k: string]: number;
+  };
+  by_layer?: {
+    [k: string]: number;
+  };
+  by_line?: {
+    [k: string]: number;
+  };
+  line_text?: {
+    [k: string]: string;
+  };
+  tensors?: TensorInfo[];
+  steps?: number;
+  error?: string | null;
+  t?: number[];
+  live_bytes?: number[];
+  [k: string]: unknown;
+}
+/**
+ * Something the highest rank holds at its peak beyond the typical rank (the median of the others): a kind of memory, a layer, a line or a tensor.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "RankExcess".
+ */
+export interface RankExcess {
+  kind: "category" | "layer" | "line" | "tensor";
+  name: string;
+  bytes: number;
+  others_bytes: number;
   [k: string]: unknown;
 }
 /**

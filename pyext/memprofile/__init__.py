@@ -24,7 +24,9 @@ __all__ = [
     "last",
     "load",
     "load_ipython_extension",
+    "merge",
     "profile",
+    "profiled",
     "profiles",
     "try_change",
     "unload_ipython_extension",
@@ -41,6 +43,53 @@ def profile(name: str | None = None, **options):
     # live: names the block binds are seen at its end
     options["namespace"] = caller_namespace(options.get("namespace"))
     return Profiler(name=name, **options)
+
+
+def profiled(name: str | None = None, **options):
+    """Profile each call of a function: ``@memprofile.profiled(name="step")``.
+
+    The decorated function returns what it returns; its newest Profile is
+    its ``.profile`` attribute (and ``memprofile.last()``), e.g. to hold a
+    memory budget in a test: ``step(); assert step.profile.peak_bytes < 512 * MiB``.
+    A call that raises keeps its profile and re-raises. Options are
+    memprofile.profile()'s; objects are looked for in the function's module.
+    """
+    import functools
+    import inspect
+
+    from memprofile.profiler import Profiler
+
+    def decorate(fn):
+        if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"memprofile.profiled profiles a plain function's call; {fn.__qualname__} returns a "
+                            f"coroutine or generator that runs later: profile inside it with memprofile.profile()")
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with Profiler(name=name or fn.__qualname__, namespace=options.get("namespace", fn.__globals__),
+                          **{k: v for k, v in options.items() if k != "namespace"}) as p:
+                wrapper.profile = p
+                return fn(*args, **kwargs)
+
+        wrapper.profile = None
+        return wrapper
+
+    return decorate
+
+
+def merge(paths, name: str | None = None):
+    """One profile of a distributed job's ranks: `paths` are the ranks'
+    profile files (NAME.rankR.memprofile.json.gz), the folder they were
+    written to, or Profiles. The result is a MergedProfile: `.ranks` (each
+    rank's Profile, with `.rank`), `.highest_rank`, `.merged` (every rank's
+    peak and timeline, the imbalance, what the highest holds that the others
+    do not); it shows the highest rank in detail."""
+    from memprofile.analysis.merge import merge as _merge
+    from memprofile.store import STORE
+
+    merged = _merge(paths, name=name)
+    STORE.add(merged)  # the panel lists it like any other
+    return merged
 
 
 def try_change(run, change: str, name: str = "trial", **options):

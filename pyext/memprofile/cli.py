@@ -10,45 +10,127 @@ from pathlib import Path
 from memprofile.errors import MemprofileError, writing
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from memprofile.profiler import Profiler
+def _run_target(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(what runs, its default profile name, its source) for a script or `-m module`."""
+    if args.module:
+        import importlib.util
 
+        try:
+            spec = importlib.util.find_spec(args.module)
+        except (ImportError, ValueError) as exc:
+            raise MemprofileError(f"no such module: {args.module} ({exc})") from None
+        if spec is None:
+            raise MemprofileError(f"no such module: {args.module}")
+        origin = spec.origin if spec.origin and spec.origin.endswith(".py") else ""
+        if spec.submodule_search_locations is not None:  # a package runs its __main__
+            main = importlib.util.find_spec(f"{args.module}.__main__")
+            origin = main.origin if main and main.origin else origin
+        source = Path(origin).read_text(errors="replace") if origin else ""
+        return origin or args.module, args.module.rsplit(".", 1)[-1], source
     script = Path(args.script)
     if not script.is_file():
-        print(f"memprofile: no such script: {script}", file=sys.stderr)
+        raise MemprofileError(f"no such script: {script}")
+    return str(script), script.name.removesuffix(".py"), script.read_text(errors="replace")
+
+
+def _run_outputs(args: argparse.Namespace, rank) -> Path:
+    """The folder the profile goes to, made before the script runs (so a
+    bad path is said before, not after, a long run)."""
+    from memprofile import rank_files
+
+    if args.output:
+        folder = Path(args.output).parent
+    else:
+        folder = Path(args.out) if args.out else rank_files.default_dir(rank)
+    if rank is not None or args.out:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise MemprofileError(f"cannot write to {folder}: the folder does not exist; create it or choose another path")
+    return folder
+
+
+def _terminate_as_exit(signum, frame) -> None:
+    # torchrun stops the other ranks with SIGTERM when one fails: end like an
+    # exception does, so the profile of how far this rank got is kept.
+    raise SystemExit(128 + signum)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from memprofile.capture.distributed import rank_from_env
+    from memprofile.profiler import Profiler
+
+    rank = rank_from_env()
+    try:
+        if rank is not None and args.output:
+            raise MemprofileError(f"-o names one file, but each rank of this job (rank {rank.rank} of "
+                                  f"{rank.world_size}) writes its own: use --out DIR")
+        target, default_name, source = _run_target(args)
+        folder = _run_outputs(args, rank)
+    except MemprofileError as exc:  # said before the script runs
+        print(f"memprofile: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output or script.with_suffix(".memprofile.json").name)
-    if not out.parent.is_dir():  # say so before the script runs, not after
-        print(f"memprofile: cannot write {out}: the folder {out.parent} does not exist; create it or choose "
-              f"another path", file=sys.stderr)
-        return 2
-    sys.argv = [str(script), *args.args]
-    profiler = Profiler(name=args.name or script.name, source=script.read_text(errors="replace"))
+    name = args.name or default_name
+    if rank is not None:
+        _import_torch_distributed()  # so the profile sees the backend the script initialises
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate_as_exit)
+    sys.argv = [target, *args.args]
+    detail = {"detail_steps": args.detail_steps} if args.detail_steps else {}
+    profiler = Profiler(name=name, source=source, **detail,
+                        out=None if args.output else folder)
     profiler.start()
     error: BaseException | None = None
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        if args.module:
+            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, str(Path(target).resolve().parent))  # as `python script.py` does
+            runpy.run_path(target, run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (None, 0):
             error = exc
     except BaseException as exc:  # keep the profile, then fail like the script did
         error = exc
     profile = profiler.stop(error)
-    from memprofile.render.text import render_text
-
-    print(render_text(profile), file=sys.stderr)
-    try:
-        profile.save(out)
-        print(f"memprofile: profile written to {out}", file=sys.stderr)
-    except MemprofileError as exc:  # the script's own outcome still decides the exit status
-        print(f"memprofile: {exc}", file=sys.stderr)
-        if error is None:
-            return 1
+    written = _write_run_outputs(args, profile, profiler.saved_path, rank)
     if error is not None:
         if isinstance(error, SystemExit):
             return error.code if isinstance(error.code, int) else 1
         raise error
-    return 0
+    return 0 if written else 1
+
+
+def _import_torch_distributed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch.distributed  # noqa: F401
+
+
+def _write_run_outputs(args: argparse.Namespace, profile, saved: Path | None, rank) -> bool:
+    """Print the summary (one line per rank in a job) and the paths written;
+    a single process also gets its HTML report. False: nothing was written."""
+    from memprofile.render.text import one_line, render_text
+
+    if rank is not None:
+        where = f"written to {saved}" if saved else "NOT written (see above)"
+        print(f"memprofile: rank {rank.rank}/{rank.world_size}: {one_line(profile)}; {where}", file=sys.stderr)
+        if saved and rank.rank == 0:
+            print(f"memprofile: when every rank has finished: memprofile merge {saved.parent}", file=sys.stderr)
+        return saved is not None
+    print(render_text(profile), file=sys.stderr)
+    try:
+        path = saved or profile.save(Path(args.output))
+        html = path.with_name(path.name.split(".memprofile.")[0].split(".json")[0] + ".memprofile.html")
+        with writing(html):
+            profile.save_html(html)
+    except MemprofileError as exc:  # the script's own outcome still decides the exit status
+        print(f"memprofile: {exc}", file=sys.stderr)
+        return False
+    print(f"memprofile: profile written to {path}\nmemprofile: report written to {html}", file=sys.stderr)
+    return True
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -73,6 +155,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"memprofile: cannot tell the format of {out}: use .html, .json or .json.gz", file=sys.stderr)
         return 2
     print(f"memprofile: wrote {out}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from memprofile.analysis.merge import merge
+    from memprofile.rank_files import safe_name
+    from memprofile.render.text import render_text
+
+    merged = merge(args.profiles, name=args.name)
+    print(render_text(merged))
+    assert merged.merged is not None
+    first = Path(args.profiles[0])
+    out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / (
+        f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html")
+    if out.name.lower().endswith((".html", ".htm")):
+        merged.save_html(out)
+    elif out.name.endswith((".json", ".json.gz")):
+        merged.save(out)
+    else:
+        print(f"memprofile: cannot tell the format of {out}: use .html, .json or .json.gz", file=sys.stderr)
+        return 2
+    print(f"memprofile: wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -122,12 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memprofile", description=__doc__)
     parser.add_argument("--version", action="version", version=f"memprofile {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a Python script under the profiler and save its profile")
-    run.add_argument("-o", "--output", help="where to write the profile (default: SCRIPT.memprofile.json)")
-    run.add_argument("-n", "--name", help="name of the profile (default: the script's name)")
-    run.add_argument("script")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
-    run.set_defaults(func=_cmd_run)
+    run = sub.add_parser(
+        "run", allow_abbrev=False, usage="memprofile run [options] (SCRIPT | -m MODULE) [ARGS ...]",
+        help="run a Python script (or -m module) under the profiler and save its profile and report",
+        description="Profile a whole script as %%%%memprofile profiles a cell; write NAME.memprofile.json.gz and "
+                    "NAME.memprofile.html. Under torchrun (RANK and WORLD_SIZE set) each rank writes "
+                    "NAME.rankR.memprofile.json.gz into one folder, for `memprofile merge`.")
+    run.add_argument("--out", metavar="DIR", help="folder for the profile (and report); default: the current "
+                                                  "folder, or ./memprofile-<run id>/ for a distributed job's ranks")
+    run.add_argument("-o", "--output", metavar="FILE", help="the profile's file (.json or .json.gz) instead")
+    run.add_argument("-n", "--name", help="name of the profile (default: the script's or module's name)")
+    run.add_argument("--detail-steps", type=_detail_steps, default=None, metavar="N|A-B|A-|all",
+                     help="training steps recorded in full detail (default: the first 3)")
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module as `python -m MODULE` does")
+    run.add_argument("script", nargs="?", help="the script to run")
+    run.set_defaults(func=_cmd_run, parser=run)
     show = sub.add_parser("show", help="print a saved profile's summary")
     show.add_argument("profile")
     show.set_defaults(func=_cmd_show)
@@ -135,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("profile")
     export.add_argument("-o", "--output", help="output file: .html, .json or .json.gz (default: NAME.html)")
     export.set_defaults(func=_cmd_export)
+    mrg = sub.add_parser("merge", help="the ranks of a distributed job as one report (their profiles, or the "
+                                        "folder they were written to)")
+    mrg.add_argument("profiles", nargs="+", metavar="DIR|FILE")
+    mrg.add_argument("-o", "--output", help="the report (.html; default: NAME.merged.memprofile.html beside the "
+                                            "ranks' files), or the merged profile (.json, .json.gz)")
+    mrg.add_argument("-n", "--name", help="name of the merged profile")
+    mrg.set_defaults(func=_cmd_merge)
     comp = sub.add_parser("compare", help="what changed between two saved profiles (before, after)")
     comp.add_argument("before")
     comp.add_argument("after")
@@ -149,8 +269,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _detail_steps(text: str):
+    from memprofile.capture.base import DetailWindow
+
+    try:
+        return DetailWindow.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`run`'s own options, and the script's (or module's) arguments: all
+    after the script or `-m MODULE`, which argparse alone would read as run's
+    (`memprofile run -m pkg --lr 3`)."""
+    takes_value = {"--out", "-o", "--output", "-n", "--name", "--detail-steps"}
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "-m" or (word.startswith("-m") and len(word) > 2):
+            cut = i + 2 if word == "-m" else i + 1
+            return argv[:cut], argv[cut:]
+        if word == "--":
+            return argv[:i], argv[i + 1:]
+        if not word.startswith("-") or word == "-":
+            return argv[:i + 1], argv[i + 1:]
+        i += 2 if word in takes_value else 1
+    return argv, []
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    passed: list[str] = []
+    if argv and argv[0] == "run":
+        argv, passed = split_run_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        args.args = passed
+        if bool(args.module) == bool(args.script):
+            args.parser.error("give a script or -m MODULE (one of them)")  # usage, exit status 2
     try:
         return args.func(args)
     except MemprofileError as exc:

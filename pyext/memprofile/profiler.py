@@ -19,18 +19,20 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from types import FrameType, TracebackType
 
 from memprofile._version import __version__
 from memprofile.analysis.analyse import analyse
 from memprofile.capture import session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
+from memprofile.capture.distributed import BackendWatch, rank_from_env, stamp
 from memprofile.capture.host import available_memory, release_free_memory
 from memprofile.capture.torch import MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
 from memprofile.model.lines import assign_lines
-from memprofile.model.profile import ErrorInfo, Note, Profile
+from memprofile.model.profile import ErrorInfo, Note, Profile, RankInfo
 from memprofile.model.replay import replay
 from memprofile.model.steps import step_table
 from memprofile.units import fmt_bytes
@@ -169,6 +171,7 @@ class Profiler:
         cell_lines: bool = False,
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
+        out: str | Path | None = None,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
         mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
@@ -178,7 +181,10 @@ class Profiler:
         `detail_steps`: training steps recorded in full detail: the first N,
         a window (first, last) of 1-based steps, or None: all;
         `budget_bytes`: the profiler's own memory budget (default: 1 GiB or a
-        tenth of the memory available at the start, whichever is smaller)."""
+        tenth of the memory available at the start, whichever is smaller);
+        `out`: a folder to save the profile in when it stops (a rank of a
+        distributed job saves NAME.rankR.memprofile.json.gz there, by
+        default in ./memprofile-<run id>/; `saved_path` says where)."""
         self.name = name or "profile"
         self.source = source
         self.store = store
@@ -212,6 +218,10 @@ class Profiler:
         self._owner: session.Owner | None = None  # this profile owns the framework capture
         self._inner: session.Inner | None = None  # another profile owns it; this one runs inside
         self._nested_in = ""
+        self._out = Path(out) if out is not None else None
+        self._rank: RankInfo | None = None
+        self._backend = BackendWatch()
+        self.saved_path: Path | None = None
         self.profile: Profile | None = None
 
     @property
@@ -236,6 +246,7 @@ class Profiler:
             except BaseException:  # stopping is all that matters here
                 pass
         self._collectors = []
+        self._backend.stop()
         self._leave_session()
 
     def _start(self, owns: bool, owner: session.Owner) -> None:
@@ -244,6 +255,9 @@ class Profiler:
         self._budget_text = fmt_bytes(budget)
         self._budget_bytes = budget
         self._start_notes = []
+        self._rank = rank_from_env()
+        if self._rank is not None:
+            self._backend.start()
         if not owns:
             self._nested_in = owner.describe()
             self._start_notes.append(Note("nested_profile", _nested_message(owner)))
@@ -296,7 +310,28 @@ class Profiler:
             from memprofile.store import STORE
 
             STORE.add(profile)
+        self._save(profile)
         return profile
+
+    def _save(self, profile: Profile) -> None:
+        """Save it where `out` says (a rank: its rank file, by default in
+        the job's folder). A profile that cannot be written is said on
+        stderr: the user's run goes on."""
+        from memprofile import rank_files
+        from memprofile.errors import MemprofileError
+
+        info = profile.distributed
+        if self._out is None and info is None:
+            return
+        folder = self._out if self._out is not None else rank_files.default_dir(info)
+        path = (rank_files.rank_path(folder, self.name, info.rank) if info is not None
+                else rank_files.single_path(folder, self.name))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)  # every rank may create it: exist_ok
+            self.saved_path = profile.save(path)
+        except (MemprofileError, OSError) as exc:
+            who = f"rank {info.rank}: " if info is not None else ""
+            print(f"memprofile: {who}cannot save the profile {self.name!r} to {path}: {exc}", file=sys.stderr)
 
     def _finish(self, error: BaseException | None, interrupted: list[bool] | None = None) -> Profile:
         if not self._running:
@@ -335,6 +370,7 @@ class Profiler:
             self._collectors = []
             self._running = False
             self._leave_session()
+            self._backend.stop()
         if interrupt is not None:
             raise interrupt
         captures.reverse()
@@ -378,6 +414,8 @@ class Profiler:
         profile.capture["budget_bytes"] = str(self._budget_bytes)
         if self._inner is not None:
             profile.capture["nested_in"] = self._nested_in
+        if self._rank is not None:
+            profile.distributed = stamp(self._rank, self._t0, self._backend.backend)
         profile.steps = step_table(captures, profile)
         profile = analyse(profile)
         del captures, replays

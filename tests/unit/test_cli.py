@@ -18,7 +18,7 @@ def test_run_show_export(tmp_path):
     assert "args ['--flag']" in out.stdout
     profile = memprofile.load(tmp_path / "job.json")
     host = profile.device("host")
-    assert profile.name == "job.py" and host.peak_bytes - host.baseline_bytes >= 60 * 2**20
+    assert profile.name == "job" and host.peak_bytes - host.baseline_bytes >= 60 * 2**20
     assert "peak" in _cli("show", "job.json", cwd=tmp_path).stdout
     assert _cli("export", "job.json", "-o", "r.html", cwd=tmp_path).returncode == 0
     assert "<!DOCTYPE html>" in (tmp_path / "r.html").read_text()
@@ -28,7 +28,8 @@ def test_failing_script_keeps_its_profile_and_fails(tmp_path):
     (tmp_path / "bad.py").write_text("raise RuntimeError('nope')\n")
     out = _cli("run", "bad.py", cwd=tmp_path)
     assert out.returncode == 1 and "RuntimeError: nope" in out.stderr
-    assert memprofile.load(tmp_path / "bad.memprofile.json").error.type == "RuntimeError"
+    assert memprofile.load(tmp_path / "bad.memprofile.json.gz").error.type == "RuntimeError"
+    assert "RuntimeError" in (tmp_path / "bad.memprofile.html").read_text()
 
 
 def test_unreadable_profile_says_why(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,6 +61,23 @@ class DetailWindow:
     def covers(self, step: int) -> bool:
         """Step `step` (1-based) is recorded in detail."""
         return self.first <= step and (self.last is None or step <= self.last)
+
+    @classmethod
+    def parse(cls, text: str) -> DetailWindow:
+        """--detail-steps: N (the first N training steps), A-B (steps A to B), A- (step A on) or all."""
+        t = text.strip().lower()
+        m = re.fullmatch(r"(\d+)?\s*(-)?\s*(\d+)?", t)
+        try:
+            if t == "all":
+                return cls(1, None)
+            if m and m.group(1) and not m.group(2) and not m.group(3):
+                return cls(1, int(m.group(1)))
+            if m and m.group(1) and m.group(2):
+                return cls(int(m.group(1)), int(m.group(3)) if m.group(3) else None)
+        except ValueError:
+            pass
+        raise ValueError(f"--detail-steps takes N (the first N training steps), A-B (steps A to B), A- (step A "
+                         f"on) or all, with steps counted from 1, got {text!r}")
 
     def text(self) -> str:
         """As --detail-steps takes it."""

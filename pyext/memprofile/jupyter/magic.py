@@ -418,21 +418,8 @@ def parse_size(text: str) -> int:
     return size
 
 
-def parse_detail_steps(text: str) -> DetailWindow:
-    """N (the first N training steps), A-B (steps A to B), A- (step A on) or all."""
-    t = text.strip().lower()
-    m = re.fullmatch(r"(\d+)?\s*(-)?\s*(\d+)?", t)
-    try:
-        if t == "all":
-            return DetailWindow(1, None)
-        if m and m.group(1) and not m.group(2) and not m.group(3):
-            return DetailWindow(1, int(m.group(1)))
-        if m and m.group(1) and m.group(2):
-            return DetailWindow(int(m.group(1)), int(m.group(3)) if m.group(3) else None)
-    except ValueError:
-        pass
-    raise ValueError(f"--detail-steps takes N (the first N training steps), A-B (steps A to B), A- (step A "
-                     f"on) or all, with steps counted from 1, got {text!r}")
+#: The --detail-steps parser (the CLI's too).
+parse_detail_steps = DetailWindow.parse
 
 
 def _key(text: str) -> str | int:

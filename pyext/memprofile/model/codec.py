@@ -142,6 +142,10 @@ def profile_from_dict(data: Any) -> Profile:
         )
     if version < 1:
         raise ProfileFormatError(f"schema_version {version} is not a valid memprofile schema version")
+    if data.get("merged"):  # the ranks of a job, merged: the class that finds their files
+        from memprofile.model.merged import MergedProfile
+
+        return decode(MergedProfile, data, "profile")
     return decode(Profile, data, "profile")
 
 

@@ -322,6 +322,97 @@ class Note:
 
 
 @dataclass
+class RankInfo:
+    """Where a profile ran in a multi-process job (torchrun, or any launch
+    that sets RANK and WORLD_SIZE): read from the launcher's environment and
+    the process group, so ranks never talk to each other for it."""
+
+    rank: int
+    world_size: int
+    local_rank: int | None = None
+    host: str = ""
+    #: The process group's backend ("nccl", "gloo"), where one was initialised.
+    backend: str = ""
+    #: The launcher's id of the job (TORCHELASTIC_RUN_ID, SLURM_JOB_ID), shared by its ranks.
+    run_id: str = ""
+    #: Wall clock (Unix seconds) at the profile's time 0: what aligns ranks' timelines.
+    started_unix_s: float | None = None
+
+
+@dataclass
+class RankSummary:
+    """One rank of a merged profile, in figures small enough for 128 ranks:
+    its peak and what was alive then, and its timeline reduced to at most a
+    few hundred points (the highest of each stretch, so the peak is kept) on
+    the merged time axis."""
+
+    rank: int
+    name: str
+    peak_bytes: int
+    peak_device: str
+    duration_s: float
+    local_rank: int | None = None
+    host: str = ""
+    #: The file it was read from ("" for a profile merged from memory).
+    path: str = ""
+    #: Its start on the merged time axis (seconds after the earliest rank's).
+    offset_s: float = 0.0
+    #: When it peaked, on the merged time axis.
+    peak_time_s: float | None = None
+    baseline_bytes: int = 0
+    end_bytes: int = 0
+    #: The process's resident peak (host), where recorded.
+    process_peak_bytes: int | None = None
+    by_category: dict[str, int] = field(default_factory=dict)
+    #: The layers, lines and tensors with the most bytes alive at its peak (a few of each).
+    by_layer: dict[str, int] = field(default_factory=dict)
+    by_line: dict[int, int] = field(default_factory=dict)
+    line_text: dict[int, str] = field(default_factory=dict)
+    tensors: list[TensorInfo] = field(default_factory=list)
+    steps: int = 0
+    #: "Type: message" of what it raised, if it did.
+    error: str | None = None
+    t: list[float] = field(default_factory=list)
+    live_bytes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RankExcess:
+    """Something the highest rank holds at its peak beyond the typical rank
+    (the median of the others): a kind of memory, a layer, a line or a tensor."""
+
+    kind: Literal["category", "layer", "line", "tensor"]
+    name: str
+    bytes: int
+    others_bytes: int
+
+
+@dataclass
+class MergeInfo:
+    """What a merged profile knows beyond its highest rank's detail: every
+    rank's summary, which peaks highest and by how much, and the ranks'
+    timelines on one time axis (aligned by each host's wall clock)."""
+
+    world_size: int
+    ranks: list[RankSummary]
+    highest: int
+    lowest: int
+    #: Highest peak over the mean peak, minus 1 (0: balanced; 0.25: the highest holds 25 % more).
+    imbalance: float
+    #: Latest rank start minus earliest: how far apart the ranks began (clock offsets between hosts add to it).
+    skew_s: float
+    backend: str = ""
+    run_id: str = ""
+    hosts: int = 1
+    #: What the highest rank holds at its peak that the typical rank does not, largest first.
+    excess: list[RankExcess] = field(default_factory=list)
+    #: Ranks of world_size that wrote no profile.
+    missing: list[int] = field(default_factory=list)
+    #: Full timelines of the top ranks' peak devices ("rank 3 · cuda:0"), on the merged axis.
+    timelines: list[Timeline] = field(default_factory=list)
+
+
+@dataclass
 class Profile:
     id: str
     name: str
@@ -347,6 +438,10 @@ class Profile:
     optimizers: list[OptimizerStat] = field(default_factory=list)
     #: Training steps (optimizer steps), in order; empty for cells without.
     steps: list[StepStat] = field(default_factory=list)
+    #: Its rank, where it ran as one process of a distributed job.
+    distributed: RankInfo | None = None
+    #: Set on a merged profile (memprofile.merge): the ranks; its other fields are the highest rank's.
+    merged: MergeInfo | None = None
     schema_version: int = SCHEMA_VERSION
 
     # -- derived figures -------------------------------------------------
@@ -369,6 +464,11 @@ class Profile:
     def peak_bytes(self) -> int:
         device = self.peak_device
         return device.peak_bytes if device else 0
+
+    @property
+    def rank(self) -> int | None:
+        """Its rank in a distributed job (None: not one rank of a job)."""
+        return self.distributed.rank if self.distributed else None
 
     def device(self, name: str) -> Device:
         for d in self.devices:

@@ -263,6 +263,11 @@ def render_fragment(profile: Profile) -> str:
     warnings = "".join(f"<li>{escape(n.message)}" + (f"<pre><code>{escape(n.fix)}</code></pre>" if n.fix else "")
                        + "</li>" for n in profile.warnings)
     steps = steps_text(steps_brief(profile))
+    ranks = ""
+    if profile.merged:
+        from memprofile.render.ranks import ranks_html
+
+        ranks = ranks_html(profile.merged)
     return (
         f"<div class='memprofile-report'><style>{_STYLE}</style>"
         f"<h3>memprofile · {escape(profile.name)}</h3>"
@@ -271,7 +276,7 @@ def render_fragment(profile: Profile) -> str:
         + "".join(f" · {escape(f.name)} {escape(f.version)}" for f in profile.frameworks)
         + "</div>"
         + (f"<div class='mp-steps'>{escape(steps)}</div>" if steps else "")
-        + f"{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
+        + f"{ranks}{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
         f"{_sparkline_svg(profile)}{_devices_table(profile)}"
         f"{_suggestions(profile)}"
         + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "")

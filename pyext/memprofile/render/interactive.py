@@ -671,10 +671,18 @@ def timelines_view(profile: Profile, legend: str = "right") -> Any:
     return layouts.column(*plots, sizing_mode="stretch_width")
 
 
+def ranks_view(info) -> Any:
+    from memprofile.render.ranks import ranks_view as view
+
+    return view(info)
+
+
 def views(profile: Profile) -> Any:
     """All views as tabs: timeline (one per device), peak, lines, layers, ops, suggestions."""
     models, _, layouts = _bokeh()
     tabs = [
+        *([models.TabPanel(child=ranks_view(profile.merged), title=f"Ranks ({len(profile.merged.ranks)})")]
+          if profile.merged else []),
         models.TabPanel(child=timelines_view(profile), title="Timeline"),
         models.TabPanel(child=peak_view(profile), title="Peak"),
         models.TabPanel(child=lines_view(profile), title="Lines"),

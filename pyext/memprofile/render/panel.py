@@ -31,9 +31,11 @@ def view_items(profile: Profile) -> dict[str, Any]:
     column, the peak device first), peak anatomy, layers, ops."""
     from bokeh.embed import json_item
 
-    from memprofile.render.interactive import layers_view, ops_view, peak_view, timelines_view
+    from memprofile.render.interactive import layers_view, ops_view, peak_view, ranks_view, timelines_view
 
+    ranks = {"ranks": json_item(ranks_view(profile.merged))} if profile.merged else {}
     return {
+        **ranks,
         "timeline": json_item(timelines_view(profile, legend="below")),
         "peak": json_item(peak_view(profile)),
         "layers": json_item(layers_view(profile, legend="below")),

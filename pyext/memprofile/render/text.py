@@ -72,6 +72,10 @@ def failure_place(error: ErrorInfo) -> str:
 
 def render_text(profile: Profile) -> str:
     lines = [f"memprofile {one_line(profile)}"]
+    if profile.merged:
+        from memprofile.render.ranks import ranks_text
+
+        lines.extend(ranks_text(profile.merged))
     if profile.frameworks:
         lines.append("  frameworks: " + ", ".join(f"{f.name} {f.version}" for f in profile.frameworks))
     for d in profile.devices:

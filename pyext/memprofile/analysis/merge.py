@@ -1,0 +1,323 @@
+"""The ranks of a distributed job as one profile (`memprofile.merge`).
+
+Each rank wrote its own profile (rank_files.py); merging reads them one at a
+time and keeps, of each, a summary small enough for hundreds of ranks: the
+peak and what was alive then (by kind, the top layers, lines and tensors)
+and its timeline reduced to TIMELINE_POINTS (each stretch's highest point,
+so no peak is lost). Only the highest rank's full Profile (the merged
+profile's body) and the FULL_TIMELINES highest ranks' full timelines are
+held. Timelines share one axis: each rank's wall clock at its start,
+relative to the earliest rank's (hosts' clocks are as good as their NTP).
+
+What the highest rank holds that others do not is its peak's figures minus
+the median of the other ranks' (a rank's layers and lines beyond its kept
+top few count as at most its smallest kept one, so the excess is a lower
+bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import os
+import statistics
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from memprofile import rank_files
+from memprofile.errors import ProfileFormatError
+from memprofile.model.codec import load
+from memprofile.model.merged import MergedProfile, RankProfiles
+from memprofile.model.profile import (
+    MergeInfo,
+    Note,
+    Profile,
+    RankExcess,
+    RankInfo,
+    RankSummary,
+    TensorInfo,
+    Timeline,
+)
+from memprofile.units import fmt_bytes
+
+TIMELINE_POINTS = 240
+FULL_TIMELINES = 4
+TOP_ITEMS = 16
+TOP_TENSORS = 8
+#: An excess is named when it is at least this, and at least EXCESS_SHARE of the highest peak.
+MIN_EXCESS_BYTES = 1 << 20
+EXCESS_SHARE = 0.01
+EXCESS_PER_KIND = 3
+
+Source = Profile | str | os.PathLike
+
+
+def expand(sources: Source | Iterable[Source]) -> list[Profile | Path]:
+    """Profiles and files to merge: a folder stands for its rank files."""
+    if isinstance(sources, Profile | str | os.PathLike):
+        sources = [sources]
+    items: list[Profile | Path] = []
+    for s in sources:
+        if isinstance(s, Profile):
+            items.append(s)
+        elif Path(s).is_dir():
+            items.extend(rank_files.find_rank_files(Path(s)))
+        else:
+            items.append(Path(s))
+    if not items:
+        raise ProfileFormatError("nothing to merge: give the rank profiles' files, or their folder")
+    return items
+
+
+def reduce_points(t: list[float], values: list[int], limit: int = TIMELINE_POINTS) -> tuple[list[float], list[int]]:
+    """At most `limit` points: each stretch of the series by its highest point."""
+    n = len(t)
+    if n <= limit:
+        return list(t), list(values)
+    out_t, out_v = [], []
+    for k in range(limit):
+        lo, hi = k * n // limit, (k + 1) * n // limit
+        i = max(range(lo, hi), key=values.__getitem__)
+        out_t.append(t[i])
+        out_v.append(values[i])
+    return out_t, out_v
+
+
+def start_of(profile: Profile) -> float | None:
+    """The wall clock (Unix seconds) at the profile's time 0, where known."""
+    if profile.distributed and profile.distributed.started_unix_s is not None:
+        return profile.distributed.started_unix_s
+    try:
+        return datetime.fromisoformat(profile.started_at).timestamp() if profile.started_at else None
+    except ValueError:
+        return None
+
+
+def _top(d: dict, n: int) -> dict:
+    return dict(sorted(d.items(), key=lambda kv: -kv[1])[:n])
+
+
+def summarise_rank(profile: Profile, path: str = "") -> RankSummary:
+    """A rank's figures on its own clock (offsets are set once all are read)."""
+    info = profile.distributed
+    assert info is not None
+    device = profile.peak_device
+    peak = profile.peak if profile.peak and device and profile.peak.device == device.name else None
+    timeline = profile.timeline(device.name) if device else None
+    t, live = reduce_points(timeline.t, timeline.live_bytes) if timeline else ([], [])
+    source = profile.source.splitlines()
+    by_line = _top(peak.by_line, TOP_ITEMS) if peak else {}
+    process = next((d for d in profile.devices if d.kind == "process"), None)
+    return RankSummary(
+        rank=info.rank,
+        name=profile.name,
+        peak_bytes=profile.peak_bytes,
+        peak_device=device.name if device else "",
+        duration_s=profile.duration_s,
+        local_rank=info.local_rank,
+        host=info.host,
+        path=path,
+        peak_time_s=peak.time_s if peak else None,
+        baseline_bytes=device.baseline_bytes if device else 0,
+        end_bytes=device.end_bytes if device else 0,
+        process_peak_bytes=process.peak_bytes if process else None,
+        by_category=dict(peak.by_category) if peak else {},
+        by_layer=_top(peak.by_layer, TOP_ITEMS) if peak else {},
+        by_line=by_line,
+        line_text={n: source[n - 1].strip() for n in by_line if 0 < n <= len(source)},
+        tensors=sorted(peak.tensors, key=lambda x: -x.bytes)[:TOP_TENSORS] if peak else [],
+        steps=len(profile.steps),
+        error=f"{profile.error.type}: {profile.error.message[:200]}" if profile.error else None,
+        t=t,
+        live_bytes=live,
+    )
+
+
+def _tensor_key(x: TensorInfo) -> str:
+    """A tensor as the same tensor on every rank would be named (no address)."""
+    what = f"{x.dtype}{list(x.shape)}" if x.shape else f"a {fmt_bytes(x.requested_bytes or x.bytes)} block"
+    where = "".join(f" {k} {v}" for k, v in (("from", x.op), ("in", x.layer), ("line", x.line)) if v)
+    return f"{what} ({x.category}){where}"
+
+
+def _excess_of(kind: str, highest: dict, others: list[dict], bounded: bool, peak: int) -> list[RankExcess]:
+    found = []
+    for key, value in highest.items():
+        # a key beyond a rank's kept top few: at most its smallest kept value
+        seen = [o.get(key, min(o.values(), default=0) if bounded and len(o) >= TOP_ITEMS else 0) for o in others]
+        typical = int(statistics.median(seen)) if seen else 0
+        if value - typical >= max(MIN_EXCESS_BYTES, EXCESS_SHARE * peak):
+            found.append(RankExcess(kind=kind, name=str(key), bytes=value, others_bytes=typical))  # type: ignore[arg-type]
+    found.sort(key=lambda e: e.others_bytes - e.bytes)
+    return found[:EXCESS_PER_KIND]
+
+
+def excess(highest: RankSummary, others: list[RankSummary]) -> list[RankExcess]:
+    """What `highest` holds at its peak beyond the median of `others`."""
+    if not others:
+        return []
+    peak = highest.peak_bytes
+    lines = _excess_of("line", highest.by_line, [o.by_line for o in others], True, peak)
+    for e in lines:  # name a line by its text too
+        text = highest.line_text.get(int(e.name))
+        e.name = f"line {e.name}" + (f": {text}" if text else "")
+
+    def tensor_bytes(s: RankSummary) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for x in s.tensors:
+            out[_tensor_key(x)] += x.bytes
+        return dict(out)
+
+    tensors = _excess_of("tensor", tensor_bytes(highest), [tensor_bytes(o) for o in others], False, peak)
+    layers = _excess_of("layer", highest.by_layer, [o.by_layer for o in others], True, peak)
+    categories = _excess_of("category", highest.by_category, [o.by_category for o in others], False, peak)
+    return lines + tensors + layers + categories
+
+
+class _Reader:
+    """Reads the ranks one by one, keeping what the merge needs of each."""
+
+    def __init__(self, full_timelines: int) -> None:
+        self.summaries: list[RankSummary] = []
+        self.starts: list[float | None] = []
+        self.infos: list[RankInfo] = []
+        self.highest: Profile | None = None
+        self.full: list[tuple[int, int, Timeline]] = []  # min-heap of (peak, rank, timeline)
+        self.full_timelines = full_timelines
+
+    def read(self, item: Profile | Path) -> None:
+        where = "a profile" if isinstance(item, Profile) else str(item)
+        profile = item if isinstance(item, Profile) else load(item)
+        if profile.merged is not None:
+            raise ProfileFormatError(f"{where} is already a merged profile: merge the ranks' own files")
+        if profile.distributed is None:
+            raise ProfileFormatError(
+                f"{where} ({profile.name!r}) is not one rank of a distributed job: it records no rank (profiles "
+                f"written under torchrun, with RANK and WORLD_SIZE set, do)")
+        path = "" if isinstance(item, Profile) else str(Path(item).resolve())
+        summary = summarise_rank(profile, path)
+        self.summaries.append(summary)
+        self.starts.append(start_of(profile))
+        self.infos.append(profile.distributed)
+        if self.highest is None or profile.peak_bytes > self.highest.peak_bytes:
+            self.highest = profile
+        timeline = profile.timeline(summary.peak_device)
+        if timeline is not None and self.full_timelines > 0:
+            entry = (summary.peak_bytes, summary.rank, timeline)
+            if len(self.full) < self.full_timelines:
+                heapq.heappush(self.full, entry)
+            elif entry[:2] > self.full[0][:2]:
+                heapq.heapreplace(self.full, entry)
+
+
+def _check(reader: _Reader) -> None:
+    seen: dict[int, str] = {}
+    for s in reader.summaries:
+        if s.rank in seen:
+            raise ProfileFormatError(f"rank {s.rank} appears twice ({seen[s.rank] or 'a profile'} and "
+                                     f"{s.path or 'a profile'}): merge one run's files")
+        seen[s.rank] = s.path
+    worlds = {i.world_size for i in reader.infos}
+    if len(worlds) > 1:
+        raise ProfileFormatError(f"these profiles come from jobs of different sizes (world sizes "
+                                 f"{sorted(worlds)}): merge one run's files")
+    runs = {i.run_id for i in reader.infos if i.run_id}
+    if len(runs) > 1:
+        raise ProfileFormatError(f"these profiles come from different runs ({', '.join(sorted(runs))}): merge "
+                                 f"one run's files")
+
+
+def merge(sources: Source | Iterable[Source], name: str | None = None,
+          full_timelines: int = FULL_TIMELINES) -> MergedProfile:
+    """One profile of a distributed job's ranks: `sources` are the ranks'
+    profiles, their files, or the folder they were written to."""
+    items = expand(sources)
+    reader = _Reader(full_timelines)
+    for item in items:
+        reader.read(item)
+    _check(reader)
+    order = sorted(range(len(items)), key=lambda i: reader.summaries[i].rank)
+    summaries = [reader.summaries[i] for i in order]
+    starts = [reader.starts[i] for i in order]
+    infos = [reader.infos[i] for i in order]
+    highest = reader.highest
+    assert highest is not None and highest.distributed is not None
+    known = [s for s in starts if s is not None]
+    origin = min(known) if known else 0.0
+    offsets = {s.rank: (start - origin if start is not None else 0.0) for s, start in zip(summaries, starts)}
+    for s in summaries:
+        s.offset_s = offsets[s.rank]
+        s.t = [round(x + s.offset_s, 6) for x in s.t]
+        if s.peak_time_s is not None:
+            s.peak_time_s += s.offset_s
+    peaks = [s.peak_bytes for s in summaries]
+    top = max(summaries, key=lambda s: s.peak_bytes)
+    low = min(summaries, key=lambda s: s.peak_bytes)
+    mean = statistics.fmean(peaks)
+    world = infos[0].world_size
+    info = MergeInfo(
+        world_size=world,
+        ranks=summaries,
+        highest=top.rank,
+        lowest=low.rank,
+        imbalance=(top.peak_bytes / mean - 1) if mean else 0.0,
+        skew_s=max(offsets.values()) if known else 0.0,
+        backend=next((i.backend for i in infos if i.backend), ""),
+        run_id=next((i.run_id for i in infos if i.run_id), ""),
+        hosts=len({i.host for i in infos}),
+        excess=excess(top, [s for s in summaries if s.rank != top.rank]),
+        missing=sorted(set(range(world)) - {s.rank for s in summaries}),
+        timelines=[_aligned(tl, rank, offsets[rank]) for _, rank, tl in sorted(reader.full, reverse=True)],
+    )
+    merged = MergedProfile(**{f.name: getattr(highest, f.name) for f in dataclasses.fields(Profile)})
+    merged.id = uuid.uuid4().hex
+    merged.name = name or f"{highest.name} · {len(summaries)} ranks"
+    merged.distributed = None
+    merged.merged = info
+    merged.warnings = [*highest.warnings, *merge_notes(info, known_clocks=len(known) == len(starts))]
+    merged.capture = {**highest.capture, "merged_ranks": str(len(summaries)), "shown_rank": str(top.rank)}
+    merged.ranks = RankProfiles([_source(items[i]) for i in order])
+    return merged
+
+
+def _source(item: Profile | Path) -> Profile | str:
+    return item if isinstance(item, Profile) else str(item)
+
+
+def _aligned(timeline: Timeline, rank: int, offset: float) -> Timeline:
+    t, live = reduce_points(timeline.t, timeline.live_bytes, limit=4000)
+    return Timeline(device=f"rank {rank} · {timeline.device}", t=[x + offset for x in t], live_bytes=live,
+                    recorded_points=timeline.recorded_points or len(timeline.t))
+
+
+def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
+    """What a reader of the merged profile must know about how it was put together."""
+    notes = [Note("merged_ranks", (
+        f"merged from {len(info.ranks)} ranks of {info.world_size}: the views below are rank {info.highest}'s, "
+        f"the highest; every rank's peak and timeline are in the ranks view"))]
+    if info.missing:
+        shown = ", ".join(map(str, info.missing[:16])) + (" …" if len(info.missing) > 16 else "")
+        notes.append(Note("missing_ranks", (
+            f"no profile from rank(s) {shown}: a rank killed before it ended (the OOM killer, a launcher that "
+            f"gave up) writes none; its memory is not in this report")))
+    if not known_clocks:
+        notes.append(Note("unaligned_ranks", "some ranks record no wall clock: their timelines start at 0"))
+    elif info.hosts > 1:
+        notes.append(Note("clock_skew", (
+            f"timelines are aligned by each host's wall clock: the ranks started within {info.skew_s:.3f} s of "
+            f"each other, and the {info.hosts} hosts' clocks may differ by their NTP offset (usually a few ms)")))
+    errors = [s for s in info.ranks if s.error]
+    if errors:
+        notes.append(Note("rank_errors", "; ".join(f"rank {s.rank} raised {s.error}" for s in errors[:8])))
+    return notes
+
+
+def describe_excess(info: MergeInfo) -> list[str]:
+    """The excess as lines of text: 'line 31: keep = torch.empty(...): 64 MiB (others 0 B)'."""
+    return [f"{e.kind} {e.name}: {fmt_bytes(e.bytes)} (typical other rank {fmt_bytes(e.others_bytes)})"
+            if e.kind in ("category", "layer", "tensor")
+            else f"{e.name}: {fmt_bytes(e.bytes)} (typical other rank {fmt_bytes(e.others_bytes)})"
+            for e in info.excess]

@@ -1,0 +1,116 @@
+"""Which rank of a distributed job this process is, from what the launcher
+set: torchrun (and torch.distributed.launch, SLURM wrappers, mpirun setups
+for torch) sets RANK, WORLD_SIZE and LOCAL_RANK. Nothing here talks to other
+ranks: a profile never makes a rank wait.
+
+The process group's backend is known only once the script initialised it,
+and a well-behaved script destroys it before it ends; so while a profile
+runs, `BackendWatch` notes the backend each time a group is initialised
+(a wrapper around `torch.distributed.init_process_group`, removed at the
+end; one kept by a `from torch.distributed import init_process_group` only
+passes through). It can wrap only a torch.distributed already imported:
+`memprofile run` imports it before a distributed job's script.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+from memprofile.model.profile import RankInfo
+
+#: Environment variables that name the job, shared by all its ranks, in the order tried.
+RUN_ID_VARIABLES = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def run_id(environ: Mapping[str, str] | None = None) -> str:
+    """The job's id that every rank sees alike ("" where the launcher sets
+    none: torchrun without --rdzv-id/--standalone sets "none")."""
+    env = os.environ if environ is None else environ
+    for name in RUN_ID_VARIABLES:
+        value = env.get(name, "")
+        if value and value != "none":
+            return value
+    master = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+    return f"{master[0]}-{master[1]}" if all(master) else ""
+
+
+def rank_from_env(environ: Mapping[str, str] | None = None) -> RankInfo | None:
+    """This process's rank, or None when it is not one rank of a job (no
+    RANK or WORLD_SIZE, or values that are not a rank of a world)."""
+    env = os.environ if environ is None else environ
+    rank, world = _int(env.get("RANK")), _int(env.get("WORLD_SIZE"))
+    if rank is None or world is None or world < 1 or not 0 <= rank < world:
+        return None
+    return RankInfo(rank=rank, world_size=world, local_rank=_int(env.get("LOCAL_RANK")),
+                    host=socket.gethostname(), run_id=run_id(env))
+
+
+def current_backend() -> str:
+    """The default process group's backend, "" where none is initialised
+    (or torch.distributed is not imported: it is never imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend())
+    except Exception:  # a group half torn down: no backend to report
+        return ""
+    return ""
+
+
+class BackendWatch:
+    """Notes the backend of the process groups a run initialises (see the
+    module's docstring). start() before the run, stop() after: the backend
+    seen, "" when none."""
+
+    def __init__(self) -> None:
+        self.backend = ""
+        self._original: Callable | None = None
+        self._wrapper: Callable | None = None
+
+    def start(self) -> None:
+        self.backend = current_backend()
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None:  # `memprofile run` imports it first in a distributed job
+            self._wrap(dist)
+
+    def _wrap(self, dist) -> None:
+        original = getattr(dist, "init_process_group", None)
+        if original is None or self._wrapper is not None:
+            return
+        watch = self
+
+        @functools.wraps(original)
+        def init_process_group(*args, **kwargs):
+            result = original(*args, **kwargs)
+            watch.backend = current_backend() or watch.backend
+            return result
+
+        self._original, self._wrapper = original, init_process_group
+        dist.init_process_group = init_process_group
+
+    def stop(self) -> str:
+        dist = sys.modules.get("torch.distributed")
+        self.backend = current_backend() or self.backend
+        if dist is not None and self._wrapper is not None and dist.init_process_group is self._wrapper:
+            dist.init_process_group = self._original  # type: ignore[attr-defined]
+        self._original = self._wrapper = None
+        return self.backend
+
+
+def stamp(info: RankInfo, t0_perf: float, backend: str) -> RankInfo:
+    """`info` with the wall clock of perf_counter time `t0_perf` and the backend."""
+    info.started_unix_s = time.time() - (time.perf_counter() - t0_perf)
+    info.backend = backend
+    return info

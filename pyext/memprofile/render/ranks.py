@@ -1,0 +1,146 @@
+"""A merged profile's ranks (model MergeInfo): as text, as an HTML table
+and as a bokeh view (each rank's peak by kind of memory, and every rank's
+timeline on one time axis), for the CLI, the report and the panel alike.
+
+Sized for hundreds of ranks: tables list the highest ranks and the lowest;
+the timeline view draws each rank's reduced timeline (a few hundred points)
+and the top ranks' full ones, hidden until their legend entry is clicked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memprofile.analysis.merge import describe_excess
+from memprofile.model.profile import CATEGORIES, MergeInfo, RankSummary
+from memprofile.render.html import CATEGORY_COLORS
+from memprofile.render.table import Column, html_table
+from memprofile.units import category_label, fmt_bytes, fmt_seconds
+
+#: Ranks listed in tables: the highest ones, then the lowest.
+TABLE_RANKS = 12
+_RIGHT = "text-align:right"
+
+
+def headline(info: MergeInfo) -> str:
+    top = next(r for r in info.ranks if r.rank == info.highest)
+    low = next(r for r in info.ranks if r.rank == info.lowest)
+    where = f"{info.backend}, " if info.backend else ""
+    hosts = f"{info.hosts} host{'s' if info.hosts != 1 else ''}"
+    return (f"{len(info.ranks)} of {info.world_size} ranks ({where}{hosts}): rank {top.rank} peaks highest at "
+            f"{fmt_bytes(top.peak_bytes)}, rank {low.rank} lowest at {fmt_bytes(low.peak_bytes)} "
+            f"({fmt_bytes(top.peak_bytes - low.peak_bytes, signed=True)}); imbalance {info.imbalance:+.0%} "
+            f"(highest over mean); started within {fmt_seconds(info.skew_s)}")
+
+
+def listed(info: MergeInfo, limit: int = TABLE_RANKS) -> tuple[list[RankSummary], int]:
+    """The ranks a table shows (highest first, the lowest last) and how many it leaves out."""
+    by_peak = sorted(info.ranks, key=lambda r: (-r.peak_bytes, r.rank))
+    if len(by_peak) <= limit:
+        return by_peak, 0
+    return [*by_peak[:limit - 1], by_peak[-1]], len(by_peak) - limit
+
+
+def _kinds(info: MergeInfo) -> list[str]:
+    return [c for c in CATEGORIES if any(r.by_category.get(c) for r in info.ranks)]
+
+
+def ranks_text(info: MergeInfo) -> list[str]:
+    lines = [f"  ranks: {headline(info)}"]
+    kinds = _kinds(info)
+    rows, more = listed(info)
+    head = "".join(f"{category_label(c)[:12]:>13}" for c in kinds)
+    lines.append(f"    {'rank':>5} {'host':<12} {'peak':>11}{head}  device")
+    for r in rows:
+        cells = "".join(f"{fmt_bytes(r.by_category.get(c, 0)):>13}" for c in kinds)
+        flag = "  raised " + r.error.split(":")[0] if r.error else ""
+        lines.append(f"    {r.rank:>5} {r.host[:12]:<12} {fmt_bytes(r.peak_bytes):>11}{cells}  {r.peak_device}{flag}")
+    if more:
+        lines.append(f"    … and {more} more ranks")
+    excess = describe_excess(info)
+    if excess:
+        lines.append(f"  rank {info.highest} holds at its peak beyond the typical rank:")
+        lines.extend(f"    {e}" for e in excess)
+    lines.append(f"  rank {info.highest} in detail:")
+    return lines
+
+
+def ranks_html(info: MergeInfo) -> str:
+    kinds = _kinds(info)
+    rows, more = listed(info)
+    columns: list[str | Column] = [Column("rank", cell_style=_RIGHT), "host", Column("peak", cell_style=_RIGHT),
+               *(Column(category_label(c), cell_style=_RIGHT) for c in kinds), "device", "started", "raised"]
+    body = [[str(r.rank), r.host, fmt_bytes(r.peak_bytes), *(fmt_bytes(r.by_category.get(c, 0)) for c in kinds),
+             r.peak_device, f"+{fmt_seconds(r.offset_s)}", r.error or ""] for r in rows]
+    excess = describe_excess(info)
+    held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
+            + "".join(f"<li>{_escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
+    return (f"<div class='mp-ranks'><p><b>{_escape(headline(info))}</b></p>"
+            + html_table(columns, body, caption="Each rank's peak, by kind of memory (highest first)", more=more,
+                         attrs={"class": "mp-ranks-table"})
+            + held + "</div>")
+
+
+def _escape(text: str) -> str:
+    from html import escape
+
+    return escape(text)
+
+
+def ranks_view(info: MergeInfo) -> Any:
+    """The bokeh view: the table, the peaks by kind per rank, the timelines on one axis."""
+    from memprofile.render.interactive import _bokeh
+
+    models, _, layouts = _bokeh()
+    return layouts.column(models.Div(text=ranks_html(info), sizing_mode="stretch_width"), _peaks_plot(info),
+                          _timelines_plot(info), sizing_mode="stretch_width")
+
+
+def _peaks_plot(info: MergeInfo) -> Any:
+    from memprofile.render.interactive import _bokeh, _bytes_axis
+
+    models, plotting, _ = _bokeh()
+    kinds = _kinds(info) or ["other"]
+    ranks = [str(r.rank) for r in info.ranks]
+    data: dict[str, list] = {"rank": ranks, "peak": [fmt_bytes(r.peak_bytes) for r in info.ranks],
+                             "host": [r.host for r in info.ranks]}
+    for c in kinds:
+        data[c] = [r.by_category.get(c, 0) if r.by_category else (r.peak_bytes if c == "other" else 0)
+                   for r in info.ranks]
+    p = plotting.figure(x_range=models.FactorRange(*ranks), height=260, sizing_mode="stretch_width", tools="save",
+                        title="Each rank's peak, by kind of memory", x_axis_label="rank")
+    p.vbar_stack(kinds, x="rank", width=0.8, color=[CATEGORY_COLORS[c] for c in kinds],
+                 source=models.ColumnDataSource(data), legend_label=[category_label(c) for c in kinds])
+    p.yaxis.formatter = _bytes_axis()
+    p.xaxis.major_label_orientation = 0.8 if len(ranks) > 32 else 0
+    p.add_tools(models.HoverTool(tooltips=[("rank", "@rank"), ("host", "@host"), ("peak", "@peak")]))
+    p.legend.location = "top_left"
+    p.legend.orientation = "horizontal"
+    p.toolbar.logo = None
+    return p
+
+
+def _timelines_plot(info: MergeInfo) -> Any:
+    from memprofile.render.interactive import _bokeh, _bytes_axis
+
+    models, plotting, _ = _bokeh()
+    p = plotting.figure(height=300, sizing_mode="stretch_width", tools="xpan,xwheel_zoom,box_zoom,reset,save",
+                        title="Every rank's live bytes on one time axis (each host's wall clock)",
+                        x_axis_label="seconds since the first rank started")
+    others = [r for r in info.ranks if r.rank != info.highest and r.t]
+    if others:
+        p.multi_line(xs=[r.t for r in others], ys=[r.live_bytes for r in others], color="#9e9e9e", alpha=0.6,
+                     line_width=1, legend_label=f"other ranks ({len(others)})")
+    top = next(r for r in info.ranks if r.rank == info.highest)
+    if top.t:
+        p.line(top.t, top.live_bytes, color="#d62728", line_width=2, legend_label=f"rank {top.rank} (highest)")
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for i, tl in enumerate(info.timelines):
+        p.line(tl.t, tl.live_bytes, color=palette[i % len(palette)], line_width=1.5, visible=False,
+               legend_label=f"{tl.device}, full")
+    p.yaxis.formatter = _bytes_axis()
+    p.legend.click_policy = "hide"
+    p.legend.location = "top_left"
+    p.add_layout(p.legend[0], "below")
+    p.toolbar.logo = None
+    return p
