@@ -34,7 +34,9 @@ export interface IPanelActions {
   compare(a: string, b: string): Promise<PanelComparison>;
 }
 
+// Ranks: a merged profile's only (render/ranks.py), shown first when the kernel sent it.
 export const VIEWS: ReadonlyArray<readonly [string, string]> = [
+  ['ranks', 'Ranks'],
   ['timeline', 'Timeline'],
   ['peak', 'Peak'],
   ['lines', 'Lines'],
@@ -42,6 +44,15 @@ export const VIEWS: ReadonlyArray<readonly [string, string]> = [
   ['ops', 'Ops'],
   ['suggestions', 'Suggestions']
 ];
+
+/** The tab a profile opens on: Ranks for a merged profile (whoever merged wants the ranks first), else the last
+ * one used. */
+function openingView(profile: PanelProfile, last: string): string {
+  if (profile.views.ranks) {
+    return 'ranks';
+  }
+  return last === 'ranks' ? 'timeline' : last;
+}
 
 function button(label: string, cls: string, onClick: () => void): HTMLButtonElement {
   const b = el('button', `jp-memprofile-button ${cls}`, label);
@@ -125,7 +136,7 @@ export class MemprofilePanel extends Widget {
     if (this._selected !== id) {
       return; // another one was selected meanwhile
     }
-    this._renderDetail(profile, this._view);
+    this._renderDetail(profile, openingView(profile, this._view));
   }
 
   private _renderList(): void {
@@ -201,7 +212,7 @@ export class MemprofilePanel extends Widget {
       button('Export HTML', 'jp-memprofile-export', () => void this._export(profile))
     );
     const tabs = el('div', 'jp-memprofile-tabs');
-    for (const [key, label] of VIEWS) {
+    for (const [key, label] of VIEWS.filter(([k]) => k !== 'ranks' || profile.views.ranks)) {
       const count = key === 'suggestions' ? ` (${profile.suggestions.length})` : '';
       const tab = button(`${label}${count}`, 'jp-memprofile-tab', () => this._renderDetail(profile, key));
       tab.dataset.view = key;

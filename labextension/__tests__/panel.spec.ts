@@ -82,6 +82,39 @@ describe('MemprofilePanel', () => {
     expect(panel.node.querySelector('.jp-memprofile-view[data-view="timeline"]')?.getAttribute('data-embedded')).toBe('yes');
   });
 
+  it('opens a merged profile on its Ranks tab, shown first, and shows no Ranks tab for a single profile', async () => {
+    // GIVEN a merged profile "m" (its views have "ranks") and a single process's profile "s"
+    const embedded: unknown[] = [];
+    const { a } = actions({
+      fetchProfile: async id => {
+        const p = payload(id, []);
+        return id === 'm' ? { ...p, views: { ranks: { doc: 'ranks' }, ...p.views } } : p;
+      },
+      embed: async item => {
+        embedded.push(item);
+      }
+    });
+    const panel = new MemprofilePanel(a);
+    const list = new ProfileList();
+    panel.bind(list, '');
+    list.set([hostSummary({ id: 's' }), hostSummary({ id: 'm' })]);
+    const tabs = () => [...panel.node.querySelectorAll<HTMLElement>('.jp-memprofile-tab')].map(t => t.dataset.view);
+    const active = () => panel.node.querySelector<HTMLElement>('.jp-memprofile-tab.jp-mod-active')?.dataset.view;
+    // WHEN the merged one opens, THEN Ranks is the first tab, active, and its view is drawn
+    await panel.select('m');
+    expect(tabs()).toEqual(['ranks', 'timeline', 'peak', 'lines', 'layers', 'ops', 'suggestions']);
+    expect(active()).toBe('ranks');
+    expect(embedded).toEqual([{ doc: 'ranks' }]);
+    // WHEN the single one opens after it, THEN there is no Ranks tab and it opens on the timeline
+    await panel.select('s');
+    expect(tabs()).toEqual(['timeline', 'peak', 'lines', 'layers', 'ops', 'suggestions']);
+    expect(active()).toBe('timeline');
+    // AND a merged profile opens on Ranks even when another tab was used last
+    (panel.node.querySelector('.jp-memprofile-tab[data-view="ops"]') as HTMLElement).click();
+    await panel.select('m');
+    expect(active()).toBe('ranks');
+  });
+
   it('says where "Export HTML" wrote the report and offers to open it in a new tab', async () => {
     const { a } = actions();
     const panel = new MemprofilePanel(a);

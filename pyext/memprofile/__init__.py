@@ -11,10 +11,16 @@ from memprofile.errors import CaptureError, MemprofileError, ProfileFormatError
 from memprofile.model.codec import load
 from memprofile.model.profile import CATEGORIES, SCHEMA_VERSION, Profile
 
+#: Byte units for budgets: `assert p.peak_bytes < 512 * memprofile.MiB`.
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
 __all__ = [
     "CATEGORIES",
     "SCHEMA_VERSION",
     "CaptureError",
+    "GiB",
+    "KiB",
+    "MiB",
     "MemprofileError",
     "Profile",
     "ProfileFormatError",

@@ -17,7 +17,7 @@ from pathlib import Path
 from memprofile._version import __version__
 from memprofile.capture.base import RecordedRun
 from memprofile.errors import ProfileFormatError
-from memprofile.model.profile import Note, Profile
+from memprofile.model.profile import Note, Profile, RankInfo
 
 #: Names of TensorFlow XSpace files (binary protobuf: nothing in their first bytes says so).
 _XSPACE_SUFFIXES = (".pb", ".pb.gz", ".xplane")
@@ -87,4 +87,21 @@ def import_trace(path: str | Path, name: str | None = None) -> Profile:
     profile.capture["imported_from"] = str(p.name)
     profile.capture["imported_format"] = run.description
     profile.steps = step_table(run.captures, profile)
+    profile.distributed = rank_of(run.captures, run.started_at)
     return analyse(profile)
+
+
+def rank_of(captures, started_at: str) -> RankInfo | None:
+    """The rank a trace says it was recorded on (kineto's distributedInfo), so
+    an imported rank merges with the job's others."""
+    facts = next((c.facts for c in captures if "rank" in c.facts and "world_size" in c.facts), None)
+    if facts is None:
+        return None
+    try:
+        rank, world = int(facts["rank"]), int(facts["world_size"])
+    except ValueError:
+        return None
+    if not 0 <= rank < world:
+        return None
+    start = datetime.fromisoformat(started_at).timestamp() if started_at else None
+    return RankInfo(rank=rank, world_size=world, backend=str(facts.get("backend", "")), started_unix_s=start)

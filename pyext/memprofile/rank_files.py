@@ -38,13 +38,14 @@ def rank_path(folder: Path, name: str, rank: int) -> Path:
     while True:
         stem = base if n == 1 else f"{base}-{n}"
         path = folder / f"{stem}.rank{rank}{SUFFIX}"
-        if path.name not in _written:
-            _written.add(path.name)
+        key = str(path.absolute())
+        if key not in _written:
+            _written.add(key)
             return path
         n += 1
 
 
-#: File names this process has written: a rerun of a job overwrites its own
+#: Files this process has written: a rerun of a job overwrites its own
 #: files from the last run instead of counting past them.
 _written: set[str] = set()
 

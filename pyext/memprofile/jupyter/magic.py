@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 LINE_USAGE = """\
 %memprofile list                 the profiles of this kernel, oldest first
 %memprofile show [ID|NAME|-1]    display a profile (default: the newest)
+%memprofile show PATH            display a saved profile (.json, .json.gz), or merge and display the rank
+                                 profiles of a distributed job (their folder); it joins the panel's list
 %memprofile export PATH [ID]     write a profile: .html (report), .json or .json.gz
 %memprofile clear                forget every stored profile
 %memprofile compare A B          peak, kinds, layers and ops of two profiles side by side
@@ -321,7 +323,7 @@ class MemprofileMagics(Magics):
             if command == "list" and not rest:
                 return self._list()
             if command == "show" and len(rest) <= 1:
-                display(store.STORE.get(_key(rest[0] if rest else "-1")))
+                display(_stored_or_read(rest[0] if rest else "-1"))
                 return None
             if command == "export" and 1 <= len(rest) <= 2:
                 return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
@@ -420,6 +422,33 @@ def parse_size(text: str) -> int:
 
 #: The --detail-steps parser (the CLI's too).
 parse_detail_steps = DetailWindow.parse
+
+
+def _stored_or_read(key: str) -> Profile:
+    """A stored profile by id, name or position; else a profile file or a
+    folder of rank profiles (merged), read and stored."""
+    from pathlib import Path
+
+    try:
+        return store.STORE.get(_key(key))
+    except KeyError:
+        path = Path(key).expanduser()
+        if not path.exists():
+            raise
+    if path.is_dir():
+        from memprofile.analysis.merge import merge
+
+        profile: Profile = merge(path)
+    else:
+        from memprofile.model.codec import load
+
+        profile = load(path)
+        try:
+            return store.STORE.get(profile.id)  # shown before: one entry in the panel
+        except KeyError:
+            pass
+    store.STORE.add(profile)
+    return profile
 
 
 def _key(text: str) -> str | int:

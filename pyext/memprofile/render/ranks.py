@@ -129,8 +129,8 @@ def _timelines_plot(info: MergeInfo) -> Any:
                         x_axis_label="seconds since the first rank started")
     others = [r for r in info.ranks if r.rank != info.highest and r.t]
     if others:
-        p.multi_line(xs=[r.t for r in others], ys=[r.live_bytes for r in others], color="#9e9e9e", alpha=0.6,
-                     line_width=1, legend_label=f"other ranks ({len(others)})")
+        p.multi_line(xs=[r.t for r in others], ys=[r.live_bytes for r in others], color="#7f7f7f", alpha=0.8,
+                     line_width=1.5, legend_label=f"other ranks ({len(others)})")
     top = next(r for r in info.ranks if r.rank == info.highest)
     if top.t:
         p.line(top.t, top.live_bytes, color="#d62728", line_width=2, legend_label=f"rank {top.rank} (highest)")

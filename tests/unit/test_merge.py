@@ -1,0 +1,187 @@
+"""memprofile.merge: ranks' profiles read as one (real torch profiles, made
+in this process as each rank would make its own: RANK and WORLD_SIZE set)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import statistics
+
+import pytest
+
+import memprofile
+from memprofile.analysis.merge import merge as merge_only
+from memprofile.analysis.merge import reduce_points
+from memprofile.errors import ProfileFormatError
+from memprofile.model.merged import MergedProfile
+from memprofile.model.profile import RankInfo
+from memprofile.profiler import Profiler
+from memprofile.render.report import render_report
+from memprofile.render.text import render_text
+from tests.imports import V100_DDP
+
+torch = pytest.importorskip("torch")
+MiB = 2**20
+
+
+def _conv_step(extra_mib: int = 0):
+    """A small conv net's training step; `extra_mib` more kept alive at the peak, on a line of its own."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 30 * 30, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    keep = torch.ones(extra_mib * MiB // 4) if extra_mib else None  # the rank's extra buffer
+    loss = net(torch.randn(16, 3, 32, 32)).sum()
+    loss.backward()
+    opt.step()
+    return keep
+
+
+def _rank_profiles(monkeypatch, tmp_path, world=2, extra_on=1, extra_mib=16, run_id="job7"):
+    """Each rank's profile of the same step, saved as that rank saves it."""
+    paths = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", run_id)
+        profiler = Profiler(name="conv step", out=tmp_path, torch=True, store=False)
+        with profiler:
+            kept = _conv_step(extra_mib if rank == extra_on else 0)
+        del kept
+        paths.append(profiler.saved_path)
+    return paths
+
+
+def test_rank_files_carry_the_rank_and_merge_names_the_highest(monkeypatch, tmp_path):
+    paths = _rank_profiles(monkeypatch, tmp_path)
+    assert [p.name for p in paths] == ["conv-step.rank0.memprofile.json.gz", "conv-step.rank1.memprofile.json.gz"]
+    profiles = [memprofile.load(p) for p in paths]
+    assert [(p.rank, p.distributed.world_size, p.distributed.local_rank, p.distributed.run_id)
+            for p in profiles] == [(0, 2, 0, "job7"), (1, 2, 1, "job7")]
+    merged = memprofile.merge(tmp_path)
+    assert isinstance(merged, MergedProfile) and merged.merged is not None
+    info = merged.merged
+    assert (info.world_size, info.highest, info.lowest, info.missing) == (2, 1, 0, [])
+    assert [r.peak_bytes for r in info.ranks] == [p.peak_bytes for p in profiles]
+    assert info.imbalance == pytest.approx(profiles[1].peak_bytes / statistics.fmean(
+        [p.peak_bytes for p in profiles]) - 1)
+    assert merged.highest_rank.rank == 1 and [p.rank for p in merged.ranks] == [0, 1]
+    # The merged body is rank 1's detail
+    assert merged.peak_bytes == profiles[1].peak_bytes and merged.rank is None
+    # What rank 1 holds that rank 0 does not: the 16 MiB buffer, as a tensor and as bytes no layer made
+    tensors = [e for e in info.excess if e.kind == "tensor"]
+    assert tensors and tensors[0].bytes - tensors[0].others_bytes == 16 * MiB, info.excess
+    assert "aten::ones" in tensors[0].name
+    # Same figures per rank as each rank's own profile: parameters, gradients, momentum
+    for summary, own in zip(info.ranks, profiles, strict=True):
+        assert summary.by_category == own.peak.by_category
+    assert profiles[0].peak.by_category["parameter"] == profiles[1].peak.by_category["parameter"]
+    # One time axis: rank 1 started after rank 0, by their wall clocks
+    offset = profiles[1].distributed.started_unix_s - profiles[0].distributed.started_unix_s
+    assert info.ranks[1].offset_s == pytest.approx(offset) and info.ranks[0].offset_s == 0
+    assert info.ranks[1].t[0] >= offset - 1e-6 and info.skew_s == pytest.approx(offset)
+    assert memprofile.last() is merged  # listed like any profile (the panel's list)
+
+
+def test_merged_profile_saves_loads_and_renders(monkeypatch, tmp_path):
+    _rank_profiles(monkeypatch, tmp_path)
+    merged = merge_only(tmp_path)
+    saved = merged.save(tmp_path / "merged.json.gz")
+    back = memprofile.load(saved)
+    assert isinstance(back, MergedProfile) and back.merged == merged.merged
+    assert back.highest_rank.rank == 1 and back.ranks[0].rank == 0  # read again from the rank files
+    text = render_text(back)
+    assert "rank 1 peaks highest" in text and "rank 1 holds at its peak beyond the typical rank" in text
+    html = render_report(back)
+    assert "Ranks (2)" in html and "rank 1 peaks highest" in html
+
+
+def test_a_missing_rank_is_said_and_bad_sets_are_refused(monkeypatch, tmp_path):
+    paths = _rank_profiles(monkeypatch, tmp_path, world=3, extra_on=2, extra_mib=4)
+    paths[1].unlink()  # rank 1 died before it could write
+    merged = merge_only(tmp_path)
+    assert merged.merged.missing == [1] and merged.merged.highest == 2
+    assert any(n.code == "missing_ranks" and "rank(s) 1" in n.message for n in merged.warnings)
+    with pytest.raises(ProfileFormatError, match="rank 0 appears twice"):
+        merge_only([paths[0], paths[0]])
+    other = memprofile.load(paths[2])
+    other.distributed = dataclasses.replace(other.distributed, world_size=4, run_id="job7")
+    with pytest.raises(ProfileFormatError, match="different sizes"):
+        merge_only([paths[0], other])
+    lone = memprofile.load(paths[0])
+    lone.distributed = None
+    with pytest.raises(ProfileFormatError, match="not one rank of a distributed job"):
+        merge_only([lone])
+    with pytest.raises(ProfileFormatError, match="already a merged profile"):
+        merge_only([merged])
+    # A folder with two profiles' rank files must be narrowed to one
+    (tmp_path / "other.rank0.memprofile.json.gz").write_bytes(paths[0].read_bytes())
+    with pytest.raises(ProfileFormatError, match="several profiles"):
+        merge_only(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ProfileFormatError, match="no rank profiles"):
+        merge_only(empty)
+
+
+def test_reduced_timelines_keep_every_stretch_peak():
+    t = [i * 0.001 for i in range(10_000)]
+    live = [i % 97 for i in range(10_000)]
+    live[6_543] = 10**9
+    rt, rv = reduce_points(t, live, limit=240)
+    assert len(rt) == 240 and max(rv) == 10**9 and rt[rv.index(10**9)] == t[6_543]
+    assert rt == sorted(rt)
+
+
+def test_the_recorded_v100_ddp_rank_merges_with_a_synthetic_rank_0(tmp_path):
+    """The 2-GPU DDP trace (rank 1 of 2, nccl) imported, beside a rank 0 made from it:
+    the same run with 512 MiB less held at the peak, started 20 ms earlier."""
+    rank1 = memprofile.import_trace(V100_DDP)
+    assert rank1.distributed == RankInfo(rank=1, world_size=2, backend="nccl",
+                                         started_unix_s=rank1.distributed.started_unix_s)
+    rank0 = memprofile.Profile.from_json(rank1.to_json())
+    rank0.distributed = dataclasses.replace(rank1.distributed, rank=0,
+                                            started_unix_s=rank1.distributed.started_unix_s - 0.020)
+    less = 512 * MiB
+    for d in rank0.devices:
+        if d.name == "cuda:1":
+            d.peak_bytes -= less
+    tl = rank0.timeline("cuda:1")
+    tl.live_bytes = [max(0, v - less) for v in tl.live_bytes]
+    rank0.peak.bytes -= less
+    rank0.peak.by_category["activation"] = rank0.peak.by_category.get("activation", 0) - less
+    rank0.save(tmp_path / "bert.rank0.memprofile.json.gz")
+    rank1.save(tmp_path / "bert.rank1.memprofile.json.gz")
+    merged = memprofile.merge(tmp_path)
+    info = merged.merged
+    assert (info.highest, info.lowest, info.backend, info.world_size) == (1, 0, "nccl", 2)
+    assert info.ranks[1].peak_bytes == 6_629_508_096 and info.ranks[1].peak_device == "cuda:1"
+    assert info.ranks[1].peak_bytes - info.ranks[0].peak_bytes == less
+    assert info.ranks[1].offset_s == pytest.approx(0.020, abs=1e-6) and info.ranks[0].offset_s == 0
+    assert any(e.kind == "category" and e.name == "activation" and e.bytes - e.others_bytes == less
+               for e in info.excess), info.excess
+    assert [tl.device for tl in info.timelines] == ["rank 1 · cuda:1", "rank 0 · cuda:1"]
+    report = tmp_path / "merged.html"
+    merged.save_html(report)
+    assert "rank 1 peaks highest at 6.17 GiB" in report.read_text()
+
+
+def test_merged_json_stays_small_for_many_ranks(monkeypatch, tmp_path):
+    """Per rank the merged profile keeps a summary (a reduced timeline), not the rank's profile."""
+    paths = _rank_profiles(monkeypatch, tmp_path, world=2)
+    base = memprofile.load(paths[0])
+    for rank in range(2, 40):
+        copy = memprofile.Profile.from_json(base.to_json())
+        copy.distributed = dataclasses.replace(base.distributed, rank=rank, world_size=40)
+        copy.save(tmp_path / f"conv-step.rank{rank}.memprofile.json.gz")
+    for p in paths:
+        one = memprofile.load(p)
+        one.distributed = dataclasses.replace(one.distributed, world_size=40)
+        one.save(p)
+    merged = merge_only(tmp_path)
+    size = len(gzip.compress(merged.to_json().encode()))
+    rank_size = paths[0].stat().st_size
+    assert len(merged.merged.ranks) == 40 and len(merged.merged.timelines) == 4
+    assert size < 6 * rank_size, (size, rank_size)
+    assert json.loads(merged.to_json())["merged"]["ranks"][39]["rank"] == 39
