@@ -1,0 +1,96 @@
+"""`memprofile run` as users run it: a script or -m module, its arguments and exit
+status kept; under a launcher's RANK/WORLD_SIZE one rank file each; `memprofile merge`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import memprofile
+
+
+def _cli(*args, cwd, env=None):
+    full = {**os.environ, **(env or {})}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        if not env or key not in env:
+            full.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "memprofile.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=full, timeout=300)
+
+
+def test_a_module_with_its_arguments_and_exit_status(tmp_path):
+    pkg = tmp_path / "trainpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(
+        "import sys\nbuf = bytearray(48 * 2**20)\nprint('argv', sys.argv[1:])\nsys.exit(3)\n")
+    out = _cli("run", "--out", "prof", "-m", "trainpkg.train", "--lr", "3", "-m", "x", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "argv ['--lr', '3', '-m', 'x']" in out.stdout  # after the module, everything is the module's
+    profile = memprofile.load(tmp_path / "prof" / "train.memprofile.json.gz")
+    assert "buf = bytearray" in profile.source and profile.error.type == "SystemExit"
+    assert (tmp_path / "prof" / "train.memprofile.html").stat().st_size > 10_000
+    assert "profile written to prof/train.memprofile.json.gz" in out.stderr
+
+
+def test_usage_errors_say_so_before_running(tmp_path):
+    (tmp_path / "s.py").write_text("open('ran', 'w').close()\n")
+    none = _cli("run", cwd=tmp_path)
+    assert none.returncode == 2 and "give a script or -m MODULE" in none.stderr and "usage:" in none.stderr
+    both = _cli("run", "-m", "json.tool", "s.py", cwd=tmp_path)  # s.py is json.tool's argument here
+    assert "ran" not in os.listdir(tmp_path)
+    assert both.returncode != 0
+    missing = _cli("run", "nope.py", cwd=tmp_path)
+    assert missing.returncode == 2 and "no such script: nope.py" in missing.stderr
+    ranked = _cli("run", "-o", "x.json", "s.py", cwd=tmp_path, env={"RANK": "0", "WORLD_SIZE": "2"})
+    assert ranked.returncode == 2 and "use --out DIR" in ranked.stderr and "ran" not in os.listdir(tmp_path)
+    # --out is not taken for an abbreviation of --output
+    out = _cli("run", "--out", "d", "s.py", cwd=tmp_path)
+    assert out.returncode == 0 and (tmp_path / "d" / "s.memprofile.json.gz").exists()
+
+
+def test_ranks_write_their_files_and_merge_reads_them(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import os\nkeep = bytearray((1 + 40 * int(os.environ['RANK'] == '1')) * 2**20)\n")
+    env = {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "run9"}
+    for rank in (0, 1):
+        out = _cli("run", "job.py", cwd=tmp_path, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
+        assert out.returncode == 0, out.stderr
+        assert f"memprofile: rank {rank}/2: 'job': peak" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == (2 if rank == 0 else 1)  # one line each, no summary
+    folder = tmp_path / "memprofile-run9"
+    assert sorted(p.name for p in folder.iterdir()) == ["job.rank0.memprofile.json.gz",
+                                                         "job.rank1.memprofile.json.gz"]
+    one = memprofile.load(folder / "job.rank1.memprofile.json.gz").distributed
+    assert (one.rank, one.world_size, one.local_rank, one.run_id, one.backend) == (1, 2, 1, "run9", "")
+    merged = _cli("merge", str(folder), cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert "rank 1 peaks highest" in merged.stdout
+    assert (folder / "job.merged.memprofile.html").exists()
+    to_json = _cli("merge", str(folder / "job.rank0.memprofile.json.gz"), str(folder / "job.rank1.memprofile.json.gz"),
+                   "-o", "m.json.gz", cwd=tmp_path)
+    assert to_json.returncode == 0 and memprofile.load(tmp_path / "m.json.gz").merged.highest == 1
+    bad = _cli("merge", str(tmp_path), cwd=tmp_path)
+    assert bad.returncode == 1 and "holds no rank profiles" in bad.stderr
+
+
+def test_a_rank_stopped_by_the_launcher_still_writes_its_profile(tmp_path):
+    """torchrun stops the other ranks with SIGTERM when one fails: their profiles are kept."""
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(
+        "import time\nkeep = bytearray(8 * 2**20)\nopen('started', 'w').close()\ntime.sleep(120)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    env.update(RANK="1", WORLD_SIZE="2", TORCHELASTIC_RUN_ID="t")
+    proc = subprocess.Popen([sys.executable, "-m", "memprofile.cli", "run", "slow.py"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    profile = memprofile.load(tmp_path / "memprofile-t" / "slow.rank1.memprofile.json.gz")
+    assert profile.error.type == "SystemExit" and profile.rank == 1
