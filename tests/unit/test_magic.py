@@ -186,3 +186,29 @@ def test_detail_steps_takes_a_count_a_window_an_open_window_or_all():
     w = DetailWindow(10, 12)
     assert [k for k in range(1, 15) if w.covers(k)] == [10, 11, 12] and w.text() == "10-12"
     assert DetailWindow.of(None).text() == "all" and DetailWindow.of(4).text() == "4"
+
+
+def test_show_opens_a_saved_profile_and_merges_a_rank_folder(ip, fresh_store, displayed, tmp_path):
+    import dataclasses
+
+    from memprofile.model.profile import RankInfo
+    from tests.builders import make_profile
+
+    folder = tmp_path / "ranks"
+    folder.mkdir()
+    for rank in (0, 1):
+        p = make_profile(name="step", id=f"{rank}" * 32)
+        p.distributed = RankInfo(rank=rank, world_size=2, host="n0", started_unix_s=1e9 + rank)
+        if rank == 1:
+            p.devices = [dataclasses.replace(p.devices[0], peak_bytes=p.devices[0].peak_bytes * 2)]
+        p.save(folder / f"step.rank{rank}.memprofile.json.gz")
+    ip.run_line_magic("memprofile", f"show {folder}")
+    merged = fresh_store.last()
+    assert merged.merged.highest == 1 and merged.name == "step · 2 ranks"
+    assert displayed[-1][MIME_TYPE]["id"] == merged.id
+    # A saved file joins the store once, however often it is shown
+    ip.run_line_magic("memprofile", f"show {folder / 'step.rank0.memprofile.json.gz'}")
+    ip.run_line_magic("memprofile", f"show {folder / 'step.rank0.memprofile.json.gz'}")
+    assert [p.id for p in fresh_store.all()] == [merged.id, "0" * 32]
+    with pytest.raises(Exception, match="no profile"):
+        ip.run_line_magic("memprofile", f"show {tmp_path / 'nothing-here'}")
