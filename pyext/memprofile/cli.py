@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, _terminate_as_exit)
     sys.argv = [target, *args.args]
     detail = {"detail_steps": args.detail_steps} if args.detail_steps else {}
-    profiler = Profiler(name=name, source=source, **detail,
+    profiler = Profiler(name=name, source=source, cell_lines=not args.module, **detail,
                         out=None if args.output else folder)
     profiler.start()
     error: BaseException | None = None
@@ -86,8 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.module:
             runpy.run_module(args.module, run_name="__main__", alter_sys=True)
         else:
-            sys.path.insert(0, str(Path(target).resolve().parent))  # as `python script.py` does
-            runpy.run_path(target, run_name="__main__")
+            run_script(target, source)
     except SystemExit as exc:
         if exc.code not in (None, 0):
             error = exc
@@ -100,6 +99,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return error.code if isinstance(error.code, int) else 1
         raise error
     return 0 if written else 1
+
+
+def run_script(path: str, source: str) -> None:
+    """Run a script as `python script.py` does (as __main__, its folder first
+    on sys.path), compiled with a mark before each of its statements, in its
+    functions too, so that allocations get the script's lines."""
+    import ast
+    import types
+
+    from memprofile.capture import lines
+
+    code = compile(lines.instrument(ast.parse(source, path), into_definitions=True), path, "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__dict__["__builtins__"] = __builtins__
+    lines.install(module.__dict__)
+    saved_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = module  # pickle and multiprocessing find its classes there
+    sys.path.insert(0, str(Path(path).resolve().parent))
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
 
 
 def _import_torch_distributed() -> None:

@@ -94,3 +94,36 @@ def test_a_rank_stopped_by_the_launcher_still_writes_its_profile(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     profile = memprofile.load(tmp_path / "memprofile-t" / "slow.rank1.memprofile.json.gz")
     assert profile.error.type == "SystemExit" and profile.rank == 1
+
+
+def test_a_scripts_lines_inside_its_functions_are_its_lines(tmp_path):
+    """A script's work usually runs in main(): allocations get the line in main() that made them,
+    and the script stays itself (its docstring, __main__ classes picklable)."""
+    (tmp_path / "train.py").write_text('''"""Train a tiny model."""
+import pickle
+import torch
+
+
+class Config:
+    size = 1024
+
+
+def main():
+    weights = torch.zeros(Config.size, Config.size)
+    big = torch.ones(4 * Config.size, Config.size)
+    assert pickle.loads(pickle.dumps(Config())).size == 1024
+    print("doc:", __doc__)
+    return weights, big
+
+
+if __name__ == "__main__":
+    main()
+''')
+    out = _cli("run", "train.py", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "doc: Train a tiny model." in out.stdout
+    profile = memprofile.load(tmp_path / "train.memprofile.json.gz")
+    rows = {row.line: row for row in profile.lines}
+    assert rows[12].allocated_bytes == 16 * 2**20 and "torch.ones" in rows[12].text
+    assert rows[11].allocated_bytes == 4 * 2**20
+    assert profile.peak.line == 12 or profile.peak.by_line.get(12) == 16 * 2**20

@@ -128,13 +128,20 @@ def recorded_marks() -> int:
 
 
 class _Instrument(ast.NodeTransformer):
+    def __init__(self, into_definitions: bool = False) -> None:
+        self.into_definitions = into_definitions
+
     def _marks(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
-        for stmt in body:
+        for i, stmt in enumerate(body):
             if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
                 out.append(stmt)  # must stay first
                 continue
-            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
+                    and isinstance(stmt.value.value, str):
+                out.append(stmt)  # a docstring stays one (argparse's description=__doc__)
+                continue
+            if self.into_definitions or not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 self.visit(stmt)
             call = ast.Expr(ast.Call(ast.Name(MARK, ast.Load()), [ast.Constant(stmt.lineno)], []))
             out.append(ast.copy_location(call, stmt))
@@ -155,16 +162,22 @@ class _Instrument(ast.NodeTransformer):
             )
         return node
 
-    # Functions, classes and lambdas run later (or elsewhere): not the cell's lines.
+    # A cell's functions and classes run later (or elsewhere): not the cell's
+    # lines. A script's are its own lines (into_definitions).
     def visit_FunctionDef(self, node: ast.AST) -> ast.AST:
+        return self.generic_visit(node) if self.into_definitions else node
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.AST) -> ast.AST:
         return node
 
-    visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
 
-
-def instrument(tree: ast.Module) -> ast.Module:
-    """The cell's module AST with a mark before each of its statements."""
-    tree = _Instrument().visit(tree)
+def instrument(tree: ast.Module, into_definitions: bool = False) -> ast.Module:
+    """The cell's module AST with a mark before each of its statements;
+    `into_definitions`: also in the bodies of the functions and classes it
+    defines (a script: its functions' lines are the lines a user reads)."""
+    tree = _Instrument(into_definitions).visit(tree)
     return ast.fix_missing_locations(tree)
 
 
