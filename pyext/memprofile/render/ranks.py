@@ -73,12 +73,33 @@ def ranks_html(info: MergeInfo) -> str:
     body = [[str(r.rank), r.host, fmt_bytes(r.peak_bytes), *(fmt_bytes(r.by_category.get(c, 0)) for c in kinds),
              r.peak_device, f"+{fmt_seconds(r.offset_s)}", r.error or ""] for r in rows]
     excess = describe_excess(info)
+    layers = _layers_table(info, rows)
     held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
             + "".join(f"<li>{_escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
     return (f"<div class='mp-ranks'><p><b>{_escape(headline(info))}</b></p>"
             + html_table(columns, body, caption="Each rank's peak, by kind of memory (highest first)", more=more,
                          attrs={"class": "mp-ranks-table"})
-            + held + "</div>")
+            + held + layers + "</div>")
+
+
+#: Layers in the side-by-side table: those holding the most at the listed ranks' peaks.
+TABLE_LAYERS = 10
+
+
+def _layers_table(info: MergeInfo, rows: list[RankSummary]) -> str:
+    """The layers side by side: bytes alive at each listed rank's peak (a
+    blank: not among that rank's top layers)."""
+    weight: dict[str, int] = {}
+    for r in rows:
+        for name, b in r.by_layer.items():
+            weight[name] = max(weight.get(name, 0), b)
+    names = sorted(weight, key=lambda n: -weight[n])[:TABLE_LAYERS]
+    if not names:
+        return ""
+    columns: list[str | Column] = ["layer", *(Column(f"rank {r.rank}", cell_style=_RIGHT) for r in rows)]
+    body = [[name, *(fmt_bytes(r.by_layer[name]) if name in r.by_layer else "" for r in rows)] for name in names]
+    return html_table(columns, body, caption="Layers side by side: bytes alive at each rank's peak",
+                      attrs={"class": "mp-ranks-layers"})
 
 
 def _escape(text: str) -> str:
