@@ -321,7 +321,8 @@ class Profiler:
         from memprofile.errors import MemprofileError
 
         info = profile.distributed
-        if self._out is None and info is None:
+        # A rank saves what its user profiled; a trial's inner runs (store=False) only where told to.
+        if self._out is None and (info is None or not self.store):
             return
         folder = self._out if self._out is not None else rank_files.default_dir(info)
         path = (rank_files.rank_path(folder, self.name, info.rank) if info is not None

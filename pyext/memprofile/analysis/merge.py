@@ -185,7 +185,7 @@ class _Reader:
         self.starts: list[float | None] = []
         self.infos: list[RankInfo] = []
         self.highest: Profile | None = None
-        self.full: list[tuple[int, int, Timeline]] = []  # min-heap of (peak, rank, timeline)
+        self.full: list[tuple[int, int, int, Timeline]] = []  # min-heap of (peak, rank, order read, timeline)
         self.full_timelines = full_timelines
 
     def read(self, item: Profile | Path) -> None:
@@ -206,7 +206,7 @@ class _Reader:
             self.highest = profile
         timeline = profile.timeline(summary.peak_device)
         if timeline is not None and self.full_timelines > 0:
-            entry = (summary.peak_bytes, summary.rank, timeline)
+            entry = (summary.peak_bytes, summary.rank, len(self.summaries), timeline)
             if len(self.full) < self.full_timelines:
                 heapq.heappush(self.full, entry)
             elif entry[:2] > self.full[0][:2]:
@@ -270,7 +270,7 @@ def merge(sources: Source | Iterable[Source], name: str | None = None,
         hosts=len({i.host for i in infos}),
         excess=excess(top, [s for s in summaries if s.rank != top.rank]),
         missing=sorted(set(range(world)) - {s.rank for s in summaries}),
-        timelines=[_aligned(tl, rank, offsets[rank]) for _, rank, tl in sorted(reader.full, reverse=True)],
+        timelines=[_aligned(tl, rank, offsets[rank]) for _, rank, _, tl in sorted(reader.full, reverse=True)],
     )
     merged = MergedProfile(**{f.name: getattr(highest, f.name) for f in dataclasses.fields(Profile)})
     merged.id = uuid.uuid4().hex
@@ -317,7 +317,5 @@ def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
 
 def describe_excess(info: MergeInfo) -> list[str]:
     """The excess as lines of text: 'line 31: keep = torch.empty(...): 64 MiB (others 0 B)'."""
-    return [f"{e.kind} {e.name}: {fmt_bytes(e.bytes)} (typical other rank {fmt_bytes(e.others_bytes)})"
-            if e.kind in ("category", "layer", "tensor")
-            else f"{e.name}: {fmt_bytes(e.bytes)} (typical other rank {fmt_bytes(e.others_bytes)})"
-            for e in info.excess]
+    return [f"{'' if e.kind == 'line' else e.kind + ' '}{e.name}: {fmt_bytes(e.bytes)} "
+            f"(typical other rank {fmt_bytes(e.others_bytes)})" for e in info.excess]
