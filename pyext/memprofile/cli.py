@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, _terminate_as_exit)
     sys.argv = [target, *args.args]
     detail = {"detail_steps": args.detail_steps} if args.detail_steps else {}
-    profiler = Profiler(name=name, source=source, cell_lines=not args.module, **detail,
+    profiler = Profiler(name=name, source=source, cell_lines=not args.module, budget_bytes=args.budget, **detail,
                         out=None if args.output else folder)
     profiler.start()
     error: BaseException | None = None
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", allow_abbrev=False, usage="memprofile run [options] (SCRIPT | -m MODULE) [ARGS ...]",
         help="run a Python script (or -m module) under the profiler and save its profile and report",
-        description="Profile a whole script as %%%%memprofile profiles a cell; write NAME.memprofile.json.gz and "
+        description="Profile a whole script as %%memprofile profiles a cell; write NAME.memprofile.json.gz and "
                     "NAME.memprofile.html. Under torchrun (RANK and WORLD_SIZE set) each rank writes "
                     "NAME.rankR.memprofile.json.gz into one folder, for `memprofile merge`.")
     run.add_argument("--out", metavar="DIR", help="folder for the profile (and report); default: the current "
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--name", help="name of the profile (default: the script's or module's name)")
     run.add_argument("--detail-steps", type=_detail_steps, default=None, metavar="N|A-B|A-|all",
                      help="training steps recorded in full detail (default: the first 3)")
+    run.add_argument("--budget", type=_budget, default=None, metavar="SIZE",
+                     help="the profiler's own memory budget, e.g. 512M or 2G (default: 1G or a tenth of the "
+                          "available memory, whichever is smaller; per rank)")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module as `python -m MODULE` does")
     run.add_argument("script", nargs="?", help="the script to run")
     run.set_defaults(func=_cmd_run, parser=run)
@@ -292,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _budget(text: str) -> int:
+    from memprofile.profiler import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _detail_steps(text: str):
     from memprofile.capture.base import DetailWindow
 
@@ -305,7 +317,7 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
     """`run`'s own options, and the script's (or module's) arguments: all
     after the script or `-m MODULE`, which argparse alone would read as run's
     (`memprofile run -m pkg --lr 3`)."""
-    takes_value = {"--out", "-o", "--output", "-n", "--name", "--detail-steps"}
+    takes_value = {"--out", "-o", "--output", "-n", "--name", "--detail-steps", "--budget"}
     i = 1
     while i < len(argv):
         word = argv[i]

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import importlib.util
 import platform
+import re
 import signal
 import sys
 import threading
@@ -135,6 +136,21 @@ def default_budget() -> int:
     available = available_memory()
     budget = min(MAX_BUDGET_BYTES, int(BUDGET_SHARE * available)) if available else MAX_BUDGET_BYTES
     return max(budget, MIN_BUDGET_BYTES)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: str) -> int:
+    """--budget: 512M, 2G, 1.5GiB, 1000000 -> bytes (binary units), at least MIN_BUDGET_BYTES."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"--budget takes a size such as 512M or 2G, got {text!r}")
+    size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
+    if size < MIN_BUDGET_BYTES:
+        raise ValueError(f"--budget must be at least {MIN_BUDGET_BYTES >> 20}M (torch's profiler alone takes "
+                         f"~160 MB to start and stop), got {text!r}")
+    return size
 
 
 class Profiler:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
-import re
 import shlex
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
 from memprofile.errors import MemprofileError, writing
 from memprofile.model.profile import Profile
-from memprofile.profiler import Profiler
+from memprofile.profiler import Profiler, parse_budget
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -403,22 +402,8 @@ class MemprofileMagics(Magics):
         print(f"memprofile: wrote {profile.name!r} to {written}")
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """512M, 2G, 1.5GiB, 1000000 -> bytes (binary units)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"--budget takes a size such as 512M or 2G, got {text!r}")
-    size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
-    from memprofile.capture.torch import MIN_BUDGET_BYTES
-
-    if size < MIN_BUDGET_BYTES:
-        raise ValueError(f"--budget must be at least {MIN_BUDGET_BYTES >> 20}M (torch's profiler alone takes "
-                         f"~160 MB to start and stop), got {text!r}")
-    return size
-
+#: The --budget parser (the CLI's too).
+parse_size = parse_budget
 
 #: The --detail-steps parser (the CLI's too).
 parse_detail_steps = DetailWindow.parse
