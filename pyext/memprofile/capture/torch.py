@@ -51,6 +51,7 @@ from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
 from memprofile.capture.torch_events import (
     BEFORE_CELL,
+    DDP_BUCKET_SCOPES,
     MemoryLedger,
     Side,
     add_cuda_baseline,
@@ -95,6 +96,14 @@ def _nbytes(t: Any) -> int:
         return t.untyped_storage().nbytes()
     except Exception:  # storage-less tensors
         return 0
+
+
+def _own_bytes(t: Any) -> int:
+    """A tensor's bytes in its storage: the storage's, unless the tensor is a
+    slice of a larger one (DDP's gradient_as_bucket_view makes each gradient a
+    view of a bucket that several layers share: each layer has its slice)."""
+    whole = _nbytes(t)
+    return min(whole, t.nelement() * t.element_size()) if t.is_contiguous() else whole
 
 
 class _Storage:
@@ -1026,7 +1035,10 @@ class TorchCollector:
                             seq_layer[seq] = layer
                     if record_shapes:
                         _sample_shapes(rec, node)
-                        if not chain and phase != "backward" and name not in _VIEW_OPS:
+                        if name in DDP_BUCKET_SCOPES:  # its input is a view of the bucket it writes to
+                            for value in node.extra_fields.inputs:
+                                ledger.bucket(getattr(value, "allocation_id", None))
+                        elif not chain and phase != "backward" and name not in _VIEW_OPS:
                             # An outermost forward op's inputs name the shape and
                             # dtype of blocks allocated earlier (memory events carry
                             # none). Backward and view ops are skipped: reading
@@ -1133,7 +1145,7 @@ class TorchCollector:
                     record.parameter_bytes += p.untyped_storage().nbytes()
                     record.ran |= id(p) in self._stepped
                     if p.grad is not None:
-                        record.gradient_bytes += p.grad.untyped_storage().nbytes()
+                        record.gradient_bytes += _own_bytes(p.grad)
                         # a gradient that did not exist at the start: backward reached it
                         record.ran |= p.grad.untyped_storage().data_ptr() not in self._baseline
                     record.optimizer_state_bytes += states.get(id(p), 0)

@@ -20,17 +20,23 @@ from memprofile.capture.base import ALIVE, BEFORE_CELL, AllocationLog
 
 #: Categories a block takes from the parameter it belongs to (its layer too).
 OWNED = frozenset({"parameter", "gradient", "optimizer_state"})
+#: The scopes in which DDP's reducer writes a gradient into its bucket; each
+#: names the bucket (a view of it) as its one input. DDP copies every gradient
+#: into flat buckets (and back, unless gradient_as_bucket_view): memory that
+#: holds gradients, which Python cannot reach (torch 2.x reducer.cpp).
+DDP_BUCKET_SCOPES = frozenset({"torch::distributed::reducer::mul_out", "torch::distributed::reducer::copy_"})
 
 
 class Side:
     """Per-row facts of a device's log that only categorising needs."""
 
-    __slots__ = ("grad", "ptr", "freed_in_backward")
+    __slots__ = ("grad", "ptr", "freed_in_backward", "buckets")
 
     def __init__(self) -> None:
         self.grad: list[bool] = []
         self.ptr: list[int] = []
         self.freed_in_backward: set[int] = set()
+        self.buckets: set[int] = set()  # rows that are DDP gradient buckets
 
 
 def add_row(logs: dict[str, AllocationLog], side: dict[str, Side], device: str, ptr: int, grad: bool,
@@ -49,7 +55,7 @@ def add_row(logs: dict[str, AllocationLog], side: dict[str, Side], device: str, 
 class MemoryLedger:
     """Memory events, fed in time order, as each device's allocation log."""
 
-    __slots__ = ("rows", "frees", "where", "before", "cuda_before", "shapes", "order")
+    __slots__ = ("rows", "frees", "where", "before", "cuda_before", "shapes", "buckets", "order")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple]] = {}  # device -> (size, t, order, layer, op, phase, grad, ptr)
@@ -59,6 +65,7 @@ class MemoryLedger:
         #: Bytes CUDA's allocator held before the first event, per device.
         self.cuda_before: dict[str, int] = {}
         self.shapes: dict[tuple[str, int], tuple[list[int], str]] = {}  # (device, row) -> (shape, dtype)
+        self.buckets: set[tuple[str, int]] = set()  # (device, row) of DDP gradient buckets
         self.order = 0
 
     def alloc(self, device: str, size: int, key: Hashable, t: float, layer: str, op: str, phase: str,
@@ -97,6 +104,12 @@ class MemoryLedger:
         if hit is not None and hit not in self.shapes:
             self.shapes[hit] = (shape, dtype)
 
+    def bucket(self, key: Hashable) -> None:
+        """The live block `key` is a DDP gradient bucket (DDP_BUCKET_SCOPES)."""
+        hit = self.where.get(key)
+        if hit is not None:
+            self.buckets.add(hit)
+
     def logs(self) -> tuple[dict[str, AllocationLog], dict[str, Side]]:
         """Each device's AllocationLog (columns built in C by zip) and the
         facts categorising needs."""
@@ -125,6 +138,8 @@ class MemoryLedger:
         for (device, i), (shape, dtype) in self.shapes.items():
             logs[device].shape[i] = shape
             logs[device].dtype[i] = dtype
+        for device, i in self.buckets:
+            side[device].buckets.add(i)
         for device, ptr, size, t, order in self.before:
             i = add_row(logs, side, device, ptr, False, size, 0.0, -1, pre_existing=True, op=BEFORE_CELL)
             logs[device].t_free[i] = t
@@ -158,11 +173,11 @@ def add_cuda_baseline(logs: dict[str, AllocationLog], side: dict[str, Side], hel
 def categorise_by_time(logs: dict[str, AllocationLog], side: dict[str, Side],
                        observed: dict[tuple[str, int], tuple] | None = None) -> None:
     """The kind of every block made during the run: what was seen holding it
-    (`observed`: (device, row) -> (category, shape, dtype, layer)), else
-    from when it was made and freed: freed by backward after forward made
-    it, an activation; made by forward with grad on and alive at the end
-    (a graph no backward consumed), an activation; freed in the run, a
-    temporary; else other."""
+    (`observed`: (device, row) -> (category, shape, dtype, layer)), but a
+    DDP gradient bucket is a gradient; else from when it was made and freed:
+    freed by backward after forward made it, an activation; made by forward
+    with grad on and alive at the end (a graph no backward consumed), an
+    activation; freed in the run, a temporary; else other."""
     observed = observed or {}
     for device, log in logs.items():
         facts = side[device]
@@ -170,7 +185,11 @@ def categorise_by_time(logs: dict[str, AllocationLog], side: dict[str, Side],
             if log.pre_existing[i]:
                 continue
             seen = observed.get((device, i))
-            if seen is not None:
+            if i in facts.buckets:
+                # Not an activation of the DDP forward that rebuilt it, nor a temporary. Its layer stays
+                # where it was made: a gradient seen in it (a bucket view) is one of several layers' slices.
+                log.category[i] = "gradient"
+            elif seen is not None:
                 log.category[i], log.shape[i], log.dtype[i], layer = seen
                 if layer and log.category[i] in OWNED:
                     log.layer[i] = layer  # a gradient or a moment is its parameter's layer's
