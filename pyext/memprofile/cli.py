@@ -78,15 +78,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, _terminate_as_exit)
     sys.argv = [target, *args.args]
     detail = {"detail_steps": args.detail_steps} if args.detail_steps else {}
+    # The script's globals: what the profile finds the models and optimizers by, at its end.
+    module = None if args.module else _main_module(target)
+    scope: dict = {} if module is None else module.__dict__
     profiler = Profiler(name=name, source=source, cell_lines=not args.module, budget_bytes=args.budget, **detail,
-                        out=None if args.output else folder)
+                        out=None if args.output else folder, namespace=scope, script=target)
     profiler.start()
     error: BaseException | None = None
     try:
         if args.module:
-            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+            scope.update(runpy.run_module(args.module, run_name="__main__", alter_sys=True))
         else:
-            run_script(target, source)
+            run_script(target, source, module)
     except SystemExit as exc:
         if exc.code not in (None, 0):
             error = exc
@@ -101,19 +104,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
-def run_script(path: str, source: str) -> None:
-    """Run a script as `python script.py` does (as __main__, its folder first
-    on sys.path), compiled with a mark before each of its statements, in its
-    functions too, so that allocations get the script's lines."""
-    import ast
+def _main_module(path: str):
+    import builtins
     import types
+
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__dict__["__builtins__"] = builtins
+    return module
+
+
+def run_script(path: str, source: str, module) -> None:
+    """Run a script as `python script.py` does (as `module`, a __main__ that
+    keeps its globals after it ends; its folder first on sys.path), compiled
+    with a mark before each of its statements, in its functions too, so that
+    allocations get the script's lines."""
+    import ast
 
     from memprofile.capture import lines
 
     code = compile(lines.instrument(ast.parse(source, path), into_definitions=True), path, "exec")
-    module = types.ModuleType("__main__")
-    module.__file__ = path
-    module.__dict__["__builtins__"] = __builtins__
     lines.install(module.__dict__)
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module  # pickle and multiprocessing find its classes there

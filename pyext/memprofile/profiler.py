@@ -188,6 +188,7 @@ class Profiler:
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
         out: str | Path | None = None,
+        script: str | None = None,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
         mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
@@ -200,7 +201,9 @@ class Profiler:
         tenth of the memory available at the start, whichever is smaller);
         `out`: a folder to save the profile in when it stops (a rank of a
         distributed job saves NAME.rankR.memprofile.json.gz there, by
-        default in ./memprofile-<run id>/; `saved_path` says where)."""
+        default in ./memprofile-<run id>/; `saved_path` says where);
+        `script`: the script this profile runs whole (memprofile run): the
+        process ends after it, so no advice about what a notebook keeps."""
         self.name = name or "profile"
         self.source = source
         self.store = store
@@ -235,6 +238,7 @@ class Profiler:
         self._inner: session.Inner | None = None  # another profile owns it; this one runs inside
         self._nested_in = ""
         self._out = Path(out) if out is not None else None
+        self._script = script
         self._rank: RankInfo | None = None
         self._backend = BackendWatch()
         self.saved_path: Path | None = None
@@ -428,6 +432,8 @@ class Profiler:
             environment={"python": platform.python_version(), "memprofile": __version__},
         )
         profile.capture["budget"] = self._budget_text
+        if self._script:
+            profile.capture["script"] = self._script
         profile.capture["budget_bytes"] = str(self._budget_bytes)
         if self._inner is not None:
             profile.capture["nested_in"] = self._nested_in

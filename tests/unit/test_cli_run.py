@@ -127,3 +127,27 @@ if __name__ == "__main__":
     assert rows[12].allocated_bytes == 16 * 2**20 and "torch.ones" in rows[12].text
     assert rows[11].allocated_bytes == 4 * 2**20
     assert profile.peak.line == 12 or profile.peak.by_line.get(12) == 16 * 2**20
+
+
+def test_a_scripts_models_and_optimizers_are_found_and_no_notebook_advice(tmp_path):
+    """The profile stops while the script's globals still exist (its model, its optimizer by name);
+    what a finished script keeps is freed with its process: no 'memory the notebook keeps' advice."""
+    (tmp_path / "fit.py").write_text(
+        "import torch\n"
+        "net = torch.nn.Sequential(torch.nn.Conv1d(4, 64, 3), torch.nn.ReLU(), torch.nn.Flatten(),"
+        " torch.nn.Linear(64 * 30, 8))\n"
+        "sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)\n"
+        "for _ in range(2):\n"
+        "    net(torch.randn(32, 4, 32)).sum().backward()\n"
+        "    sgd.step()\n"
+        "leftover = torch.ones(32 * 2**20 // 4)\n")
+    out = _cli("run", "--detail-steps", "all", "fit.py", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    profile = memprofile.load(tmp_path / "fit.memprofile.json.gz")
+    (opt,) = profile.optimizers
+    assert (opt.name, opt.type, opt.steps, opt.models) == ("sgd", "SGD", 2, ["net"])
+    params = sum(layer.parameter_bytes for layer in profile.layers)
+    assert params == (4 * 64 * 3 + 64 + 64 * 30 * 8 + 8) * 4
+    assert any(k.name == "leftover" for k in profile.kept)
+    assert "notebook_leak" not in [s.id for s in profile.suggestions]
+    assert profile.capture["script"] == "fit.py"

@@ -35,6 +35,8 @@ def _hidden(f: Facts, graph_bytes: int) -> int:
 
 
 def check(f: Facts) -> Suggestion | None:
+    if f.profile.capture.get("script"):
+        return None  # a whole script (memprofile run): its process ends and frees all it kept
     cached = [k for k in f.profile.kept if k.via == "output_cache"]
     cache_bytes = sum(k.bytes for k in cached)
     # Only graphs that still save tensors: after backward() a loss or logits
