@@ -185,3 +185,30 @@ def test_merged_json_stays_small_for_many_ranks(monkeypatch, tmp_path):
     assert len(merged.merged.ranks) == 40 and len(merged.merged.timelines) == 4
     assert size < 6 * rank_size, (size, rank_size)
     assert json.loads(merged.to_json())["merged"]["ranks"][39]["rank"] == 39
+
+
+def _summary(rank, peak, by_line, by_category=None):
+    from memprofile.model.profile import RankSummary
+
+    return RankSummary(rank=rank, name="s", peak_bytes=peak, peak_device="cuda:0", duration_s=1.0,
+                       by_line=by_line, by_category=by_category or {"activation": peak})
+
+
+def test_excess_is_what_the_peak_margin_supports():
+    from memprofile.analysis.merge import excess
+
+    gib = 1 << 30
+    # Equal peaks, the same 8 MiB bucket made on different lines (ranks peaked in different steps): nothing
+    same = [_summary(0, 4 * gib, {126: 8 * MiB, 10: 4 * gib - 8 * MiB}),
+            _summary(1, 4 * gib, {137: 8 * MiB, 10: 4 * gib - 8 * MiB})]
+    assert excess(same[0], same[1:]) == []
+    # Rank 1 holds 1 GiB more on line 88; the shifted bucket is not named beside it
+    top = _summary(1, 5 * gib, {88: gib, 126: 8 * MiB, 10: 4 * gib - 8 * MiB},
+                   {"activation": 4 * gib, "other": gib})
+    others = [_summary(r, 4 * gib, {137: 8 * MiB, 10: 4 * gib - 8 * MiB}) for r in (0, 2, 3)]
+    found = excess(top, others)
+    assert [(e.kind, e.name, e.bytes - e.others_bytes) for e in found] == [("line", "line 88", gib),
+                                                                         ("category", "other", gib)]
+    # A real excess larger than the margin (rank holds less elsewhere) is still named first
+    partly = _summary(1, 4 * gib + 256 * MiB, {88: gib, 10: 3 * gib + 256 * MiB})
+    assert [e.name for e in excess(partly, others) if e.kind == "line"] == ["line 88"]

@@ -12,7 +12,8 @@ relative to the earliest rank's (hosts' clocks are as good as their NTP).
 What the highest rank holds that others do not is its peak's figures minus
 the median of the other ranks' (a rank's layers and lines beyond its kept
 top few count as at most its smallest kept one, so the excess is a lower
-bound).
+bound), named only where its peak is above the median peak, and within
+that margin (see _excess_of).
 """
 
 from __future__ import annotations
@@ -137,30 +138,52 @@ def summarise_rank(profile: Profile, path: str = "") -> RankSummary:
 
 
 def _tensor_key(x: TensorInfo) -> str:
-    """A tensor as the same tensor on every rank would be named (no address)."""
+    """A tensor as the same tensor on every rank would be named: not by its
+    address, nor its line or layer (where ranks peaked at different moments,
+    the same tensor may have been made by another line)."""
     what = f"{x.dtype}{list(x.shape)}" if x.shape else f"a {fmt_bytes(x.requested_bytes or x.bytes)} block"
-    where = "".join(f" {k} {v}" for k, v in (("from", x.op), ("in", x.layer), ("line", x.line)) if v)
-    return f"{what} ({x.category}){where}"
+    return f"{what} ({x.category})" + (f" from {x.op}" if x.op else "")
 
 
-def _excess_of(kind: str, highest: dict, others: list[dict], bounded: bool, peak: int) -> list[RankExcess]:
+def _excess_of(kind: str, highest: dict, others: list[dict], bounded: bool, margin: int,
+               least: float) -> list[RankExcess]:
+    """The keys of `highest` holding at least `least` more than the median
+    of `others`, largest first. The first is named whatever its size; those
+    after it only while together they stay within the peaks' `margin` (or
+    the first's excess): where ranks peaked at different moments the same
+    memory can sit on other lines (a bucket rebuilt in another step), and
+    such shifts would otherwise read as an excess."""
     found = []
     for key, value in highest.items():
         # a key beyond a rank's kept top few: at most its smallest kept value
         seen = [o.get(key, min(o.values(), default=0) if bounded and len(o) >= TOP_ITEMS else 0) for o in others]
         typical = int(statistics.median(seen)) if seen else 0
-        if value - typical >= max(MIN_EXCESS_BYTES, EXCESS_SHARE * peak):
+        if value - typical >= least:
             found.append(RankExcess(kind=kind, name=str(key), bytes=value, others_bytes=typical))  # type: ignore[arg-type]
     found.sort(key=lambda e: e.others_bytes - e.bytes)
-    return found[:EXCESS_PER_KIND]
+    kept: list[RankExcess] = []
+    total = 0
+    for e in found[:EXCESS_PER_KIND]:
+        total += e.bytes - e.others_bytes
+        if kept and total > max(margin, kept[0].bytes - kept[0].others_bytes) + least:
+            break
+        kept.append(e)
+    return kept
 
 
 def excess(highest: RankSummary, others: list[RankSummary]) -> list[RankExcess]:
     """What `highest` holds at its peak beyond the median of `others`."""
     if not others:
         return []
-    peak = highest.peak_bytes
-    lines = _excess_of("line", highest.by_line, [o.by_line for o in others], True, peak)
+    least = max(MIN_EXCESS_BYTES, EXCESS_SHARE * highest.peak_bytes)
+    margin = highest.peak_bytes - int(statistics.median(o.peak_bytes for o in others))
+    if margin < least:
+        return []  # the ranks peak alike: what differs is when, not what
+
+    def of(kind: str, pick, bounded: bool) -> list[RankExcess]:
+        return _excess_of(kind, pick(highest), [pick(o) for o in others], bounded, margin, least)
+
+    lines = of("line", lambda s: s.by_line, True)
     for e in lines:  # name a line by its text too
         text = highest.line_text.get(int(e.name))
         e.name = f"line {e.name}" + (f": {text}" if text else "")
@@ -171,9 +194,9 @@ def excess(highest: RankSummary, others: list[RankSummary]) -> list[RankExcess]:
             out[_tensor_key(x)] += x.bytes
         return dict(out)
 
-    tensors = _excess_of("tensor", tensor_bytes(highest), [tensor_bytes(o) for o in others], False, peak)
-    layers = _excess_of("layer", highest.by_layer, [o.by_layer for o in others], True, peak)
-    categories = _excess_of("category", highest.by_category, [o.by_category for o in others], False, peak)
+    tensors = of("tensor", tensor_bytes, False)
+    layers = of("layer", lambda s: s.by_layer, True)
+    categories = of("category", lambda s: s.by_category, False)
     return lines + tensors + layers + categories
 
 
