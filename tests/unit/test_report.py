@@ -84,12 +84,15 @@ def test_training_phases_are_shaded_on_the_timeline():
     tl.phase = [0 if i % 300 < 150 else 1 if i % 300 < 250 else 2 for i in range(n)]  # forward, backward, optimizer
     html = render_report(profile)
     assert "shaded:" in html and "backward" in html and "optimizer" in html
-    from bokeh.models import BoxAnnotation
+    from bokeh.models import GlyphRenderer, VStrip
 
-    boxes = [m for m in views(profile).references() if isinstance(m, BoxAnnotation) and m.level == "underlay"]
+    (strips,) = [m for m in views(profile).references()
+                 if isinstance(m, GlyphRenderer) and isinstance(m.glyph, VStrip) and m.level == "underlay"]
+    bands = list(zip(strips.data_source.data["x0"], strips.data_source.data["x1"], strict=True))
     steps = -(-n // 300)
     last_has_optimizer = n % 300 == 0 or n % 300 > 250
-    assert len(boxes) == 2 * steps - (0 if last_has_optimizer else 1)  # backward and optimizer bands per step
+    assert len(bands) == 2 * steps - (0 if last_has_optimizer else 1)  # backward and optimizer bands per step
+    assert all(left < right for left, right in bands)
 
 
 def test_torch_capture_records_phases_on_the_timeline():

@@ -83,6 +83,11 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ProfileFormatError(f"{where}: expected a list, got {type(value).__name__}")
         (item,) = typing.get_args(tp)
+        # timelines are long lists of numbers: one check for the list, the walk only to name a bad item
+        if item is int and all(type(v) is int for v in value):
+            return value
+        if item is float and all(type(v) is float or type(v) is int for v in value):
+            return [float(v) for v in value]
         return [decode(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):

@@ -432,9 +432,9 @@ def _shade_phases(p: Any, timeline: Timeline) -> list[str]:
                 start, current = i, timeline.phase[i]
     if not bands or len(bands) > MAX_PHASE_BANDS:
         return []
-    for name, left, right in bands:
-        p.add_layout(models.BoxAnnotation(left=left, right=right, fill_color=PHASE_SHADES[name], fill_alpha=0.13,
-                                          line_alpha=0, level="underlay"))
+    # one glyph for all bands: a BoxAnnotation each cost ~6 models and ~5 ms to open per band
+    p.vstrip(x0=[left for _, left, _ in bands], x1=[right for _, _, right in bands],
+             fill_color=[PHASE_SHADES[name] for name, _, _ in bands], fill_alpha=0.13, line_alpha=0, level="underlay")
     return sorted({name for name, _, _ in bands}, key=list(PHASE_SHADES).index)
 
 
