@@ -147,7 +147,9 @@ def _timelines_plot(info: MergeInfo) -> Any:
     from memprofile.render.interactive import _bokeh, _bytes_axis
 
     models, plotting, _ = _bokeh()
-    p = plotting.figure(height=300, sizing_mode="stretch_width", tools="xpan,xwheel_zoom,box_zoom,reset,save",
+    entries = 2 + len(info.timelines)  # the legend sits below the plot, within its height
+    p = plotting.figure(height=260 + 24 * entries, sizing_mode="stretch_width",
+                        tools="xpan,xwheel_zoom,box_zoom,reset,save",
                         title="Every rank's live bytes on one time axis (each host's wall clock)",
                         x_axis_label="seconds since the first rank started")
     others = [r for r in info.ranks if r.rank != info.highest and r.t]
