@@ -174,19 +174,42 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unwritable(out: Path) -> int:
+    """0, or the exit status after saying why `out` cannot take a profile or
+    report (before the work): 2 for a name of no known format, 1 for a
+    folder that cannot hold it."""
+    import errno
+
+    from memprofile.errors import why_unwritable
+
+    if not out.name.lower().endswith((".html", ".htm", ".json", ".json.gz")):
+        print(f"memprofile: cannot write {out}: the output is a report (.html) or a profile (.json, .json.gz)",
+              file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"memprofile: {why_unwritable(out, OSError(errno.ENOENT, 'No such file or directory'))}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _save_as(profile, out: Path) -> None:
+    """.html: the report; .json, .json.gz: the profile."""
+    with writing(out):
+        if out.name.lower().endswith((".html", ".htm")):
+            profile.save_html(out)
+        else:
+            profile.save(out)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from memprofile.model.codec import load
 
-    profile = load(args.profile)
     out = Path(args.output or Path(args.profile).name.split(".")[0] + ".html")
-    if out.suffix.lower() in (".html", ".htm"):
-        with writing(out):
-            profile.save_html(out)
-    elif out.name.endswith((".json", ".json.gz")):
-        profile.save(out)
-    else:
-        print(f"memprofile: cannot tell the format of {out}: use .html, .json or .json.gz", file=sys.stderr)
-        return 2
+    problem = _unwritable(out)
+    if problem:
+        return problem
+    _save_as(load(args.profile), out)
     print(f"memprofile: wrote {out}")
     return 0
 
@@ -196,19 +219,16 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from memprofile.rank_files import safe_name
     from memprofile.render.text import render_text
 
+    problem = _unwritable(Path(args.output)) if args.output else 0
+    if problem:
+        return problem
     merged = merge(args.profiles, name=args.name)
     print(render_text(merged))
     assert merged.merged is not None
     first = Path(args.profiles[0])
     out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / (
         f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html")
-    if out.name.lower().endswith((".html", ".htm")):
-        merged.save_html(out)
-    elif out.name.endswith((".json", ".json.gz")):
-        merged.save(out)
-    else:
-        print(f"memprofile: cannot tell the format of {out}: use .html, .json or .json.gz", file=sys.stderr)
-        return 2
+    _save_as(merged, out)
     print(f"memprofile: wrote {out}", file=sys.stderr)
     return 0
 
@@ -234,21 +254,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from memprofile.render.text import render_text
 
     out = Path(args.output) if args.output else None
-    if out is not None and not out.name.lower().endswith((".html", ".htm", ".json", ".json.gz")):
-        print(f"memprofile: cannot write {out}: the output is a report (.html) or a profile (.json, .json.gz)",
-              file=sys.stderr)
-        return 2
-    if out is not None and not out.parent.is_dir():
-        print(f"memprofile: cannot write {out}: the folder {out.parent} does not exist; create it or choose "
-              f"another path", file=sys.stderr)
-        return 2
+    problem = _unwritable(out) if out is not None else 0
+    if problem:
+        return problem
     profile = import_trace(args.trace, name=args.name)
     print(render_text(profile))
     if out is not None:
-        if out.suffix.lower() in (".html", ".htm"):
-            profile.save_html(out)
-        else:
-            profile.save(out)
+        _save_as(profile, out)
         print(f"memprofile: written to {out}", file=sys.stderr)
     return 0
 

@@ -42,7 +42,8 @@ def test_the_cli_prints_one_line_exits_nonzero_and_writes_nothing(tmp_path, caps
 
 
 def test_the_cli_refuses_an_output_folder_that_does_not_exist(tmp_path, capsys):
-    assert main(["import", str(tmp_path / "t.json"), "-o", str(tmp_path / "no" / "r.html")]) == 2
+    # as export: a folder that cannot hold it is 1, a name of no known format 2
+    assert main(["import", str(tmp_path / "t.json"), "-o", str(tmp_path / "no" / "r.html")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 
