@@ -393,6 +393,7 @@ export interface RankSummary {
   tensors?: TensorInfo[];
   steps?: number;
   error?: string | null;
+  outside_detail?: string;
   t?: number[];
   live_bytes?: number[];
   [k: string]: unknown;

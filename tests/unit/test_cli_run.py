@@ -151,3 +151,35 @@ def test_a_scripts_models_and_optimizers_are_found_and_no_notebook_advice(tmp_pa
     assert any(k.name == "leftover" for k in profile.kept)
     assert "notebook_leak" not in [s.id for s in profile.suggestions]
     assert profile.capture["script"] == "fit.py"
+
+
+def test_a_rank_that_peaks_after_its_detailed_steps_is_flagged_in_the_merge(tmp_path):
+    """Steps after the detail are read cheaply (resident memory): a rank whose buffer comes in step 5
+    is not higher by its detailed allocator peak, and the merge says so and how to compare it."""
+    (tmp_path / "loop.py").write_text(
+        "import os, torch\n"
+        "net = torch.nn.Linear(256, 256)\n"
+        "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+        "held = []\n"
+        "for step in range(1, 7):\n"
+        "    net(torch.randn(64, 256)).sum().backward()\n"
+        "    opt.step()\n"
+        "    if step == 5 and os.environ['RANK'] == '1':\n"
+        "        held.append(torch.ones(160 * 2**20 // 4))\n")
+    env = {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "late"}
+    for rank in (0, 1):
+        out = _cli("run", "loop.py", cwd=tmp_path, env={**env, "RANK": str(rank)})
+        assert out.returncode == 0, out.stderr
+    merged = memprofile.merge(tmp_path / "memprofile-late")
+    late = merged.merged.ranks[1]
+    # (short steps are read in groups: "step 5" or "one of steps 5-6")
+    assert "5" in late.outside_detail and "peaked above every detailed step" in late.outside_detail
+    own = memprofile.load(tmp_path / "memprofile-late" / "loop.rank1.memprofile.json.gz")
+    fixes = [n.fix for n in own.warnings if n.code == "step_above_detail"]
+    assert fixes[0].startswith("memprofile run --detail-steps 5") and fixes[0].endswith(" loop.py")  # not %%memprofile
+    assert late.process_peak_bytes - merged.merged.ranks[0].process_peak_bytes > 100 * 2**20
+    note = next(n for n in merged.warnings if n.code == "ranks_above_detail")
+    assert note.message.startswith("rank(s) 1 peaked outside their detailed steps") and "--detail-steps" in note.fix
+    from memprofile.render.text import render_text
+
+    assert "(peaked outside its detailed steps)" in render_text(merged)

@@ -132,6 +132,7 @@ def summarise_rank(profile: Profile, path: str = "") -> RankSummary:
         tensors=sorted(peak.tensors, key=lambda x: -x.bytes)[:TOP_TENSORS] if peak else [],
         steps=len(profile.steps),
         error=f"{profile.error.type}: {profile.error.message[:200]}" if profile.error else None,
+        outside_detail=next((n.message for n in profile.warnings if n.code == "step_above_detail"), ""),
         t=t,
         live_bytes=live,
     )
@@ -332,6 +333,14 @@ def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
         notes.append(Note("clock_skew", (
             f"timelines are aligned by each host's wall clock: the ranks started within {info.skew_s:.3f} s of "
             f"each other, and the {info.hosts} hosts' clocks may differ by their NTP offset (usually a few ms)")))
+    outside = [s for s in info.ranks if s.outside_detail]
+    if outside:
+        named = ", ".join(str(s.rank) for s in outside[:16]) + (" …" if len(outside) > 16 else "")
+        notes.append(Note("ranks_above_detail", (
+            f"rank(s) {named} peaked outside their detailed steps (rank {outside[0].rank}: "
+            f"{outside[0].outside_detail}); ranks are compared by their detailed steps' peaks, and the process "
+            f"column shows each rank's resident peak over the whole run; record those steps in detail to compare "
+            f"them"), "torchrun ... memprofile run --detail-steps all ...   # or the window each rank's note names"))
     errors = [s for s in info.ranks if s.error]
     if errors:
         notes.append(Note("rank_errors", "; ".join(f"rank {s.rank} raised {s.error}" for s in errors[:8])))

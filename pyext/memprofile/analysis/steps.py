@@ -60,7 +60,7 @@ def step_notes(profile: Profile) -> list[Note]:
         if detailed[0].index > 1:
             notes.append(Note("detail_late", f"memory made before step {detailed[0].index} counts as from before "
                               f"the detail; what no model, optimizer or variable holds is not counted in it"))
-    notes.extend(_above_detail(detailed, cheap, exact))
+    notes.extend(_above_detail(profile, detailed, cheap, exact))
     if cheap:
         notes.extend(_after_last_step(profile, detailed))
     growth = _growth(steps, exact, profile)
@@ -72,14 +72,21 @@ def step_notes(profile: Profile) -> list[Note]:
 def _budget_fix(profile: Profile) -> str | None:
     """The magic line that runs the cell again with twice the budget."""
     budget = profile.capture.get("budget_bytes", "")
-    return f"%%memprofile --budget {2 * int(budget) >> 20}M" if budget.isdigit() else None
+    return rerun(profile, f"--budget {2 * int(budget) >> 20}M") if budget.isdigit() else None
+
+
+def rerun(profile: Profile, options: str) -> str:
+    """How to run it again with `options`: the magic line for a cell, the
+    command for a script (memprofile run)."""
+    script = profile.capture.get("script")
+    return f"memprofile run {options} {script}" if script else f"%%memprofile {options}"
 
 
 def _span(steps: list[StepStat]) -> str:
     return step_runs([s.index for s in steps])
 
 
-def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:
+def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:
     if not detailed or not cheap:
         return []
     # Like with like: exact peaks where every step has one, else resident memory for all.
@@ -99,7 +106,7 @@ def _above_detail(detailed: list[StepStat], cheap: list[StepStat], exact: bool) 
     return [Note("step_above_detail", f"{which} peaked above every detailed step ({what} "
                  f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
                  f"records {'it' if first == worst.index else 'them'} in detail",
-                 f"%%memprofile --detail-steps {first}-{worst.index}")]
+                 rerun(profile, f"--detail-steps {first}-{worst.index}"))]
 
 
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
@@ -117,7 +124,7 @@ def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
     return [Note("step_above_detail", f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
                  f"above every detailed step (resident memory {fmt_bytes(max(after))} against "
                  f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it",
-                 "%%memprofile --detail-steps all")]
+                 rerun(profile, "--detail-steps all"))]
 
 
 def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None:

@@ -372,6 +372,9 @@ class RankSummary:
     steps: int = 0
     #: "Type: message" of what it raised, if it did.
     error: str | None = None
+    #: Where it peaked above its detailed steps (its own step_above_detail note): its
+    #: peak above covers the detailed steps only.
+    outside_detail: str = ""
     t: list[float] = field(default_factory=list)
     live_bytes: list[int] = field(default_factory=list)
 

@@ -19,6 +19,8 @@ from memprofile.render.html import CATEGORY_COLORS
 from memprofile.render.table import Column, html_table
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
+_CAPTION = ("Each rank's peak, by kind of memory (highest first); process: its resident peak over the whole run; "
+            "*: it peaked outside its detailed steps")
 #: Ranks listed in tables: the highest ones, then the lowest.
 TABLE_RANKS = 12
 _RIGHT = "text-align:right"
@@ -52,11 +54,14 @@ def ranks_text(info: MergeInfo) -> list[str]:
     kinds = _kinds(info)
     rows, more = listed(info)
     head = "".join(f"{category_label(c)[:12]:>13}" for c in kinds)
-    lines.append(f"    {'rank':>5} {'host':<12} {'peak':>11}{head}  device")
+    lines.append(f"    {'rank':>5} {'host':<12} {'peak':>11}{head}  {'process':>11}  device")
     for r in rows:
         cells = "".join(f"{fmt_bytes(r.by_category.get(c, 0)):>13}" for c in kinds)
-        flag = "  raised " + r.error.split(":")[0] if r.error else ""
-        lines.append(f"    {r.rank:>5} {r.host[:12]:<12} {fmt_bytes(r.peak_bytes):>11}{cells}  {r.peak_device}{flag}")
+        flag = ("  raised " + r.error.split(":")[0] if r.error else "") + \
+            ("  (peaked outside its detailed steps)" if r.outside_detail else "")
+        process = fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else ""
+        lines.append(f"    {r.rank:>5} {r.host[:12]:<12} {fmt_bytes(r.peak_bytes):>11}{cells}  {process:>11}  "
+                     f"{r.peak_device}{flag}")
     if more:
         lines.append(f"    … and {more} more ranks")
     excess = describe_excess(info)
@@ -71,15 +76,18 @@ def ranks_html(info: MergeInfo) -> str:
     kinds = _kinds(info)
     rows, more = listed(info)
     columns: list[str | Column] = [Column("rank", cell_style=_RIGHT), "host", Column("peak", cell_style=_RIGHT),
-               *(Column(category_label(c), cell_style=_RIGHT) for c in kinds), "device", "started", "raised"]
+               *(Column(category_label(c), cell_style=_RIGHT) for c in kinds), "device",
+               Column("process", cell_style=_RIGHT), "started", "raised"]
     body = [[str(r.rank), r.host, fmt_bytes(r.peak_bytes), *(fmt_bytes(r.by_category.get(c, 0)) for c in kinds),
-             r.peak_device, f"+{fmt_seconds(r.offset_s)}", r.error or ""] for r in rows]
+             r.peak_device + (" *" if r.outside_detail else ""),
+             fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else "", f"+{fmt_seconds(r.offset_s)}",
+             r.error or ""] for r in rows]
     excess = describe_excess(info)
     layers = _layers_table(info, rows)
     held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
             + "".join(f"<li>{_escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
     return (f"<div class='mp-ranks'><p><b>{_escape(headline(info))}</b></p>"
-            + html_table(columns, body, caption="Each rank's peak, by kind of memory (highest first)", more=more,
+            + html_table(columns, body, caption=_CAPTION, more=more,
                          attrs={"class": "mp-ranks-table"})
             + held + layers + "</div>")
 
