@@ -67,6 +67,7 @@ def test_rank_files_carry_the_rank_and_merge_names_the_highest(monkeypatch, tmp_
     assert info.imbalance == pytest.approx(profiles[1].peak_bytes / statistics.fmean(
         [p.peak_bytes for p in profiles]) - 1)
     assert merged.highest_rank.rank == 1 and [p.rank for p in merged.ranks] == [0, 1]
+    assert (merged.world_size, merged.imbalance, merged.skew_s) == (2, info.imbalance, info.skew_s)
     # The merged body is rank 1's detail
     assert merged.peak_bytes == profiles[1].peak_bytes and merged.rank is None
     # What rank 1 holds that rank 0 does not: the 16 MiB buffer, as a tensor and as bytes no layer made

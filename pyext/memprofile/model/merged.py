@@ -87,6 +87,24 @@ class MergedProfile(Profile):
         position = next(i for i, r in enumerate(self.merged.ranks) if r.rank == self.merged.highest)
         return self.ranks[position]
 
+    # The job's figures, also under .merged (MergeInfo) with every rank's.
+    @property
+    def world_size(self) -> int:
+        assert self.merged is not None
+        return self.merged.world_size
+
+    @property
+    def imbalance(self) -> float:
+        """The highest rank's peak over the mean rank's, minus 1 (0.25: it holds 25 % more)."""
+        assert self.merged is not None
+        return self.merged.imbalance
+
+    @property
+    def skew_s(self) -> float:
+        """How far apart the ranks started, by their hosts' wall clocks."""
+        assert self.merged is not None
+        return self.merged.skew_s
+
     def __repr__(self) -> str:
         m = self.merged
         if m is None:
