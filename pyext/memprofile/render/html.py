@@ -241,8 +241,10 @@ def full_lines(profile: Profile) -> str:
                                                       "(by kind) and allocated")
 
 
-def render_fragment(profile: Profile) -> str:
-    """The light, static block shown where the extension is not installed."""
+def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
+    """The light, static block shown where the extension is not installed;
+    a merged profile's ranks in full, or (`ranks_in_full` False: a page that
+    shows them in its views) their headline and excess only."""
     device = profile.peak_device
     increase = ""
     if device:
@@ -265,9 +267,9 @@ def render_fragment(profile: Profile) -> str:
     steps = steps_text(steps_brief(profile))
     ranks = ""
     if profile.merged:
-        from memprofile.render.ranks import ranks_html
+        from memprofile.render.ranks import ranks_brief_html, ranks_html
 
-        ranks = ranks_html(profile.merged)
+        ranks = ranks_html(profile.merged) if ranks_in_full else ranks_brief_html(profile.merged)
     return (
         f"<div class='memprofile-report'><style>{_STYLE}</style>"
         f"<h3>memprofile · {escape(profile.name)}</h3>"
@@ -284,7 +286,7 @@ def render_fragment(profile: Profile) -> str:
     )
 
 
-def report_page(profile: Profile, head: str = "", body: str = "") -> str:
+def report_page(profile: Profile, head: str = "", body: str = "", ranks_in_full: bool = True) -> str:
     """A complete HTML document: the page style, the summary fragment, then
     `body`; `head` adds to the head (the interactive report's BokehJS)."""
     return (
@@ -292,7 +294,7 @@ def report_page(profile: Profile, head: str = "", body: str = "") -> str:
         f"<title>memprofile · {escape(profile.name)}</title>"
         "<meta name='color-scheme' content='light dark'>"
         f"<style>{_PAGE_STYLE}</style>{head}</head><body>"
-        f"{render_fragment(profile)}{body}"
+        f"{render_fragment(profile, ranks_in_full)}{body}"
         "</body></html>\n"
     )
 

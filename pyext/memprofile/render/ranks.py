@@ -82,14 +82,24 @@ def ranks_html(info: MergeInfo) -> str:
              r.peak_device + (" *" if r.outside_detail else ""),
              fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else "", f"+{fmt_seconds(r.offset_s)}",
              r.error or ""] for r in rows]
+    # Wide tables scroll rather than wrap a figure over two lines.
+    return (f"<div class='mp-ranks' style='overflow-x:auto'>{_summary(info)}"
+            + html_table(columns, body, caption=_CAPTION, more=more,
+                         attrs={"class": "mp-ranks-table", "style": "white-space:nowrap"})
+            + _layers_table(info, rows) + "</div>")
+
+
+def ranks_brief_html(info: MergeInfo) -> str:
+    """The headline and the excess only: where the full tables are shown
+    elsewhere on the page (the report's Ranks tab)."""
+    return f"<div class='mp-ranks'>{_summary(info)}</div>"
+
+
+def _summary(info: MergeInfo) -> str:
     excess = describe_excess(info)
-    layers = _layers_table(info, rows)
     held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
             + "".join(f"<li>{_escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
-    return (f"<div class='mp-ranks'><p><b>{_escape(headline(info))}</b></p>"
-            + html_table(columns, body, caption=_CAPTION, more=more,
-                         attrs={"class": "mp-ranks-table"})
-            + held + layers + "</div>")
+    return f"<p><b>{_escape(headline(info))}</b></p>{held}"
 
 
 #: Layers in the side-by-side table: those holding the most at the listed ranks' peaks.
@@ -109,7 +119,7 @@ def _layers_table(info: MergeInfo, rows: list[RankSummary]) -> str:
     columns: list[str | Column] = ["layer", *(Column(f"rank {r.rank}", cell_style=_RIGHT) for r in rows)]
     body = [[name, *(fmt_bytes(r.by_layer[name]) if name in r.by_layer else "" for r in rows)] for name in names]
     return html_table(columns, body, caption="Layers side by side: bytes alive at each rank's peak",
-                      attrs={"class": "mp-ranks-layers"})
+                      attrs={"class": "mp-ranks-layers", "style": "white-space:nowrap"})
 
 
 def _escape(text: str) -> str:
@@ -143,7 +153,11 @@ def _peaks_plot(info: MergeInfo) -> Any:
     p.vbar_stack(kinds, x="rank", width=0.8, color=[CATEGORY_COLORS[c] for c in kinds],
                  source=models.ColumnDataSource(data), legend_label=[category_label(c) for c in kinds])
     p.yaxis.formatter = _bytes_axis()
-    p.xaxis.major_label_orientation = 0.8 if len(ranks) > 32 else 0
+    if len(ranks) > 48:  # past that the labels overlap: the hover names each bar's rank
+        p.xaxis.major_label_text_font_size = "0px"
+        p.xaxis.axis_label = f"ranks 0-{ranks[-1]} (hover a bar for its rank)"
+    else:
+        p.xaxis.major_label_orientation = 0.8 if len(ranks) > 24 else 0
     p.add_tools(models.HoverTool(tooltips=[("rank", "@rank"), ("host", "@host"), ("peak", "@peak")]))
     p.legend.location = "top_left"
     p.legend.orientation = "horizontal"
@@ -160,17 +174,18 @@ def _timelines_plot(info: MergeInfo) -> Any:
                         tools="xpan,xwheel_zoom,box_zoom,reset,save",
                         title="Every rank's live bytes on one time axis (each host's wall clock)",
                         x_axis_label="seconds since the first rank started")
-    others = [r for r in info.ranks if r.rank != info.highest and r.t]
+    # As steps: memory holds its value until the next point (no ramp across a quiet stretch).
+    others = [_steps(r.t, r.live_bytes) for r in info.ranks if r.rank != info.highest and r.t]
     if others:
-        p.multi_line(xs=[_f32(r.t) for r in others], ys=[_f32(r.live_bytes) for r in others], color="#7f7f7f",
+        p.multi_line(xs=[t for t, _ in others], ys=[v for _, v in others], color="#7f7f7f",
                      alpha=0.8, line_width=1.5, legend_label=f"other ranks ({len(others)})")
     top = next(r for r in info.ranks if r.rank == info.highest)
     if top.t:
-        p.line(_f32(top.t), _f32(top.live_bytes), color="#d62728", line_width=2,
+        p.line(*_steps(top.t, top.live_bytes), color="#d62728", line_width=2,
                legend_label=f"rank {top.rank} (highest)")
     palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for i, tl in enumerate(info.timelines):
-        p.line(_f32(tl.t), _f32(tl.live_bytes), color=palette[i % len(palette)], line_width=1.5, visible=False,
+        p.line(*_steps(tl.t, tl.live_bytes), color=palette[i % len(palette)], line_width=1.5, visible=False,
                legend_label=f"{tl.device}, full")
     p.yaxis.formatter = _bytes_axis()
     p.legend.click_policy = "hide"
@@ -184,3 +199,10 @@ def _f32(values: list) -> Any:
     import numpy as np  # bokeh's own dependency
 
     return np.asarray(values, dtype=np.float32)
+
+
+def _steps(t: list[float], values: list[int]) -> tuple[Any, Any]:
+    from memprofile.render.stairs import as_steps
+
+    t_steps, (v_steps,) = as_steps(t, values)
+    return _f32(t_steps), _f32(v_steps)

@@ -52,7 +52,9 @@ def render_report(profile: Profile) -> str:
     script, div = components(views(profile))
     resources = Resources(mode="inline", components=BOKEH_COMPONENTS)
     head = f"<style>{_VIEWS_STYLE}</style>{_no_urls(resources.render_css())}{_no_urls(resources.render_js())}"
-    return report_page(profile, head=head, body=f"<div class='mp-views'>{div}</div>{_no_urls(script)}")
+    # the views' Ranks tab has the ranks' tables: the summary above keeps their headline
+    return report_page(profile, head=head, body=f"<div class='mp-views'>{div}</div>{_no_urls(script)}",
+                       ranks_in_full=False)
 
 
 def write_report(profile: Profile, path: str | Path) -> Path:
