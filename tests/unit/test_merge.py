@@ -96,6 +96,10 @@ def test_merged_profile_saves_loads_and_renders(monkeypatch, tmp_path):
     assert "rank 1 peaks highest" in text and "rank 1 holds at its peak beyond the typical rank" in text
     html = render_report(back)
     assert "Ranks (2)" in html and "rank 1 peaks highest" in html
+    assert html.count("mp-ranks-table") == 1  # the tables in the Ranks tab only, the headline above
+    from memprofile.render.html import render_fragment
+
+    assert "mp-ranks-table" in render_fragment(back)  # the static card (no views) has them
 
 
 def test_a_missing_rank_is_said_and_bad_sets_are_refused(monkeypatch, tmp_path):
