@@ -217,3 +217,13 @@ def test_excess_is_what_the_peak_margin_supports():
     # A real excess larger than the margin (rank holds less elsewhere) is still named first
     partly = _summary(1, 4 * gib + 256 * MiB, {88: gib, 10: 3 * gib + 256 * MiB})
     assert [e.name for e in excess(partly, others) if e.kind == "line"] == ["line 88"]
+
+
+def test_equal_peaks_name_the_lowest_rank_whatever_the_order(monkeypatch, tmp_path):
+    paths = _rank_profiles(monkeypatch, tmp_path, world=2, extra_mib=0)
+    profiles = [memprofile.load(p) for p in paths]
+    profiles[0].devices = profiles[1].devices  # the same peak on both ranks
+    for order in (profiles, profiles[::-1]):
+        merged = merge_only(order)
+        assert merged.merged.highest == 0 and merged.merged.lowest == 1 and merged.highest_rank.rank == 0
+        assert merged.rank is None and merged.merged.excess == []

@@ -226,7 +226,7 @@ class _Reader:
         self.summaries.append(summary)
         self.starts.append(start_of(profile))
         self.infos.append(profile.distributed)
-        if self.highest is None or profile.peak_bytes > self.highest.peak_bytes:
+        if self.highest is None or _higher(profile, self.highest):
             self.highest = profile
         timeline = profile.timeline(summary.peak_device)
         if timeline is not None and self.full_timelines > 0:
@@ -235,6 +235,13 @@ class _Reader:
                 heapq.heappush(self.full, entry)
             elif entry[:2] > self.full[0][:2]:
                 heapq.heapreplace(self.full, entry)
+
+
+def _higher(a: Profile, b: Profile) -> bool:
+    """`a` peaks above `b`; of equal peaks the lower rank is the higher, in
+    whatever order the files come."""
+    assert a.distributed is not None and b.distributed is not None
+    return (a.peak_bytes, -a.distributed.rank) > (b.peak_bytes, -b.distributed.rank)
 
 
 def _check(reader: _Reader) -> None:
@@ -278,8 +285,8 @@ def merge(sources: Source | Iterable[Source], name: str | None = None,
         if s.peak_time_s is not None:
             s.peak_time_s += s.offset_s
     peaks = [s.peak_bytes for s in summaries]
-    top = max(summaries, key=lambda s: s.peak_bytes)
-    low = min(summaries, key=lambda s: s.peak_bytes)
+    top = max(summaries, key=lambda s: (s.peak_bytes, -s.rank))  # equal peaks: the lowest rank, as _higher
+    low = min(summaries, key=lambda s: (s.peak_bytes, -s.rank))  # and another one, where all are equal
     mean = statistics.fmean(peaks)
     world = infos[0].world_size
     info = MergeInfo(
