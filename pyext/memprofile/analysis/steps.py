@@ -70,7 +70,7 @@ def step_notes(profile: Profile) -> list[Note]:
 
 
 def _budget_fix(profile: Profile) -> str | None:
-    """The magic line that runs the cell again with twice the budget."""
+    """The line that runs the cell (or script) again with twice the budget."""
     budget = profile.capture.get("budget_bytes", "")
     return rerun(profile, f"--budget {2 * int(budget) >> 20}M") if budget.isdigit() else None
 
