@@ -3,8 +3,8 @@
 Each rank wrote its own profile (rank_files.py); merging reads them one at a
 time and keeps, of each, a summary small enough for hundreds of ranks: the
 peak and what was alive then (by kind, the top layers, lines and tensors)
-and its timeline reduced to TIMELINE_POINTS (each stretch's highest point,
-so no peak is lost). Only the highest rank's full Profile (the merged
+and its timeline reduced to TIMELINE_POINTS (model/decimate.py: each
+stretch's lowest and highest point, so no peak is lost). Only the highest rank's full Profile (the merged
 profile's body) and the FULL_TIMELINES highest ranks' full timelines are
 held. Timelines share one axis: each rank's wall clock at its start,
 relative to the earliest rank's (hosts' clocks are as good as their NTP).
@@ -31,6 +31,7 @@ from pathlib import Path
 from memprofile import rank_files
 from memprofile.errors import ProfileFormatError
 from memprofile.model.codec import load
+from memprofile.model.decimate import minmax_indices
 from memprofile.model.merged import MergedProfile, RankProfiles
 from memprofile.model.profile import (
     MergeInfo,
@@ -74,17 +75,9 @@ def expand(sources: Source | Iterable[Source]) -> list[Profile | Path]:
 
 
 def reduce_points(t: list[float], values: list[int], limit: int = TIMELINE_POINTS) -> tuple[list[float], list[int]]:
-    """At most `limit` points: each stretch of the series by its highest point."""
-    n = len(t)
-    if n <= limit:
-        return list(t), list(values)
-    out_t, out_v = [], []
-    for k in range(limit):
-        lo, hi = k * n // limit, (k + 1) * n // limit
-        i = max(range(lo, hi), key=values.__getitem__)
-        out_t.append(t[i])
-        out_v.append(values[i])
-    return out_t, out_v
+    """At most `limit` points (the project's decimation: each stretch's lowest and highest, the peak exact)."""
+    keep = minmax_indices(values, limit)
+    return [t[i] for i in keep], [values[i] for i in keep]
 
 
 def start_of(profile: Profile) -> float | None:
@@ -330,10 +323,9 @@ def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
         f"merged from {len(info.ranks)} ranks of {info.world_size}: the views below are rank {info.highest}'s, "
         f"the highest; every rank's peak and timeline are in the ranks view"))]
     if info.missing:
-        shown = ", ".join(map(str, info.missing[:16])) + (" …" if len(info.missing) > 16 else "")
         notes.append(Note("missing_ranks", (
-            f"no profile from rank(s) {shown}: a rank killed before it ended (the OOM killer, a launcher that "
-            f"gave up) writes none; its memory is not in this report")))
+            f"no profile from rank(s) {_listed(info.missing)}: a rank killed before it ended (the OOM killer, a "
+            f"launcher that gave up) writes none; its memory is not in this report")))
     if not known_clocks:
         notes.append(Note("unaligned_ranks", "some ranks record no wall clock: their timelines start at 0"))
     elif info.hosts > 1:
@@ -342,19 +334,17 @@ def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
             f"each other, and the {info.hosts} hosts' clocks may differ by their NTP offset (usually a few ms)")))
     outside = [s for s in info.ranks if s.outside_detail]
     if outside:
-        named = ", ".join(str(s.rank) for s in outside[:16]) + (" …" if len(outside) > 16 else "")
         notes.append(Note("ranks_above_detail", (
-            f"rank(s) {named} peaked outside their detailed steps (rank {outside[0].rank}: "
-            f"{outside[0].outside_detail}); ranks are compared by their detailed steps' peaks, and the process "
-            f"column shows each rank's resident peak over the whole run; record those steps in detail to compare "
-            f"them"), "torchrun ... memprofile run --detail-steps all ...   # or the window each rank's note names"))
+            f"rank(s) {_listed([s.rank for s in outside])} peaked outside their detailed steps "
+            f"(rank {outside[0].rank}: {outside[0].outside_detail}); ranks are compared by their detailed steps' "
+            f"peaks, and the process column shows each rank's resident peak over the whole run; record those "
+            f"steps in detail to compare them"),
+            "torchrun ... memprofile run --detail-steps all ...   # or the window each rank's note names"))
     errors = [s for s in info.ranks if s.error]
     if errors:
         notes.append(Note("rank_errors", "; ".join(f"rank {s.rank} raised {s.error}" for s in errors[:8])))
     return notes
 
 
-def describe_excess(info: MergeInfo) -> list[str]:
-    """The excess as lines of text: 'line 31: keep = torch.empty(...): 64 MiB (others 0 B)'."""
-    return [f"{'' if e.kind == 'line' else e.kind + ' '}{e.name}: {fmt_bytes(e.bytes)} "
-            f"(typical other rank {fmt_bytes(e.others_bytes)})" for e in info.excess]
+def _listed(ranks: list[int], limit: int = 16) -> str:
+    return ", ".join(map(str, ranks[:limit])) + (" …" if len(ranks) > limit else "")

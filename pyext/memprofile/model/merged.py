@@ -84,8 +84,7 @@ class MergedProfile(Profile):
     def highest_rank(self) -> Profile:
         """The Profile of the rank whose peak is highest."""
         assert self.merged is not None
-        position = next(i for i, r in enumerate(self.merged.ranks) if r.rank == self.merged.highest)
-        return self.ranks[position]
+        return self.ranks[self.merged.ranks.index(self.merged.summary_of(self.merged.highest))]
 
     # The job's figures, also under .merged (MergeInfo) with every rank's.
     @property

@@ -414,6 +414,9 @@ class MergeInfo:
     #: Full timelines of the top ranks' peak devices ("rank 3 · cuda:0"), on the merged axis.
     timelines: list[Timeline] = field(default_factory=list)
 
+    def summary_of(self, rank: int) -> RankSummary:
+        return next(r for r in self.ranks if r.rank == rank)
+
 
 @dataclass
 class Profile:

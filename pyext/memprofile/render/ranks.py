@@ -11,9 +11,9 @@ Their points travel as float32 (base64, half the size of JSON numbers: a
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
-from memprofile.analysis.merge import describe_excess
 from memprofile.model.profile import CATEGORIES, MergeInfo, RankSummary
 from memprofile.render.html import CATEGORY_COLORS
 from memprofile.render.table import Column, html_table
@@ -27,14 +27,19 @@ _RIGHT = "text-align:right"
 
 
 def headline(info: MergeInfo) -> str:
-    top = next(r for r in info.ranks if r.rank == info.highest)
-    low = next(r for r in info.ranks if r.rank == info.lowest)
+    top, low = info.summary_of(info.highest), info.summary_of(info.lowest)
     where = f"{info.backend}, " if info.backend else ""
     hosts = f"{info.hosts} host{'s' if info.hosts != 1 else ''}"
     return (f"{len(info.ranks)} of {info.world_size} ranks ({where}{hosts}): rank {top.rank} peaks highest at "
             f"{fmt_bytes(top.peak_bytes)}, rank {low.rank} lowest at {fmt_bytes(low.peak_bytes)} "
             f"({fmt_bytes(top.peak_bytes - low.peak_bytes, signed=True)}); imbalance {info.imbalance:+.0%} "
             f"(highest over mean); started within {fmt_seconds(info.skew_s)}")
+
+
+def describe_excess(info: MergeInfo) -> list[str]:
+    """The excess as lines of text: 'line 31: keep = torch.empty(...): 64 MiB (typical other rank 0 B)'."""
+    return [f"{'' if e.kind == 'line' else e.kind + ' '}{e.name}: {fmt_bytes(e.bytes)} "
+            f"(typical other rank {fmt_bytes(e.others_bytes)})" for e in info.excess]
 
 
 def listed(info: MergeInfo, limit: int = TABLE_RANKS) -> tuple[list[RankSummary], int]:
@@ -98,8 +103,8 @@ def ranks_brief_html(info: MergeInfo) -> str:
 def _summary(info: MergeInfo) -> str:
     excess = describe_excess(info)
     held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
-            + "".join(f"<li>{_escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
-    return f"<p><b>{_escape(headline(info))}</b></p>{held}"
+            + "".join(f"<li>{escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
+    return f"<p><b>{escape(headline(info))}</b></p>{held}"
 
 
 #: Layers in the side-by-side table: those holding the most at the listed ranks' peaks.
@@ -120,12 +125,6 @@ def _layers_table(info: MergeInfo, rows: list[RankSummary]) -> str:
     body = [[name, *(fmt_bytes(r.by_layer[name]) if name in r.by_layer else "" for r in rows)] for name in names]
     return html_table(columns, body, caption="Layers side by side: bytes alive at each rank's peak",
                       attrs={"class": "mp-ranks-layers", "style": "white-space:nowrap"})
-
-
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text)
 
 
 def ranks_view(info: MergeInfo) -> Any:
@@ -166,11 +165,10 @@ def _peaks_plot(info: MergeInfo) -> Any:
 
 
 def _timelines_plot(info: MergeInfo) -> Any:
-    from memprofile.render.interactive import _bokeh, _bytes_axis
+    from memprofile.render.interactive import LEGEND_BELOW_PX, _bokeh, _bytes_axis, _place_legend
 
     models, plotting, _ = _bokeh()
-    entries = 2 + len(info.timelines)  # the legend sits below the plot, within its height
-    p = plotting.figure(height=260 + 24 * entries, sizing_mode="stretch_width",
+    p = plotting.figure(height=300 + LEGEND_BELOW_PX, sizing_mode="stretch_width",
                         tools="xpan,xwheel_zoom,box_zoom,reset,save",
                         title="Every rank's live bytes on one time axis (each host's wall clock)",
                         x_axis_label="seconds since the first rank started")
@@ -179,7 +177,7 @@ def _timelines_plot(info: MergeInfo) -> Any:
     if others:
         p.multi_line(xs=[t for t, _ in others], ys=[v for _, v in others], color="#7f7f7f",
                      alpha=0.8, line_width=1.5, legend_label=f"other ranks ({len(others)})")
-    top = next(r for r in info.ranks if r.rank == info.highest)
+    top = info.summary_of(info.highest)
     if top.t:
         p.line(*_steps(top.t, top.live_bytes), color="#d62728", line_width=2,
                legend_label=f"rank {top.rank} (highest)")
@@ -189,8 +187,7 @@ def _timelines_plot(info: MergeInfo) -> Any:
                legend_label=f"{tl.device}, full")
     p.yaxis.formatter = _bytes_axis()
     p.legend.click_policy = "hide"
-    p.legend.location = "top_left"
-    p.add_layout(p.legend[0], "below")
+    _place_legend(p, "below")
     p.toolbar.logo = None
     return p
 
