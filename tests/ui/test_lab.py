@@ -19,11 +19,26 @@ def _write_notebook(root, name: str, cells: list[str]) -> None:
     nbformat.write(nb, root / name)
 
 
+# A code cell's prompt once its execution is scheduled ("[*]:") or done ("[3]:").
+_STARTED = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+
+
 def _run_all_cells(page) -> None:
-    page.locator(".jp-Notebook .jp-Cell").first.click()
-    page.keyboard.press("Escape")  # command mode
-    page.keyboard.press("Control+a")
-    page.keyboard.press("Shift+Enter")
+    """Run every cell and make sure they started. Cells run before the page's
+    session has its kernel are dropped without a word (JupyterLab clears their
+    prompts), and the toolbar's execution indicator says "idle" before any
+    kernel is there, so a run that did not start is pressed again."""
+    for _ in range(3):
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.keyboard.press("Escape")  # command mode
+        page.keyboard.press("Control+a")
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function(_STARTED, timeout=20_000)
+            return
+        except Exception:  # playwright's TimeoutError: nothing was scheduled
+            continue
+    raise AssertionError("the notebook's cells never started running (no kernel?)")
 
 
 def _check_card(page, name: str, device: str, kinds: tuple[str, ...], shot: str, timeout_ms: int) -> None:

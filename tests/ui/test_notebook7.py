@@ -29,8 +29,13 @@ def notebook_url(server, name: str) -> str:
 
 
 def wait_for_idle_kernel(page) -> None:
+    """The notebook is shown and its kernel is idle. The toolbar's execution
+    indicator starts out "idle" before a kernel is there; Lab's status bar
+    says Idle only once the kernel has said so (Notebook 7 has no status bar)."""
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    if page.locator("#jp-main-statusbar").count():
+        page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
 
 
 def open_from_palette(page) -> None:

@@ -41,7 +41,13 @@ def test_a_merged_profile_opens_on_its_ranks_tab(lab_server, page):
     page.goto(f"{lab_server['base']}/lab/workspaces/ranks/tree/ranks.ipynb?reset&token={lab_server['token']}")
     wait_for_idle_kernel(page)
     _run_all_cells(page)
-    page.locator(".jp-OutputArea-output", has_text="merged step").wait_for(timeout=60_000)
+    try:
+        page.locator(".jp-OutputArea-output", has_text="merged step").wait_for(timeout=60_000)
+    except Exception:
+        screenshot(page, "panel_ranks_cell_failed")
+        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+        status = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
+        raise AssertionError(f"no 'merged step' output; kernel {status}; outputs: {outputs}") from None
     assert sorted(p.name for p in (lab_server["root"] / "ranks").iterdir()) == [
         "step.rank0.memprofile.json.gz", "step.rank1.memprofile.json.gz"]
 
