@@ -227,3 +227,18 @@ def test_equal_peaks_name_the_lowest_rank_whatever_the_order(monkeypatch, tmp_pa
         merged = merge_only(order)
         assert merged.merged.highest == 0 and merged.merged.lowest == 1 and merged.highest_rank.rank == 0
         assert merged.rank is None and merged.merged.excess == []
+
+
+def test_the_full_timelines_kept_are_the_highest_ranks_by_the_same_order(monkeypatch, tmp_path):
+    """Six ranks of equal peak: the highest is rank 0, and its full timeline is among the four kept."""
+    (path,) = _rank_profiles(monkeypatch, tmp_path, world=1, extra_mib=0)
+    base = memprofile.load(path)
+    ranks = []
+    for rank in range(6):
+        copy = memprofile.Profile.from_json(base.to_json())
+        copy.distributed = dataclasses.replace(base.distributed, rank=rank, world_size=6)
+        ranks.append(copy)
+    for order in (ranks, ranks[::-1]):
+        info = merge_only(order).merged
+        assert info.highest == 0
+        assert [tl.device.split(" · ")[0] for tl in info.timelines] == ["rank 0", "rank 1", "rank 2", "rank 3"]

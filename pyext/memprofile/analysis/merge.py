@@ -202,7 +202,8 @@ class _Reader:
         self.starts: list[float | None] = []
         self.infos: list[RankInfo] = []
         self.highest: Profile | None = None
-        self.full: list[tuple[int, int, int, Timeline]] = []  # min-heap of (peak, rank, order read, timeline)
+        # min-heap of (peak, -rank, order read, timeline): kept by the order _higher ranks them
+        self.full: list[tuple[int, int, int, Timeline]] = []
         self.full_timelines = full_timelines
 
     def read(self, item: Profile | Path) -> None:
@@ -223,7 +224,7 @@ class _Reader:
             self.highest = profile
         timeline = profile.timeline(summary.peak_device)
         if timeline is not None and self.full_timelines > 0:
-            entry = (summary.peak_bytes, summary.rank, len(self.summaries), timeline)
+            entry = (summary.peak_bytes, -summary.rank, len(self.summaries), timeline)
             if len(self.full) < self.full_timelines:
                 heapq.heappush(self.full, entry)
             elif entry[:2] > self.full[0][:2]:
@@ -294,7 +295,7 @@ def merge(sources: Source | Iterable[Source], name: str | None = None,
         hosts=len({i.host for i in infos}),
         excess=excess(top, [s for s in summaries if s.rank != top.rank]),
         missing=sorted(set(range(world)) - {s.rank for s in summaries}),
-        timelines=[_aligned(tl, rank, offsets[rank]) for _, rank, _, tl in sorted(reader.full, reverse=True)],
+        timelines=[_aligned(tl, -neg, offsets[-neg]) for _, neg, _, tl in sorted(reader.full, reverse=True)],
     )
     merged = MergedProfile(**{f.name: getattr(highest, f.name) for f in dataclasses.fields(Profile)})
     merged.id = uuid.uuid4().hex
