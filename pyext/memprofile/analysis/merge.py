@@ -102,9 +102,8 @@ def summarise_rank(profile: Profile, path: str = "") -> RankSummary:
     peak = profile.peak if profile.peak and device and profile.peak.device == device.name else None
     timeline = profile.timeline(device.name) if device else None
     t, live = reduce_points(timeline.t, timeline.live_bytes) if timeline else ([], [])
-    source = profile.source.splitlines()
     by_line = _top(peak.by_line, TOP_ITEMS) if peak else {}
-    process = next((d for d in profile.devices if d.kind == "process"), None)
+    process = profile.process_device
     return RankSummary(
         rank=info.rank,
         name=profile.name,
@@ -121,7 +120,7 @@ def summarise_rank(profile: Profile, path: str = "") -> RankSummary:
         by_category=dict(peak.by_category) if peak else {},
         by_layer=_top(peak.by_layer, TOP_ITEMS) if peak else {},
         by_line=by_line,
-        line_text={n: source[n - 1].strip() for n in by_line if 0 < n <= len(source)},
+        line_text={n: text for n in by_line if (text := profile.line_text(n))},
         tensors=sorted(peak.tensors, key=lambda x: -x.bytes)[:TOP_TENSORS] if peak else [],
         steps=len(profile.steps),
         error=f"{profile.error.type}: {profile.error.message[:200]}" if profile.error else None,

@@ -112,7 +112,7 @@ def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepSt
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
     """Work after the last training step (an evaluation, a final larger batch)
     is no step: compare its resident memory with the detailed steps'."""
-    host = next((d for d in profile.devices if d.kind == "process"), None)
+    host = profile.process_device
     tl = profile.timeline(host.name) if host else None
     end = profile.steps[-1].t_end
     if tl is None or not detailed:

@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from memprofile.model.profile import Profile, Suggestion
-from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
+from memprofile.render.lines import line_label, placed_by_layer, shape_text, tensor_bytes_text
 from memprofile.render.table import html_table
 from memprofile.render.text import RERUN_BUTTON, RERUN_WARNING, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
@@ -47,7 +47,7 @@ def peak_html(profile: Profile) -> str:
     peak = profile.peak
     if peak is None:
         return "<p>No peak: nothing was measured.</p>"
-    source = line_text(profile, peak.line)
+    source = profile.line_text(peak.line)
     parts = [
         f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
         + (f", op <code>{escape(peak.op)}</code>" if peak.op else "")

@@ -467,6 +467,11 @@ class Profile:
         return max(pool, key=lambda d: d.peak_bytes, default=None)
 
     @property
+    def process_device(self) -> Device | None:
+        """The process's resident memory (RSS), where it was sampled."""
+        return next((d for d in self.devices if d.kind == "process"), None)
+
+    @property
     def peak_bytes(self) -> int:
         device = self.peak_device
         return device.peak_bytes if device else 0
@@ -475,6 +480,16 @@ class Profile:
     def rank(self) -> int | None:
         """Its rank in a distributed job (None: not one rank of a job)."""
         return self.distributed.rank if self.distributed else None
+
+    def line_text(self, line: int | None) -> str | None:
+        """The source text of a cell line (stripped), from its lines or its source."""
+        if line is None or line <= 0:
+            return None
+        stat = next((s for s in self.lines if s.line == line), None)
+        if stat is not None and stat.text:
+            return stat.text
+        source = self.source.splitlines()
+        return source[line - 1].strip() if line <= len(source) else None
 
     def device(self, name: str) -> Device:
         for d in self.devices:

@@ -29,7 +29,7 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
     device = profile.peak_device
     allocator = device.name if device is not None and device.kind == "allocator" else None
     tl = profile.timeline(allocator) if allocator else None
-    host = next((d for d in profile.devices if d.kind == "process"), None)
+    host = profile.process_device
     host_tl = profile.timeline(host.name) if host else None
     steps = []
     start = 0.0

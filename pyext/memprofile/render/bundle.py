@@ -6,7 +6,7 @@ from memprofile.model.codec import to_dict
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile
 from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
-from memprofile.render.lines import line_text, peak_lines, steps_brief
+from memprofile.render.lines import peak_lines, steps_brief
 
 MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
 SPARKLINE_POINTS = 240
@@ -64,7 +64,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         peak_op=peak.op if peak else None,
         peak_layer=peak.layer if peak else None,
         peak_line=peak.line if peak else None,
-        peak_line_text=line_text(profile, peak.line) if peak else None,
+        peak_line_text=profile.line_text(peak.line) if peak else None,
         peak_tensors=list(peak.tensors[:CARD_TENSORS]) if peak else [],
         peak_lines=peak_lines(profile),
         steps=steps_brief(profile),

@@ -14,7 +14,6 @@ from memprofile.model.profile import CATEGORIES, LineStat, Profile
 from memprofile.render.bundle import CARD_TENSORS, sparkline
 from memprofile.render.lines import (
     line_label,
-    line_text,
     peak_lines,
     shape_text,
     source_rows,
@@ -146,7 +145,7 @@ def _peak_place(profile: Profile) -> str:
     parts = [f"op <code>{escape(peak.op)}</code>" if peak.op else "",
              f"layer <code>{escape(peak.layer)}</code>" if peak.layer else ""]
     if line_label(peak.line):
-        text = line_text(profile, peak.line)
+        text = profile.line_text(peak.line)
         parts.append(escape(line_label(peak.line)) + (f" <code>{escape(text)}</code>" if text else ""))
     where = ", ".join(p for p in parts if p)
     head = f"<div class='mp-place'>At the peak: {where}</div>" if where else ""
@@ -255,7 +254,7 @@ def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
     error = ""
     if profile.error:
         place = failure_place(profile.error)
-        source = line_text(profile, profile.error.line)
+        source = profile.line_text(profile.error.line)
         error = (
             f"<div class='mp-error'><b>{escape(profile.error.type)}</b>: {escape(profile.error.message)}"
             + (f"<div class='mp-failed'>It failed {escape(place)}"

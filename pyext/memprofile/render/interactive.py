@@ -19,7 +19,7 @@ from memprofile.render.html import (
     CATEGORY_COLORS,  # one hue per kind, as in the static HTML
     full_lines,
 )
-from memprofile.render.lines import line_label, line_text, placed_by_layer, shape_text, tensor_bytes_text
+from memprofile.render.lines import line_label, placed_by_layer, shape_text, tensor_bytes_text
 from memprofile.render.stairs import as_steps
 from memprofile.render.text import how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds, step_runs
@@ -590,7 +590,7 @@ def peak_view(profile: Profile) -> Any:
     peak = profile.peak
     if peak is None:
         return models.Div(text="<p>No peak: nothing was measured.</p>")
-    source_text = line_text(profile, peak.line)
+    source_text = profile.line_text(peak.line)
     head = models.Div(text=(
         f"<p>Peak <b>{fmt_bytes(peak.bytes)}</b> on {escape(peak.device)} at {fmt_seconds(peak.time_s)}"
         + (f", during op <code>{escape(peak.op)}</code>" if peak.op else "")

@@ -22,17 +22,6 @@ def line_label(line: int | None) -> str:
     return BEFORE_CELL.strip("()") if line == 0 else f"line {line}"
 
 
-def line_text(profile: Profile, line: int | None) -> str | None:
-    """The source text of a cell line (stripped), from the profile's lines or its source."""
-    if line is None or line <= 0:
-        return None
-    stat = next((s for s in profile.lines if s.line == line), None)
-    if stat is not None and stat.text:
-        return stat.text
-    source = profile.source.splitlines()
-    return source[line - 1].strip() if line <= len(source) else None
-
-
 def peak_lines(profile: Profile, limit: int = CARD_LINES) -> list[LineStat]:
     """The lines holding the most at the peak (then allocating the most), at
     most `limit`, in line order: the compact source view."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile, Suggestion, TensorInfo
 from memprofile.render.lines import (
     line_label,
-    line_text,
     peak_lines,
     peak_place,
     shape_text,
@@ -90,7 +89,7 @@ def render_text(profile: Profile) -> str:
         lines.append(f"  {steps}")
     peak = profile.peak
     if peak:
-        where = peak_place(peak, line_text(profile, peak.line))
+        where = peak_place(peak, profile.line_text(peak.line))
         lines.append(f"  peak at {fmt_seconds(peak.time_s)}{' during ' + where if where else ''}")
         known = [c for c in CATEGORIES if peak.by_category.get(c)]
         if known and known != ["other"]:

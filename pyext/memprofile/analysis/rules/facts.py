@@ -99,8 +99,8 @@ class Facts:
             return None, ""
         if self.device.capacity_bytes:
             return self.device.capacity_bytes, f"{self.device.name}'s {fmt_bytes(self.device.capacity_bytes)}"
-        host = next((d for d in self.profile.devices if d.kind == "process" and d.capacity_bytes), None)
-        if host is None or host.capacity_bytes is None or self.device.kind != "allocator":
+        host = self.profile.process_device
+        if host is None or not host.capacity_bytes or self.device.kind != "allocator":
             return None, ""
         outside = max(0, host.peak_bytes - self.peak_bytes)
         usable = host.capacity_bytes - outside
