@@ -359,7 +359,7 @@ export interface MergeInfo {
   [k: string]: unknown;
 }
 /**
- * One rank of a merged profile, in figures small enough for 128 ranks: its peak and what was alive then, and its timeline reduced to at most a few hundred points (the highest of each stretch, so the peak is kept) on the merged time axis.
+ * One rank of a merged profile, in figures small enough for 128 ranks: its peak and what was alive then, and its timeline reduced to at most a few hundred points (each stretch's lowest and highest, so the peak is kept) on the merged time axis.
  *
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "RankSummary".

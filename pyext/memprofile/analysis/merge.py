@@ -4,9 +4,10 @@ Each rank wrote its own profile (rank_files.py); merging reads them one at a
 time and keeps, of each, a summary small enough for hundreds of ranks: the
 peak and what was alive then (by kind, the top layers, lines and tensors)
 and its timeline reduced to TIMELINE_POINTS (model/decimate.py: each
-stretch's lowest and highest point, so no peak is lost). Only the highest rank's full Profile (the merged
-profile's body) and the FULL_TIMELINES highest ranks' full timelines are
-held. Timelines share one axis: each rank's wall clock at its start,
+stretch's lowest and highest point, so no peak is lost). Only the highest
+rank's full Profile (the merged profile's body) and the FULL_TIMELINES
+highest ranks' full timelines are held; which rank is higher is
+RankSummary.standing. Timelines share one axis: each rank's wall clock at its start,
 relative to the earliest rank's (hosts' clocks are as good as their NTP).
 
 What the highest rank holds that others do not is its peak's figures minus
@@ -201,8 +202,9 @@ class _Reader:
         self.starts: list[float | None] = []
         self.infos: list[RankInfo] = []
         self.highest: Profile | None = None
-        # min-heap of (peak, -rank, order read, timeline): kept by the order _higher ranks them
-        self.full: list[tuple[int, int, int, Timeline]] = []
+        self.highest_standing = (0, 0)
+        # min-heap of (standing, order read, rank, timeline): the highest ranks' full timelines
+        self.full: list[tuple[tuple[int, int], int, int, Timeline]] = []
         self.full_timelines = full_timelines
 
     def read(self, item: Profile | Path) -> None:
@@ -219,22 +221,15 @@ class _Reader:
         self.summaries.append(summary)
         self.starts.append(start_of(profile))
         self.infos.append(profile.distributed)
-        if self.highest is None or _higher(profile, self.highest):
-            self.highest = profile
+        if self.highest is None or summary.standing > self.highest_standing:
+            self.highest, self.highest_standing = profile, summary.standing
         timeline = profile.timeline(summary.peak_device)
         if timeline is not None and self.full_timelines > 0:
-            entry = (summary.peak_bytes, -summary.rank, len(self.summaries), timeline)
+            entry = (summary.standing, len(self.summaries), summary.rank, timeline)
             if len(self.full) < self.full_timelines:
                 heapq.heappush(self.full, entry)
-            elif entry[:2] > self.full[0][:2]:
+            elif entry[0] > self.full[0][0]:
                 heapq.heapreplace(self.full, entry)
-
-
-def _higher(a: Profile, b: Profile) -> bool:
-    """`a` peaks above `b`; of equal peaks the lower rank is the higher, in
-    whatever order the files come."""
-    assert a.distributed is not None and b.distributed is not None
-    return (a.peak_bytes, -a.distributed.rank) > (b.peak_bytes, -b.distributed.rank)
 
 
 def _check(reader: _Reader) -> None:
@@ -278,8 +273,8 @@ def merge(sources: Source | Iterable[Source], name: str | None = None,
         if s.peak_time_s is not None:
             s.peak_time_s += s.offset_s
     peaks = [s.peak_bytes for s in summaries]
-    top = max(summaries, key=lambda s: (s.peak_bytes, -s.rank))  # equal peaks: the lowest rank, as _higher
-    low = min(summaries, key=lambda s: (s.peak_bytes, -s.rank))  # and another one, where all are equal
+    top = max(summaries, key=lambda s: s.standing)  # the rank whose profile is the body
+    low = min(summaries, key=lambda s: s.standing)  # another one, where all peaks are equal
     mean = statistics.fmean(peaks)
     world = infos[0].world_size
     info = MergeInfo(
@@ -294,7 +289,7 @@ def merge(sources: Source | Iterable[Source], name: str | None = None,
         hosts=len({i.host for i in infos}),
         excess=excess(top, [s for s in summaries if s.rank != top.rank]),
         missing=sorted(set(range(world)) - {s.rank for s in summaries}),
-        timelines=[_aligned(tl, -neg, offsets[-neg]) for _, neg, _, tl in sorted(reader.full, reverse=True)],
+        timelines=[_aligned(tl, rank, offsets[rank]) for _, _, rank, tl in sorted(reader.full, reverse=True)],
     )
     merged = MergedProfile(**{f.name: getattr(highest, f.name) for f in dataclasses.fields(Profile)})
     merged.id = uuid.uuid4().hex

@@ -298,7 +298,7 @@ class MemprofileMagics(Magics):
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
         try:
             args.detail_steps = parse_detail_steps(args.detail_steps)
-            args.budget = parse_size(args.budget) if args.budget is not None else None
+            args.budget = parse_budget(args.budget) if args.budget is not None else None
         except ValueError as exc:
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         if args.try_change:
@@ -401,9 +401,6 @@ class MemprofileMagics(Magics):
             written = profile.save_html(path) if lower.endswith((".html", ".htm")) else profile.save(path)
         print(f"memprofile: wrote {profile.name!r} to {written}")
 
-
-#: The --budget parser (the CLI's too).
-parse_size = parse_budget
 
 #: The --detail-steps parser (the CLI's too).
 parse_detail_steps = DetailWindow.parse

@@ -343,8 +343,8 @@ class RankInfo:
 class RankSummary:
     """One rank of a merged profile, in figures small enough for 128 ranks:
     its peak and what was alive then, and its timeline reduced to at most a
-    few hundred points (the highest of each stretch, so the peak is kept) on
-    the merged time axis."""
+    few hundred points (each stretch's lowest and highest, so the peak is
+    kept) on the merged time axis."""
 
     rank: int
     name: str
@@ -377,6 +377,12 @@ class RankSummary:
     outside_detail: str = ""
     t: list[float] = field(default_factory=list)
     live_bytes: list[int] = field(default_factory=list)
+
+    @property
+    def standing(self) -> tuple[int, int]:
+        """The order of ranks, the highest last: by peak; of equal peaks the
+        lower rank is the higher, in whatever order the files come."""
+        return (self.peak_bytes, -self.rank)
 
 
 @dataclass

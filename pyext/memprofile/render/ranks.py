@@ -44,7 +44,7 @@ def describe_excess(info: MergeInfo) -> list[str]:
 
 def listed(info: MergeInfo, limit: int = TABLE_RANKS) -> tuple[list[RankSummary], int]:
     """The ranks a table shows (highest first, the lowest last) and how many it leaves out."""
-    by_peak = sorted(info.ranks, key=lambda r: (-r.peak_bytes, r.rank))
+    by_peak = sorted(info.ranks, key=lambda r: r.standing, reverse=True)
     if len(by_peak) <= limit:
         return by_peak, 0
     return [*by_peak[:limit - 1], by_peak[-1]], len(by_peak) - limit
