@@ -1,11 +1,14 @@
 """The side panel opening a 1,000,000-event profile: the comm message's size,
 the kernel's time to build it, and the browser's time from the message's text
 to the drawn view (JSON.parse + BokehJS embed_item + the next frame), in
-Debian's chromium with the BokehJS bundles the extension ships.
+Debian's chromium. Before the first view of a page, the kernel's own BokehJS
+comes over the comm ("bokehjs"): its message's size, the kernel's time to
+build it, and the browser's time from its text to BokehJS registered (JSON.parse
+and the three scripts run from blob: URLs, as labextension/bokeh.ts does).
 
     python benchmarks/panel_render.py [--repeats 5]
 
-Needs the built extension (its static/ holds BokehJS) and chromium.
+Needs chromium.
 """
 
 from __future__ import annotations
@@ -17,14 +20,33 @@ import shutil
 import statistics
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from benchmarks.render_report import million_event_profile  # noqa: E402
+from memprofile.render.bokehjs import bokehjs_scripts  # noqa: E402
 from memprofile.render.panel import panel_payload  # noqa: E402
 
-STATIC = Path(__file__).resolve().parents[1] / "pyext" / "memprofile" / "labextension" / "static"
+LOAD_BOKEHJS = """
+async (text) => {
+  const t0 = performance.now();
+  const { version, scripts } = JSON.parse(text);
+  for (const code of scripts) {
+    const url = URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+    await new Promise((resolve, reject) => {
+      const script = document.createElement('script');
+      script.src = url;
+      script.async = false;
+      script.onload = resolve;
+      script.onerror = reject;
+      document.head.appendChild(script);
+    });
+    URL.revokeObjectURL(url);
+  }
+  if (!window.Bokeh[version]) throw new Error('BokehJS did not register');
+  return performance.now() - t0;
+}
+"""
 MEASURE = """
 async ([text, view]) => {
   const t0 = performance.now();
@@ -55,15 +77,28 @@ def main() -> int:
         message = json.dumps({"type": "profile", **panel_payload(profile), "request_id": "r1"})
         builds.append(time.perf_counter() - t)
     print(f"1M-event profile: comm message {len(message):,} B, built in {statistics.median(builds):.2f} s (kernel)")
+    import bokeh
+
+    t = time.perf_counter()
+    bokehjs = json.dumps({"type": "bokehjs_scripts", "version": bokeh.__version__, "scripts": bokehjs_scripts(),
+                          "request_id": "r0"})
+    bokehjs_s = time.perf_counter() - t
+    print(f"the kernel's BokehJS {bokeh.__version__}: comm message {len(bokehjs):,} B, built in {bokehjs_s:.3f} s "
+          f"(kernel; once per page and bokeh version)")
     from playwright.sync_api import sync_playwright
 
     chromium = os.environ.get("MEMPROFILE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True,
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        loads = []
+        for _ in range(args.repeats):  # a fresh page each time: BokehJS loads once per page
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            loads.append(page.evaluate(LOAD_BOKEHJS, bokehjs))
+            page.close()
+        print(f"  BokehJS registered {statistics.median(loads):7.0f} ms after its message (median of {args.repeats})")
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        for name in ("bokeh", "bokeh-widgets", "bokeh-tables"):
-            page.add_script_tag(path=str(STATIC / f"{name}-3.9.2.min.js"))
+        page.evaluate(LOAD_BOKEHJS, bokehjs)
         for view in ("timeline", "peak", "layers", "ops"):
             page.evaluate(MEASURE, [message, view])  # warm-up
             runs = [page.evaluate(MEASURE, [message, view]) for _ in range(args.repeats)]

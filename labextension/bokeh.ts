@@ -1,29 +1,20 @@
 /**
- * BokehJS for the panel: the prebuilt bundles (bokeh, widgets, tables) of each
- * supported bokeh minor, copied into the extension's static folder at build
- * time (scripts/copy-bokehjs.mjs, from the package.json aliases bokehjs-3.N).
- * A document draws only with the BokehJS of the bokeh that made it, so the
- * panel loads the bundles of the kernel's minor, on first use. BokehJS keeps
- * every loaded version at `window.Bokeh[version]`, so several coexist (also
- * beside another extension's). Re-bundling the BokehJS sources breaks
- * Bokeh >= 3.1 (class-field initialisation order), so they are not imported.
+ * BokehJS for the panel: the kernel's own. A bokeh document is drawn only by
+ * the BokehJS of the bokeh that made it, and bokeh's minors come out after
+ * memprofile's releases, so the panel ships none: it asks the kernel for the
+ * BokehJS files of its bokeh installation (the "bokehjs" request;
+ * render/bokehjs.py), once per version and page, as the HTML report inlines
+ * them. BokehJS keeps every loaded version at `window.Bokeh[version]`, so
+ * several coexist (kernels with different bokeh, another extension's).
+ * Re-bundling the BokehJS sources breaks Bokeh >= 3.1 (class-field
+ * initialisation order), so they are never imported here.
  *
- * A test checks this list, package.json and the built files agree.
+ * The one code the panel runs from a kernel is that BokehJS (as bokeh's own
+ * notebook output does); a view carrying any other JavaScript is refused
+ * (checkTrusted).
  */
 
 import trustedCode from './trusted_js.json';
-
-export const BOKEH_VERSIONS = ['3.4.3', '3.5.2', '3.6.3', '3.7.3', '3.8.2', '3.9.2'];
-
-const minorOf = (version: string): string => version.split('.').slice(0, 2).join('.');
-
-/** The shipped BokehJS for a kernel's bokeh version: the same minor, or null. */
-export function bokehFor(kernelVersion: string | undefined): string | null {
-  if (typeof kernelVersion !== 'string') {
-    return null;
-  }
-  return BOKEH_VERSIONS.find(v => minorOf(v) === minorOf(kernelVersion)) ?? null;
-}
 
 const TRUSTED = new Set<string>(trustedCode as string[]);
 
@@ -57,54 +48,77 @@ export function checkTrusted(item: unknown): void {
   };
   walk(item);
 }
-/** The files of one shipped BokehJS version, in load order. */
-export const bokehFiles = (version: string): string[] =>
-  ['bokeh', 'bokeh-widgets', 'bokeh-tables'].map(n => `${n}-${version}.min.js`);
-
 /** The part of BokehJS the panel uses. */
 export interface IBokeh {
   version: string;
   embed: { embed_item(item: unknown, target: HTMLElement): Promise<unknown> };
+  logger?: { set_level?(level: string): unknown };
+}
+
+/** A kernel's BokehJS: its bokeh version and the scripts (bokeh, widgets, tables) in load order. */
+export interface IBokehScripts {
+  version: string;
+  scripts: string[];
 }
 
 const loading = new Map<string, Promise<IBokeh>>();
 
-function loadScript(src: string): Promise<void> {
+type BokehRoot = Record<string, IBokeh | undefined> | undefined;
+const bokehRoot = (): BokehRoot => (window as unknown as { Bokeh?: BokehRoot }).Bokeh;
+
+/** Run one script as a classic <script> (from a blob: URL, named for the browser's tools). */
+function runScript(code: string, name: string): Promise<void> {
   return new Promise((resolve, reject) => {
+    const url = URL.createObjectURL(new Blob([code, `\n//# sourceURL=${name}\n`], { type: 'text/javascript' }));
     const script = document.createElement('script');
-    script.src = src;
+    script.src = url;
     script.async = false; // widgets and tables extend bokeh: keep the order
-    script.onload = () => resolve();
-    script.onerror = () => reject(new Error(`could not load ${src}`));
+    script.dataset.memprofile = name;
+    const done = (error?: Error) => {
+      URL.revokeObjectURL(url);
+      if (error) {
+        reject(error);
+      } else {
+        resolve();
+      }
+    };
+    script.onload = () => done();
+    script.onerror = () => done(new Error(`the browser refused ${name}`));
     document.head.appendChild(script);
   });
 }
 
 /**
- * Load the shipped BokehJS `version` from `baseUrl` (the extension's static
- * URL) once, and return that version's instance. Its own widgets and tables
- * are always loaded with it: a bokeh of the same version that another
- * extension loaded may lack them.
+ * The BokehJS of bokeh `version`, loaded once per page from the scripts the
+ * kernel sends (`fetchScripts`). The kernel's widgets and tables are always
+ * loaded with its bokeh: the same version loaded by another extension may
+ * lack them. Rejects, saying why, when the kernel's bokeh is another version
+ * (it changed since the view was made) or its scripts do not register.
  */
-export function loadBokeh(baseUrl: string, version: string): Promise<IBokeh> {
-  if (!BOKEH_VERSIONS.includes(version)) {
-    return Promise.reject(new Error(`memprofile ships no BokehJS ${version}`));
-  }
+export function loadBokeh(version: string, fetchScripts: () => Promise<IBokehScripts>): Promise<IBokeh> {
   let pending = loading.get(version);
   if (!pending) {
-    const base = baseUrl.replace(/\/$/, '');
-    pending = bokehFiles(version).reduce((chain, file) => chain.then(() => loadScript(`${base}/${file}`)),
-      Promise.resolve())
-      .then(() => {
-        const root = (window as unknown as { Bokeh?: Record<string, IBokeh | undefined> }).Bokeh;
-        const bokeh = root?.[version];
-        if (!bokeh || !bokeh.embed) {
-          throw new Error(`BokehJS ${version} loaded but did not register as window.Bokeh["${version}"]`);
+    pending = fetchScripts()
+      .then(async ({ version: kernelVersion, scripts }) => {
+        if (kernelVersion !== version) {
+          throw new Error(`the kernel's bokeh is ${kernelVersion} now, and bokeh ${version} made this view: ` +
+            'profile the cell again to draw it');
         }
+        const names = ['bokeh', 'bokeh-widgets', 'bokeh-tables'];
+        for (const [i, code] of scripts.entries()) {
+          await runScript(code, `memprofile-${names[i] ?? `bokeh-${i}`}-${version}.js`);
+        }
+        const bokeh = bokehRoot()?.[version];
+        if (!bokeh || !bokeh.embed) {
+          throw new Error(`the kernel's BokehJS ${version} loaded but did not register as window.Bokeh["${version}"]`);
+        }
+        // its "document idle at N ms" and other info lines are not the user's business; warnings still show
+        // (the logger itself: Bokeh.set_log_level would print a line to say so)
+        bokeh.logger?.set_level?.('warn');
         return bokeh;
       })
       .catch(error => {
-        loading.delete(version);
+        loading.delete(version); // the next view asks again
         throw error;
       });
     loading.set(version, pending);

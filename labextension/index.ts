@@ -80,8 +80,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const bindings = new Map<NotebookPanel, KernelBinding>();
     let autoOpen = false;
-    const staticUrl = URLExt.join(PageConfig.getOption('fullLabextensionsUrl') || URLExt.join(
-      PageConfig.getBaseUrl(), 'lab/extensions'), 'memprofile', 'static');
 
     const current = (): KernelBinding | null => {
       const notebook = tracker.currentWidget;
@@ -103,7 +101,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       fetchProfile: async id => channel().request({ type: 'get_profile', id }),
       embed: async (item, target, bokehVersion) => {
         checkTrusted(item);
-        const bokeh = await loadBokeh(staticUrl, bokehVersion);
+        const bokeh = await loadBokeh(bokehVersion, () => channel().request({ type: 'bokehjs' }));
         target.textContent = '';
         await bokeh.embed.embed_item(item, target);
       },

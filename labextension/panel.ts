@@ -5,14 +5,14 @@
  * and "Try it"; compare; export).
  *
  * Everything from the kernel is data: text goes through textContent, bokeh
- * json_items go to BokehJS's embed_item; nothing received is executed. What
+ * json_items go to BokehJS's embed_item (the kernel's own BokehJS, the one
+ * code run from the kernel: bokeh.ts); nothing else received is executed. What
  * needs JupyterLab (inserting a cell, a confirmation dialog, the comm) comes
  * in through `IPanelActions`, so this file runs under jest.
  */
 
 import { Widget } from '@lumino/widgets';
 
-import { BOKEH_VERSIONS, bokehFor } from './bokeh';
 import { renderLines, renderNotes, renderSparkline } from './card';
 import { el } from './dom';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
@@ -237,16 +237,10 @@ export class MemprofilePanel extends Widget {
       const lines = renderLines(profile.lines, profile.peak_line,
         'The cell, line by line: bytes alive at the peak (by kind) and allocated');
       body.appendChild(lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.'));
-    } else if (!bokehFor(profile.bokeh_version)) {
-      // BokehJS draws only documents of its own minor version: the kernel's
-      // bokeh made these. The report embeds the kernel's own BokehJS.
-      const shipped = BOKEH_VERSIONS.map(v => v.split('.').slice(0, 2).join('.'));
-      body.appendChild(el('p', 'jp-memprofile-empty',
-        `This kernel has bokeh ${profile.bokeh_version}; the panel draws with BokehJS ${shipped[0]} to ` +
-        `${shipped[shipped.length - 1]}, so its views are not drawn here. "Export HTML" writes a report with the ` +
-        'same views, drawn by the kernel\'s bokeh.'));
     } else if (profile.views[view]) {
-      this._actions.embed(profile.views[view], body, bokehFor(profile.bokeh_version) as string).catch(error => {
+      // drawn by the kernel's own BokehJS (the first view of a page waits for it to come)
+      body.appendChild(el('p', 'jp-memprofile-empty', `Drawing with the kernel's BokehJS ${profile.bokeh_version}…`));
+      this._actions.embed(profile.views[view], body, profile.bokeh_version).catch(error => {
         body.textContent = '';
         body.appendChild(el('div', 'jp-memprofile-error', `Cannot draw this view: ${(error as Error).message}`));
       });

@@ -18,14 +18,16 @@ export type KernelPush = AddedMessage | ClearedMessage;
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "KernelReply".
  */
-export type KernelReply = ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | ErrorReply;
+export type KernelReply =
+  ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | BokehjsReply | ErrorReply;
 /**
  * What the panel asks (a reply echoes its request_id).
  *
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "PanelRequest".
  */
-export type PanelRequest = SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest;
+export type PanelRequest =
+  SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest | BokehjsRequest;
 
 export interface Profile {
   id: string;
@@ -493,6 +495,30 @@ export interface StepsBrief {
   [k: string]: unknown;
 }
 /**
+ * The answer to "bokehjs": the kernel's bokeh version and its BokehJS scripts (bokeh, widgets, tables), in load order (render/bokehjs.py).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "BokehjsReply".
+ */
+export interface BokehjsReply {
+  version: string;
+  scripts: string[];
+  type: "bokehjs_scripts";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The kernel's own BokehJS, which draws the views its bokeh makes.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "BokehjsRequest".
+ */
+export interface BokehjsRequest {
+  type: "bokehjs";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
  * One figure before and after (delta = after - before).
  *
  * This interface was referenced by `Profile`'s JSON-Schema
@@ -783,4 +809,5 @@ export interface ReplyTo {
   compare: ComparisonReply;
   export: ExportedReply;
   try: TriedReply;
+  bokehjs: BokehjsReply;
 }

@@ -86,6 +86,11 @@ def test_the_panel_gets_profiles_as_they_come_and_on_request(panel, tmp_path):
     import bokeh
 
     assert full["bokeh_version"] == bokeh.__version__
+    # the BokehJS that draws them is the kernel's own: bokeh, widgets, tables, registering as that version
+    bokehjs = panel.request({"type": "bokehjs"})
+    assert bokehjs["type"] == "bokehjs_scripts" and bokehjs["version"] == bokeh.__version__
+    core, widgets, tables = bokehjs["scripts"]
+    assert f'"{bokeh.__version__}"' in core and "register_plugin" in widgets and "register_plugin" in tables
     comparison = panel.request({"type": "compare", "a": first["id"], "b": listing["items"][1]["id"]})
     assert comparison["a_name"] == "first" and comparison["headline"].startswith("peak ")
     exported = panel.request({"type": "export", "id": first["id"], "path": "first.html"})

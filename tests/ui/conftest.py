@@ -62,6 +62,8 @@ def _jupyter_server(tmp_path_factory, app: str, module: str, app_class: str):
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "IPYTHONDIR": str(home / "ipython"),
+        # kernels a test adds (data/kernels/NAME/kernel.json) are found there
+        "JUPYTER_PATH": str(home / "data"),
     }
     log_path = home / f"{app}.log"
     log = open(log_path, "w")
@@ -86,7 +88,7 @@ def _jupyter_server(tmp_path_factory, app: str, module: str, app_class: str):
                 proc.kill()
                 pytest.fail(f"jupyter {app} did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
-    yield {"base": base, "token": token, "root": root, "log": log_path}
+    yield {"base": base, "token": token, "root": root, "log": log_path, "kernels": home / "data" / "kernels"}
     proc.terminate()
     try:
         proc.wait(15)

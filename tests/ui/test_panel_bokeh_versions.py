@@ -1,23 +1,29 @@
-"""The panel draws a kernel's views with the BokehJS of that kernel's bokeh
-minor: a kernel with the oldest supported bokeh (3.4) beside the newest the
-development environment has. A real JupyterLab, a real kernel whose bokeh is
-3.4.3 (installed with --no-deps into a folder put first on its sys.path) and
-Debian's chromium."""
+"""The panel draws a kernel's views with that kernel's own BokehJS, whatever
+its bokeh: the oldest supported (3.4, installed with --no-deps into a folder
+put first on the kernel's sys.path) and the newest on the package index (a
+kernel of its own on Python 3.12 or newer, which bokeh 3.10 needs; the
+development environment's Python may be older). A real JupyterLab, real
+kernels and Debian's chromium."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import ROOT, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook
 
 pytestmark = pytest.mark.ui
 
 OLDEST_BOKEH = "3.4.3"
+#: The newest bokeh the index has within memprofile's range, at least the first minor no BokehJS was shipped for.
+NEWEST_BOKEH = "bokeh>=3.10,<4"
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +74,118 @@ def test_a_kernel_with_bokeh_3_4_has_its_views_drawn_by_bokehjs_3_4(lab_server, 
     panel.locator(".jp-memprofile-view[data-view='ops'] .slick-cell").first.wait_for(timeout=30_000)
     screenshot(page, "panel_bokeh_3_4")
     assert not [e for e in page.console_errors if "Bokeh" in e or "bokeh" in e], page.console_errors
+
+
+def _python_at_least(minor: tuple[int, int]) -> str | None:
+    """An interpreter of that minor or newer on this machine (pyenv's, then the PATH's)."""
+    candidates = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob("versions/3.*/bin/python"),
+                        reverse=True)
+    candidates += [Path(p) / f"python3.{m}" for m in (14, 13, 12) for p in os.environ.get("PATH", "").split(":")]
+    for exe in candidates:
+        try:
+            out = subprocess.run([str(exe), "-c", "import sys, venv; print(*sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and tuple(int(n) for n in out.stdout.split()) >= minor:
+            return str(exe)
+    return None
+
+
+@pytest.fixture(scope="session")
+def newest_bokeh_kernel(tmp_path_factory, lab_server):
+    """A kernel (in the lab server's kernels) whose bokeh is the index's newest:
+    its own venv with that bokeh and ipykernel, memprofile from this checkout."""
+    python = _python_at_least((3, 12))
+    if python is None:
+        pytest.skip("no Python 3.12 or newer here: the newest bokeh (3.10) needs one")
+    venv = tmp_path_factory.mktemp("kernel-newest-bokeh") / "venv"
+    made = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-2000:]
+    exe = venv / "bin" / "python"
+    # memprofile's own dependencies, unpinned as a new user gets them
+    done = subprocess.run([str(exe), "-m", "pip", "install", "-q", "--disable-pip-version-check", NEWEST_BOKEH,
+                           "ipykernel", "psutil>=6,<8", "ipython>=8.20", "comm>=0.2,<0.3"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = subprocess.run([str(exe), "-c", "import bokeh; print(bokeh.__version__)"], capture_output=True,
+                             text=True).stdout.strip()
+    spec = lab_server["kernels"] / "newest-bokeh"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(exe), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"bokeh {version}", "language": "python",
+        "env": {"PYTHONPATH": str(ROOT / "pyext")},
+    }))
+    return {"name": "newest-bokeh", "bokeh": version}
+
+
+@pytest.fixture(scope="session")
+def torch_profile_file(tmp_path_factory):
+    """A real torch profile (made here, where torch is) for a kernel without torch to show."""
+    torch = pytest.importorskip("torch")
+    import memprofile
+
+    net = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.ReLU(), torch.nn.Linear(512, 8))
+    opt = torch.optim.Adam(net.parameters())
+    with memprofile.profile(name="torch-step"):
+        net(torch.randn(256, 128)).sum().backward()
+        opt.step()
+    return memprofile.last().save(tmp_path_factory.mktemp("profiles") / "torch-step.memprofile.json.gz")
+
+
+def test_a_kernel_with_the_newest_bokeh_has_every_view_drawn_by_its_own_bokehjs(
+        lab_server, page, newest_bokeh_kernel, torch_profile_file):
+    messages: list[str] = []  # every console message, not only errors
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    # GIVEN a kernel whose bokeh is 3.10 or newer: a profile it records, and a torch profile it loads
+    cells = [
+        "import bokeh\nprint('bokeh', bokeh.__version__)",
+        "%load_ext memprofile",
+        "%%memprofile --name host-here\nkeep = bytearray(64 * 2**20)",
+        f"import memprofile\nfrom memprofile.store import STORE\np = memprofile.load({str(torch_profile_file)!r})\n"
+        "STORE.add(p)\np",
+    ]
+    _write_notebook(lab_server["root"], "newest_bokeh.ipynb", cells)
+    nb = json.loads((lab_server["root"] / "newest_bokeh.ipynb").read_text())
+    nb["metadata"]["kernelspec"] = {"name": newest_bokeh_kernel["name"], "display_name": "newest bokeh",
+                                    "language": "python"}
+    (lab_server["root"] / "newest_bokeh.ipynb").write_text(json.dumps(nb))
+    page.goto(f"{lab_server['base']}/lab/workspaces/newest/tree/newest_bokeh.ipynb?reset&token={lab_server['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=90_000)
+    _run_all_cells(page)
+    card = page.locator(".jp-memprofile-card", has_text="torch-step")
+    card.wait_for(timeout=120_000)
+    version = newest_bokeh_kernel["bokeh"]
+    assert tuple(int(n) for n in version.split(".")[:2]) >= (3, 10), version
+    assert f"bokeh {version}" in page.locator(".jp-Notebook .jp-Cell").first.inner_text()
+
+    # WHEN the torch profile's card opens the panel
+    card.locator(".jp-memprofile-open").click()
+    panel = page.locator("#memprofile-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    # THEN its Timeline, Peak, Layers and Ops are drawn, by the kernel's BokehJS (its exact version)
+    for tab, drawn in (("timeline", "canvas"), ("peak", "canvas"), ("layers", "canvas"), ("ops", ".slick-cell")):
+        panel.locator(f".jp-memprofile-tab[data-view='{tab}']").click()
+        view = panel.locator(f".jp-memprofile-view[data-view='{tab}']")
+        view.locator(drawn).first.wait_for(timeout=30_000)
+        if tab == "ops":  # a table: its cells, the ops in rows
+            assert view.locator(drawn).count() > 10, view.inner_text()
+        else:
+            box = view.locator(drawn).first.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 50, (tab, box)
+        assert "not drawn" not in view.inner_text() and "Cannot draw" not in view.inner_text()
+        if tab == "timeline":
+            screenshot(page, "panel_newest_bokeh_timeline")
+    screenshot(page, "panel_newest_bokeh_ops")
+    loaded = page.evaluate("() => Object.keys(window.Bokeh || {}).filter(k => /^\\d+\\.\\d+\\.\\d+$/.test(k))")
+    assert version in loaded, loaded
+    # AND the profile this kernel recorded itself is drawn the same way
+    panel.locator(".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(
+        r"^host-here$"))).click()
+    panel.locator(".jp-memprofile-tab[data-view='timeline']").click()
+    panel.locator(".jp-memprofile-view[data-view='timeline'] canvas").first.wait_for(timeout=30_000)
+    # AND nothing is in the console: no error, no version mismatch, no warning from BokehJS
+    assert not page.console_errors, page.console_errors
+    assert not [m for m in messages if m.startswith(("error", "warning")) or "bokeh" in m.lower()], messages

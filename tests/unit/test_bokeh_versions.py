@@ -1,7 +1,7 @@
-"""The panel draws with the BokehJS of the kernel's bokeh minor: every supported minor is shipped."""
+"""The panel and the report draw with the kernel's own BokehJS (render/bokehjs.py); nothing per
+version is shipped, so a bokeh minor released after memprofile draws too."""
 
 import json
-import re
 from pathlib import Path
 
 import bokeh
@@ -10,35 +10,36 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "pyext" / "memprofile" / "labextension" / "static"
 
 
-def shipped_versions() -> list[str]:
-    listed = re.search(r"BOKEH_VERSIONS = \[([^\]]+)\]", (ROOT / "labextension" / "bokeh.ts").read_text()).group(1)
-    return re.findall(r"'([^']+)'", listed)
+def test_the_kernels_bokehjs_is_its_bokehs_own_files_in_load_order():
+    from memprofile.render.bokehjs import bokehjs_files, bokehjs_scripts
+
+    # GIVEN the bokeh of this environment
+    files = bokehjs_files()
+    # THEN its BokehJS is bokeh, widgets and tables, from bokeh's own package, minified
+    assert [f.name for f in files] == ["bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js"]
+    assert all(Path(bokeh.__file__).parent in f.parents for f in files)
+    core, widgets, tables = bokehjs_scripts()
+    # AND the core registers as the kernel's version; the plugins register into it
+    assert f'version="{bokeh.__version__}"' in core
+    assert "register_plugin" in widgets and "register_plugin" in tables
 
 
-def test_the_panel_ships_a_bokehjs_for_every_supported_bokeh_minor():
-    # GIVEN the bokeh range memprofile declares (pyproject: bokeh>=3.4,<4) and the newest bokeh here
-    shipped = shipped_versions()
-    minors = [tuple(int(n) for n in v.split(".")[:2]) for v in shipped]
-    newest = tuple(int(n) for n in bokeh.__version__.split(".")[:2])
-    # THEN every minor from 3.4 on has its BokehJS, once, in order, up to the installed one at least
-    assert minors == [(3, m) for m in range(4, 4 + len(minors))], shipped
-    assert newest in minors, (bokeh.__version__, shipped)
-    # AND package.json has an alias per version, which the build copies
-    aliases = json.loads((ROOT / "package.json").read_text())["devDependencies"]
-    assert {k: v for k, v in aliases.items() if k.startswith("bokehjs-")} == {
-        f"bokehjs-{v.rsplit('.', 1)[0]}": f"npm:@bokeh/bokehjs@{v}" for v in shipped}
-    if STATIC.exists():  # after a build: the files the panel loads are there, each of its version
-        for v in shipped:
-            for name in ("bokeh", "bokeh-widgets", "bokeh-tables"):
-                built = STATIC / f"{name}-{v}.min.js"
-                assert built.exists(), built
-            assert f'version="{v}"' in (STATIC / f"bokeh-{v}.min.js").read_text()
+def test_the_report_inlines_the_same_bokehjs_the_panel_loads():
+    from memprofile.render.bokehjs import bokehjs_scripts
+    from memprofile.render.report import render_report
+    from tests.builders import make_rich_profile
+
+    page = render_report(make_rich_profile())
+    for script in bokehjs_scripts():  # the report escapes URLs' slashes: compare a stretch without any
+        assert script[len(script) // 2:len(script) // 2 + 2000].replace("://", ":\\/\\/") in page
 
 
-def test_the_kernels_bokeh_is_drawn_by_a_bokehjs_of_its_own_minor():
-    # the development environment builds and tests with a bokeh whose BokehJS is shipped
-    minor = bokeh.__version__.rsplit(".", 1)[0]
-    assert any(v.rsplit(".", 1)[0] == minor for v in shipped_versions()), bokeh.__version__
+def test_the_extension_ships_no_bokehjs_of_its_own():
+    # package.json has no BokehJS package and the build copies none: the kernel's is the one drawn
+    package = json.loads((ROOT / "package.json").read_text())
+    assert not [name for name in {**package["dependencies"], **package["devDependencies"]} if "bokeh" in name]
+    if STATIC.exists():
+        assert not list(STATIC.glob("bokeh*.js"))
 
 
 def test_the_panels_list_of_trusted_javascript_is_current():

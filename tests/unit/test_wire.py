@@ -47,7 +47,7 @@ def test_every_wire_dataclass_and_union_is_in_the_schema():
     assert len(classes) >= 15  # the messages and payloads were found
     missing = [c.__name__ for c in classes if c.__name__ not in DEFINITIONS]
     assert not missing, f"run `python -m memprofile.model.schema --write` and `jlpm build:types`: {missing}"
-    assert set(REPLY_TO) == set(wire.REPLIES) == {"sync", "get_profile", "compare", "export", "try"}
+    assert set(REPLY_TO) == set(wire.REPLIES) == {"sync", "get_profile", "compare", "export", "try", "bokehjs"}
     for union in ("KernelPush", "PanelRequest", "KernelReply"):
         assert DEFINITIONS[union]["anyOf"]
 
@@ -156,6 +156,7 @@ def test_every_message_of_a_real_comm_validates(panel, comm_sent, tmp_path):
     assert ask(panel, comm_sent, {"type": "compare", "a": a.id, "b": b.id})["a_name"] == "a"
     exported = ask(panel, comm_sent, {"type": "export", "id": a.id, "path": str(tmp_path / "a.html")})
     assert exported["path"] == str(tmp_path / "a.html")
+    assert len(ask(panel, comm_sent, {"type": "bokehjs"})["scripts"]) == 3
     # failures are replies too
     assert ask(panel, comm_sent, {"type": "get_profile", "id": "nope"})["type"] == "error"
     assert "missing required field 'b'" in ask(panel, comm_sent, {"type": "compare", "a": a.id})["message"]

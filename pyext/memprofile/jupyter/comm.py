@@ -15,15 +15,20 @@ Requests: {"type": "sync"}                      -> {"type": "profiles", "items":
           {"type": "try", "id": ID, "suggestion": SUGGESTION_ID}
                                                  -> {"type": "tried", "saving_bytes", "time_change", "headline",
                                                      "notes", "before", "after", "first", ...}
+          {"type": "bokehjs"}                    -> {"type": "bokehjs_scripts", "version", "scripts"}
           failures                              -> {"type": "error", "message": "..."}
 
 Each message is a dataclass of model/wire.py (the panel's types are generated
 from them); requests are parsed with the codec, field by field.
 
-Everything sent is data: the panel writes names as text and embeds the bokeh
-json_items with BokehJS; it executes nothing it receives. "try" re-runs the
-profiled cell, so the panel asks the user first; the kernel never runs
-anything the panel has not asked for.
+Everything sent is data but BokehJS: the panel writes names as text and
+embeds the bokeh json_items with BokehJS, refusing any JavaScript in them
+that memprofile did not write. The one code it runs is the kernel's own
+BokehJS ("bokehjs": the files of the kernel's bokeh installation, which
+render/bokehjs.py reads), as bokeh's own notebook output does: only a
+kernel's BokehJS draws its bokeh's documents, and the kernel runs the
+user's code already. "try" re-runs the profiled cell, so the panel asks
+the user first; the kernel never runs anything the panel has not asked for.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from memprofile.model.codec import to_dict
 from memprofile.model.profile import Profile
 from memprofile.model.wire import (
     AddedMessage,
+    BokehjsReply,
+    BokehjsRequest,
     ClearedMessage,
     CompareRequest,
     ComparisonReply,
@@ -152,6 +159,12 @@ class PanelComm:
             if path.suffix.lower() not in (".html", ".htm"):
                 raise ValueError(f"the report is HTML: {path} should end in .html")
             return ExportedReply(path=str(profile.save_html(path).resolve()))
+        if isinstance(request, BokehjsRequest):
+            import bokeh
+
+            from memprofile.render.bokehjs import bokehjs_scripts
+
+            return BokehjsReply(version=bokeh.__version__, scripts=bokehjs_scripts())
         return self._try(request)
 
     def _profile(self, key: str) -> Profile:

@@ -167,6 +167,14 @@ class TryRequest:
     request_id: str | None = None
 
 
+@dataclass
+class BokehjsRequest:
+    """The kernel's own BokehJS, which draws the views its bokeh makes."""
+
+    type: Literal["bokehjs"] = "bokehjs"
+    request_id: str | None = None
+
+
 # -- replies (each echoes its request's request_id) ----------------------------------------------------------------
 
 
@@ -231,6 +239,17 @@ class TriedReply:
 
 
 @dataclass
+class BokehjsReply:
+    """The answer to "bokehjs": the kernel's bokeh version and its BokehJS
+    scripts (bokeh, widgets, tables), in load order (render/bokehjs.py)."""
+
+    version: str
+    scripts: list[str]
+    type: Literal["bokehjs_scripts"] = "bokehjs_scripts"
+    request_id: str | None = None
+
+
+@dataclass
 class ErrorReply:
     """A request the kernel could not answer, and why."""
 
@@ -240,8 +259,8 @@ class ErrorReply:
 
 
 Push = AddedMessage | ClearedMessage
-Request = SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest
-Reply = ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | ErrorReply
+Request = SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest | BokehjsRequest
+Reply = ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | BokehjsReply | ErrorReply
 
 #: Each request's `type`, and the reply that answers it (else an ErrorReply).
 REPLIES: dict[str, tuple[type, type]] = {
@@ -250,6 +269,7 @@ REPLIES: dict[str, tuple[type, type]] = {
     "compare": (CompareRequest, ComparisonReply),
     "export": (ExportRequest, ExportedReply),
     "try": (TryRequest, TriedReply),
+    "bokehjs": (BokehjsRequest, BokehjsReply),
 }
 
 

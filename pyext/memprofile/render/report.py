@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memprofile.model.profile import Profile
+from memprofile.render.bokehjs import BOKEH_COMPONENTS
 from memprofile.render.html import render_static_report, report_page
 
-if TYPE_CHECKING:  # bokeh is imported only when the views are drawn
-    from bokeh.resources import Component
-
-BOKEH_COMPONENTS: list[Component] = ["bokeh", "bokeh-widgets", "bokeh-tables"]
 _URL = re.compile(r"\b(https?|wss?|ftp):\/\/", re.IGNORECASE)
 
 #: The views' card (the page itself is styled by render/html.py).
