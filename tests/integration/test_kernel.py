@@ -10,6 +10,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from memprofile.render.bundle import MIME_TYPE
+from tests.kernels import kernel_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ def _run(cells: list[str], tmp_path: Path, allow_errors: bool = False):
         nb, timeout=300, kernel_name="python3", allow_errors=allow_errors,
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    client.execute()
+    client.execute(env=kernel_env())
     return nb
 
 
@@ -67,7 +68,8 @@ def test_raising_cell_stores_profile_then_fails_the_cell(tmp_path):
 def test_demo_notebook_runs_and_writes_its_report(tmp_path):
     source = ROOT / "demo_notebooks" / "quickstart.ipynb"
     nb = nbformat.read(source, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=kernel_env())
     report = tmp_path / "quickstart_report.html"
     html = report.read_text()
     assert "memprofile · spike" in html and "Peak" in html

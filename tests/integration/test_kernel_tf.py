@@ -7,6 +7,7 @@ import pytest
 
 from memprofile.render.bundle import MIME_TYPE
 from tests.integration.test_kernel import _bundles, _run
+from tests.kernels import framework_messages, unprofiled
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("tensorflow")
@@ -87,6 +88,9 @@ def test_a_cell_with_both_frameworks_gets_both_allocators(tmp_path):
     pytest.importorskip("torch")
     nb = _run(["%load_ext memprofile", BOTH, CHECK_BOTH], tmp_path)
     assert "USDT" not in _streams(nb.cells[1]) and "Profiler session" not in _streams(nb.cells[1])
+    # the frameworks log what they log bare (TF's import: its CPU instructions line), nothing of the profilers
+    bare = _run([unprofiled(BOTH)], tmp_path)
+    assert framework_messages(nb.cells[1]) == framework_messages(bare.cells[0])
     text = _bundles(nb.cells[2])[-1]["text/plain"]
     assert text.startswith("(['cpu', 'tf:CPU:0'], "), text
     assert "'tensorflow'" in text and "'torch'" in text

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from tests.kernels import kernel_env
+
 pytestmark = pytest.mark.integration
 
 
@@ -61,7 +63,7 @@ class Panel:
 
 @pytest.fixture
 def panel(tmp_path):
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=kernel_env())
     try:
         yield Panel(kc)
     finally:

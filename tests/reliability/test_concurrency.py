@@ -15,6 +15,7 @@ import pytest
 
 import memprofile
 from memprofile.capture import session
+from tests.kernels import kernel_env
 
 ROOT = Path(__file__).resolve().parents[2]
 torch = pytest.importorskip("torch")
@@ -233,7 +234,7 @@ def test_interrupt_while_stopping_stores_the_profile_and_stops_every_collector(t
     from jupyter_client.manager import start_new_kernel
 
     marker = tmp_path / "stopping"
-    manager, client = start_new_kernel(kernel_name="python3")
+    manager, client = start_new_kernel(kernel_name="python3", env=kernel_env())
     try:
         setup = "%load_ext memprofile\n" + KERNEL_SETUP + PROBE.format(marker=str(marker))
         assert _execute(client, setup)[0]["status"] == "ok"

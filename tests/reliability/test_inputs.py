@@ -27,6 +27,7 @@ from memprofile.errors import MAX_MESSAGE_CHARS, OutputPathError, ProfileFormatE
 from memprofile.model import codec
 from memprofile.render.bundle import MIME_TYPE
 from tests.builders import make_profile
+from tests.kernels import kernel_env
 
 UNWRITABLE = {
     "missing folder": ("/no/such/folder/report.html", "does not exist"),
@@ -161,7 +162,7 @@ def _run_in_kernel(cells: list[str], tmp_path: Path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env())
     return nb
 
 

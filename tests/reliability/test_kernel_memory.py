@@ -13,6 +13,8 @@ import json
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from tests.kernels import kernel_env
+
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -70,7 +72,7 @@ def _rss(client) -> int:
 
 @pytest.fixture
 def kernel_client(tmp_path):
-    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=kernel_env())
     try:
         yield client
     finally:

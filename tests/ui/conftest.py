@@ -65,6 +65,8 @@ def _jupyter_server(tmp_path_factory, app: str, module: str, app_class: str):
         # kernels a test adds (data/kernels/NAME/kernel.json) are found there
         "JUPYTER_PATH": str(home / "data"),
     }
+    # its kernels forward C++'s fd output into cells, as a user's do (tests/kernels.py)
+    env.pop("PYTEST_CURRENT_TEST", None)
     log_path = home / f"{app}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(

@@ -7,23 +7,48 @@ quiet (capture/torch.py `_start_detail`) to spend the first of those lines,
 which torch prints once and then every 1000th time.
 
 TF's C++ logs a few lines per profiler session and kineto prints "USDT ...
-profiler_start" on fd 2, which the kernel forwards into the cell. Only these
-known lines are dropped; anything else written meanwhile is passed through.
+profiler_start" on fd 2, which the kernel forwards into the cell; on a CUDA
+build of torch without a GPU, kineto's first stop logs "ERROR:...
+DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35". Only
+memprofile's own start and stop run quiet, so any line in a framework's
+native log format written meanwhile is the profiler's doing and is dropped
+(to the "memprofile" logger at debug level), whatever it says, also lines of
+framework releases not seen yet. Anything else written meanwhile (a thread of
+the user's printing) is passed through, after the start or stop; a framework
+line another thread of the user's writes in those milliseconds is dropped too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Iterator
 
+#: A line of a framework's native logging: its "file.cc:LINE]" after the formats' prefixes.
+FRAMEWORK_LOG = re.compile(
+    r"^\s*(?:"
+    r"[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ "  # kineto: ERROR:2026-12-06 01:42:22 4289:4289 File.cpp:56]
+    r"|[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ "  # glog / absl (TF): I0000 00:00:1733.123  123 file.cc:104]
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+: [IWEF] "  # TF before 2.16: 2023-01-01 12:00:00.123: I tensorflow/x.cc:1]
+    r"|\[[IWEF]\d{4} \d\d:\d\d:[\d.]+ (?:\d+ )?"  # c10 (TORCH_WARN outside Python): [W1206 01:59:02.620 File.cpp:245]
+    r"|\[[IWEF] "  # c10, older torch: [W File.cpp:245]
+    r")[\w./-]+\.(?:cc|cpp|cxx|c|h|hpp):\d+\]"
+)
+#: Other lines the frameworks print about their profilers, without a native log prefix.
 NOISE = re.compile(
     r"profiler_session\.cc|save_profile\.cc|Profiler session|Collecting XSpace|"
     r"absl::InitializeLog|SyncActivityProfilerHandler|Memory block of unknown size was allocated before|^\s*$"
 )
+LOG = logging.getLogger("memprofile")
+
+
+def is_noise(line: str) -> bool:
+    """A line a framework printed about its profiler, which memprofile started."""
+    return bool(FRAMEWORK_LOG.search(line) or NOISE.search(line))
 
 
 @contextlib.contextmanager
@@ -46,6 +71,12 @@ def quiet_stderr() -> Iterator[None]:
             os.close(saved)
             sink.seek(0)
             text = sink.read().decode(errors="replace")
-            kept = [line for line in text.splitlines(keepends=True) if not NOISE.search(line)]
+            kept = []
+            for line in text.splitlines(keepends=True):
+                if is_noise(line):
+                    if line.strip():
+                        LOG.debug("framework log while memprofile started or stopped a profiler: %s", line.rstrip())
+                else:
+                    kept.append(line)
             if kept:
                 os.write(2, "".join(kept).encode())
