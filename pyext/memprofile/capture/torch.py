@@ -45,9 +45,17 @@ from memprofile.capture.base import (
     RawCapture,
     RawNote,
 )
-from memprofile.capture.host import RssReader, StepFigures, heap_in_use, release_free_memory, step_peak
+from memprofile.capture.host import (
+    RssReader,
+    StepFigures,
+    heap_in_use,
+    heap_mapped_blocks,
+    release_free_memory,
+    step_peak,
+)
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import quiet_stderr
+from memprofile.capture.safe_point import SafePoint
 from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
 from memprofile.capture.torch_events import (
     BEFORE_CELL,
@@ -89,6 +97,9 @@ BUDGET_POLL_S = 0.02
 #: ones whose event buffers can outgrow the budget.
 MANY_STATEMENTS = 20_000
 MANY_CALLS = 200
+#: Polls in a row in which the heap grew by small blocks only, with no model call, import or model
+#: built: a loop of small ops outside the cell's lines (80 ms).
+STEADY_POLLS = 4
 
 
 def _nbytes(t: Any) -> int:
@@ -136,6 +147,8 @@ class TorchCollector:
     _detail_end: tuple[float, str] | None  # (when, why) the detail ended
     _over_budget: bool
     _root_calls: int
+    _modules_built: int  # modules, parameters and buffers registered while the budget is watched
+    _build_handles: list[Any]
     _clock: int | None  # id() of the optimizer whose steps are the training steps
     _hook_swap: str | None  # the module hooks to change to at the next step's end
     _idle_trees: set[str]
@@ -371,6 +384,8 @@ class TorchCollector:
         if not self._detailed or threading.get_ident() != self._thread:
             return
         self._detailed = False
+        self._safe_point.close()
+        self._stop_watching_building()
         self._idle_trees = self._trees_not_run()
         if in_module_hook:  # torch is iterating the hooks: change them at the next step's end
             self._hook_swap = "ran"
@@ -396,11 +411,15 @@ class TorchCollector:
 
     def _watch_budget(self, budget_bytes: int) -> None:
         """A thread: when the heap has grown by the share of the budget that
-        torch's event buffers may take while recording, ask the cell's thread
-        to end the detail at its next statement or hook. The heap's bytes in
-        use, not resident memory: a heap reusing pages that an earlier run
-        freed (and glibc kept) grows without the process growing, and
-        stopping torch's profiler then costs ~16x what the buffers grew by."""
+        torch's event buffers may take while recording, end the detail on the
+        cell's thread: at its next statement (lines' marks), model call
+        (module hooks), or, on the main thread, at its next bytecode outside
+        memprofile's and torch's hook code (capture/safe_point.py), which is
+        what reaches a loop in a function from another cell, a module, a
+        library or a script. The heap's bytes in use, not resident memory: a
+        heap reusing pages that an earlier run freed (and glibc kept) grows
+        without the process growing, and stopping torch's profiler then costs
+        ~16x what the buffers grew by."""
         from memprofile.capture import lines
 
         reader = RssReader()
@@ -408,20 +427,61 @@ class TorchCollector:
         if heap_in_use() is not None:
             measure = heap_in_use  # type: ignore[assignment]  # None at every call or at none (glibc's or not)
         try:
-            start = measure()
+            start = last = measure()
+            steady = 0  # polls in a row of small allocations only, with no model call, import or model built
+            mapped, imported, built = heap_mapped_blocks(), len(sys.modules), self._modules_built
             limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
-                # The growth is the buffers' only where the cell runs many
-                # small ops (many statements or model calls): a model whose
-                # activations take gigabytes in a few calls has few events.
-                tight = lines.recorded_marks() > MANY_STATEMENTS
+                now = measure()
+                state = heap_mapped_blocks(), len(sys.modules), self._modules_built
+                small_only = mapped is not None and state == (mapped, imported, built) and self._root_calls == 0
+                steady = steady + 1 if small_only and now > last else 0
+                last, (mapped, imported, built) = now, state
+                # The growth is the buffers' only where the code runs many
+                # small ops: many statements of the cell, many model calls, or,
+                # where no model is called (a loop in a function from another
+                # cell, a module, a script), a heap that grows poll after poll
+                # by small blocks only, while no module is imported and no model
+                # built. A model whose activations take gigabytes in a few
+                # calls, or weights loaded or built, have few events.
+                tight = lines.recorded_marks() > MANY_STATEMENTS or steady >= STEADY_POLLS
                 many = tight or self._root_calls > MANY_CALLS
-                if many and measure() - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
+                if many and now - start > (min(limit, MAX_RECORDING_BYTES) if tight else limit):
                     self._over_budget = True
                     lines.set_pending(lambda: self._end_detail("budget"))
-                    return
+                    break
+            # ask the cell's thread until it has ended the detail (a request
+            # that lands in memprofile's or torch's hook code does nothing)
+            while self._over_budget and self._detailed and not self._watch_stop.is_set():
+                self._safe_point.request()
+                self._watch_stop.wait(BUDGET_POLL_S)
         finally:
             reader.close()
+
+    def _watch_building(self) -> None:
+        """Count modules, parameters and buffers registered while the detail
+        records (a model being built, its weights loaded into it): the watcher
+        does not take that growth for a loop of small ops. torch 2.0+; without
+        these hooks the count never moves and only the heap's own signs remain."""
+        import torch.nn.modules.module as hooks
+
+        def built(*_args: Any) -> None:
+            self._modules_built += 1
+
+        for name in ("register_module_module_registration_hook", "register_module_parameter_registration_hook",
+                     "register_module_buffer_registration_hook"):
+            register = getattr(hooks, name, None)
+            if register is not None:
+                self._build_handles.append(register(built))
+
+    def _stop_watching_building(self) -> None:
+        handles, self._build_handles = self._build_handles, []
+        for handle in handles:
+            handle.remove()
+
+    def _end_detail_at_safe_point(self) -> None:
+        if self._over_budget and self._detailed:
+            self._end_detail("budget", in_module_hook=True)
 
     def _observe_state(self, optimizer: Any) -> None:
         layers = self._param_layer
@@ -618,6 +678,9 @@ class TorchCollector:
         self._idle_trees = self._trees_not_run()
         self._watch_stop = threading.Event()
         self._watcher = None
+        self._safe_point = SafePoint(self._end_detail_at_safe_point)
+        self._modules_built = 0
+        self._build_handles = []
         self._profiler = None
         #: The detail's events as (logs, ops, last op) once read; the exception if they could not be.
         self._events: tuple | Exception | None = None
@@ -656,6 +719,8 @@ class TorchCollector:
             self._set_module_hooks("detail")
             self._detail_start = time.perf_counter() - self._origin
             if self.budget_bytes:
+                self._safe_point.install()
+                self._watch_building()
                 self._watcher = threading.Thread(target=self._watch_budget, args=(self.budget_bytes,),
                                                  name="memprofile-torch-budget", daemon=True)
                 self._watcher.start()
@@ -725,6 +790,8 @@ class TorchCollector:
         self._watch_stop.set()
         if self._watcher is not None:
             self._watcher.join()
+        self._safe_point.close()
+        self._stop_watching_building()
         from memprofile.capture import lines
 
         lines.set_pending(None)
