@@ -218,6 +218,7 @@ class Profiler:
                 "cuda_history": cuda_history,
                 "namespace": namespace,
                 "detail_steps": DetailWindow.of(detail_steps),
+                "reset_peak": reset_os_peak,
             },
             "tensorflow": {
                 "namespace": namespace,

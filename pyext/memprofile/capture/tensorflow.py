@@ -49,7 +49,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from memprofile.capture import tf_compat
-from memprofile.capture.base import BEFORE_CELL, DETAIL_STEPS, AllocationLog, DetailWindow, OpRecord, RawCapture
+from memprofile.capture.base import (
+    BEFORE_CELL,
+    DETAIL_STEPS,
+    AllocationLog,
+    DetailWindow,
+    OpRecord,
+    RawCapture,
+    RawNote,
+)
 from memprofile.capture.host import RssReader, StepFigures
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.quiet import quiet_stderr
@@ -199,7 +207,7 @@ class TensorFlowCollector:
         self.layer_scopes = layer_scopes
         self.window = DetailWindow.of(detail_steps)
         self._running = False
-        self._notes: list[tuple[str, str]] = []
+        self._notes: list[RawNote] = []
 
     # -- Collector protocol ------------------------------------------------
     def start(self, origin: float | None = None) -> None:
@@ -243,6 +251,8 @@ class TensorFlowCollector:
         self._steps: list[dict[str, Any]] = []
         # Devices whose counters may work; one that reads 0 at a step's end does not.
         self._counted = [dev for dev, info in self._memory_start.items() if isinstance(info, dict)]
+        #: Devices whose peak counter memprofile reset at a step (the user's reads change: said in a note).
+        self._reset_counted: set[str] = set()
         self._in_fit = 0  # fit calls running: their callback counts the steps
         self._applying = False
         self._clock: int | None = None  # id() of the optimizer whose apply ends a custom loop's step
@@ -268,6 +278,14 @@ class TensorFlowCollector:
             self._cleanup()
         data = self._data
         memory_end = self._memory_info(reset=False)
+        if self._reset_counted:
+            devices = ", ".join(sorted(self._reset_counted))
+            self._notes.append(("tf_peak_reset", f"memprofile reset TF's peak counter ({devices}) at each training "
+                                "step to measure each step's peak: after the cell, "
+                                "tf.config.experimental.get_memory_info(...)['peak'] reads the last step's peak, "
+                                "not the cell's (this profile has the cell's). --no-reset-peak "
+                                "(memprofile.profile(reset_os_peak=False)) leaves it, and the OS's peak-RSS mark, "
+                                "alone, without per-step TF peaks", "%%memprofile --no-reset-peak"))
         world = scan(self.namespace)
         if self._world_detail_end is not None:
             world.buffers = self._world_detail_end.buffers
@@ -372,7 +390,7 @@ class TensorFlowCollector:
         parsed.start_ns = shift
 
     def _note_once(self, code: str, message: str) -> None:
-        if all(c != code for c, _ in self._notes):
+        if all(note[0] != code for note in self._notes):
             self._notes.append((code, message))
 
     def _stop_session(self, tf: Any, logdir: str, keep: bool = True) -> bytes:
@@ -468,7 +486,10 @@ class TensorFlowCollector:
         """Each counted device's peak since the last step and its bytes in
         use now, by the profile's device name; the peak is reset for the next."""
         experimental = self._tf.config.experimental
-        peaks, ends = {}, {}
+        peaks: dict[str, int] = {}
+        ends: dict[str, int] = {}
+        if not self.reset_peak:  # the user's counter is left alone: no step's own peak to read
+            return peaks, ends
         for dev in list(self._counted):
             try:
                 info = experimental.get_memory_info(dev)
@@ -479,6 +500,7 @@ class TensorFlowCollector:
             if not info["peak"] and not info["current"]:  # TF's default CPU allocator: no sizes
                 self._counted.remove(dev)
                 continue
+            self._reset_counted.add(dev)
             peaks[f"tf:{dev}"], ends[f"tf:{dev}"] = int(info["peak"]), int(info["current"])
         return peaks, ends
 

@@ -167,6 +167,7 @@ class TorchCollector:
         namespace: dict[str, Any] | None = None,
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
+        reset_peak: bool = True,
     ) -> None:
         """`detail_steps`: training steps (optimizer steps) recorded in full
         detail: the first N, a window (first, last), or None: all; the rest
@@ -179,6 +180,7 @@ class TorchCollector:
         self.namespace = namespace if namespace is not None else {}
         self.detail_steps = DetailWindow.of(detail_steps)
         self.budget_bytes = budget_bytes
+        self.reset_peak = reset_peak
         self._running = False
 
     # -- time ------------------------------------------------------------
@@ -368,7 +370,7 @@ class TorchCollector:
         # Read at every detailed step, and at the one before the detail starts (which resets the OS mark).
         record.update(self._figures.at_step_end(
             force=self._detailed or (self._detail_end is None and self.detail_steps.covers(len(self._step_log) + 2))))
-        if self._cuda:  # exact per-step peaks from the allocator's own counters
+        if self._cuda and self.reset_peak:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
             peaks = {}
             for i in range(torch.cuda.device_count()):
@@ -655,7 +657,7 @@ class TorchCollector:
         self._baseline = self._storages_of(modules, optimizers, tensors)
         del modules, optimizers, tensors
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        if self._cuda:
+        if self._cuda and self.reset_peak:
             for i in range(torch.cuda.device_count()):
                 torch.cuda.reset_peak_memory_stats(i)
             if self.cuda_history:
@@ -813,6 +815,13 @@ class TorchCollector:
             when, why = self._detail_end
             facts.update({"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why})
         capacities: dict[str, int] = {}
+        if self._cuda and self.reset_peak:
+            self._notes.append(("cuda_peak_reset", "memprofile reset CUDA's peak counters when the cell started "
+                                "and at each training step to measure each step's peak: after the cell, "
+                                "torch.cuda.max_memory_allocated() reads the last step's peak, not the cell's (this "
+                                "profile has the cell's). --no-reset-peak (memprofile.profile(reset_os_peak=False)) "
+                                "leaves them, and the OS's peak-RSS mark, alone, without per-step CUDA peaks",
+                                "%%memprofile --no-reset-peak"))
         if self._cuda:
             for i in range(torch.cuda.device_count()):
                 capacity = torch.cuda.get_device_properties(i).total_memory
@@ -820,7 +829,7 @@ class TorchCollector:
                 for k, v in cuda_facts(torch.cuda.memory_stats(i), capacity).items():
                     facts[f"cuda:{i}.{k}"] = v
                 # The counters' peak was reset each step: the run's is the highest step's.
-                stepped = [s["peaks"].get(f"cuda:{i}", 0) for s in self._step_log]
+                stepped = [s["peaks"].get(f"cuda:{i}", 0) for s in self._step_log if "peaks" in s]
                 if stepped:
                     facts[f"cuda:{i}.allocated_peak_bytes"] = max(stepped + [facts[f"cuda:{i}.allocated_peak_bytes"]])
             if self.cuda_history:

@@ -179,7 +179,8 @@ class MemprofileMagics(Magics):
     @argument(
         "--no-reset-peak",
         action="store_true",
-        help="do not reset the OS peak-RSS counter (Linux VmHWM) at cell start",
+        help="leave the peak counters alone: the OS's peak RSS (Linux VmHWM), TF's get_memory_info peak and "
+        "torch.cuda.max_memory_allocated read after the cell as after a bare run (no per-step TF or CUDA peaks)",
     )
     @argument("--no-shapes", action="store_true", help="PyTorch: do not record op input shapes")
     @argument(
