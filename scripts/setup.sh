@@ -32,6 +32,13 @@ python -m pip install -q "hatchling>=1.21,<2" "hatch-jupyter-builder>=0.9,<0.11"
   "hatch-nodejs-version>=0.3.2,<0.5" "editables>=0.5,<1" "jupyterlab>=4.6,<4.7"
 
 echo "==> installing memprofile (editable) and building its JupyterLab extension"
+# On a second run the venv's labextensions/memprofile is the symlink `labextension develop` made
+# to the built extension: pip would write the wheel's install.json through it into
+# pyext/memprofile/labextension, and the next editable build then fails on a second install.json.
+if [ -L .venv/share/jupyter/labextensions/memprofile ]; then
+  rm .venv/share/jupyter/labextensions/memprofile
+fi
+rm -f pyext/memprofile/labextension/install.json
 python -m pip install -q --no-build-isolation -e ".[test,torch]" "tensorflow-cpu>=2.21,<2.22"
 jupyter labextension develop --overwrite . >/dev/null
 jupyter labextension list 2>&1 | grep -q "memprofile.*enabled.*OK" \
