@@ -224,13 +224,15 @@ def heap_in_use() -> int | None:
     return int(info.uordblks + info.hblkhd)
 
 
-def heap_mapped_blocks() -> int | None:
-    """Blocks the C heap holds as mappings of their own (glibc's mallinfo2
-    `hblks`), or None off glibc: large allocations (a tensor of megabytes)
-    add one each; small ones (a profiler's event records, tiny tensors) none."""
+def heap_figures() -> tuple[int, int] | None:
+    """heap_in_use and the blocks the C heap holds as mappings of their own
+    (glibc's `hblks`), from one mallinfo2 call (it takes the heap's lock), or
+    None off glibc. Large allocations (a tensor of megabytes) add a block
+    each; small ones (a profiler's event records, tiny tensors) none."""
     if _heap_info is None:
         return None
-    return int(_heap_info().hblks)
+    info = _heap_info()
+    return int(info.uordblks + info.hblkhd), int(info.hblks)
 
 
 def available_memory() -> int | None:

@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture import torch_compat
@@ -48,8 +47,7 @@ from memprofile.capture.base import (
 from memprofile.capture.host import (
     RssReader,
     StepFigures,
-    heap_in_use,
-    heap_mapped_blocks,
+    heap_figures,
     release_free_memory,
     step_peak,
 )
@@ -425,18 +423,21 @@ class TorchCollector:
         from memprofile.capture import lines
 
         reader = RssReader()
-        measure: Callable[[], int] = reader.read
-        if heap_in_use() is not None:
-            measure = heap_in_use  # type: ignore[assignment]  # None at every call or at none (glibc's or not)
+
+        def measure() -> tuple[int, int | None]:  # bytes, and the heap's own mapped blocks where known
+            figures = heap_figures()
+            return figures if figures is not None else (reader.read(), None)
+
         try:
-            start = last = measure()
+            start, mapped = measure()
+            last = start
             steady = 0  # polls in a row of small allocations only, with no model call, import or model built
-            mapped, imported, built = heap_mapped_blocks(), len(sys.modules), self._modules_built
+            imported, built = len(sys.modules), self._modules_built
             limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
-                now = measure()
-                state = heap_mapped_blocks(), len(sys.modules), self._modules_built
-                small_only = mapped is not None and state == (mapped, imported, built) and self._root_calls == 0
+                now, blocks = measure()
+                state = blocks, len(sys.modules), self._modules_built
+                small_only = blocks is not None and state == (mapped, imported, built) and self._root_calls == 0
                 steady = steady + 1 if small_only and now > last else 0
                 last, (mapped, imported, built) = now, state
                 # The growth is the buffers' only where the code runs many
