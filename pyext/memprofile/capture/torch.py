@@ -658,9 +658,10 @@ class TorchCollector:
         self._baseline = self._storages_of(modules, optimizers, tensors)
         del modules, optimizers, tensors
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        if self._cuda and self.reset_peak:
-            for i in range(torch.cuda.device_count()):
-                torch.cuda.reset_peak_memory_stats(i)
+        if self._cuda:
+            if self.reset_peak:  # else the user's counters are left alone (and the run's peak is a bound)
+                for i in range(torch.cuda.device_count()):
+                    torch.cuda.reset_peak_memory_stats(i)
             if self.cuda_history:
                 try:
                     torch_compat.cuda_history_start(torch)
@@ -816,6 +817,10 @@ class TorchCollector:
             when, why = self._detail_end
             facts.update({"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why})
         capacities: dict[str, int] = {}
+        if self._cuda and not self.reset_peak:
+            self._notes.append(("cuda_peak_not_reset", "CUDA's peak counters were left alone (--no-reset-peak): "
+                                "the profile's CUDA peak is the counters' since their last reset, which may be "
+                                "before the cell, and the steps have no CUDA peaks of their own"))
         if self._cuda and self.reset_peak:
             self._notes.append(("cuda_peak_reset", "memprofile reset CUDA's peak counters when the cell started "
                                 "and at each training step to measure each step's peak: after the cell, "
