@@ -114,10 +114,14 @@ def folder(tmp_path_factory):
     return folder
 
 
+def _env(folder) -> dict[str, str]:
+    """This environment, with the loops' module importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
+
+
 def _run_shape(folder, shape: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
-    done = subprocess.run([sys.executable, "-c", SHAPE, shape], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", SHAPE, shape], cwd=folder, env=_env(folder), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -148,9 +152,8 @@ def test_memprofile_run_of_a_module(folder):
         print("HWM", hwm)
         raise SystemExit(code)
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
     done = subprocess.run([sys.executable, "-c", probe, str(folder / "out")], cwd=folder, capture_output=True,
-                          text=True, timeout=600, env=env)
+                          text=True, timeout=600, env=_env(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     import memprofile
 

@@ -12,10 +12,10 @@ from tests.ui.conftest import screenshot
 pytestmark = pytest.mark.ui
 
 
-def _write_notebook(root, name: str, cells: list[str]) -> None:
+def _write_notebook(root, name: str, cells: list[str], kernel: str = "python3") -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, root / name)
 
 

@@ -40,6 +40,19 @@ def oldest_bokeh(tmp_path_factory):
     return target
 
 
+def _run_notebook(lab_server, page, name: str, cells: list[str], workspace: str, card: str,
+                  kernel: str = "python3", idle_ms: int = 60_000):
+    """Write the notebook, open it in Lab, run every cell; the card named `card`, once shown."""
+    _write_notebook(lab_server["root"], name, cells, kernel)
+    page.goto(f"{lab_server['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab_server['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=idle_ms)
+    _run_all_cells(page)
+    shown = page.locator(".jp-memprofile-card", has_text=card)
+    shown.wait_for(timeout=120_000)
+    return shown
+
+
 def test_a_kernel_with_bokeh_3_4_has_its_views_drawn_by_bokehjs_3_4(lab_server, page, oldest_bokeh):
     # GIVEN a kernel whose bokeh is 3.4.3, profiling a small torch step
     cells = [
@@ -48,13 +61,7 @@ def test_a_kernel_with_bokeh_3_4_has_its_views_drawn_by_bokehjs_3_4(lab_server, 
         "import torch\nnet = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.ReLU(), torch.nn.Linear(512, 8))",
         "%%memprofile --name old-bokeh\nnet(torch.randn(256, 128)).sum().backward()",
     ]
-    _write_notebook(lab_server["root"], "old_bokeh.ipynb", cells)
-    page.goto(f"{lab_server['base']}/lab/workspaces/oldbokeh/tree/old_bokeh.ipynb?reset&token={lab_server['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
-    _run_all_cells(page)
-    card = page.locator(".jp-memprofile-card", has_text="old-bokeh")
-    card.wait_for(timeout=120_000)
+    card = _run_notebook(lab_server, page, "old_bokeh.ipynb", cells, "oldbokeh", card="old-bokeh")
     assert f"bokeh {OLDEST_BOKEH}" in page.locator(".jp-Notebook .jp-Cell").first.inner_text()
 
     # WHEN its card opens the panel
@@ -151,17 +158,8 @@ def test_a_kernel_with_the_newest_bokeh_has_every_view_drawn_by_its_own_bokehjs(
         f"import memprofile\nfrom memprofile.store import STORE\np = memprofile.load({str(torch_profile_file)!r})\n"
         "STORE.add(p)\np",
     ]
-    _write_notebook(lab_server["root"], "newest_bokeh.ipynb", cells)
-    nb = json.loads((lab_server["root"] / "newest_bokeh.ipynb").read_text())
-    nb["metadata"]["kernelspec"] = {"name": newest_bokeh_kernel["name"], "display_name": "newest bokeh",
-                                    "language": "python"}
-    (lab_server["root"] / "newest_bokeh.ipynb").write_text(json.dumps(nb))
-    page.goto(f"{lab_server['base']}/lab/workspaces/newest/tree/newest_bokeh.ipynb?reset&token={lab_server['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=90_000)
-    _run_all_cells(page)
-    card = page.locator(".jp-memprofile-card", has_text="torch-step")
-    card.wait_for(timeout=120_000)
+    card = _run_notebook(lab_server, page, "newest_bokeh.ipynb", cells, "newest", card="torch-step",
+                         kernel=newest_bokeh_kernel["name"], idle_ms=90_000)
     version = newest_bokeh_kernel["bokeh"]
     assert tuple(int(n) for n in version.split(".")[:2]) >= (3, 10), version
     assert f"bokeh {version}" in page.locator(".jp-Notebook .jp-Cell").first.inner_text()

@@ -27,7 +27,6 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _TORCH = os.sep + "torch" + os.sep
@@ -69,8 +68,7 @@ class SafePoint:
 
     def __init__(self, work: Callable[[], None]) -> None:
         self._work = work
-        self._signum: int | None = None
-        self._previous: Any = None
+        self._signum: int | None = None  # the signal borrowed: one whose handler was SIG_DFL
 
     @property
     def available(self) -> bool:
@@ -81,16 +79,12 @@ class SafePoint:
             return False
         for signum in _candidates():
             try:
-                previous = signal.getsignal(signum)
-            except (ValueError, OSError):
-                continue
-            if previous is not signal.SIG_DFL:  # the user's or a library's: leave it alone
-                continue
-            try:
+                if signal.getsignal(signum) is not signal.SIG_DFL:  # the user's or a library's: leave it alone
+                    continue
                 signal.signal(signum, self._handle)
             except (ValueError, OSError):
                 continue
-            self._signum, self._previous = signum, previous
+            self._signum = signum
             return True
         return False
 
@@ -107,7 +101,7 @@ class SafePoint:
             return
         try:
             if signal.getsignal(signum) == self._handle:  # not if the user took it meanwhile
-                signal.signal(signum, self._previous)
+                signal.signal(signum, signal.SIG_DFL)
         except (ValueError, OSError):  # not the main thread any more (interpreter shutting down)
             pass
 
