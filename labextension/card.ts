@@ -503,11 +503,11 @@ export function stepsText(steps: unknown): string {
     parts.push(`${first === last ? `step ${first}` : `steps ${first}-${last}`} in detail`);
   }
   if (isNumber(steps.highest_step) && isNumber(steps.highest_bytes)) {
-    const how = steps.peaks_exact === true ? '' : ' resident';
+    const how = steps.peaks_exact === true ? '' : steps.peaks_estimated === true ? ', estimated' : ' resident';
     parts.push(`highest step: ${steps.highest_step} (${formatBytes(steps.highest_bytes)}${how})`);
   }
   if (isNumber(steps.end_first_bytes) && isNumber(steps.end_last_bytes)) {
-    const how = steps.ends_exact === true ? '' : ' (resident)';
+    const how = steps.ends_exact === true ? '' : steps.ends_estimated === true ? ' (estimated)' : ' (resident)';
     parts.push(`end of step: ${formatBytes(steps.end_first_bytes)} → ${formatBytes(steps.end_last_bytes)}${how}`);
   }
   return parts.join(' · ');
@@ -628,6 +628,7 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
     card.appendChild(body);
   }
   for (const part of [
+    isString(summary.peak_scope) && summary.peak_scope ? el('div', 'jp-memprofile-peak-scope', summary.peak_scope) : null,
     renderSteps(summary.steps),
     renderPeakPlace(summary),
     renderTensors(summary.peak_tensors),

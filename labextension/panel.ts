@@ -211,6 +211,9 @@ export class MemprofilePanel extends Widget {
         `Peak ${formatBytes(profile.summary.peak_bytes)} on ${profile.summary.peak_device ?? '—'}`),
       button('Export HTML', 'jp-memprofile-export', () => void this._export(profile))
     );
+    if (profile.summary.peak_scope) {
+      head.appendChild(el('div', 'jp-memprofile-peak-scope', profile.summary.peak_scope));
+    }
     const tabs = el('div', 'jp-memprofile-tabs');
     for (const [key, label] of VIEWS.filter(([k]) => k !== 'ranks' || profile.views.ranks)) {
       const count = key === 'suggestions' ? ` (${profile.suggestions.length})` : '';

@@ -48,6 +48,8 @@ export interface Profile {
     [k: string]: string;
   };
   kept?: KeptObject[];
+  grown?: GrownContainer[];
+  peak_scope?: string | null;
   lines?: LineStat[];
   optimizers?: OptimizerStat[];
   steps?: StepStat[];
@@ -265,6 +267,36 @@ export interface KeptObject {
   [k: string]: unknown;
 }
 /**
+ * A list, dict or deque of the namespace (`history`, `stats["loss"]`) that gained arrays or tensors during the run: how a training loop keeps something per step. What it gained only (all of it where `new`).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "GrownContainer".
+ */
+export interface GrownContainer {
+  name: string;
+  added: number;
+  length: number;
+  bytes: number;
+  graph_bytes: number;
+  item: GrownItem;
+  new?: boolean;
+  [k: string]: unknown;
+}
+/**
+ * The largest array or tensor among what a container gained.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "GrownItem".
+ */
+export interface GrownItem {
+  type: string;
+  shape: number[];
+  dtype: string;
+  device: string;
+  bytes: number;
+  [k: string]: unknown;
+}
+/**
  * One line of the profiled cell: what was allocated while it ran (all devices' allocators), and what of it was alive at the peak (peak device). Line 0 stands for the memory that existed before the cell.
  *
  * This interface was referenced by `Profile`'s JSON-Schema
@@ -321,6 +353,8 @@ export interface StepStat {
   rss_end_bytes?: number | null;
   rss_peak_first?: number | null;
   heap_end_bytes?: number | null;
+  end_estimate_bytes?: number | null;
+  peak_estimate_bytes?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -454,6 +488,7 @@ export interface ProfileSummary {
   peak_tensors?: TensorInfo[];
   peak_lines?: LineStat[];
   steps?: StepsBrief | null;
+  peak_scope?: string | null;
   [k: string]: unknown;
 }
 /**
@@ -492,6 +527,8 @@ export interface StepsBrief {
   end_first_bytes?: number | null;
   end_last_bytes?: number | null;
   ends_exact?: boolean;
+  peaks_estimated?: boolean;
+  ends_estimated?: boolean;
   [k: string]: unknown;
 }
 /**

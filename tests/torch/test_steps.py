@@ -98,7 +98,11 @@ def test_memory_kept_per_step_is_a_finding_with_the_line_that_keeps_it(ip, fresh
             "    kept.append(out)\n    out.sum().backward(retain_graph=True)\n    sgd.step()\n")
     p = _run(ip, "%%memprofile -q -n leak\n" + cell)
     note = next(w.message for w in p.warnings if w.code == "step_growth")
-    assert "per step since step 4" in note and "line 4: kept.append(out)" in note  # the first step after the detail
+    assert "per step since step 4" in note and "kept gained 14 torch.Tensor" in note  # the first step after the detail
+    assert "added at line 4 (kept.append(out))" in note
+    # AND the suggestion frees the graphs each kept output still holds
+    s = next(s for s in p.suggestions if s.id == "kept_per_step")
+    assert s.code.startswith("kept.append(out.detach())") and s.estimated_saving_bytes > 200 * MiB
     # AND a loop that keeps nothing is not flagged
     q = _run(ip, "%%memprofile -q -n steady\nfor step in range(14):\n" + STEP)
     assert not any(w.code == "step_growth" for w in q.warnings)

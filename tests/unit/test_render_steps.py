@@ -155,13 +155,15 @@ def test_a_detail_window_starting_later_draws_no_allocator_line_before_it(late_l
 def test_the_text_the_html_and_the_report_sum_up_the_steps(loop):
     brief = steps_brief(loop)
     assert (brief.count, brief.detail_first, brief.detail_last, brief.peaks_exact) == (STEPS, 1, 3, False)
-    # on CPU only the detailed steps have exact peaks: every step is compared by resident memory,
-    # the first step that came within 1 % of the highest named
-    top = max(s.rss_peak_bytes for s in loop.steps)
-    assert brief.highest_bytes == loop.steps[brief.highest_step - 1].rss_peak_bytes >= 0.99 * top
+    # on CPU only the detailed steps have exact peaks: the others' are estimated from the C heap
+    # (model/steps.py), and the highest of them all is named
+    assert brief.peaks_estimated
+    top = max(s.peak_bytes if s.detailed else s.peak_estimate_bytes for s in loop.steps)
+    assert brief.highest_bytes == top
     line = steps_text(brief)
     assert line.startswith("30 training steps · steps 1-3 in detail · highest step: ")
-    assert "resident) · end of step: " in line and line.endswith(" (resident)")
+    # short steps are read in groups: not every step has its own end, so ends are resident memory's
+    assert ", estimated) · end of step: " in line and line.endswith(" (resident)")
     assert f"  {line}\n" in render_text(loop)
     fragment = render_fragment(loop)
     assert f"<div class='mp-steps'>{line}</div>" in fragment

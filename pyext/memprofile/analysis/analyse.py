@@ -5,7 +5,7 @@ gone), so newer rules run on a loaded, old or imported profile too."""
 from __future__ import annotations
 
 from memprofile.analysis.rules import RULE_FAILED, suggest
-from memprofile.analysis.steps import STEP_NOTE_CODES, step_notes
+from memprofile.analysis.steps import STEP_NOTE_CODES, peak_scope, step_notes
 from memprofile.model.profile import Profile
 
 
@@ -17,4 +17,5 @@ def analyse(profile: Profile) -> Profile:
     profile.warnings = [n for n in profile.warnings if n.code not in ours]
     profile.suggestions = suggest(profile)
     profile.warnings.extend(step_notes(profile))
+    profile.peak_scope = peak_scope(profile)
     return profile

@@ -7,19 +7,13 @@ from __future__ import annotations
 import ast
 
 from memprofile.analysis.cell import CellCode
+from memprofile.analysis.growth import culprits, describe, measured_growth
 from memprofile.model.profile import Note, Profile, StepStat
-from memprofile.units import fmt_bytes, step_runs
+from memprofile.units import fmt_bytes, fmt_seconds, step_runs
 
 MiB = 1 << 20
 #: A step is "above" the detailed ones by this much (and 5 %).
 ABOVE_BYTES = 16 * MiB
-#: Growth per run of steps that is a finding, and the steps it needs.
-GROWTH_BYTES = 16 * MiB
-MIN_GROWTH_STEPS = 6
-
-
-def _peak(s: StepStat) -> int | None:
-    return s.peak_bytes if s.peak_bytes is not None else s.rss_peak_bytes
 
 
 #: The codes of the notes step_notes writes (analyse replaces them when it runs again).
@@ -47,6 +41,9 @@ def step_notes(profile: Profile) -> list[Note]:
     exact = all(s.peak_bytes is not None for s in steps)
     if exact:
         source = "the allocator's own counters"
+    elif all(s.peak_estimate_bytes is not None for s in cheap):
+        source = ("an estimate from the C heap's growth since the detail (the process's resident memory "
+                  "beside it)")
     elif "each step" in profile.capture.get("host_peak_from", ""):
         grouped = any(s.rss_peak_first for s in cheap)
         source = (f"the process's resident memory (the OS high-water mark, exact"
@@ -63,7 +60,7 @@ def step_notes(profile: Profile) -> list[Note]:
     notes.extend(_above_detail(profile, detailed, cheap, exact))
     if cheap:
         notes.extend(_after_last_step(profile, detailed))
-    growth = _growth(steps, exact, profile)
+    growth = _growth(profile)
     if growth is not None:
         notes.append(growth)
     return notes
@@ -86,27 +83,100 @@ def _span(steps: list[StepStat]) -> str:
     return step_runs([s.index for s in steps])
 
 
+def _step_peak(s: StepStat) -> tuple[int | None, str]:
+    """A step's peak on the framework device and how it is known."""
+    if s.peak_bytes is not None:
+        return s.peak_bytes, "exact"
+    if s.peak_estimate_bytes is not None:
+        return s.peak_estimate_bytes, "estimate"
+    return None, ""
+
+
+def later_peak(profile: Profile) -> tuple[StepStat, int, str] | None:
+    """(step, its peak, "exact" or "estimate"): the first step outside the
+    detail whose peak on the framework device went above every detailed
+    step's, where each step's peak is known (the allocator's counters) or
+    estimated (the C heap, model/steps.py)."""
+    detailed = [s for s in profile.steps if s.detailed and s.peak_bytes is not None]
+    cheap: list[tuple[StepStat, int, str]] = []
+    for s in profile.steps:
+        value, how = _step_peak(s)
+        if not s.detailed and value is not None:
+            cheap.append((s, value, how))
+    if not detailed or not cheap:
+        return None
+    top = max(s.peak_bytes or 0 for s in detailed)
+    highest = max(v for _, v, _ in cheap)
+    step, value, how = next((s, v, how) for s, v, how in cheap if v >= highest)
+    margin = max(MiB, top // 50) if how == "estimate" else max(ABOVE_BYTES, top // 20)
+    return (step, value, how) if value > top + margin else None
+
+
 def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepStat], exact: bool) -> list[Note]:
     if not detailed or not cheap:
         return []
-    # Like with like: exact peaks where every step has one, else resident memory for all.
-    value = _peak if exact else (lambda s: s.rss_peak_bytes)
-    top_detail = max((value(s) or 0) for s in detailed)
-    highest = max((value(s) or 0) for s in cheap)
-    # The first step that reached it: resident memory freed by a step stays
-    # with the process (glibc keeps it), so the steps after look as high.
-    worst = next(s for s in cheap if (value(s) or 0) >= highest - max(MiB, highest // 100))
-    peak = value(worst) or 0
-    if peak <= top_detail + max(ABOVE_BYTES, top_detail // 20):
+    later = later_peak(profile)
+    if later is not None:
+        step, value, how = later
+        top = max(s.peak_bytes or 0 for s in detailed)
+        what = ("" if how == "exact" else ", estimated from the C heap's growth" + (
+            f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end" if step.end_estimate_bytes else ""))
+        figure = f"peak {fmt_bytes(value)}" if how == "exact" else f"~{fmt_bytes(value)}"
+        return [Note("step_above_detail", f"step {step.index} peaked above every detailed step ({figure} against "
+                     f"{fmt_bytes(top)}{what}): --detail-steps {step.index}-{step.index} records it in detail",
+                     rerun(profile, f"--detail-steps {step.index}-{step.index}"))]
+    if exact:
+        return []  # every step's peak on the device is known: none went higher
+    # Resident memory, like with like, by how far a step rose above its start:
+    # a step that makes and frees a large tensor rises and falls back, where
+    # resident memory drifting up (glibc keeping freed pages) rises little in each.
+    start = {s.index: s.rss_end_bytes for s in profile.steps}
+
+    def rise(s: StepStat) -> int:
+        before = start.get((s.rss_peak_first or s.index) - 1)
+        return (s.rss_peak_bytes or 0) - (before if before is not None else (s.rss_peak_bytes or 0))
+
+    top_detail = max((s.rss_peak_bytes or 0) for s in detailed)
+    top_rise = max(rise(s) for s in detailed)
+    highest = max(rise(s) for s in cheap)
+    # The first step that reached it (short steps are read in groups: the mark then names the group).
+    worst = next(s for s in cheap if rise(s) >= highest - max(MiB, highest // 100))
+    if highest <= top_rise + max(ABOVE_BYTES, top_detail // 20):
         return []
-    what = "peak" if exact else "resident memory"
-    # Short steps are read in groups: the mark then names the group, not one step.
-    first = (None if exact else worst.rss_peak_first) or worst.index
+    peak = worst.rss_peak_bytes or 0
+    first = worst.rss_peak_first or worst.index
     which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
-    return [Note("step_above_detail", f"{which} peaked above every detailed step ({what} "
-                 f"{fmt_bytes(peak)} against {fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
+    return [Note("step_above_detail", f"{which} peaked above every detailed step (resident memory "
+                 f"{fmt_bytes(peak)}, {fmt_bytes(highest, signed=True)} over its start, against "
+                 f"{fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
                  f"records {'it' if first == worst.index else 'them'} in detail",
                  rerun(profile, f"--detail-steps {first}-{worst.index}"))]
+
+
+def peak_scope(profile: Profile) -> str | None:
+    """Where the breakdown (kinds, layers, lines, tensors at the peak)
+    describes another moment than the headline peak, or a later step went
+    higher than the detail: said next to the headline."""
+    peak, device = profile.peak, profile.peak_device
+    working = device.allocator_stats.get("working_peak_bytes") if device is not None else None
+    if peak is not None and device is not None and working is not None:
+        return (f"The cell freed memory before it worked: the most live on {device.name} was at its start "
+                f"({fmt_bytes(device.baseline_bytes)}, from before the cell); the breakdown is of its work's own "
+                f"peak, {fmt_bytes(peak.bytes)} at {fmt_seconds(peak.time_s)}.")
+    detailed = [s for s in profile.steps if s.detailed]
+    span = f"the detailed {_span(detailed)}" if detailed else "the detail"
+    later = later_peak(profile)
+    if later is not None:
+        step, value, how = later
+        figure = fmt_bytes(value) if how == "exact" else f"~{fmt_bytes(value)} (estimated from the C heap" + (
+            f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end)" if step.end_estimate_bytes else ")")
+        return (f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}. "
+                f"`{rerun(profile, f'--detail-steps {step.index}-{step.index}')}` records it.")
+    if peak is not None and device is not None and peak.device == device.name and \
+            device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50):
+        return (f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "
+                f"moment the detail recorded ({fmt_bytes(peak.bytes)}, {span}).")
+    return None
 
 
 def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
@@ -118,51 +188,45 @@ def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
     if tl is None or not detailed:
         return []
     after = [v for t, v in zip(tl.t, tl.live_bytes) if t > end]
-    top_detail = max((s.rss_peak_bytes or 0) for s in detailed)
+    # Against every step: resident memory a leak grew stays high after the last step.
+    top_detail = max((s.rss_peak_bytes or 0) for s in profile.steps)
     if not after or max(after) <= top_detail + max(ABOVE_BYTES, top_detail // 20):
         return []
     return [Note("step_above_detail", f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
-                 f"above every detailed step (resident memory {fmt_bytes(max(after))} against "
+                 f"above every step (resident memory {fmt_bytes(max(after))} against "
                  f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it",
                  rerun(profile, "--detail-steps all"))]
 
 
-def _growth(steps: list[StepStat], exact: bool, profile: Profile) -> Note | None:
-    """End-of-step memory rising steadily from the second step on (the first
-    makes the optimizer's state and the allocator's caches); on CPU by the
-    heap's bytes in use (resident memory where that is unknown: it misses
-    what a heap reusing freed pages keeps), over the steps after the detail."""
-    # Resident memory grows with torch's event buffers while a step is recorded
-    # in detail: only the steps after the detail tell the cell's own growth.
-    after = [s for s in steps[1:] if exact or not s.detailed]
-    # Short steps are read in groups (capture/host.py StepFigures): the steps read.
-    heap = not exact and any(s.heap_end_bytes is not None for s in after)
-    read = [(s.index, s.end_bytes if exact else s.heap_end_bytes if heap else s.rss_end_bytes) for s in after]
-    values = [(i, v) for i, v in read if v is not None]
-    if len(values) < MIN_GROWTH_STEPS:
+def _growth(profile: Profile) -> Note | None:
+    """End-of-step memory rising steadily (analysis/growth.py), with what keeps it."""
+    growth = measured_growth(profile)
+    found = culprits(profile, growth)
+    if growth is None:
         return None
-    first, last = values[0][1], values[-1][1]
-    grown = last - first
-    rises = sum(1 for (_, a), (_, b) in zip(values, values[1:]) if b >= a)
-    half = len(values) // 2
-    early, late = values[half][1] - first, last - values[half][1]
-    if grown < GROWTH_BYTES or rises < 0.8 * (len(values) - 1) or late < 0.3 * max(early, 1):
-        return None
-    per_step = grown // (values[-1][0] - values[0][0])
-    what = "live bytes" if exact else "the heap's bytes in use" if heap else "resident memory"
-    span = values[-1][0] - values[0][0] + 1
-    message = (f"+{fmt_bytes(per_step)} per step since step {values[0][0]}: {what} at the end of each step rose "
-               f"from {fmt_bytes(first)} to {fmt_bytes(last)} over {span} steps; something keeps memory per step")
-    suspect = _kept_per_step(profile)
-    if suspect:
-        message += f" ({suspect})"
-    return Note("step_growth", message)
+    span = growth.last_step - growth.first_step + 1
+    message = (f"+{fmt_bytes(growth.per_step)} per step since step {growth.first_step}: {growth.source} at the end "
+               f"of each step rose from {fmt_bytes(growth.first_bytes)} to {fmt_bytes(growth.last_bytes)} over "
+               f"{span} steps")
+    if found:
+        message += "; " + "; ".join(describe(c) for c in found[:3])
+        explained = sum(c.container.bytes + c.container.graph_bytes for c in found) // max(1, len(profile.steps))
+        if explained < growth.per_step // 2:
+            message += (f" (~{fmt_bytes(growth.per_step - explained)} a step more is kept by something no list, "
+                        f"dict or deque of the notebook's variables holds)")
+        return Note("step_growth", message + " (the suggestion kept_per_step has the code that frees it)")
+    if "namespace" not in profile.capture.get("collectors", "").split(","):  # an imported or older profile
+        suspect = _kept_per_step(profile)
+        return Note("step_growth", message + (f"; something keeps memory per step ({suspect})" if suspect else
+                                              "; something keeps memory per step"))
+    return Note("step_growth", message + "; no list, dict or deque of the notebook's variables gained it: an "
+                "object's attribute, a closure, a function's own list or a reference cycle keeps it")
 
 
 def _kept_per_step(profile: Profile) -> str:
-    """A line of the cell that appends a value made in the loop to a list that
-    outlives it (`losses.append(loss)`): the usual way a step keeps a tensor
-    and its autograd graph."""
+    """Where the namespace's containers were not looked at: a line of the
+    cell that appends a value made in the loop to a list that outlives it
+    (`losses.append(loss)`), the usual way a step keeps a tensor."""
     cell = CellCode(profile.source)
     for call in cell.calls_named("append", "extend"):
         node = call.node

@@ -228,6 +228,8 @@ class RawCapture:
     input_shapes: list[list[int]] = field(default_factory=list)
     #: Large objects the namespace holds at the end (model.profile.KeptObject's fields).
     kept: list[dict] = field(default_factory=list)
+    #: Containers that gained arrays or tensors in the run (model.profile.GrownContainer's fields).
+    grown: list[dict] = field(default_factory=list)
     #: (times, lines): when the running cell line changed, and to which
     #: (capture/lines.py); empty when the cell's lines are not followed.
     line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]

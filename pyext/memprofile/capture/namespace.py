@@ -10,6 +10,8 @@ output cache).
 
 from __future__ import annotations
 
+import ast
+import collections
 import sys
 import weakref
 from collections.abc import Callable
@@ -36,11 +38,12 @@ def _is_output_cache(name: str) -> bool:
 MAX_GRAPH_NODES = 5_000
 
 
-def graph_saved_bytes(tensor: Any) -> int | None:
-    """Bytes of the tensors a tensor's autograd graph still saves for backward
-    (parameters and the tensor itself excluded: they stay anyway), or None
-    when it has no graph. After backward() the saved tensors are freed and the
-    graph holds nothing: 0. Reading a freed `_saved_*` attribute raises."""
+def graph_storages(tensor: Any) -> dict[int, int] | None:
+    """The storages (pointer -> bytes) a tensor's autograd graph still saves
+    for backward (parameters and the tensor itself excluded: they stay
+    anyway), or None when it has no graph. After backward() the saved tensors
+    are freed and the graph holds nothing: {}. Reading a freed `_saved_*`
+    attribute raises."""
     fn = getattr(tensor, "grad_fn", None)
     if fn is None:
         return None
@@ -50,8 +53,7 @@ def graph_saved_bytes(tensor: Any) -> int | None:
         own = 0
     from memprofile.capture import torch_compat  # the walk reads torch's private `_saved_*`
 
-    seen_storages: set[int] = {own}
-    total = 0
+    found: dict[int, int] = {}
     for t in torch_compat.saved_tensors(fn, MAX_GRAPH_NODES):
         if not hasattr(t, "untyped_storage") or (t.requires_grad and t.grad_fn is None):
             continue  # not a tensor, or a parameter (a leaf that needs grad)
@@ -60,14 +62,20 @@ def graph_saved_bytes(tensor: Any) -> int | None:
             ptr = storage.data_ptr()
         except Exception:
             continue
-        if ptr and ptr not in seen_storages:
-            seen_storages.add(ptr)
-            total += storage.nbytes()
-    return total
+        if ptr and ptr != own:
+            found[ptr] = storage.nbytes()
+    return found
+
+
+def graph_saved_bytes(tensor: Any) -> int | None:
+    """Bytes of the tensors a tensor's autograd graph still saves (graph_storages)."""
+    found = graph_storages(tensor)
+    return None if found is None else sum(found.values())
 
 
 class _Sizer:
-    """(key, bytes, type, shape, dtype, device, bytes its graph saves or None) of an array-like, or None."""
+    """(key, bytes, type, shape, dtype, device, bytes its graph saves or None) of an array-like, or None
+    (`bytes_of`: the same without the graph)."""
 
     def __init__(self) -> None:
         self.torch = sys.modules.get("torch")
@@ -76,20 +84,27 @@ class _Sizer:
         self.tf = tf if tf is not None and hasattr(tf, "is_tensor") else None
 
     def __call__(self, value: Any) -> tuple | None:
+        facts = self.bytes_of(value)
+        if facts is None:
+            return None
+        torch = self.torch
+        return (*facts, graph_saved_bytes(value) if torch is not None and isinstance(value, torch.Tensor) else None)
+
+    def bytes_of(self, value: Any) -> tuple | None:
+        """(key, bytes, type, shape, dtype, device) of an array-like, or None; no graph walk."""
         torch, np, tf = self.torch, self.np, self.tf
         if torch is not None and isinstance(value, torch.Tensor):
             try:
                 storage = value.untyped_storage()
                 return (("torch", storage.data_ptr()), storage.nbytes(), "torch.Tensor", list(value.shape),
-                        str(value.dtype).replace("torch.", ""), str(value.device), graph_saved_bytes(value))
+                        str(value.dtype).replace("torch.", ""), str(value.device))
             except Exception:  # meta, sparse or otherwise storage-less tensors
                 return None
         if np is not None and isinstance(value, np.ndarray):
             base = value
             while isinstance(base.base, np.ndarray):
                 base = base.base
-            return (("numpy", id(base)), base.nbytes, "numpy.ndarray", list(value.shape), str(value.dtype), "cpu",
-                    None)
+            return ("numpy", id(base)), base.nbytes, "numpy.ndarray", list(value.shape), str(value.dtype), "cpu"
         if tf is not None and (tf.is_tensor(value) or isinstance(value, tf.Variable)):
             try:
                 n = value.shape.num_elements()
@@ -97,7 +112,7 @@ class _Sizer:
                     return None
                 kind = "tf.Variable" if isinstance(value, tf.Variable) else "tf.Tensor"
                 return (("tf", id(value)), n * value.dtype.size, kind, [int(d) for d in value.shape],
-                        value.dtype.name, str(getattr(value, "device", "")) or "cpu", None)
+                        value.dtype.name, str(getattr(value, "device", "")) or "cpu")
             except Exception:  # symbolic (graph) tensors have no buffer
                 return None
         return None
@@ -187,6 +202,133 @@ def _same(before: Any, now_id: int, now_ref: weakref.ref | None) -> bool:
     return before is not None and before == now_id
 
 
+#: Containers whose growth is looked at: variables, and containers one level
+#: inside a dict or list variable (`stats["loss"]`, `logs[0]`).
+_GROWN_DEPTH = 1
+#: Containers reported, largest first.
+MAX_GROWN = 20
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, list | dict | collections.deque)
+
+
+def _containers(namespace: dict) -> dict[str, tuple[int, int]]:
+    """path -> (id, length) of each list, dict or deque a variable holds, and
+    of those one level inside it. Ids and lengths only: a strong reference
+    would keep a container the cell deletes alive, and lists take no weak one."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def take(variable: str, path: str, value: Any, via: str) -> bool:
+        if via != "variable" or not _is_container(value):
+            return True  # the output cache grows by design; arrays are not looked into
+        found[path] = (id(value), len(value))
+        return False
+
+    walk_namespace(namespace, take, depth=_GROWN_DEPTH)
+    return found
+
+
+def _added(value: Any, before: int) -> list:
+    """The items a container gained, newest last: a list's or deque's tail, a
+    dict's newest values (insertion order); at most MAX_ITEMS."""
+    n = len(value) - before
+    if n <= 0:
+        return []
+    n = min(n, MAX_ITEMS)
+    items = list(value.values()) if isinstance(value, dict) else list(value)
+    return items[-n:]
+
+
+#: Items whose autograd graphs are walked (a graph can have thousands of
+#: nodes); the rest are counted at the walked ones' average.
+MAX_GRAPH_ITEMS = 32
+
+
+def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
+    """Bytes the items hold (storages counted once, an item's tuple or dict
+    looked into one level), bytes their autograd graphs save beyond what
+    variables hold anyway (`x`, fed to every step), and what the largest
+    item is."""
+    seen: set = set()
+    saved: dict[int, int] = {}
+    total = walked = with_graph = 0
+    largest: tuple | None = None
+    for item in items:
+        values = list(item.values()) if isinstance(item, dict) else list(item) if isinstance(item, list | tuple) \
+            else [item]
+        for value in values:
+            facts = size_of.bytes_of(value)
+            if facts is None:
+                continue
+            key, nbytes, kind, shape, dtype, device = facts
+            if key in seen:
+                continue
+            seen.add(key)
+            total += nbytes
+            if getattr(value, "grad_fn", None) is not None:
+                with_graph += 1
+                if walked < MAX_GRAPH_ITEMS:
+                    walked += 1
+                    saved.update(graph_storages(value) or {})
+            if largest is None or nbytes > largest[1]:
+                largest = facts
+    if largest is None:
+        return None
+    graph = sum(n for ptr, n in saved.items() if ("torch", ptr) not in held and ("torch", ptr) not in seen)
+    if walked:
+        graph = graph * with_graph // walked
+    _key, nbytes, kind, shape, dtype, device = largest
+    return {"bytes": total, "graph_bytes": graph,
+            "item": {"type": kind, "shape": shape, "dtype": dtype, "device": device, "bytes": nbytes}}
+
+
+def _held(namespace: dict, size_of: _Sizer) -> set:
+    """The storages the namespace's variables hold directly (`x`, `model`'s weights are not: they stay anyway)."""
+    held = set()
+    for name, value in namespace.items():
+        facts = size_of.bytes_of(value) if not name.startswith("_") else None
+        if facts is not None:
+            held.add(facts[0])
+    return held
+
+
+def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict]:
+    """The containers that gained arrays or tensors during the run (or were
+    made in it), with what the gain holds: a list a training loop appends
+    each step's outputs to. Largest first."""
+    size_of = _Sizer()
+    if size_of.torch is None and size_of.np is None and size_of.tf is None:
+        return []
+    found = []
+    held = _held(namespace, size_of)
+    for path, (ident, length) in _containers(namespace).items():
+        value = _lookup(namespace, path)
+        if value is None:
+            continue
+        old = before.get(path)
+        same = old is not None and old[0] == ident
+        start = old[1] if old is not None and same and old[1] <= length else 0
+        sized = _size_items(_added(value, start), size_of, held)
+        if sized is None:
+            continue
+        found.append({"name": path, "added": length - start, "length": length, "new": not same, **sized})
+    return sorted(found, key=lambda d: -(d["bytes"] + d["graph_bytes"]))[:MAX_GROWN]
+
+
+def _lookup(namespace: dict, path: str) -> Any:
+    """The container at a path `_containers` wrote: `name`, `name[key]` or `name[i]`."""
+    name, _, rest = path.partition("[")
+    value = namespace.get(name)
+    if not rest or value is None:
+        return value
+    try:
+        key = ast.literal_eval(rest[:-1])
+        return value[key]
+    except Exception:
+        return None
+
+
 class NamespaceCollector:
     """Remembers what the namespace held at the start, scans it at the end."""
 
@@ -198,9 +340,11 @@ class NamespaceCollector:
         #: for objects that take no weak reference).
         self._before: dict[str, Any] = {}
         self._output: tuple[int, object] | None = None
+        self._containers: dict[str, tuple[int, int]] = {}
 
     def start(self, origin: float | None = None) -> None:
         self._before = {d["name"]: d["_ref"] or d["_id"] for d in scan_kept(self.namespace)}
+        self._containers = _containers(self.namespace)
 
     def expect_output(self, count: int, value: object) -> None:
         """A value the notebook caches as Out[count] after the run."""
@@ -215,4 +359,5 @@ class NamespaceCollector:
         kept = scan_kept(namespace)
         for d in kept:
             d["new"] = not _same(self._before.get(d["name"]), d.pop("_id"), d.pop("_ref"))
-        return RawCapture(collector=self.name, kept=kept)
+        grown = scan_grown(self.namespace, self._containers)
+        return RawCapture(collector=self.name, kept=kept, grown=grown)

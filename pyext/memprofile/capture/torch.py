@@ -48,6 +48,7 @@ from memprofile.capture.host import (
     RssReader,
     StepFigures,
     heap_figures,
+    heap_in_use,
     release_free_memory,
     step_peak,
 )
@@ -408,6 +409,11 @@ class TorchCollector:
         if why == "budget":  # the events took hundreds of MB: hand them back for the rest of the cell
             release_free_memory()
         step_peak()  # what stopping took is the profiler's, not the next step's
+        # The heap from here on moves with what the cell keeps (the events are
+        # read into logs, held to the end): its growth to the end of a step or
+        # of the cell, added to the detail's last live bytes, estimates the
+        # live bytes then (model/steps.py).
+        self._heap_after_detail: int | None = heap_in_use()
 
     def _watch_budget(self, budget_bytes: int) -> None:
         """A thread: when the heap has grown by the share of the budget that
@@ -640,6 +646,7 @@ class TorchCollector:
         self._thread = threading.get_ident()
         self._detailed = False
         self._detail_end = None
+        self._heap_after_detail = None
         self._over_budget = False
         self._root_calls = 0
         self._clock = None
@@ -682,7 +689,7 @@ class TorchCollector:
         self._idle_trees = self._trees_not_run()
         self._watch_stop = threading.Event()
         self._watcher = None
-        self._safe_point = SafePoint(self._end_detail_at_safe_point)
+        self._safe_point: SafePoint = SafePoint(self._end_detail_at_safe_point)
         self._modules_built = 0
         self._build_handles = []
         self._profiler = None
@@ -790,6 +797,7 @@ class TorchCollector:
         if not self._running:
             raise RuntimeError("TorchCollector.stop() called before start()")
         torch = self._torch
+        heap_at_end = heap_in_use()  # before stop's own work (reading events) moves it
         self._running = False
         self._watch_stop.set()
         if self._watcher is not None:
@@ -816,6 +824,9 @@ class TorchCollector:
         if self._detail_end is not None:
             when, why = self._detail_end
             facts.update({"torch_detail_end_s": f"{when:.3f}", "torch_detail_why": why})
+            if self._heap_after_detail is not None and heap_at_end is not None:
+                facts.update({"cpu.heap_after_detail_bytes": self._heap_after_detail,
+                              "cpu.heap_at_end_bytes": heap_at_end})
         capacities: dict[str, int] = {}
         if self._cuda and not self.reset_peak:
             self._notes.append(("cuda_peak_not_reset", "CUDA's peak counters were left alone (--no-reset-peak): "

@@ -9,7 +9,18 @@ from memprofile.capture.base import RawCapture
 from memprofile.model.decimate import minmax_indices
 from memprofile.model.lines import has_lines, line_figures
 from memprofile.model.peak import find_peak
-from memprofile.model.profile import PHASES, Device, ErrorInfo, Framework, KeptObject, Note, Profile, Timeline
+from memprofile.model.profile import (
+    PHASES,
+    Device,
+    ErrorInfo,
+    Framework,
+    GrownContainer,
+    GrownItem,
+    KeptObject,
+    Note,
+    Profile,
+    Timeline,
+)
 from memprofile.model.replay import Replay
 from memprofile.model.tables import layer_table, op_table, optimizer_table
 from memprofile.units import fmt_bytes
@@ -95,8 +106,11 @@ def build_profile(
             else "the tensors reachable from the namespace (variables, Out, modules, optimizers)"
         )
     kept = sorted((KeptObject(**d) for c in captures for d in c.kept), key=lambda k: -k.bytes)
+    grown = sorted((GrownContainer(**{**d, "item": GrownItem(**d["item"])}) for c in captures for d in c.grown),
+                   key=lambda g: -(g.bytes + g.graph_bytes))
     profile = Profile(
         kept=kept,
+        grown=grown,
         id=uuid.uuid4().hex,
         name=name,
         started_at=started_at,
@@ -144,11 +158,13 @@ def _allocator_device(rp: Replay) -> Device:
         live = rp.live_at_peak()
         stats["requested_bytes_at_peak"] = sum(log.requested[i] for i in live)
         stats["rounding_bytes_at_peak"] = sum(log.size[i] - log.requested[i] for i in live)
+    if rp.working:  # the highest was the start; the breakdown is of the work's own peak
+        stats["working_peak_bytes"] = rp.peak_bytes
     return Device(
         name=log.device,
         kind="allocator",
         source=log.source,
-        peak_bytes=rp.peak_bytes,
+        peak_bytes=max(rp.peak_bytes, rp.baseline_bytes),
         baseline_bytes=rp.baseline_bytes,
         end_bytes=rp.live_bytes[-1] if rp.live_bytes else rp.baseline_bytes,
         capacity_bytes=log.capacity_bytes,

@@ -213,6 +213,14 @@ class StepStat:
     #: memory it grows with what a step keeps even where the heap reuses
     #: pages freed earlier.
     heap_end_bytes: int | None = None
+    #: Outside the detail, where the allocator keeps no counter (torch on
+    #: CPU): its live bytes at the step's end, estimated as the detail's last
+    #: live bytes plus what the C heap gained since the detail ended; and the
+    #: step's peak, estimated as that at the step before plus what the
+    #: highest detailed step rose above its own start. Estimates: the heap
+    #: also holds what is not a tensor.
+    end_estimate_bytes: int | None = None
+    peak_estimate_bytes: int | None = None
 
 
 @dataclass
@@ -286,6 +294,36 @@ class KeptObject:
     graph: bool = False
     #: Bytes the graph saves (parameters excluded): what `.detach()` frees.
     graph_bytes: int = 0
+
+
+@dataclass
+class GrownItem:
+    """The largest array or tensor among what a container gained."""
+
+    type: str
+    shape: list[int]
+    dtype: str
+    device: str
+    bytes: int
+
+
+@dataclass
+class GrownContainer:
+    """A list, dict or deque of the namespace (`history`, `stats["loss"]`)
+    that gained arrays or tensors during the run: how a training loop keeps
+    something per step. What it gained only (all of it where `new`)."""
+
+    name: str
+    #: Items gained, and its length at the end.
+    added: int
+    length: int
+    #: Bytes the gained arrays hold (each storage once), and bytes their
+    #: autograd graphs still save for a backward that has not run.
+    bytes: int
+    graph_bytes: int
+    item: GrownItem
+    #: Made (or bound to another object) during the run.
+    new: bool = False
 
 
 @dataclass
@@ -444,6 +482,12 @@ class Profile:
     capture: dict[str, str] = field(default_factory=dict)
     #: Large arrays/tensors the namespace holds after the run, largest first.
     kept: list[KeptObject] = field(default_factory=list)
+    #: Containers that gained arrays or tensors in the run, largest first.
+    grown: list[GrownContainer] = field(default_factory=list)
+    #: Said next to the headline where the breakdown (kinds, layers, lines,
+    #: tensors at the peak) is of another moment than the headline peak, or a
+    #: step outside the detail went higher (analysis/steps.py peak_scope).
+    peak_scope: str | None = None
     #: The cell's lines that allocated, in line order (empty: lines unknown).
     lines: list[LineStat] = field(default_factory=list)
     #: Optimizers seen during the run (stepped or held by the namespace).
@@ -465,7 +509,8 @@ class Profile:
         Keras cell in a notebook that also holds a PyTorch model, say); when
         no allocator grew but the process did, the process is the headline."""
         allocators = [d for d in self.devices if d.kind == "allocator"]
-        active = [d for d in allocators if d.peak_bytes > d.baseline_bytes]
+        # A cell that freed memory before it worked never went above its start, but worked.
+        active = [d for d in allocators if d.peak_bytes > d.baseline_bytes or "working_peak_bytes" in d.allocator_stats]
         # A cell that grew only the process (numpy, say) in a notebook that
         # has imported torch: the idle allocator's peak would mislead.
         grown = [d for d in self.devices if d.kind == "process" and d.peak_bytes > d.baseline_bytes]

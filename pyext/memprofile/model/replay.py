@@ -32,9 +32,13 @@ class Replay:
     #: Bytes live before the first event, per category (the pre-existing rows).
     baseline_by_category: dict[str, int]
     _live_at_peak: list[int] | None = field(default=None, repr=False, compare=False)
+    #: The run never went above what was live at its start, but worked: the
+    #: peak is its working peak, the top of its largest climb (below the start).
+    working: bool = False
 
     @property
     def peak_bytes(self) -> int:
+        """Live bytes at the peak event (the working peak's, below the start, where `working`)."""
         return self.live_bytes[self.peak_index] if self.peak_index >= 0 else self.baseline_bytes
 
     def live_at_peak(self) -> list[int]:
@@ -85,8 +89,22 @@ def replay(log: AllocationLog) -> Replay:
         else:
             columns[c] = [base] * n
     top = max(live_bytes)
-    peak_index = live_bytes.index(top) if top > baseline else -1
+    working = top <= baseline and any(kinds)
+    peak_index = live_bytes.index(top) if top > baseline else _largest_climb(live_bytes, baseline) if working else -1
     return Replay(
         log, baseline, t, seq, rows, live_bytes, columns, peak_index, rank_alloc, rank_free,
-        {c: b for c, b in base_by_cat.items() if b},
+        {c: b for c, b in base_by_cat.items() if b}, working=working,
     )
+
+
+def _largest_climb(live_bytes: list[int], baseline: int) -> int:
+    """The top of the largest rise above a lower point before it: the peak
+    of the work of a run that never went above its start (a cell that frees
+    a large tensor, then trains). One pass."""
+    low, best, at = baseline, -1, -1
+    for k, v in enumerate(live_bytes):
+        if v < low:
+            low = v
+        elif v - low > best:
+            best, at = v - low, k
+    return at

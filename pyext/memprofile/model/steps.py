@@ -55,7 +55,37 @@ def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
             step.heap_end_bytes = int(r["heap_end"])
         steps.append(step)
         start = end
+    _estimate_from_heap(steps, profile)
     return steps
+
+
+def _estimate_from_heap(steps: list[StepStat], profile: Profile) -> None:
+    """Torch on CPU keeps no counter: after the detail, the heap's growth
+    since it ended (capture/torch.py) tells each step's and the cell's end,
+    and each step's peak by the highest detailed step's rise over its start."""
+    device = profile.peak_device
+    stats = device.allocator_stats if device is not None and device.kind == "allocator" else {}
+    after, at_end = stats.get("heap_after_detail_bytes"), stats.get("heap_at_end_bytes")
+    detailed = [s for s in steps if s.detailed and s.peak_bytes is not None and s.end_bytes is not None]
+    if device is None or after is None or not detailed:
+        return
+    last_live = device.end_bytes  # the detail's last live bytes (its timeline ends with the detail)
+    if at_end is not None:
+        device.allocator_stats["end_at_detail_bytes"] = last_live
+        device.end_bytes = max(0, last_live + at_end - after)
+    starts = {s.index: s.end_bytes for s in steps}
+    top = max(detailed, key=lambda s: s.peak_bytes or 0)
+    top_start = starts.get(top.index - 1) or device.baseline_bytes
+    rise = max(0, (top.peak_bytes or 0) - top_start)
+    previous = None
+    for s in steps:
+        if not s.detailed and s.peak_bytes is None:
+            if s.heap_end_bytes is not None:
+                s.end_estimate_bytes = max(0, last_live + s.heap_end_bytes - after)
+            base = previous if previous is not None else last_live
+            s.peak_estimate_bytes = base + rise
+        previous = s.end_bytes if s.end_bytes is not None else s.end_estimate_bytes if s.end_estimate_bytes \
+            is not None else previous
 
 
 #: The allocator's own peak over the whole run, steps and the work after them,
@@ -76,3 +106,7 @@ def _counted_peaks(raw: list[dict], profile: Profile) -> None:
         if isinstance(run_peak, int):
             counted.append(run_peak)
         device.peak_bytes = max([device.peak_bytes, *counted])
+        end = device.allocator_stats.get("counted_end_bytes")
+        if isinstance(end, int):  # the events ended with the detail; the counter with the cell
+            device.allocator_stats["end_at_detail_bytes"] = device.end_bytes
+            device.end_bytes = end

@@ -43,6 +43,9 @@ class StepsBrief:
     end_first_bytes: int | None = None
     end_last_bytes: int | None = None
     ends_exact: bool = False
+    #: Not exact, but every step's figure is known or estimated from the C heap (torch on CPU).
+    peaks_estimated: bool = False
+    ends_estimated: bool = False
 
 
 @dataclass
@@ -74,3 +77,5 @@ class ProfileSummary:
     peak_lines: list[LineStat] = field(default_factory=list)
     #: The training steps, in one line's figures (None: no step).
     steps: StepsBrief | None = None
+    #: Where the breakdown is of another moment than the headline (Profile.peak_scope).
+    peak_scope: str | None = None

@@ -68,6 +68,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         peak_tensors=list(peak.tensors[:CARD_TENSORS]) if peak else [],
         peak_lines=peak_lines(profile),
         steps=steps_brief(profile),
+        peak_scope=profile.peak_scope,
     )
 
 

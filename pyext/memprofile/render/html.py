@@ -142,6 +142,7 @@ def _peak_place(profile: Profile) -> str:
     peak = profile.peak
     if peak is None:
         return ""
+    scope = f"<div class='mp-scope'>{escape(profile.peak_scope)}</div>" if profile.peak_scope else ""
     parts = [f"op <code>{escape(peak.op)}</code>" if peak.op else "",
              f"layer <code>{escape(peak.layer)}</code>" if peak.layer else ""]
     if line_label(peak.line):
@@ -149,7 +150,7 @@ def _peak_place(profile: Profile) -> str:
         parts.append(escape(line_label(peak.line)) + (f" <code>{escape(text)}</code>" if text else ""))
     where = ", ".join(p for p in parts if p)
     head = f"<div class='mp-place'>At the peak: {where}</div>" if where else ""
-    return head + tensors_table(peak.tensors[:CARD_TENSORS], "The largest tensors at the peak")
+    return scope + head + tensors_table(peak.tensors[:CARD_TENSORS], "The largest tensors at the peak")
 
 
 def tensors_table(tensors: list, title: str) -> str:

@@ -102,17 +102,26 @@ def peak_place(peak: Peak | None, line_source: str | None = None) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def _peak_known(s: StepStat) -> int | None:
+    return s.peak_bytes if s.peak_bytes is not None else s.peak_estimate_bytes
+
+
+def _end_known(s: StepStat) -> int | None:
+    return s.end_bytes if s.end_bytes is not None else s.end_estimate_bytes
+
+
 def _highest(steps: list[StepStat], exact: bool) -> StepStat | None:
-    """The step that peaked highest; on resident memory the first that came
-    within 1 % of it (the process keeps what a step freed, so the steps after
-    look as high), as analysis/steps.py names it."""
-    value = (lambda s: s.peak_bytes) if exact else (lambda s: s.rss_peak_bytes)
-    known = [s for s in steps if value(s) is not None]
+    """The step that peaked highest (on the device, exact or estimated, where
+    `exact`); on resident memory the first that came within 1 % of it (the
+    process keeps what a step freed, so the steps after look as high), as
+    analysis/steps.py names it."""
+    value = _peak_known if exact else (lambda s: s.rss_peak_bytes)
+    known = [(s, v) for s in steps if (v := value(s)) is not None]
     if not known:
         return None
-    top = max(value(s) for s in known)
+    top = max(v for _, v in known)
     near = 0 if exact else max(MiB, top // 100)
-    return next(s for s in known if value(s) >= top - near)
+    return next(s for s, v in known if v >= top - near)
 
 
 def steps_brief(profile: Profile) -> StepsBrief | None:
@@ -122,19 +131,26 @@ def steps_brief(profile: Profile) -> StepsBrief | None:
         return None
     detailed = [s.index for s in steps if s.detailed]
     peaks_exact = all(s.peak_bytes is not None for s in steps)
-    highest = _highest(steps, peaks_exact)
+    # Torch on CPU after the detail: the device's figures estimated from the C
+    # heap, nearer the tensors than resident memory (which grows with the heap's pages).
+    peaks_estimated = not peaks_exact and all(_peak_known(s) is not None for s in steps)
+    highest = _highest(steps, peaks_exact or peaks_estimated)
     ends_exact = all(s.end_bytes is not None for s in steps)
-    end = (lambda s: s.end_bytes) if ends_exact else (lambda s: s.rss_end_bytes)
+    ends_estimated = not ends_exact and all(_end_known(s) is not None for s in steps)
+    end = _end_known if ends_exact or ends_estimated else (lambda s: s.rss_end_bytes)
     return StepsBrief(
         count=len(steps),
         detail_first=min(detailed, default=None),
         detail_last=max(detailed, default=None),
         highest_step=highest.index if highest else None,
-        highest_bytes=(highest.peak_bytes if peaks_exact else highest.rss_peak_bytes) if highest else None,
+        highest_bytes=(_peak_known(highest) if peaks_exact or peaks_estimated else highest.rss_peak_bytes)
+        if highest else None,
         peaks_exact=peaks_exact,
         end_first_bytes=end(steps[0]),
         end_last_bytes=end(steps[-1]),
         ends_exact=ends_exact,
+        peaks_estimated=peaks_estimated,
+        ends_estimated=ends_estimated,
     )
 
 
@@ -153,9 +169,9 @@ def steps_text(brief: StepsBrief | None) -> str:
     else:
         parts.append(f"{step_runs(list(range(first, last + 1)))} in detail")
     if brief.highest_step is not None and brief.highest_bytes is not None:
-        how = "" if brief.peaks_exact else " resident"
+        how = "" if brief.peaks_exact else ", estimated" if brief.peaks_estimated else " resident"
         parts.append(f"highest step: {brief.highest_step} ({fmt_bytes(brief.highest_bytes)}{how})")
     if brief.end_first_bytes is not None and brief.end_last_bytes is not None:
-        how = "" if brief.ends_exact else " (resident)"
+        how = "" if brief.ends_exact else " (estimated)" if brief.ends_estimated else " (resident)"
         parts.append(f"end of step: {fmt_bytes(brief.end_first_bytes)} → {fmt_bytes(brief.end_last_bytes)}{how}")
     return " · ".join(parts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile, Suggestion, TensorInfo
+from memprofile.model.profile import CATEGORIES, Device, ErrorInfo, Profile, Suggestion, TensorInfo
 from memprofile.render.lines import (
     line_label,
     peak_lines,
@@ -25,11 +25,29 @@ RERUN_WARNING = ("Trying a change runs the cell two or three more times: as it i
 RERUN_BUTTON = "Run the cell 2 or 3 times"
 
 
+def end_text(d: Device) -> str:
+    """A device's bytes at the run's end: '~12.0 MiB (estimated from the C
+    heap)' where the allocator's timeline ended with the detail."""
+    if "counted_end_bytes" in d.allocator_stats:
+        return f"{fmt_bytes(d.end_bytes)} (the allocator's counter)"
+    if "end_at_detail_bytes" in d.allocator_stats:
+        return f"~{fmt_bytes(d.end_bytes)} (estimated from the C heap after the detail)"
+    return fmt_bytes(d.end_bytes)
+
+
 def one_line(profile: Profile) -> str:
     device = profile.peak_device
     where = f" on {device.name}" if device else ""
     status = f", raised {profile.error.type}" if profile.error else ""
-    return f"{profile.name!r}: peak {fmt_bytes(profile.peak_bytes)}{where} in {fmt_seconds(profile.duration_s)}{status}"
+    from memprofile.analysis.steps import later_peak
+
+    later = later_peak(profile)
+    higher = ""
+    if later is not None:
+        step, value, how = later
+        higher = f" (detailed steps; step {step.index} went higher: {'' if how == 'exact' else '~'}{fmt_bytes(value)})"
+    return (f"{profile.name!r}: peak {fmt_bytes(profile.peak_bytes)}{where}{higher} in "
+            f"{fmt_seconds(profile.duration_s)}{status}")
 
 
 def saving_line(s: Suggestion, peak_bytes: int = 0) -> str:
@@ -82,8 +100,10 @@ def render_text(profile: Profile) -> str:
         lines.append(
             f"  {d.name:<8} peak {fmt_bytes(d.peak_bytes)}{cap} "
             f"({fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True)} over the {fmt_bytes(d.baseline_bytes)} "
-            f"at start; {fmt_bytes(d.end_bytes)} at end) [{d.kind}: {d.source}]"
+            f"at start; {end_text(d)} at end) [{d.kind}: {d.source}]"
         )
+    if profile.peak_scope:
+        lines.append(f"  {profile.peak_scope}")
     steps = steps_text(steps_brief(profile))
     if steps:
         lines.append(f"  {steps}")

@@ -30,6 +30,7 @@ RULES = (
     "quantize_dynamic",
     "stream_dataset",
     "notebook_leak",
+    "kept_per_step",
 )
 
 

@@ -1,0 +1,165 @@
+"""Memory that grows step after step: how much each step keeps (the live
+bytes at the steps' ends), what keeps it (a list, dict or deque of the
+notebook's variables that gained a value per step: capture/namespace.py),
+the line of the cell that adds to it, and the code that frees it."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from memprofile.analysis.cell import CellCode
+from memprofile.model.profile import GrownContainer, Profile, StepStat
+from memprofile.units import fmt_bytes
+
+KiB = 1 << 10
+MiB = 1 << 20
+#: End-of-step growth that is a finding: in all, and over this many steps.
+GROWTH_BYTES = MiB
+MIN_GROWTH_STEPS = 6
+#: A container is a culprit when what it gained is this much, or this share of the growth.
+MIN_CULPRIT_BYTES = 64 * KiB
+CULPRIT_SHARE = 0.1
+_ADDS = ("append", "extend", "appendleft", "insert")
+
+
+@dataclass
+class Growth:
+    """End-of-step memory that rose steadily: per step, over which steps, read how."""
+
+    per_step: int
+    first_step: int
+    last_step: int
+    first_bytes: int
+    last_bytes: int
+    source: str  # what was read: "live bytes", "live bytes (estimated from the heap)", ...
+
+
+@dataclass
+class Culprit:
+    container: GrownContainer
+    #: The cell's line that adds to it, and the added expression's text (None: not in the cell).
+    line: int | None
+    added: str | None
+    #: The code that frees it, what it frees, and how.
+    code: str
+    saving_bytes: int
+    how: str
+
+
+def _end_values(steps: list[StepStat], exact: bool) -> tuple[list[tuple[int, int]], str]:
+    """(step, bytes at its end) for the steps that tell the cell's own growth."""
+    if exact:
+        after = steps[1:]  # the first makes the optimizer's state and the allocator's caches
+        return [(s.index, s.end_bytes) for s in after if s.end_bytes is not None], "live bytes"
+    # While a step is recorded in detail the heap and resident memory grow with
+    # the profiler's own buffers: only the steps after the detail tell the cell's growth.
+    after = [s for s in steps[1:] if not s.detailed]
+    for field, what in (("end_estimate_bytes", "live bytes (estimated from the C heap)"),
+                        ("heap_end_bytes", "the heap's bytes in use"), ("rss_end_bytes", "resident memory")):
+        values = [(s.index, getattr(s, field)) for s in after if getattr(s, field) is not None]
+        if len(values) >= MIN_GROWTH_STEPS:
+            return values, what
+    return [], ""
+
+
+def measured_growth(profile: Profile) -> Growth | None:
+    """Live bytes at the steps' ends rising steadily from the second step on,
+    by at least GROWTH_BYTES; None for a loop that keeps nothing."""
+    steps = profile.steps
+    exact = bool(steps) and all(s.end_bytes is not None for s in steps)
+    values, what = _end_values(steps, exact)
+    if len(values) < MIN_GROWTH_STEPS:
+        return None
+    first, last = values[0][1], values[-1][1]
+    grown = last - first
+    rises = sum(1 for (_, a), (_, b) in zip(values, values[1:]) if b >= a)
+    half = len(values) // 2
+    early, late = values[half][1] - first, last - values[half][1]
+    threshold = GROWTH_BYTES if what != "resident memory" else 16 * MiB  # resident memory moves by pages
+    if grown < threshold or rises < 0.8 * (len(values) - 1) or late < 0.3 * max(early, 1):
+        return None
+    return Growth(grown // (values[-1][0] - values[0][0]), values[0][0], values[-1][0], first, last, what)
+
+
+def culprits(profile: Profile, growth: Growth | None) -> list[Culprit]:
+    """The containers that gained a value per step (about one or more for
+    each training step) holding real memory, largest first, with their fixes."""
+    steps = len(profile.steps)
+    if not profile.grown or steps < MIN_GROWTH_STEPS // 2:
+        return []
+    total = (growth.per_step * steps) if growth else 0
+    cell = CellCode(profile.source)
+    found = []
+    for c in profile.grown:
+        held = c.bytes + c.graph_bytes
+        if c.added < max(2, steps // 2) or held < max(MIN_CULPRIT_BYTES, CULPRIT_SHARE * total):
+            continue
+        found.append(_culprit(c, cell))
+    return found
+
+
+def _adding_call(cell: CellCode, name: str) -> tuple[int, ast.expr, ast.Call] | None:
+    """The cell's call that adds a value to the container `name`
+    (`history.append(outputs)`): in its own code first, then in the
+    functions and classes it defines (a Trainer's compute_loss)."""
+    own = [c.node for c in cell.calls_named(*_ADDS) if c.node is not None]
+    defined = [n for n in ast.walk(cell.tree) if isinstance(n, ast.Call)] if cell.tree is not None else []
+    for node in own + defined:
+        func = node.func
+        if node.args and isinstance(func, ast.Attribute) and func.attr in _ADDS and _same_path(func.value, name):
+            return node.lineno, node.args[-1], node
+    return None
+
+
+def _same_path(expr: ast.expr, name: str) -> bool:
+    """`history` or `stats['loss']` written as the namespace walk names it."""
+    try:
+        return ast.unparse(expr).replace('"', "'") == name.replace('"', "'")
+    except Exception:
+        return False
+
+
+def _culprit(c: GrownContainer, cell: CellCode) -> Culprit:
+    item = c.item
+    scalar = all(d == 1 for d in item.shape)
+    on_device = not item.device.startswith("cpu")
+    torch = item.type == "torch.Tensor"
+    found = _adding_call(cell, c.name) if cell.parsed else None
+    line, added = (found[0], ast.unparse(found[2])) if found else (None, None)
+    held = c.bytes + c.graph_bytes
+    if torch and scalar:
+        change, saving, how = ".item()", held, "keeps a Python number: the tensor and any graph behind it are freed"
+    elif torch and on_device:
+        change, saving, how = ".detach().cpu()", held, f"moves each one off {item.device} and frees its graph"
+    elif torch and c.graph_bytes:
+        change, saving, how = ".detach()", c.graph_bytes, "frees the autograd graph each one holds (the data stays)"
+    else:
+        change, saving, how = None, c.bytes, "frees what it holds once it is no longer needed"
+    if change and found and found[2].func.attr != "extend":  # type: ignore[attr-defined]  # an Attribute call
+        at, arg, node = found
+        text = cell.with_replaced([(arg, f"{ast.unparse(arg)}{change}" if isinstance(arg, ast.Name | ast.Attribute |
+                                                                                     ast.Subscript | ast.Call)
+                                     else f"({ast.unparse(arg)}){change}")])
+        new_line = text.splitlines()[at - 1].strip() if text else None
+        code = new_line or f"{c.name}.append(... {change})"
+        code = f"{code}   # line {at}: {how}"
+    elif change:
+        code = (f"{c.name}[:] = [v{change} for v in {c.name}]   # {how}; "
+                f"add values with {change} where the loop appends them")
+    else:
+        code = f"del {c.name}[:]   # {how}: keep a summary per step instead (a metric, .item(), a slice)"
+    return Culprit(c, line, added, code, saving, how)
+
+
+def describe(c: Culprit) -> str:
+    """`history` gained 50 torch.Tensor 64×10 float32 (2.50 KiB each): 125 KiB, line 7 `history.append(outputs)`."""
+    g = c.container
+    shape = "×".join(str(d) for d in g.item.shape) or "scalar"
+    text = (f"{g.name} gained {g.added} {g.item.type} ({shape} {g.item.dtype}, {fmt_bytes(g.item.bytes)} the largest) "
+            f"holding {fmt_bytes(g.bytes)}")
+    if g.graph_bytes:
+        text += f" and autograd graphs saving {fmt_bytes(g.graph_bytes)}"
+    if c.line is not None:
+        text += f", added at line {c.line} ({c.added})"
+    return text
