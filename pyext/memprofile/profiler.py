@@ -273,6 +273,7 @@ class Profiler:
     def _start(self, owns: bool, owner: session.Owner) -> None:
         budget = self._budget if self._budget is not None else default_budget()
         self._collector_options["torch"]["budget_bytes"] = budget
+        self._collector_options["tensorflow"]["budget_bytes"] = budget
         self._budget_text = fmt_bytes(budget)
         self._budget_bytes = budget
         self._start_notes = []

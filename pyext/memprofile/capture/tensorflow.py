@@ -44,6 +44,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -58,7 +59,7 @@ from memprofile.capture.base import (
     RawCapture,
     RawNote,
 )
-from memprofile.capture.host import RssReader, StepFigures
+from memprofile.capture.host import RssReader, StepFigures, heap_figures
 from memprofile.capture.keras_model import KerasWorld, ScopeResolver, scan
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.tf_attribution import (
@@ -188,6 +189,20 @@ def _trace_parent() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
+#: TF's profiler keeps its events in the C heap until it stops (~2.4 KB per
+#: eager op), and stopping, exporting and reading them back took 3-5x that
+#: growth again (TF 2.21, 120,000 tiny eager ops, the detail ended at 120 MiB
+#: of growth: 457 MiB over the start with oneDNN's ops, 628 MiB with
+#: TF_ENABLE_ONEDNN_OPTS=0). The detail ends when the heap has grown by
+#: (budget - floor) / factor.
+TF_RECORDING_FACTOR = 6
+TF_PROFILER_FLOOR_BYTES = 32 << 20
+TF_BUDGET_POLL_S = 0.02
+#: Polls in a row of growth by small blocks only (events, tiny tensors; not
+#: a model's weights or a dataset, which take blocks of their own).
+TF_STEADY_POLLS = 4
+
+
 class TensorFlowCollector:
     name = "tensorflow"
 
@@ -198,10 +213,13 @@ class TensorFlowCollector:
         reset_peak: bool = True,
         layer_scopes: bool = True,
         detail_steps: Any = DETAIL_STEPS,
+        budget_bytes: int | None = None,
     ) -> None:
         """`detail_steps`: the training steps TF's profiler records (anything
-        DetailWindow.of takes); the other steps by their boundaries only."""
+        DetailWindow.of takes); the other steps by their boundaries only.
+        `budget_bytes`: the profiler's own memory; the detail ends before it."""
         self.namespace = namespace if namespace is not None else {}
+        self.budget_bytes = budget_bytes
         self.max_events = max_events
         self.reset_peak = reset_peak
         self.layer_scopes = layer_scopes
@@ -260,6 +278,13 @@ class TensorFlowCollector:
         self._figures = StepFigures(self._rss)
         self._patched = self._patch_scopes() if self.layer_scopes else []
         self._patched += self._patch_steps()
+        self._detail_lock = threading.Lock()
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if self.budget_bytes is not None and heap_figures() is not None:
+            self._watcher = threading.Thread(target=self._watch_budget, args=(self.budget_bytes,),
+                                             name="memprofile-tf-budget", daemon=True)
+            self._watcher.start()
         self._running = True
 
     def stop(self) -> RawCapture:
@@ -267,6 +292,9 @@ class TensorFlowCollector:
             raise RuntimeError("TensorFlowCollector not started")
         self._running = False
         tf = self._tf
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
         try:
             self._unpatch()
             if self._recording:
@@ -428,12 +456,13 @@ class TensorFlowCollector:
         if self._recording and not covered:
             # Recording since the cell started, and the window comes later:
             # what the profiler saw is dropped and the steps before it run free.
-            self._recording = False
-            try:
-                with quiet_stderr():
-                    self._stop_session(self._tf, self._logdir, keep=False)
-            except Exception as exc:
-                self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
+            with self._detail_lock:
+                self._recording = False
+                try:
+                    with quiet_stderr():
+                        self._stop_session(self._tf, self._logdir, keep=False)
+                except Exception as exc:
+                    self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
         elif covered and not self._recording and self._detail_end is None and not self._window_tried:
             self._open_window()
 
@@ -464,23 +493,59 @@ class TensorFlowCollector:
         if self._recording and self.window.last is not None and step >= self.window.last:
             self._end_detail("steps")
 
-    def _end_detail(self, why: str) -> None:
+    def _end_detail(self, why: str, scan_now: bool = True) -> None:
         """Stop TF's profiler now and keep its XSpace for stop(): the steps
-        after cost what the bare steps cost."""
-        self._recording = False
-        self._detail_end = (self._now(), why)
-        try:
-            with quiet_stderr():
-                self._data = self._stop_session(self._tf, self._logdir)
-        except Exception as exc:
-            self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
+        after cost what the bare steps cost. From the cell's thread, or the
+        budget's watcher (TF's profiler is the process's, not a thread's)."""
+        with self._detail_lock:
+            if not self._recording:
+                return
+            self._recording = False
+            self._detail_end = (self._now(), why)
+            self._watch_stop.set()
+            try:
+                with quiet_stderr():
+                    self._data = self._stop_session(self._tf, self._logdir)
+            except Exception as exc:
+                self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
         # The buffers alive at the end of the events: the variables' of now, not
         # of the cell's end (TF copies a variable it writes while it is read).
-        self._world_detail_end = scan(self.namespace)
+        # Not from the watcher: the cell's thread may be changing the namespace.
+        if scan_now:
+            self._world_detail_end = scan(self.namespace)
         if "torch" not in sys.modules:  # nothing else needs the cell lines' times now
             from memprofile.capture import lines
 
             lines.go_fast()
+
+    def _watch_budget(self, budget_bytes: int) -> None:
+        """A thread: when the C heap has grown by the share of the budget that
+        TF's event buffers may take while recording, by small blocks poll
+        after poll (events; not a model's weights or a dataset, which take
+        blocks of their own), end the detail from here: whatever runs the
+        loop (a function, a library, a custom loop without steps)."""
+        figures = heap_figures()
+        if figures is None:
+            return
+        start, blocks = figures
+        last, steady = start, 0
+        limit = max(1 << 20, (budget_bytes - TF_PROFILER_FLOOR_BYTES) // TF_RECORDING_FACTOR)
+        while not self._watch_stop.wait(TF_BUDGET_POLL_S):
+            now_figures = heap_figures()
+            if now_figures is None:
+                return
+            now, now_blocks = now_figures
+            if not self._recording:  # a window that starts at a later step: its growth counts from its start
+                start, last, blocks, steady = now, now, now_blocks, 0
+                continue
+            steady = steady + 1 if now_blocks == blocks and now > last else 0
+            last, blocks = now, now_blocks
+            if steady >= TF_STEADY_POLLS and now - start > limit:
+                try:
+                    self._end_detail("budget", scan_now=False)
+                except Exception:  # never into the user's process
+                    pass
+                return
 
     def _read_counters(self) -> tuple[dict[str, int], dict[str, int]]:
         """Each counted device's peak since the last step and its bytes in
@@ -818,6 +883,9 @@ class TensorFlowCollector:
                 log.baseline_exact = allocator != "mklcpu"
                 if counts is not None:
                     self._counted_figures(name, max(known - baseline, 0), counts[2]["peak"], peak, raw)
+                    if any(not st.get("detailed") for st in self._steps):
+                        # The events end with the detail: the cell's end is the counter's
+                        raw.facts[f"{name}.counted_end_bytes"] = counts[2]["current"] + max(known - baseline, 0)
             if counts is None and self._memory_start:
                 why = start if isinstance(start, str) else end if isinstance(end, str) else (
                     "the allocator counts 0 bytes in use")

@@ -1,0 +1,62 @@
+"""One moment per number on TF: a Keras fit past its detailed steps ends
+where the cell ends (TF's own counter then), not where the detail ended,
+and where the headline (the counter's peak over the whole run) is another
+moment than the breakdown (the detailed steps' peak), the profile says so.
+Real Keras in a process of its own with TF's BFC CPU allocator (the one
+whose counters get_memory_info reads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras")
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import memprofile
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "memprofile")
+    ip.run_cell('''
+    import numpy as np, tensorflow as tf, keras, memprofile
+    keras.utils.set_random_seed(0)
+    xs = np.random.default_rng(0).random((8192, 1024), dtype="float32")  # 32 MiB, cached by tf.data in the fit
+    ys = xs[:, :4].copy()
+    model = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)])
+    model.compile("adam", "mse")
+    model.fit(xs[:64], ys[:64], batch_size=32, epochs=1, verbose=0)
+    ''')
+    cell = ("%%memprofile -q -n cached\\n"
+            "data = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(512).map(lambda x, y: (x * 2, y)).cache()\\n"
+            "model.fit(data, epochs=2, verbose=0)\\n")
+    result = ip.run_cell(cell)
+    assert result.error_in_exec is None, result.error_in_exec
+    current = int(ip.ev("tf.config.experimental.get_memory_info('CPU:0')['current']"))
+    p = memprofile.last()
+    d = p.device("tf:CPU:0")
+    print(json.dumps({"current": current, "end": d.end_bytes, "at_detail": d.allocator_stats.get("end_at_detail_bytes"),
+                      "steps": len(p.steps), "detailed": sum(s.detailed for s in p.steps), "scope": p.peak_scope,
+                      "peak": d.peak_bytes, "breakdown": p.peak.bytes if p.peak else None}))
+""")
+
+
+def test_a_fit_past_its_detail_ends_at_the_cells_end_and_labels_its_breakdown():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    # GIVEN 32 steps, 3 in detail
+    assert r["steps"] == 32 and r["detailed"] == 3, r
+    # THEN the end is TF's counter when the cell ended (the cache holds the 32 MiB of data), not the detail's end
+    assert r["end"] == pytest.approx(r["current"], abs=2**20), r
+    assert r["at_detail"] is not None and r["end"] > r["at_detail"] + 16 * 2**20, r
+    # AND the breakdown's moment is named where it differs from the headline
+    if r["peak"] > r["breakdown"] + 2**20:
+        assert r["scope"] and "the breakdown is of the highest moment the detail recorded" in r["scope"], r
