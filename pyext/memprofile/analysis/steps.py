@@ -170,8 +170,8 @@ def peak_scope(profile: Profile) -> str | None:
         step, value, how = later
         figure = fmt_bytes(value) if how == "exact" else f"~{fmt_bytes(value)} (estimated from the C heap" + (
             f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end)" if step.end_estimate_bytes else ")")
-        return (f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}. "
-                f"`{rerun(profile, f'--detail-steps {step.index}-{step.index}')}` records it.")
+        return (f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}; "
+                f"--detail-steps {step.index}-{step.index} records it.")
     if peak is not None and device is not None and peak.device == device.name and \
             device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50):
         return (f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "

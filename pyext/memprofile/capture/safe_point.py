@@ -17,6 +17,14 @@ only where the innermost frames, up to the first frame of neither torch nor
 memprofile (the user's or a library's code), hold no memprofile frame and
 no torch module call machinery; otherwise it does nothing and the caller
 asks again (`request` once per watcher poll until the work is done).
+
+Off the main thread (a profile in a worker thread) no signal handler runs
+there. On Python 3.12+ `sys.monitoring` does it instead: a request turns on
+LINE events for every thread, the callback does the work on the profiling
+thread at its next line outside memprofile's and torch's hook code, then
+turns them off: nothing costs anything until a request. Before 3.12 there is
+no way to run code on another thread without changing what it does
+(an async exception would): `available` is False there.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -60,22 +69,84 @@ def _busy(frame: FrameType | None) -> bool:
     return False
 
 
+#: sys.monitoring tool ids tried, in order (2 is PROFILER_ID; 3 and 4 are unnamed).
+_TOOL_IDS = (4, 3, 2)
+
+
+class _LineMonitor:
+    """sys.monitoring (3.12+): `work()` on the thread `thread` at its next
+    line outside memprofile's and torch's hook code, once requested."""
+
+    def __init__(self, work: Callable[[], None], thread: int) -> None:
+        self._work = work
+        self._thread = thread
+        self._tool: int | None = None
+        self._on = False
+
+    def install(self) -> bool:
+        monitoring = getattr(sys, "monitoring", None)
+        if monitoring is None:
+            return False
+        for tool in _TOOL_IDS:
+            try:
+                monitoring.use_tool_id(tool, "memprofile")
+            except ValueError:  # another tool's (a debugger, coverage)
+                continue
+            monitoring.register_callback(tool, monitoring.events.LINE, self._line)
+            self._tool = tool
+            return True
+        return False
+
+    def request(self) -> None:
+        if self._tool is not None and not self._on:
+            self._on = True
+            sys.monitoring.set_events(self._tool, sys.monitoring.events.LINE)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        tool, self._tool = self._tool, None
+        if tool is None:
+            return
+        monitoring = sys.monitoring  # type: ignore[attr-defined]
+        monitoring.set_events(tool, 0)
+        monitoring.register_callback(tool, monitoring.events.LINE, None)
+        monitoring.free_tool_id(tool)
+
+    def _line(self, code: object, line: int) -> object:
+        if threading.get_ident() != self._thread or self._tool is None or _busy(sys._getframe(1)):
+            return None  # another thread, or hook code: the next line asks again
+        sys.monitoring.set_events(self._tool, 0)  # type: ignore[attr-defined]
+        self._on = False
+        try:
+            self._work()
+        except Exception:  # never into the user's code
+            pass
+        return None
+
+
 class SafePoint:
-    """`request()` from any thread: `work()` runs on the main thread at its
-    next bytecode boundary outside memprofile's and torch's hook machinery.
-    `install()` and `close()` on the main thread; elsewhere (a profile in a
-    worker thread) `available` is False and `request()` does nothing."""
+    """`request()` from any thread: `work()` runs on the profiling thread at
+    its next bytecode boundary (main thread) or line (other threads, Python
+    3.12+) outside memprofile's and torch's hook machinery. `install()` and
+    `close()` on the profiling thread; where neither way exists (a worker
+    thread before 3.12) `available` is False and `request()` does nothing."""
 
     def __init__(self, work: Callable[[], None]) -> None:
         self._work = work
         self._signum: int | None = None  # the signal borrowed: one whose handler was SIG_DFL
+        self._monitor: _LineMonitor | None = None
 
     @property
     def available(self) -> bool:
-        return self._signum is not None
+        return self._signum is not None or self._monitor is not None
 
     def install(self) -> bool:
-        if threading.current_thread() is not threading.main_thread() or not hasattr(_thread, "interrupt_main"):
+        if threading.current_thread() is not threading.main_thread():
+            monitor = _LineMonitor(self._work, threading.get_ident())
+            if not monitor.install():
+                return False
+            self._monitor = monitor
+            return True
+        if not hasattr(_thread, "interrupt_main"):
             return False
         for signum in _candidates():
             try:
@@ -89,6 +160,9 @@ class SafePoint:
         return False
 
     def request(self) -> None:
+        if self._monitor is not None:
+            self._monitor.request()
+            return
         if self._signum is not None:
             try:
                 _thread.interrupt_main(self._signum)  # type: ignore[arg-type]  # any signal number, not only the enum's
@@ -96,6 +170,12 @@ class SafePoint:
                 pass
 
     def close(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            try:
+                monitor.close()
+            except (ValueError, RuntimeError):
+                pass
         signum, self._signum = self._signum, None
         if signum is None:
             return

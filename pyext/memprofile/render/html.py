@@ -142,7 +142,8 @@ def _peak_place(profile: Profile) -> str:
     peak = profile.peak
     if peak is None:
         return ""
-    scope = f"<div class='mp-scope'>{escape(profile.peak_scope)}</div>" if profile.peak_scope else ""
+    scope = (f"<div class='mp-scope' style='border-left:3px solid #e0a800;padding:2px 8px;margin:6px 0'>"
+             f"{escape(profile.peak_scope)}</div>" if profile.peak_scope else "")
     parts = [f"op <code>{escape(peak.op)}</code>" if peak.op else "",
              f"layer <code>{escape(peak.layer)}</code>" if peak.layer else ""]
     if line_label(peak.line):
