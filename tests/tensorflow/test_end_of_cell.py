@@ -57,6 +57,35 @@ def test_a_fit_past_its_detail_ends_at_the_cells_end_and_labels_its_breakdown():
     # THEN the end is TF's counter when the cell ended (the cache holds the 32 MiB of data), not the detail's end
     assert r["end"] == pytest.approx(r["current"], abs=2**20), r
     assert r["at_detail"] is not None and r["end"] > r["at_detail"] + 16 * 2**20, r
-    # AND the breakdown's moment is named where it differs from the headline
-    if r["peak"] > r["breakdown"] + 2**20:
-        assert r["scope"] and "the breakdown is of the highest moment the detail recorded" in r["scope"], r
+    # AND the headline is TF's counter over the run (the cache filled in epoch 1, after the detail), above the
+    # detailed steps' peak, and the breakdown's moment is named next to it
+    assert r["peak"] > r["breakdown"] + 2**20, r
+    assert r["scope"] and "the breakdown is of the highest moment the detail recorded" in r["scope"], r
+
+
+EAGER = textwrap.dedent("""
+    import json
+    import tensorflow as tf
+    import memprofile
+    def many(n):
+        for _ in range(n):
+            a = tf.ones((4,)) + 1
+    many(10)
+    with memprofile.profile(name="eager", budget_bytes=256 * 2**20):
+        many(60_000)
+        kept = tf.ones((16 * 2**20,))  # 64 MiB made after the detail ended
+    p = memprofile.last()
+    d = p.device("tf:CPU:0")
+    current = int(tf.config.experimental.get_memory_info("CPU:0")["current"])
+    print(json.dumps({"why": p.capture.get("tf_detail_why"), "end": d.end_bytes, "current": current,
+                      "at_detail": d.allocator_stats.get("end_at_detail_bytes")}))
+""")
+
+
+def test_an_eager_loop_without_steps_whose_detail_the_budget_ended_ends_at_the_cells_end():
+    done = subprocess.run([sys.executable, "-c", EAGER], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["why"] == "budget", r
+    assert r["end"] == pytest.approx(r["current"], abs=2**20) and r["end"] > r["at_detail"] + 60 * 2**20, r

@@ -105,3 +105,16 @@ def test_the_suggested_code_applied_stops_the_growth(ip, fresh_store):
     assert ip.user_ns["val_losses"] and all(isinstance(v, float) for v in ip.user_ns["val_losses"])
     saved = p.device("cpu").end_bytes - q.device("cpu").end_bytes
     assert saved == pytest.approx(s.estimated_saving_bytes, rel=0.2)
+
+
+def test_a_late_detail_window_estimates_only_the_steps_after_it(ip, fresh_store):
+    _run(ip, SETUP.format(classes=10_000))
+    _run(ip, LOOP.replace("range(50)", "range(2)"))
+    p = _run(ip, "%%memprofile -q -n late --detail-steps 10-12\n" + LOOP + "    history.append(outputs)\n")
+    assert [s.index for s in p.steps if s.detailed] == [10, 11, 12]
+    # THEN the steps before the window have no estimate (the heap then did not hold the detail's logs)
+    assert all(s.end_estimate_bytes is None and s.peak_estimate_bytes is None for s in p.steps[:9])
+    assert all(s.peak_estimate_bytes is not None for s in p.steps[12:])
+    # AND the later step named is after the window, the growth found and named
+    assert p.peak_scope and "step 50" in p.peak_scope
+    assert "history gained 50 torch.Tensor" in _growth(p)

@@ -1,5 +1,7 @@
-"""capture/safe_point.py: work asked for from another thread runs on the main
-thread in whatever code it is running, and the signal it borrows is given back."""
+"""capture/safe_point.py: work asked for from another thread runs on the
+profiling thread in whatever code it is running (the main thread through a
+borrowed signal, given back; another thread through sys.monitoring, or a
+trace function before 3.12), and nothing is left installed."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import signal
 import sys
 import threading
 import time
+
+import pytest
 
 from memprofile.capture import safe_point
 from memprofile.capture.safe_point import SafePoint, _candidates
@@ -72,9 +76,53 @@ def _frame_of(filename: str):
     return captured[0]
 
 
-def test_off_the_main_thread_nothing_is_installed():
-    result: list[bool] = []
-    worker = threading.Thread(target=lambda: result.append(SafePoint(lambda: None).install()))
-    worker.start()
-    worker.join()
-    assert result == [False]
+def test_off_the_main_thread_the_work_runs_on_that_thread_at_a_line_of_its_loop():
+    # GIVEN a worker thread looping in its own function (no memprofile frame in it)
+    ran_on: list[int] = []
+    state: dict = {}
+
+    def worker():
+        point = SafePoint(lambda: ran_on.append(threading.get_ident()))
+        state["installed"] = point.install()
+        state["point"] = point
+        state["ident"] = threading.get_ident()
+        deadline = time.monotonic() + 10
+        while not ran_on and time.monotonic() < deadline:
+            x = sum(range(100))  # noqa: F841  a line, again and again
+        point.close()
+        state["trace_after"] = sys.gettrace()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    while "point" not in state:
+        time.sleep(0.001)
+    # WHEN another thread asks, until it ran
+    while t.is_alive() and not ran_on:
+        state["point"].request()
+        time.sleep(0.005)
+    t.join()
+    # THEN it ran once, on the worker's thread, and nothing is left traced or monitored
+    assert state["installed"] and ran_on == [state["ident"]]
+    assert state["trace_after"] is None
+    if hasattr(sys, "monitoring"):
+        assert all(sys.monitoring.get_tool(tool) != "memprofile" for tool in range(6))
+
+
+def test_a_worker_thread_a_debugger_traces_is_left_alone():
+    if hasattr(sys, "monitoring"):
+        pytest.skip("3.12+: sys.monitoring tools sit beside a debugger's trace")
+    result: list = []
+
+    def tracer(frame, event, arg):
+        return None
+
+    def worker():
+        sys.settrace(tracer)
+        result.append(SafePoint(lambda: None).install())
+        result.append(sys.gettrace() is tracer)
+        sys.settrace(None)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert result == [False, True]

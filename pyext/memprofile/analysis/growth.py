@@ -136,27 +136,36 @@ def _culprit(c: GrownContainer, cell: CellCode) -> Culprit:
         change, saving, how = ".detach()", c.graph_bytes, "frees the autograd graph each one holds (the data stays)"
     else:
         change, saving, how = None, c.bytes, "frees what it holds once it is no longer needed"
-    if change and found and found[2].func.attr != "extend":  # type: ignore[attr-defined]  # an Attribute call
-        at, arg, node = found
-        text = cell.with_replaced([(arg, f"{ast.unparse(arg)}{change}" if isinstance(arg, ast.Name | ast.Attribute |
-                                                                                     ast.Subscript | ast.Call)
-                                     else f"({ast.unparse(arg)}){change}")])
+    # The change applies to what is added: a tensor itself, not a tuple or dict of them (a model's outputs).
+    arrays = c.items == "array"
+    if change and arrays and found and found[2].func.attr != "extend":  # type: ignore[attr-defined]  # Attribute
+        at, arg, _node = found
+        text = cell.with_replaced([(arg, f"{ast.unparse(arg)}{change}" if isinstance(
+            arg, ast.Name | ast.Attribute | ast.Subscript | ast.Call) else f"({ast.unparse(arg)}){change}")])
         new_line = text.splitlines()[at - 1].strip() if text else None
-        code = new_line or f"{c.name}.append(... {change})"
-        code = f"{code}   # line {at}: {how}"
-    elif change:
-        code = (f"{c.name}[:] = [v{change} for v in {c.name}]   # {how}; "
-                f"add values with {change} where the loop appends them")
-    else:
-        code = f"del {c.name}[:]   # {how}: keep a summary per step instead (a metric, .item(), a slice)"
-    return Culprit(c, line, added, code, saving, how)
+        if new_line:
+            return Culprit(c, line, added, f"{new_line}   # line {at}: {how}", saving, how)
+    if change and arrays:
+        rebuilt = {"list": f"{c.name}[:] = [v{change} for v in {c.name}]",
+                   "dict": f"{c.name}.update({{k: v{change} for k, v in {c.name}.items()}})"}.get(c.type)
+        if rebuilt:
+            return Culprit(c, line, added, f"{rebuilt}   # {how}; add values with {change} where the loop adds them",
+                           saving, how)
+    how = "frees what it holds once it is no longer needed"
+    if change and c.items in ("tuple", "list", "dict"):
+        how += f" (or add each {c.items}'s tensors with {change} where the loop adds them)"
+    clear = f"del {c.name}[:]" if c.type == "list" else f"{c.name}.clear()"
+    return Culprit(c, line, added, f"{clear}   # frees the {fmt_bytes(held)} it holds once no longer needed; keep "
+                   f"a summary per step instead (a metric, .item(), a slice)", held, how)
 
 
 def describe(c: Culprit) -> str:
     """`history` gained 50 torch.Tensor 64×10 float32 (2.50 KiB each): 125 KiB, line 7 `history.append(outputs)`."""
     g = c.container
     shape = "×".join(str(d) for d in g.item.shape) or "scalar"
-    text = (f"{g.name} gained {g.added} {g.item.type} ({shape} {g.item.dtype}, {fmt_bytes(g.item.bytes)} the largest) "
+    what = g.item.type if g.items == "array" else f"{g.items}s of {g.item.type}" if g.items != "mixed" else \
+        f"items holding {g.item.type}"
+    text = (f"{g.name} gained {g.added} {what} ({shape} {g.item.dtype}, {fmt_bytes(g.item.bytes)} the largest) "
             f"holding {fmt_bytes(g.bytes)}")
     if g.graph_bytes:
         text += f" and autograd graphs saving {fmt_bytes(g.graph_bytes)}"

@@ -42,8 +42,8 @@ def step_notes(profile: Profile) -> list[Note]:
     if exact:
         source = "the allocator's own counters"
     elif all(s.peak_estimate_bytes is not None for s in cheap):
-        source = ("an estimate from the C heap's growth since the detail (the process's resident memory "
-                  "beside it)")
+        source = ("an estimate from the C heap's growth since the detail (what a step keeps; a spike within a "
+                  "step shows in the process's resident memory, read at each step's end)")
     elif "each step" in profile.capture.get("host_peak_from", ""):
         grouped = any(s.rss_peak_first for s in cheap)
         source = (f"the process's resident memory (the OS high-water mark, exact"
@@ -127,9 +127,29 @@ def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepSt
                      rerun(profile, f"--detail-steps {step.index}-{step.index}"))]
     if exact:
         return []  # every step's peak on the device is known: none went higher
-    # Resident memory, like with like, by how far a step rose above its start:
-    # a step that makes and frees a large tensor rises and falls back, where
-    # resident memory drifting up (glibc keeping freed pages) rises little in each.
+    spike = resident_spike(profile)
+    if spike is None:
+        return []
+    worst, peak, rise, first, top_detail = spike
+    which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
+    return [Note("step_above_detail", f"{which} peaked above every detailed step (resident memory "
+                 f"{fmt_bytes(peak)}, {fmt_bytes(rise, signed=True)} over its start, against "
+                 f"{fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
+                 f"records {'it' if first == worst.index else 'them'} in detail",
+                 rerun(profile, f"--detail-steps {first}-{worst.index}"))]
+
+
+def resident_spike(profile: Profile) -> tuple[StepStat, int, int, int, int] | None:
+    """(step, its resident peak, its rise over its start, the first step its
+    reading covers, the detailed steps' top): a step outside the detail that
+    rose in resident memory above its start by more than any detailed step
+    did. A step that makes and frees a large tensor rises and falls back
+    (estimates from the heap at the steps' ends do not see it), where
+    resident memory drifting up (glibc keeping freed pages) rises little in each."""
+    detailed = [s for s in profile.steps if s.detailed and s.rss_peak_bytes is not None]
+    cheap = [s for s in profile.steps if not s.detailed and s.rss_peak_bytes is not None]
+    if not detailed or not cheap:
+        return None
     start = {s.index: s.rss_end_bytes for s in profile.steps}
 
     def rise(s: StepStat) -> int:
@@ -142,15 +162,8 @@ def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepSt
     # The first step that reached it (short steps are read in groups: the mark then names the group).
     worst = next(s for s in cheap if rise(s) >= highest - max(MiB, highest // 100))
     if highest <= top_rise + max(ABOVE_BYTES, top_detail // 20):
-        return []
-    peak = worst.rss_peak_bytes or 0
-    first = worst.rss_peak_first or worst.index
-    which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
-    return [Note("step_above_detail", f"{which} peaked above every detailed step (resident memory "
-                 f"{fmt_bytes(peak)}, {fmt_bytes(highest, signed=True)} over its start, against "
-                 f"{fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
-                 f"records {'it' if first == worst.index else 'them'} in detail",
-                 rerun(profile, f"--detail-steps {first}-{worst.index}"))]
+        return None
+    return worst, worst.rss_peak_bytes or 0, highest, worst.rss_peak_first or worst.index, top_detail
 
 
 def peak_scope(profile: Profile) -> str | None:
@@ -172,6 +185,13 @@ def peak_scope(profile: Profile) -> str | None:
             f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end)" if step.end_estimate_bytes else ")")
         return (f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}; "
                 f"--detail-steps {step.index}-{step.index} records it.")
+    spike = resident_spike(profile) if not all(s.peak_bytes is not None for s in profile.steps) else None
+    if spike is not None:
+        worst, peak_rss, rise, first, _top = spike
+        which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
+        return (f"The peak and its breakdown are of {span}; {which} rose higher in the process's resident memory "
+                f"({fmt_bytes(rise, signed=True)} over its start, more than any detailed step); --detail-steps "
+                f"{first}-{worst.index} records it.")
     if peak is not None and device is not None and peak.device == device.name and \
             device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50):
         return (f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "

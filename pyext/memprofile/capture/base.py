@@ -38,15 +38,22 @@ class DetailWindow:
     last: int | None = DETAIL_STEPS
 
     @classmethod
-    def of(cls, value: DetailWindow | int | tuple[int, int | None] | None) -> DetailWindow:
-        """N (steps 1 to N), (first, last), None (every step) or a window."""
+    def of(cls, value: DetailWindow | int | str | tuple[int, int | None] | None) -> DetailWindow:
+        """N (steps 1 to N), (first, last), None (every step), a window, or
+        the command line's text ("all", "N", "A-B", "A-")."""
         if isinstance(value, DetailWindow):
             return value
         if value is None:
             return cls(1, None)
         if isinstance(value, int):
             return cls(1, value)
-        first, last = value
+        if isinstance(value, str):  # "all", "N", "A-B", "A-" as on the command line
+            return cls.parse(value)
+        try:
+            first, last = value
+        except (TypeError, ValueError):
+            raise ValueError(f"detail_steps takes N, (first, last), None (every step) or 'all', 'N', 'A-B', "
+                             f"'A-'; got {value!r}") from None
         return cls(int(first), None if last is None else int(last))
 
     def __post_init__(self) -> None:

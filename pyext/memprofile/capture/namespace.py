@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import itertools
 import sys
 import weakref
 from collections.abc import Callable
@@ -229,20 +230,32 @@ def _containers(namespace: dict) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _added(value: Any, before: int) -> list:
+def _added(value: Any, before: int, most: int) -> list:
     """The items a container gained, newest last: a list's or deque's tail, a
-    dict's newest values (insertion order); at most MAX_ITEMS."""
-    n = len(value) - before
+    dict's newest values (insertion order); at most `most`, without copying
+    the container (a list of millions that gained one item)."""
+    n = min(len(value) - before, most)
     if n <= 0:
         return []
-    n = min(n, MAX_ITEMS)
-    items = list(value.values()) if isinstance(value, dict) else list(value)
-    return items[-n:]
+    if isinstance(value, list):
+        return value[-n:]
+    tail = reversed(value.values()) if isinstance(value, dict) else reversed(value)
+    return list(itertools.islice(tail, n))[::-1]
+
+
+def _item_kind(item: Any) -> str:
+    return "tuple" if isinstance(item, tuple) else "list" if isinstance(item, list) else \
+        "dict" if isinstance(item, dict) else "array"
 
 
 #: Items whose autograd graphs are walked (a graph can have thousands of
 #: nodes); the rest are counted at the walked ones' average.
 MAX_GRAPH_ITEMS = 32
+#: Values looked at inside one gained tuple, list or dict.
+MAX_INNER = 16
+#: Gained items sized over all containers: the scan at the cell's end stays a
+#: fraction of a second whatever the namespace holds.
+MAX_SIZED_ITEMS = 50_000
 
 
 def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
@@ -254,9 +267,10 @@ def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
     saved: dict[int, int] = {}
     total = walked = with_graph = 0
     largest: tuple | None = None
+    kinds = {_item_kind(item) for item in items[:MAX_GRAPH_ITEMS]}
     for item in items:
-        values = list(item.values()) if isinstance(item, dict) else list(item) if isinstance(item, list | tuple) \
-            else [item]
+        values = list(item.values())[:MAX_INNER] if isinstance(item, dict) else list(item[:MAX_INNER]) \
+            if isinstance(item, list | tuple) else [item]
         for value in values:
             facts = size_of.bytes_of(value)
             if facts is None:
@@ -279,7 +293,7 @@ def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
     if walked:
         graph = graph * with_graph // walked
     _key, nbytes, kind, shape, dtype, device = largest
-    return {"bytes": total, "graph_bytes": graph,
+    return {"bytes": total, "graph_bytes": graph, "items": kinds.pop() if len(kinds) == 1 else "mixed",
             "item": {"type": kind, "shape": shape, "dtype": dtype, "device": device, "bytes": nbytes}}
 
 
@@ -302,17 +316,24 @@ def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict
         return []
     found = []
     held = _held(namespace, size_of)
+    left = MAX_SIZED_ITEMS
     for path, (ident, length) in _containers(namespace).items():
+        if left <= 0:
+            break
         value = _lookup(namespace, path)
         if value is None:
             continue
         old = before.get(path)
         same = old is not None and old[0] == ident
         start = old[1] if old is not None and same and old[1] <= length else 0
-        sized = _size_items(_added(value, start), size_of, held)
+        added = _added(value, start, min(MAX_ITEMS, left))
+        left -= len(added)
+        sized = _size_items(added, size_of, held)
         if sized is None:
             continue
-        found.append({"name": path, "added": length - start, "length": length, "new": not same, **sized})
+        kind = "dict" if isinstance(value, dict) else "deque" if isinstance(value, collections.deque) else "list"
+        found.append({"name": path, "type": kind, "added": length - start, "length": length, "new": not same,
+                      **sized})
     return sorted(found, key=lambda d: -(d["bytes"] + d["graph_bytes"]))[:MAX_GROWN]
 
 

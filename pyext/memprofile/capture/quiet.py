@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 #: A line of a framework's native logging: its "file.cc:LINE]" after the formats' prefixes.
@@ -51,8 +52,18 @@ def is_noise(line: str) -> bool:
     return bool(FRAMEWORK_LOG.search(line) or NOISE.search(line))
 
 
+#: fd 2 is the process's: two threads swapping it at once (the cell's stopping
+#: torch's profiler, TF's budget watcher stopping TF's) would leave it on a sink.
+_FD2 = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
+    with _FD2:
+        yield from _quiet_stderr()
+
+
+def _quiet_stderr() -> Iterator[None]:
     try:
         saved = os.dup(2)
     except OSError:  # no fd 2 at all: nothing to keep quiet

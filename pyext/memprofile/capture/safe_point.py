@@ -22,9 +22,12 @@ Off the main thread (a profile in a worker thread) no signal handler runs
 there. On Python 3.12+ `sys.monitoring` does it instead: a request turns on
 LINE events for every thread, the callback does the work on the profiling
 thread at its next line outside memprofile's and torch's hook code, then
-turns them off: nothing costs anything until a request. Before 3.12 there is
-no way to run code on another thread without changing what it does
-(an async exception would): `available` is False there.
+turns them off: nothing costs anything until a request. Before 3.12 a trace
+function is set on the profiling thread (when it has none: not under a
+debugger or coverage) that returns at once, and a request sets the local
+trace of that thread's running frames, whose next line does the work (the
+trace costs a Python call per Python function call of that thread while the
+detail records).
 """
 
 from __future__ import annotations
@@ -123,17 +126,73 @@ class _LineMonitor:
         return None
 
 
+class _LineTrace:
+    """sys.settrace (before 3.12): `work()` on the thread that installed it,
+    at the next line of one of its running frames, once requested."""
+
+    def __init__(self, work: Callable[[], None], thread: int) -> None:
+        self._work = work
+        self._thread = thread
+        self._requested = False
+        self._installed = False
+
+    def install(self) -> bool:
+        if sys.gettrace() is not None:  # a debugger's or coverage's: theirs
+            return False
+        sys.settrace(self._call)  # type: ignore[arg-type]  # a trace function: (frame, event, arg)
+        self._installed = True
+        return True
+
+    def _call(self, frame: FrameType, event: str, arg: object) -> object:
+        return self._line if self._requested else None  # new frames trace lines only once requested
+
+    def request(self) -> None:
+        if not self._installed or self._requested:
+            return
+        self._requested = True
+        frame = sys._current_frames().get(self._thread)
+        while frame is not None:  # the running frames: the loop is in one of them
+            frame.f_trace_lines = True
+            frame.f_trace = self._line
+            frame = frame.f_back
+
+    def _line(self, frame: FrameType, event: str, arg: object) -> object:
+        if not self._installed or not self._requested or threading.get_ident() != self._thread:
+            return None  # done (or not ours): None stops tracing that frame
+        if event != "line" or _busy(frame):
+            return self._line
+        self._requested = False  # once per request
+        try:
+            self._work()
+        except Exception:  # never into the user's code
+            pass
+        return None
+
+    def close(self) -> None:
+        """On the thread that installed it."""
+        if not self._installed:
+            return
+        self._installed = False
+        if sys.gettrace() == self._call:
+            sys.settrace(None)
+        frame: FrameType | None = sys._getframe()
+        while frame is not None:
+            if frame.f_trace == self._line:
+                frame.f_trace = None
+            frame = frame.f_back
+
+
 class SafePoint:
     """`request()` from any thread: `work()` runs on the profiling thread at
-    its next bytecode boundary (main thread) or line (other threads, Python
-    3.12+) outside memprofile's and torch's hook machinery. `install()` and
-    `close()` on the profiling thread; where neither way exists (a worker
-    thread before 3.12) `available` is False and `request()` does nothing."""
+    its next bytecode boundary (main thread) or line (other threads) outside
+    memprofile's and torch's hook machinery. `install()` and `close()` on the
+    profiling thread; where no way exists (a worker thread already traced by
+    a debugger before 3.12) `available` is False and `request()` does nothing."""
 
     def __init__(self, work: Callable[[], None]) -> None:
         self._work = work
         self._signum: int | None = None  # the signal borrowed: one whose handler was SIG_DFL
-        self._monitor: _LineMonitor | None = None
+        self._monitor: _LineMonitor | _LineTrace | None = None
 
     @property
     def available(self) -> bool:
@@ -141,7 +200,8 @@ class SafePoint:
 
     def install(self) -> bool:
         if threading.current_thread() is not threading.main_thread():
-            monitor = _LineMonitor(self._work, threading.get_ident())
+            kind = _LineMonitor if hasattr(sys, "monitoring") else _LineTrace
+            monitor = kind(self._work, threading.get_ident())
             if not monitor.install():
                 return False
             self._monitor = monitor

@@ -457,12 +457,13 @@ class TensorFlowCollector:
             # Recording since the cell started, and the window comes later:
             # what the profiler saw is dropped and the steps before it run free.
             with self._detail_lock:
-                self._recording = False
-                try:
-                    with quiet_stderr():
-                        self._stop_session(self._tf, self._logdir, keep=False)
-                except Exception as exc:
-                    self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
+                if self._recording:  # not if the budget's watcher ended it meanwhile
+                    self._recording = False
+                    try:
+                        with quiet_stderr():
+                            self._stop_session(self._tf, self._logdir, keep=False)
+                    except Exception as exc:
+                        self._notes.append(("tf_detail_stop_failed", f"TF's profiler failed to stop: {exc!r}"))
         elif covered and not self._recording and self._detail_end is None and not self._window_tried:
             self._open_window()
 
@@ -490,6 +491,8 @@ class TensorFlowCollector:
         if peaks:
             record["peaks"], record["ends"] = peaks, ends
         self._steps.append(record)
+        if self._detail_end is not None and self._world_detail_end is None:  # the watcher ended it: scan here
+            self._world_detail_end = scan(self.namespace)
         if self._recording and self.window.last is not None and step >= self.window.last:
             self._end_detail("steps")
 
@@ -883,7 +886,7 @@ class TensorFlowCollector:
                 log.baseline_exact = allocator != "mklcpu"
                 if counts is not None:
                     self._counted_figures(name, max(known - baseline, 0), counts[2]["peak"], peak, raw)
-                    if any(not st.get("detailed") for st in self._steps):
+                    if self._detail_end is not None:
                         # The events end with the detail: the cell's end is the counter's
                         raw.facts[f"{name}.counted_end_bytes"] = counts[2]["current"] + max(known - baseline, 0)
             if counts is None and self._memory_start:

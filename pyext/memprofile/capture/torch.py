@@ -371,11 +371,12 @@ class TorchCollector:
             force=self._detailed or (self._detail_end is None and self.detail_steps.covers(len(self._step_log) + 2))))
         if self._cuda and self.reset_peak:  # exact per-step peaks from the allocator's own counters
             torch = self._torch
-            peaks = {}
+            peaks, ends = {}, {}
             for i in range(torch.cuda.device_count()):
                 peaks[f"cuda:{i}"] = int(torch.cuda.max_memory_allocated(i))
+                ends[f"cuda:{i}"] = int(torch.cuda.memory_allocated(i))  # what the step keeps: growth on the GPU
                 torch.cuda.reset_peak_memory_stats(i)
-            record["peaks"] = peaks
+            record["peaks"], record["ends"] = peaks, ends
         self._step_log.append(record)
 
     def _end_detail(self, why: str, in_module_hook: bool = False) -> None:
@@ -849,6 +850,8 @@ class TorchCollector:
                 stepped = [s["peaks"].get(f"cuda:{i}", 0) for s in self._step_log if "peaks" in s]
                 if stepped:
                     facts[f"cuda:{i}.allocated_peak_bytes"] = max(stepped + [facts[f"cuda:{i}.allocated_peak_bytes"]])
+                if self._detail_end is not None:  # the events ended with the detail; the counter with the cell
+                    facts[f"cuda:{i}.counted_end_bytes"] = int(torch.cuda.memory_allocated(i))
             if self.cuda_history:
                 try:
                     for j, block in enumerate(live_blocks_from_snapshot(torch_compat.cuda_snapshot(torch))):

@@ -324,6 +324,11 @@ class GrownContainer:
     item: GrownItem
     #: Made (or bound to another object) during the run.
     new: bool = False
+    #: "list", "dict" or "deque".
+    type: str = "list"
+    #: What each gained item is: "array" (a tensor or array itself), "tuple",
+    #: "list" or "dict" of them (looked into one level), or "mixed".
+    items: str = "array"
 
 
 @dataclass

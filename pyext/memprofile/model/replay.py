@@ -89,12 +89,18 @@ def replay(log: AllocationLog) -> Replay:
         else:
             columns[c] = [base] * n
     top = max(live_bytes)
-    working = top <= baseline and any(kinds)
-    peak_index = live_bytes.index(top) if top > baseline else _largest_climb(live_bytes, baseline) if working else -1
+    climb = _largest_climb(live_bytes, baseline) if top <= baseline and any(kinds) else -1
+    # A climb worth a breakdown: a cell that frees a large tensor and then works, not one that made 16 B
+    working = climb >= 0 and live_bytes[climb] - min(live_bytes[:climb + 1]) >= WORKING_CLIMB_BYTES
+    peak_index = live_bytes.index(top) if top > baseline else climb if working else -1
     return Replay(
         log, baseline, t, seq, rows, live_bytes, columns, peak_index, rank_alloc, rank_free,
         {c: b for c, b in base_by_cat.items() if b}, working=working,
     )
+
+
+#: The smallest climb of a run that never went above its start that is its working peak.
+WORKING_CLIMB_BYTES = 1 << 20
 
 
 def _largest_climb(live_bytes: list[int], baseline: int) -> int:

@@ -23,9 +23,9 @@ def _window(tl: Timeline | None, start: float, end: float) -> tuple[int | None, 
 
 def step_table(captures: list[RawCapture], profile: Profile) -> list[StepStat]:
     raw = next((c.steps for c in captures if c.steps), [])
+    _counted_peaks(raw, profile)  # also without steps: a detail the budget ended in a loop without steps
     if not raw:
         return []
-    _counted_peaks(raw, profile)
     device = profile.peak_device
     allocator = device.name if device is not None and device.kind == "allocator" else None
     tl = profile.timeline(allocator) if allocator else None
@@ -78,8 +78,10 @@ def _estimate_from_heap(steps: list[StepStat], profile: Profile) -> None:
     top_start = starts.get(top.index - 1) or device.baseline_bytes
     rise = max(0, (top.peak_bytes or 0) - top_start)
     previous = None
+    last_detailed = max(s.index for s in detailed)
     for s in steps:
-        if not s.detailed and s.peak_bytes is None:
+        # Only after the detail: the heap before it ended does not hold the logs it holds after
+        if s.index > last_detailed and not s.detailed and s.peak_bytes is None:
             if s.heap_end_bytes is not None:
                 s.end_estimate_bytes = max(0, last_live + s.heap_end_bytes - after)
             base = previous if previous is not None else last_live

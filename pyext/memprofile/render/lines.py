@@ -135,6 +135,14 @@ def steps_brief(profile: Profile) -> StepsBrief | None:
     # heap, nearer the tensors than resident memory (which grows with the heap's pages).
     peaks_estimated = not peaks_exact and all(_peak_known(s) is not None for s in steps)
     highest = _highest(steps, peaks_exact or peaks_estimated)
+    if peaks_estimated:
+        from memprofile.analysis.steps import later_peak, resident_spike
+
+        # A spike within a step (made and freed) is not in the estimates: where resident memory
+        # shows one and no estimate went above the detail, the spike is the highest step.
+        spike = resident_spike(profile) if later_peak(profile) is None else None
+        if spike is not None:
+            highest, peaks_estimated = spike[0], False
     ends_exact = all(s.end_bytes is not None for s in steps)
     ends_estimated = not ends_exact and all(_end_known(s) is not None for s in steps)
     end = _end_known if ends_exact or ends_estimated else (lambda s: s.rss_end_bytes)

@@ -97,8 +97,10 @@ def render_text(profile: Profile) -> str:
         lines.append("  frameworks: " + ", ".join(f"{f.name} {f.version}" for f in profile.frameworks))
     for d in profile.devices:
         cap = f" of {fmt_bytes(d.capacity_bytes)}" if d.capacity_bytes else ""
+        # an end estimated after the detail can be above the detail's peak: say whose peak it is
+        of = " (in the detail)" if "end_at_detail_bytes" in d.allocator_stats and d.end_bytes > d.peak_bytes else ""
         lines.append(
-            f"  {d.name:<8} peak {fmt_bytes(d.peak_bytes)}{cap} "
+            f"  {d.name:<8} peak {fmt_bytes(d.peak_bytes)}{of}{cap} "
             f"({fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True)} over the {fmt_bytes(d.baseline_bytes)} "
             f"at start; {end_text(d)} at end) [{d.kind}: {d.source}]"
         )
