@@ -10,7 +10,15 @@ resident memory after, over the start. Prints markdown for docs/benchmarks.md.
 Shapes: a `%%memprofile` cell with the loop inline; a cell calling a function
 defined in an earlier cell; a method of a class in an imported module under
 `with memprofile.profile()`; the same function under `@memprofile.profiled`;
-`memprofile run -m module` against `python -m module` (a process each).
+`with memprofile.profile()` in a worker thread; `memprofile run -m module`
+against `python -m module` (a process each). In the same rounds, on the
+function: memray's Tracker (peak read) and torch.profiler (memory, its event
+tree walked) on --torch-profiler-n allocations (recording 2,000,000 takes
+more memory than this machine has). The high-water mark is the process's
+(VmHWM, reset before each run through /proc/self/clear_refs) over the
+resident memory at the start. Then TensorFlow: an eager loop of tiny ops
+(`tf.ones((4,)) + 1`, --tf-n of them) under `with memprofile.profile()`
+against TF's own profiler (trace written).
 """
 
 from __future__ import annotations
@@ -52,7 +60,17 @@ if __name__ == "__main__":
 """
 
 
-def _in_process(rounds: int, bare, profiled) -> dict[str, str]:
+def _reset_hwm() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _hwm() -> int:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0]) * 1024
+
+
+def _in_process(rounds: int, bare, profiled, why_key: str = "torch_detail_why") -> dict[str, str]:
     reader = RssReader()
     ratios, hwm, after, why = [], [], [], "-"
     for _ in range(rounds):
@@ -62,16 +80,53 @@ def _in_process(rounds: int, bare, profiled) -> dict[str, str]:
         b = time.perf_counter() - t
         release_free_memory()
         start = reader.read()
+        _reset_hwm()
         t = time.perf_counter()
         p = profiled()
         ratios.append((time.perf_counter() - t) / b)
-        hwm.append(p.device("host").peak_bytes - start)
-        release_free_memory()
-        after.append(reader.read() - start)
-        why = p.capture.get("torch_detail_why", "-")
+        hwm.append(_hwm() - start)
+        if p is not None:
+            release_free_memory()
+            after.append(reader.read() - start)
+            why = p.capture.get(why_key, "-")
     reader.close()
     return {"ratio": f"{statistics.median(ratios):.2f}x", "hwm": fmt_bytes(int(statistics.median(hwm))),
-            "after": fmt_bytes(int(statistics.median(after))), "why": why}
+            "after": fmt_bytes(int(statistics.median(after))) if after else "-", "why": why}
+
+
+def _memray(run) -> None:
+    import memray
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "out.bin")
+        with memray.Tracker(path):
+            run()
+        assert memray.FileReader(path).metadata.peak_memory  # until the peak is known
+
+
+def _torch_profiler(run) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with prof:
+        run()
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        stack.extend(stack.pop().children)
+    del prof, stack
+    import gc
+
+    gc.collect()
+
+
+def _in_thread(work):
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(work()))
+    t.start()
+    t.join()
+    return out[0]
 
 
 def _script(rounds: int, n: int, folder: Path) -> dict[str, str]:
@@ -111,6 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=2_000_000)
+    parser.add_argument("--torch-profiler-n", type=int, default=200_000)
+    parser.add_argument("--tf-n", type=int, default=150_000, help="TF eager ops (0: no TF section)")
     args = parser.parse_args()
     n = args.n
     torch.set_num_threads(1)
@@ -148,10 +205,50 @@ def main() -> None:
             args.rounds, lambda: tinyloops.Loop().run(n), profile_block)),
         ("@memprofile.profiled function from an imported module", _in_process(
             args.rounds, lambda: tinyloops.many(n), profile_decorated)),
+        ("with memprofile.profile() in a worker thread", _in_process(
+            args.rounds, lambda: tinyloops.many(n), lambda: _in_thread(profile_block))),
         ("memprofile run -m module", _script(args.rounds, n, folder)),
+        ("memray Tracker (the function; peak read)", _in_process(
+            args.rounds, lambda: tinyloops.many(n), lambda: _memray(lambda: tinyloops.many(n)))),
+        (f"torch.profiler (memory, events read), {args.torch_profiler_n:,} allocations", _in_process(
+            args.rounds, lambda: tinyloops.many(args.torch_profiler_n),
+            lambda: _torch_profiler(lambda: tinyloops.many(args.torch_profiler_n)))),
     ]
     print(f"{n:,} allocations (`a = torch.empty(64)`), {args.rounds} interleaved rounds, torch "
           f"{torch.__version__}, budget: the default\n")
+    print("| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
+          "| detail ended by |")
+    print("|---|---|---|---|---|")
+    for label, r in rows:
+        print(f"| {label} | {r['ratio']} | {r['hwm']} | {r['after']} | {r['why']} |", flush=True)
+    if args.tf_n:
+        _tensorflow(args.rounds, args.tf_n)
+
+
+def _tensorflow(rounds: int, n: int) -> None:
+    import tensorflow as tf
+
+    def many():
+        for _ in range(n):
+            a = tf.ones((4,)) + 1  # noqa: F841
+
+    def profiled():
+        with memprofile.profile(name="tf"):
+            many()
+        return memprofile.last()
+
+    def tf_profiler():
+        with tempfile.TemporaryDirectory() as d:
+            tf.profiler.experimental.start(d)
+            many()
+            tf.profiler.experimental.stop()
+
+    for _ in range(100):
+        a = tf.ones((4,)) + 1  # noqa: F841  TF's first ops
+    rows = [("eager loop under with memprofile.profile()", _in_process(rounds, many, profiled, "tf_detail_why")),
+            ("TF's profiler (trace written)", _in_process(rounds, many, lambda: (tf_profiler(), None)[1]))]
+    print(f"\nTensorFlow {tf.__version__}: {n:,} eager ops (`tf.ones((4,)) + 1`), no training step, {rounds} "
+          f"interleaved rounds, budget: the default\n")
     print("| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
           "| detail ended by |")
     print("|---|---|---|---|---|")

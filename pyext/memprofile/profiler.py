@@ -86,6 +86,47 @@ def caller_namespace(namespace: Mapping | None = None, depth: int = 1) -> Mappin
     return CallerNamespace(frame)
 
 
+#: Modules of the user's read to see which frameworks code imports through them.
+MAX_LOCAL_IMPORTS = 20
+
+
+def local_import_sources(source: str) -> list[str]:
+    """The sources of the modules `source` imports that are the user's own (a
+    .py file outside the installed packages and the standard library), not
+    imported yet; one level, at most MAX_LOCAL_IMPORTS. Finding a module does
+    not import it."""
+    import ast
+    import sysconfig
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module.split(".")[0])
+    installed = tuple(str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("stdlib", "purelib", "platlib"))
+    found: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in sys.modules or name == "memprofile" or len(found) >= MAX_LOCAL_IMPORTS:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        origin = spec.origin if spec is not None else None
+        if not origin or not origin.endswith(".py") or str(Path(origin).resolve()).startswith(installed):
+            continue
+        try:
+            found.append(Path(origin).read_text(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
 def loaded_frameworks() -> dict[str, str]:
     """Versions of the frameworks the process has imported (never imports one)."""
     found = {}
@@ -310,9 +351,11 @@ class Profiler:
         module = collector
         if module in sys.modules:
             return True
-        # A cell that imports the framework itself: profile it if it is installed.
+        # A cell or script that imports the framework itself, or a module of the user's that does
+        # (`import keeploops`, whose first line imports torch): profile it if it is installed.
         mentions = ("tensorflow", "keras") if module == "tensorflow" else (module,)
-        return any(m in self.source for m in mentions) and importlib.util.find_spec(module) is not None
+        text = self.source + "".join(local_import_sources(self.source))
+        return any(m in text for m in mentions) and importlib.util.find_spec(module) is not None
 
     def stop(self, error: BaseException | None = None, output: tuple[int, object] | None = None) -> Profile:
         """Stop every collector and build the profile; `error` is what the run

@@ -90,3 +90,13 @@ def test_the_gained_tail_is_taken_without_copying_the_container():
     assert _added({k: k * 2 for k in range(10)}, 8, 10) == [16, 18]
     assert _added([1, 2, 3], 0, 2) == [2, 3]  # at most `most`, the newest
     assert _added([1, 2], 5, 10) == []  # shrank
+
+
+def test_the_users_own_modules_are_read_for_the_frameworks_they_import(tmp_path, monkeypatch):
+    from memprofile.profiler import local_import_sources
+
+    (tmp_path / "helpers_for_memprofile_test.py").write_text("import torch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = local_import_sources("import os, json\nfrom helpers_for_memprofile_test import step\n")
+    assert found == ["import torch\n"]  # not os or json (the standard library), not imported
+    assert local_import_sources("this is not python") == []

@@ -113,11 +113,16 @@ def _adding_call(cell: CellCode, name: str) -> tuple[int, ast.expr, ast.Call] | 
 
 
 def _same_path(expr: ast.expr, name: str) -> bool:
-    """`history` or `stats['loss']` written as the namespace walk names it."""
+    """`history` or `stats['loss']` written as the namespace walk names it;
+    `self.history` in a class's method for an object's `trainer.history`."""
     try:
-        return ast.unparse(expr).replace('"', "'") == name.replace('"', "'")
+        if ast.unparse(expr).replace('"', "'") == name.replace('"', "'"):
+            return True
     except Exception:
         return False
+    _obj, dot, attr = name.partition(".")
+    return bool(dot) and "[" not in name and isinstance(expr, ast.Attribute) and expr.attr == attr and \
+        isinstance(expr.value, ast.Name) and expr.value.id == "self"
 
 
 def _culprit(c: GrownContainer, cell: CellCode) -> Culprit:

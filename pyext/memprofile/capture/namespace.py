@@ -14,6 +14,7 @@ import ast
 import collections
 import itertools
 import sys
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -227,7 +228,30 @@ def _containers(namespace: dict) -> dict[str, tuple[int, int]]:
         return False
 
     walk_namespace(namespace, take, depth=_GROWN_DEPTH)
+    # An object's own containers (`trainer.history`, a loop class's `self.losses`): one level of
+    # public attributes of the objects variables hold (not modules, classes or functions).
+    for name, value in list(namespace.items()):
+        attributes = _public_attributes(value) if not name.startswith("_") else {}
+        for attr, inner in attributes.items():
+            if _is_container(inner):
+                found[f"{name}.{attr}"] = (id(inner), len(inner))
     return found
+
+
+#: Attributes of one object looked at for containers.
+MAX_ATTRIBUTES = 200
+
+
+def _public_attributes(value: Any) -> dict[str, Any]:
+    if isinstance(value, type | types.ModuleType | types.FunctionType | types.MethodType):
+        return {}
+    try:
+        attributes = vars(value)
+    except TypeError:  # no __dict__
+        return {}
+    if not isinstance(attributes, dict):
+        return {}
+    return {k: v for k, v in itertools.islice(attributes.items(), MAX_ATTRIBUTES) if not k.startswith("_")}
 
 
 def _added(value: Any, before: int, most: int) -> list:
@@ -338,7 +362,10 @@ def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict
 
 
 def _lookup(namespace: dict, path: str) -> Any:
-    """The container at a path `_containers` wrote: `name`, `name[key]` or `name[i]`."""
+    """The container at a path `_containers` wrote: `name`, `name[key]`, `name[i]` or `name.attr`."""
+    if "." in path and "[" not in path:
+        name, attr = path.split(".", 1)
+        return _public_attributes(namespace.get(name)).get(attr)
     name, _, rest = path.partition("[")
     value = namespace.get(name)
     if not rest or value is None:
