@@ -302,3 +302,28 @@ def test_the_peak_is_tfs_own_counter_with_steps_outside_the_detail():
     # that TF's counter does not, as it does for the detailed steps)
     assert r["spike_peak"] - r["spike_baseline"] == r["spike_counter"] - r["spike_counter_start"], r
     assert any(n.startswith("step 12 peaked above every detailed step (peak ") for n in r["spike_notes"]), r
+
+
+def test_a_custom_loop_that_keeps_each_steps_output_is_named(ip, fresh_store):
+    # GIVEN a GradientTape loop that keeps each step's output (128 KiB: under oneDNN's 256 KiB, which its
+    # allocator's counters do not see) in a notebook list
+    _run(ip, SETUP)
+    _run(ip, textwrap.dedent("""
+        model = make_mlp("keeper")
+        opt = keras.optimizers.SGD(0.01)
+        xs = tf.random.normal((512, 64))
+        kept = []
+        def step():
+            with tf.GradientTape() as tape:
+                out = model(xs)
+                loss = tf.reduce_mean(out ** 2)
+            opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            return tf.tile(out, [1, 8])
+        step()
+    """))
+    p = _run(ip, "%%memprofile -q -n keeper\nfor _ in range(30):\n    kept.append(step())\n")
+    assert len(p.steps) == 30
+    note = next(w.message for w in p.warnings if w.code == "step_growth")
+    assert "kept gained 30 tf.Tensor" in note and "added at line 2 (kept.append(step()))" in note, note
+    s = next(s for s in p.suggestions if s.id == "kept_per_step")
+    assert s.code.startswith("del kept[:]") and s.estimated_saving_bytes == 30 * 512 * 64 * 4
