@@ -100,3 +100,17 @@ def test_the_users_own_modules_are_read_for_the_frameworks_they_import(tmp_path,
     found = local_import_sources("import os, json\nfrom helpers_for_memprofile_test import step\n")
     assert found == ["import torch\n"]  # not os or json (the standard library), not imported
     assert local_import_sources("this is not python") == []
+
+
+def test_predictions_an_evaluation_loop_collects_after_training_are_no_growth():
+    # GIVEN a cell that trains, then collects each validation batch's predictions (4 MiB each)
+    source = ("for x, y in train:\n    loss = lossf(model(x), y)\n    loss.backward()\n    opt.step()\n"
+              "for x, y in val:\n    preds.append(model(x))\n")
+    p = _profile(source, _grown("preds"), per_step=0)  # the steps' ends do not grow
+    # THEN no step keeps it: no growth note, no kept_per_step
+    assert not [n for n in step_notes(p) if n.code == "step_growth"]
+    assert "kept_per_step" not in [s.id for s in suggest(p)]
+    # AND the same list filled inside the training loop is the finding
+    q = _profile(source.replace("    opt.step()\n", "    opt.step()\n    preds.append(model(x))\n"),
+                 _grown("preds"), per_step=0)
+    assert [n for n in step_notes(q) if n.code == "step_growth"]

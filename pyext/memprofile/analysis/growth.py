@@ -95,21 +95,47 @@ def culprits(profile: Profile, growth: Growth | None) -> list[Culprit]:
         held = c.bytes + c.graph_bytes
         if c.added < max(2, steps // 2) or held < max(MIN_CULPRIT_BYTES, CULPRIT_SHARE * total):
             continue
-        found.append(_culprit(c, cell))
+        culprit = _culprit(c, cell)
+        if growth is None and culprit.line is not None and not _in_a_training_loop(cell, culprit.line):
+            continue  # added outside the steps (predictions an evaluation loop collects): not kept per step
+        found.append(culprit)
     return found
+
+
+#: Calls that make a loop a training loop: the step that ends a training step.
+_STEP_CALLS = ("step", "backward", "apply", "apply_gradients", "train_step", "train_on_batch", "fit")
+
+
+def _in_a_training_loop(cell: CellCode, line: int) -> bool:
+    """Whether the line is inside a loop of the cell (or a function it
+    defines) that also steps an optimizer or runs backward."""
+    if cell.tree is None:
+        return True
+    for node in ast.walk(cell.tree):
+        if isinstance(node, ast.For | ast.While | ast.AsyncFor) and node.lineno <= line <= (node.end_lineno or 0):
+            calls = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+            names = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "") for n in calls}
+            if names & set(_STEP_CALLS):
+                return True
+    return False
 
 
 def _adding_call(cell: CellCode, name: str) -> tuple[int, ast.expr, ast.Call] | None:
     """The cell's call that adds a value to the container `name`
-    (`history.append(outputs)`): in its own code first, then in the
-    functions and classes it defines (a Trainer's compute_loss)."""
-    own = [c.node for c in cell.calls_named(*_ADDS) if c.node is not None]
-    defined = [n for n in ast.walk(cell.tree) if isinstance(n, ast.Call)] if cell.tree is not None else []
-    for node in own + defined:
+    (`history.append(outputs)`): in its own code or in the functions and
+    classes it defines (a Trainer's compute_loss); one in a training loop
+    first, else the first in the cell."""
+    if cell.tree is None:
+        return None
+    found = []
+    for node in ast.walk(cell.tree):
+        if not isinstance(node, ast.Call):
+            continue
         func = node.func
         if node.args and isinstance(func, ast.Attribute) and func.attr in _ADDS and _same_path(func.value, name):
-            return node.lineno, node.args[-1], node
-    return None
+            found.append((node.lineno, node.args[-1], node))
+    found.sort(key=lambda f: f[0])
+    return next((f for f in found if _in_a_training_loop(cell, f[0])), found[0] if found else None)
 
 
 def _same_path(expr: ast.expr, name: str) -> bool:
