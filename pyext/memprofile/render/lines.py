@@ -144,7 +144,9 @@ def steps_brief(profile: Profile) -> StepsBrief | None:
         if spike is not None:
             highest, peaks_estimated = spike[0], False
     ends_exact = all(s.end_bytes is not None for s in steps)
-    ends_estimated = not ends_exact and all(_end_known(s) is not None for s in steps)
+    # The line shows the first and the last step's end: short steps read in groups leave some
+    # steps between without a reading of their own.
+    ends_estimated = not ends_exact and _end_known(steps[0]) is not None and _end_known(steps[-1]) is not None
     end = _end_known if ends_exact or ends_estimated else (lambda s: s.rss_end_bytes)
     return StepsBrief(
         count=len(steps),
