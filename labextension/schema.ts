@@ -280,6 +280,8 @@ export interface GrownContainer {
   graph_bytes: number;
   item: GrownItem;
   new?: boolean;
+  type?: string;
+  items?: string;
   [k: string]: unknown;
 }
 /**

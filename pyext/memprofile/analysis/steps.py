@@ -192,6 +192,16 @@ def peak_scope(profile: Profile) -> str | None:
         return (f"The peak and its breakdown are of {span}; {which} rose higher in the process's resident memory "
                 f"({fmt_bytes(rise, signed=True)} over its start, more than any detailed step); --detail-steps "
                 f"{first}-{worst.index} records it.")
+    why = profile.capture.get("torch_detail_why") or profile.capture.get("tf_detail_why")
+    if why == "budget" and not profile.steps and peak is not None:
+        when = profile.capture.get("torch_detail_end_s") or profile.capture.get("tf_detail_end_s", "?")
+        host = profile.process_device
+        after = (f"; after it only the process's resident memory was followed (its peak "
+                 f"{fmt_bytes(host.peak_bytes)})" if host is not None else "")
+        counted = device is not None and device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50)
+        return (f"The breakdown covers the run up to {when} s, where the profiler's own budget ended the detail"
+                f"{'; the peak is the allocator counter over the whole run' if counted else after}; a later "
+                f"moment may have been higher (--budget raises the budget).")
     if peak is not None and device is not None and peak.device == device.name and \
             device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50):
         return (f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "
