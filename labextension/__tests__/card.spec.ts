@@ -376,6 +376,21 @@ describe('the card names the peak', () => {
   });
 });
 
+describe('the moment the breakdown is of', () => {
+  it('is said right under the header where it differs from the headline, and nowhere when it does not', () => {
+    const scope = 'The peak and its breakdown are of the detailed steps 1-3; a later step went higher: step 50.';
+    const card = renderCard(hostSummary({ peak_scope: scope, peak_op: 'aten::mm' }));
+    const shown = card.querySelector('.jp-memprofile-peak-scope');
+    expect(text(shown)).toBe(scope);
+    // after the header, before what the breakdown says (the place of the peak, its tensors, its lines)
+    const parts = Array.from(card.querySelectorAll('.jp-memprofile-header, .jp-memprofile-peak-scope, ' +
+      '.jp-memprofile-peak-place'));
+    expect(parts.map(part => part.className.split(' ')[0])).toEqual(
+      ['jp-memprofile-header', 'jp-memprofile-peak-scope', 'jp-memprofile-peak-place']);
+    expect(renderCard(hostSummary()).querySelector('.jp-memprofile-peak-scope')).toBeNull();
+  });
+});
+
 describe('the card sums up the training steps', () => {
   it('writes the same line as the text report and the HTML (render/lines.py steps_text)', () => {
     for (const [steps, line] of STEPS_LINES) {

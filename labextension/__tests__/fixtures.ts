@@ -72,5 +72,12 @@ export const STEPS_LINES: ReadonlyArray<readonly [Record<string, unknown>, strin
     { count: 50, detail_first: null, detail_last: null, highest_step: null, highest_bytes: null,
       end_first_bytes: null, end_last_bytes: null },
     '50 training steps · no step in detail'
+  ],
+  [
+    { count: 50, detail_first: 1, detail_last: 3, highest_step: 50, highest_bytes: 230058880, peaks_exact: false,
+      end_first_bytes: 3455420, end_last_bytes: 209060764, ends_exact: false, peaks_estimated: true,
+      ends_estimated: true },
+    '50 training steps · steps 1-3 in detail · highest step: 50 (219.4 MiB, estimated) · ' +
+      'end of step: 3.30 MiB → 199.4 MiB (estimated)'
   ]
 ];

@@ -278,6 +278,11 @@ STEPS_LINES = [
     (dict(count=50, detail_first=None, detail_last=None, highest_step=None, highest_bytes=None,
           end_first_bytes=None, end_last_bytes=None),
      "50 training steps · no step in detail"),
+    (dict(count=50, detail_first=1, detail_last=3, highest_step=50, highest_bytes=230058880, peaks_exact=False,
+          end_first_bytes=3455420, end_last_bytes=209060764, ends_exact=False, peaks_estimated=True,
+          ends_estimated=True),
+     "50 training steps · steps 1-3 in detail · highest step: 50 (219.4 MiB, estimated) · "
+     "end of step: 3.30 MiB → 199.4 MiB (estimated)"),
 ]
 
 
