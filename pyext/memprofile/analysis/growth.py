@@ -86,7 +86,7 @@ def culprits(profile: Profile, growth: Growth | None) -> list[Culprit]:
     """The containers that gained a value per step (about one or more for
     each training step) holding real memory, largest first, with their fixes."""
     steps = len(profile.steps)
-    if not profile.grown or steps < MIN_GROWTH_STEPS // 2:
+    if not profile.grown or steps < MIN_GROWTH_STEPS:
         return []
     total = (growth.per_step * steps) if growth else 0
     cell = CellCode(profile.source)

@@ -242,8 +242,20 @@ def _containers(namespace: dict) -> dict[str, tuple[int, int]]:
 MAX_ATTRIBUTES = 200
 
 
+def _framework_object(value: Any) -> bool:
+    """A model, layer or optimizer of a framework: its containers (an
+    optimizer's `state`, `param_groups`) fill by design, not per step."""
+    module = type(value).__module__ or ""
+    if module.split(".")[0] in ("torch", "keras", "tensorflow", "tf_keras", "transformers", "accelerate"):
+        return True
+    torch = sys.modules.get("torch")  # a subclass of the user's: its optimizer's state is still by design
+    optimizer = getattr(getattr(torch, "optim", None), "Optimizer", None)
+    return optimizer is not None and isinstance(value, optimizer)
+
+
 def _public_attributes(value: Any) -> dict[str, Any]:
-    if isinstance(value, type | types.ModuleType | types.FunctionType | types.MethodType):
+    if isinstance(value, type | types.ModuleType | types.FunctionType | types.MethodType) or \
+            _framework_object(value):
         return {}
     try:
         attributes = vars(value)

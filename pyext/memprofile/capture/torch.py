@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import os
 import sys
 import threading
 import time
@@ -99,6 +100,19 @@ MANY_CALLS = 200
 #: Polls in a row in which the heap grew by small blocks only, with no model call, import or model
 #: built: a loop of small ops outside the cell's lines (80 ms).
 STEADY_POLLS = 4
+
+
+_TORCH_CODE = os.sep + "torch" + os.sep
+_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _users_code(frame: Any) -> Any:
+    """The code object a thread runs now, where it is neither torch's nor
+    memprofile's (a loop of the user's, whose ops are C calls), else None."""
+    if frame is None:
+        return None
+    name = frame.f_code.co_filename
+    return None if _TORCH_CODE in name or name.startswith(_OWN_CODE) else frame.f_code
 
 
 def _nbytes(t: Any) -> int:
@@ -441,12 +455,17 @@ class TorchCollector:
             steady = 0  # polls in a row of small allocations only, with no model call, import or model built
             imported, built = len(sys.modules), self._modules_built
             limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
+            looping = None  # the code the cell's thread ran at the last poll, where it is the user's own
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
                 now, blocks = measure()
                 state = blocks, len(sys.modules), self._modules_built
-                small_only = blocks is not None and state == (mapped, imported, built) and self._root_calls == 0
+                # A loop of small ops sits in the user's code poll after poll (its ops are C calls);
+                # a library setting up (DDP's constructor broadcasting, gloo's buffers) runs its own.
+                here = _users_code(sys._current_frames().get(self._thread))
+                small_only = (blocks is not None and state == (mapped, imported, built) and self._root_calls == 0
+                              and here is not None and here is looping)
                 steady = steady + 1 if small_only and now > last else 0
-                last, (mapped, imported, built) = now, state
+                last, (mapped, imported, built), looping = now, state, here
                 # The growth is the buffers' only where the code runs many
                 # small ops: many statements of the cell, many model calls, or,
                 # where no model is called (a loop in a function from another
