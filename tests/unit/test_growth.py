@@ -114,3 +114,31 @@ def test_predictions_an_evaluation_loop_collects_after_training_are_no_growth():
     q = _profile(source.replace("    opt.step()\n", "    opt.step()\n    preds.append(model(x))\n"),
                  _grown("preds"), per_step=0)
     assert [n for n in step_notes(q) if n.code == "step_growth"]
+
+
+def test_objects_that_raise_on_any_look_are_skipped_by_the_container_scan():
+    import weakref
+
+    from memprofile.capture.namespace import _containers, scan_grown
+
+    class Gone:
+        pass
+
+    class Hostile:
+        @property
+        def __class__(self):
+            raise RuntimeError("no")
+
+        def __getattr__(self, name):
+            raise RuntimeError("no")
+
+    class Loop:
+        def __init__(self):
+            self.history = [1, 2]
+
+    obj = Gone()
+    namespace = {"dead": weakref.proxy(obj), "hostile": Hostile(), "loop": Loop(), "kept": [1]}
+    del obj  # the proxy is dead: touching it raises ReferenceError
+    found = _containers(namespace)
+    assert set(found) == {"loop.history", "kept"}
+    assert scan_grown(namespace, {}) == []  # no arrays gained: nothing to say, and no error

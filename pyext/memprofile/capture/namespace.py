@@ -222,19 +222,25 @@ def _containers(namespace: dict) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
 
     def take(variable: str, path: str, value: Any, via: str) -> bool:
-        if via != "variable" or not _is_container(value):
-            return True  # the output cache grows by design; arrays are not looked into
-        found[path] = (id(value), len(value))
+        try:
+            if via != "variable" or not _is_container(value):
+                return True  # the output cache grows by design; arrays are not looked into
+            found[path] = (id(value), len(value))
+        except Exception:  # a dead weakref.proxy, a raising __class__: not the user's container
+            return True
         return False
 
     walk_namespace(namespace, take, depth=_GROWN_DEPTH)
     # An object's own containers (`trainer.history`, a loop class's `self.losses`): one level of
     # public attributes of the objects variables hold (not modules, classes or functions).
     for name, value in list(namespace.items()):
-        attributes = _public_attributes(value) if not name.startswith("_") else {}
-        for attr, inner in attributes.items():
-            if _is_container(inner):
-                found[f"{name}.{attr}"] = (id(inner), len(inner))
+        try:
+            attributes = _public_attributes(value) if not name.startswith("_") else {}
+            for attr, inner in attributes.items():
+                if _is_container(inner):
+                    found[f"{name}.{attr}"] = (id(inner), len(inner))
+        except Exception:  # any object the namespace holds, however it behaves, is skipped
+            continue
     return found
 
 
@@ -336,8 +342,11 @@ def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
 def _held(namespace: dict, size_of: _Sizer) -> set:
     """The storages the namespace's variables hold directly (`x`, `model`'s weights are not: they stay anyway)."""
     held = set()
-    for name, value in namespace.items():
-        facts = size_of.bytes_of(value) if not name.startswith("_") else None
+    for name, value in list(namespace.items()):
+        try:
+            facts = size_of.bytes_of(value) if not name.startswith("_") else None
+        except Exception:  # a dead weakref.proxy, a raising __class__: holds nothing we can see
+            continue
         if facts is not None:
             held.add(facts[0])
     return held
@@ -362,9 +371,12 @@ def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict
         old = before.get(path)
         same = old is not None and old[0] == ident
         start = old[1] if old is not None and same and old[1] <= length else 0
-        added = _added(value, start, min(MAX_ITEMS, left))
-        left -= len(added)
-        sized = _size_items(added, size_of, held)
+        try:
+            added = _added(value, start, min(MAX_ITEMS, left))
+            left -= len(added)
+            sized = _size_items(added, size_of, held)
+        except Exception:  # an item that raises when looked at: the container is not reported
+            continue
         if sized is None:
             continue
         kind = "dict" if isinstance(value, dict) else "deque" if isinstance(value, collections.deque) else "list"
@@ -377,7 +389,10 @@ def _lookup(namespace: dict, path: str) -> Any:
     """The container at a path `_containers` wrote: `name`, `name[key]`, `name[i]` or `name.attr`."""
     if "." in path and "[" not in path:
         name, attr = path.split(".", 1)
-        return _public_attributes(namespace.get(name)).get(attr)
+        try:
+            return _public_attributes(namespace.get(name)).get(attr)
+        except Exception:
+            return None
     name, _, rest = path.partition("[")
     value = namespace.get(name)
     if not rest or value is None:
