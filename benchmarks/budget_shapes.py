@@ -216,13 +216,17 @@ def main() -> None:
     ]
     print(f"{n:,} allocations (`a = torch.empty(64)`), {args.rounds} interleaved rounds, torch "
           f"{torch.__version__}, budget: the default\n")
+    _print_table(rows)
+    if args.tf_n:
+        _tensorflow(args.rounds, args.tf_n)
+
+
+def _print_table(rows: list[tuple[str, dict[str, str]]]) -> None:
     print("| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
           "| detail ended by |")
     print("|---|---|---|---|---|")
     for label, r in rows:
         print(f"| {label} | {r['ratio']} | {r['hwm']} | {r['after']} | {r['why']} |", flush=True)
-    if args.tf_n:
-        _tensorflow(args.rounds, args.tf_n)
 
 
 def _tensorflow(rounds: int, n: int) -> None:
@@ -249,11 +253,7 @@ def _tensorflow(rounds: int, n: int) -> None:
             ("TF's profiler (trace written)", _in_process(rounds, many, lambda: (tf_profiler(), None)[1]))]
     print(f"\nTensorFlow {tf.__version__}: {n:,} eager ops (`tf.ones((4,)) + 1`), no training step, {rounds} "
           f"interleaved rounds, budget: the default\n")
-    print("| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
-          "| detail ended by |")
-    print("|---|---|---|---|---|")
-    for label, r in rows:
-        print(f"| {label} | {r['ratio']} | {r['hwm']} | {r['after']} | {r['why']} |", flush=True)
+    _print_table(rows)
 
 
 if __name__ == "__main__":
