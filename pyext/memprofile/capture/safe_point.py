@@ -40,8 +40,9 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_TORCH = os.sep + "torch" + os.sep
+#: Where memprofile's own code and torch's live (capture/torch.py's watcher reads them too).
+OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+TORCH_CODE = os.sep + "torch" + os.sep
 #: torch's module call machinery, which iterates the hooks memprofile changes.
 _MODULE_CALLS = os.path.join("torch", "nn", "modules", "module.py")
 
@@ -64,9 +65,9 @@ def _busy(frame: FrameType | None) -> bool:
     out to the first frame of other code."""
     while frame is not None:
         name = frame.f_code.co_filename
-        if name.startswith(_PACKAGE) or name.endswith(_MODULE_CALLS):
+        if name.startswith(OWN_CODE) or name.endswith(_MODULE_CALLS):
             return True
-        if _TORCH not in name:
+        if TORCH_CODE not in name:
             return False
         frame = frame.f_back
     return False

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import bisect
 import gc
-import os
 import sys
 import threading
 import time
 import weakref
 from typing import Any
 
-from memprofile.capture import torch_compat
+from memprofile.capture import safe_point, torch_compat
 from memprofile.capture.base import (
     ALIVE,
     DETAIL_STEPS,
@@ -102,17 +101,13 @@ MANY_CALLS = 200
 STEADY_POLLS = 4
 
 
-_TORCH_CODE = os.sep + "torch" + os.sep
-_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
 def _users_code(frame: Any) -> Any:
     """The code object a thread runs now, where it is neither torch's nor
     memprofile's (a loop of the user's, whose ops are C calls), else None."""
     if frame is None:
         return None
     name = frame.f_code.co_filename
-    return None if _TORCH_CODE in name or name.startswith(_OWN_CODE) else frame.f_code
+    return None if safe_point.TORCH_CODE in name or name.startswith(safe_point.OWN_CODE) else frame.f_code
 
 
 def _nbytes(t: Any) -> int:
