@@ -51,6 +51,11 @@ SCRIPT = textwrap.dedent('''
     args = TrainingArguments(output_dir="{tempfile.mkdtemp()}", max_steps=60, per_device_train_batch_size=8,
                              report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
                              disable_tqdm=True, dataloader_num_workers=0)
+    # a bare 2-step run first: the lazy imports, threads and allocator pools of a first train() are
+    # the process's own, not the profiler's, and they vary with the machine's load
+    KeepTrainer(model=model, args=TrainingArguments(**{{**args.to_dict(), "max_steps": 2}}),
+                train_dataset=Data()).train()
+    history.clear()
     trainer = KeepTrainer(model=model, args=args, train_dataset=Data())
     """)
     release_free_memory()
@@ -80,12 +85,12 @@ def test_a_trainer_cell_is_stepped_bounded_and_its_kept_logits_named():
     # AND the logits kept per step are a finding that names the list, with its fix
     assert "history gained 60 torch.Tensor" in r["notes"]["step_growth"], r["notes"]
     assert "kept_per_step" in r["suggestions"]
-    # AND the resident memory after the cell is within 50 MB of where it started
-    assert r["after"] < 50 * MiB, r["after"] / MiB
+    # AND the resident memory after the cell is the 60 kept logits (7.5 MiB) and little more
+    assert r["after"] < 7.5 * MiB + 24 * MiB, r["after"] / MiB
 
 
 def test_a_trainer_cell_that_keeps_nothing_has_no_growth_finding():
     r = _run("plain")
     assert r["error"] is None and (r["steps"], r["detailed"]) == (60, 3), r
     assert "step_growth" not in r["notes"] and "kept_per_step" not in r["suggestions"], r["notes"]
-    assert r["after"] < 50 * MiB, r["after"] / MiB
+    assert r["after"] < 24 * MiB, r["after"] / MiB
