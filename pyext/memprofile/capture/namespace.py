@@ -97,10 +97,15 @@ class _Sizer:
         torch, np, tf = self.torch, self.np, self.tf
         if torch is not None and isinstance(value, torch.Tensor):
             try:
+                if has_no_memory(value):
+                    return None  # a shape without memory (meta device, FakeTensor): owns no bytes
                 storage = value.untyped_storage()
-                return (("torch", storage.data_ptr()), storage.nbytes(), "torch.Tensor", list(value.shape),
+                ptr = storage.data_ptr()
+                if not ptr:  # no data (an empty tensor; a subclass's storage without memory)
+                    return None
+                return (("torch", ptr), storage.nbytes(), "torch.Tensor", list(value.shape),
                         str(value.dtype).replace("torch.", ""), str(value.device))
-            except Exception:  # meta, sparse or otherwise storage-less tensors
+            except Exception:  # sparse or otherwise storage-less tensors, a subclass whose storage raises
                 return None
         if np is not None and isinstance(value, np.ndarray):
             base = value
@@ -118,6 +123,19 @@ class _Sizer:
             except Exception:  # symbolic (graph) tensors have no buffer
                 return None
         return None
+
+
+def has_no_memory(tensor: Any) -> bool:
+    """A tensor that is a shape without memory: on the meta device, or a
+    FakeTensor (torch._subclasses; torch.export's and torch.compile's
+    tracing), which reports a real device and a storage size, and warns when
+    its data pointer is read. FakeTensor is only looked up where torch
+    already imported it."""
+    if getattr(tensor, "is_meta", False):
+        return True
+    fake = sys.modules.get("torch._subclasses.fake_tensor")
+    cls = getattr(fake, "FakeTensor", None)
+    return cls is not None and isinstance(tensor, cls)
 
 
 def walk_namespace(namespace: dict, take: Callable[[str, str, Any, str], bool], depth: int = _DEPTH) -> None:
@@ -148,16 +166,19 @@ def _walk_variable(name: str, value: Any, via: str, take: Callable[[str, str, An
     while stack and budget > 0:
         path, item, left = stack.pop()
         budget -= 1
-        if take(name, path, item, via) or left <= 0:
-            continue
         children: list[tuple[str, Any, int]] = []
-        if isinstance(item, dict):
-            if path == "Out":
-                children = [(f"Out[{k}]", v, left - 1) for k, v in list(item.items())[-MAX_ITEMS:]]
-            else:
-                children = [(f"{path}[{k!r}]", v, left - 1) for k, v in list(item.items())[:MAX_ITEMS]]
-        elif isinstance(item, list | tuple):
-            children = [(f"{path}[{i}]", v, left - 1) for i, v in enumerate(item[:MAX_ITEMS])]
+        try:
+            if take(name, path, item, via) or left <= 0:
+                continue
+            if isinstance(item, dict):
+                if path == "Out":
+                    children = [(f"Out[{k}]", v, left - 1) for k, v in list(item.items())[-MAX_ITEMS:]]
+                else:
+                    children = [(f"{path}[{k!r}]", v, left - 1) for k, v in list(item.items())[:MAX_ITEMS]]
+            elif isinstance(item, list | tuple):
+                children = [(f"{path}[{i}]", v, left - 1) for i, v in enumerate(item[:MAX_ITEMS])]
+        except Exception:  # a dead weakref.proxy, a raising __class__ or __repr__: skipped, never the walk's end
+            continue
         stack.extend(reversed(children))
 
 

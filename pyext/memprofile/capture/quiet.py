@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import IO
 
 #: A line of a framework's native logging: its "file.cc:LINE]" after the formats' prefixes.
 FRAMEWORK_LOG = re.compile(
@@ -91,3 +92,96 @@ def _quiet_stderr() -> Iterator[None]:
                     kept.append(line)
             if kept:
                 os.write(2, "".join(kept).encode())
+
+
+#: torch's line at each 1000th free of a CPU block its profiler did not see
+#: made (c10/core/CPUAllocator.cpp, ProfiledCPUMemoryReporter::Delete): what a
+#: cell that frees tensors from before it prints while torch's profiler records.
+UNKNOWN_BLOCK = re.compile(r"Memory block of unknown size was allocated before the profiling started")
+#: How often the filter forwards what the process wrote to fd 2.
+FILTER_POLL_S = 0.01
+
+
+class StderrFilter:
+    """fd 2 through a file while memprofile's torch profiler records: the
+    lines `drop` matches are dropped, every other line (the user's, a
+    library's) is written to the real fd 2 by a thread, within FILTER_POLL_S,
+    and the rest at stop(). A file, not a pipe: a writer holding the GIL never
+    blocks on a full pipe that only a Python thread could empty. A process
+    killed meanwhile loses at most the last FILTER_POLL_S of stderr."""
+
+    def __init__(self, drop: re.Pattern = UNKNOWN_BLOCK) -> None:
+        self.drop = drop
+        self._saved: int | None = None
+        self._sink: IO[bytes] | None = None
+        self._read = 0  # bytes of the file forwarded or dropped
+        self._partial = b""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one forwarder at a time (the thread, or stop)
+
+    def start(self) -> None:
+        with _FD2:
+            try:
+                sys.stderr.flush()
+            except Exception:
+                pass
+            try:
+                saved = os.dup(2)
+            except OSError:  # no fd 2: nothing to filter
+                return
+            sink = tempfile.TemporaryFile()
+            os.dup2(sink.fileno(), 2)
+            self._saved, self._sink = saved, sink
+        self._thread = threading.Thread(target=self._poll, name="memprofile-stderr", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._saved is None or self._sink is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with _FD2:
+            try:
+                sys.stderr.flush()
+            except Exception:
+                pass
+            os.dup2(self._saved, 2)
+            self._forward(final=True)
+            os.close(self._saved)
+            self._sink.close()
+            self._saved = self._sink = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(FILTER_POLL_S):
+            self._forward(final=False)
+
+    def _forward(self, final: bool) -> None:
+        with self._lock:
+            sink, saved = self._sink, self._saved
+            if sink is None or saved is None:
+                return
+            while True:  # pread: the writers' file offset (shared with fd 2) stays theirs
+                chunk = os.pread(sink.fileno(), 1 << 16, self._read)
+                if not chunk:
+                    break
+                self._read += len(chunk)
+                self._partial += chunk
+            if final:
+                whole, self._partial = self._partial, b""
+            else:  # complete lines only: a line written in two parts is judged whole
+                cut = self._partial.rfind(b"\n") + 1
+                if not cut:
+                    return
+                whole, self._partial = self._partial[:cut], self._partial[cut:]
+            kept = [line for line in whole.splitlines(keepends=True) if not self._dropped(line)]
+            if kept:
+                os.write(saved, b"".join(kept))
+
+    def _dropped(self, line: bytes) -> bool:
+        text = line.decode(errors="replace")
+        if not self.drop.search(text):
+            return False
+        LOG.debug("dropped a line of torch's profiler from stderr: %s", text.rstrip())
+        return True

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture import safe_point, torch_compat
@@ -52,8 +53,8 @@ from memprofile.capture.host import (
     release_free_memory,
     step_peak,
 )
-from memprofile.capture.namespace import walk_namespace
-from memprofile.capture.quiet import quiet_stderr
+from memprofile.capture.namespace import has_no_memory, walk_namespace
+from memprofile.capture.quiet import StderrFilter, quiet_stderr
 from memprofile.capture.safe_point import SafePoint
 from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot
 from memprofile.capture.torch_events import (
@@ -99,6 +100,23 @@ MANY_CALLS = 200
 #: Polls in a row in which the heap grew by small blocks only, with no model call, import or model
 #: built: a loop of small ops outside the cell's lines (80 ms).
 STEADY_POLLS = 4
+
+
+def _never() -> bool:
+    return False
+
+
+#: True while torch.compile/torch.export (dynamo) or torch.jit.trace runs the
+#: Python code (torch_compat.not_eager, set by start): the module hooks then
+#: do nothing, so no profiler call ends up in a compiled or traced graph, and
+#: dynamo never traces the collector's state. A module global, not an
+#: attribute: dynamo reads it without tracking the collector object.
+_not_eager = _never
+#: Modules that run as one compiled or scripted graph: their layers are not
+#: separated (no module hook runs inside them).
+_COMPILED_MODULES = ("OptimizedModule", "RecursiveScriptModule", "TopLevelTracedModule", "ScriptModule")
+#: Event names that mark a compiled region (dynamo's, AOTAutograd's) in torch's profiler.
+_COMPILED_EVENTS = ("Torch-Compiled Region", "CompiledFunction")
 
 
 def _users_code(frame: Any) -> Any:
@@ -166,6 +184,9 @@ class TorchCollector:
     _figures: StepFigures
     _cuda: bool
     _notes: list[RawNote]
+    _undo_profiler_watch: Callable[[], None] | None  # while the detail records: other profilers end it first
+    _stderr_filter: StderrFilter | None  # while the detail records
+    _undo_warning_filter: Callable[[], None] | None  # while global module hooks are registered
 
     def __init__(
         self,
@@ -200,6 +221,8 @@ class TorchCollector:
     # -- what the hooks see ------------------------------------------------
     def _observe(self, tensor: Any, category: str, layer: str = "") -> None:
         try:
+            if has_no_memory(tensor):
+                return
             storage = tensor.untyped_storage()
             ptr = storage.data_ptr()
             if not ptr:
@@ -268,6 +291,8 @@ class TorchCollector:
         tree known has run: any global module hook sends every module call
         through torch's slow path (~14 µs a call here, more than a small
         model's step spends in its layers)."""
+        if _not_eager():
+            return
         key = id(module)
         if key in self._ran_ids:
             return
@@ -279,6 +304,8 @@ class TorchCollector:
                 self._hook_swap = "none"
 
     def _forward_pre_hook(self, module: Any, args: tuple) -> None:
+        if _not_eager():  # first: dynamo and the JIT tracer see nothing else of the hook
+            return
         if not self._detailed:  # the detail ended in a hook: cheap hooks from the next step
             self._ran_hook(module, args)
             return
@@ -300,6 +327,8 @@ class TorchCollector:
                         self._input_shapes.append(list(a.shape))
         if id(module) not in self._params_seen:
             self._params_seen.add(id(module))
+            if type(module).__name__ in _COMPILED_MODULES:
+                self._compiled_ran(f"{name} ({type(module).__name__})")
             for p in module.parameters(recurse=False):
                 self._param_layer.setdefault(id(p), name)
                 self._observe(p, "parameter", name)
@@ -311,6 +340,8 @@ class TorchCollector:
         stack.append((module, self._scope_enter(prefix + name, None)))
 
     def _forward_hook(self, module: Any, args: tuple, output: Any) -> None:
+        if _not_eager():
+            return
         stack = self._stack()
         if not any(m is module for m, _ in stack):
             return  # its forward began before the profiler did
@@ -320,6 +351,32 @@ class TorchCollector:
             self._scope_exit(scope)
             if m is module:
                 break
+
+    def _compiled_ran(self, where: str) -> None:
+        """A compiled or scripted model ran: say once that its layers are one."""
+        if any(code == "torch_compiled_layers" for code, *_ in self._notes):
+            return
+        self._notes.append(("torch_compiled_layers", f"{where} ran as a compiled graph (torch.compile, "
+                            f"torch.jit): what it allocated is charged to it as a whole, not to the layers "
+                            f"inside it, which no module hook sees; run it uncompiled for a per-layer breakdown"))
+
+    def _user_profiler_starts(self) -> None:
+        """Another torch profiler is starting in the cell (torch keeps one
+        session and the new one would take memprofile's over): memprofile's
+        detail ends first, so the user's profile is complete."""
+        if not self._detailed:
+            return
+        when = time.perf_counter() - self._origin
+        if threading.get_ident() != self._thread:
+            self._notes.append(("torch_user_profiler", f"a torch profiler started on another thread at "
+                                f"{when:.3f} s while memprofile's recorded: torch keeps one profiler session, "
+                                f"so memprofile's op, layer and kind detail may be missing"))
+            return
+        self._notes.append(("torch_user_profiler", f"your torch profiler started at {when:.3f} s: memprofile's "
+                            f"own (torch allows one) stopped there, so yours records the rest of the cell in "
+                            f"full; op, layer and kind detail covers the cell up to then, host memory, the "
+                            f"training steps and the namespace the whole cell"))
+        self._end_detail("user_profiler", in_module_hook=True)
 
     def _tensor_bytes(self, value: Any) -> int:
         Tensor = self._torch.Tensor
@@ -356,6 +413,9 @@ class TorchCollector:
             if ended and self._profiler is None and self._detail_end is None \
                     and self.detail_steps.covers(len(self._step_log) + 1) \
                     and threading.get_ident() == self._thread:
+                if torch_compat.profiler_running(self._torch):
+                    self._users_profiler_running()
+                    return
                 try:
                     self._start_detail()
                 except Exception as exc:  # the run goes on, measured by its steps
@@ -395,6 +455,7 @@ class TorchCollector:
         if not self._detailed or threading.get_ident() != self._thread:
             return
         self._detailed = False
+        self._stop_profiler_watch()
         self._safe_point.close()
         self._stop_watching_building()
         self._idle_trees = self._trees_not_run()
@@ -425,6 +486,15 @@ class TorchCollector:
         # live bytes then (model/steps.py).
         self._heap_after_detail: int | None = heap_in_use()
 
+    def _stop_profiler_watch(self) -> None:
+        """Undo what only the detail needs: the watch on other profilers' starts, the stderr filter."""
+        undo, self._undo_profiler_watch = self._undo_profiler_watch, None
+        if undo is not None:
+            undo()
+        stderr_filter, self._stderr_filter = self._stderr_filter, None
+        if stderr_filter is not None:
+            stderr_filter.stop()
+
     def _watch_budget(self, budget_bytes: int) -> None:
         """A thread: when the heap has grown by the share of the budget that
         torch's event buffers may take while recording, end the detail on the
@@ -452,6 +522,7 @@ class TorchCollector:
             limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             looping = None  # the code the cell's thread ran at the last poll, where it is the user's own
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
+                lines.rearm()  # a quiet loop of the cell's that starts making ops gets its lines back
                 now, blocks = measure()
                 state = blocks, len(sys.modules), self._modules_built
                 # A loop of small ops sits in the user's code poll after poll (its ops are C calls);
@@ -564,6 +635,8 @@ class TorchCollector:
 
         def add(t: Any, category: str, layer: str = "") -> None:
             try:
+                if has_no_memory(t):  # meta, FakeTensor: nothing allocated (and a fake one warns when read)
+                    return
                 s = t.untyped_storage()
                 ptr, nbytes = s.data_ptr(), s.nbytes()
                 device = str(t.device)
@@ -622,9 +695,14 @@ class TorchCollector:
     def start(self, origin: float | None = None) -> None:
         import torch
 
+        global _not_eager
         if self._running:
             raise RuntimeError("TorchCollector already started")
         self._torch = torch
+        _not_eager = torch_compat.not_eager(torch)
+        self._undo_profiler_watch = None
+        self._stderr_filter = None
+        self._undo_warning_filter = None
         now_perf = time.perf_counter()
         self._wall0 = time.time_ns()
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
@@ -713,7 +791,10 @@ class TorchCollector:
         self._cuda_before: dict[str, int] = {}  # bytes CUDA's allocator held before the detail (the walk)
         self._side: dict[str, Side] = {}
         self._detail_start: float | None = None
-        if self.detail_steps.first == 1:
+        if torch_compat.profiler_running(torch):
+            self._users_profiler_running()
+            self._set_module_hooks("ran")
+        elif self.detail_steps.first == 1:
             try:
                 self._start_detail()
             except Exception:
@@ -741,6 +822,11 @@ class TorchCollector:
             del unseen
         try:
             step_peak()  # what starting took is the profiler's, not the step's
+            self._undo_profiler_watch = torch_compat.before_profiler_starts(self._user_profiler_starts)
+            # The cell freeing its tensors from before makes torch print a line
+            # each 1000th free (quiet.UNKNOWN_BLOCK): filtered while recording.
+            self._stderr_filter = StderrFilter()
+            self._stderr_filter.start()
             self._detailed = True
             self._set_module_hooks("detail")
             self._detail_start = time.perf_counter() - self._origin
@@ -751,12 +837,24 @@ class TorchCollector:
                                                  name="memprofile-torch-budget", daemon=True)
                 self._watcher.start()
         except BaseException:  # torch's profiler must not keep recording for the rest of the process
+            self._stop_profiler_watch()
             self._detailed = False
             self._set_module_hooks("none")
             with quiet_stderr():
                 torch_compat.stop_memory_profiler(self._profiler)
             self._profiler = None
             raise
+
+    def _users_profiler_running(self) -> None:
+        """A torch profiler of the user's records already: memprofile leaves
+        it alone (starting its own would end the user's session) and records
+        what it can without one."""
+        self._detail_end = (time.perf_counter() - self._origin, "user_profiler")
+        self._notes.append(("torch_user_profiler", "a torch profiler was already recording (torch.profiler.profile "
+                            "or torch.autograd.profiler, started before): memprofile left it alone, as torch allows "
+                            "one profiler at a time, so this profile has no op, layer or tensor-kind detail; host "
+                            "memory, the training steps and what the namespace keeps are measured. Stop yours "
+                            "before the cell for the detail"))
 
     def _set_module_hooks(self, kind: str) -> None:
         """The global module hooks for now: "detail" (scopes and observations),
@@ -771,6 +869,11 @@ class TorchCollector:
             return
         for handle in self._module_handles:
             handle.remove()
+        if kind != "none" and self._undo_warning_filter is None:
+            self._undo_warning_filter = torch_compat.hide_compile_hook_warning()
+        elif kind == "none" and self._undo_warning_filter is not None:
+            self._undo_warning_filter()
+            self._undo_warning_filter = None
         if kind == "detail":
             self._module_handles = [
                 hooks.register_module_forward_pre_hook(self._forward_pre_hook),
@@ -803,6 +906,9 @@ class TorchCollector:
             handle.remove()
         self._handles, self._module_handles = [], []
         self._hook_kind = "none"
+        if self._undo_warning_filter is not None:
+            self._undo_warning_filter()
+            self._undo_warning_filter = None
         self._close_scopes()  # scopes a failed forward left open
         for f in self._finalizers:
             f.detach()
@@ -822,6 +928,7 @@ class TorchCollector:
         from memprofile.capture import lines
 
         lines.set_pending(None)
+        self._stop_profiler_watch()
         try:
             if self._detailed:
                 self._detailed = False
@@ -878,10 +985,12 @@ class TorchCollector:
                     torch_compat.cuda_history_stop(torch)
         if self._detail_start is not None:
             facts["torch_detail_start_s"] = f"{self._detail_start:.3f}"
-        if self._profiler is None and self._events is None:  # the window's first step never came
+        users = self._detail_end is not None and self._detail_end[1] == "user_profiler"
+        if self._profiler is None and self._events is None and not users:  # the window's first step never came
             self._notes.append(("torch_detail_never", f"the cell ran {len(self._step_log)} training steps: "
                                 f"none in the detail window (steps {self.detail_steps.text()}), so no op, layer "
                                 f"or kind detail was recorded"))
+        if self._profiler is None and self._events is None:
             self._events = ({}, {}, {})
         self._read_events()
         if isinstance(self._events, Exception):  # private API: say so, keep the rest of the profile
@@ -893,6 +1002,9 @@ class TorchCollector:
             )
         assert self._events is not None  # read just now, or set above where the detail never started
         logs, ops, last_op = self._events
+        compiled = next((name for name in ops if name.startswith(_COMPILED_EVENTS)), None)
+        if compiled is not None:
+            self._compiled_ran(f"code compiled by torch.compile ({compiled})")
         for device, capacity in capacities.items():
             if device in logs:
                 logs[device].capacity_bytes = capacity

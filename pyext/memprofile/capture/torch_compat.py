@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 #: The torch releases the entries below were checked on (scripts/compat.sh).
 CHECKED_ON = "2.4.1, 2.6.0, 2.13.0, 2.15.0"
@@ -187,3 +187,108 @@ def cuda_snapshot(torch: Any) -> dict:
     """`torch.cuda.memory._snapshot()`: the live segments and blocks with the
     stacks that made them (torch_cuda.live_blocks_from_snapshot reads it)."""
     return torch.cuda.memory._snapshot()
+
+
+_NOT_EAGER: dict[int, Callable[[], bool]] = {}
+
+
+def not_eager(torch: Any) -> Callable[[], bool]:
+    """A check that is true while a compiler or tracer runs the Python code:
+    `torch.compiler.is_compiling()` (dynamo: torch.compile, torch.export; a
+    constant True inside dynamo's trace, so a hook that returns on it adds
+    nothing to the graph, and dynamo never looks at the rest of the hook),
+    then `torch._C._get_tracing_state()` (torch.jit.trace; only read outside
+    dynamo, which does not trace it). One function per torch, kept: dynamo
+    guards on the identity of what a hook calls, and a new one each cell
+    would recompile a compiled model at every profiled cell. torch 2.0 and
+    later; checked on CHECKED_ON. Either one missing: that check is left out."""
+    check = _NOT_EAGER.get(id(torch))
+    if check is not None:
+        return check
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    tracing_state = getattr(getattr(torch, "_C", None), "_get_tracing_state", None)
+
+    def compiling_or_tracing() -> bool:
+        if is_compiling is not None and is_compiling():
+            return True
+        return tracing_state is not None and tracing_state() is not None
+
+    _NOT_EAGER[id(torch)] = compiling_or_tracing
+    return compiling_or_tracing
+
+
+def profiler_running(torch: Any) -> bool:
+    """Whether a torch profiler records now (the user's `torch.profiler.profile`,
+    `torch.autograd.profiler.profile`, the legacy one, kineto's on-demand):
+    `torch.autograd._profiler_enabled()` (torch 1.x and later; checked on
+    CHECKED_ON). Missing: False (memprofile's start would then replace it)."""
+    enabled = getattr(getattr(torch, "autograd", None), "_profiler_enabled", None)
+    try:
+        return bool(enabled()) if callable(enabled) else False
+    except Exception:
+        return False
+
+
+#: The functions of torch.autograd.profiler that start a kineto session; every
+#: torch profiler front end (torch.profiler.profile, torch.autograd.profiler.profile)
+#: calls them through that module's globals.
+_PROFILER_STARTS = ("_prepare_profiler", "_enable_profiler")
+
+
+def before_profiler_starts(before: Callable[[], None]) -> Callable[[], None]:
+    """Call `before()` ahead of any other torch profiler's start (torch allows
+    one session: a second start replaces the first's silently), by wrapping
+    `torch.autograd.profiler._prepare_profiler` and `_enable_profiler`
+    (module globals that `profile._prepare_trace` and `_start_trace` call;
+    torch 2.0 and later; checked on CHECKED_ON). Returns the undo, which puts
+    torch's own functions back. A torch without them: nothing is wrapped
+    (a profiler started inside the cell then takes over memprofile's)."""
+    module = sys.modules.get("torch.autograd.profiler")
+    originals: dict[str, Any] = {name: getattr(module, name, None) for name in _PROFILER_STARTS}
+    wrapped: dict[str, Callable] = {}
+    for name, found in originals.items():
+        if not callable(found):
+            continue
+
+        def start(*args: Any, __original: Callable = found, **kwargs: Any) -> Any:
+            before()
+            return __original(*args, **kwargs)
+
+        setattr(module, name, start)
+        wrapped[name] = start
+
+    def undo() -> None:
+        for name, start in wrapped.items():
+            if getattr(module, name, None) is start:  # not replaced again since
+                setattr(module, name, originals[name])
+
+    return undo
+
+
+#: torch's warning at each call of a `torch.compile(module)` while any global
+#: module hook is registered (torch/_dynamo/eval_frame.py, OptimizedModule.__call__;
+#: torch 2.6 and later; checked on CHECKED_ON): memprofile's hooks are the
+#: ones registered, and they do nothing under dynamo.
+COMPILE_HOOK_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks on modules"
+
+
+def hide_compile_hook_warning() -> Callable[[], None]:
+    """Keep COMPILE_HOOK_WARNING out of the cell (the bare cell has no global
+    hooks, and no warning) by a warnings filter for that message only; returns
+    the undo, which takes the filter out again (left alone where the cell
+    replaced the filters since)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=COMPILE_HOOK_WARNING, category=UserWarning)
+    entry = warnings.filters[0]
+
+    def undo() -> None:
+        try:
+            cast(list, warnings.filters).remove(entry)
+        except ValueError:  # the cell reset or replaced the filters: ours went with them
+            return
+        mutated = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
+        if callable(mutated):  # the "once"/"default" registries start again, as after any filter change
+            mutated()
+
+    return undo
