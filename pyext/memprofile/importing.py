@@ -17,6 +17,7 @@ from pathlib import Path
 from memprofile._version import __version__
 from memprofile.capture.base import RecordedRun
 from memprofile.errors import ProfileFormatError
+from memprofile.files import refuse_special
 from memprofile.model.profile import Note, Profile, RankInfo
 
 #: Names of TensorFlow XSpace files (binary protobuf: nothing in their first bytes says so).
@@ -39,8 +40,9 @@ def read_run(path: str | Path) -> RecordedRun:
     """The run a trace file recorded; ProfileFormatError (one line, why)
     for anything that is not a trace with memory events."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ProfileFormatError(f"{p}: no such file")
+    refuse_special(p, "trace")  # /dev/zero, a FIFO: said before anything opens it
     head = _head(p)
     name = p.name.lower()
     if head.lstrip()[:1] in (b"{", b"["):

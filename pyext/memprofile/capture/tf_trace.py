@@ -20,8 +20,9 @@ from pathlib import Path
 
 from memprofile.capture import tf_compat
 from memprofile.capture.base import RawCapture, RecordedRun
-from memprofile.capture.xspace import ALLOC, FREE, read_xspace_file
+from memprofile.capture.xspace import ALLOC, FREE
 from memprofile.errors import ProfileFormatError
+from memprofile.files import read_trace
 from memprofile.units import fmt_bytes
 
 #: Wall-clock ns before this are not a date (newer TF writes times relative to the profile's start).
@@ -71,9 +72,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _read_bytes(p: Path) -> bytes:
-    if not p.is_file():
+    if not p.exists():
         raise ProfileFormatError(f"{p}: no such file")
-    return read_xspace_file(str(p))  # the live collector's reader
+    return read_trace(p)  # bounded, also when gzipped; a device or FIFO is refused before it is opened
 
 
 def _summarise(p: Path, data: bytes) -> PlaneSummary:

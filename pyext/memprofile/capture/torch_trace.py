@@ -19,10 +19,8 @@ totals are the running sum of the events.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +31,7 @@ from memprofile.capture.torch import BACKWARD_PREFIX, OPTIMIZER_PREFIXES
 from memprofile.capture.torch_cuda import cuda_facts
 from memprofile.capture.torch_events import MemoryLedger, add_cuda_baseline, categorise_by_time, charge_alloc
 from memprofile.errors import ProfileFormatError
+from memprofile.files import read_trace
 
 MODULE_PREFIX = "nn.Module: "
 #: Event categories of the CPU ops around memory events (kineto's current and 2021 names).
@@ -82,12 +81,10 @@ def read_torch_trace(path: str | Path) -> RecordedRun:
 
 def _load(p: Path) -> dict[str, Any]:
     """The trace's JSON object (a bare event list is wrapped as one)."""
+    raw = read_trace(p)  # bounded, also when gzipped; a device or FIFO is refused before it is opened
     try:
-        with p.open("rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        with (gzip.open(p, "rb") if gzipped else p.open("rb")) as f:
-            data = json.load(f)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ProfileFormatError(f"{p}: not a readable JSON trace, or cut short ({why})") from None
     if isinstance(data, list):  # the Chrome trace format's array form

@@ -11,7 +11,14 @@ size (past the first 64 MiB), so a small "gzip bomb" is refused after reading a
 bounded part of it. JSON nested deeper than the decoder's recursion limit
 (Python's, 1000 by default; a real profile nests under 10 levels) is refused as
 ProfileFormatError. Messages are capped (errors.MAX_MESSAGE_CHARS) and name
-where the bad value is.
+where the bad value is. A file is read with a cap on the bytes read (a device
+or FIFO is refused before it is opened: files.py), and written atomically.
+
+Every number is checked as it is decoded: finite, within +-MAX_MAGNITUDE
+(2**60), and not negative where its name says it is a size, a duration or a
+count (NON_NEGATIVE_SUFFIXES, NON_NEGATIVE_NAMES, less SIGNED: a change can
+be negative). What relates fields to each other (a timeline's columns of one
+length, indices within the lists they index) is checked by model/checks.py.
 """
 
 from __future__ import annotations
@@ -22,19 +29,25 @@ import json
 import math
 import types
 import typing
-import zlib
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from memprofile.errors import ProfileFormatError, short_repr, writing
+from memprofile.errors import ProfileFormatError, short_repr
+from memprofile.files import gunzip, read_bounded, write_atomic
 from memprofile.model.profile import SCHEMA_VERSION, Profile
 
 _GZIP_MAGIC = b"\x1f\x8b"
 MAX_PROFILE_BYTES = 512 << 20
 MAX_INFLATE_RATIO = 200  # real profiles compress 5-30x; 1000x is zeros, not a profile
 _RATIO_FREE_BYTES = 64 << 20
-_INFLATE_CHUNK = 4 << 20
+#: No byte count, count or time a profile holds comes near this (an exabyte); past it a number is damage.
+MAX_MAGNITUDE = 2**60
+#: Fields (and the items of list fields) that are sizes, durations or counts: never below 0.
+NON_NEGATIVE_SUFFIXES = ("_bytes", "_s", "calls", "recorded_points")
+NON_NEGATIVE_NAMES = frozenset({"bytes", "index", "rank", "local_rank", "world_size", "steps", "added", "length",
+                                "hosts", "graph_bytes"})
+SIGNED = frozenset({"net_bytes", "measured_saving_bytes", "saving_bytes"})  # a change can make things worse
 
 
 def to_dict(obj: Any) -> Any:
@@ -64,8 +77,22 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)
 
 
-def decode(tp: Any, value: Any, where: str) -> Any:
-    """Turn a JSON value into an instance of type `tp`, or say where it is wrong."""
+def _non_negative(name: str) -> bool:
+    return (name.endswith(NON_NEGATIVE_SUFFIXES) or name in NON_NEGATIVE_NAMES) and name not in SIGNED
+
+
+def _number_in_range(value: int | float, where: str, non_negative: bool) -> None:
+    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # also false for NaN
+        what = "not a finite number" if isinstance(value, float) and not math.isfinite(value) else \
+            f"{value:.3g}, out of range (at most 2**60 in size)"
+        raise ProfileFormatError(f"{where}: {what}")
+    if non_negative and value < 0:
+        raise ProfileFormatError(f"{where}: {value:,}, but it cannot be negative")
+
+
+def decode(tp: Any, value: Any, where: str, name: str = "") -> Any:
+    """Turn a JSON value into an instance of type `tp`, or say where it is
+    wrong. `name`: the field it is (or is an item of), for its range."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -73,7 +100,7 @@ def decode(tp: Any, value: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
-            return decode(inner[0], value, where)
+            return decode(inner[0], value, where, name)
         raise TypeError(f"unsupported union {tp}")  # a model bug, not bad input
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -84,11 +111,13 @@ def decode(tp: Any, value: Any, where: str) -> Any:
             raise ProfileFormatError(f"{where}: expected a list, got {type(value).__name__}")
         (item,) = typing.get_args(tp)
         # timelines are long lists of numbers: one check for the list, the walk only to name a bad item
-        if item is int and all(type(v) is int for v in value):
+        low = 0 if _non_negative(name) else -MAX_MAGNITUDE
+        if item is int and all(type(v) is int for v in value) and (
+                not value or (low <= min(value) and max(value) <= MAX_MAGNITUDE)):
             return value
-        if item is float and all(type(v) is float or type(v) is int for v in value):
+        if item is float and all((type(v) is float or type(v) is int) and low <= v <= MAX_MAGNITUDE for v in value):
             return [float(v) for v in value]
-        return [decode(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [decode(item, v, f"{where}[{i}]", name) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ProfileFormatError(f"{where}: expected an object, got {type(value).__name__}")
@@ -106,17 +135,19 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         kwargs = {}
         for f in dataclasses.fields(tp):
             if f.name in value:
-                kwargs[f.name] = decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+                kwargs[f.name] = decode(hints[f.name], value[f.name], f"{where}.{f.name}", f.name)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ProfileFormatError(f"{where}: missing required field {f.name!r}")
         return tp(**kwargs)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProfileFormatError(f"{where}: expected a number, got {short_repr(value)}")
+        _number_in_range(value, where, _non_negative(name))
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ProfileFormatError(f"{where}: expected an integer, got {short_repr(value)}")
+        _number_in_range(value, where, _non_negative(name))
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
@@ -147,11 +178,16 @@ def profile_from_dict(data: Any) -> Profile:
         )
     if version < 1:
         raise ProfileFormatError(f"schema_version {version} is not a valid memprofile schema version")
+    from memprofile.model.checks import check_consistent
+
     if data.get("merged"):  # the ranks of a job, merged: the class that finds their files
         from memprofile.model.merged import MergedProfile
 
-        return decode(MergedProfile, data, "profile")
-    return decode(Profile, data, "profile")
+        profile: Profile = decode(MergedProfile, data, "profile")
+    else:
+        profile = decode(Profile, data, "profile")
+    check_consistent(profile)
+    return profile
 
 
 def loads(text: str | bytes) -> Profile:
@@ -166,6 +202,8 @@ def loads(text: str | bytes) -> Profile:
         raise ProfileFormatError(f"not a memprofile profile: the content is not JSON ({exc})") from None
     except RecursionError:
         raise ProfileFormatError("not a memprofile profile: its JSON is nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise ProfileFormatError(f"not a memprofile profile: {exc}") from None
     return profile_from_dict(data)
 
 
@@ -175,50 +213,30 @@ def inflate_limit(compressed_size: int) -> int:
 
 
 def inflate(data: bytes) -> bytes:
-    """Decompress gzip `data` (one or more members) in chunks, refusing it as
-    soon as it passes inflate_limit: a bomb costs only the limit."""
+    """Decompress gzip `data`, refusing it as soon as it passes inflate_limit:
+    a bomb costs only the limit."""
     size = len(data)
     limit = inflate_limit(size)
-    parts: list[bytes] = []
-    total = 0
     try:
-        while data:
-            stream = zlib.decompressobj(wbits=31)
-            while data:
-                parts.append(stream.decompress(data, _INFLATE_CHUNK))
-                total += len(parts[-1])
-                if total > limit:
-                    raise ProfileFormatError(
-                        f"not a memprofile profile: its gzip data inflates to more than {limit >> 20} MiB "
-                        f"(the limit for a {size:,}-byte file); a profile that large is not one memprofile wrote")
-                data = stream.unconsumed_tail
-                if stream.eof:
-                    break
-            if not stream.eof:
-                raise ProfileFormatError("not a memprofile profile: corrupt gzip data (truncated: it ends mid-stream)")
-            data = stream.unused_data.lstrip(b"\0")  # gzip pads members with zeros
-    except zlib.error as exc:
-        raise ProfileFormatError(f"not a memprofile profile: corrupt gzip data ({exc})") from None
-    return b"".join(parts)
+        return gunzip(data, limit)
+    except ProfileFormatError as exc:
+        tail = (f" (the limit for a {size:,}-byte file); a profile that large is not one memprofile wrote"
+                if "inflates" in str(exc) else "")
+        raise ProfileFormatError(f"not a memprofile profile: {exc}{tail}") from None
 
 
 def save(profile: Profile, path: str | Path) -> Path:
+    """Write `profile` as JSON (gzip where the name ends in .gz), all or
+    nothing: a full disk leaves no partial file and an old file intact."""
+    path = Path(path)
     text = dumps(profile).encode()
-    with writing(path) as path:
-        path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
-    return path
+    return write_atomic(path, gzip.compress(text) if path.suffix == ".gz" else text)
 
 
 def load(path: str | Path) -> Profile:
     """Read a profile written by `Profile.save` (plain or gzip JSON)."""
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_PROFILE_BYTES:
-            raise ProfileFormatError(f"cannot read profile {str(path)!r}: {path.stat().st_size:,} bytes, more "
-                                     f"than the {MAX_PROFILE_BYTES >> 20} MiB limit for a profile")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ProfileFormatError(f"cannot read profile {str(path)!r}: {exc.strerror or exc}") from None
+    raw = read_bounded(path, MAX_PROFILE_BYTES, "profile")
     try:
         return loads(raw)
     except ProfileFormatError as exc:

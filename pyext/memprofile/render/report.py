@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from memprofile.files import write_atomic
 from memprofile.model.profile import Profile
 from memprofile.render.bokehjs import BOKEH_COMPONENTS
 from memprofile.render.html import render_static_report, report_page
@@ -54,6 +55,6 @@ def render_report(profile: Profile) -> str:
 
 
 def write_report(profile: Profile, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(render_report(profile), encoding="utf-8")
-    return path
+    """Write the report all or nothing (files.write_atomic): a full disk
+    leaves no truncated page, and an older report as it was."""
+    return write_atomic(path, render_report(profile))
