@@ -123,8 +123,8 @@ def run_script(path: str, source: str, module) -> None:
 
     from memprofile.capture import lines
 
-    code = compile(lines.instrument(ast.parse(source, path), into_definitions=True), path, "exec")
-    lines.install(module.__dict__)
+    code = lines.instrument(ast.parse(source, path), into_definitions=True).compile(compile, path,
+                                                                                   namespace=module.__dict__)
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module  # pickle and multiprocessing find its classes there
     sys.path.insert(0, str(Path(path).resolve().parent))

@@ -25,7 +25,7 @@ from types import FrameType, TracebackType
 
 from memprofile._version import __version__
 from memprofile.analysis.analyse import analyse
-from memprofile.capture import session
+from memprofile.capture import lines, session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.distributed import BackendWatch, rank_from_env, stamp
 from memprofile.capture.host import available_memory, release_free_memory
@@ -341,6 +341,8 @@ class Profiler:
                 )
                 continue
             started.append(collector)
+        if not any(c.name in ("torch", "tensorflow") for c in started):
+            lines.go_fast()  # no framework records events: the lines' times place nothing
         self._running = True
 
     def _wants(self, collector: str) -> bool:
@@ -462,8 +464,10 @@ class Profiler:
                 assign_lines(log, marks)
         replays = [replay(log) for c in captures for log in c.allocations]
         failure = error_info(error, captures) if error is not None else None
-        if failure is not None and marks[1]:
-            failure.line = marks[1][-1]  # the line running when it raised
+        if failure is not None and error is not None and "lines" in self._collector_options:
+            # the line running when it raised: its frame's, in the traceback (a loop running
+            # unmarked records no line), else the last line marked
+            failure.line = lines.error_line(error) or (marks[1][-1] if marks[1] else None)
         profile = build_profile(
             captures,
             replays=replays,

@@ -4,12 +4,31 @@ placed on the line that was running when it was made (model/lines.py).
 How: the magic compiles the cell itself (jupyter/magic.py), so an AST pass
 adds a call before each of the cell's statements (loop bodies, `with`, `if`,
 `try` included; not inside functions or classes the cell defines: their work
-counts for the line that calls them) and wraps each `for` loop's iterable, so
-that fetching the next batch counts for the `for` line and not for the last
-line of the body. The calls record (time, line) whenever the running line
-changes. Cost: one Python call per statement the cell itself runs, nothing
-per op, nothing in the functions it calls; nothing at all when no profile is
-recording (the marks return at once).
+counts for the line that calls them). The calls record (time, line) whenever
+the running line changes. They observe, they never wrap what a statement
+evaluates: a `for` loop iterates its own iterator (a generator left by
+`break` stays open), and the next item is fetched after a mark of the `for`
+line at the end of the body (and before each `continue`), so that fetching
+a batch counts for the `for` line and not for the body's last line.
+
+The marks' functions and flags are constants of the compiled code (put in
+its co_consts after compiling), not names of the namespace: `%reset -f`,
+`del` or an `exec` in the cell cannot lose them.
+
+Cost: only while a framework records its detail do the marks record
+anything. Each loop is compiled twice, its body as written and its body with
+marks, and runs the marked one only while its flag is on: one attribute test
+per iteration otherwise. A loop whose last QUIET_WINDOW marked iterations
+had no line that took OP_FLOOR_S or more (between two marks) in a quarter
+of its runs or more (an op recorded by a framework's profiler takes longer:
+~1.7 us for torch's cheapest allocating op here, tens of us for TF's; a
+plain statement takes that only now and then, when the process is
+preempted) runs unmarked from there on, its work counted for its `for`
+line, until the framework's watcher re-arms the marks (every poll, 20 ms):
+a loop of plain Python costs about what it costs bare. A loop with slow
+plain-Python lines stays marked; a loop with an op every few hundred
+iterations may run unmarked between polls, its ops then counted for the
+`for` line.
 
 Times are seconds since the run's origin (time.perf_counter()), the clock
 every collector's timeline uses.
@@ -18,27 +37,41 @@ every collector's timeline uses.
 from __future__ import annotations
 
 import ast
-import functools
-import operator
+import bisect
+import copy
+import itertools
 import threading
 import time
+import types
+import warnings
+import weakref
 from array import array
 from collections.abc import Callable
-from typing import Any
 
 from memprofile.capture.base import RawCapture, RawNote
 
-#: Names the instrumented cell calls; put in the namespace it runs in.
-MARK = "__memprofile_line__"
-ITERATE = "__memprofile_iter__"
 #: Line transitions kept per run: a loop of two lines running two million
 #: times would otherwise keep 4 M entries (48 MB). Past it, the last line
 #: recorded stands for the rest of the run, and the profile says so.
 MAX_MARKS = 1_000_000
+#: A loop's marked iterations before it may be found quiet, and the time
+#: between two marks that may hold a framework's op (see above).
+QUIET_WINDOW = 512
+OP_FLOOR_S = 1e-6
+
+#: The marks' objects by name. At a module's top level (a cell, a script)
+#: the code holds them as constants, each a placeholder string until `bind`
+#: puts the object there; in a script's functions it looks them up as
+#: globals of the script (a compiler such as dynamo traces functions, and
+#: takes only literals for constants).
+_PLACEHOLDER = "\x00memprofile\x00"
+_MARK = "__memprofile_mark__"
+_LOOP_MARK = "__memprofile_loop__"
+_loops = itertools.count()
 
 
 class _Recorder:
-    __slots__ = ("origin", "t", "line", "last", "thread", "full")
+    __slots__ = ("origin", "t", "line", "last", "thread", "full", "slow")
 
     def __init__(self, origin: float) -> None:
         self.origin = origin
@@ -47,9 +80,29 @@ class _Recorder:
         self.last = -1
         self.thread = threading.get_ident()
         self.full = False
+        self.slow = array("l")  # indices of the line changes after a line that took OP_FLOOR_S or more
+
+
+class LoopFlag:
+    """One loop of instrumented code: `on` runs its marked body."""
+
+    __slots__ = ("on", "line", "n", "slow", "__weakref__")
+
+    def __init__(self, line: int) -> None:
+        self.on = _marking
+        self.line = line
+        self.n = 0  # marked iterations in this window
+        self.slow = -1  # the recorder's line changes when the window began
 
 
 _active: _Recorder | None = None
+#: Whether the marks record: a run records lines and a framework needs them.
+_marking = False
+#: Every loop of code compiled with marks and still alive.
+_flags: weakref.WeakSet[LoopFlag] = weakref.WeakSet()
+#: The files of instrumented code (cells, scripts): an error's line is the
+#: innermost of their frames in its traceback.
+_files: dict[str, None] = {}
 #: Work a collector asked the cell's thread to do at its next statement (the
 #: torch collector ending its detail when its memory budget is reached: torch's
 #: profiler must be stopped by the thread that started it).
@@ -61,40 +114,74 @@ def set_pending(fn: Callable[[], None] | None) -> None:
     _pending = fn
 
 
-#: Where the fast marks put the running line (see go_fast).
-_fast_line = [-1]
-_fast = False
-_installed: dict | None = None
+def _set_marking(on: bool) -> None:
+    global _marking
+    _marking = on
+    for flag in list(_flags):
+        flag.on = on
+        flag.n, flag.slow = 0, -1
 
 
 def go_fast() -> None:
-    """From now on the cell's marks only keep the running line (for an
-    error's line), in C: no Python call per statement. For when nothing needs
-    the lines' times any more (torch's detail ended, no other framework
-    recording): a loop of millions of tiny statements then runs at its pace."""
-    global _fast
-    r = _active
-    if r is None or _installed is None or _fast:
-        return
-    _fast = True
-    _fast_line[0] = r.last
-    _installed[MARK] = functools.partial(operator.setitem, _fast_line, 0)
+    """Nothing needs the lines' times any more (torch's detail ended, no
+    other framework recording): the marks record nothing and every loop runs
+    its body as written."""
+    _set_marking(False)
+
+
+def rearm() -> None:
+    """Loops that went quiet run marked again (a framework's watcher, while
+    it records: a loop that starts allocating gets its lines within a poll)."""
+    if _marking and _active is not None:
+        for flag in list(_flags):
+            if not flag.on:
+                flag.n, flag.slow = 0, -1
+                flag.on = True
 
 
 def mark(line: int) -> None:
-    """Called by the instrumented cell before each statement."""
+    """Called by the instrumented code before each statement."""
     if _pending is not None:
         _run_pending()
     r = _active
-    if r is None or line == r.last or r.full:
+    if r is None or not _marking or line == r.last or r.full:
         return
     if threading.get_ident() != r.thread:
         return  # another thread running cell code (rare): it has no line of this run
     r.last = line
-    r.t.append(time.perf_counter() - r.origin)
+    now = time.perf_counter() - r.origin
+    if r.t and now - r.t[-1] >= OP_FLOOR_S:
+        r.slow.append(len(r.t))
+    r.t.append(now)
     r.line.append(line)
     if len(r.line) >= MAX_MARKS:
         r.full = True
+
+
+def loop_mark(flag: LoopFlag) -> None:
+    """Called at the end of a loop's marked body and before its `continue`s:
+    what follows (the next item, the `while` test) is the loop line's work."""
+    r = _active
+    if r is None or not _marking or r.full:
+        flag.on = False
+        return
+    mark(flag.line)
+    if flag.slow < 0:
+        flag.slow = len(r.line)
+    flag.n += 1
+    if flag.n >= QUIET_WINDOW:
+        if _quiet(r, flag.slow):
+            flag.on = False  # its work from here is its `for` line's, the last mark
+        flag.n, flag.slow = 0, len(r.line)
+
+
+def _quiet(r: _Recorder, start: int) -> bool:
+    """No line since change `start` took OP_FLOOR_S in a quarter of its runs."""
+    slow: dict[int, int] = {}
+    for i in r.slow[bisect.bisect_left(r.slow, start + 1):]:
+        slow[r.line[i - 1]] = slow.get(r.line[i - 1], 0) + 1
+    ran = r.line[start:]
+    return all(n < 2 or n * 4 < ran.count(line) for line, n in slow.items())
 
 
 def _run_pending() -> None:
@@ -104,32 +191,55 @@ def _run_pending() -> None:
         fn()
 
 
-def iterate(iterable: Any, line: int):
-    """`for x in it:` becomes `for x in iterate(it, line):`: each next() is
-    work of the `for` line."""
-    mark(line)
-    iterator = iter(iterable)
-    while True:
-        if _fast:
-            yield from iterator
-            return
-        mark(line)
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        yield item
-
-
 def recorded_marks() -> int:
     """Line changes recorded so far in the active run (0 outside one)."""
     r = _active
     return len(r.line) if r is not None else 0
 
 
+def error_line(error: BaseException) -> int | None:
+    """The line of instrumented code running when `error` was raised: the
+    innermost frame of a cell or script in its traceback."""
+    line = None
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in _files:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _ref(name: str, in_function: bool = False) -> ast.expr:
+    return ast.Name(name, ast.Load()) if in_function else ast.Constant(_PLACEHOLDER + name)
+
+
+def _call(name: str, arg: ast.expr, at: ast.AST, in_function: bool = False) -> ast.stmt:
+    return ast.copy_location(ast.Expr(ast.Call(_ref(name, in_function), [arg], [])), at)
+
+
+def mark_statement(line: int, at: ast.AST, in_function: bool = False) -> ast.stmt:
+    """The statement that marks `line` (placed where `at` is)."""
+    return _call(_MARK, ast.Constant(line), at, in_function)
+
+
+def _declares_names(body: list[ast.stmt]) -> bool:
+    """A `global`/`nonlocal` of this scope: compiled twice it would follow a use."""
+    todo: list[ast.AST] = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
 class _Instrument(ast.NodeTransformer):
-    def __init__(self, into_definitions: bool = False) -> None:
+    def __init__(self, into_definitions: bool, objects: dict[str, object]) -> None:
         self.into_definitions = into_definitions
+        self.objects = objects
+        self.loops: list[str | None] = []  # the flag of each loop the visit is in (None: a definition)
+        self.functions = 0  # how deep in a script's function definitions the visit is
 
     def _marks(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
@@ -141,10 +251,13 @@ class _Instrument(ast.NodeTransformer):
                     and isinstance(stmt.value.value, str):
                 out.append(stmt)  # a docstring stays one (argparse's description=__doc__)
                 continue
+            if isinstance(stmt, ast.Continue) and self.loops and self.loops[-1] is not None:
+                out.append(_call(_LOOP_MARK, _ref(self.loops[-1], self.functions > 0), stmt, self.functions > 0))
+                out.append(stmt)
+                continue
             if self.into_definitions or not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                self.visit(stmt)
-            call = ast.Expr(ast.Call(ast.Name(MARK, ast.Load()), [ast.Constant(stmt.lineno)], []))
-            out.append(ast.copy_location(call, stmt))
+                stmt = self.visit(stmt)
+            out.append(mark_statement(stmt.lineno, stmt, self.functions > 0))
             out.append(stmt)
         return out
 
@@ -156,16 +269,42 @@ class _Instrument(ast.NodeTransformer):
                 for item in value:
                     if isinstance(item, ast.excepthandler | ast.match_case):
                         self.generic_visit(item)
-        if isinstance(node, ast.For):  # not AsyncFor: an async iterable has no iter()
-            node.iter = ast.copy_location(
-                ast.Call(ast.Name(ITERATE, ast.Load()), [node.iter, ast.Constant(node.lineno)], []), node.iter
-            )
         return node
+
+    def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> ast.AST:
+        node.orelse = self._marks(node.orelse) if node.orelse else node.orelse
+        if _declares_names(node.body):  # marked always, as it is written once
+            self.loops.append(None)
+            node.body = self._marks(node.body)
+            self.loops.pop()
+            return node
+        key = f"__memprofile_loop_{next(_loops)}__"
+        self.objects[key] = LoopFlag(node.lineno)
+        as_written = copy.deepcopy(node.body)
+        self.loops.append(key)
+        marked = self._marks(node.body)
+        self.loops.pop()
+        named = self.functions > 0
+        marked.append(_call(_LOOP_MARK, _ref(key, named), node, named))
+        test = ast.UnaryOp(ast.Not(), ast.Attribute(_ref(key, named), "on", ast.Load()))
+        node.body = [ast.copy_location(ast.If(test, as_written, marked), node)]
+        return node
+
+    visit_For = visit_AsyncFor = visit_While = _loop
 
     # A cell's functions and classes run later (or elsewhere): not the cell's
     # lines. A script's are its own lines (into_definitions).
     def visit_FunctionDef(self, node: ast.AST) -> ast.AST:
-        return self.generic_visit(node) if self.into_definitions else node
+        if not self.into_definitions:
+            return node
+        self.loops.append(None)
+        function = not isinstance(node, ast.ClassDef)
+        self.functions += function
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.loops.pop()
+            self.functions -= function
 
     visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
 
@@ -173,20 +312,52 @@ class _Instrument(ast.NodeTransformer):
         return node
 
 
-def instrument(tree: ast.Module, into_definitions: bool = False) -> ast.Module:
+class Instrumented:
+    """A module's AST with a mark before each of its statements, and the
+    objects its compiled code must hold (`bind`)."""
+
+    def __init__(self, tree: ast.Module, into_definitions: bool = False) -> None:
+        self.objects: dict[str, object] = {_MARK: mark, _LOOP_MARK: loop_mark}
+        self.tree = ast.fix_missing_locations(_Instrument(into_definitions, self.objects).visit(tree))
+
+    def compile(self, compiler: Callable[..., types.CodeType], filename: str, mode: str = "exec",
+                namespace: dict | None = None) -> types.CodeType:
+        """`compiler(tree, filename, mode)` (builtin compile, IPython's), then
+        `bind`; `namespace`: the globals a script's functions run in."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # "'str' object is not callable": bound below
+            code = compiler(self.tree, filename, mode)
+        return self.bind(code, filename, namespace)
+
+    def bind(self, code: types.CodeType, filename: str, namespace: dict | None = None) -> types.CodeType:
+        """The code with the marks' objects in place of their placeholders
+        (and as globals of `namespace`, for a script's functions)."""
+        for obj in self.objects.values():
+            if isinstance(obj, LoopFlag):
+                _flags.add(obj)
+        _files[filename] = None
+        while len(_files) > 256:  # bounded: a long notebook's cells
+            del _files[next(iter(_files))]
+        if namespace is not None:
+            namespace.update(self.objects)
+        return _bind(code, self.objects)
+
+
+def _bind(code: types.CodeType, objects: dict[str, object]) -> types.CodeType:
+    consts = tuple(
+        _bind(c, objects) if isinstance(c, types.CodeType)
+        else objects.get(c[len(_PLACEHOLDER):], c) if type(c) is str and c.startswith(_PLACEHOLDER)
+        else c
+        for c in code.co_consts
+    )
+    return code.replace(co_consts=consts)
+
+
+def instrument(tree: ast.Module, into_definitions: bool = False) -> Instrumented:
     """The cell's module AST with a mark before each of its statements;
     `into_definitions`: also in the bodies of the functions and classes it
     defines (a script: its functions' lines are the lines a user reads)."""
-    tree = _Instrument(into_definitions).visit(tree)
-    return ast.fix_missing_locations(tree)
-
-
-def install(namespace: dict) -> None:
-    """Make the marks callable from code run in `namespace`."""
-    global _installed
-    namespace[MARK] = mark
-    namespace[ITERATE] = iterate
-    _installed = namespace
+    return Instrumented(tree, into_definitions)
 
 
 class LinesCollector:
@@ -203,19 +374,14 @@ class LinesCollector:
         if _active is not None:
             raise RuntimeError("another run is recording cell lines")
         self._recorder = _active = _Recorder(origin)
+        _set_marking(True)
 
     def stop(self) -> RawCapture:
-        global _active, _fast
+        global _active
         r, self._recorder = self._recorder, None
         if _active is r:
             _active = None
-        if _fast:
-            _fast = False
-            if _installed is not None:
-                _installed[MARK] = mark
-            if r is not None and _fast_line[0] != r.last:  # the line running at the end (an error's)
-                r.t.append(time.perf_counter() - r.origin)
-                r.line.append(_fast_line[0])
+            _set_marking(False)
         notes: list[RawNote] = []
         if r is not None and r.full:
             notes.append(("lines_truncated", f"the cell changed lines more than {MAX_MARKS:,} times: allocations "

@@ -49,7 +49,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from memprofile.capture import tf_compat
+from memprofile.capture import lines, tf_compat
 from memprofile.capture.base import (
     BEFORE_CELL,
     DETAIL_STEPS,
@@ -517,8 +517,6 @@ class TensorFlowCollector:
         if scan_now:
             self._world_detail_end = scan(self.namespace)
         if "torch" not in sys.modules:  # nothing else needs the cell lines' times now
-            from memprofile.capture import lines
-
             lines.go_fast()
 
     def _watch_budget(self, budget_bytes: int) -> None:
@@ -541,6 +539,7 @@ class TensorFlowCollector:
             if not self._recording:  # a window that starts at a later step: its growth counts from its start
                 start, last, blocks, steady = now, now, now_blocks, 0
                 continue
+            lines.rearm()  # a quiet loop of the cell's that starts making ops gets its lines back
             steady = steady + 1 if now_blocks == blocks and now > last else 0
             last, blocks = now, now_blocks
             if steady >= TF_STEADY_POLLS and now - start > limit:

@@ -63,15 +63,12 @@ def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
         with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
             last = shell.compile(ast.Expression(expr.value), filename, "eval")
         # The last expression's line is marked by a statement of its own.
-        mark = ast.Expr(ast.Call(ast.Name(lines.MARK, ast.Load()), [ast.Constant(last_line)], []))
-        tree.body.append(ast.copy_location(mark, expr))
-    tree = lines.instrument(tree) if tree.body else tree
+        tree.body.append(lines.mark_statement(last_line, expr))
+    marked = lines.instrument(tree)
     if last is not None:
-        tree.body.pop(-2)  # instrument marked the mark itself: one is enough
-    lines.install(shell.user_ns)
-    shell.user_ns_hidden.update({lines.MARK: lines.mark, lines.ITERATE: lines.iterate})
+        marked.tree.body.pop(-2)  # instrument marked the mark itself: one is enough
     with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
-        return shell.compile(tree, filename, "exec"), last
+        return marked.compile(shell.compile, filename), last
 
 
 # Top-level `await` compiles as it does in IPython: the code object is then a

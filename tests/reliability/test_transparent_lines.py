@@ -1,0 +1,115 @@
+"""Issue 27, rows 1 and 17 (and the cost of row 12, which is measured in
+benchmarks/python_loop.py): recording the cell's lines observes statements,
+it never changes what they do.
+
+Row 1: after three optimizer steps (the torch detail has ended, the marks'
+fast mode), a `for` over a generator or an open file that ends in `break`,
+`return` or an exception left the generator closed (the marks' `yield from`
+closed the iterator with the wrapper). Row 17: `%reset -f` inside a profiled
+cell removed the marks' names from the namespace: NameError. Each cell runs
+bare and profiled, and the two must agree; the same scripts run under
+`memprofile run` and bare `python`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("torch")
+
+TRAIN = """
+import torch
+torch.manual_seed(0)
+net = torch.nn.Linear(8, 2)
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+for _ in range(4):
+    opt.zero_grad()
+    net(torch.ones(4, 8)).sum().backward()
+    opt.step()
+"""
+
+#: After the steps: loops that leave their iterator early, in every way.
+LEAVES_EARLY = """
+def numbers():
+    yield from range(10)
+
+g = numbers()
+for x in g:
+    if x == 2:
+        break
+after_break = next(g)
+
+h = numbers()
+try:
+    for x in h:
+        if x == 1:
+            raise KeyError(x)
+except KeyError:
+    pass
+after_raise = next(h)
+
+def first(it):
+    for x in it:
+        return x
+
+k = numbers()
+first_in_function = first(k), next(k)
+
+f = open(__file__ if "__file__" in globals() else PATH)
+for line in f:
+    break
+second_line_read = f.readline() != ""
+f.close()
+
+z = numbers()
+while True:
+    for x in z:
+        if x == 5:
+            break
+    break
+after_nested = next(z)
+
+result = (after_break, after_raise, first_in_function, second_line_read, after_nested)
+"""
+
+
+def _cell_result(ip, cell: str, profiled: bool):
+    ip.user_ns.pop("result", None)
+    out = ip.run_cell(("%%memprofile -q\n" if profiled else "") + cell)
+    return out.error_in_exec, ip.user_ns.get("result")
+
+
+def test_a_loop_that_leaves_early_leaves_its_iterator_open_as_bare(ip, fresh_store, tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("one\ntwo\nthree\n")
+    ip.user_ns["PATH"] = str(path)
+    ip.run_cell(TRAIN)  # the model exists bare; the profiled cell trains it again (the detail ends)
+    bare = _cell_result(ip, TRAIN + LEAVES_EARLY, profiled=False)
+    profiled = _cell_result(ip, TRAIN + LEAVES_EARLY, profiled=True)
+    assert bare == (None, (3, 2, (0, 1), True, 6))
+    assert profiled == bare
+
+
+def test_a_reset_inside_a_profiled_cell_runs_as_bare(ip, fresh_store):
+    cell = "a = 1\n%reset -f\nb = 2\nfor i in range(3):\n    b += i\n"
+    cell = ip.transform_cell(cell)  # the %reset line as IPython runs it
+    for profiled in (False, True):
+        out = ip.run_cell(("%%memprofile -q\n" if profiled else "") + cell)
+        assert out.error_in_exec is None, out.error_in_exec
+        assert ip.user_ns["b"] == 5 and "a" not in ip.user_ns
+
+
+def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_a_script_whose_loops_leave_early_exits_as_bare_under_run(tmp_path):
+    script = tmp_path / "leaves.py"
+    script.write_text(TRAIN + textwrap.dedent(LEAVES_EARLY) + "print(result)\n")
+    bare = _run([str(script)], tmp_path)
+    profiled = _run(["-m", "memprofile", "run", "-o", str(tmp_path / "p.json"), str(script)], tmp_path)
+    assert bare.returncode == 0, bare.stderr
+    assert (profiled.returncode, profiled.stdout) == (0, bare.stdout), profiled.stderr[-2000:]
