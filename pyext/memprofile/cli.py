@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -11,7 +13,12 @@ from memprofile.errors import MemprofileError, writing
 
 
 def _run_target(args: argparse.Namespace) -> tuple[str, str, str]:
-    """(what runs, its default profile name, its source) for a script or `-m module`."""
+    """(the absolute path of what runs, or the module's name where it has no
+    file; its default profile name; its source, read as python reads it)
+    for a script or `-m module`. A script python would refuse raises
+    python's SyntaxError."""
+    from memprofile.python_source import read_python_source
+
     if args.module:
         import importlib.util
 
@@ -25,39 +32,52 @@ def _run_target(args: argparse.Namespace) -> tuple[str, str, str]:
         if spec.submodule_search_locations is not None:  # a package runs its __main__
             main = importlib.util.find_spec(f"{args.module}.__main__")
             origin = main.origin if main and main.origin else origin
-        source = Path(origin).read_text(errors="replace") if origin else ""
+        source = read_python_source(origin) if origin else ""
         return origin or args.module, args.module.rsplit(".", 1)[-1], source
     script = Path(args.script)
     if not script.is_file():
         raise MemprofileError(f"no such script: {script}")
-    return str(script), script.name.removesuffix(".py"), script.read_text(errors="replace")
+    # Absolute, as python makes a script's __file__: the script may os.chdir().
+    path = os.path.abspath(script)
+    return path, script.name.removesuffix(".py"), read_python_source(path)
 
 
-def _run_outputs(args: argparse.Namespace, rank) -> Path:
-    """The folder the profile goes to, made before the script runs (so a
-    bad path is said before, not after, a long run)."""
+def _run_outputs(args: argparse.Namespace, rank) -> tuple[Path, Path | None]:
+    """(the folder the profile goes to, the file -o names), absolute, fixed
+    before the script runs (which may os.chdir()); a bad path is said
+    before, not after, a long run. A folder that has to be made is made now
+    to see that it can be, and taken away again: it is made when the
+    profile is written, so a run that writes nothing leaves no empty folder."""
     from memprofile import rank_files
 
-    if args.output:
-        folder = Path(args.output).parent
+    output = Path(os.path.abspath(args.output)) if args.output else None
+    if output is not None:
+        folder = output.parent
     else:
-        folder = Path(args.out) if args.out else rank_files.default_dir(rank)
-    if rank is not None or args.out:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(os.path.abspath(args.out if args.out else rank_files.default_dir(rank)))
+    if (rank is not None or args.out) and not folder.is_dir():
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from memprofile.errors import why_unwritable
+
+            raise MemprofileError(why_unwritable(folder / "profile", exc)) from None
+        for made in missing:  # innermost first
+            try:
+                made.rmdir()
+            except OSError:  # another rank's files are in it already
+                break
+        return folder, output
     if not folder.is_dir():
         raise MemprofileError(f"cannot write to {folder}: the folder does not exist; create it or choose another path")
-    return folder
-
-
-def _terminate_as_exit(signum, frame) -> None:
-    # torchrun stops the other ranks with SIGTERM when one fails: end like an
-    # exception does, so the profile of how far this rank got is kept.
-    raise SystemExit(128 + signum)
+    return folder, output
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
+    import traceback
 
+    from memprofile import run_end
     from memprofile.capture.distributed import rank_from_env
     from memprofile.profiler import Profiler
 
@@ -67,22 +87,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise MemprofileError(f"-o names one file, but each rank of this job (rank {rank.rank} of "
                                   f"{rank.world_size}) writes its own: use --out DIR")
         target, default_name, source = _run_target(args)
-        folder = _run_outputs(args, rank)
+        folder, output = _run_outputs(args, rank)
     except MemprofileError as exc:  # said before the script runs
         print(f"memprofile: {exc}", file=sys.stderr)
         return 2
+    except SyntaxError as exc:  # python refuses the script: said as python says it; nothing runs
+        print("".join(traceback.format_exception_only(exc)), end="", file=sys.stderr)
+        return 1
     name = args.name or default_name
     if rank is not None:
         _import_torch_distributed()  # so the profile sees the backend the script initialises
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _terminate_as_exit)
-    sys.argv = [target, *args.args]
+    run_end.watch()
+    run_end.catch_sigterm()
+    sys.argv = [args.script or target, *args.args]
     detail = {"detail_steps": args.detail_steps} if args.detail_steps else {}
     # The script's globals: what the profile finds the models and optimizers by, at its end.
     module = None if args.module else _main_module(target)
     scope: dict = {} if module is None else module.__dict__
     profiler = Profiler(name=name, source=source, cell_lines=not args.module, budget_bytes=args.budget, **detail,
-                        out=None if args.output else folder, namespace=scope, script=target)
+                        out=None if output else folder, namespace=scope, script=args.script or target)
     profiler.start()
     error: BaseException | None = None
     try:
@@ -95,13 +118,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
             error = exc
     except BaseException as exc:  # keep the profile, then fail like the script did
         error = exc
+    if profiler.forked_off:  # a child the script forked: it ends as it would bare, the profile is the parent's
+        return _ended_like(error)
+    run_end.hold_sigterm_while_writing()
     profile = profiler.stop(error)
-    written = _write_run_outputs(args, profile, profiler.saved_path, rank)
-    if error is not None:
-        if isinstance(error, SystemExit):
-            return error.code if isinstance(error.code, int) else 1
+    _write_run_outputs(profile, profiler.saved_path, output, rank)
+    run_end.done()
+    if run_end.terminated():
+        print("memprofile: the script was stopped by SIGTERM: its profile up to then is written; the process "
+              "now ends by SIGTERM, as it would have bare", file=sys.stderr)
+        run_end.die_of(signal.SIGTERM)
+    return _ended_like(error)
+
+
+def _ended_like(error: BaseException | None) -> int:
+    """The exit status python gives a script that ended with `error`
+    (SystemExit's code: None is 0, a number itself, anything else is
+    printed and is 1); another exception is raised again."""
+    if error is None:
+        return 0
+    if not isinstance(error, SystemExit):
         raise error
-    return 0 if written else 1
+    if error.code is None or isinstance(error.code, int):
+        return error.code or 0
+    print(error.code, file=sys.stderr)
+    return 1
 
 
 def _main_module(path: str):
@@ -142,9 +183,10 @@ def _import_torch_distributed() -> None:
         import torch.distributed  # noqa: F401
 
 
-def _write_run_outputs(args: argparse.Namespace, profile, saved: Path | None, rank) -> bool:
+def _write_run_outputs(profile, saved: Path | None, output: Path | None, rank) -> bool:
     """Print the summary (one line per rank in a job) and the paths written;
-    a single process also gets its HTML report. False: nothing was written."""
+    a single process also gets its HTML report. False: nothing was written
+    (a line said why; the script's own outcome still decides the exit status)."""
     from memprofile.render.text import one_line, render_text
 
     if rank is not None:
@@ -155,14 +197,17 @@ def _write_run_outputs(args: argparse.Namespace, profile, saved: Path | None, ra
         return saved is not None
     print(render_text(profile), file=sys.stderr)
     try:
-        path = saved or profile.save(Path(args.output))
-        html = path.with_name(path.name.split(".memprofile.")[0].split(".json")[0] + ".memprofile.html")
+        if output is not None:
+            saved = profile.save(output)
+        if saved is None:  # the profiler said why it could not save it
+            return False
+        html = saved.with_name(saved.name.split(".memprofile.")[0].split(".json")[0] + ".memprofile.html")
         with writing(html):
             profile.save_html(html)
-    except MemprofileError as exc:  # the script's own outcome still decides the exit status
+    except MemprofileError as exc:
         print(f"memprofile: {exc}", file=sys.stderr)
         return False
-    print(f"memprofile: profile written to {path}\nmemprofile: report written to {html}", file=sys.stderr)
+    print(f"memprofile: profile written to {saved}\nmemprofile: report written to {html}", file=sys.stderr)
     return True
 
 

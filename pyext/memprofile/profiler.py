@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import importlib.util
+import os
 import platform
 import re
 import signal
@@ -25,7 +26,7 @@ from types import FrameType, TracebackType
 
 from memprofile._version import __version__
 from memprofile.analysis.analyse import analyse
-from memprofile.capture import lines, session
+from memprofile.capture import forked, lines, session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.distributed import BackendWatch, rank_from_env, stamp
 from memprofile.capture.host import available_memory, release_free_memory
@@ -36,6 +37,7 @@ from memprofile.model.lines import assign_lines
 from memprofile.model.profile import ErrorInfo, Note, Profile, RankInfo
 from memprofile.model.replay import replay
 from memprofile.model.steps import step_table
+from memprofile.python_source import read_python_source
 from memprofile.units import fmt_bytes
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
@@ -121,8 +123,8 @@ def local_import_sources(source: str) -> list[str]:
         if not origin or not origin.endswith(".py") or str(Path(origin).resolve()).startswith(installed):
             continue
         try:
-            found.append(Path(origin).read_text(errors="replace"))
-        except OSError:
+            found.append(read_python_source(origin))
+        except (OSError, SyntaxError):
             continue
     return found
 
@@ -283,6 +285,7 @@ class Profiler:
         self._script = script
         self._rank: RankInfo | None = None
         self._backend = BackendWatch()
+        self._pid = os.getpid()  # the process that started it; a forked child is not it
         self.saved_path: Path | None = None
         self.profile: Profile | None = None
 
@@ -290,9 +293,29 @@ class Profiler:
     def running(self) -> bool:
         return self._running
 
+    # A process forked while this profile ran --------------------------------
+    @property
+    def forked_off(self) -> bool:
+        """True in a child forked (os.fork) while this profile ran: the
+        profile is its parent's. The child does not stop it: its collectors'
+        threads are not in the child, torch's profiler is the parent's to
+        stop, and the file is the parent's to write."""
+        return self._running and os.getpid() != self._pid
+
+    def _forked_profile(self) -> Profile:
+        """What stop() gives in a forked child: an empty profile that says
+        why, neither stored nor saved; the child runs on as it would bare."""
+        self._collectors = []
+        self._running = False
+        note = Note("forked_child", f"this process (pid {os.getpid()}) was forked from the one that ran this "
+                                    f"profile (pid {self._pid}) while it ran: the profile is that process's, "
+                                    f"and is written there; nothing was recorded here")
+        return Profile(id="", name=self.name, started_at=self._started_at, duration_s=0.0, warnings=[note])
+
     def start(self) -> None:
         if self._running:
             raise CaptureError("this Profiler is already running; stop() it first")
+        self._pid = os.getpid()
         owns, owner = session.claim(self.name)
         self._owner, self._inner = (owner, None) if owns else (None, session.enter_inner(owner, self.name))
         try:
@@ -300,6 +323,8 @@ class Profiler:
         except BaseException:  # an interrupt while starting: leave nothing running
             self._abandon()
             raise
+        if any(c.name == "torch" for c in self._collectors):
+            forked.guard_forked_exits()
 
     def _abandon(self) -> None:
         for collector in reversed(self._collectors):
@@ -365,6 +390,8 @@ class Profiler:
         is about to cache as Out[count], which the namespace scan cannot see yet.
         An interrupt (Ctrl-C, the kernel's interrupt) that comes while it stops
         waits until the profile is stored, then is raised."""
+        if self.forked_off:
+            return self._forked_profile()
         with _interrupts_deferred() as interrupted:
             for c in self._collectors:
                 if output is not None and hasattr(c, "expect_output"):
@@ -506,6 +533,10 @@ class Profiler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self.forked_off:
+            if self.profile is not None:
+                self.profile.warnings.extend(self._forked_profile().warnings)
+            return
         with _interrupts_deferred() as interrupted:
             result = self._finish(exc, interrupted)
             assert self.profile is not None

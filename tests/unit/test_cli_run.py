@@ -31,7 +31,7 @@ def test_a_module_with_its_arguments_and_exit_status(tmp_path):
     profile = memprofile.load(tmp_path / "prof" / "train.memprofile.json.gz")
     assert "buf = bytearray" in profile.source and profile.error.type == "SystemExit"
     assert (tmp_path / "prof" / "train.memprofile.html").stat().st_size > 10_000
-    assert "profile written to prof/train.memprofile.json.gz" in out.stderr
+    assert f"profile written to {tmp_path / 'prof' / 'train.memprofile.json.gz'}" in out.stderr  # absolute
 
 
 def test_usage_errors_say_so_before_running(tmp_path):
@@ -91,7 +91,7 @@ def test_a_rank_stopped_by_the_launcher_still_writes_its_profile(tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == -signal.SIGTERM, err  # it ends by SIGTERM, as it would bare
     profile = memprofile.load(tmp_path / "memprofile-t" / "slow.rank1.memprofile.json.gz")
     assert profile.error.type == "SystemExit" and profile.rank == 1
 

@@ -11,6 +11,7 @@ where it ran, and says that in turn.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -94,3 +95,16 @@ def inner_runs(owner: Owner) -> list[str]:
             lines.append(f"profile {run.name!r} ran from {start:.3f} s to {run.end - owner.origin:.3f} s "
                          f"inside this one{where}")
     return lines
+
+
+def _forget_in_child() -> None:
+    """A forked child owns no capture: the parent's profile stays the
+    parent's (its collectors' threads and torch's profiler session are not
+    the child's to stop), and a profile the child starts is its own."""
+    global _owner, _lock
+    _owner = None
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
