@@ -113,3 +113,30 @@ def test_a_script_whose_loops_leave_early_exits_as_bare_under_run(tmp_path):
     profiled = _run(["-m", "memprofile", "run", "-o", str(tmp_path / "p.json"), str(script)], tmp_path)
     assert bare.returncode == 0, bare.stderr
     assert (profiled.returncode, profiled.stdout) == (0, bare.stdout), profiled.stderr[-2000:]
+
+
+def test_an_errors_line_is_its_statement_also_in_a_loop_that_ran_unmarked(ip, fresh_store):
+    ip.run_cell("import torch\ndef fails():\n    raise ValueError('in a function')\n")
+    ip.run_cell("%%memprofile -q\nt = 0\nfor i in range(300000):\n    t += i\n    if i == 250000:\n"
+                "        raise KeyError(i)\n")
+    assert ip.user_ns["t"] == sum(range(250001))
+    assert memprofile_last().error.line == 5  # (the loop had gone quiet: no marks recorded)
+    ip.run_cell("%%memprofile -q\nx = 1\nfails()\n")
+    assert memprofile_last().error.line == 2  # the cell's line that called the function
+
+
+def test_a_loop_that_starts_allocating_late_gets_its_lines_back(ip, fresh_store):
+    # 200,000 iterations of plain Python (the loop goes unmarked), then a tensor every 100th:
+    # the marks are re-armed within 5-80 ms and the tensors are placed on their line.
+    ip.run_cell("import torch")
+    ip.run_cell("%%memprofile -q\nxs = []\nt = 0\nfor i in range(1200000):\n    t += i * 2\n"
+                "    if i >= 200000 and i % 100 == 0:\n        xs.append(torch.ones(256))\n")
+    by_line = {s.line: s.allocated_bytes for s in memprofile_last().lines}
+    assert len(ip.user_ns["xs"]) == 10000
+    assert by_line.get(6, 0) >= 0.8 * sum(by_line.values()), by_line
+
+
+def memprofile_last():
+    import memprofile
+
+    return memprofile.last()

@@ -24,8 +24,9 @@ of its runs or more (an op recorded by a framework's profiler takes longer:
 ~1.7 us for torch's cheapest allocating op here, tens of us for TF's; a
 plain statement takes that only now and then, when the process is
 preempted) runs unmarked from there on, its work counted for its `for`
-line, until the framework's watcher re-arms the marks (every poll, 20 ms):
-a loop of plain Python costs about what it costs bare. A loop with slow
+line, until the marks are re-armed (a thread of the run: REARM_S after,
+doubling up to MAX_REARM_S while the loop is found quiet again): a loop of
+plain Python costs about what it costs bare. A loop with slow
 plain-Python lines stays marked; a loop with an op every few hundred
 iterations may run unmarked between polls, its ops then counted for the
 `for` line.
@@ -58,6 +59,11 @@ MAX_MARKS = 1_000_000
 #: between two marks that may hold a framework's op (see above).
 QUIET_WINDOW = 512
 OP_FLOOR_S = 1e-6
+#: How often quiet loops run marked again (a loop that starts making ops
+#: has its lines back within this; the interpreter hands the GIL over every
+#: 5 ms anyway).
+REARM_S = 0.005
+MAX_REARM_S = 0.08
 
 #: The marks' objects by name. At a module's top level (a cell, a script)
 #: the code holds them as constants, each a placeholder string until `bind`
@@ -86,13 +92,15 @@ class _Recorder:
 class LoopFlag:
     """One loop of instrumented code: `on` runs its marked body."""
 
-    __slots__ = ("on", "line", "n", "slow", "__weakref__")
+    __slots__ = ("on", "line", "n", "slow", "wait", "due", "__weakref__")
 
     def __init__(self, line: int) -> None:
         self.on = _marking
         self.line = line
         self.n = 0  # marked iterations in this window
         self.slow = -1  # the recorder's line changes when the window began
+        self.wait = REARM_S  # how long it runs unmarked once found quiet
+        self.due = 0.0  # when it may run marked again (perf_counter)
 
 
 _active: _Recorder | None = None
@@ -100,9 +108,9 @@ _active: _Recorder | None = None
 _marking = False
 #: Every loop of code compiled with marks and still alive.
 _flags: weakref.WeakSet[LoopFlag] = weakref.WeakSet()
-#: The files of instrumented code (cells, scripts): an error's line is the
-#: innermost of their frames in its traceback.
-_files: dict[str, None] = {}
+#: The file of the code instrumented last (the cell or script that runs) and
+#: whether its functions are marked too (a script's).
+_last_file: tuple[str, bool] | None = None
 #: Work a collector asked the cell's thread to do at its next statement (the
 #: torch collector ending its detail when its memory budget is reached: torch's
 #: profiler must be stopped by the thread that started it).
@@ -119,7 +127,7 @@ def _set_marking(on: bool) -> None:
     _marking = on
     for flag in list(_flags):
         flag.on = on
-        flag.n, flag.slow = 0, -1
+        flag.n, flag.slow, flag.wait = 0, -1, REARM_S
 
 
 def go_fast() -> None:
@@ -130,11 +138,11 @@ def go_fast() -> None:
 
 
 def rearm() -> None:
-    """Loops that went quiet run marked again (a framework's watcher, while
-    it records: a loop that starts allocating gets its lines within a poll)."""
+    """Loops that went quiet run marked again."""
     if _marking and _active is not None:
+        now = time.perf_counter()
         for flag in list(_flags):
-            if not flag.on:
+            if not flag.on and now >= flag.due:
                 flag.n, flag.slow = 0, -1
                 flag.on = True
 
@@ -172,6 +180,10 @@ def loop_mark(flag: LoopFlag) -> None:
     if flag.n >= QUIET_WINDOW:
         if _quiet(r, flag.slow):
             flag.on = False  # its work from here is its `for` line's, the last mark
+            flag.due = time.perf_counter() + flag.wait
+            flag.wait = min(2 * flag.wait, MAX_REARM_S)
+        else:
+            flag.wait = REARM_S
         flag.n, flag.slow = 0, len(r.line)
 
 
@@ -198,12 +210,18 @@ def recorded_marks() -> int:
 
 
 def error_line(error: BaseException) -> int | None:
-    """The line of instrumented code running when `error` was raised: the
-    innermost frame of a cell or script in its traceback."""
+    """The line of the instrumented code running when `error` was raised,
+    from its traceback: the cell's statement (a function the cell defines
+    counts for the line that calls it, as its allocations do), or a script's
+    innermost line."""
+    if _last_file is None:
+        return None
+    filename, into_definitions = _last_file
     line = None
     tb = error.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename in _files:
+        code = tb.tb_frame.f_code
+        if code.co_filename == filename and (into_definitions or code.co_name == "<module>"):
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
@@ -317,6 +335,7 @@ class Instrumented:
     objects its compiled code must hold (`bind`)."""
 
     def __init__(self, tree: ast.Module, into_definitions: bool = False) -> None:
+        self.into_definitions = into_definitions
         self.objects: dict[str, object] = {_MARK: mark, _LOOP_MARK: loop_mark}
         self.tree = ast.fix_missing_locations(_Instrument(into_definitions, self.objects).visit(tree))
 
@@ -335,9 +354,8 @@ class Instrumented:
         for obj in self.objects.values():
             if isinstance(obj, LoopFlag):
                 _flags.add(obj)
-        _files[filename] = None
-        while len(_files) > 256:  # bounded: a long notebook's cells
-            del _files[next(iter(_files))]
+        global _last_file
+        _last_file = (filename, self.into_definitions)
         if namespace is not None:
             namespace.update(self.objects)
         return _bind(code, self.objects)
@@ -368,6 +386,8 @@ class LinesCollector:
 
     def __init__(self) -> None:
         self._recorder: _Recorder | None = None
+        self._done = threading.Event()
+        self._rearming: threading.Thread | None = None
 
     def start(self, origin: float) -> None:
         global _active
@@ -375,9 +395,20 @@ class LinesCollector:
             raise RuntimeError("another run is recording cell lines")
         self._recorder = _active = _Recorder(origin)
         _set_marking(True)
+        self._done.clear()
+        self._rearming = threading.Thread(target=self._rearm, name="memprofile-lines", daemon=True)
+        self._rearming.start()
+
+    def _rearm(self) -> None:
+        while not self._done.wait(REARM_S):
+            rearm()
 
     def stop(self) -> RawCapture:
         global _active
+        self._done.set()
+        if self._rearming is not None and self._rearming is not threading.current_thread():
+            self._rearming.join()
+        self._rearming = None
         r, self._recorder = self._recorder, None
         if _active is r:
             _active = None

@@ -539,7 +539,6 @@ class TensorFlowCollector:
             if not self._recording:  # a window that starts at a later step: its growth counts from its start
                 start, last, blocks, steady = now, now, now_blocks, 0
                 continue
-            lines.rearm()  # a quiet loop of the cell's that starts making ops gets its lines back
             steady = steady + 1 if now_blocks == blocks and now > last else 0
             last, blocks = now, now_blocks
             if steady >= TF_STEADY_POLLS and now - start > limit:

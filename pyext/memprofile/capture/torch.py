@@ -522,7 +522,6 @@ class TorchCollector:
             limit = max(1 << 20, (budget_bytes - PROFILER_FLOOR_BYTES) // RECORDING_FACTOR)
             looping = None  # the code the cell's thread ran at the last poll, where it is the user's own
             while not self._watch_stop.wait(BUDGET_POLL_S) and self._detailed:
-                lines.rearm()  # a quiet loop of the cell's that starts making ops gets its lines back
                 now, blocks = measure()
                 state = blocks, len(sys.modules), self._modules_built
                 # A loop of small ops sits in the user's code poll after poll (its ops are C calls);
