@@ -6,10 +6,18 @@ frameworks lazily, and only when they are already imported by the user.
 
 from __future__ import annotations
 
-from memprofile._version import __version__
-from memprofile.errors import CaptureError, MemprofileError, ProfileFormatError
-from memprofile.model.codec import load
-from memprofile.model.profile import CATEGORIES, SCHEMA_VERSION, Profile
+import sys as _sys
+
+_first_copy = getattr(_sys, "_memprofile_modules", None)
+if isinstance(_first_copy, dict) and "memprofile" in _first_copy:
+    # imported again after `del sys.modules[...]`: the first copy's modules go back, and this
+    # import returns the first package (kept_modules.py says why)
+    _sys.modules.update(_first_copy)
+
+from memprofile._version import __version__  # noqa: E402  (after the first copy is back)
+from memprofile.errors import CaptureError, MemprofileError, ProfileFormatError  # noqa: E402
+from memprofile.model.codec import load  # noqa: E402
+from memprofile.model.profile import CATEGORIES, SCHEMA_VERSION, Profile  # noqa: E402
 
 #: Byte units for budgets: `assert p.peak_bytes < 512 * memprofile.MiB`.
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -155,3 +163,8 @@ def unload_ipython_extension(ipython) -> None:
 
 def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "memprofile"}]
+
+
+from memprofile import kept_modules as _kept_modules  # noqa: E402  (after the package's names)
+
+_kept_modules.restore()

@@ -24,12 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from memprofile import kept_modules
 from memprofile._version import __version__
 from memprofile.analysis.analyse import analyse
 from memprofile.capture import forked, lines, session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.distributed import BackendWatch, rank_from_env, stamp
-from memprofile.capture.host import available_memory, release_free_memory
+from memprofile.capture.host import available_memory, check_interval, release_free_memory
 from memprofile.capture.torch import MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
 from memprofile.model.build import build_profile
@@ -247,6 +248,7 @@ class Profiler:
         default in ./memprofile-<run id>/; `saved_path` says where);
         `script`: the script this profile runs whole (memprofile run): the
         process ends after it, so no advice about what a notebook keeps."""
+        check_interval(host_interval_s)  # said here, not by a thread that dies
         self.name = name or "profile"
         self.source = source
         self.store = store
@@ -313,6 +315,7 @@ class Profiler:
         return Profile(id="", name=self.name, started_at=self._started_at, duration_s=0.0, warnings=[note])
 
     def start(self) -> None:
+        kept_modules.restore()  # before any lazy import: a user may have deleted memprofile's modules
         if self._running:
             raise CaptureError("this Profiler is already running; stop() it first")
         self._pid = os.getpid()

@@ -297,6 +297,17 @@ def halve_keeping_extremes(t: array, v: array) -> tuple[array, array]:
     return out_t, out_v
 
 
+#: The longest sampling interval: a sampler that never wakes samples nothing.
+MAX_INTERVAL_S = 60.0
+
+
+def check_interval(interval_s: float) -> None:
+    """A sampling interval a thread can wait (not inf, nan, 0 or negative)."""
+    if not 0 < interval_s <= MAX_INTERVAL_S:
+        raise ValueError(f"the sampling interval must be above 0 and at most {MAX_INTERVAL_S:g} s, "
+                         f"got {interval_s!r}")
+
+
 class HostCollector:
     name = "host"
 
@@ -306,8 +317,7 @@ class HostCollector:
         reset_os_peak: bool = True,
         max_samples: int = _DEFAULT_MAX_SAMPLES,
     ) -> None:
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        check_interval(interval_s)
         if max_samples < 16:
             raise ValueError(f"max_samples must be at least 16, got {max_samples!r}")
         self.interval_s = interval_s

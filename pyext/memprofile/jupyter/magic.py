@@ -21,9 +21,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from memprofile import store  # the module: tests swap its STORE
+from memprofile import kept_modules, store  # store: the module, as tests swap its STORE
 from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
+from memprofile.capture.host import MAX_INTERVAL_S
 from memprofile.errors import MemprofileError, writing
 from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler, parse_budget
@@ -228,6 +229,7 @@ class MemprofileMagics(Magics):
     def memprofile(self, line: str, cell: str | None = None):
         """Profile the memory of a cell: %%memprofile [--name NAME] [--interval MS] [--quiet]."""
         __tracebackhide__ = True  # noqa: F841
+        kept_modules.restore()  # before any lazy import: a user may have deleted memprofile's modules
         if cell is None:
             return self._line_command(line)
         args = self._parse(line)
@@ -290,8 +292,10 @@ class MemprofileMagics(Magics):
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         except UsageError as exc:
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
-        if not args.interval > 0:
-            raise UsageError(f"--interval must be a positive number of milliseconds, got {args.interval}")
+        if not 0 < args.interval <= MAX_INTERVAL_S * 1000:
+            raise UsageError(f"--interval must be a number of milliseconds above 0 and at most "
+                             f"{MAX_INTERVAL_S * 1000:g}, got {args.interval}\n\n"
+                             f"{self.memprofile.parser.format_help()}")
         if args.tf_max_events is not None and args.tf_max_events < 0:
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
         try:
@@ -446,6 +450,7 @@ _loaded: dict[int, MemprofileMagics] = {}
 
 
 def load_ipython_extension(ipython) -> None:
+    kept_modules.restore()
     magics = MemprofileMagics(ipython)
     ipython.register_magics(magics)
     _loaded[id(ipython)] = magics
