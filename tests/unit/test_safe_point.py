@@ -126,3 +126,38 @@ def test_a_worker_thread_a_debugger_traces_is_left_alone():
     t.start()
     t.join()
     assert result == [False, True]
+
+
+DEADLOCK = """
+import gc, sys, threading
+from memprofile.capture.safe_point import thread_frame
+frame_of = thread_frame if sys.argv[1] == "ours" else (lambda ident: sys._current_frames().get(ident))
+stop = False
+def spin():
+    def deeper(n):
+        return deeper(n - 1) if n else sum(range(50))
+    while not stop:
+        deeper(5)
+worker = threading.Thread(target=spin)
+worker.start()
+gc.set_threshold(int(sys.argv[2]))
+for _ in range(2000):  # a collection inside sys._current_frames() that frees a threading.local
+    class Cycle:
+        pass
+    c = Cycle(); c.me = c; c.local = threading.local(); c.local.x = 1
+    del c
+    frame_of(worker.ident)
+stop = True
+worker.join()
+print("done")
+"""
+
+
+@pytest.mark.parametrize("threshold", [3, 5, 7])
+def test_reading_another_threads_frame_never_deadlocks_in_a_collection(threshold):
+    import subprocess
+
+    # (bare sys._current_frames() hangs this script for good on Python 3.11: CPython gh-106883)
+    done = subprocess.run([sys.executable, "-c", DEADLOCK, "ours", str(threshold)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "done", done.stderr[-2000:]

@@ -33,6 +33,7 @@ detail records).
 from __future__ import annotations
 
 import _thread
+import gc
 import os
 import signal
 import sys
@@ -76,6 +77,21 @@ def _busy(frame: FrameType | None) -> bool:
 #: sys.monitoring tool ids tried, in order (2 is PROFILER_ID; 3 and 4 are unnamed).
 _TOOL_IDS = (4, 3, 2)
 
+
+def thread_frame(ident: int) -> FrameType | None:
+    """The running frame of thread `ident`, from another thread. With the
+    garbage collector off meanwhile: on Python 3.11 a collection inside
+    sys._current_frames() that frees a threading.local deadlocks the process
+    (both take the interpreter's head lock; CPython gh-106883, fixed in 3.12
+    the same way). Seen here: a benchmark's kernel hung for good."""
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return sys._current_frames().get(ident)
+    finally:
+        if enabled:
+            gc.enable()
 
 class _LineMonitor:
     """sys.monitoring (3.12+): `work()` on the thread `thread` at its next
@@ -151,7 +167,7 @@ class _LineTrace:
         if not self._installed or self._requested:
             return
         self._requested = True
-        frame = sys._current_frames().get(self._thread)
+        frame = thread_frame(self._thread)
         while frame is not None:  # the running frames: the loop is in one of them
             frame.f_trace_lines = True
             frame.f_trace = self._line

@@ -526,7 +526,7 @@ class TorchCollector:
                 state = blocks, len(sys.modules), self._modules_built
                 # A loop of small ops sits in the user's code poll after poll (its ops are C calls);
                 # a library setting up (DDP's constructor broadcasting, gloo's buffers) runs its own.
-                here = _users_code(sys._current_frames().get(self._thread))
+                here = _users_code(safe_point.thread_frame(self._thread))
                 small_only = (blocks is not None and state == (mapped, imported, built) and self._root_calls == 0
                               and here is not None and here is looping)
                 steady = steady + 1 if small_only and now > last else 0
