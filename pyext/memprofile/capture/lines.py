@@ -137,8 +137,17 @@ def go_fast() -> None:
     _set_marking(False)
 
 
+#: Set when a loop goes quiet (or the run stops): the re-arming thread sleeps
+#: until the first quiet loop is due, and not at all while none is.
+_wake = threading.Event()
+
+
+def _next_due() -> float | None:
+    return min((flag.due for flag in list(_flags) if not flag.on), default=None) if _marking else None
+
+
 def rearm() -> None:
-    """Loops that went quiet run marked again."""
+    """Loops that went quiet, and are due, run marked again."""
     if _marking and _active is not None:
         now = time.perf_counter()
         for flag in list(_flags):
@@ -182,6 +191,7 @@ def loop_mark(flag: LoopFlag) -> None:
             flag.on = False  # its work from here is its `for` line's, the last mark
             flag.due = time.perf_counter() + flag.wait
             flag.wait = min(2 * flag.wait, MAX_REARM_S)
+            _wake.set()
         else:
             flag.wait = REARM_S
         flag.n, flag.slow = 0, len(r.line)
@@ -400,12 +410,18 @@ class LinesCollector:
         self._rearming.start()
 
     def _rearm(self) -> None:
-        while not self._done.wait(REARM_S):
+        while True:
+            _wake.clear()  # (then read the flags: a loop that goes quiet from here wakes the wait below)
+            if self._done.is_set():
+                return
             rearm()
+            due = _next_due()
+            _wake.wait(None if due is None else max(due - time.perf_counter(), 0.0))
 
     def stop(self) -> RawCapture:
         global _active
         self._done.set()
+        _wake.set()
         if self._rearming is not None and self._rearming is not threading.current_thread():
             self._rearming.join()
         self._rearming = None
