@@ -286,10 +286,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare(load(args.before), load(args.after))
     print(render_compare_text(comparison))
     if args.output:
-        with writing(args.output) as out:
-            out.write_text(
-                f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare</title></head>"
-                f"<body>{render_compare_html(comparison)}</body></html>", encoding="utf-8")
+        from memprofile.files import write_atomic
+
+        write_atomic(args.output, f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare"
+                                  f"</title></head><body>{render_compare_html(comparison)}</body></html>")
         print(f"memprofile: wrote {args.output}")
     return 0
 
