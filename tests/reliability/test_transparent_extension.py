@@ -85,3 +85,30 @@ def test_profiles_go_on_after_memprofiles_modules_are_deleted(removed):
     assert out["errors"] == [None, None, None], out
     # AND the profiles stored before are still there, with the new ones
     assert out["names"] == ["first", "second", "third"], out
+
+
+def test_a_terminals_stderr_stays_a_terminal_while_torch_records():
+    """torch's "Memory block of unknown size" lines are filtered through a file
+    (row 18); a terminal's fd 2 is left alone: code asks isatty(2) for colours
+    and progress bars, and gets the answer it gets bare."""
+    pytest.importorskip("torch")
+    import os
+    import pty
+
+    script = textwrap.dedent("""
+        import os, sys, torch, memprofile
+        bare = os.isatty(2)
+        with memprofile.profile(name="tty", store=False):
+            inside = os.isatty(2)
+            torch.ones(10)
+        print(bare, inside)
+    """)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=follower, text=True,
+                              timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 0
+    assert done.stdout.split() == ["True", "True"]

@@ -110,7 +110,9 @@ class StderrFilter:
     library's) is written to the real fd 2 by a thread, within FILTER_POLL_S,
     and the rest at stop(). A file, not a pipe: a writer holding the GIL never
     blocks on a full pipe that only a Python thread could empty. A process
-    killed meanwhile loses at most the last FILTER_POLL_S of stderr."""
+    killed meanwhile loses at most the last FILTER_POLL_S of stderr. A
+    terminal's fd 2 is left alone: code that asks isatty(2) gets its answer
+    (torch's lines then show, as they do under torch's profiler bare)."""
 
     def __init__(self, drop: re.Pattern = UNKNOWN_BLOCK) -> None:
         self.drop = drop
@@ -124,6 +126,11 @@ class StderrFilter:
 
     def start(self) -> None:
         with _FD2:
+            try:
+                if os.isatty(2):  # a terminal: left as it is (code asks isatty(2): colours, progress bars)
+                    return
+            except OSError:
+                return
             try:
                 sys.stderr.flush()
             except Exception:
