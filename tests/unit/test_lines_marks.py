@@ -168,3 +168,17 @@ def test_top_level_async_for_is_instrumented():
     if inspect.iscoroutine(result):
         asyncio.run(result)
     assert ns["out"] == [0, 2]
+
+
+def test_the_cells_own_syntax_warnings_still_show():
+    import warnings
+
+    source = "x = 1\nif x is 1:\n    pass\nfor i in range(2):\n    y = x is 'a'\n"
+    with warnings.catch_warnings(record=True) as bare:
+        warnings.simplefilter("always")
+        compile(source, "<cell>", "exec")
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        lines.instrument(ast.parse(source)).compile(compile, "<cell>")
+    assert sorted(str(w.message) for w in bare) and \
+        sorted({str(w.message) for w in ours}) == sorted({str(w.message) for w in bare})

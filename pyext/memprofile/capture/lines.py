@@ -354,7 +354,8 @@ class Instrumented:
         """`compiler(tree, filename, mode)` (builtin compile, IPython's), then
         `bind`; `namespace`: the globals a script's functions run in."""
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # "'str' object is not callable": bound below
+            # our placeholders, bound below; the cell's own SyntaxWarnings still show
+            warnings.filterwarnings("ignore", "'str' object is not callable", SyntaxWarning)
             code = compiler(self.tree, filename, mode)
         return self.bind(code, filename, namespace)
 
