@@ -395,6 +395,7 @@ class Profiler:
         waits until the profile is stored, then is raised."""
         if self.forked_off:
             return self._forked_profile()
+        kept_modules.restore()  # the profiled code may have deleted memprofile's modules
         with _interrupts_deferred() as interrupted:
             for c in self._collectors:
                 if output is not None and hasattr(c, "expect_output"):

@@ -112,3 +112,26 @@ def test_a_terminals_stderr_stays_a_terminal_while_torch_records():
         os.close(leader)
     assert done.returncode == 0
     assert done.stdout.split() == ["True", "True"]
+
+
+def test_a_script_that_deletes_memprofiles_modules_is_profiled_under_run(tmp_path):
+    pytest.importorskip("torch")
+    script = tmp_path / "delmods.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import torch
+        x = torch.ones(1000)
+        for k in [k for k in sys.modules if k == "memprofile" or k.startswith("memprofile.")]:
+            del sys.modules[k]
+        y = torch.ones(2000)
+        print("script done")
+    """))
+    bare = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    out = tmp_path / "p.json"
+    done = subprocess.run([sys.executable, "-m", "memprofile", "run", "-o", str(out), str(script)],
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (bare.returncode, bare.stdout), done.stderr[-2000:]
+    from memprofile import load
+
+    lines_seen = {s.line for s in load(out).lines}
+    assert {4, 7} <= lines_seen, lines_seen
