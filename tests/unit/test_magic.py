@@ -52,7 +52,7 @@ def test_wrong_options_print_usage(ip, fresh_store, capsys):
     assert "unrecognized arguments: --bogus" in text and "--interval MS" in text
     assert len(fresh_store) == 0
     result = ip.run_cell("%%memprofile --interval 0\nx = 1")
-    assert "must be a positive number" in "".join(capsys.readouterr())
+    assert "must be a number of milliseconds above 0" in "".join(capsys.readouterr())
 
 
 def test_quiet_stores_without_display(ip, fresh_store, displayed):
