@@ -33,6 +33,13 @@ How (see DESIGN.md, "What the frameworks give"):
   allocator's counters, read and reset at each step's end, where they work
   (BFC and oneDNN on CPU, GPUs; not TF's default CPU allocator, which sizes no
   block): the run's peak is the highest of those readings and the one at the end.
+- The user's own TF profiler comes first (TF allows one session): one running
+  before the cell is left alone and the run has no detail; one the cell starts
+  (tf.profiler.experimental.start or Profile, Keras's TensorBoard callback, a
+  profiler server's capture) ends the detail just before, through its Python
+  entries patched for the run (tf_compat.profiler_starts). Either way the
+  CPU allocator's statistics are off while theirs records, as bare, and a
+  note says what the profile lacks.
 """
 
 from __future__ import annotations
@@ -178,6 +185,9 @@ class _CpuAllocatorStats:
 
 
 TRACE_DIR_PREFIX = "memprofile-tf-"
+#: The detail ended for the user's own TF profiler (TF allows one session): the reason and the note's code.
+USER_PROFILER = "user_profiler"
+USER_PROFILER_NOTE = "tf_user_profiler"
 #: The TraceMe that ties a trace's relative clock to the wall clock (not a scope: no SCOPE_PREFIX).
 ANCHOR = "memprofile-clock-anchor"
 
@@ -239,7 +249,11 @@ class TensorFlowCollector:
         self._session_wall_ns: int | None = None  # when the last profiler session's start returned
         self._origin = origin if origin is not None else time.perf_counter()
         self._stats = _CpuAllocatorStats(tf)
-        self._stats_switched = self._stats.turn_on()
+        self._thread = threading.get_ident()
+        # The user's TF profiler runs already: TF allows one session, theirs is
+        # left alone, and its trace gets no allocation events a bare run's has not.
+        users = tf_compat.users_profiler_running()
+        self._stats_switched = False if users else self._stats.turn_on()
         if not self._stats.available:
             self._notes.append(("tf_compat_cpu_allocator_stats", f"TF {tf.__version__}: the CPU allocator "
                                 f"statistics (tsl::EnableCPUAllocatorStats) could not be switched on: with TF's "
@@ -249,20 +263,36 @@ class TensorFlowCollector:
         try:
             self._memory_start = self._memory_info(reset=self.reset_peak)
             self._world_start = scan(self.namespace)
-            with quiet_stderr():
-                self._session = self._start_session(tf, self._logdir)
+            self._session = None
+            if not users:
+                try:
+                    with quiet_stderr():
+                        self._session = self._start_session(tf, self._logdir)
+                except tf.errors.AlreadyExistsError:  # a session Python does not show: a profiler server's capture
+                    users = True
         except BaseException:
             self._cleanup()
             raise
+        if users:
+            self._stop_cpu_allocator_stats()
         self._wall0 = time.time_ns()
         self._perf_offset = time.perf_counter() - self._origin
         # The detail: where TF's profiler records. Its memory figures at the
         # start are the detail's baseline (a later window's, when it opens).
-        self._recording = True
+        self._recording = not users
         self._memory_detail_start = self._memory_start
         self._detail_start: float | None = None  # when a window after step 1 opened
-        self._window_tried = False
+        self._window_tried = users  # no window opens while the user's profiler runs
         self._detail_end: tuple[float, str] | None = None  # (when, why) the profiler stopped
+        if users:
+            self._detail_end = (0.0, USER_PROFILER)
+            self._notes.append((USER_PROFILER_NOTE, "a TensorFlow profiler was already running "
+                                "(tf.profiler.experimental.start, or a profiler server's capture, started before "
+                                "the cell): memprofile left it alone, as TensorFlow allows one profiler at a time, "
+                                "so this profile has no TensorFlow allocation detail (ops, layers, tensor kinds, "
+                                "timeline); TF's memory counters (get_memory_info), host memory, the training steps "
+                                "and what the namespace keeps are measured. Stop yours before the cell for the "
+                                "detail"))
         self._data = b""  # the detail's XSpace, once the profiler stopped
         self._world_detail_end: KerasWorld | None = None
         #: Each step's end: {"t_end", "detailed", "rss_end", "rss_peak", "peaks", "ends"} (RawCapture.steps).
@@ -278,6 +308,7 @@ class TensorFlowCollector:
         self._figures = StepFigures(self._rss)
         self._patched = self._patch_scopes() if self.layer_scopes else []
         self._patched += self._patch_steps()
+        self._patched += self._patch_profiler_starts()
         self._detail_lock = threading.Lock()
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -329,7 +360,7 @@ class TensorFlowCollector:
         raw.facts.update(gpu_facts(tf.config))
         raw.facts.update(self._detail_facts())
         raw.steps = self._steps
-        if not data:
+        if not data and not any(note[0] == USER_PROFILER_NOTE for note in self._notes):
             raw.notes.append(self._no_trace_note())
         else:
             parsed = parse_xspace(data, scope_prefix=SCOPE_PREFIX)
@@ -379,7 +410,8 @@ class TensorFlowCollector:
         if cls is None:
             self._note_once("tf_compat_profiler_session", f"TF {tf.__version__} has no _pywrap_profiler."
                             f"ProfilerSession: TF's profiler runs through tf.profiler.experimental")
-            tf.profiler.experimental.start(logdir)
+            start = tf.profiler.experimental.start
+            getattr(start, "__memprofile_original__", start)(logdir)  # not as the user's (_patch_profiler_starts)
             session = None
         else:
             session = cls()
@@ -438,11 +470,64 @@ class TensorFlowCollector:
             os.remove(f)
         return data
 
-    def _cleanup(self) -> None:
+    def _stop_cpu_allocator_stats(self) -> None:
         if self._stats_switched:
             self._stats.turn_off()
             self._stats_switched = False
+
+    def _cleanup(self) -> None:
+        self._stop_cpu_allocator_stats()
         shutil.rmtree(getattr(self, "_logdir", ""), ignore_errors=True)
+
+    # -- the user's own TF profiler --------------------------------------------
+    def _patch_profiler_starts(self) -> list[tuple[Any, str, Any]]:
+        """TF allows one profiler session, and memprofile's detail is one:
+        for the run, each Python entry that starts a session of the user's
+        (tf_compat.profiler_starts) ends the detail first, then starts theirs.
+        A module that took the wrapper by name meanwhile keeps a harmless one:
+        it only calls TF's once the run is over."""
+        collector = self
+        patched = []
+
+        def before_users_profiler(original: Any) -> Any:
+            def users_profiler_start(*args: Any, **kwargs: Any) -> Any:
+                if collector._running:
+                    collector._users_profiler_starts()
+                return original(*args, **kwargs)
+
+            return _wrapped(users_profiler_start, original)
+
+        for module, attr, original in tf_compat.profiler_starts():
+            if hasattr(original, "__memprofile_original__"):
+                continue
+            setattr(module, attr, before_users_profiler(original))
+            patched.append((module, attr, original))
+        return patched
+
+    def _users_profiler_starts(self) -> None:
+        """The user starts a TF profiler in the cell: memprofile's detail ends
+        here, and none opens later, so theirs starts and records the rest of
+        the cell as it would bare (no allocation events of memprofile's)."""
+        self._window_tried = True
+        recording = self._recording
+        when = self._now()
+        if recording:
+            self._end_detail(USER_PROFILER, scan_now=threading.get_ident() == self._thread)
+        self._stop_cpu_allocator_stats()
+        if any(note[0] == USER_PROFILER_NOTE for note in self._notes):
+            return
+        if recording:
+            self._notes.append((USER_PROFILER_NOTE, f"your TensorFlow profiler started at {when:.3f} s: "
+                                f"memprofile's own (TensorFlow allows one) stopped there, so yours records the "
+                                f"rest of the cell in full; TensorFlow allocation detail (ops, layers, tensor "
+                                f"kinds) covers the cell up to then; TF's memory counters, host memory, the "
+                                f"training steps and the namespace the whole cell"))
+        elif self._detail_end is None:  # the detail window had not opened yet
+            self._notes.append((USER_PROFILER_NOTE, f"your TensorFlow profiler started at {when:.3f} s, before "
+                                f"memprofile's detail window (steps {self.window.text()}) opened: TensorFlow "
+                                f"allows one profiler, so memprofile recorded no TensorFlow allocation detail; "
+                                f"TF's memory counters, host memory, the training steps and the namespace are "
+                                f"measured"))
 
     # -- training steps and the detail window ---------------------------------
     def _now(self) -> float:

@@ -158,3 +158,53 @@ def keras_backing_variable(v: Any) -> Any:
     has none (a tf.Variable, or a Keras that keeps it elsewhere)."""
     inner = getattr(v, "_value", None)
     return inner if inner is not None and hasattr(inner, "read_value") else v
+
+
+#: Where Python code starts a TF profiler session, by module and name:
+#: `profiler_v2.start` (tf.profiler.experimental.start and its `Profile`
+#: context manager, which calls the module's `start`; Keras's
+#: TensorBoard(profile_batch=...), which calls tf.profiler.experimental.start;
+#: tf.summary.trace_on(profiler=True)) and `profiler_client.trace` (a profiler
+#: server's capture asked for from this process), with the public API modules
+#: that export them. Checked on CHECKED_ON.
+_PROFILER_STARTS = (
+    ("tensorflow.python.profiler.profiler_v2", "start"),
+    ("tensorflow._api.v2.profiler.experimental", "start"),
+    ("tensorflow._api.v2.compat.v2.profiler.experimental", "start"),
+    ("tensorflow.python.profiler.profiler_client", "trace"),
+    ("tensorflow._api.v2.profiler.experimental.client", "trace"),
+    ("tensorflow._api.v2.compat.v2.profiler.experimental.client", "trace"),
+)
+
+
+def profiler_starts() -> list[tuple[Any, str, Callable]]:
+    """(module, name, function) for each loaded module above that holds the
+    function TF defined there (a module of them TF has not imported is not
+    imported here). TF allows one profiler session at a time: memprofile's
+    detail ends before one of these runs. Empty when TF moved them."""
+    import sys
+
+    found: list[tuple[Any, str, Callable]] = []
+    originals: dict[str, Callable] = {}
+    for module_name, attr in _PROFILER_STARTS:
+        module = sys.modules.get(module_name)
+        function: Any = getattr(module, attr, None)
+        if module is None or not callable(function):
+            continue
+        if module_name.startswith("tensorflow.python."):
+            originals[attr] = function
+        elif function is not originals.get(attr):  # an API module that exports something else now
+            continue
+        found.append((module, attr, function))
+    return found
+
+
+def users_profiler_running() -> bool:
+    """Whether tf.profiler.experimental's session is running:
+    `profiler_v2._profiler` is set from its start to its stop (TF 2.2 and
+    later; checked on CHECKED_ON). False when gone (memprofile's own start
+    then finds out: AlreadyExistsError)."""
+    import sys
+
+    module = sys.modules.get("tensorflow.python.profiler.profiler_v2")
+    return getattr(module, "_profiler", None) is not None
