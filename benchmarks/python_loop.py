@@ -7,7 +7,9 @@ Cells: a 3,000,000-iteration `for` of one statement, the same with three
 statements and a `continue`, a `while` loop, and a generator's loop. Each
 runs twice: with torch imported, where torch's detail records and the marks
 are on until a loop is found quiet, and in a process without any framework
-(no marks recorded at all), each in a fresh process.
+(no marks recorded at all), each in a fresh process. Then the first loop at
+the top of a script, `memprofile run script.py` against `python script.py`
+(the script times its own loop: the processes' start is not the loop's).
 
     python benchmarks/python_loop.py [--rounds 7] [--n 3000000]
 """
@@ -56,6 +58,39 @@ CHILD = textwrap.dedent("""
 """)
 
 
+#: A script that times its own top-level loop (the process's start is not the loop's cost).
+SCRIPT = """
+import time
+{imports}
+t = time.perf_counter()
+total = 0
+for i in range({n}):
+    total += i * i
+print(time.perf_counter() - t)
+"""
+
+
+def script_ratios(n: int, rounds: int, imports: str) -> tuple[float, float]:
+    """The loop's median time bare (`python script.py`) and its median ratio under `memprofile run`."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        script = Path(d) / "loop.py"
+        script.write_text(SCRIPT.format(n=n, imports=imports))
+        bare, ratios = [], []
+        for _ in range(rounds):
+            times = []
+            for cmd in ([sys.executable, str(script)],
+                        [sys.executable, "-m", "memprofile", "run", "-o", str(Path(d) / "p.json"), str(script)]):
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=d)
+                times.append(float(done.stdout.strip().splitlines()[-1]))
+            bare.append(times[0])
+            ratios.append(times[1] / times[0])
+        return statistics.median(bare), statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
@@ -74,6 +109,9 @@ def main() -> None:
             kernel = "torch imported" if framework == "torch" else "no framework"
             print(f"| {name} | {kernel} | {bare * 1e3:.0f} ms | {ratio:.3f} |")
         print(f"<!-- {framework}: {time.perf_counter() - t:.0f} s -->", file=sys.stderr)
+    for imports, kernel in (("", "no framework"), ("import torch", "torch imported")):
+        bare, ratio = script_ratios(args.n, args.rounds, imports)
+        print(f"| for, 1 statement, `memprofile run script.py` | {kernel} | {bare * 1e3:.0f} ms | {ratio:.3f} |")
 
 
 if __name__ == "__main__":
