@@ -140,3 +140,35 @@ def memprofile_last():
     import memprofile
 
     return memprofile.last()
+
+
+@pytest.mark.parametrize("kernel", ["no framework", "torch imported"])
+def test_a_plain_python_loop_runs_unmarked(ip, fresh_store, monkeypatch, kernel):
+    """Row 12 (its cost is measured in benchmarks/python_loop.py, not here): a loop of plain
+    Python at the top of a cell runs its body as written, not one Python call per statement.
+    With no framework recording, no mark runs at all; with torch's detail recording, the loop
+    is found quiet and runs marked only for the windows it is re-armed for."""
+    from memprofile.capture import lines
+
+    calls = {"loop": 0, "mark": 0}
+    loop_mark, mark = lines.loop_mark, lines.mark
+
+    def counted_loop_mark(flag):
+        calls["loop"] += 1
+        loop_mark(flag)
+
+    def counted_mark(line):
+        calls["mark"] += 1
+        mark(line)
+
+    monkeypatch.setattr(lines, "loop_mark", counted_loop_mark)
+    monkeypatch.setattr(lines, "mark", counted_mark)
+    cell = "total = 0\nfor i in range(300000):\n    total += i * i\n"
+    if kernel == "torch imported":
+        ip.run_cell("import torch")
+        ip.run_cell("%%memprofile -q --no-tf\n" + cell)
+        assert calls["loop"] < 30000, calls  # < 10 % of the iterations marked
+    else:
+        ip.run_cell("%%memprofile -q --no-torch --no-tf\n" + cell)
+        assert calls["loop"] == 0, calls
+    assert ip.user_ns["total"] == sum(i * i for i in range(300000))
