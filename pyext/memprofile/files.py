@@ -21,7 +21,7 @@ import stat
 import zlib
 from pathlib import Path
 
-from memprofile.errors import MemprofileError, OutputPathError, ProfileFormatError, why_unwritable
+from memprofile.errors import ProfileFormatError, writing
 
 _READ_CHUNK = 1 << 20
 _INFLATE_CHUNK = 4 << 20
@@ -59,19 +59,13 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         existing = os.stat(target)
     except OSError:
         existing = None
-    try:
+    with writing(path):  # an OSError is one line: why, what to do
         if existing is not None and not stat.S_ISREG(existing.st_mode) and not stat.S_ISDIR(existing.st_mode):
             # /dev/null, a FIFO, /dev/stdout: nothing there to keep, and it must not be replaced by a file
             with open(target, "wb") as f:
                 f.write(payload)
             return path
         _replace_with(target, payload, None if existing is None else stat.S_IMODE(existing.st_mode))
-    except OSError as exc:
-        if isinstance(exc, MemprofileError):
-            raise
-        error = OutputPathError(why_unwritable(path, exc))
-        error.errno = exc.errno
-        raise error from None
     return path
 
 

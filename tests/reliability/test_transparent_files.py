@@ -121,19 +121,7 @@ def assert_one_line_refusal(ran: Ran, *says: str) -> None:
 
 # -- row 8: a full disk --------------------------------------------------------------------------
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A real 64 KiB filesystem (tmpfs): a write past it fails with ENOSPC part-way."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"a 64 KiB tmpfs cannot be mounted here (needs root): {done.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+# (the full_disk fixture: tests/reliability/conftest.py)
 
 
 def _big_profile() -> Profile:
