@@ -78,14 +78,35 @@ def memprofile_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 
     return python_child("-m", "memprofile", *args, cwd=cwd, timeout=timeout, limit_memory=limit_memory)
 
 
+#: Runs `python -m MODULE ARGS` or `python -c CODE ARGS` and, at exit, writes its own peak resident
+#: memory (VmHWM, which exec starts afresh; a child's ru_maxrss also counts the resident memory its
+#: parent had when it forked: a 1 GB pytest made every child "1006 MB").
+HWM_WRAPPER = """
+import atexit, os, runpy, sys
+def _hwm():
+    with open(os.environ["MEMPROFILE_TEST_HWM"], "w") as f:
+        f.write(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+atexit.register(_hwm)
+mode, target, *rest = sys.argv[1:]
+if mode == "-m":
+    sys.argv = [target, *rest]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c", *rest]
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def python_child(*args: str | Path, cwd: Path | None = None, timeout: float = 120, limit_memory: bool = True) -> Ran:
-    """`python ARGS` in a child: its exit status, output and peak resident
-    memory (its own rusage, reaped here with wait4). Even what reads a device
-    runs in a child: without the fix it reads /dev/zero until memory ends."""
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(ROOT / "pyext")}
+    """`python ARGS` (-m MODULE ... or -c CODE ...) in a child: its exit
+    status, output and peak resident memory. Even what reads a device runs
+    in a child: without the fix it reads /dev/zero until memory ends."""
     workdir = Path(cwd or ROOT)
+    hwm = workdir / ".cli.hwm"
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(ROOT / "pyext"),
+           "MEMPROFILE_TEST_HWM": str(hwm)}
     with open(workdir / ".cli.out", "w+") as out, open(workdir / ".cli.err", "w+") as err:
-        proc = subprocess.Popen([sys.executable, *map(str, args)], stdout=out, stderr=err,
+        proc = subprocess.Popen([sys.executable, "-c", HWM_WRAPPER, *map(str, args)], stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, cwd=workdir, env=env,
                                 preexec_fn=_limit_address_space if limit_memory else None)
         deadline = time.monotonic() + timeout
@@ -102,9 +123,11 @@ def python_child(*args: str | Path, cwd: Path | None = None, timeout: float = 12
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        ran = Ran(proc.returncode, out.read(), err.read(), usage.ru_maxrss / 1024)
-    (workdir / ".cli.out").unlink()
-    (workdir / ".cli.err").unlink()
+        # (no file: it died before its exit handlers; then its rusage, an upper bound)
+        peak_kib = int(hwm.read_text()) if hwm.exists() else usage.ru_maxrss
+        ran = Ran(proc.returncode, out.read(), err.read(), peak_kib / 1024)
+    for name in (".cli.out", ".cli.err", ".cli.hwm"):
+        (workdir / name).unlink(missing_ok=True)
     return ran
 
 

@@ -57,13 +57,13 @@ from memprofile.capture.base import RawCapture, RawNote
 MAX_MARKS = 1_000_000
 #: A loop's marked iterations before it may be found quiet, and the time
 #: between two marks that may hold a framework's op (see above).
-QUIET_WINDOW = 512
+QUIET_WINDOW = 256
 OP_FLOOR_S = 1e-6
 #: How often quiet loops run marked again (a loop that starts making ops
 #: has its lines back within this; the interpreter hands the GIL over every
 #: 5 ms anyway).
 REARM_S = 0.005
-MAX_REARM_S = 0.08
+MAX_REARM_S = 0.04
 
 #: The marks' objects by name. At a module's top level (a cell, a script)
 #: the code holds them as constants, each a placeholder string until `bind`
@@ -198,12 +198,13 @@ def loop_mark(flag: LoopFlag) -> None:
 
 
 def _quiet(r: _Recorder, start: int) -> bool:
-    """No line since change `start` took OP_FLOOR_S in a quarter of its runs."""
+    """No line since change `start` took OP_FLOOR_S in a quarter of its runs
+    (a line that runs only with its op, once a window, counts: that run was slow)."""
     slow: dict[int, int] = {}
     for i in r.slow[bisect.bisect_left(r.slow, start + 1):]:
         slow[r.line[i - 1]] = slow.get(r.line[i - 1], 0) + 1
     ran = r.line[start:]
-    return all(n < 2 or n * 4 < ran.count(line) for line, n in slow.items())
+    return all(n * 4 < ran.count(line) for line, n in slow.items())
 
 
 def _run_pending() -> None:

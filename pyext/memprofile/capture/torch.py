@@ -92,13 +92,18 @@ MIN_BUDGET_BYTES = 256 << 20
 #: this (~25,000 small ops): reading events back costs ~25 µs each, and a loop
 #: of millions of tiny ops would spend more time there than running.
 MAX_RECORDING_BYTES = 12 << 20
-BUDGET_POLL_S = 0.02
+#: The watcher's poll while the detail records. A loop of tiny ops grows the
+#: buffers ~0.4 MiB a ms here, and ending takes 20x what they hold: at 20 ms
+#: (80 ms of evidence) the heap had grown 32-36 MiB when the detail ended and
+#: the process peaked 610-670 MiB for a 512 MiB budget; at 10 ms, 18-19 MiB
+#: and 450 MiB (2,000,000 `torch.empty(64) + 1` in a function).
+BUDGET_POLL_S = 0.01
 #: Cells that run this many statements (line changes) or model calls are the
 #: ones whose event buffers can outgrow the budget.
 MANY_STATEMENTS = 20_000
 MANY_CALLS = 200
 #: Polls in a row in which the heap grew by small blocks only, with no model call, import or model
-#: built: a loop of small ops outside the cell's lines (80 ms).
+#: built: a loop of small ops outside the cell's lines (40 ms).
 STEADY_POLLS = 4
 
 
