@@ -1,5 +1,5 @@
 """The GPU-only suggestion rules (fragmentation, headroom, batch size, memory
-growth) on profiles imported from real GPU traces (../shared/fixtures/gpu/):
+growth) on profiles imported from real GPU traces (tests/fixtures/gpu/):
 each fires or stays quiet as the trace's own numbers say.
 
 What each rule should conclude is worked out here from the trace file itself
@@ -21,12 +21,11 @@ import memprofile
 from memprofile.analysis.rules import batch_size, fragmentation, headroom, suggest
 from memprofile.model.profile import PHASES
 from memprofile.units import fmt_bytes
-from tests.imports import FIXTURES, H100, V100_DDP, V100_LEGACY, XSPACE
+from tests.imports import H100, V100_DDP, V100_LEGACY, XSPACE
 from tests.imports.test_tf_trace import allocator_figures, device_name, gpu_memory_size
 
 TORCH_TRACES = {"h100": H100, "v100_ddp": V100_DDP, "v100_legacy": V100_LEGACY}
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
 
 CUDA = 1  # kineto's `Device Type` of CUDA memory events
 

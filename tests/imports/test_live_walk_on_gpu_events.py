@@ -23,7 +23,6 @@ from memprofile.capture.torch_trace import read_torch_trace  # noqa: E402
 from tests.imports import FIXTURES, H100, V100_DDP  # noqa: E402
 
 TRACES = [H100.name, V100_DDP.name]
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
 DEVICE_TYPES = {0: "cpu", 1: "cuda"}
 
 

@@ -1,5 +1,5 @@
 """`memprofile import` of a real TensorFlow XSpace: the 8xV100 BERT SQuAD trace
-(../shared/fixtures/gpu/, PROVENANCE.md fixture 4), with GPU_n_bfc and
+(tests/fixtures/gpu/, PROVENANCE.md fixture 4), with GPU_n_bfc and
 gpu_host_bfc allocator events.
 
 Expected figures are worked out here from the file's own events, parsed with
@@ -22,9 +22,7 @@ from memprofile.capture.tensorflow import raw_from_xspace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
 from memprofile.importing import read_run
-from tests.imports import FIXTURES, XSPACE, cut_short
-
-pytestmark = pytest.mark.skipif(not XSPACE.is_file(), reason=f"the recorded GPU traces are not here ({FIXTURES})")
+from tests.imports import XSPACE, cut_short
 
 
 def _stat_value(stat, names: dict[int, str]):

@@ -1,4 +1,4 @@
-"""`memprofile import` of PyTorch kineto traces recorded on GPUs (../shared/fixtures/gpu):
+"""`memprofile import` of PyTorch kineto traces recorded on GPUs (tests/fixtures/gpu):
 peaks, reserved memory, pairing, ops and the DDP rank from the files' own events,
 one accounting with the live profiler, and clear failures on bad files."""
 
@@ -18,12 +18,11 @@ from memprofile.capture.torch_trace import read_torch_trace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
 from memprofile.units import fmt_bytes
-from tests.imports import FIXTURES, H100, V100_DDP, V100_LEGACY, cut_short
+from tests.imports import H100, V100_DDP, V100_LEGACY, cut_short
 
 DDP, LEGACY = V100_DDP, V100_LEGACY
 CURRENT = [pytest.param(H100, id="h100"), pytest.param(DDP, id="v100_ddp_rank1")]
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"the recorded GPU traces are absent ({FIXTURES})")
 
 
 @functools.cache

@@ -145,8 +145,6 @@ def test_report_of_an_imported_h100_trace(report_page, tmp_path):
     # GIVEN the report of a real GPU job's trace (BERT inference on an H100, torch 2.6)
     import memprofile
 
-    if not H100.exists():
-        pytest.skip("the recorded GPU traces (../shared/fixtures/gpu) are not on this machine")
     page = report_page
     profile = memprofile.import_trace(H100)
     _open(page, profile, tmp_path)
