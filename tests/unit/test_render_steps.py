@@ -162,8 +162,10 @@ def test_the_text_the_html_and_the_report_sum_up_the_steps(loop):
     assert brief.highest_bytes == top
     line = steps_text(brief)
     assert line.startswith("30 training steps · steps 1-3 in detail · highest step: ")
-    # short steps are read in groups: not every step has its own end, so ends are resident memory's
-    assert ", estimated) · end of step: " in line and line.endswith(" (resident)")
+    # short steps may be read in groups (then not every step has its own end, and ends are
+    # resident memory's), or each on its own (ends estimated from the heap): it depends on the
+    # machine's speed and load, so both are right
+    assert ", estimated) · end of step: " in line and line.endswith((" (resident)", " (estimated)")), line
     assert f"  {line}\n" in render_text(loop)
     fragment = render_fragment(loop)
     assert f"<div class='mp-steps'>{line}</div>" in fragment
