@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import memprofile
 
 
@@ -10,6 +12,7 @@ def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "memprofile.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_run_show_export(tmp_path):
     script = tmp_path / "job.py"
     script.write_text("import sys\nbuf = bytearray(64 * 2**20)\nprint('args', sys.argv[1:])\n")

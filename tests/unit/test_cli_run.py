@@ -8,7 +8,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import memprofile
+
+#: Each test runs `memprofile run` in subprocesses: the full tier's, not --fast's.
+pytestmark = pytest.mark.slow
 
 
 def _cli(*args, cwd, env=None):

@@ -139,6 +139,7 @@ def test_reduced_timelines_keep_every_stretch_peak():
     assert rt == sorted(rt)
 
 
+@pytest.mark.slow
 def test_the_recorded_v100_ddp_rank_merges_with_a_synthetic_rank_0(tmp_path):
     """The 2-GPU DDP trace (rank 1 of 2, nccl) imported, beside a rank 0 made from it:
     the same run with 512 MiB less held at the peak, started 20 ms earlier."""

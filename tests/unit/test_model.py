@@ -158,6 +158,7 @@ def test_json_round_trip_is_identity(profile):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
+@pytest.mark.slow
 def test_every_profile_validates_against_the_shipped_schema(profile):
     jsonschema.validate(json.loads(profile.to_json()), SCHEMA)
 

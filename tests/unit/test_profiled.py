@@ -28,6 +28,7 @@ def _pytest(tmp_path, source: str):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_documented_budget_holds_and_a_smaller_one_fails(tmp_path):
     example = _budget_example()
     within = _pytest(tmp_path, example)
