@@ -28,7 +28,7 @@ line, until the marks are re-armed (a thread of the run: REARM_S after,
 doubling up to MAX_REARM_S while the loop is found quiet again): a loop of
 plain Python costs about what it costs bare. A loop with slow
 plain-Python lines stays marked; a loop with an op every few hundred
-iterations may run unmarked between polls, its ops then counted for the
+iterations may run unmarked between re-arms, its ops then counted for the
 `for` line.
 
 Times are seconds since the run's origin (time.perf_counter()), the clock
