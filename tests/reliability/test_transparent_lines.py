@@ -125,9 +125,14 @@ def test_an_errors_line_is_its_statement_also_in_a_loop_that_ran_unmarked(ip, fr
     assert memprofile_last().error.line == 2  # the cell's line that called the function
 
 
-def test_a_loop_that_starts_allocating_late_gets_its_lines_back(ip, fresh_store):
+def test_a_loop_that_starts_allocating_late_gets_its_lines_back(ip, fresh_store, monkeypatch):
     # 200,000 iterations of plain Python (the loop goes unmarked), then a tensor every 100th:
-    # the marks are re-armed within 5-40 ms and the tensors are placed on their line.
+    # the marks are re-armed and the tensors are placed on their line. Re-armed every 5 ms here
+    # (by default the wait doubles to 40 ms while the loop stays quiet: the tensors of that wait
+    # count for the `for` line, and how many there are depends on the machine's load).
+    from memprofile.capture import lines
+
+    monkeypatch.setattr(lines, "MAX_REARM_S", lines.REARM_S)
     ip.run_cell("import torch")
     ip.run_cell("%%memprofile -q\nxs = []\nt = 0\nfor i in range(2200000):\n    t += i * 2\n"
                 "    if i >= 200000 and i % 100 == 0:\n        xs.append(torch.ones(256))\n")
