@@ -134,11 +134,12 @@ def test_a_loop_that_starts_allocating_late_gets_its_lines_back(ip, fresh_store,
 
     monkeypatch.setattr(lines, "MAX_REARM_S", lines.REARM_S)
     ip.run_cell("import torch")
-    ip.run_cell("%%memprofile -q\nxs = []\nt = 0\nfor i in range(2200000):\n    t += i * 2\n"
+    ip.run_cell("%%memprofile -q --budget 4G\nxs = []\nt = 0\nfor i in range(2200000):\n    t += i * 2\n"
                 "    if i >= 200000 and i % 100 == 0:\n        xs.append(torch.ones(256))\n")
     by_line = {s.line: s.allocated_bytes for s in memprofile_last().lines}
     assert len(ip.user_ns["xs"]) == 20000
-    assert by_line.get(6, 0) >= 0.8 * sum(by_line.values()), by_line
+    # (a budget the tensors cannot reach: the detail records the whole loop)
+    assert by_line.get(6, 0) >= 0.75 * sum(by_line.values()), by_line
 
 
 def memprofile_last():
