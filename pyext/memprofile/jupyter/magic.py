@@ -24,7 +24,7 @@ from IPython.display import display
 from memprofile import kept_modules, store  # store: the module, as tests swap its STORE
 from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
-from memprofile.capture.host import MAX_INTERVAL_S
+from memprofile.capture.host import MAX_INTERVAL_S, check_interval
 from memprofile.errors import MemprofileError, writing
 from memprofile.model.profile import Profile
 from memprofile.profiler import Profiler, parse_budget
@@ -292,10 +292,12 @@ class MemprofileMagics(Magics):
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         except UsageError as exc:
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
-        if not 0 < args.interval <= MAX_INTERVAL_S * 1000:
+        try:
+            check_interval(args.interval / 1000.0)  # the sampler's own check, said in milliseconds here
+        except ValueError:
             raise UsageError(f"--interval must be a number of milliseconds above 0 and at most "
                              f"{MAX_INTERVAL_S * 1000:g}, got {args.interval}\n\n"
-                             f"{self.memprofile.parser.format_help()}")
+                             f"{self.memprofile.parser.format_help()}") from None
         if args.tf_max_events is not None and args.tf_max_events < 0:
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
         try:
