@@ -90,8 +90,12 @@ def _in_process(rounds: int, bare, profiled, why_key: str = "torch_detail_why") 
             after.append(reader.read() - start)
             why = p.capture.get(why_key, "-")
     reader.close()
-    return {"ratio": f"{statistics.median(ratios):.2f}x", "hwm": fmt_bytes(int(statistics.median(hwm))),
-            "after": fmt_bytes(int(statistics.median(after))) if after else "-", "why": why}
+    return {
+        "ratio": f"{statistics.median(ratios):.2f}x",
+        "hwm": fmt_bytes(int(statistics.median(hwm))),
+        "after": fmt_bytes(int(statistics.median(after))) if after else "-",
+        "why": why,
+    }
 
 
 def _memray(run) -> None:
@@ -150,16 +154,24 @@ def _script(rounds: int, n: int, folder: Path) -> dict[str, str]:
     for _ in range(rounds):
         got = {}
         for kind in ("bare", "profiled"):
-            out = subprocess.run([sys.executable, "-c", probe, kind, str(n), str(folder / "out")], env=env,
-                                 capture_output=True, text=True, cwd=folder)
+            out = subprocess.run(
+                [sys.executable, "-c", probe, kind, str(n), str(folder / "out")],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=folder,
+            )
             line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
             got[kind] = [float(v) for v in line.split()[1:]]
         ratios.append(got["profiled"][0] / got["bare"][0])
         extra.append(got["profiled"][1] - got["bare"][1])
     p = memprofile.load(next((folder / "out").glob("mod*.memprofile.json.gz")))
-    return {"ratio": f"{statistics.median(ratios):.2f}x (in the script)",
-            "hwm": fmt_bytes(int(statistics.median(extra))) + " (VmHWM over the bare run's)", "after": "-",
-            "why": p.capture.get("torch_detail_why", "-")}
+    return {
+        "ratio": f"{statistics.median(ratios):.2f}x (in the script)",
+        "hwm": fmt_bytes(int(statistics.median(extra))) + " (VmHWM over the bare run's)",
+        "after": "-",
+        "why": p.capture.get("torch_detail_why", "-"),
+    }
 
 
 def main() -> None:
@@ -195,35 +207,62 @@ def main() -> None:
         return decorated.profile
 
     rows = [
-        ("%%memprofile cell, the loop inline", _in_process(
-            args.rounds, lambda: ip.run_cell(inline), lambda: (ip.run_cell("%%memprofile -q\n" + inline),
-                                                              memprofile.last())[1])),
-        ("%%memprofile cell calling a function from an earlier cell", _in_process(
-            args.rounds, lambda: ip.run_cell("many()"), lambda: (ip.run_cell("%%memprofile -q\nmany()"),
-                                                                memprofile.last())[1])),
-        ("with memprofile.profile(): a method of an imported class", _in_process(
-            args.rounds, lambda: tinyloops.Loop().run(n), profile_block)),
-        ("@memprofile.profiled function from an imported module", _in_process(
-            args.rounds, lambda: tinyloops.many(n), profile_decorated)),
-        ("with memprofile.profile() in a worker thread", _in_process(
-            args.rounds, lambda: tinyloops.many(n), lambda: _in_thread(profile_block))),
+        (
+            "%%memprofile cell, the loop inline",
+            _in_process(
+                args.rounds,
+                lambda: ip.run_cell(inline),
+                lambda: (ip.run_cell("%%memprofile -q\n" + inline), memprofile.last())[1],
+            ),
+        ),
+        (
+            "%%memprofile cell calling a function from an earlier cell",
+            _in_process(
+                args.rounds,
+                lambda: ip.run_cell("many()"),
+                lambda: (ip.run_cell("%%memprofile -q\nmany()"), memprofile.last())[1],
+            ),
+        ),
+        (
+            "with memprofile.profile(): a method of an imported class",
+            _in_process(args.rounds, lambda: tinyloops.Loop().run(n), profile_block),
+        ),
+        (
+            "@memprofile.profiled function from an imported module",
+            _in_process(args.rounds, lambda: tinyloops.many(n), profile_decorated),
+        ),
+        (
+            "with memprofile.profile() in a worker thread",
+            _in_process(args.rounds, lambda: tinyloops.many(n), lambda: _in_thread(profile_block)),
+        ),
         ("memprofile run -m module", _script(args.rounds, n, folder)),
-        ("memray Tracker (the function; peak read)", _in_process(
-            args.rounds, lambda: tinyloops.many(n), lambda: _memray(lambda: tinyloops.many(n)))),
-        (f"torch.profiler (memory, events read), {args.torch_profiler_n:,} allocations", _in_process(
-            args.rounds, lambda: tinyloops.many(args.torch_profiler_n),
-            lambda: _torch_profiler(lambda: tinyloops.many(args.torch_profiler_n)))),
+        (
+            "memray Tracker (the function; peak read)",
+            _in_process(args.rounds, lambda: tinyloops.many(n), lambda: _memray(lambda: tinyloops.many(n))),
+        ),
+        (
+            f"torch.profiler (memory, events read), {args.torch_profiler_n:,} allocations",
+            _in_process(
+                args.rounds,
+                lambda: tinyloops.many(args.torch_profiler_n),
+                lambda: _torch_profiler(lambda: tinyloops.many(args.torch_profiler_n)),
+            ),
+        ),
     ]
-    print(f"{n:,} allocations (`a = torch.empty(64)`), {args.rounds} interleaved rounds, torch "
-          f"{torch.__version__}, budget: the default\n")
+    print(
+        f"{n:,} allocations (`a = torch.empty(64)`), {args.rounds} interleaved rounds, torch "
+        f"{torch.__version__}, budget: the default\n"
+    )
     _print_table(rows)
     if args.tf_n:
         _tensorflow(args.rounds, args.tf_n)
 
 
 def _print_table(rows: list[tuple[str, dict[str, str]]]) -> None:
-    print("| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
-          "| detail ended by |")
+    print(
+        "| shape | profiled / bare (end to end) | high-water mark over the start | resident after, over the start "
+        "| detail ended by |"
+    )
     print("|---|---|---|---|---|")
     for label, r in rows:
         print(f"| {label} | {r['ratio']} | {r['hwm']} | {r['after']} | {r['why']} |", flush=True)
@@ -249,10 +288,14 @@ def _tensorflow(rounds: int, n: int) -> None:
 
     for _ in range(100):
         a = tf.ones((4,)) + 1  # noqa: F841  TF's first ops
-    rows = [("eager loop under with memprofile.profile()", _in_process(rounds, many, profiled, "tf_detail_why")),
-            ("TF's profiler (trace written)", _in_process(rounds, many, lambda: (tf_profiler(), None)[1]))]
-    print(f"\nTensorFlow {tf.__version__}: {n:,} eager ops (`tf.ones((4,)) + 1`), no training step, {rounds} "
-          f"interleaved rounds, budget: the default\n")
+    rows = [
+        ("eager loop under with memprofile.profile()", _in_process(rounds, many, profiled, "tf_detail_why")),
+        ("TF's profiler (trace written)", _in_process(rounds, many, lambda: (tf_profiler(), None)[1])),
+    ]
+    print(
+        f"\nTensorFlow {tf.__version__}: {n:,} eager ops (`tf.ones((4,)) + 1`), no training step, {rounds} "
+        f"interleaved rounds, budget: the default\n"
+    )
     _print_table(rows)
 
 

@@ -34,8 +34,9 @@ def with_memray(tools: list[tuple[str, Tool]]) -> list[tuple[str, Tool]]:
     return [*tools, ("memray Tracker", memray_tracker)]
 
 
-def interleaved_ratios(run, ns: dict, tools: list[tuple[str, Tool]], rounds: int,
-                       warm: bool = False) -> tuple[float, dict[str, float]]:
+def interleaved_ratios(
+    run, ns: dict, tools: list[tuple[str, Tool]], rounds: int, warm: bool = False
+) -> tuple[float, dict[str, float]]:
     """The median bare time and each tool's median ratio to it. `warm`: run
     each tool once first (its first start in the process is not timed)."""
     if warm:

@@ -97,9 +97,13 @@ def torch_profiler_events(run, ns):
 
 
 def _tools():
-    return with_memray([("memprofile (first 3 steps in detail)", memprofile_default),
-                        ("memprofile --detail-steps all", memprofile_all),
-                        ("torch.profiler (memory, events read)", torch_profiler_events)])
+    return with_memray(
+        [
+            ("memprofile (first 3 steps in detail)", memprofile_default),
+            ("memprofile --detail-steps all", memprofile_all),
+            ("torch.profiler (memory, events read)", torch_profiler_events),
+        ]
+    )
 
 
 def ratios(workload, rounds: int, full: bool = True) -> tuple[float, dict[str, float]]:
@@ -146,8 +150,12 @@ def tiny_allocations(n: int = 2_000_000, rounds: int = 3) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--small-only", type=int, metavar="ROUNDS",
-                        help="only the small-op loop, bare against memprofile's default, in ROUNDS rounds")
+    parser.add_argument(
+        "--small-only",
+        type=int,
+        metavar="ROUNDS",
+        help="only the small-op loop, bare against memprofile's default, in ROUNDS rounds",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.small_only:
@@ -158,17 +166,20 @@ def main() -> None:
     tools = [name for name, _ in _tools()]
     print("| workload | bare | " + " | ".join(tools) + " |")
     print("|---|---|" + "---|" * len(tools))
-    workloads = (("200 small Adam steps", small_steps, args.rounds),
-                 ("transformer, 10 steps", transformer_steps, args.rounds),
-                 ("transformer, 100 steps", lambda: transformer_steps(100), max(1, args.rounds // 3)))
+    workloads = (
+        ("200 small Adam steps", small_steps, args.rounds),
+        ("transformer, 10 steps", transformer_steps, args.rounds),
+        ("transformer, 100 steps", lambda: transformer_steps(100), max(1, args.rounds // 3)),
+    )
     for label, workload, rounds in workloads:
         base, r = ratios(workload, rounds)
-        print(f"| {label} | {base * 1000:.0f} ms | " + " | ".join(f"{r[t]:.2f}x" for t in tools) + " |",
-              flush=True)
+        print(f"| {label} | {base * 1000:.0f} ms | " + " | ".join(f"{r[t]:.2f}x" for t in tools) + " |", flush=True)
     tiny = tiny_allocations()
-    print(f"\n2,000,000 tiny allocations as a %%memprofile cell (budget {tiny['budget']}): {tiny['ratio']} end to end; "
-          f"detail ended by: {tiny['why']}; high-water mark over the start {tiny['hwm']}; resident memory after "
-          f"the cell {tiny['after']} over the start")
+    print(
+        f"\n2,000,000 tiny allocations as a %%memprofile cell (budget {tiny['budget']}): {tiny['ratio']} end to end; "
+        f"detail ended by: {tiny['why']}; high-water mark over the start {tiny['hwm']}; resident memory after "
+        f"the cell {tiny['after']} over the start"
+    )
 
 
 if __name__ == "__main__":

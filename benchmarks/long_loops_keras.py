@@ -50,8 +50,7 @@ def fit_workload():
     import numpy as np
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(64)])
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(64)])
     model.compile("adam", "mse")
     x = np.random.default_rng(0).random((1600, 64), dtype="float32")
 
@@ -91,9 +90,13 @@ def tf_profiler_trace(run, ns):
 
 
 def _tools():
-    return with_memray([("memprofile (first 3 steps in detail)", memprofile_default),
-                        ("memprofile --detail-steps all", memprofile_all),
-                        ("tf.profiler trace", tf_profiler_trace)])
+    return with_memray(
+        [
+            ("memprofile (first 3 steps in detail)", memprofile_default),
+            ("memprofile --detail-steps all", memprofile_all),
+            ("tf.profiler trace", tf_profiler_trace),
+        ]
+    )
 
 
 def ratios(run, ns, rounds: int) -> tuple[float, dict[str, float]]:
@@ -105,7 +108,7 @@ def peak_check(run, ns) -> dict[str, object]:
     import keras
     import tensorflow as tf
 
-    from memprofile.capture.tensorflow import _CpuAllocatorStats
+    from memprofile.capture.tensorflow.counters import CpuAllocatorStats
     from memprofile.profiler import Profiler
 
     def counter_peak() -> int | None:
@@ -120,7 +123,7 @@ def peak_check(run, ns) -> dict[str, object]:
         def on_train_batch_end(self, batch, logs=None):
             self.peak = max(self.peak, counter_peak() or 0)
 
-    stats = _CpuAllocatorStats(tf)
+    stats = CpuAllocatorStats(tf)
     bare_peaks = []
     for _ in range(5):
         switched = stats.turn_on()
@@ -139,10 +142,15 @@ def peak_check(run, ns) -> dict[str, object]:
         after = counter_peak()
     same = max(counter.peak, after) if after is not None else None
     known = [b for b in bare_peaks if b is not None]
-    return {"peak": p.peak_bytes, "device": p.peak_device.name if p.peak_device else "-",
-            "same_fit": same, "bare": int(statistics.median(known)) if known else None,
-            "steps": len(p.steps), "detailed": sum(s.detailed for s in p.steps),
-            "exact_steps": sum(s.peak_bytes is not None for s in p.steps)}
+    return {
+        "peak": p.peak_bytes,
+        "device": p.peak_device.name if p.peak_device else "-",
+        "same_fit": same,
+        "bare": int(statistics.median(known)) if known else None,
+        "steps": len(p.steps),
+        "detailed": sum(s.detailed for s in p.steps),
+        "exact_steps": sum(s.peak_bytes is not None for s in p.steps),
+    }
 
 
 def main() -> None:
@@ -158,22 +166,35 @@ def main() -> None:
     base, r = ratios(run, ns, args.rounds)
     check = peak_check(run, ns)
     tools = list(r)
-    print(f"tensorflow {tf.__version__}, allocator {args.allocator}, {args.rounds} interleaved rounds; "
-          f"median of per-round ratios to bare\n")
+    print(
+        f"tensorflow {tf.__version__}, allocator {args.allocator}, {args.rounds} interleaved rounds; "
+        f"median of per-round ratios to bare\n"
+    )
     print("| workload | bare | " + " | ".join(tools) + " |")
     print("|---|---|" + "---|" * len(tools))
-    print(f"| Keras fit, 200 batches of 8 (64-wide MLP) | {base * 1000:.0f} ms | "
-          + " | ".join(f"{r[t]:.2f}x" for t in tools) + " |")
+    print(
+        f"| Keras fit, 200 batches of 8 (64-wide MLP) | {base * 1000:.0f} ms | "
+        + " | ".join(f"{r[t]:.2f}x" for t in tools)
+        + " |"
+    )
     same = check["same_fit"]
-    verdict = ("no counter on this allocator" if same is None
-               else "equal" if check["peak"] == same else f"differs by {check['peak'] - same:+,} B")
-    print(f"\nPeak ({check['device']}, {check['steps']} steps, {check['detailed']} in detail, "
-          f"{check['exact_steps']} with an exact peak): profile {check['peak']:,} B; TF's counter over the "
-          f"same fit: {_bytes(same)} ({verdict}); TF's counter around bare fits, median of 5: {_bytes(check['bare'])}")
+    verdict = (
+        "no counter on this allocator"
+        if same is None
+        else "equal"
+        if check["peak"] == same
+        else f"differs by {check['peak'] - same:+,} B"
+    )
+    print(
+        f"\nPeak ({check['device']}, {check['steps']} steps, {check['detailed']} in detail, "
+        f"{check['exact_steps']} with an exact peak): profile {check['peak']:,} B; TF's counter over the "
+        f"same fit: {_bytes(same)} ({verdict}); TF's counter around bare fits, median of 5: {_bytes(check['bare'])}"
+    )
 
 
 def _bytes(value: int | None) -> str:
     return "-" if value is None else f"{value:,} B"
+
 
 if __name__ == "__main__":
     main()

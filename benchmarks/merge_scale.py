@@ -79,13 +79,15 @@ def rank_variant(base, rank: int, world: int, run_id: str, t0: float, rng: rando
         tl.live_bytes = [int(v * s) for v in tl.live_bytes]
         tl.by_category = {k: [int(v * s) for v in vs] for k, vs in tl.by_category.items()}
     for dev in p.devices:
-        dev.peak_bytes, dev.baseline_bytes, dev.end_bytes = (int(v * s) for v in
-                                                             (dev.peak_bytes, dev.baseline_bytes, dev.end_bytes))
+        dev.peak_bytes, dev.baseline_bytes, dev.end_bytes = (
+            int(v * s) for v in (dev.peak_bytes, dev.baseline_bytes, dev.end_bytes)
+        )
     peak = p.peak
     if peak is not None:
         peak.bytes = int(peak.bytes * s)
-        peak.by_category, peak.by_layer, peak.by_op = (_scale(d, s) for d in
-                                                       (peak.by_category, peak.by_layer, peak.by_op))
+        peak.by_category, peak.by_layer, peak.by_op = (
+            _scale(d, s) for d in (peak.by_category, peak.by_layer, peak.by_op)
+        )
         peak.by_line = _scale(peak.by_line, s)
     if rank == EXTRA_RANK % world and peak is not None:
         # a buffer only this rank holds, from the peak to the end (e.g. a gathered shard)
@@ -99,9 +101,15 @@ def rank_variant(base, rank: int, world: int, run_id: str, t0: float, rng: rando
         if tl is not None:
             tl.live_bytes = [v + EXTRA_BYTES if t >= peak.time_s else v for t, v in zip(tl.t, tl.live_bytes)]
     p.id = f"{run_id}-{rank}"
-    p.distributed = RankInfo(rank=rank, world_size=world, local_rank=rank % RANKS_PER_HOST,
-                             host=f"node{rank // RANKS_PER_HOST}", backend="nccl", run_id=run_id,
-                             started_unix_s=t0 + rng.uniform(0, 0.005))
+    p.distributed = RankInfo(
+        rank=rank,
+        world_size=world,
+        local_rank=rank % RANKS_PER_HOST,
+        host=f"node{rank // RANKS_PER_HOST}",
+        backend="nccl",
+        run_id=run_id,
+        started_unix_s=t0 + rng.uniform(0, 0.005),
+    )
     return p
 
 
@@ -161,10 +169,16 @@ def measure(folder: Path, repeats: int, report: Path) -> dict:
     merged.save(json_path)
     gz_path = report.with_suffix(".memprofile.json.gz")
     merged.save(gz_path)
-    return {"merge_s": statistics.median(times), "merge_range": [min(times), max(times)],
-            "traced_peak": traced_peak, "rss_growth": rss_growth, "render_s": render_s,
-            "report_bytes": report.stat().st_size, "json_bytes": json_path.stat().st_size,
-            "json_gz_bytes": gz_path.stat().st_size}
+    return {
+        "merge_s": statistics.median(times),
+        "merge_range": [min(times), max(times)],
+        "traced_peak": traced_peak,
+        "rss_growth": rss_growth,
+        "render_s": render_s,
+        "report_bytes": report.stat().st_size,
+        "json_bytes": json_path.stat().st_size,
+        "json_gz_bytes": gz_path.stat().st_size,
+    }
 
 
 def open_times(report: Path, opens: int, min_canvases: int = 2) -> tuple[list[float], list[float]]:
@@ -218,9 +232,12 @@ def main() -> None:
     t = time.perf_counter()
     base = record_profile()
     tl = base.timeline(base.peak_device.name) if base.peak_device else None
-    print(f"recorded in {time.perf_counter() - t:.1f} s: {len(tl.t) if tl else 0} timeline points on "
-          f"{base.peak_device.name if base.peak_device else '-'}, {len(base.layers)} layers, {len(base.ops)} ops, "
-          f"{len(base.steps)} steps, {len(base.to_json()):,} B of JSON", file=sys.stderr)
+    print(
+        f"recorded in {time.perf_counter() - t:.1f} s: {len(tl.t) if tl else 0} timeline points on "
+        f"{base.peak_device.name if base.peak_device else '-'}, {len(base.layers)} layers, {len(base.ops)} ops, "
+        f"{len(base.steps)} steps, {len(base.to_json()):,} B of JSON",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         rows, last_report = [], None
@@ -229,8 +246,21 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             files = write_ranks(base, world, folder)
             report = root / f"merged{world}.html"
-            out = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--report", str(report),
-                                  "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    str(folder),
+                    "--report",
+                    str(report),
+                    "--repeats",
+                    str(args.repeats),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             r.update(world=world, files_bytes=files)
             rows.append(r)
@@ -245,19 +275,27 @@ def main() -> None:
             Profile(id="empty", name="empty", started_at="", duration_s=0.0).save_html(empty)
             floor, _ = open_times(empty, args.opens, min_canvases=0)
         print(f"\nrank files: one rank {rows[0]['files_bytes'] // rows[0]['world']:,} B gzip-compressed\n")
-        print("| ranks | merge (median) | merge range | traced peak | RSS growth | render | report | JSON (gzip) "
-              "| open (main thread busy) |")
+        print(
+            "| ranks | merge (median) | merge range | traced peak | RSS growth | render | report | JSON (gzip) "
+            "| open (main thread busy) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            opened = (f"{statistics.median(opens):.2f} s ({min(opens):.2f}–{max(opens):.2f}; "
-                      f"{statistics.median(busy):.2f} s)"
-                      if r is rows[-1] and opens else "")
-            print(f"| {r['world']} | {r['merge_s']:.2f} s | {r['merge_range'][0]:.2f}–{r['merge_range'][1]:.2f} s "
-                  f"| {_mb(r['traced_peak'])} | {_mb(r['rss_growth'])} | {r['render_s']:.2f} s "
-                  f"| {_mb(r['report_bytes'])} | {_mb(r['json_bytes'])} ({_mb(r['json_gz_bytes'])}) | {opened} |")
+            opened = (
+                f"{statistics.median(opens):.2f} s ({min(opens):.2f}–{max(opens):.2f}; {statistics.median(busy):.2f} s)"
+                if r is rows[-1] and opens
+                else ""
+            )
+            print(
+                f"| {r['world']} | {r['merge_s']:.2f} s | {r['merge_range'][0]:.2f}–{r['merge_range'][1]:.2f} s "
+                f"| {_mb(r['traced_peak'])} | {_mb(r['rss_growth'])} | {r['render_s']:.2f} s "
+                f"| {_mb(r['report_bytes'])} | {_mb(r['json_bytes'])} ({_mb(r['json_gz_bytes'])}) | {opened} |"
+            )
         if floor:
-            print(f"\nan empty profile's report (BokehJS alone) opened in {statistics.median(floor):.2f} s "
-                  f"({min(floor):.2f}–{max(floor):.2f}) in the same run")
+            print(
+                f"\nan empty profile's report (BokehJS alone) opened in {statistics.median(floor):.2f} s "
+                f"({min(floor):.2f}–{max(floor):.2f}) in the same run"
+            )
 
 
 if __name__ == "__main__":

@@ -80,17 +80,23 @@ def main() -> int:
     import bokeh
 
     t = time.perf_counter()
-    bokehjs = json.dumps({"type": "bokehjs_scripts", "version": bokeh.__version__, "scripts": bokehjs_scripts(),
-                          "request_id": "r0"})
+    bokehjs = json.dumps(
+        {"type": "bokehjs_scripts", "version": bokeh.__version__, "scripts": bokehjs_scripts(), "request_id": "r0"}
+    )
     bokehjs_s = time.perf_counter() - t
-    print(f"the kernel's BokehJS {bokeh.__version__}: comm message {len(bokehjs):,} B, built in {bokehjs_s:.3f} s "
-          f"(kernel; once per page and bokeh version)")
+    print(
+        f"the kernel's BokehJS {bokeh.__version__}: comm message {len(bokehjs):,} B, built in {bokehjs_s:.3f} s "
+        f"(kernel; once per page and bokeh version)"
+    )
     from playwright.sync_api import sync_playwright
 
     chromium = os.environ.get("MEMPROFILE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         loads = []
         for _ in range(args.repeats):  # a fresh page each time: BokehJS loads once per page
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -103,8 +109,9 @@ def main() -> int:
             page.evaluate(MEASURE, [message, view])  # warm-up
             runs = [page.evaluate(MEASURE, [message, view]) for _ in range(args.repeats)]
             ms = statistics.median(r[0] for r in runs)
-            print(f"  {view:<9} drawn {ms:7.0f} ms after the message (median of {args.repeats}; "
-                  f"canvases: {runs[0][1]})")
+            print(
+                f"  {view:<9} drawn {ms:7.0f} ms after the message (median of {args.repeats}; canvases: {runs[0][1]})"
+            )
         browser.close()
     return 0
 

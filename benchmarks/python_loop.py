@@ -82,8 +82,10 @@ def script_ratios(n: int, rounds: int, imports: str) -> tuple[float, float]:
         bare, ratios = [], []
         for _ in range(rounds):
             times = []
-            for cmd in ([sys.executable, str(script)],
-                        [sys.executable, "-m", "memprofile", "run", "-o", str(Path(d) / "p.json"), str(script)]):
+            for cmd in (
+                [sys.executable, str(script)],
+                [sys.executable, "-m", "memprofile", "run", "-o", str(Path(d) / "p.json"), str(script)],
+            ):
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=d)
                 times.append(float(done.stdout.strip().splitlines()[-1]))
             bare.append(times[0])
@@ -102,7 +104,9 @@ def main() -> None:
         t = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-c", CHILD, framework, str(args.n), str(args.rounds), json.dumps(CELLS)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results = json.loads(done.stdout.strip().splitlines()[-1])
         for name, (bare, ratio) in results.items():

@@ -25,9 +25,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from memprofile.analysis.analyse import analyse  # noqa: E402
+from memprofile.analysis.build import build_profile  # noqa: E402
+from memprofile.analysis.replay import replay  # noqa: E402
 from memprofile.capture.base import AllocationLog, OpRecord, RawCapture  # noqa: E402
-from memprofile.model.build import build_profile  # noqa: E402
-from memprofile.model.replay import replay  # noqa: E402
 from memprofile.render.report import render_report  # noqa: E402
 from tests.builders import make_profile  # noqa: E402
 
@@ -41,8 +41,15 @@ def million_event_profile():
     t = 0.0
     for i in range(500_000):
         t += 1e-5
-        row = log.add(rng.choice((4096, 65536, 1 << 20)), t, 2 * i, category=rng.choice(KINDS),
-                      layer=f"encoder.layers.{i % 12}", op=f"aten::op_{i % 300}", phase="forward")
+        row = log.add(
+            rng.choice((4096, 65536, 1 << 20)),
+            t,
+            2 * i,
+            category=rng.choice(KINDS),
+            layer=f"encoder.layers.{i % 12}",
+            op=f"aten::op_{i % 300}",
+            phase="forward",
+        )
         live.append(row)
         if len(live) > 200 or rng.random() < 0.5:
             j = live.pop(rng.randrange(len(live)))
@@ -51,11 +58,13 @@ def million_event_profile():
     for j in live:
         t += 1e-5
         log.t_free[j] = t
-    raw = RawCapture("synthetic", allocations=[log],
-                     ops=[OpRecord(f"aten::op_{k}", "cpu", 10, 2**20, 2**19, 2**19, 2**16) for k in range(600)])
+    raw = RawCapture(
+        "synthetic",
+        allocations=[log],
+        ops=[OpRecord(f"aten::op_{k}", "cpu", 10, 2**20, 2**19, 2**19, 2**16) for k in range(600)],
+    )
     rp = [replay(log)]
-    profile = build_profile([raw], replays=rp, name="1M events", started_at="2026-11-23T00:00:00+00:00",
-                            duration_s=t)
+    profile = build_profile([raw], replays=rp, name="1M events", started_at="2026-11-23T00:00:00+00:00", duration_s=t)
     return analyse(profile)
 
 

@@ -28,6 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# the estimates the engine gives, not where a loaded machine's 5 s budget cut them (whatif/estimate.py)
+os.environ.setdefault("MEMPROFILE_WHATIF_BUDGET_S", "120")
+
 import torch
 from torch import nn
 
@@ -37,7 +40,27 @@ from memprofile.units import fmt_bytes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fixes
 from tests.fixes import harness  # noqa: E402
 from tests.fixes.test_fixes import DEVICE_LIMIT_RULES, MEASURED_RULES  # noqa: E402
-from tests.fixes.workloads import WORKLOADS  # noqa: E402
+from tests.fixes.workloads import WORKLOADS, Workload  # noqa: E402
+from tests.fixes.workloads_unseen import AUDIO_EVAL, BERT_IN_CELL, CNN_LOOP, GPT_TRAIN  # noqa: E402  (issue 29's)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import predict_accuracy  # noqa: E402  (the will-it-fit benchmark's 8 model families)
+
+
+def family_workloads() -> list[Workload]:
+    """The will-it-fit benchmark's 8 families (ViT, UNet, GRU tagger, ResNet, BERT, GPT-2, an
+    MLP with a 50,000-class head, a CNN in evaluation), none of which the rules were written on,
+    at 4x their small batch."""
+    return [
+        Workload(
+            name=f"fam_{w.name}",  # tests/fixes has a cnn_eval of its own: the harness caches by name
+            label=w.label,
+            setup=w.setup + f"xb, yb = data({4 * w.batch}, {w.seq})\n",
+            cell=w.cell,
+        )
+        for w in predict_accuracy.WORKLOADS
+    ]
+
 
 BAR = 0.25
 
@@ -61,8 +84,13 @@ class ConvBlock(nn.Module):
 
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                                  nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
         self.act = nn.ReLU()
 
     def forward(self, x):
@@ -71,8 +99,13 @@ class ConvBlock(nn.Module):
 
 def convnet(blocks=4, c=64):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.Sequential(*[ConvBlock(c) for _ in range(blocks)]),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, c, 3, padding=1),
+        nn.Sequential(*[ConvBlock(c) for _ in range(blocks)]),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c, 10),
+    )
 
 
 def transformer(layers=4, d=256, heads=8, ff=1024):
@@ -108,21 +141,38 @@ def forward_kept(model, x):
 
 WORKLOADS_TRIED = [
     ("amp", "transformer 4x256, batch 32x256, Adam", lambda: training(transformer(), torch.randn(32, 256, 256))),
-    ("amp", "residual MLP 6x(512->2048), batch 4096, Adam",
-     lambda: training(residual_mlp(), torch.randn(4096, 512))),
-    ("inference_mode", "transformer 4x256 forward, output kept",
-     lambda: forward_kept(transformer(), torch.randn(32, 256, 256))),
-    ("inference_mode", "residual MLP forward, output kept",
-     lambda: forward_kept(residual_mlp(), torch.randn(4096, 512))),
-    ("amp", "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
-     lambda: training(convnet(), torch.randn(32, 3, 64, 64))),
-    ("inference_mode", "ResNet-style CNN forward, output kept",
-     lambda: forward_kept(convnet(), torch.randn(32, 3, 64, 64))),
+    ("amp", "residual MLP 6x(512->2048), batch 4096, Adam", lambda: training(residual_mlp(), torch.randn(4096, 512))),
+    (
+        "inference_mode",
+        "transformer 4x256 forward, output kept",
+        lambda: forward_kept(transformer(), torch.randn(32, 256, 256)),
+    ),
+    (
+        "inference_mode",
+        "residual MLP forward, output kept",
+        lambda: forward_kept(residual_mlp(), torch.randn(4096, 512)),
+    ),
+    (
+        "amp",
+        "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
+        lambda: training(convnet(), torch.randn(32, 3, 64, 64)),
+    ),
+    (
+        "inference_mode",
+        "ResNet-style CNN forward, output kept",
+        lambda: forward_kept(convnet(), torch.randn(32, 3, 64, 64)),
+    ),
     ("checkpoint", "transformer 4x256, batch 32x256, Adam", lambda: training(transformer(), torch.randn(32, 256, 256))),
-    ("checkpoint", "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
-     lambda: training(convnet(), torch.randn(32, 3, 64, 64))),
-    ("checkpoint", "residual MLP 6x(512->2048), batch 4096, Adam",
-     lambda: training(residual_mlp(), torch.randn(4096, 512))),
+    (
+        "checkpoint",
+        "ResNet-style CNN 4 blocks x 64 ch, batch 32x3x64x64, Adam",
+        lambda: training(convnet(), torch.randn(32, 3, 64, 64)),
+    ),
+    (
+        "checkpoint",
+        "residual MLP 6x(512->2048), batch 4096, Adam",
+        lambda: training(residual_mlp(), torch.randn(4096, 512)),
+    ),
 ]
 SUGGESTION = {"amp": "amp", "inference_mode": "inference_mode", "checkpoint": "gradient_checkpointing"}
 
@@ -137,8 +187,14 @@ def measure(change: str, make) -> dict:
         return {"estimate": None, "measured": None, "change": change, "fired": False}
     trial = memprofile.try_change(step, suggestion.try_change, namespace=namespace, store=False)
     tried = next(s for s in trial.before.suggestions if s.id == SUGGESTION[change])
-    return {"estimate": tried.estimated_saving_bytes, "measured": trial.saving_bytes, "fired": True,
-            "change": suggestion.try_change, "peak": trial.before.peak_bytes, "time": trial.time_change}
+    return {
+        "estimate": tried.estimated_saving_bytes,
+        "measured": trial.saving_bytes,
+        "fired": True,
+        "change": suggestion.try_change,
+        "peak": trial.before.peak_bytes,
+        "time": trial.time_change,
+    }
 
 
 def tried_rows() -> tuple[list[str], dict[str, list[float]], bool]:
@@ -156,11 +212,20 @@ def tried_rows() -> tuple[list[str], dict[str, list[float]], bool]:
         errors.setdefault(rule, []).append(err)
         ok &= abs(r["measured"] - r["estimate"]) <= BAR * r["estimate"]
         time = f"{100 * r['time']:+.0f} %" if r["time"] is not None else "-"
-        rows.append(f"| {rule} | {label} | {fmt_bytes(r['peak'])} | {fmt_bytes(r['estimate'])} | "
-                    f"{fmt_bytes(r['measured'])} | {100 * err:+.0f} % | {time} |")
-        print(f"{change:<15} {label:<50} peak {fmt_bytes(r['peak']):>10} estimate {fmt_bytes(r['estimate']):>10} "
-              f"measured {fmt_bytes(r['measured']):>10} error {100 * err:+4.0f} % time {time}")
+        rows.append(
+            f"| {rule} | {label} | {fmt_bytes(r['peak'])} | {fmt_bytes(r['estimate'])} | "
+            f"{fmt_bytes(r['measured'])} | {100 * err:+.0f} % | {time} |"
+        )
+        print(
+            f"{change:<15} {label:<50} peak {fmt_bytes(r['peak']):>10} estimate {fmt_bytes(r['estimate']):>10} "
+            f"measured {fmt_bytes(r['measured']):>10} error {100 * err:+4.0f} % time {time}"
+        )
     return rows, errors, ok
+
+
+def measured_workloads() -> list[Workload]:
+    """Table 2's workloads: tests/fixes', issue 29's unseen ones and the 8 families."""
+    return [*WORKLOADS, CNN_LOOP, BERT_IN_CELL, AUDIO_EVAL, GPT_TRAIN, *family_workloads()]
 
 
 def fix_measurements() -> list[harness.Measurement]:
@@ -170,7 +235,7 @@ def fix_measurements() -> list[harness.Measurement]:
     os.chdir(tempfile.mkdtemp(prefix="memprofile-fixes-"))  # stream_dataset's fix writes its .npy here
     try:
         found = []
-        for w in WORKLOADS:
+        for w in measured_workloads():
             for rule in MEASURED_RULES + list(DEVICE_LIMIT_RULES):
                 m = harness.measure(ip, w, rule)
                 expected = w.expect.get(rule, "quiet" if rule in DEVICE_LIMIT_RULES else "either")
@@ -201,7 +266,7 @@ def _verdict(m: harness.Measurement) -> str:
 
 
 def fix_rows(found: list[harness.Measurement]) -> list[str]:
-    label = {w.name: w.label for w in WORKLOADS}
+    label = {w.name: w.label for w in measured_workloads()}
     rows = []
     for m in found:
         if not m.fired and m.expected != "fires":
@@ -210,8 +275,10 @@ def fix_rows(found: list[harness.Measurement]) -> list[str]:
             rows.append(f"| {m.rule} | {m.workload}: {label[m.workload]} | | | | | {_verdict(m)} |")
             continue
         measured = f"raised {m.failed}" if m.failed else fmt_bytes(m.measured)
-        rows.append(f"| {m.rule} | {m.workload}: {label[m.workload]} | {m.mode} | {fmt_bytes(m.estimate)} | "
-                    f"{measured} | {_error(m)} | {_verdict(m)} |")
+        rows.append(
+            f"| {m.rule} | {m.workload}: {label[m.workload]} | {m.mode} | {fmt_bytes(m.estimate)} | "
+            f"{measured} | {_error(m)} | {_verdict(m)} |"
+        )
     return rows
 
 
@@ -223,13 +290,21 @@ def summary_rows(found: list[harness.Measurement], tried_errors: dict[str, list[
         fired = [m for m in mine if m.fired]
         tried = tried_errors.get(ids.get(rule, rule), [])
         dev = ", ".join(f"{100 * e:+.0f} %" for e in tried) or "-"
-        new = "; ".join(
-            f"{m.workload}: " + (f"code raised {m.failed.split(':')[0]}" if m.failed else
-                                 f"{fmt_bytes(m.measured)} ({_error(m)})") for m in fired) or "did not fire"
+        new = (
+            "; ".join(
+                f"{m.workload}: "
+                + (f"code raised {m.failed.split(':')[0]}" if m.failed else f"{fmt_bytes(m.measured)} ({_error(m)})")
+                for m in fired
+            )
+            or "did not fire"
+        )
         missed = [m.workload for m in mine if m.expected == "fires" and not m.fired]
         wrong = [m.workload for m in mine if m.expected == "quiet" and m.fired]
-        notes = (f"did not fire on {', '.join(missed)}" if missed else "") + \
-            ("; " if missed and wrong else "") + (f"fired where it must not: {', '.join(wrong)}" if wrong else "")
+        notes = (
+            (f"did not fire on {', '.join(missed)}" if missed else "")
+            + ("; " if missed and wrong else "")
+            + (f"fired where it must not: {', '.join(wrong)}" if wrong else "")
+        )
         passed = f"{sum(m.within_bar for m in fired)} of {len(fired)}" if fired else "-"
         rows.append(f"| {rule} | {dev} | {new} | {passed} | {notes} |")
     return rows
@@ -245,24 +320,47 @@ def main() -> int:
     found = fix_measurements()
     ok &= all(m.within_bar for m in found if m.fired)
     ok &= not any((m.expected == "fires") != m.fired for m in found if m.expected != "either")
-    summary = "\n".join([
-        "| rule | try it on its development workloads: estimate's error | its code on workloads it was not developed "
-        "on: measured saving (estimate's error) | within 25 % | firing as expected? |",
-        "|---|---|---|---|---|", *summary_rows(found, tried_errors)])
-    fixes = "\n".join([
-        "| rule | workload (CPU), not developed on | code applied as | estimate | measured saving of its code | "
-        "error | within 25 % |",
-        "|---|---|---|---|---|---|---|", *fix_rows(found)])
-    table = "\n".join([
-        "| rule | workload (CPU) | peak as is | estimate | measured | error | time |",
-        "|---|---|---|---|---|---|---|", *tried])
+    summary = "\n".join(
+        [
+            "| rule | try it on its development workloads: estimate's error "
+            "| its code on workloads it was not developed "
+            "on: measured saving (estimate's error) | within 25 % | firing as expected? |",
+            "|---|---|---|---|---|",
+            *summary_rows(found, tried_errors),
+        ]
+    )
+    fixes = "\n".join(
+        [
+            "| rule | workload (CPU), not developed on | code applied as | estimate | measured saving of its code | "
+            "error | within 25 % |",
+            "|---|---|---|---|---|---|---|",
+            *fix_rows(found),
+        ]
+    )
+    table = "\n".join(
+        [
+            "| rule | workload (CPU) | peak as is | estimate | measured | error | time |",
+            "|---|---|---|---|---|---|---|",
+            *tried,
+        ]
+    )
+    within10 = [m for m in found if m.fired and m.error is not None and abs(m.error) <= 0.10 and not m.failed]
+    measured = [m for m in found if m.fired and m.measured is not None and not m.failed]
+    print(f"{len(within10)} of {len(measured)} estimates within 10 % of what their code saves")
     if args.write:
+        old = Path(args.write).read_text(encoding="utf-8") if Path(args.write).exists() else ""
+        begin, end = "<!-- PREDICT:BEGIN -->", "<!-- PREDICT:END -->"
+        kept = old[old.index(begin) : old.index(end) + len(end)] + "\n" if begin in old and end in old else ""
         Path(args.write).write_text(
             "# Suggestions: estimate vs measured\n\n"
             "Produced by `python benchmarks/suggestion_accuracy.py --write docs/suggestions.md` "
             f"(torch {torch.__version__}, Python {platform.python_version()}, CPU, one thread). "
             "Error = (estimate - measured) / measured: + means the suggestion claims more than the change saves. "
-            "Bar (the tests' too): the measured saving is within 25 % of the estimate.\n\n"
+            "Bar (the tests' too): the measured saving is within 25 % of the estimate; issue 29's bar is 10 %: "
+            f"{len(within10)} of {len(measured)} estimates below are within it. Estimates are made by fake "
+            "execution (the cell re-executed with the suggestion's code on fake tensors, memprofile/whatif/) "
+            "where it can run, else by the rule's replay of the recorded timeline "
+            "(`Suggestion.estimate_method` says which).\n\n"
             "## Per rule\n\n"
             f"{summary}\n\n"
             "GPU-only rules (fragmentation, headroom, tf_memory_growth) and batch_size (which speaks near the "
@@ -270,7 +368,7 @@ def main() -> int:
             "which tests/fixes checks.\n\n"
             "## Each rule's code on notebooks it was not developed on\n\n"
             "The workloads are tests/fixes/workloads.py, run as notebook cells in a real IPython shell with the "
-            "extension loaded. The profiled cell gives the suggestion; its `code` is applied as \"Insert fix\" "
+            'extension loaded. The profiled cell gives the suggestion; its `code` is applied as "Insert fix" '
             "would: *replaces* (the code holds the cell's lines: it is the new cell), *edits* (the code restates "
             "a call the cell makes, with other arguments: that call is changed), *below* (a new cell below, then "
             "the cell again), *by hand* (the code is a template - sdpa's q, k, v - and the workload applies the "
@@ -284,7 +382,9 @@ def main() -> int:
             "For each workload the step is profiled as it is (the estimate is the rule's, from that profile), "
             "then `try_change` runs it as is and changed and measures the saving (peak as is minus peak "
             "changed, same device).\n\n"
-            f"{table if tried else '(not run: --only-fixes)'}\n", encoding="utf-8")
+            f"{table if tried else '(not run: --only-fixes)'}\n\n" + kept,
+            encoding="utf-8",
+        )
     print("all within 25 % and firing as expected" if ok else "SOME OUTSIDE 25 % OR NOT FIRING AS EXPECTED")
     return 0 if ok else 1
 

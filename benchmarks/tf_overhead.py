@@ -39,33 +39,36 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from memprofile.capture import tensorflow as tf_capture  # noqa: E402
+from memprofile.capture.tensorflow.counters import CpuAllocatorStats  # noqa: E402
+from memprofile.capture.tensorflow.session import ProfilerSession  # noqa: E402
 from memprofile.profiler import Profiler  # noqa: E402
 
 # The time TF spends in its own stop (export of the XSpace), per memprofile run.
 _tf_stop: list[float] = []
-_original_stop = tf_capture.TensorFlowCollector._stop_session
+_original_stop = ProfilerSession.stop
 
 
-def _timed_stop(self, tf_module, logdir):
+def _timed_stop(self, keep=True):
     t0 = time.perf_counter()
     try:
-        return _original_stop(self, tf_module, logdir)
+        return _original_stop(self, keep)
     finally:
         _tf_stop.append(time.perf_counter() - t0)
 
 
-tf_capture.TensorFlowCollector._stop_session = _timed_stop
+ProfilerSession.stop = _timed_stop
 
 
 def mlp_workload(batch_size, features=256, width=512, samples=4096):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((features,)),
-        keras.layers.Dense(width, activation="relu"),
-        keras.layers.Dense(width, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile("adam", "mse")
     x = np.random.rand(samples, features).astype("float32")
     y = np.random.rand(samples, 10).astype("float32")
@@ -108,7 +111,7 @@ def run_tf_profiler(fn, ns):
 def run_tf_profiler_with_memory_events(fn, ns):
     """The floor for reading TF's memory events on this CPU: TF's default CPU
     allocator emits them only with its statistics on (what memprofile does)."""
-    stats = tf_capture._CpuAllocatorStats(tf)
+    stats = CpuAllocatorStats(tf)
     switched = stats.turn_on()
     try:
         return run_tf_profiler(fn, ns)
@@ -142,9 +145,11 @@ def measure(name, make, rounds):
     ratio = {k: statistics.median(t / b for t, b in zip(v, bare)) for k, v in times.items()}
     own_share = statistics.median(s / b for s, b in zip(ours, bare))
     tf_share = statistics.median(s / b for s, b in zip(theirs, bare))
-    return (f"| {name} | {statistics.median(bare) * 1000:.0f} ms | {ratio['memprofile']:.2f}x | "
-            f"{own_share:.0%} | {tf_share:.0%} | {ratio['tf.profiler start/stop']:.2f}x | "
-            f"{ratio['tf.profiler + memory events']:.2f}x |")
+    return (
+        f"| {name} | {statistics.median(bare) * 1000:.0f} ms | {ratio['memprofile']:.2f}x | "
+        f"{own_share:.0%} | {tf_share:.0%} | {ratio['tf.profiler start/stop']:.2f}x | "
+        f"{ratio['tf.profiler + memory events']:.2f}x |"
+    )
 
 
 def main():
@@ -154,13 +159,20 @@ def main():
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     print(f"{rounds} interleaved rounds; median of per-round ratios to bare\n")
-    print("| workload | bare | memprofile | memprofile's processing | TF's stop | tf.profiler start/stop "
-          "| tf.profiler + memory events |")
+    print(
+        "| workload | bare | memprofile | memprofile's processing | TF's stop | tf.profiler start/stop "
+        "| tf.profiler + memory events |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(measure("Keras MLP fit, 32 steps", lambda: mlp_workload(128), rounds))
     print(measure("Keras MLP fit, 8 steps", lambda: mlp_workload(512), rounds))
-    print(measure("MNIST-sized MLP fit (784-1024-1024-10), 10 steps",
-                  lambda: mlp_workload(256, features=784, width=1024, samples=2560), rounds))
+    print(
+        measure(
+            "MNIST-sized MLP fit (784-1024-1024-10), 10 steps",
+            lambda: mlp_workload(256, features=784, width=1024, samples=2560),
+            rounds,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -95,12 +95,14 @@ VARIANTS = {
     "memprofile": run_memprofile,
     # The floor for any tool built on torch.profiler with these options: start,
     # run and stop it, read nothing.
-    "torch.profiler memory+shapes, stop only":
-        lambda fn, ns: run_torch_profiler(fn, ns, event_list=False, record_shapes=True),
+    "torch.profiler memory+shapes, stop only": lambda fn, ns: run_torch_profiler(
+        fn, ns, event_list=False, record_shapes=True
+    ),
     "torch.profiler memory": lambda fn, ns: run_torch_profiler(fn, ns),
     "torch.profiler memory+shapes": lambda fn, ns: run_torch_profiler(fn, ns, record_shapes=True),
-    "torch.profiler memory+shapes+stack":
-        lambda fn, ns: run_torch_profiler(fn, ns, record_shapes=True, with_stack=True),
+    "torch.profiler memory+shapes+stack": lambda fn, ns: run_torch_profiler(
+        fn, ns, record_shapes=True, with_stack=True
+    ),
     "memprofile --stack": lambda fn, ns: run_memprofile(fn, ns, with_stack=True),
 }
 
@@ -126,8 +128,9 @@ def measure(name, make, rounds, variants):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--quick", action="store_true",
-                        help="only bare, memprofile and the floor, on the transformer step")
+    parser.add_argument(
+        "--quick", action="store_true", help="only bare, memprofile and the floor, on the transformer step"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     quick = ("bare", "memprofile", "torch.profiler memory+shapes, stop only")
@@ -142,7 +145,8 @@ def main():
     for name, make in workloads:
         bare, ratio, stop_share = measure(name, make, args.rounds, variants)
         print(
-            f"| {name} | {bare * 1e3:.0f} ms | " + " | ".join(f"{ratio[k]:.2f}x" for k in cols)
+            f"| {name} | {bare * 1e3:.0f} ms | "
+            + " | ".join(f"{ratio[k]:.2f}x" for k in cols)
             + f" | {stop_share * 100:.0f} % |"
         )
 

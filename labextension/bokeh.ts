@@ -38,11 +38,18 @@ export function checkTrusted(item: unknown): void {
     const record = value as Record<string, unknown>;
     const name = typeof record.name === 'string' ? record.name : '';
     const attributes = (record.attributes ?? {}) as Record<string, unknown>;
-    const code = name.startsWith('CustomJS') ? attributes.code : name === 'HTMLTemplateFormatter' ? attributes.template
-      : undefined;
-    if ((name.startsWith('CustomJS') || name === 'HTMLTemplateFormatter') &&
-        (typeof code !== 'string' || !TRUSTED.has(code))) {
-      throw new Error(`the view carries JavaScript memprofile did not write (${name}); it was not drawn`);
+    const code = name.startsWith('CustomJS')
+      ? attributes.code
+      : name === 'HTMLTemplateFormatter'
+        ? attributes.template
+        : undefined;
+    if (
+      (name.startsWith('CustomJS') || name === 'HTMLTemplateFormatter') &&
+      (typeof code !== 'string' || !TRUSTED.has(code))
+    ) {
+      throw new Error(
+        `the view carries JavaScript memprofile did not write (${name}); it was not drawn`
+      );
     }
     Object.values(record).forEach(walk);
   };
@@ -69,7 +76,9 @@ const bokehRoot = (): BokehRoot => (window as unknown as { Bokeh?: BokehRoot }).
 /** Run one script as a classic <script> (from a blob: URL, named for the browser's tools). */
 function runScript(code: string, name: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const url = URL.createObjectURL(new Blob([code, `\n//# sourceURL=${name}\n`], { type: 'text/javascript' }));
+    const url = URL.createObjectURL(
+      new Blob([code, `\n//# sourceURL=${name}\n`], { type: 'text/javascript' })
+    );
     const script = document.createElement('script');
     script.src = url;
     script.async = false; // widgets and tables extend bokeh: keep the order
@@ -95,14 +104,19 @@ function runScript(code: string, name: string): Promise<void> {
  * lack them. Rejects, saying why, when the kernel's bokeh is another version
  * (it changed since the view was made) or its scripts do not register.
  */
-export function loadBokeh(version: string, fetchScripts: () => Promise<IBokehScripts>): Promise<IBokeh> {
+export function loadBokeh(
+  version: string,
+  fetchScripts: () => Promise<IBokehScripts>
+): Promise<IBokeh> {
   let pending = loading.get(version);
   if (!pending) {
     pending = fetchScripts()
       .then(async ({ version: kernelVersion, scripts }) => {
         if (kernelVersion !== version) {
-          throw new Error(`the kernel's bokeh is ${kernelVersion} now, and bokeh ${version} made this view: ` +
-            'profile the cell again to draw it');
+          throw new Error(
+            `the kernel's bokeh is ${kernelVersion} now, and bokeh ${version} made this view: ` +
+              'profile the cell again to draw it'
+          );
         }
         const names = ['bokeh', 'bokeh-widgets', 'bokeh-tables'];
         for (const [i, code] of scripts.entries()) {
@@ -110,7 +124,9 @@ export function loadBokeh(version: string, fetchScripts: () => Promise<IBokehScr
         }
         const bokeh = bokehRoot()?.[version];
         if (!bokeh || !bokeh.embed) {
-          throw new Error(`the kernel's BokehJS ${version} loaded but did not register as window.Bokeh["${version}"]`);
+          throw new Error(
+            `the kernel's BokehJS ${version} loaded but did not register as window.Bokeh["${version}"]`
+          );
         }
         // its "document idle at N ms" and other info lines are not the user's business; warnings still show
         // (the logger itself: Bokeh.set_log_level would print a line to say so)

@@ -10,7 +10,15 @@
  * No JupyterLab imports here, so the card is tested under plain jsdom.
  */
 
-import type { Device, ErrorInfo, LineStat, ProfileSummary, Sparkline, SuggestionBrief, TensorInfo } from './schema';
+import type {
+  Device,
+  ErrorInfo,
+  LineStat,
+  ProfileSummary,
+  Sparkline,
+  SuggestionBrief,
+  TensorInfo
+} from './schema';
 import { el } from './dom';
 import {
   formatBytes,
@@ -42,9 +50,6 @@ export const CATEGORIES: ReadonlyArray<readonly [string, string]> = [
 const KNOWN_CATEGORIES = new Set(CATEGORIES.map(([key]) => key));
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const SPARK_WIDTH = 240;
-const SPARK_HEIGHT = 40;
-const SPARK_PAD = 3;
 
 /** The result of checking a payload: a usable summary, or why it is not one. */
 export type CheckResult =
@@ -64,7 +69,11 @@ function isString(value: unknown): value is string {
 }
 
 function malformed(message: string): CheckResult {
-  return { ok: false, reason: 'malformed', message: `Cannot show this memory profile: ${message}.` };
+  return {
+    ok: false,
+    reason: 'malformed',
+    message: `Cannot show this memory profile: ${message}.`
+  };
 }
 
 /**
@@ -115,7 +124,8 @@ function validDevices(summary: ProfileSummary): Device[] {
     return [];
   }
   return summary.devices.filter(
-    (device): device is Device => isRecord(device) && isString(device.name) && isNumber(device.peak_bytes)
+    (device): device is Device =>
+      isRecord(device) && isString(device.name) && isNumber(device.peak_bytes)
   );
 }
 
@@ -141,10 +151,13 @@ function renderHeader(summary: ProfileSummary, devices: Device[]): HTMLElement {
   }
   header.appendChild(peak);
 
-  const device = devices.find(d => d.name === peakDevice) ?? (devices.length === 1 ? devices[0] : undefined);
+  const device =
+    devices.find(d => d.name === peakDevice) ?? (devices.length === 1 ? devices[0] : undefined);
   if (device && isNumber(device.baseline_bytes)) {
     const delta = summary.peak_bytes - device.baseline_bytes;
-    header.appendChild(el('span', 'jp-memprofile-delta', `${formatSignedBytes(delta)} over baseline`));
+    header.appendChild(
+      el('span', 'jp-memprofile-delta', `${formatSignedBytes(delta)} over baseline`)
+    );
   }
   if (device && isNumber(device.capacity_bytes) && device.capacity_bytes > 0) {
     header.appendChild(
@@ -161,30 +174,25 @@ function renderHeader(summary: ProfileSummary, devices: Device[]): HTMLElement {
   return header;
 }
 
-function renderError(error: ErrorInfo): HTMLElement {
+/** The error, and where it happened (`ProfileSummary.error_place`, Python's words; older summaries: none). */
+function renderError(error: ErrorInfo, place: unknown): HTMLElement {
   const box = el('div', 'jp-memprofile-error');
   box.setAttribute('role', 'alert');
   const type = isString(error.type) && error.type ? error.type : 'Error';
   const message = isString(error.message) ? error.message : '';
   box.appendChild(el('span', 'jp-memprofile-error-type', type));
   box.appendChild(document.createTextNode(message ? `: ${message}` : ''));
-  const where = failurePlace(error);
-  if (where) {
-    box.appendChild(el('div', 'jp-memprofile-error-where', `It failed ${where}.`));
+  if (isString(place) && place) {
+    box.appendChild(el('div', 'jp-memprofile-error-where', `It failed ${place}.`));
   }
-  box.appendChild(el('div', 'jp-memprofile-error-note', 'The cell raised; the profile covers the run up to the exception.'));
+  box.appendChild(
+    el(
+      'div',
+      'jp-memprofile-error-note',
+      'The cell raised; the profile covers the run up to the exception.'
+    )
+  );
   return box;
-}
-
-/** "in op aten::empty, layer big, line 3, asking for 16.00 GiB"; '' when the error says nothing of where. */
-export function failurePlace(error: ErrorInfo): string {
-  const parts = [
-    isString(error.op) && error.op ? `op ${error.op}` : '',
-    isString(error.layer) && error.layer ? `layer ${error.layer}` : '',
-    formatLine(error.line)
-  ].filter(part => part);
-  const asked = isNumber(error.requested_bytes) ? `asking for ${formatBytes(error.requested_bytes)}` : '';
-  return [parts.length ? `in ${parts.join(', ')}` : '', asked].filter(part => part).join(', ');
 }
 
 /** What ran at the peak: op, layer and the cell line with its source text. */
@@ -236,7 +244,11 @@ function renderTensors(tensors: unknown): HTMLElement | null {
       formatLine(t.line)
     ].filter(part => part);
     row.append(
-      el('td', 'jp-memprofile-num jp-memprofile-tensor-size', formatTensorSize(t.bytes, t.requested_bytes)),
+      el(
+        'td',
+        'jp-memprofile-num jp-memprofile-tensor-size',
+        formatTensorSize(t.bytes, t.requested_bytes)
+      ),
       el('td', 'jp-memprofile-tensor-shape', `${shape} ${isString(t.dtype) ? t.dtype : ''}`.trim()),
       el('td', 'jp-memprofile-tensor-where', where.join(', '))
     );
@@ -256,7 +268,9 @@ export interface ILineRow {
 }
 
 function isLineRow(value: unknown): value is ILineRow {
-  return isRecord(value) && isNumber(value.line) && (value.text === undefined || isString(value.text));
+  return (
+    isRecord(value) && isNumber(value.line) && (value.text === undefined || isString(value.text))
+  );
 }
 
 /** A bar for the bytes a line holds at the peak, split by kind, scaled to the line holding the most. */
@@ -288,7 +302,9 @@ function tail(name: string, max = 32): string {
 
 /** "aten::mm, aten::gelu · layer encoder": what allocated the most on a line. */
 export function lineNotes(row: ILineRow): string {
-  const ops = Object.keys(isRecord(row.ops) ? row.ops : {}).slice(0, 2).map(name => tail(name));
+  const ops = Object.keys(isRecord(row.ops) ? row.ops : {})
+    .slice(0, 2)
+    .map(name => tail(name));
   const layer = Object.keys(isRecord(row.layers) ? row.layers : {})[0];
   return [ops.join(', '), layer ? `layer ${tail(layer)}` : ''].filter(part => part).join(' · ');
 }
@@ -327,9 +343,14 @@ export function renderLines(rows: unknown, peakLine: unknown, title: string): HT
     const barCell = el('td', 'jp-memprofile-line-bar-cell');
     barCell.appendChild(lineBar(row, widest));
     const held = isNumber(row.peak_bytes) && row.peak_bytes > 0 ? formatBytes(row.peak_bytes) : '';
-    const allocated = isNumber(row.allocated_bytes) && row.allocated_bytes > 0 ? formatBytes(row.allocated_bytes) : '';
+    const allocated =
+      isNumber(row.allocated_bytes) && row.allocated_bytes > 0
+        ? formatBytes(row.allocated_bytes)
+        : '';
     const source = el('td', 'jp-memprofile-line-source');
-    source.appendChild(el('code', undefined, row.line === 0 ? '(before the cell)' : row.text ?? ''));
+    source.appendChild(
+      el('code', undefined, row.line === 0 ? '(before the cell)' : (row.text ?? ''))
+    );
     const made = lineNotes(row);
     if (made) {
       source.appendChild(el('span', 'jp-memprofile-line-made', `  # ${made}`));
@@ -338,7 +359,11 @@ export function renderLines(rows: unknown, peakLine: unknown, title: string): HT
       source.appendChild(el('span', 'jp-memprofile-line-mark', ' ◀ peak'));
     }
     tr.append(
-      el('td', 'jp-memprofile-num jp-memprofile-line-number', row.line === 0 ? '·' : String(row.line)),
+      el(
+        'td',
+        'jp-memprofile-num jp-memprofile-line-number',
+        row.line === 0 ? '·' : String(row.line)
+      ),
       barCell,
       el('td', 'jp-memprofile-num jp-memprofile-line-held', held),
       el('td', 'jp-memprofile-num jp-memprofile-line-allocated', allocated),
@@ -349,7 +374,9 @@ export function renderLines(rows: unknown, peakLine: unknown, title: string): HT
 }
 
 /** Category entries with a positive byte count, known categories first in display order. */
-export function nonZeroCategories(byCategory: unknown): Array<{ key: string; label: string; bytes: number }> {
+export function nonZeroCategories(
+  byCategory: unknown
+): Array<{ key: string; label: string; bytes: number }> {
   if (!isRecord(byCategory)) {
     return [];
   }
@@ -369,7 +396,9 @@ export function nonZeroCategories(byCategory: unknown): Array<{ key: string; lab
 }
 
 function categoryClass(key: string): string {
-  return KNOWN_CATEGORIES.has(key) ? `jp-memprofile-cat-${key.replace('_', '-')}` : 'jp-memprofile-cat-unknown';
+  return KNOWN_CATEGORIES.has(key)
+    ? `jp-memprofile-cat-${key.replace('_', '-')}`
+    : 'jp-memprofile-cat-unknown';
 }
 
 function renderCategories(summary: ProfileSummary): HTMLElement | null {
@@ -406,121 +435,86 @@ function renderCategories(summary: ProfileSummary): HTMLElement | null {
   return section;
 }
 
-/** The sparkline's usable points: finite (t, bytes) pairs, in order. */
-function sparklinePoints(sparkline: unknown): Array<[number, number]> {
-  if (!isRecord(sparkline) || !Array.isArray(sparkline.t) || !Array.isArray(sparkline.bytes)) {
-    return [];
-  }
-  const t = sparkline.t as unknown[];
-  const bytes = sparkline.bytes as unknown[];
-  const points: Array<[number, number]> = [];
-  const n = Math.min(t.length, bytes.length);
-  for (let i = 0; i < n; i++) {
-    const ti = t[i];
-    const bi = bytes[i];
-    if (isNumber(ti) && isNumber(bi)) {
-      points.push([ti, bi]);
-    }
-  }
-  return points;
+function isPoint(value: unknown): value is [number, number] {
+  return Array.isArray(value) && value.length === 2 && isNumber(value[0]) && isNumber(value[1]);
 }
 
-/** Draw live bytes over time as an inline SVG, the highest point marked. */
+/**
+ * Draw the sparkline as Python drew it (`Sparkline.drawing`, render/sparkline.py: the
+ * points of a line of steps, the peak, their titles); null for a summary without a
+ * usable drawing (older kernels).
+ */
 export function renderSparkline(sparkline: Sparkline): SVGSVGElement | null {
-  const points = sparklinePoints(sparkline);
-  if (!points.length) {
+  const drawing: unknown = isRecord(sparkline) ? sparkline.drawing : null;
+  if (
+    !isRecord(drawing) ||
+    !isNumber(drawing.width) ||
+    !isNumber(drawing.height) ||
+    !isPoint(drawing.peak) ||
+    !Array.isArray(drawing.points) ||
+    !drawing.points.length ||
+    !drawing.points.every(isPoint)
+  ) {
     return null;
   }
-  const t0 = Math.min(...points.map(p => p[0]));
-  const t1 = Math.max(...points.map(p => p[0]));
-  const b0 = Math.min(...points.map(p => p[1]));
-  const b1 = Math.max(...points.map(p => p[1]));
-  const x = (t: number): number =>
-    t1 > t0 ? SPARK_PAD + ((t - t0) / (t1 - t0)) * (SPARK_WIDTH - 2 * SPARK_PAD) : SPARK_WIDTH / 2;
-  const y = (b: number): number =>
-    b1 > b0 ? SPARK_HEIGHT - SPARK_PAD - ((b - b0) / (b1 - b0)) * (SPARK_HEIGHT - 2 * SPARK_PAD) : SPARK_HEIGHT / 2;
-
-  let peakIndex = 0;
-  points.forEach((p, i) => {
-    if (p[1] > points[peakIndex][1]) {
-      peakIndex = i;
-    }
-  });
-  const [peakT, peakB] = points[peakIndex];
-
+  const { width, height } = drawing;
   const root = svg('svg', {
     class: 'jp-memprofile-sparkline',
-    width: SPARK_WIDTH,
-    height: SPARK_HEIGHT,
-    viewBox: `0 0 ${SPARK_WIDTH} ${SPARK_HEIGHT}`,
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
     role: 'img'
   });
-  const device = isString(sparkline.device) ? sparkline.device : 'device';
   const title = svg('title', {});
-  title.textContent = `Live bytes on ${device} over ${formatDuration(t1 - t0)}; peak ${formatBytes(peakB)} at ${formatDuration(peakT)}`;
+  title.textContent = isString(drawing.title) ? drawing.title : '';
   root.appendChild(title);
-
-  // Steps: memory holds its value until the next event (a ramp between two
-  // points would draw growth that never happened).
-  const d = points
-    .map((p, i) => {
-      const xi = x(p[0]).toFixed(2);
-      const yi = y(p[1]).toFixed(2);
-      return i === 0 ? `M${xi} ${yi}` : `H${xi} V${yi}`;
-    })
-    .join(' ');
-  root.appendChild(svg('path', { class: 'jp-memprofile-sparkline-line', d, fill: 'none' }));
+  const points = drawing.points.map(([x, y]) => `${x},${y}`).join(' ');
   root.appendChild(
-    svg('circle', {
-      class: 'jp-memprofile-sparkline-peak',
-      cx: x(peakT).toFixed(2),
-      cy: y(peakB).toFixed(2),
-      r: 3
-    })
+    svg('polyline', { class: 'jp-memprofile-sparkline-line', points, fill: 'none' })
   );
+  const peak = svg('circle', {
+    class: 'jp-memprofile-sparkline-peak',
+    cx: drawing.peak[0],
+    cy: drawing.peak[1],
+    r: 3
+  });
+  const peakTitle = svg('title', {});
+  peakTitle.textContent = isString(drawing.peak_title) ? drawing.peak_title : '';
+  peak.appendChild(peakTitle);
+  root.appendChild(peak);
   return root;
 }
 
 /**
- * `ProfileSummary.steps` (a StepsBrief, checked here) as one line:
- * "200 training steps · steps 1-3 in detail · highest step: 7 (12.3 MiB) ·
- * end of step: 4.10 MiB → 4.20 MiB"; '' without steps. The same words as
- * render/lines.py `steps_text` (the text report and the static HTML).
+ * The steps line (`StepsBrief.text`, Python's words: render/lines.py steps_text): one line, cut
+ * with an ellipsis where the card is narrow (the whole line in its title); none without steps
+ * or from older kernels.
  */
-export function stepsText(steps: unknown): string {
-  if (!isRecord(steps) || !isNumber(steps.count) || steps.count <= 0) {
-    return '';
-  }
-  const count = steps.count;
-  const parts = [`${count.toLocaleString('en-US')} training step${count !== 1 ? 's' : ''}`];
-  const first = steps.detail_first;
-  const last = steps.detail_last;
-  if (!isNumber(first) || !isNumber(last)) {
-    parts.push('no step in detail');
-  } else if (first === 1 && last === count && count > 1) {
-    parts.push('every step in detail');
-  } else {
-    parts.push(`${first === last ? `step ${first}` : `steps ${first}-${last}`} in detail`);
-  }
-  if (isNumber(steps.highest_step) && isNumber(steps.highest_bytes)) {
-    const how = steps.peaks_exact === true ? '' : steps.peaks_estimated === true ? ', estimated' : ' resident';
-    parts.push(`highest step: ${steps.highest_step} (${formatBytes(steps.highest_bytes)}${how})`);
-  }
-  if (isNumber(steps.end_first_bytes) && isNumber(steps.end_last_bytes)) {
-    const how = steps.ends_exact === true ? '' : steps.ends_estimated === true ? ' (estimated)' : ' (resident)';
-    parts.push(`end of step: ${formatBytes(steps.end_first_bytes)} → ${formatBytes(steps.end_last_bytes)}${how}`);
-  }
-  return parts.join(' · ');
-}
-
-/** The steps line: one line, cut with an ellipsis where the card is narrow (the whole line in its title). */
 function renderSteps(steps: unknown): HTMLElement | null {
-  const text = stepsText(steps);
+  const text = isRecord(steps) && isString(steps.text) ? steps.text : '';
   if (!text) {
     return null;
   }
   const line = el('div', 'jp-memprofile-steps', text);
   line.title = text;
+  Object.assign(line.style, {
+    whiteSpace: 'nowrap',
+    overflow: 'hidden',
+    textOverflow: 'ellipsis'
+  });
+  return line;
+}
+
+/**
+ * The will-it-fit line (`ProfileSummary.fits_line`, Python's words: render/prediction.py fits_line,
+ * "predicted fits: T4 16 GB ✓ 41 % · …"): one line like the steps', none without a prediction.
+ */
+function renderFits(fits: unknown): HTMLElement | null {
+  if (!isString(fits) || !fits) {
+    return null;
+  }
+  const line = el('div', 'jp-memprofile-fits', fits);
+  line.title = fits;
   Object.assign(line.style, {
     whiteSpace: 'nowrap',
     overflow: 'hidden',
@@ -538,7 +532,11 @@ function renderSuggestion(suggestion: SuggestionBrief, count: unknown): HTMLElem
   box.appendChild(el('span', 'jp-memprofile-suggestion-title', suggestion.title));
   if (isNumber(suggestion.estimated_saving_bytes) && suggestion.estimated_saving_bytes > 0) {
     box.appendChild(
-      el('span', 'jp-memprofile-suggestion-saving', ` (saves about ${formatBytes(suggestion.estimated_saving_bytes)})`)
+      el(
+        'span',
+        'jp-memprofile-suggestion-saving',
+        ` (saves about ${formatBytes(suggestion.estimated_saving_bytes)})`
+      )
     );
   }
   if (isNumber(count) && count > 1) {
@@ -563,8 +561,12 @@ export function renderNotes(notes: unknown): HTMLElement | null {
   if (!Array.isArray(notes)) {
     return null;
   }
-  const items = notes.map(n => (isString(n) ? { message: n } : n as { message?: unknown; fix?: unknown }))
-    .filter(n => isString(n.message) && n.message.length > 0) as { message: string; fix?: unknown }[];
+  const items = notes
+    .map(n => (isString(n) ? { message: n } : (n as { message?: unknown; fix?: unknown })))
+    .filter(n => isString(n.message) && n.message.length > 0) as {
+    message: string;
+    fix?: unknown;
+  }[];
   if (!items.length) {
     return null;
   }
@@ -596,7 +598,12 @@ function renderDeviceTable(devices: Device[]): HTMLElement {
   for (const device of devices) {
     const row = body.insertRow();
     row.appendChild(el('td', 'jp-memprofile-device', device.name));
-    for (const value of [device.peak_bytes, device.baseline_bytes, device.end_bytes, device.capacity_bytes]) {
+    for (const value of [
+      device.peak_bytes,
+      device.baseline_bytes,
+      device.end_bytes,
+      device.capacity_bytes
+    ]) {
       row.appendChild(el('td', 'jp-memprofile-num', formatBytes(isNumber(value) ? value : null)));
     }
   }
@@ -612,7 +619,7 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
   card.appendChild(renderHeader(summary, devices));
 
   if (isRecord(summary.error)) {
-    card.appendChild(renderError(summary.error));
+    card.appendChild(renderError(summary.error, summary.error_place));
   }
 
   const body = el('div', 'jp-memprofile-body');
@@ -628,18 +635,27 @@ function renderProfile(summary: ProfileSummary): HTMLElement {
     card.appendChild(body);
   }
   for (const part of [
-    isString(summary.peak_scope) && summary.peak_scope ? el('div', 'jp-memprofile-peak-scope', summary.peak_scope) : null,
+    isString(summary.peak_scope) && summary.peak_scope
+      ? el('div', 'jp-memprofile-peak-scope', summary.peak_scope)
+      : null,
     renderSteps(summary.steps),
+    renderFits(summary.fits_line),
     renderPeakPlace(summary),
     renderTensors(summary.peak_tensors),
-    renderLines(summary.peak_lines as LineStat[] | undefined, summary.peak_line, 'Lines holding the most at the peak')
+    renderLines(
+      summary.peak_lines as LineStat[] | undefined,
+      summary.peak_line,
+      'Lines holding the most at the peak'
+    )
   ]) {
     if (part) {
       card.appendChild(part);
     }
   }
 
-  const suggestion = summary.top_suggestion ? renderSuggestion(summary.top_suggestion, summary.suggestion_count) : null;
+  const suggestion = summary.top_suggestion
+    ? renderSuggestion(summary.top_suggestion, summary.suggestion_count)
+    : null;
   if (suggestion) {
     card.appendChild(suggestion);
   }

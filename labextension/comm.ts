@@ -30,7 +30,11 @@ interface IKernelMessage {
   [key: string]: unknown;
 }
 
-type Pending = { resolve: (m: IKernelMessage) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
+type Pending = {
+  resolve: (m: IKernelMessage) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+};
 
 let counter = 0;
 
@@ -60,7 +64,11 @@ export class ProfileChannel {
         reject(new Error(`no answer from the kernel to "${data.type}"`));
       }, this._timeoutMs);
       // the reply that matches the request_id is the reply to this type of request
-      this._pending.set(requestId, { resolve: m => resolve(m as unknown as ReplyTo[T['type']]), reject, timer });
+      this._pending.set(requestId, {
+        resolve: m => resolve(m as unknown as ReplyTo[T['type']]),
+        reject,
+        timer
+      });
       try {
         this._comm.send({ ...data, request_id: requestId });
       } catch {

@@ -10,9 +10,10 @@
  */
 
 import type { NotebookPanel } from '@jupyterlab/notebook';
-import type { Kernel } from '@jupyterlab/services';
+import type { Kernel, KernelMessage } from '@jupyterlab/services';
 
 import { ICommLike, ProfileChannel } from './comm';
+import { LiveFeed } from './live';
 import type { KernelPush } from './schema';
 import { ProfileList } from './store';
 
@@ -21,23 +22,31 @@ export const COMM_TARGET = 'memprofile';
 
 /** What the panel says while the kernel cannot answer; a click on a profile says it too. */
 export const OFFLINE = {
-  shutdown: 'The kernel is shut down: its profiles went with it. Start one (Kernel → Restart Kernel…), ' +
+  shutdown:
+    'The kernel is shut down: its profiles went with it. Start one (Kernel → Restart Kernel…), ' +
     'then run %load_ext memprofile.',
-  dead: 'The kernel died: its profiles went with it. Restart it (Kernel → Restart Kernel…), ' +
+  dead:
+    'The kernel died: its profiles went with it. Restart it (Kernel → Restart Kernel…), ' +
     'then run %load_ext memprofile.',
   disconnected: 'Lost the connection to the kernel: reconnecting… Its profiles come back with it.'
 };
-export const RESTARTED = 'The kernel restarted: its profiles are gone. Run %load_ext memprofile again.';
+export const RESTARTED =
+  'The kernel restarted: its profiles are gone. Run %load_ext memprofile again.';
 export const NOT_LOADED = 'Run %load_ext memprofile in this notebook to see its profiles here.';
 
 /** One notebook's kernel, as the panel sees it. */
 export class KernelBinding {
   readonly list = new ProfileList();
+  /** The running cell's live feed (live.ts). */
+  readonly live = new LiveFeed();
   status = 'Waiting for the kernel…';
   /** Why the kernel cannot answer now (shut down, dead, connection lost), or null. */
   offline: string | null = null;
 
-  constructor(readonly notebook: NotebookPanel, private _changed: (b: KernelBinding) => void) {
+  constructor(
+    readonly notebook: NotebookPanel,
+    private _changed: (b: KernelBinding) => void
+  ) {
     const ctx = notebook.sessionContext;
     ctx.kernelChanged.connect((_, change) => {
       if (change.newValue) {
@@ -75,6 +84,8 @@ export class KernelBinding {
     this._reset(NOT_LOADED);
     kernel.registerCommTarget(COMM_TARGET, comm => this._adopt(comm));
     kernel.connectionStatusChanged.connect((_, status) => this._onConnection(kernel, status), this);
+    // (optional: a cut-down connection, jest's, may have no IOPub signal)
+    kernel.iopubMessage?.connect((_, msg) => this._onIopub(kernel, msg), this);
     void this._reattach(kernel);
   }
 
@@ -127,14 +138,44 @@ export class KernelBinding {
     }
     try {
       const reply = await kernel.requestCommInfo({ target_name: COMM_TARGET });
-      const content = reply.content as { status: string; comms?: Record<string, { target_name: string }> };
-      const ids = Object.entries(content.comms ?? {}).filter(([, c]) => c.target_name === COMM_TARGET).map(([id]) => id);
-      if (ids.length && (!this._channel || this._channel.disposed) && !kernel.hasComm(ids[ids.length - 1])) {
+      const content = reply.content as {
+        status: string;
+        comms?: Record<string, { target_name: string }>;
+      };
+      const ids = Object.entries(content.comms ?? {})
+        .filter(([, c]) => c.target_name === COMM_TARGET)
+        .map(([id]) => id);
+      if (
+        ids.length &&
+        (!this._channel || this._channel.disposed) &&
+        !kernel.hasComm(ids[ids.length - 1])
+      ) {
         this._adopt(kernel.createComm(COMM_TARGET, ids[ids.length - 1]));
       }
     } catch {
       // an old kernel without comm_info: the next %load_ext opens a new comm
     }
+  }
+
+  /**
+   * A live push on a comm this page does not hold: the page was reloaded while a cell
+   * runs, and comm_info waits behind the cell on the shell channel. The push names the
+   * kernel's comm (IOPub is not blocked): adopt it and take the push.
+   */
+  private _onIopub(kernel: Kernel.IKernelConnection, msg: KernelMessage.IIOPubMessage): void {
+    if (kernel !== this._kernel || msg.header.msg_type !== 'comm_msg') {
+      return;
+    }
+    const content = msg.content as { comm_id: string; data?: { type?: unknown } };
+    const type = content.data?.type;
+    if (typeof type !== 'string' || !type.startsWith('live') || kernel.hasComm(content.comm_id)) {
+      return;
+    }
+    if (this._channel && !this._channel.disposed) {
+      return; // a comm of another page's: this one already has its own
+    }
+    this._adopt(kernel.createComm(COMM_TARGET, content.comm_id));
+    this.live.apply(content.data as KernelPush);
   }
 
   private _adopt(comm: Kernel.IComm): void {
@@ -154,6 +195,11 @@ export class KernelBinding {
         this._changed(this);
       }
     );
+    // the live feed on; the reply is the running cell's feed so far (a reload resumes it)
+    void channel.request({ type: 'live', on: true }).then(
+      reply => this.live.apply(reply),
+      () => undefined // a kernel without the live feed: the panel shows profiles only
+    );
     this._changed(this);
   }
 
@@ -163,6 +209,8 @@ export class KernelBinding {
       this._changed(this);
     } else if (message.type === 'cleared') {
       this.list.clear();
+    } else {
+      this.live.apply(message);
     }
   }
 
@@ -170,6 +218,7 @@ export class KernelBinding {
     this._channel?.dispose();
     this._channel = null;
     this.list.clear();
+    this.live.clear();
     this.offline = null;
     this.status = status;
     this._changed(this);

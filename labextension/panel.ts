@@ -2,7 +2,7 @@
  * The memprofile side panel: the active notebook kernel's profiles, newest
  * first, and the views of the selected one (timeline, peak, layers, ops with
  * BokehJS; the cell's lines with their bars; suggestions with "Insert fix"
- * and "Try it"; compare; export).
+ * and "Try it"; will it fit (fit.ts); compare; export).
  *
  * Everything from the kernel is data: text goes through textContent, bokeh
  * json_items go to BokehJS's embed_item (the kernel's own BokehJS, the one
@@ -15,8 +15,18 @@ import { Widget } from '@lumino/widgets';
 
 import { renderLines, renderNotes, renderSparkline } from './card';
 import { el } from './dom';
+import { renderFitView } from './fit';
 import { formatBytes, formatDuration, formatSignedBytes } from './format';
-import type { ChangeRow, PanelComparison, PanelProfile, PanelSuggestion, ProfileSummary } from './schema';
+import { ILiveState, LiveFeed, LiveView } from './live';
+import type {
+  ChangeRow,
+  PanelComparison,
+  PanelProfile,
+  PanelSuggestion,
+  PredictRequest,
+  PredictedReply,
+  ProfileSummary
+} from './schema';
 import type { ProfileList } from './store';
 
 // PanelProfile, PanelSuggestion and PanelComparison, the data the kernel
@@ -32,6 +42,8 @@ export interface IPanelActions {
   /** Write the report; resolve with where it is and, when the server serves it, its URL. */
   exportReport(profile: PanelProfile): Promise<{ path: string; url: string | null }>;
   compare(a: string, b: string): Promise<PanelComparison>;
+  /** Will it fit: the kernel's prediction (Profile.predict); rejects with its message. */
+  predict(request: PredictRequest): Promise<PredictedReply>;
 }
 
 // Ranks: a merged profile's only (render/ranks.py), shown first when the kernel sent it.
@@ -42,7 +54,8 @@ export const VIEWS: ReadonlyArray<readonly [string, string]> = [
   ['lines', 'Lines'],
   ['layers', 'Layers'],
   ['ops', 'Ops'],
-  ['suggestions', 'Suggestions']
+  ['suggestions', 'Suggestions'],
+  ['fit', 'Will it fit']
 ];
 
 /** The tab a profile opens on: Ranks for a merged profile (whoever merged wants the ranks first), else the last
@@ -71,12 +84,25 @@ export class MemprofilePanel extends Widget {
     this._status = el('div', 'jp-memprofile-panel-status');
     this._list = el('ul', 'jp-memprofile-list');
     this._toolbar = el('div', 'jp-memprofile-panel-toolbar');
-    this._compareButton = button('Compare selected', 'jp-memprofile-compare', () => void this._compareSelected());
+    this._compareButton = button(
+      'Compare selected',
+      'jp-memprofile-compare',
+      () => void this._compareSelected()
+    );
     this._compareButton.disabled = true;
     this._toolbar.appendChild(this._compareButton);
     this._detail = el('div', 'jp-memprofile-detail');
-    this.node.append(el('h2', 'jp-memprofile-panel-title', 'Memory profiles'), this._status, this._toolbar,
-      this._list, this._detail);
+    this._liveBox = el('div', 'jp-memprofile-live-box');
+    this._liveBox.hidden = true;
+    this._liveView = new LiveView(this._liveBox);
+    this.node.append(
+      el('h2', 'jp-memprofile-panel-title', 'Memory profiles'),
+      this._status,
+      this._toolbar,
+      this._liveBox,
+      this._list,
+      this._detail
+    );
     this.setStatus('Open a notebook and run %load_ext memprofile.');
   }
 
@@ -89,10 +115,55 @@ export class MemprofilePanel extends Widget {
     this._checked.clear();
     this._detail.textContent = '';
     if (list) {
-      this._unbind = list.onChange(() => this._renderList());
+      this._unbind = list.onChange(() => {
+        this._renderList();
+        this._liveDone();
+      });
     }
     this.setStatus(status);
     this._renderList();
+  }
+
+  /** The live feed shown (the same kernel's as the list); null: none. */
+  bindLive(feed: LiveFeed | null): void {
+    this._unbindLive?.();
+    this._unbindLive = null;
+    this._live = feed;
+    this._shownRun = null;
+    this._liveBox.hidden = true;
+    this._liveBox.textContent = '';
+    if (feed) {
+      this._unbindLive = feed.onChange(state => this._onLive(state));
+      this._onLive(feed.state);
+    }
+  }
+
+  /** A running cell's feed is drawn (a frame later); an ended one stays until its profile is listed. */
+  private _onLive(state: ILiveState): void {
+    if (!state.run || state.run === this._doneRun) {
+      this._liveBox.hidden = true;
+      return;
+    }
+    this._shownRun = state.run;
+    this._liveBox.hidden = false;
+    this._liveView.update(state);
+    this._liveDone();
+  }
+
+  /** The ended run's profile is in the list: the live view gives way to it. */
+  private _liveDone(): void {
+    const state = this._live?.state;
+    if (!state?.ended || state.run !== this._shownRun || !state.profileId) {
+      return;
+    }
+    const id = state.profileId;
+    if (!(this._profiles?.items ?? []).some(p => p.id === id)) {
+      return; // its "added" is still on its way
+    }
+    this._doneRun = state.run;
+    this._shownRun = null;
+    this._liveBox.hidden = true;
+    void this.select(id);
   }
 
   setStatus(text: string): void {
@@ -121,7 +192,9 @@ export class MemprofilePanel extends Widget {
     const detail = this._detail;
     detail.textContent = '';
     if (this._offline !== null) {
-      detail.appendChild(el('div', 'jp-memprofile-error', `Cannot open this profile: ${this._offline}`));
+      detail.appendChild(
+        el('div', 'jp-memprofile-error', `Cannot open this profile: ${this._offline}`)
+      );
       return;
     }
     detail.appendChild(el('div', 'jp-memprofile-loading', 'Loading the profile…'));
@@ -130,7 +203,9 @@ export class MemprofilePanel extends Widget {
       profile = await this._actions.fetchProfile(id);
     } catch (error) {
       detail.textContent = '';
-      detail.appendChild(el('div', 'jp-memprofile-error', `Cannot open this profile: ${(error as Error).message}`));
+      detail.appendChild(
+        el('div', 'jp-memprofile-error', `Cannot open this profile: ${(error as Error).message}`)
+      );
       return;
     }
     if (this._selected !== id) {
@@ -151,14 +226,22 @@ export class MemprofilePanel extends Widget {
     }
     this._shownCount = items.length;
     if (this._profiles && !items.length) {
-      list.appendChild(el('li', 'jp-memprofile-empty', 'No profile yet: put %%memprofile on a cell and run it.'));
+      list.appendChild(
+        el('li', 'jp-memprofile-empty', 'No profile yet: put %%memprofile on a cell and run it.')
+      );
     }
     for (const summary of items) {
       list.appendChild(this._renderItem(summary));
     }
     const dropped = this._profiles?.dropped ?? 0;
     if (dropped) {
-      list.appendChild(el('li', 'jp-memprofile-dropped', `${dropped} older profile(s) dropped by the kernel's store`));
+      list.appendChild(
+        el(
+          'li',
+          'jp-memprofile-dropped',
+          `${dropped} older profile(s) dropped by the kernel's store`
+        )
+      );
     }
     this._compareButton.disabled = this._checked.size !== 2;
   }
@@ -185,8 +268,16 @@ export class MemprofilePanel extends Widget {
     const text = el('div', 'jp-memprofile-item-text');
     text.append(
       el('span', 'jp-memprofile-item-name', summary.name),
-      el('span', 'jp-memprofile-item-peak', `${formatBytes(summary.peak_bytes)} on ${summary.peak_device ?? '—'}`),
-      el('span', 'jp-memprofile-item-time', `${formatDuration(summary.duration_s)} · ${summary.started_at.slice(11, 19)}`)
+      el(
+        'span',
+        'jp-memprofile-item-peak',
+        `${formatBytes(summary.peak_bytes)} on ${summary.peak_device ?? '—'}`
+      ),
+      el(
+        'span',
+        'jp-memprofile-item-time',
+        `${formatDuration(summary.duration_s)} · ${summary.started_at.slice(11, 19)}`
+      )
     );
     if (summary.error) {
       text.appendChild(el('span', 'jp-memprofile-item-error', `raised ${summary.error.type}`));
@@ -207,8 +298,11 @@ export class MemprofilePanel extends Widget {
     const head = el('div', 'jp-memprofile-detail-head');
     head.append(
       el('div', 'jp-memprofile-detail-name', profile.summary.name),
-      el('div', 'jp-memprofile-detail-peak',
-        `Peak ${formatBytes(profile.summary.peak_bytes)} on ${profile.summary.peak_device ?? '—'}`),
+      el(
+        'div',
+        'jp-memprofile-detail-peak',
+        `Peak ${formatBytes(profile.summary.peak_bytes)} on ${profile.summary.peak_device ?? '—'}`
+      ),
       button('Export HTML', 'jp-memprofile-export', () => void this._export(profile))
     );
     if (profile.summary.peak_scope) {
@@ -217,7 +311,9 @@ export class MemprofilePanel extends Widget {
     const tabs = el('div', 'jp-memprofile-tabs');
     for (const [key, label] of VIEWS.filter(([k]) => k !== 'ranks' || profile.views.ranks)) {
       const count = key === 'suggestions' ? ` (${profile.suggestions.length})` : '';
-      const tab = button(`${label}${count}`, 'jp-memprofile-tab', () => this._renderDetail(profile, key));
+      const tab = button(`${label}${count}`, 'jp-memprofile-tab', () =>
+        this._renderDetail(profile, key)
+      );
       tab.dataset.view = key;
       if (key === view) {
         tab.classList.add('jp-mod-active');
@@ -236,16 +332,31 @@ export class MemprofilePanel extends Widget {
     detail.append(tabs, body);
     if (view === 'suggestions') {
       this._renderSuggestions(profile, body);
+    } else if (view === 'fit') {
+      renderFitView(profile, body, request => this._actions.predict(request));
     } else if (view === 'lines') {
-      const lines = renderLines(profile.lines, profile.peak_line,
-        'The cell, line by line: bytes alive at the peak (by kind) and allocated');
-      body.appendChild(lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.'));
+      const lines = renderLines(
+        profile.lines,
+        profile.peak_line,
+        'The cell, line by line: bytes alive at the peak (by kind) and allocated'
+      );
+      body.appendChild(
+        lines ?? el('p', 'jp-memprofile-empty', 'No line of the cell was recorded in this profile.')
+      );
     } else if (profile.views[view]) {
       // drawn by the kernel's own BokehJS (the first view of a page waits for it to come)
-      body.appendChild(el('p', 'jp-memprofile-empty', `Drawing with the kernel's BokehJS ${profile.bokeh_version}…`));
+      body.appendChild(
+        el(
+          'p',
+          'jp-memprofile-empty',
+          `Drawing with the kernel's BokehJS ${profile.bokeh_version}…`
+        )
+      );
       this._actions.embed(profile.views[view], body, profile.bokeh_version).catch(error => {
         body.textContent = '';
-        body.appendChild(el('div', 'jp-memprofile-error', `Cannot draw this view: ${(error as Error).message}`));
+        body.appendChild(
+          el('div', 'jp-memprofile-error', `Cannot draw this view: ${(error as Error).message}`)
+        );
       });
     }
   }
@@ -261,12 +372,17 @@ export class MemprofilePanel extends Widget {
       const saving = el('div', 'jp-memprofile-saving', s.saving_text);
       const status = el('div', 'jp-memprofile-try-status');
       const buttons = el('div', 'jp-memprofile-suggestion-buttons');
-      buttons.appendChild(button(s.placement === 'top' ? 'Insert fix at top' : 'Insert fix', 'jp-memprofile-insert',
-        () => {
-          this._actions.insertFix(profile, s).catch(error => {
-            status.textContent = `Cannot insert the fix: ${(error as Error).message}`;
-          });
-        }));
+      buttons.appendChild(
+        button(
+          s.placement === 'top' ? 'Insert fix at top' : 'Insert fix',
+          'jp-memprofile-insert',
+          () => {
+            this._actions.insertFix(profile, s).catch(error => {
+              status.textContent = `Cannot insert the fix: ${(error as Error).message}`;
+            });
+          }
+        )
+      );
       if (s.can_try && s.try_change && profile.source.trim()) {
         const tryButton = button('Try it', 'jp-memprofile-try', () => {
           tryButton.disabled = true;
@@ -285,15 +401,22 @@ export class MemprofilePanel extends Widget {
             }
           );
         });
-        tryButton.title = 'Runs the cell two or three times (as it is, warm again when that run created ' +
+        tryButton.title =
+          'Runs the cell two or three times (as it is, warm again when that run created ' +
           'state, then changed) after asking';
         buttons.appendChild(tryButton);
       }
       const code = el('pre', 'jp-memprofile-code');
       code.textContent = s.code;
-      card.append(el('div', 'jp-memprofile-suggestion-title', s.title), saving,
-        el('div', 'jp-memprofile-evidence', s.evidence), el('div', 'jp-memprofile-how', s.how), code, buttons,
-        status);
+      card.append(
+        el('div', 'jp-memprofile-suggestion-title', s.title),
+        saving,
+        el('div', 'jp-memprofile-evidence', s.evidence),
+        el('div', 'jp-memprofile-how', s.how),
+        code,
+        buttons,
+        status
+      );
       body.appendChild(card);
     }
   }
@@ -308,8 +431,10 @@ export class MemprofilePanel extends Widget {
       if (this._selected === id) {
         const statuses = new Map<string, string>();
         this._detail.querySelectorAll<HTMLElement>('.jp-memprofile-suggestion').forEach(card => {
-          statuses.set(card.dataset.suggestion ?? '',
-            card.querySelector('.jp-memprofile-try-status')?.textContent ?? '');
+          statuses.set(
+            card.dataset.suggestion ?? '',
+            card.querySelector('.jp-memprofile-try-status')?.textContent ?? ''
+          );
         });
         this._renderDetail(profile, this._view);
         this._detail.querySelectorAll<HTMLElement>('.jp-memprofile-suggestion').forEach(card => {
@@ -342,7 +467,10 @@ export class MemprofilePanel extends Widget {
   }
 
   private async _compareSelected(): Promise<void> {
-    const ids = (this._profiles?.items ?? []).filter(p => this._checked.has(p.id)).map(p => p.id).reverse();
+    const ids = (this._profiles?.items ?? [])
+      .filter(p => this._checked.has(p.id))
+      .map(p => p.id)
+      .reverse();
     if (ids.length !== 2) {
       return;
     }
@@ -357,11 +485,20 @@ export class MemprofilePanel extends Widget {
       detail.appendChild(renderComparison(c));
     } catch (error) {
       detail.textContent = '';
-      detail.appendChild(el('div', 'jp-memprofile-error', `Cannot compare: ${(error as Error).message}`));
+      detail.appendChild(
+        el('div', 'jp-memprofile-error', `Cannot compare: ${(error as Error).message}`)
+      );
     }
   }
 
   private _actions: IPanelActions;
+  private _liveBox: HTMLElement;
+  private _liveView: LiveView;
+  private _live: LiveFeed | null = null;
+  private _unbindLive: (() => void) | null = null;
+  /** The run the live view shows, and the last run whose profile replaced it. */
+  private _shownRun: string | null = null;
+  private _doneRun: string | null = null;
   private _status: HTMLElement;
   private _list: HTMLUListElement;
   private _toolbar: HTMLElement;
@@ -380,8 +517,10 @@ export class MemprofilePanel extends Widget {
 /** A comparison as tables of text. */
 export function renderComparison(c: PanelComparison): HTMLElement {
   const root = el('div', 'jp-memprofile-comparison');
-  root.append(el('div', 'jp-memprofile-detail-name', `${c.a_name} → ${c.b_name}`),
-    el('div', 'jp-memprofile-comparison-headline', c.headline));
+  root.append(
+    el('div', 'jp-memprofile-detail-name', `${c.a_name} → ${c.b_name}`),
+    el('div', 'jp-memprofile-comparison-headline', c.headline)
+  );
   for (const note of c.notes ?? []) {
     root.appendChild(el('div', 'jp-memprofile-comparison-note', note));
   }
@@ -398,8 +537,12 @@ export function renderComparison(c: PanelComparison): HTMLElement {
     t.appendChild(head);
     for (const r of rows) {
       const tr = el('tr');
-      tr.append(el('td', undefined, r.name), el('td', undefined, formatBytes(r.before)),
-        el('td', undefined, formatBytes(r.after)), el('td', undefined, formatSignedBytes(r.delta)));
+      tr.append(
+        el('td', undefined, r.name),
+        el('td', undefined, formatBytes(r.before)),
+        el('td', undefined, formatBytes(r.after)),
+        el('td', undefined, formatSignedBytes(r.delta))
+      );
       t.appendChild(tr);
     }
     root.appendChild(t);

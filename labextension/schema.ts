@@ -11,7 +11,7 @@
  * This interface was referenced by `Profile`'s JSON-Schema
  * via the `definition` "KernelPush".
  */
-export type KernelPush = AddedMessage | ClearedMessage;
+export type KernelPush = AddedMessage | ClearedMessage | LiveStartMessage | LiveMessage | LiveEndMessage;
 /**
  * What the kernel answers a request with.
  *
@@ -19,7 +19,15 @@ export type KernelPush = AddedMessage | ClearedMessage;
  * via the `definition` "KernelReply".
  */
 export type KernelReply =
-  ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | BokehjsReply | ErrorReply;
+  | ProfilesReply
+  | ProfileReply
+  | ComparisonReply
+  | ExportedReply
+  | TriedReply
+  | PredictedReply
+  | BokehjsReply
+  | LiveReply
+  | ErrorReply;
 /**
  * What the panel asks (a reply echoes its request_id).
  *
@@ -27,7 +35,14 @@ export type KernelReply =
  * via the `definition` "PanelRequest".
  */
 export type PanelRequest =
-  SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest | BokehjsRequest;
+  | SyncRequest
+  | GetProfileRequest
+  | CompareRequest
+  | ExportRequest
+  | TryRequest
+  | PredictRequest
+  | BokehjsRequest
+  | LiveRequest;
 
 export interface Profile {
   id: string;
@@ -53,6 +68,7 @@ export interface Profile {
   lines?: LineStat[];
   optimizers?: OptimizerStat[];
   steps?: StepStat[];
+  predictions?: Prediction[];
   distributed?: RankInfo | null;
   merged?: MergeInfo | null;
   schema_version: number;
@@ -148,6 +164,7 @@ export interface LayerStat {
   peak_bytes?: number;
   output_bytes?: number;
   line?: number | null;
+  library?: string;
   [k: string]: unknown;
 }
 /**
@@ -217,6 +234,7 @@ export interface Suggestion {
   try_change?: string | null;
   measured_time_change?: number | null;
   measured_peak_before_bytes?: number | null;
+  estimate_method?: string | null;
   [k: string]: unknown;
 }
 /**
@@ -264,6 +282,7 @@ export interface KeptObject {
   new?: boolean;
   graph?: boolean;
   graph_bytes?: number;
+  graph_own_bytes?: number;
   [k: string]: unknown;
 }
 /**
@@ -357,6 +376,30 @@ export interface StepStat {
   heap_end_bytes?: number | null;
   end_estimate_bytes?: number | null;
   peak_estimate_bytes?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * What a run would need on a device, at a batch (and sequence length): predicted, not measured (memprofile/whatif/predict.py makes it; docs/will_it_fit.md).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "Prediction".
+ */
+export interface Prediction {
+  device: string;
+  capacity_bytes: number;
+  allocated_peak_bytes: number;
+  reserved_peak_bytes: number;
+  device_total_bytes: number;
+  fits: boolean;
+  method: string;
+  headroom?: number;
+  batch?: number | null;
+  measured_batch?: number | null;
+  seq_len?: number | null;
+  measured_seq_len?: number | null;
+  largest_batch?: number | null;
+  accumulation_steps?: number | null;
+  notes?: string[];
   [k: string]: unknown;
 }
 /**
@@ -482,6 +525,7 @@ export interface ProfileSummary {
   top_suggestion?: SuggestionBrief | null;
   suggestion_count?: number;
   error?: ErrorInfo | null;
+  error_place?: string | null;
   warnings?: Note[];
   peak_op?: string | null;
   peak_layer?: string | null;
@@ -491,6 +535,7 @@ export interface ProfileSummary {
   peak_lines?: LineStat[];
   steps?: StepsBrief | null;
   peak_scope?: string | null;
+  fits_line?: string | null;
   [k: string]: unknown;
 }
 /**
@@ -501,6 +546,22 @@ export interface Sparkline {
   device: string;
   t: number[];
   bytes: number[];
+  drawing?: SparklineDrawing | null;
+  [k: string]: unknown;
+}
+/**
+ * The sparkline as drawn (render/sparkline.py): a line through `points` ([x, y] in a width × height box, y downwards) that holds each value until the next, the highest point, and what the line and the point show.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "SparklineDrawing".
+ */
+export interface SparklineDrawing {
+  width: number;
+  height: number;
+  points: number[][];
+  peak: number[];
+  title: string;
+  peak_title: string;
   [k: string]: unknown;
 }
 /**
@@ -531,6 +592,7 @@ export interface StepsBrief {
   ends_exact?: boolean;
   peaks_estimated?: boolean;
   ends_estimated?: boolean;
+  text?: string;
   [k: string]: unknown;
 }
 /**
@@ -681,6 +743,81 @@ export interface HelloMessage {
   [k: string]: unknown;
 }
 /**
+ * A profiled cell started: `run` names it in the messages that follow.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveStartMessage".
+ */
+export interface LiveStartMessage {
+  run: string;
+  name: string;
+  started: number;
+  budget_bytes?: number | null;
+  capacity_bytes?: number | null;
+  type: "live_start";
+  [k: string]: unknown;
+}
+/**
+ * The running cell's newest sample(s) (at least 10 a second while a frontend listens), and what the feed warns of now ("at +2.0 MiB per step, cuda:0 is full in about 40 steps (step 52)"; "the peak is within 10 % of cuda:0's capacity").
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveMessage".
+ */
+export interface LiveMessage {
+  run: string;
+  samples: LiveSample[];
+  warnings?: string[];
+  type: "live";
+  [k: string]: unknown;
+}
+/**
+ * One point of the running cell's live timeline.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveSample".
+ */
+export interface LiveSample {
+  t: number;
+  clock: number;
+  devices: LiveDevice[];
+  step?: number;
+  step_peak_bytes?: {
+    [k: string]: number;
+  };
+  step_end_bytes?: {
+    [k: string]: number;
+  };
+  detail?: boolean;
+  heap_bytes?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * One memory pool as the kernel reads it now: a framework allocator ("cuda:0" from torch's counters, TensorFlow's "GPU:0" from get_memory_info) or the process ("host").
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveDevice".
+ */
+export interface LiveDevice {
+  name: string;
+  in_use_bytes: number;
+  reserved_bytes?: number | null;
+  max_in_use_bytes?: number | null;
+  capacity_bytes?: number | null;
+  [k: string]: unknown;
+}
+/**
+ * The profiled cell ended; `profile_id` is its stored profile (None: none was stored).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveEndMessage".
+ */
+export interface LiveEndMessage {
+  run: string;
+  profile_id?: string | null;
+  type: "live_end";
+  [k: string]: unknown;
+}
+/**
  * The answer to "sync": the summaries, oldest first.
  *
  * This interface was referenced by `Profile`'s JSON-Schema
@@ -712,6 +849,8 @@ export interface ProfileReply {
   rerun_warning: string;
   lines?: LineStat[];
   peak_line?: number | null;
+  predictions?: Prediction[];
+  known_devices?: string[];
   type: "profile";
   request_id?: string | null;
   [k: string]: unknown;
@@ -735,6 +874,7 @@ export interface PanelSuggestion {
   try_change?: string | null;
   measured_time_change?: number | null;
   measured_peak_before_bytes?: number | null;
+  estimate_method?: string | null;
   saving_text: string;
   how: string;
   [k: string]: unknown;
@@ -764,6 +904,46 @@ export interface TriedReply {
     };
   };
   type: "tried";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The answer to "predict": the prediction (every figure predicted, none measured) and its sentences as render/prediction.py writes them.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PredictedReply".
+ */
+export interface PredictedReply {
+  id: string;
+  prediction: Prediction;
+  text: string;
+  type: "predicted";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * The answer to "live": the running cell (None: none runs), its samples so far (decimated to at most 1,000, peaks kept) and its warnings.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveReply".
+ */
+export interface LiveReply {
+  start?: LiveStartMessage | null;
+  samples?: LiveSample[];
+  warnings?: string[];
+  type: "live_state";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
+ * Send the live feed (`on`) or stop it. The reply carries the running cell's feed so far (after a page reload, the timeline resumes where it was).
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "LiveRequest".
+ */
+export interface LiveRequest {
+  on?: boolean;
+  type: "live";
   request_id?: string | null;
   [k: string]: unknown;
 }
@@ -810,6 +990,8 @@ export interface PanelProfile {
   rerun_warning: string;
   lines?: LineStat[];
   peak_line?: number | null;
+  predictions?: Prediction[];
+  known_devices?: string[];
   [k: string]: unknown;
 }
 /**
@@ -837,6 +1019,22 @@ export interface TryRequest {
   [k: string]: unknown;
 }
 /**
+ * Will the profile's run fit on `device` (a known name; else capacity_bytes) at `batch` and `seq_len` (as typed: "64", or "4x" of the measured; none: as measured)? (Profile.predict)
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "PredictRequest".
+ */
+export interface PredictRequest {
+  id: string;
+  device?: string | null;
+  batch?: string | null;
+  seq_len?: string | null;
+  capacity_bytes?: number | null;
+  type: "predict";
+  request_id?: string | null;
+  [k: string]: unknown;
+}
+/**
  * Not a message: the reply that answers each request type (an ErrorReply otherwise).
  *
  * This interface was referenced by `Profile`'s JSON-Schema
@@ -848,5 +1046,7 @@ export interface ReplyTo {
   compare: ComparisonReply;
   export: ExportedReply;
   try: TriedReply;
+  predict: PredictedReply;
   bokehjs: BokehjsReply;
+  live: LiveReply;
 }

@@ -41,7 +41,7 @@ ROWS=(
 # optimizer's step loads dynamo and triton, which abort after TensorFlow (torch 2.15, CUDA build).
 TORCH_ELSEWHERE=(tests/imports/test_torch_trace.py tests/imports/test_live_walk_on_gpu_events.py
                  tests/unit/test_render.py tests/unit/test_render_steps.py tests/unit/test_report.py
-                 tests/unit/test_widget.py tests/unit/test_wire.py tests/unit/test_merge.py tests/unit/test_profiled.py
+                 tests/unit/test_widget.py tests/unit/test_wire.py tests/unit/test_merge.py
                  tests/unit/test_caller_namespace.py tests/unit/test_stairs.py tests/unit/test_quiet.py)
 TESTS_TORCH=(tests/torch "${TORCH_ELSEWHERE[@]}")
 TESTS_REST=(tests/tensorflow tests/imports tests/unit tests/integration --deselect tests/integration/test_wheel.py

@@ -16,8 +16,9 @@ from nbclient import NotebookClient
 def main(path: str) -> int:
     notebook_path = Path(path).resolve()
     nb = nbformat.read(notebook_path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook_path.parent)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook_path.parent)}}
+    )
     print(f"==> executing {notebook_path.name} with a real kernel")
     client.execute()
     executed = notebook_path.with_suffix(".executed.ipynb")

@@ -11,12 +11,38 @@ import time
 
 import pytest
 
+import tests.hypothesis_profiles  # noqa: F401  (loads the dev or ci profile)
+
+#: Folders whose every test takes seconds (a framework at work, a subprocess, a
+#: kernel, a browser): the full tier's. tests/unit and tests/imports are fast
+#: but for the tests marked `slow` one by one.
+SLOW_FOLDERS = {"torch", "tensorflow", "distributed", "fixes", "integration", "reliability", "ui"}
+#: A test with one of these marks is slow whatever its folder.
+SLOW_MARKS = {"kernel", "ui", "package"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test gets its tier: `slow` by folder or mark (`-m "not slow"` is
+    the fast tier, ./scripts/test.sh --fast); a browser test shares its
+    worker's JupyterLab and Chromium under xdist (one group)."""
+    for item in items:
+        parts = item.path.relative_to(config.rootpath).parts
+        marks = {m.name for m in item.iter_markers()}
+        if (len(parts) > 1 and parts[0] == "tests" and parts[1] in SLOW_FOLDERS) or marks & SLOW_MARKS:
+            item.add_marker(pytest.mark.slow)
+        if "ui" in marks:
+            item.add_marker(pytest.mark.xdist_group("ui"))
+
+
 # TensorFlow turns oneDNN on by itself on CPUs with AVX-512 VNNI/AMX, and its
 # allocator then records no event for blocks under 256 KiB. The tests pin the
 # plain CPU allocator so they check the same thing on every machine (kernels
 # and JupyterLab started by the tests inherit it); the oneDNN allocator has its
 # own tests, which set TF_ENABLE_ONEDNN_OPTS=1 in a subprocess.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# The what-if engine's time budget after a cell (5 s) is for users; the tests measure what the
+# engine gives, not how loaded the machine is (under load a budget cut left estimates replayed).
+os.environ.setdefault("MEMPROFILE_WHATIF_BUDGET_S", "120")
 
 
 def _sampler_threads() -> list[threading.Thread]:
@@ -32,7 +58,7 @@ def _trace_dirs(everyone: bool = False) -> set[str]:
     found = set()
     for parent in (tempfile.gettempdir(), "/dev/shm"):
         for d in glob.glob(os.path.join(parent, TRACE_DIR_PREFIX + "*")):
-            pid = os.path.basename(d)[len(TRACE_DIR_PREFIX):].split("-")[0]
+            pid = os.path.basename(d)[len(TRACE_DIR_PREFIX) :].split("-")[0]
             if everyone or not pid.isdigit() or int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}"):
                 found.add(d)
     return found
@@ -81,6 +107,15 @@ def fresh_store(monkeypatch):
     empty = store.ProfileStore()
     monkeypatch.setattr(store, "STORE", empty)
     return empty
+
+
+@pytest.fixture
+def names_back(ip):
+    """The shell is the session's: what a test's cells bind must not be the next test's baseline."""
+    before = set(ip.user_ns)
+    yield ip
+    for name in set(ip.user_ns) - before:
+        ip.user_ns.pop(name, None)
 
 
 @pytest.fixture(scope="session")

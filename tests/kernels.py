@@ -24,7 +24,7 @@ def framework_messages(cell) -> list[str]:
     for line in streams.splitlines():
         match = FRAMEWORK_LOG.search(line)
         if match:
-            found.append(match.group(0).rsplit(" ", 1)[-1] + line[match.end():])
+            found.append(match.group(0).rsplit(" ", 1)[-1] + line[match.end() :])
         elif "gpuGetDeviceCount" in line or "Memory block of unknown size" in line:
             found.append(line)
     return found

@@ -33,7 +33,11 @@ describe('ProfileChannel', () => {
     const comm = new FakeComm();
     const channel = new ProfileChannel(comm);
     const pending = channel.request({ type: 'get_profile', id: 'nope' });
-    comm.reply({ type: 'error', message: "no profile with id or name 'nope'", request_id: comm.sent[0].request_id });
+    comm.reply({
+      type: 'error',
+      message: "no profile with id or name 'nope'",
+      request_id: comm.sent[0].request_id
+    });
     await expect(pending).rejects.toThrow("no profile with id or name 'nope'");
   });
 

@@ -1,4 +1,12 @@
-import { MISSING, formatBytes, formatDuration, formatLine, formatPercent, formatSignedBytes, formatTensorSize } from '../format';
+import {
+  MISSING,
+  formatBytes,
+  formatDuration,
+  formatLine,
+  formatPercent,
+  formatSignedBytes,
+  formatTensorSize
+} from '../format';
 
 describe('formatBytes', () => {
   it.each([
@@ -102,7 +110,9 @@ describe('formatLine', () => {
 
 describe('formatTensorSize', () => {
   it('names the allocator block only where it is larger than the tensor', () => {
-    expect(formatTensorSize(15.75 * 1024 ** 2, 8 * 1024 ** 2)).toBe('8.00 MiB tensor in a 15.8 MiB allocator block');
+    expect(formatTensorSize(15.75 * 1024 ** 2, 8 * 1024 ** 2)).toBe(
+      '8.00 MiB tensor in a 15.8 MiB allocator block'
+    );
     expect(formatTensorSize(8 * 1024 ** 2, null)).toBe('8.00 MiB');
     expect(formatTensorSize(8 * 1024 ** 2, 8 * 1024 ** 2)).toBe('8.00 MiB');
   });

@@ -51,6 +51,9 @@ class FakeKernel {
   targets = new Map<string, (comm: FakeComm) => void>();
   /** An old ipykernel without comm_info. */
   noCommInfo = false;
+  /** A cell holds the shell channel: comm_info is not answered (IOPub still flows). */
+  shellBusy = false;
+  readonly iopubMessage = new Signal<this, unknown>(this);
   constructor(readonly process = new KernelProcess()) {}
 
   registerCommTarget(name: string, callback: (comm: FakeComm) => void): void {
@@ -60,8 +63,14 @@ class FakeKernel {
     if (this.noCommInfo) {
       return Promise.reject(new Error('comm_info_request: no reply'));
     }
-    const comms = Object.fromEntries([...this.process.openComms].filter(([, t]) => t === content.target_name)
-      .map(([id, target_name]) => [id, { target_name }]));
+    if (this.shellBusy) {
+      return new Promise(() => undefined);
+    }
+    const comms = Object.fromEntries(
+      [...this.process.openComms]
+        .filter(([, t]) => t === content.target_name)
+        .map(([id, target_name]) => [id, { target_name }])
+    );
     return Promise.resolve({ content: { status: 'ok', comms } });
   }
   hasComm(id: string): boolean {
@@ -80,6 +89,15 @@ class FakeKernel {
     this.targets.get(COMM_TARGET)?.(comm);
     return comm;
   }
+  /** The kernel sends `data` on its comm `commId` (IOPub): JupyterLab hands it to the comm it
+   * holds of that id, else drops it, then emits the message on iopubMessage. */
+  push(commId: string, data: Record<string, unknown>): void {
+    this.comms.get(commId)?.fromKernel(data);
+    this.iopubMessage.emit({
+      header: { msg_type: 'comm_msg' },
+      content: { comm_id: commId, data }
+    });
+  }
   /** What KernelConnection does to its comms at a restart or shut-down: disposed, no close message. */
   dropComms(): void {
     for (const comm of this.comms.values()) {
@@ -92,8 +110,13 @@ class FakeKernel {
 
 /** A notebook's ISessionContext, cut down to what the binding uses. */
 class FakeSessionContext {
-  readonly kernelChanged = new Signal<this, { oldValue: FakeKernel | null; newValue: FakeKernel | null }>(this);
-  readonly sessionChanged = new Signal<this, { oldValue: object | null; newValue: object | null }>(this);
+  readonly kernelChanged = new Signal<
+    this,
+    { oldValue: FakeKernel | null; newValue: FakeKernel | null }
+  >(this);
+  readonly sessionChanged = new Signal<this, { oldValue: object | null; newValue: object | null }>(
+    this
+  );
   readonly statusChanged = new Signal<this, string>(this);
   session: { kernel: FakeKernel | null } | null = null;
   readonly ready: Promise<void>;
@@ -145,7 +168,8 @@ function bind(ctx: FakeSessionContext): { binding: KernelBinding; told: string[]
 }
 
 const names = (binding: KernelBinding): string[] => binding.list.items.map(p => p.name);
-const summaries = (...ids: string[]): ProfileSummary[] => ids.map(id => hostSummary({ id, name: id }));
+const summaries = (...ids: string[]): ProfileSummary[] =>
+  ids.map(id => hostSummary({ id, name: id }));
 
 /** A started kernel whose comm is open and synced with `ids`. */
 async function connected(...ids: string[]) {
@@ -174,7 +198,7 @@ describe('KernelBinding', () => {
 
     const comm = kernel.loadExtension();
     expect(binding.status).toBe('Connected to the kernel.');
-    expect(comm.sent.map(m => m.type)).toEqual(['sync']);
+    expect(comm.sent.map(m => m.type)).toEqual(['sync', 'live']);
     comm.answer('sync', { type: 'profiles', items: summaries('a', 'b'), dropped: 2 });
     await settle();
     expect(names(binding)).toEqual(['b', 'a']);
@@ -202,7 +226,7 @@ describe('KernelBinding', () => {
     expect(binding.status).toBe("Cannot read the kernel's profiles: store broken");
   });
 
-  it('clears the list at a restart and re-opens the channel on the restarted kernel\'s comm', async () => {
+  it("clears the list at a restart and re-opens the channel on the restarted kernel's comm", async () => {
     const { ctx, kernel, binding, comm } = await connected('a', 'b');
     const before = binding.channel!;
     ctx.restart();
@@ -224,8 +248,8 @@ describe('KernelBinding', () => {
     expect(channel).not.toBe(before);
     expect(channel.disposed).toBe(false);
     void channel.request({ type: 'get_profile', id: 'c' });
-    expect(reopened.sent.map(m => m.type)).toEqual(['sync', 'get_profile']);
-    expect(comm.sent.map(m => m.type)).toEqual(['sync']);
+    expect(reopened.sent.map(m => m.type)).toEqual(['sync', 'live', 'get_profile']);
+    expect(comm.sent.map(m => m.type)).toEqual(['sync', 'live']);
   });
 
   it('goes offline when the kernel shuts down, keeps the list, and attaches afresh to a new kernel', async () => {
@@ -280,7 +304,7 @@ describe('KernelBinding', () => {
     expect(binding.channel).toBe(channel);
     expect(names(binding)).toEqual(['a']);
     void channel.request({ type: 'get_profile', id: 'a' });
-    expect(comm.sent.map(m => m.type)).toEqual(['sync', 'get_profile']);
+    expect(comm.sent.map(m => m.type)).toEqual(['sync', 'live', 'get_profile']);
   });
 
   it('ignores a connection change of a kernel the notebook no longer uses', async () => {
@@ -312,6 +336,42 @@ describe('KernelBinding', () => {
     adopted!.fromKernel({ type: 'added', summary: hostSummary({ id: 'c', name: 'c' }) });
     expect(names(binding)).toEqual(['c', 'b', 'a']);
     expect(reconnected.comms.size).toBe(1);
+  });
+
+  it('resumes the live feed after a page reload in a running cell, from its pushes', async () => {
+    const { kernel, comm, binding: first } = await connected('a');
+    comm.answer('live', { type: 'live_state', start: null, samples: [] });
+    const start = { type: 'live_start', run: 'r1', name: 'train', started: 1 };
+    const sample = (t: number) => ({
+      t,
+      clock: 1 + t,
+      devices: [{ name: 'host', in_use_bytes: 5 }]
+    });
+    kernel.push(comm.commId, start);
+    kernel.push(comm.commId, { type: 'live', run: 'r1', samples: [sample(0.1)] });
+    expect(first.live.state.samples).toHaveLength(1);
+    // the reloaded page: comm_info waits behind the running cell on the shell channel
+    const ctx = new FakeSessionContext();
+    const reconnected = new FakeKernel(kernel.process);
+    reconnected.shellBusy = true;
+    const { binding } = bind(ctx);
+    ctx.start(reconnected);
+    await settle();
+    expect(binding.channel).toBeNull();
+    // IOPub still brings the feed: its comm is adopted and the view resumes
+    reconnected.push(comm.commId, { type: 'live', run: 'r1', samples: [sample(0.2)] });
+    expect(binding.channel).not.toBeNull();
+    expect(binding.live.state.run).toBe('r1');
+    expect(binding.live.state.samples.map(s => s.t)).toEqual([0.2]);
+    reconnected.push(comm.commId, { type: 'live', run: 'r1', samples: [sample(0.3)] });
+    expect(binding.live.state.samples).toHaveLength(2);
+    expect(reconnected.comms.size).toBe(1);
+    // its requests (sync, live) went out on the adopted comm: answered once the cell ends
+    const adopted = reconnected.comms.get(comm.commId)!;
+    expect(adopted.sent.map(m => m.type)).toEqual(['sync', 'live']);
+    // a restart forgets the feed
+    ctx.statusChanged.emit('restarting');
+    expect(binding.live.state.run).toBeNull();
   });
 
   it('re-attaches to the newest comm when %load_ext ran more than once', async () => {

@@ -56,9 +56,16 @@ describe('labextension/schema.ts', () => {
     expect(readFileSync(TYPES, 'utf8')).toContain('export interface ProfileSummary {');
   });
 
-  it('declares the panel\'s payloads and the comm\'s messages (model/wire.py)', () => {
+  it("declares the panel's payloads and the comm's messages (model/wire.py)", () => {
     const types = readFileSync(TYPES, 'utf8');
-    for (const name of ['PanelProfile', 'PanelSuggestion', 'PanelComparison', 'ReplyTo', 'TriedReply', 'ErrorReply']) {
+    for (const name of [
+      'PanelProfile',
+      'PanelSuggestion',
+      'PanelComparison',
+      'ReplyTo',
+      'TriedReply',
+      'ErrorReply'
+    ]) {
       expect(types).toContain(`export interface ${name} {`);
     }
     for (const union of ['KernelPush', 'PanelRequest', 'KernelReply']) {

@@ -6,7 +6,10 @@ describe('ProfileList', () => {
     const list = new ProfileList();
     let changes = 0;
     list.onChange(() => changes++);
-    list.set([hostSummary({ id: 'a', name: 'first' }), hostSummary({ id: 'b', name: 'second' })], 3);
+    list.set(
+      [hostSummary({ id: 'a', name: 'first' }), hostSummary({ id: 'b', name: 'second' })],
+      3
+    );
     expect(list.items.map(p => p.name)).toEqual(['second', 'first']);
     expect(list.dropped).toBe(3);
     list.add(hostSummary({ id: 'c', name: 'third' }), 4);

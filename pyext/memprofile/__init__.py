@@ -51,12 +51,25 @@ def profile(name: str | None = None, **options):
     """Profile a block: ``with memprofile.profile(name="step") as p: ...``.
 
     After the block, ``p.profile`` is the Profile (also ``memprofile.last()``).
+    ``capacity_bytes=16 << 30``: the memory the run may use on its peak device, for the
+    live feed's warnings ("full in about N steps"), instead of the device's own.
     """
     from memprofile.profiler import Profiler, caller_namespace
+    from memprofile.whatif.block import block_source
 
     # live: names the block binds are seen at its end
     options["namespace"] = caller_namespace(options.get("namespace"))
+    if "source" not in options and "rerun_source" not in options and _in_ipython():
+        # what the block runs, for predictions and estimates (a notebook cell's top level only:
+        # a script's is never re-executed, it may read its data or write its files again)
+        options["rerun_source"] = block_source(_sys._getframe(1))
     return Profiler(name=name, **options)
+
+
+def _in_ipython() -> bool:
+    shell = _sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and get() is not None
 
 
 def profiled(name: str | None = None, **options):
@@ -75,13 +88,18 @@ def profiled(name: str | None = None, **options):
 
     def decorate(fn):
         if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise TypeError(f"memprofile.profiled profiles a plain function's call; {fn.__qualname__} returns a "
-                            f"coroutine or generator that runs later: profile inside it with memprofile.profile()")
+            raise TypeError(
+                f"memprofile.profiled profiles a plain function's call; {fn.__qualname__} returns a "
+                f"coroutine or generator that runs later: profile inside it with memprofile.profile()"
+            )
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with Profiler(name=name or fn.__qualname__, namespace=options.get("namespace", fn.__globals__),
-                          **{k: v for k, v in options.items() if k != "namespace"}) as p:
+            with Profiler(
+                name=name or fn.__qualname__,
+                namespace=options.get("namespace", fn.__globals__),
+                **{k: v for k, v in options.items() if k != "namespace"},
+            ) as p:
                 wrapper.profile = p
                 return fn(*args, **kwargs)
 
@@ -121,8 +139,9 @@ def try_change(run, change: str, name: str = "trial", **options):
 def compare(a: Profile, b: Profile):
     """What changed from profile a to profile b (a Comparison)."""
     from memprofile.analysis.compare import compare as _compare
+    from memprofile.render.compare import shown
 
-    return _compare(a, b)
+    return shown(_compare(a, b))
 
 
 def import_trace(path, name: str | None = None) -> Profile:

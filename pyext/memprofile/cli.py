@@ -84,8 +84,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rank = rank_from_env()
     try:
         if rank is not None and args.output:
-            raise MemprofileError(f"-o names one file, but each rank of this job (rank {rank.rank} of "
-                                  f"{rank.world_size}) writes its own: use --out DIR")
+            raise MemprofileError(
+                f"-o names one file, but each rank of this job (rank {rank.rank} of "
+                f"{rank.world_size}) writes its own: use --out DIR"
+            )
         target, default_name, source = _run_target(args)
         folder, output = _run_outputs(args, rank)
     except MemprofileError as exc:  # said before the script runs
@@ -104,8 +106,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The script's globals: what the profile finds the models and optimizers by, at its end.
     module = None if args.module else _main_module(target)
     scope: dict = {} if module is None else module.__dict__
-    profiler = Profiler(name=name, source=source, cell_lines=not args.module, budget_bytes=args.budget, **detail,
-                        out=None if output else folder, namespace=scope, script=args.script or target)
+    profiler = Profiler(
+        name=name,
+        source=source,
+        cell_lines=not args.module,
+        budget_bytes=args.budget,
+        **detail,
+        out=None if output else folder,
+        namespace=scope,
+        script=args.script or target,
+    )
     profiler.start()
     error: BaseException | None = None
     try:
@@ -125,8 +135,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _write_run_outputs(profile, profiler.saved_path, output, rank)
     run_end.done()
     if run_end.terminated():
-        print("memprofile: the script was stopped by SIGTERM: its profile up to then is written; the process "
-              "now ends by SIGTERM, as it would have bare", file=sys.stderr)
+        print(
+            "memprofile: the script was stopped by SIGTERM: its profile up to then is written; the process "
+            "now ends by SIGTERM, as it would have bare",
+            file=sys.stderr,
+        )
         run_end.die_of(signal.SIGTERM)
     return _ended_like(error)
 
@@ -164,8 +177,9 @@ def run_script(path: str, source: str, module) -> None:
 
     from memprofile.capture import lines
 
-    code = lines.instrument(ast.parse(source, path), into_definitions=True).compile(compile, path,
-                                                                                   namespace=module.__dict__)
+    code = lines.instrument(ast.parse(source, path), into_definitions=True).compile(
+        compile, path, namespace=module.__dict__
+    )
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module  # pickle and multiprocessing find its classes there
     sys.path.insert(0, str(Path(path).resolve().parent))
@@ -219,6 +233,26 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """A saved profile on other devices and batches: replayed (the script's names are gone)."""
+    from memprofile.model.codec import load
+    from memprofile.render.prediction import prediction_text
+    from memprofile.whatif.predict import parse_requests
+
+    spec = ",".join(f"{d}:{args.batch or ''}:{args.seq_len or ''}".rstrip(":") for d in args.device or ["cpu"])
+    try:
+        requests = parse_requests(spec)
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    profile = load(args.profile)
+    for device, batch, seq in requests:
+        made = profile.predict(device, batch=batch, seq_len=seq, expandable_segments=args.expandable_segments)
+        print(prediction_text(made))
+    if args.output:
+        _save_as(profile, Path(args.output))
+    return 0
+
+
 def _unwritable(out: Path) -> int:
     """0, or the exit status after saying why `out` cannot take a profile or
     report (before the work): 2 for a name of no known format, 1 for a
@@ -228,12 +262,13 @@ def _unwritable(out: Path) -> int:
     from memprofile.errors import why_unwritable
 
     if not out.name.lower().endswith((".html", ".htm", ".json", ".json.gz")):
-        print(f"memprofile: cannot write {out}: the output is a report (.html) or a profile (.json, .json.gz)",
-              file=sys.stderr)
+        print(
+            f"memprofile: cannot write {out}: the output is a report (.html) or a profile (.json, .json.gz)",
+            file=sys.stderr,
+        )
         return 2
     if not out.parent.is_dir():
-        print(f"memprofile: {why_unwritable(out, OSError(errno.ENOENT, 'No such file or directory'))}",
-              file=sys.stderr)
+        print(f"memprofile: {why_unwritable(out, OSError(errno.ENOENT, 'No such file or directory'))}", file=sys.stderr)
         return 1
     return 0
 
@@ -271,8 +306,12 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     print(render_text(merged))
     assert merged.merged is not None
     first = Path(args.profiles[0])
-    out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / (
-        f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html")
+    out = (
+        Path(args.output)
+        if args.output
+        else (first if first.is_dir() else first.parent)
+        / (f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html")
+    )
     _save_as(merged, out)
     print(f"memprofile: wrote {out}", file=sys.stderr)
     return 0
@@ -288,8 +327,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.output:
         from memprofile.files import write_atomic
 
-        write_atomic(args.output, f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare"
-                                  f"</title></head><body>{render_compare_html(comparison)}</body></html>")
+        write_atomic(
+            args.output,
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>memprofile compare"
+            f"</title></head><body>{render_compare_html(comparison)}</body></html>",
+        )
         print(f"memprofile: wrote {args.output}")
     return 0
 
@@ -317,20 +359,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"memprofile {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
-        "run", allow_abbrev=False, usage="memprofile run [options] (SCRIPT | -m MODULE) [ARGS ...]",
+        "run",
+        allow_abbrev=False,
+        usage="memprofile run [options] (SCRIPT | -m MODULE) [ARGS ...]",
         help="run a Python script (or -m module) under the profiler and save its profile and report",
         description="Profile a whole script as %%memprofile profiles a cell; write NAME.memprofile.json.gz and "
-                    "NAME.memprofile.html. Under torchrun (RANK and WORLD_SIZE set) each rank writes "
-                    "NAME.rankR.memprofile.json.gz into one folder, for `memprofile merge`.")
-    run.add_argument("--out", metavar="DIR", help="folder for the profile (and report); default: the current "
-                                                  "folder, or ./memprofile-<run id>/ for a distributed job's ranks")
+        "NAME.memprofile.html. Under torchrun (RANK and WORLD_SIZE set) each rank writes "
+        "NAME.rankR.memprofile.json.gz into one folder, for `memprofile merge`.",
+    )
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the profile (and report); default: the current "
+        "folder, or ./memprofile-<run id>/ for a distributed job's ranks",
+    )
     run.add_argument("-o", "--output", metavar="FILE", help="the profile's file (.json or .json.gz) instead")
     run.add_argument("-n", "--name", help="name of the profile (default: the script's or module's name)")
-    run.add_argument("--detail-steps", type=_detail_steps, default=None, metavar="N|A-B|A-|all",
-                     help="training steps recorded in full detail (default: the first 3)")
-    run.add_argument("--budget", type=_budget, default=None, metavar="SIZE",
-                     help="the profiler's own memory budget, e.g. 512M or 2G (default: 1G or a tenth of the "
-                          "available memory, whichever is smaller; per rank)")
+    run.add_argument(
+        "--detail-steps",
+        type=_detail_steps,
+        default=None,
+        metavar="N|A-B|A-|all",
+        help="training steps recorded in full detail (default: the first 3)",
+    )
+    run.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        metavar="SIZE",
+        help="the profiler's own memory budget, e.g. 512M or 2G (default: 1G or a tenth of the "
+        "available memory, whichever is smaller; per rank)",
+    )
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module as `python -m MODULE` does")
     run.add_argument("script", nargs="?", help="the script to run")
     run.set_defaults(func=_cmd_run, parser=run)
@@ -341,11 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("profile")
     export.add_argument("-o", "--output", help="output file: .html, .json or .json.gz (default: NAME.html)")
     export.set_defaults(func=_cmd_export)
-    mrg = sub.add_parser("merge", help="the ranks of a distributed job as one report (their profiles, or the "
-                                        "folder they were written to)")
+    mrg = sub.add_parser(
+        "merge",
+        help="the ranks of a distributed job as one report (their profiles, or the folder they were written to)",
+    )
     mrg.add_argument("profiles", nargs="+", metavar="DIR|FILE")
-    mrg.add_argument("-o", "--output", help="the report (.html; default: NAME.merged.memprofile.html beside the "
-                                            "ranks' files), or the merged profile (.json, .json.gz)")
+    mrg.add_argument(
+        "-o",
+        "--output",
+        help="the report (.html; default: NAME.merged.memprofile.html beside the "
+        "ranks' files), or the merged profile (.json, .json.gz)",
+    )
     mrg.add_argument("-n", "--name", help="name of the merged profile")
     mrg.set_defaults(func=_cmd_merge)
     comp = sub.add_parser("compare", help="what changed between two saved profiles (before, after)")
@@ -353,8 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("after")
     comp.add_argument("-o", "--output", help="also write the comparison as HTML")
     comp.set_defaults(func=_cmd_compare)
-    imp = sub.add_parser("import", help="a profile from a PyTorch kineto/Chrome trace (profile_memory=True) or a "
-                                        "TensorFlow .xplane.pb, printed; -o writes it as HTML or JSON")
+    pred = sub.add_parser(
+        "predict",
+        help="will a saved profile's run fit a device (T4, L4, A10G, V100-32GB, A100-40GB, A100-80GB, "
+        "H100-80GB, cpu, or bytes) at another batch: predicted from its recorded timeline",
+    )
+    pred.add_argument("profile")
+    pred.add_argument("--device", action="append", help="a device (repeat for several; default: cpu)")
+    pred.add_argument("--batch", help="the batch to predict for: a number, or a factor of the measured one (4x)")
+    pred.add_argument("--seq-len", help="the sequence length: a number, or a factor (2x)")
+    pred.add_argument(
+        "--expandable-segments", action="store_true", help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+    )
+    pred.add_argument("-o", "--output", help="also write the profile with its predictions: .html, .json, .json.gz")
+    pred.set_defaults(func=_cmd_predict, parser=pred)
+    imp = sub.add_parser(
+        "import",
+        help="a profile from a PyTorch kineto/Chrome trace (profile_memory=True) or a "
+        "TensorFlow .xplane.pb, printed; -o writes it as HTML or JSON",
+    )
     imp.add_argument("trace")
     imp.add_argument("-o", "--output", help="also write it: .html (a report), .json or .json.gz (a profile)")
     imp.add_argument("-n", "--name", help="name of the profile (default: the trace's file name)")
@@ -392,9 +474,9 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
             cut = i + 2 if word == "-m" else i + 1
             return argv[:cut], argv[cut:]
         if word == "--":
-            return argv[:i], argv[i + 1:]
+            return argv[:i], argv[i + 1 :]
         if not word.startswith("-") or word == "-":
-            return argv[:i + 1], argv[i + 1:]
+            return argv[: i + 1], argv[i + 1 :]
         i += 2 if word in takes_value else 1
     return argv, []
 

@@ -48,6 +48,7 @@ def kind_of(mode: int) -> str:
 
 # -- writing -------------------------------------------------------------------
 
+
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write `data` (str: as UTF-8) to `path` all or nothing; OutputPathError
     (one line: why, what to do) when it cannot be written."""
@@ -77,7 +78,7 @@ def _replace_with(target: Path, payload: bytes, mode: int | None) -> None:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if mode is not None:  # overwriting keeps the file's permissions
                 os.fchmod(fd, mode)
             os.fsync(fd)
@@ -109,6 +110,7 @@ def _sync_folder(folder: Path) -> None:
 
 # -- reading -------------------------------------------------------------------
 
+
 def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them;
     ProfileFormatError (one line) for a missing or unreadable file, anything
@@ -134,8 +136,9 @@ def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:
-                raise ProfileFormatError(f"cannot read {what} {str(path)!r}: more than {_size(limit)}, the limit "
-                                         f"for a {what}")
+                raise ProfileFormatError(
+                    f"cannot read {what} {str(path)!r}: more than {_size(limit)}, the limit for a {what}"
+                )
     except OSError as exc:
         raise ProfileFormatError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
     finally:

@@ -1,7 +1,7 @@
 """Profiles from traces users already have (`memprofile import`,
 `memprofile.import_trace`): a PyTorch kineto/Chrome trace recorded with
 `profile_memory=True`, or a TensorFlow XSpace (`.xplane.pb`). The readers
-(capture/torch_trace.py, capture/tf_trace.py) turn the file into the
+(capture/torch/trace.py, capture/tensorflow/trace.py) turn the file into the
 captures a live run makes, through the same accounting; from there it is an
 ordinary Profile: the same model, analysis and renderers.
 """
@@ -46,24 +46,26 @@ def read_run(path: str | Path) -> RecordedRun:
     head = _head(p)
     name = p.name.lower()
     if head.lstrip()[:1] in (b"{", b"["):
-        from memprofile.capture.torch_trace import read_torch_trace
+        from memprofile.capture.torch.trace import read_torch_trace
 
         return read_torch_trace(p)
     if name.endswith(_XSPACE_SUFFIXES) or "xplane" in name:
-        from memprofile.capture.tf_trace import read_xspace_run
+        from memprofile.capture.tensorflow.trace import read_xspace_run
 
         return read_xspace_run(p)
-    raise ProfileFormatError(f"{p}: not a trace memprofile can import (a PyTorch kineto/Chrome trace "
-                             f".json[.gz] or a TensorFlow .xplane.pb[.gz])")
+    raise ProfileFormatError(
+        f"{p}: not a trace memprofile can import (a PyTorch kineto/Chrome trace "
+        f".json[.gz] or a TensorFlow .xplane.pb[.gz])"
+    )
 
 
 def import_trace(path: str | Path, name: str | None = None) -> Profile:
     """A Profile from a trace file (see the module's doc). The profile says
     it was imported, from what, and what the trace lacks."""
     from memprofile.analysis.analyse import analyse
-    from memprofile.model.build import build_profile
-    from memprofile.model.replay import replay
-    from memprofile.model.steps import step_table
+    from memprofile.analysis.build import build_profile
+    from memprofile.analysis.replay import replay
+    from memprofile.analysis.step_table import step_table
 
     p = Path(path)
     run = read_run(p)
@@ -75,8 +77,7 @@ def import_trace(path: str | Path, name: str | None = None) -> Profile:
     started_at = run.started_at
     if not started_at:  # the file's times are relative: its modification time stands for the start
         started_at = datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()
-        notes.append(Note("import_lacks", f"no start time in the file: {started_at} is when the file was "
-                          f"last written"))
+        notes.append(Note("import_lacks", f"no start time in the file: {started_at} is when the file was last written"))
     profile = build_profile(
         run.captures,
         replays=replays,

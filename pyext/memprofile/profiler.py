@@ -27,17 +27,17 @@ from types import FrameType, TracebackType
 from memprofile import kept_modules
 from memprofile._version import __version__
 from memprofile.analysis.analyse import analyse
-from memprofile.capture import forked, lines, session
+from memprofile.analysis.build import build_profile
+from memprofile.analysis.lines import assign_lines
+from memprofile.analysis.replay import replay
+from memprofile.analysis.step_table import step_table
+from memprofile.capture import forked, lines, live, session
 from memprofile.capture.base import DETAIL_STEPS, Collector, DetailWindow, RawCapture, create_collector
 from memprofile.capture.distributed import BackendWatch, rank_from_env, stamp
 from memprofile.capture.host import available_memory, check_interval, release_free_memory
 from memprofile.capture.torch import MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
-from memprofile.model.build import build_profile
-from memprofile.model.lines import assign_lines
 from memprofile.model.profile import ErrorInfo, Note, Profile, RankInfo
-from memprofile.model.replay import replay
-from memprofile.model.steps import step_table
 from memprofile.python_source import read_python_source
 from memprofile.units import fmt_bytes
 
@@ -140,6 +140,25 @@ def loaded_frameworks() -> dict[str, str]:
     return found
 
 
+def _recorded(captures: Sequence[RawCapture]) -> set[str]:
+    """The collectors that saw the run do work (an op, or an allocation made in it)."""
+    return {c.collector for c in captures if c.ops or any(not all(log.pre_existing) for log in c.allocations)}
+
+
+#: Allocation rows beyond which kernels' buffers are not learned (about a second of sorting).
+MAX_LEARNED_ROWS = 500_000
+
+
+def _kernel_workspaces(captures: Sequence[RawCapture]) -> dict[str, float]:
+    """Kernels' own buffers in the torch run, for the what-if engine's fake runs."""
+    logs = [log for c in captures if c.collector == "torch" for log in c.allocations]
+    if not logs or sum(len(log) for log in logs) > MAX_LEARNED_ROWS:  # a long detail: not worth its time
+        return {}
+    from memprofile.whatif.workspaces import learn
+
+    return learn(logs)
+
+
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     """Skip memprofile's own frames at the top of a traceback (the magic, the runner)."""
     while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("memprofile."):
@@ -152,7 +171,7 @@ def error_info(exc: BaseException, captures: Sequence[RawCapture] = ()) -> Error
     op that started (the one that failed, for an out-of-memory error) and its
     layer, and the bytes an out-of-memory message says were asked for."""
     from memprofile.capture.tensorflow import oom_facts
-    from memprofile.capture.torch_cuda import requested_bytes
+    from memprofile.capture.torch.cuda import requested_bytes
 
     lines = traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
     info = ErrorInfo(type=type(exc).__qualname__, message=str(exc), traceback="".join(lines))
@@ -185,6 +204,15 @@ def default_budget() -> int:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
+def parse_capacity(text: str) -> int:
+    """--capacity: 16G, 512M, 1.5GiB, 1000000 -> bytes (binary units, as --budget), above 0."""
+    m = _SIZE.match(text)
+    size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower())) if m else 0
+    if size <= 0:
+        raise ValueError(f"--capacity takes a size such as 16G or 512M, got {text!r}")
+    return size
+
+
 def parse_budget(text: str) -> int:
     """--budget: 512M, 2G, 1.5GiB, 1000000 -> bytes (binary units), at least MIN_BUDGET_BYTES."""
     m = _SIZE.match(text)
@@ -192,8 +220,10 @@ def parse_budget(text: str) -> int:
         raise ValueError(f"--budget takes a size such as 512M or 2G, got {text!r}")
     size = int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
     if size < MIN_BUDGET_BYTES:
-        raise ValueError(f"--budget must be at least {MIN_BUDGET_BYTES >> 20}M (torch's profiler alone takes "
-                         f"~160 MB to start and stop), got {text!r}")
+        raise ValueError(
+            f"--budget must be at least {MIN_BUDGET_BYTES >> 20}M (torch's profiler alone takes "
+            f"~160 MB to start and stop), got {text!r}"
+        )
     return size
 
 
@@ -231,8 +261,12 @@ class Profiler:
         cell_lines: bool = False,
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
+        capacity_bytes: int | None = None,
         out: str | Path | None = None,
         script: str | None = None,
+        whatif: bool = True,
+        rerun_source: str | None = None,
+        feed_live: bool = True,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
         mentions it), `tensorflow=None` likewise TensorFlow; `namespace` is
@@ -243,16 +277,29 @@ class Profiler:
         a window (first, last) of 1-based steps, or None: all;
         `budget_bytes`: the profiler's own memory budget (default: 1 GiB or a
         tenth of the memory available at the start, whichever is smaller);
+        `capacity_bytes`: the memory the run may use on its peak device (its
+        first framework allocator, else the host), for the live feed's warnings
+        (capture/live.py) instead of the device's own;
         `out`: a folder to save the profile in when it stops (a rank of a
         distributed job saves NAME.rankR.memprofile.json.gz there, by
         default in ./memprofile-<run id>/; `saved_path` says where);
         `script`: the script this profile runs whole (memprofile run): the
-        process ends after it, so no advice about what a notebook keeps."""
+        process ends after it, so no advice about what a notebook keeps;
+        `whatif`: re-execute the cell's first steps on fake tensors after it, with
+        each suggestion's code, for measured estimates (whatif/estimate.py); a
+        script is never re-executed (it may read its data again); `rerun_source`:
+        the code a `with profile():` block runs (whatif/block.py), re-executed for
+        predictions and estimates where there is no cell source; `feed_live`: feed the
+        live view while it runs (capture/live.py; a trial's runs do not)."""
         check_interval(host_interval_s)  # said here, not by a thread that dies
         self.name = name or "profile"
         self.source = source
+        self._rerun_source = rerun_source
+        self._feed_live = feed_live
         self.store = store
         namespace = caller_namespace(namespace)
+        self._namespace = namespace
+        self._whatif = whatif and script is None
         self._wanted = {"torch": torch, "tensorflow": tensorflow}
         self._collector_options: dict[str, dict] = {
             "host": {"interval_s": host_interval_s, "reset_os_peak": reset_os_peak},
@@ -273,6 +320,10 @@ class Profiler:
             },
         }
         self._budget = budget_bytes
+        if capacity_bytes is not None and capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be above 0, got {capacity_bytes!r}")
+        self._capacity = capacity_bytes
+        self._feed: live.LiveFeed | None = None  # the outermost profile's live feed
         if cell_lines:  # last: it starts right before the cell and stops first
             self._collector_options["lines"] = {}
         self._collectors: list[Collector] = []
@@ -309,9 +360,12 @@ class Profiler:
         why, neither stored nor saved; the child runs on as it would bare."""
         self._collectors = []
         self._running = False
-        note = Note("forked_child", f"this process (pid {os.getpid()}) was forked from the one that ran this "
-                                    f"profile (pid {self._pid}) while it ran: the profile is that process's, "
-                                    f"and is written there; nothing was recorded here")
+        note = Note(
+            "forked_child",
+            f"this process (pid {os.getpid()}) was forked from the one that ran this "
+            f"profile (pid {self._pid}) while it ran: the profile is that process's, "
+            f"and is written there; nothing was recorded here",
+        )
         return Profile(id="", name=self.name, started_at=self._started_at, duration_s=0.0, warnings=[note])
 
     def start(self) -> None:
@@ -338,6 +392,7 @@ class Profiler:
         self._collectors = []
         self._backend.stop()
         self._leave_session()
+        self._end_feed(None)
 
     def _start(self, owns: bool, owner: session.Owner) -> None:
         budget = self._budget if self._budget is not None else default_budget()
@@ -349,6 +404,8 @@ class Profiler:
         self._rank = rank_from_env()
         if self._rank is not None:
             self._backend.start()
+        if owns and self._feed_live:  # only the outermost run feeds; its host sampler builds the samples
+            self._feed = live.start_run(self.name, budget, self._capacity)
         if not owns:
             self._nested_in = owner.describe()
             self._start_notes.append(Note("nested_profile", _nested_message(owner)))
@@ -400,7 +457,11 @@ class Profiler:
             for c in self._collectors:
                 if output is not None and hasattr(c, "expect_output"):
                     c.expect_output(*output)
-            profile = self._finish(error, interrupted)
+            try:
+                profile = self._finish(error, interrupted)
+            except BaseException:
+                self._end_feed(None)  # no profile: the feed's run ends all the same
+                raise
             return self._keep(profile)
 
     def _keep(self, profile: Profile) -> Profile:
@@ -409,7 +470,14 @@ class Profiler:
 
             STORE.add(profile)
         self._save(profile)
+        self._end_feed(profile.id if self.store else None)
         return profile
+
+    def _end_feed(self, profile_id: str | None) -> None:
+        """The live feed's end, after the profile is stored (its id)."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            live.end_run(feed, profile_id)
 
     def _save(self, profile: Profile) -> None:
         """Save it where `out` says (a rank: its rank file, by default in
@@ -423,8 +491,11 @@ class Profiler:
         if self._out is None and (info is None or not self.store):
             return
         folder = self._out if self._out is not None else rank_files.default_dir(info)
-        path = (rank_files.rank_path(folder, self.name, info.rank) if info is not None
-                else rank_files.single_path(folder, self.name))
+        path = (
+            rank_files.rank_path(folder, self.name, info.rank)
+            if info is not None
+            else rank_files.single_path(folder, self.name)
+        )
         try:
             folder.mkdir(parents=True, exist_ok=True)  # every rank may create it: exist_ok
             self.saved_path = profile.save(path)
@@ -446,9 +517,15 @@ class Profiler:
             if gc_was_enabled:
                 gc.enable()
         if interrupted:
-            profile.warnings.append(Note("interrupted_while_stopping", (
-                "the run was interrupted while the profile was stopping: the profile was finished and "
-                "stored first, then the interrupt was raised")))
+            profile.warnings.append(
+                Note(
+                    "interrupted_while_stopping",
+                    (
+                        "the run was interrupted while the profile was stopping: the profile was finished and "
+                        "stored first, then the interrupt was raised"
+                    ),
+                )
+            )
         return profile
 
     def _stop_collectors(self, notes: list[Note]) -> list[RawCapture]:
@@ -458,6 +535,11 @@ class Profiler:
         captures: list[RawCapture] = []
         interrupt: BaseException | None = None
         try:
+            if self._feed is not None:
+                try:
+                    self._feed.stopping()
+                except Exception:  # the live feed's last reading never costs the collectors' stop
+                    pass
             for c in reversed(self._collectors):
                 try:
                     captures.append(c.stop())
@@ -521,9 +603,41 @@ class Profiler:
             profile.distributed = stamp(self._rank, self._t0, self._backend.backend)
         profile.steps = step_table(captures, profile)
         profile = analyse(profile)
+        rerun = self.source or self._rerun_source
+        self._workspaces = _kernel_workspaces(captures) if rerun and not self._script else {}
+        self._keep_step_source(profile, _recorded(captures))
         del captures, replays
         release_free_memory()
         return profile
+
+    def _keep_step_source(self, profile: Profile, recorded: set[str]) -> None:
+        """What re-executes the run for predictions (whatif/): the cell's code and the
+        notebook's (or script's) globals, which live on anyway; never a function's
+        locals, which the profile would keep alive. Only a run that did torch work and
+        no TensorFlow work: re-executed, TensorFlow's ops would run for real. A run that did
+        TensorFlow work keeps the same names for the Keras prediction, which re-executes nothing."""
+        namespace = self._namespace
+        main = isinstance(namespace, dict) and namespace.get("__name__") == "__main__"
+        source = self.source or self._rerun_source
+        if self._script or not source or not main:
+            return
+        if any(name.startswith("tensorflow") for name in recorded):
+            # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
+            from memprofile.analysis.predict.keras import KerasSource
+
+            profile._keras_source = KerasSource(source, namespace, steps=len(profile.steps))  # type: ignore[attr-defined]
+            return
+        if "torch" not in recorded:
+            return
+        from memprofile.whatif.engine import StepSource
+
+        profile._step_source = StepSource(  # type: ignore[attr-defined]
+            source, namespace, steps=len(profile.steps), workspaces=self._workspaces
+        )
+        if self._whatif and profile.error is None:
+            from memprofile.whatif.estimate import estimate_suggestions
+
+            estimate_suggestions(profile)
 
     # Context manager: the Profile handed out at entry is filled in at exit.
     def __enter__(self) -> Profile:
@@ -542,17 +656,26 @@ class Profiler:
                 self.profile.warnings.extend(self._forked_profile().warnings)
             return
         with _interrupts_deferred() as interrupted:
-            result = self._finish(exc, interrupted)
+            try:
+                result = self._finish(exc, interrupted)
+            except BaseException:
+                self._end_feed(None)  # no profile: the feed's run ends all the same
+                raise
             assert self.profile is not None
             for f in dataclasses.fields(result):
                 setattr(self.profile, f.name, getattr(result, f.name))
+            for kept in ("_step_source", "_keras_source", "_fake_bases"):  # what predictions re-execute
+                if kept in result.__dict__:
+                    setattr(self.profile, kept, result.__dict__[kept])
             self._keep(self.profile)  # the store holds the very object the user holds
 
 
 def _nested_message(owner: session.Owner) -> str:
-    return (f"{owner.describe()} was already profiling when this one started: torch's and TensorFlow's "
-            f"profilers run once per process, so this profile recorded process memory only (host) and "
-            f"no framework ops or layers; profile outside {owner.name!r} for those")
+    return (
+        f"{owner.describe()} was already profiling when this one started: torch's and TensorFlow's "
+        f"profilers run once per process, so this profile recorded process memory only (host) and "
+        f"no framework ops or layers; profile outside {owner.name!r} for those"
+    )
 
 
 @contextmanager

@@ -32,8 +32,10 @@ def _pythons_error(raw: bytes, filename: str, problem: Exception) -> SyntaxError
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
-            return SyntaxError(f"Non-UTF-8 code starting with '\\x{raw[exc.start]:02x}' in file {filename} on line "
-                               f"{line}, but no encoding declared; see https://peps.python.org/pep-0263/ for details")
+            return SyntaxError(
+                f"Non-UTF-8 code starting with '\\x{raw[exc.start]:02x}' in file {filename} on line "
+                f"{line}, but no encoding declared; see https://peps.python.org/pep-0263/ for details"
+            )
     else:
         try:
             codecs.lookup(cookie)

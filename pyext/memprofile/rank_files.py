@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Protocol
 
 from memprofile.errors import ProfileFormatError
-from memprofile.model.profile import RankInfo
 
 SUFFIX = ".memprofile.json.gz"
 _RANK_FILE = re.compile(r"^(?P<name>.+)\.rank(?P<rank>\d+)\.memprofile\.json(\.gz)?$")
@@ -21,7 +21,14 @@ def safe_name(name: str) -> str:
     return _UNSAFE.sub("-", name).strip("-.") or "profile"
 
 
-def default_dir(info: RankInfo | None) -> Path:
+class _Job(Protocol):
+    """What a folder name needs of a rank (a RankInfo): this module names files, it imports no stage."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+def default_dir(info: _Job | None) -> Path:
     """`./memprofile-<run id>/` for a job's ranks (all ranks compute the same
     name from the launcher's environment), `.` for a single process."""
     if info is None:
@@ -75,11 +82,13 @@ def find_rank_files(folder: Path) -> list[Path]:
     if not found:
         raise ProfileFormatError(
             f"cannot merge {folder}: it holds no rank profiles (NAME.rankN{SUFFIX}); they are written by "
-            f"`memprofile run` or memprofile.profile() in each rank of a torchrun job")
+            f"`memprofile run` or memprofile.profile() in each rank of a torchrun job"
+        )
     if len(found) > 1:
         names = ", ".join(f"{n} ({len(v)} files)" for n, v in sorted(found.items()))
         raise ProfileFormatError(
             f"cannot merge {folder}: it holds the rank profiles of several profiles: {names}; merge one of them, "
-            f"e.g. `memprofile merge {folder}/{sorted(found)[0]}.rank*`")
+            f"e.g. `memprofile merge {folder}/{sorted(found)[0]}.rank*`"
+        )
     (files,) = found.values()
     return [p for _, p in sorted(files)]

@@ -31,6 +31,7 @@ _terminated = False
 
 # -- SIGTERM ---------------------------------------------------------------
 
+
 def catch_sigterm() -> bool:
     """Turn SIGTERM into SystemExit(128 + 15) for the run, where SIGTERM has
     the OS's default action (the script's own handler, installed later,
@@ -87,6 +88,7 @@ def die_of(signum: int) -> None:
 
 
 # -- the watcher -------------------------------------------------------------
+
 
 def watch() -> None:
     """Start the watcher: a process outside this one's children (a
@@ -155,9 +157,14 @@ def _watcher(read_end: int, write_end: int, run_pid: int) -> None:
                 break
             said += chunk
         if not said:
-            os.write(2, (f"memprofile: the script's process (pid {run_pid}) ended before its profile could be "
-                         f"written (os._exit(), SIGKILL as the out-of-memory killer sends, or a crash: no "
-                         f"code runs after those): no profile was written\n").encode())
+            os.write(
+                2,
+                (
+                    f"memprofile: the script's process (pid {run_pid}) ended before its profile could be "
+                    f"written (os._exit(), SIGKILL as the out-of-memory killer sends, or a crash: no "
+                    f"code runs after those): no profile was written\n"
+                ).encode(),
+            )
     except BaseException:
         pass
     finally:

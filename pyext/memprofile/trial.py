@@ -15,6 +15,14 @@ Changes (the `--try` values):
   `torch.utils.checkpoint.checkpoint` (use_reentrant=False) for the run;
   without names, the blocks of the model's largest ModuleList.
 
+"Try it" measures the code the suggestion shows: when the cell's source is
+known and runs in an IPython shell, and the first run's suggestion for the
+change (or, with none, the rule's own rewrite) is the cell rewritten (amp's
+forward and loss under autocast, backward and step outside it; the cell
+under inference_mode; the cell with its model's blocks checkpointed where
+it builds the model), that rewritten cell is the changed run. Otherwise the
+change is applied around the whole run as above, and the comparison says so.
+
 Every change is undone after the run, also when it raises. Running the code
 two or three times changes whatever it changes (a training step trains two or
 three more steps): callers say so before they run it, and nothing here runs
@@ -31,9 +39,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memprofile.analysis.cell import cell_body
 from memprofile.analysis.compare import Comparison, compare, state_created, state_text
 from memprofile.errors import MemprofileError
 from memprofile.model.profile import Note, Profile
+from memprofile.render.compare import ShownComparison, shown
 
 CHANGES = ("amp", "inference_mode", "checkpoint")
 #: Which suggestion each change measures.
@@ -50,7 +60,7 @@ class Trial:
     #: The run as is that was compared: the second, warm one when the first created state.
     before: Profile
     after: Profile
-    comparison: Comparison
+    comparison: ShownComparison
     #: The first run as is, when it created state and so was run again (not compared).
     first: Profile | None = None
     #: State each run created that the next run starts with: profile name -> category -> bytes.
@@ -75,8 +85,9 @@ def parse_change(text: str) -> tuple[str, list[str]]:
     kind, _, rest = text.partition("=")
     kind = kind.strip()
     if kind not in CHANGES:
-        raise MemprofileError(f"cannot try {text!r}: the changes that can be tried are {', '.join(CHANGES)} "
-                              f"(checkpoint=layer,layer,...)")
+        raise MemprofileError(
+            f"cannot try {text!r}: the changes that can be tried are {', '.join(CHANGES)} (checkpoint=layer,layer,...)"
+        )
     names = [n.strip() for n in rest.split(",") if n.strip()]
     if names and kind != "checkpoint":
         raise MemprofileError(f"{kind} takes no layer names")
@@ -105,18 +116,23 @@ def resolve_modules(names: list[str], namespace: Mapping) -> list[tuple[str, Any
     if not roots:
         raise MemprofileError("no torch.nn.Module in the notebook's variables: nothing to checkpoint")
     if not names:  # the blocks of the largest ModuleList
-        lists = [(f"{n}.{sub}" if sub else n, m) for n, root in roots[:1] for sub, m in root.named_modules()
-                 if isinstance(m, torch.nn.ModuleList | torch.nn.Sequential) and len(m) >= 2]
+        lists = [
+            (f"{n}.{sub}" if sub else n, m)
+            for n, root in roots[:1]
+            for sub, m in root.named_modules()
+            if isinstance(m, torch.nn.ModuleList | torch.nn.Sequential) and len(m) >= 2
+        ]
         if not lists:
-            raise MemprofileError("no ModuleList or Sequential of blocks found: name the layers, "
-                                  "checkpoint=layer,layer,...")
+            raise MemprofileError(
+                "no ModuleList or Sequential of blocks found: name the layers, checkpoint=layer,layer,..."
+            )
         path, blocks = max(lists, key=lambda pm: sum(p.numel() for p in pm[1].parameters()))
         return [(f"{path}.{i}", b) for i, b in enumerate(blocks)]
     found = []
     for name in names:
         module = None
         for var, root in roots:
-            candidates = [name[len(var) + 1:]] if name.startswith(var + ".") else []
+            candidates = [name[len(var) + 1 :]] if name.startswith(var + ".") else []
             candidates.append(name)
             for path in candidates:
                 try:
@@ -162,6 +178,65 @@ def applied(change: str, namespace: Mapping, device: str = "cpu") -> Iterator[No
                 module.forward = own
 
 
+def shown_code(change: str, before: Profile) -> str | None:
+    """The cell rewritten as the change's suggestion shows it: the first run's
+    suggestion's code when it is for this very change (the same
+    `try_change`), else the rule's own rewrite of the cell (amp, inference_mode).
+    None when that code is no rewrite of the cell (a patch to run once,
+    a comment on where autocast goes in a function): the change is then
+    applied around the run."""
+    kind, _ = parse_change(change)
+    source = cell_body(before.source or "")
+    if not source.strip():
+        return None
+    made = next((s for s in before.suggestions if s.id == SUGGESTION_OF[kind] and s.try_change == change), None)
+    code = made.code if made is not None else _rewritten(kind, before)
+    return code if code is not None and _rewrites(code, source) else None
+
+
+def _rewritten(kind: str, before: Profile) -> str | None:
+    """What the rule's code would be for this cell when the rule did not speak
+    (its saving was below the floor): the same rewrite it makes."""
+    from memprofile.analysis.rules import autocast_code
+    from memprofile.analysis.rules.facts import Facts
+
+    f = Facts(before)
+    if kind == "amp":
+        device = "cuda" if f.on_gpu else "cpu"
+        optimizers = tuple(o.name for o in f.stepped_optimizers if o.name.isidentifier())
+        return autocast_code.rewrite(before.source, device=device, trained=f.trained, optimizers=optimizers)
+    if kind == "inference_mode":
+        return f.cell_inside("import torch\n\nwith torch.inference_mode():")
+    return None
+
+
+def _statements(text: str) -> list[str]:
+    """The code's lines that do something: no comments, magics or imports."""
+    stripped = (line.strip() for line in text.splitlines())
+    return [line for line in stripped if line and not line.startswith(("#", "%", "import ", "from "))]
+
+
+def _rewrites(code: str, source: str) -> bool:
+    """`code` is the cell changed: most of the cell's lines are in it, and it
+    is not the cell itself (with comments or imports added)."""
+    cell, new = _statements(source), _statements(code)
+    kept = set(new)
+    return bool(cell) and new != cell and sum(line in kept for line in cell) >= 0.5 * len(cell)
+
+
+def _runner(code: str, namespace: Mapping) -> Callable[[], Any] | None:
+    """A run of `code` as a cell of the IPython shell whose namespace this is
+    (compiled as the magic compiles a cell); None outside one."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or shell.user_ns is not namespace:
+        return None
+    from memprofile.cell_runner import compile_cell, run_compiled
+
+    body, last = compile_cell(shell, code)
+    return lambda: run_compiled(shell, body, last)
+
+
 def trial_base(name: str) -> str:
     """The name trials of `name` are named after: a trial's own profile
     ("blocks (as is)") gives its cell's ("blocks"), so suffixes never stack."""
@@ -175,14 +250,21 @@ def _unused_base(base: str) -> str:
 
     names = {p.name for p in STORE.all()}
     candidate, n = base, 1
-    while any(_TRIAL_NAME.fullmatch(other[len(candidate):]) for other in names if other.startswith(candidate)):
+    while any(_TRIAL_NAME.fullmatch(other[len(candidate) :]) for other in names if other.startswith(candidate)):
         n += 1
         candidate = f"{base} #{n}"
     return candidate
 
 
-def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", namespace: Mapping | None = None,
-              store: bool = True, **profiler_options) -> Trial:
+def run_trial(
+    run: Callable[[], Any],
+    change: str,
+    *,
+    name: str = "trial",
+    namespace: Mapping | None = None,
+    store: bool = True,
+    **profiler_options,
+) -> Trial:
     """Profile `run()` as it is (twice when the first run created state, see
     the module's doc), then under `change`, and compare the last run as is
     with the changed one; their profiles' matching suggestions get the
@@ -198,31 +280,51 @@ def run_trial(run: Callable[[], Any], change: str, *, name: str = "trial", names
     base = trial_base(name)
     unique = _unused_base(base) if store else base
 
-    def profiled(run_name: str) -> Profile:
+    def profiled(run_name: str, run=run, **changed) -> Profile:
         # A run that raises leaves its profile stored and propagates (the Profiler's own context manager).
-        with Profiler(name=f"{unique} ({run_name})", namespace=namespace, store=store, **profiler_options) as p:
+        options = {**profiler_options, **changed}
+        # feed_live=False: a trial's runs are not the user's cell; fed live, the panel would open
+        # each run's profile in place of the suggestion whose trial it shows
+        with Profiler(name=f"{unique} ({run_name})", namespace=namespace, store=store, feed_live=False, **options) as p:
             run()
         p.capture["trial_of"] = base
         created = state_created(p)
         if created:
-            p.warnings.append(Note("state_created", f"this run created {state_text(created)} that it did not "
-                                                    f"start with: a next run starts with it"))
+            p.warnings.append(
+                Note(
+                    "state_created",
+                    f"this run created {state_text(created)} that it did not start with: a next run starts with it",
+                )
+            )
         return p
 
     first = before = profiled(AS_IS)
     if state_created(first):
         before = profiled(WARM)
     device = before.peak_device.name if before.peak_device else "cpu"
-    with applied(change, namespace, device):
-        after = profiled(f"--try {change}")
+    code = shown_code(change, before) if profiler_options.get("source") else None
+    changed_run = _runner(code, namespace) if code is not None else None
+    how = None  # a function tried (no cell source): the change can only go around the run
+    if code is not None and changed_run is not None:
+        after = profiled(f"--try {change}", changed_run, source=code)
+        how = f"ran the code the {SUGGESTION_OF[kind]} suggestion shows in place of the cell"
+    else:
+        with applied(change, namespace, device):
+            after = profiled(f"--try {change}")
+        # checkpoint's patch, run around the cell, is its code's own effect (undone after)
+        if profiler_options.get("source") and kind != "checkpoint":
+            how = f"applied {change} around the whole cell (its suggestion's code is no rewrite of the cell)"
     after.capture["tried"] = change
     after.capture["compared_with"] = before.id
-    comparison = compare(before, after)
+    comparison = shown(compare(before, after))
+    if how is not None:
+        comparison.notes.append(how)
     runs = [first, after] if first is before else [first, before, after]
     created = {p.name: c for p in runs if (c := state_created(p))}
     if first is not before:  # compare() notes what the compared runs themselves created
-        comparison.notes.insert(0, f"the first run as is created {state_text(created[first.name])}; "
-                                   f"compared the second, warm run as is")
+        comparison.notes.insert(
+            0, f"the first run as is created {state_text(created[first.name])}; compared the second, warm run as is"
+        )
     for p in runs[:-1]:
         record_measurement(p, change, comparison)
     after.warnings.append(Note("trial", f"run with --try {change}; as is: {before.name!r} ({before.id[:8]})"))
@@ -238,4 +340,3 @@ def record_measurement(profile: Profile, change: str, comparison: Comparison) ->
             s.measured_saving_bytes = comparison.saving_bytes
             s.measured_time_change = comparison.time_change
             s.measured_peak_before_bytes = comparison.peak.before
-

@@ -43,8 +43,14 @@ class SmallConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.GroupNorm(4, 16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.GroupNorm(4, 32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(32 * 8 * 8, 1024)
         self.classifier = nn.Linear(1024, 10)
@@ -57,8 +63,15 @@ def _bytes(t: torch.Tensor) -> int:
     return t.nelement() * t.element_size()
 
 
-def truth(rank: int, model: nn.Module, ddp: DistributedDataParallel, opt: torch.optim.Optimizer,
-          extra: torch.Tensor | None, extra_line: int, batch: tuple[torch.Tensor, ...]) -> dict:
+def truth(
+    rank: int,
+    model: nn.Module,
+    ddp: DistributedDataParallel,
+    opt: torch.optim.Optimizer,
+    extra: torch.Tensor | None,
+    extra_line: int,
+    batch: tuple[torch.Tensor, ...],
+) -> dict:
     """What this rank holds at the end, from torch's objects (nothing allocated)."""
     params = list(model.parameters())
     grads = [p.grad for p in params if p.grad is not None]
@@ -74,8 +87,12 @@ def truth(rank: int, model: nn.Module, ddp: DistributedDataParallel, opt: torch.
             layers[name] = {
                 "parameter": sum(_bytes(p) for p in own),
                 "gradient": sum(_bytes(p.grad) for p in own if p.grad is not None),
-                "optimizer_state": sum(v.untyped_storage().nbytes() for p in own for v in opt.state[p].values()
-                                       if isinstance(v, torch.Tensor)),
+                "optimizer_state": sum(
+                    v.untyped_storage().nbytes()
+                    for p in own
+                    for v in opt.state[p].values()
+                    if isinstance(v, torch.Tensor)
+                ),
             }
     return {
         "rank": rank,
@@ -107,9 +124,13 @@ def main() -> None:
     parser.add_argument("--bucket-view", action="store_true", help="DDP's gradient_as_bucket_view")
     parser.add_argument("--extra-mib", type=int, default=0, help="rank 1 keeps a buffer of this size alive")
     parser.add_argument("--truth", type=Path, help="folder for truth.rank{R}.json")
-    parser.add_argument("--api", type=Path, metavar="DIR",
-                        help="profile the training with memprofile.profile(out=DIR) (the model still alive when it "
-                             "ends) instead of being run by `memprofile run`")
+    parser.add_argument(
+        "--api",
+        type=Path,
+        metavar="DIR",
+        help="profile the training with memprofile.profile(out=DIR) (the model still alive when it "
+        "ends) instead of being run by `memprofile run`",
+    )
     args = parser.parse_args()
 
     dist.init_process_group("gloo")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from memprofile.capture.torch_events import DDP_BUCKET_SCOPES, MemoryLedger, categorise_by_time
+from memprofile.capture.torch.ledger import DDP_BUCKET_SCOPES, MemoryLedger, categorise_by_time
 
 pytest.importorskip("torch.distributed")
 
@@ -55,9 +55,23 @@ def _launch(folder: Path, bucket_view: bool) -> tuple[Path, Path]:
     """torchrun with 2 ranks, each `memprofile run --out DIR ddp_train.py`; the
     rendezvous on a free port (--standalone binds localhost:0)."""
     out, truth = folder / "profiles", folder / "truth"
-    command = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--standalone", "--no-python",
-               "memprofile", "run", "--out", str(out), str(SCRIPT),
-               "--truth", str(truth), "--extra-mib", str(EXTRA_MIB), *(["--bucket-view"] if bucket_view else [])]
+    command = [
+        str(BIN / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "--no-python",
+        "memprofile",
+        "run",
+        "--out",
+        str(out),
+        str(SCRIPT),
+        "--truth",
+        str(truth),
+        "--extra-mib",
+        str(EXTRA_MIB),
+        *(["--bucket-view"] if bucket_view else []),
+    ]
     done = subprocess.run(command, cwd=folder, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return out, truth
@@ -89,8 +103,10 @@ def _unseen_free(p, parameter_bytes: int) -> int:
 
 def test_each_rank_writes_its_own_file_with_its_place_in_the_job(job):
     out, truth, _ = job
-    assert sorted(p.name for p in out.iterdir()) == ["ddp_train.rank0.memprofile.json.gz",
-                                                     "ddp_train.rank1.memprofile.json.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ddp_train.rank0.memprofile.json.gz",
+        "ddp_train.rank1.memprofile.json.gz",
+    ]
     run_ids = set()
     for rank in (0, 1):
         info = _load(out, rank).distributed
@@ -112,8 +128,11 @@ def test_a_ranks_parameters_gradients_buckets_and_optimizer_state_are_its_alloca
     assert sum(t["bucket_bytes"]) == t["parameter_bytes"] and len(t["bucket_bytes"]) >= 2
     # with bucket views the gradients' storages are the buckets; without, separate tensors beside them
     assert t["gradient_storage_bytes"] == t["gradient_bytes"] == t["parameter_bytes"]
-    held = {"parameter": t["parameter_bytes"], "gradient": t["gradient_held_bytes"],
-            "optimizer_state": t["optimizer_state_bytes"]}
+    held = {
+        "parameter": t["parameter_bytes"],
+        "gradient": t["gradient_held_bytes"],
+        "optimizer_state": t["optimizer_state_bytes"],
+    }
     assert held["gradient"] == (1 if bucket_view else 2) * t["parameter_bytes"]
 
     # The peak is in Adam's step (its temporaries, 2 x the head's 8 MiB, dwarf the
@@ -150,8 +169,10 @@ def test_the_merge_names_rank_1_and_the_buffer_only_it_holds(job):
     info = merged.merged
     assert info is not None and info.world_size == 2 and info.highest == 1 and info.backend == "gloo"
     by_rank = {r.rank: r for r in info.ranks}
-    assert {r: (s.host, s.local_rank) for r, s in by_rank.items()} == {0: (truth[0]["host"], 0),
-                                                                       1: (truth[1]["host"], 1)}
+    assert {r: (s.host, s.local_rank) for r, s in by_rank.items()} == {
+        0: (truth[0]["host"], 0),
+        1: (truth[1]["host"], 1),
+    }
     # the ranks differ by the buffer, and only by it: the same model, DDP and optimizer on both
     unseen = {r: _unseen_free(merged.ranks[r], truth[r]["parameter_bytes"]) for r in (0, 1)}
     difference = (by_rank[1].peak_bytes - unseen[1]) - (by_rank[0].peak_bytes - unseen[0])
@@ -161,23 +182,29 @@ def test_the_merge_names_rank_1_and_the_buffer_only_it_holds(job):
     assert info.imbalance > 0
     excess = {(e.kind, e.name): e for e in info.excess}
     line = next(e for e in info.excess if e.kind == "line")  # the largest first
-    assert line.name == f"line {truth[1]['extra_line']}: extra = torch.ones(args.extra_mib * MiB // 4)  # rank 1's " \
-                        f"extra buffer"
+    assert (
+        line.name == f"line {truth[1]['extra_line']}: extra = torch.ones(args.extra_mib * MiB // 4)  # rank 1's "
+        f"extra buffer"
+    )
     assert (line.bytes, line.others_bytes) == (EXTRA_MIB * MiB, 0)
     tensor = next(e for e in info.excess if e.kind == "tensor")
     assert (tensor.bytes, tensor.others_bytes) == (EXTRA_MIB * MiB, 0)
     assert "(other)" in tensor.name and "aten::ones" in tensor.name  # what made it, of what kind
     other = excess[("category", "other")]
     assert abs((other.bytes - unseen[1]) - (other.others_bytes - unseen[0]) - EXTRA_MIB * MiB) <= SMALL
-    assert not any(e.kind == "category" and e.name in ("parameter", "gradient", "optimizer_state")
-                   for e in info.excess)
+    assert not any(e.kind == "category" and e.name in ("parameter", "gradient", "optimizer_state") for e in info.excess)
 
 
 def test_memprofile_merge_writes_one_report(job, tmp_path):
     out, _, _ = job
     report = tmp_path / "report.html"
-    done = subprocess.run([str(BIN / "memprofile"), "merge", str(out), "-o", str(report)], env=_env(),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(
+        [str(BIN / "memprofile"), "merge", str(out), "-o", str(report)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     html = report.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "ddp_train" in html
@@ -185,6 +212,7 @@ def test_memprofile_merge_writes_one_report(job, tmp_path):
 
 
 # -- one rank in this machine's reach: the per-layer figures ----------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -201,11 +229,17 @@ def test_the_api_in_a_rank_gives_each_layer_its_own_gradients(tmp_path, bucket_v
     its slice, not the whole bucket."""
     import memprofile
 
-    env = _env() | {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                    "MASTER_PORT": str(_free_port())}
+    env = _env() | {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
     command = [sys.executable, str(SCRIPT), "--api", str(tmp_path / "profiles"), "--truth", str(tmp_path)]
-    done = subprocess.run(command + (["--bucket-view"] if bucket_view else []), env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(
+        command + (["--bucket-view"] if bucket_view else []), env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
     assert done.returncode == 0, done.stderr[-6000:]
     t = json.loads((tmp_path / "truth.rank0.json").read_text())
     p = memprofile.load(tmp_path / "profiles" / "ddp_train.rank0.memprofile.json.gz")
@@ -213,16 +247,24 @@ def test_the_api_in_a_rank_gives_each_layer_its_own_gradients(tmp_path, bucket_v
     assert sum(t["zeros_like_bucket_bytes"]) == sum(t["bucket_bytes"])  # the reducer's two accounts agree
     layers = {layer.name: layer for layer in p.layers}
     for name, own in t["layers"].items():
-        assert (layers[name].parameter_bytes, layers[name].gradient_bytes,
-                layers[name].optimizer_state_bytes) == (own["parameter"], own["gradient"], own["optimizer_state"])
+        assert (layers[name].parameter_bytes, layers[name].gradient_bytes, layers[name].optimizer_state_bytes) == (
+            own["parameter"],
+            own["gradient"],
+            own["optimizer_state"],
+        )
     assert p.peak is not None
     assert p.peak.by_category["gradient"] == t["gradient_held_bytes"]
     (opt,) = p.optimizers
     assert (opt.type, opt.steps, opt.parameter_bytes, opt.state_bytes) == (
-        "Adam", 3, t["parameter_bytes"], t["optimizer_state_bytes"])
+        "Adam",
+        3,
+        t["parameter_bytes"],
+        t["optimizer_state_bytes"],
+    )
 
 
 # -- the rule itself, on plain records -----------------------------------------
+
 
 def test_a_block_the_reducer_writes_gradients_into_is_a_gradient_wherever_it_was_made():
     # GIVEN DDP's buckets as the allocator sees them: the first, made by DDP's

@@ -25,18 +25,17 @@ is read from the c10 allocator's own alloc/free events while its code runs.
 
 from __future__ import annotations
 
-import ast
 import gc
 import importlib
 from dataclasses import dataclass
 
 import memprofile
 from memprofile.model.profile import Profile, Suggestion
+from memprofile.whatif.apply import edited_cell  # noqa: F401 (the harness's name for it)
+from memprofile.whatif.apply import mode_of as apply_mode_of
 
 #: The issue's bar: the measured saving is within 25 % of the estimate.
 BAR = 0.25
-#: A cell whose lines are at least this share of the code's is "replaced" by it.
-REPLACES_SHARE = 0.5
 #: Rules whose code frees what the notebook keeps, rather than lowering a peak.
 FREES = ("notebook_leak",)
 
@@ -71,8 +70,12 @@ class Measurement:
 
     @property
     def within_bar(self) -> bool:
-        return (self.failed is None and self.measured is not None and self.estimate is not None
-                and abs(self.measured - self.estimate) <= BAR * self.estimate)
+        return (
+            self.failed is None
+            and self.measured is not None
+            and self.estimate is not None
+            and abs(self.measured - self.estimate) <= BAR * self.estimate
+        )
 
     def describe(self) -> str:
         from memprofile.units import fmt_bytes
@@ -81,12 +84,15 @@ class Measurement:
             return f"{self.rule} on {self.workload}: did not fire"
         if self.failed:
             return f"{self.rule} on {self.workload} ({self.mode}): its code raised {self.failed}"
-        head = (f"{self.rule} on {self.workload} ({self.mode}): "
-                f"estimate {fmt_bytes(self.estimate)} ({self.estimate} B), ")
+        head = (
+            f"{self.rule} on {self.workload} ({self.mode}): estimate {fmt_bytes(self.estimate)} ({self.estimate} B), "
+        )
         if self.rule in FREES:
             return head + f"its code frees {fmt_bytes(self.measured)} ({self.measured} B) on {self.device}"
-        return (head + f"the fix saves {fmt_bytes(self.measured)} ({self.measured} B) on {self.device}; peak "
-                f"{fmt_bytes(self.peak_before)} -> {fmt_bytes(self.peak_after)}")
+        return (
+            head + f"the fix saves {fmt_bytes(self.measured)} ({self.measured} B) on {self.device}; peak "
+            f"{fmt_bytes(self.peak_before)} -> {fmt_bytes(self.peak_after)}"
+        )
 
 
 # -- running cells -------------------------------------------------------------
@@ -132,56 +138,15 @@ def suggestion_of(p: Profile, rule: str) -> Suggestion | None:
     made = importlib.import_module(f"memprofile.analysis.rules.{rule}").check(Facts(p))
     if made is None:
         return None
-    return next((s for s in p.suggestions if s.id == made.id), made)
+    shown = next((s for s in p.suggestions if s.id == made.id), None)
+    if shown is None and "whatif_s" in p.capture:
+        return None  # the what-if engine ran its code and it saved nothing: the user never sees it
+    return shown or made
 
 
-# -- deciding how the code applies ---------------------------------------------
-def _lines(source: str) -> list[str]:
-    return [s for s in (line.strip() for line in source.splitlines()) if s and not s.startswith(("#", "%"))]
-
-
-def edited_cell(code: str, cell: str) -> str | None:
-    """The cell with each of its calls the code restates replaced by the
-    code's version; None unless every statement of the code is such a call."""
-    try:
-        fix, tree = ast.parse(code), ast.parse(cell)
-    except SyntaxError:
-        return None
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    edits = []
-    for stmt in fix.body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            continue
-        if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
-            return None
-        callee = ast.unparse(stmt.value.func)
-        same = [c for c in calls if ast.unparse(c.func) == callee]
-        if not same:
-            return None
-        edits += [(c, ast.unparse(stmt.value)) for c in same]
-    if not edits:
-        return None
-    lines = cell.splitlines(keepends=True)
-    # right to left, so earlier offsets stay valid
-    for call, new in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
-        if call.lineno != call.end_lineno:
-            return None
-        i = call.lineno - 1
-        lines[i] = lines[i][:call.col_offset] + new + lines[i][call.end_col_offset:]
-    return "".join(lines)
-
-
+# -- deciding how the code applies: as the what-if engine does (whatif/apply.py) --
 def mode_of(s: Suggestion, cell: str, by_hand: dict[str, str], rule: str) -> str:
-    if rule in by_hand:
-        return "by hand"
-    if s.placement == "top":
-        return "top"
-    cell_lines, code_lines = _lines(cell), set(_lines(s.code))
-    if cell_lines and sum(line in code_lines for line in cell_lines) >= REPLACES_SHARE * len(cell_lines):
-        return "replaces"
-    if edited_cell(s.code, cell) is not None:
-        return "edits"
-    return "below"
+    return "by hand" if rule in by_hand else apply_mode_of(s, cell)
 
 
 # -- measuring -----------------------------------------------------------------
@@ -202,8 +167,14 @@ def measure(ip, workload, rule: str) -> Measurement:
     s = suggestion_of(p, rule)
     if s is None:
         return Measurement(workload.name, rule, fired=False)
-    m = Measurement(workload.name, rule, fired=True, id=s.id, estimate=s.estimated_saving_bytes,
-                    mode=mode_of(s, workload.cell, workload.by_hand, rule))
+    m = Measurement(
+        workload.name,
+        rule,
+        fired=True,
+        id=s.id,
+        estimate=s.estimated_saving_bytes,
+        mode=mode_of(s, workload.cell, workload.by_hand, rule),
+    )
     try:
         if rule in FREES:
             m.device, m.measured = freed_by(ip, workload, s.code)

@@ -22,10 +22,18 @@ from tests.fixes.workloads import WORKLOADS  # noqa: E402
 DEVICE_LIMIT_RULES = ("tf_memory_growth", "fragmentation", "headroom", "batch_size")
 MEASURED_RULES = [r for r in RULES if r not in DEVICE_LIMIT_RULES]
 
-CLAIMS = [pytest.param(w, r, id=f"{w.name}-{r}") for w in WORKLOADS for r in MEASURED_RULES
-          if w.expect.get(r, "either") != "quiet"]
-QUIET = [pytest.param(w, r, id=f"{w.name}-{r}") for w in WORKLOADS for r in RULES
-         if w.expect.get(r) == "quiet" or r in DEVICE_LIMIT_RULES]
+CLAIMS = [
+    pytest.param(w, r, id=f"{w.name}-{r}")
+    for w in WORKLOADS
+    for r in MEASURED_RULES
+    if w.expect.get(r, "either") != "quiet"
+]
+QUIET = [
+    pytest.param(w, r, id=f"{w.name}-{r}")
+    for w in WORKLOADS
+    for r in RULES
+    if w.expect.get(r) == "quiet" or r in DEVICE_LIMIT_RULES
+]
 
 
 @pytest.fixture
@@ -52,8 +60,10 @@ def test_the_fix_saves_what_the_suggestion_claims(notebook, workload, rule):
 def test_the_rule_stays_quiet(notebook, workload, rule):
     p = harness.before(notebook, workload)
     s = harness.suggestion_of(p, rule)
-    assert s is None, (f"{rule} fired on {workload.name} ({workload.label}): {s.title}; {s.evidence}; "
-                       f"estimate {s.estimated_saving_bytes} B")
+    assert s is None, (
+        f"{rule} fired on {workload.name} ({workload.label}): {s.title}; {s.evidence}; "
+        f"estimate {s.estimated_saving_bytes} B"
+    )
 
 
 # -- the harness itself ----------------------------------------------------------
@@ -68,8 +78,10 @@ def test_the_mode_is_read_from_the_code():
     wrapped = "import torch\n\nwith torch.autocast('cpu'):\n" + "".join(f"    {line}\n" for line in cell.splitlines())
     assert mode(wrapped) == "replaces"
     assert mode("# free them\nopt.zero_grad(set_to_none=True)  # before the forward") == "edits"
-    assert harness.edited_cell("opt.zero_grad(set_to_none=True)", cell).splitlines()[0] == \
-        "opt.zero_grad(set_to_none=True)"
+    assert (
+        harness.edited_cell("opt.zero_grad(set_to_none=True)", cell).splitlines()[0]
+        == "opt.zero_grad(set_to_none=True)"
+    )
     assert mode("optimizer.zero_grad(set_to_none=True)") == "below"  # a callee the cell does not call
     assert mode("import functools\nmodel.layer.forward = functools.partial(f, model.layer.forward)") == "below"
     assert mode("import os\nos.environ['X'] = '1'", placement="top") == "top"
@@ -79,8 +91,9 @@ def test_a_fix_that_raises_is_reported_not_measured(notebook):
     from tests.fixes.workloads import COMMON, Workload
 
     # a rule whose code names a variable this notebook lacks: measured as failed
-    w = Workload("tiny", "tiny", COMMON + "w = torch.zeros(1 << 20, requires_grad=True)\n",
-                 "(w * 2).sum().backward()\n")
+    w = Workload(
+        "tiny", "tiny", COMMON + "w = torch.zeros(1 << 20, requires_grad=True)\n", "(w * 2).sum().backward()\n"
+    )
     p = harness.before(notebook, w)
     assert p.peak_device.name == "cpu"
     with pytest.raises(harness.CellFailed, match="NameError"):

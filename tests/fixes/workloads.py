@@ -40,7 +40,9 @@ torch.set_num_threads(1)
 
 # A GPT-style decoder: attention written out by hand (as in most tutorials),
 # an 8,000-word head, and nothing that computes the loss inside a module.
-LM_DEFS = COMMON + """\
+LM_DEFS = (
+    COMMON
+    + """\
 class CausalSelfAttention(nn.Module):
     fused = False  # the workload's own switch to F.scaled_dot_product_attention
 
@@ -86,11 +88,13 @@ class TinyLM(nn.Module):
             h = layer(h)
         return self.head(self.ln_f(h))
 """
+)
 
 LM_TRAIN = Workload(
     name="lm_train",
     label="transformer LM (3 layers, d 128, 8,000-word head), batch 4x256, AdamW, loss in the cell",
-    setup=LM_DEFS + """\
+    setup=LM_DEFS
+    + """\
 lm = TinyLM()
 optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-4)
 tokens = torch.randint(0, 8000, (4, 257))
@@ -105,15 +109,22 @@ optimizer.zero_grad(set_to_none=True)
 """,
     # the cell already frees its gradients after the step; AdamW state is
     # about a third of the peak, so optimizer_state may speak
-    expect={"zero_grad": "quiet", "inference_mode": "quiet", "quantize_dynamic": "quiet", "amp": "fires",
-            "gradient_checkpointing": "fires", "sdpa": "fires"},
+    expect={
+        "zero_grad": "quiet",
+        "inference_mode": "quiet",
+        "quantize_dynamic": "quiet",
+        "amp": "fires",
+        "gradient_checkpointing": "fires",
+        "sdpa": "fires",
+    },
     by_hand={"sdpa": "CausalSelfAttention.fused = True"},
 )
 
 LM_EVAL = Workload(
     name="lm_eval",
     label="transformer LM forward only (scoring a batch 4x256), output kept",
-    setup=LM_DEFS + """\
+    setup=LM_DEFS
+    + """\
 lm = TinyLM().eval()
 tokens = torch.randint(0, 8000, (4, 256))
 """,
@@ -121,12 +132,19 @@ tokens = torch.randint(0, 8000, (4, 256))
 logits = lm(tokens)
 next_token = logits[:, -1].argmax(-1)
 """,
-    expect={"inference_mode": "fires", "amp": "either", "zero_grad": "quiet", "optimizer_state": "quiet",
-            "gradient_checkpointing": "quiet"},
+    expect={
+        "inference_mode": "fires",
+        "amp": "either",
+        "zero_grad": "quiet",
+        "optimizer_state": "quiet",
+        "gradient_checkpointing": "quiet",
+    },
     by_hand={"sdpa": "CausalSelfAttention.fused = True"},
 )
 
-CNN_DEFS = COMMON + """\
+CNN_DEFS = (
+    COMMON
+    + """\
 def stage(c_in, c_out):
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
@@ -143,11 +161,13 @@ class SmallCNN(nn.Module):
     def forward(self, images):
         return self.classifier(self.features(images))
 """
+)
 
 CNN_TRAIN = Workload(
     name="cnn_train",
     label="CNN with BatchNorm (3 stages, 32-128 ch), batch 64x3x32x32, SGD momentum, zero_grad(set_to_none=False)",
-    setup=CNN_DEFS + """\
+    setup=CNN_DEFS
+    + """\
 net = SmallCNN()
 sgd = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
 images, labels = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
@@ -160,14 +180,22 @@ loss.backward()
 sgd.step()
 """,
     # parameters are ~1.4 MiB: nothing about gradients or optimizer state is worth a change
-    expect={"amp": "fires", "gradient_checkpointing": "fires", "optimizer_state": "quiet", "zero_grad": "quiet",
-            "inference_mode": "quiet", "sdpa": "quiet", "quantize_dynamic": "quiet"},
+    expect={
+        "amp": "fires",
+        "gradient_checkpointing": "fires",
+        "optimizer_state": "quiet",
+        "zero_grad": "quiet",
+        "inference_mode": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+    },
 )
 
 CNN_EVAL = Workload(
     name="cnn_eval",
     label="CNN with BatchNorm forward only (eval, batch 128x3x32x32), scores kept",
-    setup=CNN_DEFS + """\
+    setup=CNN_DEFS
+    + """\
 net = SmallCNN().eval()
 test_images = torch.randn(128, 3, 32, 32)
 """,
@@ -175,11 +203,19 @@ test_images = torch.randn(128, 3, 32, 32)
 scores = net(test_images)
 predicted = scores.argmax(1)
 """,
-    expect={"inference_mode": "fires", "optimizer_state": "quiet", "zero_grad": "quiet",
-            "gradient_checkpointing": "quiet", "sdpa": "quiet", "quantize_dynamic": "quiet"},
+    expect={
+        "inference_mode": "fires",
+        "optimizer_state": "quiet",
+        "zero_grad": "quiet",
+        "gradient_checkpointing": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+    },
 )
 
-LSTM_DEFS = COMMON + """\
+LSTM_DEFS = (
+    COMMON
+    + """\
 class Tagger(nn.Module):
     \"\"\"Embeds tokens, runs a 2-layer LSTM over them, classifies every step.\"\"\"
 
@@ -193,11 +229,13 @@ class Tagger(nn.Module):
         states, _ = self.rnn(self.embed(words))
         return self.out(states)
 """
+)
 
 LSTM_TRAIN = Workload(
     name="lstm_train",
     label="LSTM tagger (10,000 words, 2 layers, hidden 512), batch 8x100, Adam, zero_grad(set_to_none=False)",
-    setup=LSTM_DEFS + """\
+    setup=LSTM_DEFS
+    + """\
 tagger = Tagger()
 adam = torch.optim.Adam(tagger.parameters(), lr=1e-3)
 words, tags = torch.randint(0, 10000, (8, 100)), torch.randint(0, 50, (8, 100))
@@ -210,14 +248,20 @@ loss.backward()
 adam.step()
 """,
     # 19 MiB of parameters: Adam's state and the stale gradients are a real share of the peak
-    expect={"optimizer_state": "fires", "zero_grad": "fires", "inference_mode": "quiet", "sdpa": "quiet",
-            "quantize_dynamic": "quiet"},
+    expect={
+        "optimizer_state": "fires",
+        "zero_grad": "fires",
+        "inference_mode": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+    },
 )
 
 LSTM_EVAL = Workload(
     name="lstm_eval",
     label="LSTM tagger forward only (batch 16x100), emissions kept",
-    setup=LSTM_DEFS + """\
+    setup=LSTM_DEFS
+    + """\
 tagger = Tagger().eval()
 sentences = torch.randint(0, 10000, (16, 100))
 """,
@@ -225,8 +269,13 @@ sentences = torch.randint(0, 10000, (16, 100))
 emissions = tagger(sentences)
 best = emissions.argmax(-1)
 """,
-    expect={"inference_mode": "fires", "optimizer_state": "quiet", "zero_grad": "quiet",
-            "gradient_checkpointing": "quiet", "sdpa": "quiet"},
+    expect={
+        "inference_mode": "fires",
+        "optimizer_state": "quiet",
+        "zero_grad": "quiet",
+        "gradient_checkpointing": "quiet",
+        "sdpa": "quiet",
+    },
 )
 
 # A param-heavy autoencoder on tabular rows, the whole table held in memory
@@ -234,8 +283,9 @@ best = emissions.argmax(-1)
 AUTOENCODER = Workload(
     name="autoencoder_train",
     label="MLP autoencoder on tabular rows (1024-2048-256, 21 MiB), table of 20,000 rows held whole, "
-          "Adam, zero_grad(set_to_none=False), 2 batches of 512",
-    setup=COMMON + """\
+    "Adam, zero_grad(set_to_none=False), 2 batches of 512",
+    setup=COMMON
+    + """\
 encoder = nn.Sequential(nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 256))
 decoder = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 1024))
 autoencoder = nn.Sequential(encoder, decoder)
@@ -249,8 +299,14 @@ for first in (0, 512):
     F.mse_loss(autoencoder(rows), rows).backward()
     trainer.step()
 """,
-    expect={"optimizer_state": "fires", "zero_grad": "fires", "stream_dataset": "fires", "inference_mode": "quiet",
-            "sdpa": "quiet", "quantize_dynamic": "quiet"},
+    expect={
+        "optimizer_state": "fires",
+        "zero_grad": "fires",
+        "stream_dataset": "fires",
+        "inference_mode": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+    },
 )
 
 # A large model trained earlier in the notebook (its AdamW state exists), then
@@ -259,7 +315,8 @@ for first in (0, 512):
 TWO_MODELS = Workload(
     name="two_models",
     label="notebook with two models: a 27 MiB LM trained earlier, the cell trains a 1 MiB MLP with its own Adam",
-    setup=LM_DEFS + """\
+    setup=LM_DEFS
+    + """\
 big = TinyLM(d=256, n_layers=2)
 big_opt = torch.optim.AdamW(big.parameters(), lr=3e-4)
 sample = torch.randint(0, 8000, (2, 64))
@@ -278,8 +335,13 @@ for start in range(0, 4096, 2048):
     F.cross_entropy(probe(features[start:start + 2048]), answers[start:start + 2048]).backward()
     probe_opt.step()
 """,
-    expect={"optimizer_state": "quiet", "zero_grad": "quiet", "inference_mode": "quiet", "sdpa": "quiet",
-            "quantize_dynamic": "quiet"},
+    expect={
+        "optimizer_state": "quiet",
+        "zero_grad": "quiet",
+        "inference_mode": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+    },
 )
 
 # The model, its optimizer and the data are made inside the profiled cell.
@@ -304,8 +366,13 @@ for _ in range(2):
     F.cross_entropy(conv(batch), target).backward()
     conv_opt.step()
 """,
-    expect={"zero_grad": "quiet", "inference_mode": "quiet", "sdpa": "quiet", "quantize_dynamic": "quiet",
-            "optimizer_state": "quiet"},
+    expect={
+        "zero_grad": "quiet",
+        "inference_mode": "quiet",
+        "sdpa": "quiet",
+        "quantize_dynamic": "quiet",
+        "optimizer_state": "quiet",
+    },
 )
 
 WORKLOADS = (LM_TRAIN, CNN_TRAIN, LSTM_TRAIN, AUTOENCODER, LM_EVAL, CNN_EVAL, LSTM_EVAL, TWO_MODELS, BUILT_IN_CELL)

@@ -54,8 +54,9 @@ def kineto_cuda(path: Path) -> dict[int, dict[str, int | None]]:
         if e.get("name") != "[memory]" or args.get("Device Type") != CUDA:
             continue
         dev = args["Device Id"]
-        f = out.setdefault(dev, {"allocated": None, "reserved": None, "running": 0, "running_peak": 0,
-                                 "capacity": capacity.get(dev)})
+        f = out.setdefault(
+            dev, {"allocated": None, "reserved": None, "running": 0, "running_peak": 0, "capacity": capacity.get(dev)}
+        )
         for key, arg in (("allocated", "Total Allocated"), ("reserved", "Total Reserved")):
             if arg in args:
                 f[key] = max(f[key] or 0, args[arg])
@@ -65,6 +66,7 @@ def kineto_cuda(path: Path) -> dict[int, dict[str, int | None]]:
 
 
 # -- fragmentation: reserved vs allocated of CUDA's caching allocator ----------------------------------------------
+
 
 def expected_fragmentation(path: Path) -> tuple[int, dict] | None:
     """(device id, figures) of the device the rule should name, or None: waste = reserved peak - allocated peak,
@@ -115,11 +117,15 @@ def test_fragmentation_is_quiet_on_tensorflow():
 
 # -- headroom: the peak against the recorded device's capacity -------------------------------------------------------
 
+
 def tf_gpu_peaks() -> dict[str, tuple[int, int]]:
     """tf:GPU:n -> (highest bytes_allocated of GPU_n_bfc, the device plane's memory_size)."""
     sizes = gpu_memory_size()
-    return {device_name(a): (f["bytes_allocated"], sizes[device_name(a).removeprefix("tf:")])
-            for a, f in allocator_figures().items() if a.startswith("GPU_")}
+    return {
+        device_name(a): (f["bytes_allocated"], sizes[device_name(a).removeprefix("tf:")])
+        for a, f in allocator_figures().items()
+        if a.startswith("GPU_")
+    }
 
 
 def expected_tight(peaks: dict[str, tuple[int, int]]) -> str | None:
@@ -137,8 +143,9 @@ def check_headroom(profile, peaks: dict[str, tuple[int, int]]) -> None:
         assert found is None, found.evidence
     else:
         peak, cap = peaks[tight]
-        assert found is not None and found.evidence.startswith(f"{tight} peaked at {fmt_bytes(peak)} of "
-                                                                 f"{fmt_bytes(cap)}")
+        assert found is not None and found.evidence.startswith(
+            f"{tight} peaked at {fmt_bytes(peak)} of {fmt_bytes(cap)}"
+        )
 
 
 def test_headroom_on_the_tensorflow_gpus():
@@ -149,13 +156,15 @@ def test_headroom_on_the_tensorflow_gpus():
 def test_headroom_on_the_torch_gpus(trace):
     path = TORCH_TRACES[trace]
     # The legacy format states no totals: its peak is the highest running sum of the events' bytes.
-    peaks = {f"cuda:{dev}": (f["allocated"] or f["running_peak"], f["capacity"])
-             for dev, f in kineto_cuda(path).items()}
+    peaks = {
+        f"cuda:{dev}": (f["allocated"] or f["running_peak"], f["capacity"]) for dev, f in kineto_cuda(path).items()
+    }
     assert all(cap for _, cap in peaks.values())  # deviceProperties states every device's memory
     check_headroom(imported(path), peaks)
 
 
 # -- batch size: from how the peak scales with the batch, against the capacity ---------------------------------------
+
 
 def expected_batch_size(profile) -> str | None:
     """The title the rule should give, from the profile's peak device: trained (a backward phase), a batch
@@ -204,6 +213,7 @@ def test_batch_size_needs_a_batch_an_xspace_does_not_give():
 
 
 # -- TensorFlow memory growth -------------------------------------------------------------------------------------
+
 
 def test_memory_growth_is_quiet_when_the_trace_does_not_say():
     """An XSpace does not record whether memory growth was on: no advice on a guess."""

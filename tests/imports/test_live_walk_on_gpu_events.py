@@ -1,4 +1,4 @@
-"""The live torch collector's event walk (capture/torch.py `_walk`), CUDA branch
+"""The live torch collector's event walk (capture/torch/walk.py `walk`), CUDA branch
 included, run on real GPU events: torch's event tree is rebuilt from a
 recorded trace (ops nested by their intervals per thread, `[memory]` events as
 leaves, `nn.Module` scopes as the collector's own layer scopes), walked by the
@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from memprofile.capture.torch import LAYER_PREFIX, TorchCollector  # noqa: E402
-from memprofile.capture.torch_events import add_cuda_baseline  # noqa: E402
-from memprofile.capture.torch_trace import read_torch_trace  # noqa: E402
+from memprofile.capture.torch.ledger import add_cuda_baseline  # noqa: E402
+from memprofile.capture.torch.trace import read_torch_trace  # noqa: E402
+from memprofile.capture.torch.walk import LAYER_PREFIX, walk  # noqa: E402
 from tests.imports import FIXTURES, H100, V100_DDP  # noqa: E402
 
 TRACES = [H100.name, V100_DDP.name]
@@ -46,12 +46,17 @@ def event_tree(events: list[dict]) -> list[Node]:
             a = e["args"]
             kind = DEVICE_TYPES.get(a.get("Device Type"), "other")
             device = "cpu" if kind == "cpu" else f"{kind}:{a.get('Device Id')}"
-            extra = SimpleNamespace(alloc_size=a["Bytes"], device=device, ptr=a["Addr"],
-                                    allocation_id=(device, a["Addr"]), total_allocated=a.get("Total Allocated", -1))
+            extra = SimpleNamespace(
+                alloc_size=a["Bytes"],
+                device=device,
+                ptr=a["Addr"],
+                allocation_id=(device, a["Addr"]),
+                total_allocated=a.get("Total Allocated", -1),
+            )
             threads.setdefault(str(e.get("tid")), []).append((start, 1, Node(name, start, start, extra)))
         elif ph == "X" and (e.get("cat") == "cpu_op" or name.startswith("nn.Module: ")):
             end = start + int(round(float(e.get("dur", 0)) * 1000))
-            label = LAYER_PREFIX + name[len("nn.Module: "):] if name.startswith("nn.Module: ") else name
+            label = LAYER_PREFIX + name[len("nn.Module: ") :] if name.startswith("nn.Module: ") else name
             threads.setdefault(str(e.get("tid")), []).append((start, 0, Node(label, start, end)))
     roots: list[Node] = []
     for items in threads.values():
@@ -68,13 +73,13 @@ def event_tree(events: list[dict]) -> list[Node]:
 
 def walked(roots: list[Node]):
     """The live collector's walk over `roots`, on a process that has CUDA."""
-    collector = TorchCollector(namespace={}, record_shapes=False)
-    collector._torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True), accelerator=None)
-    collector._wall0, collector._perf_offset, collector._side = min(r.start_time_ns for r in roots), 0.0, {}
-    logs, ops, _ = collector._walk(roots)
+    torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True), accelerator=None)
+    walked = walk(
+        roots, torch, record_shapes=False, with_stack=False, wall0=min(r.start_time_ns for r in roots), offset=0.0
+    )
     # what the allocator held before the first event, as the collector's _categorise adds it
-    add_cuda_baseline(logs, collector._side, collector._cuda_before)
-    return logs, ops
+    add_cuda_baseline(walked.logs, walked.side, walked.cuda_before)
+    return walked.logs, walked.ops
 
 
 @pytest.mark.parametrize("name", TRACES)
@@ -100,8 +105,13 @@ def test_the_live_walk_and_the_import_give_the_same_gpu_log(name):
         before = sum(live.size[i] for i in range(len(live)) if live.pre_existing[i])
         assert before == sum(imp.size[i] for i in range(len(imp)) if imp.pre_existing[i]) > 0
         # AND the peak is the trace's own highest Total Allocated on that device
-        totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"
-                  and e["args"].get("Device Type") == 1 and f"cuda:{e['args']['Device Id']}" == device]
+        totals = [
+            e["args"]["Total Allocated"]
+            for e in events
+            if e.get("name") == "[memory]"
+            and e["args"].get("Device Type") == 1
+            and f"cuda:{e['args']['Device Id']}" == device
+        ]
         assert peak_of(live) == max(totals)
 
 

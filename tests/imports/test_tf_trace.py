@@ -50,8 +50,9 @@ def allocator_figures() -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FIGURES, 0))
     for plane in space.planes:
         names = {k: m.name for k, m in plane.stat_metadata.items()}
-        kinds = {k: m.name for k, m in plane.event_metadata.items()
-                 if m.name in ("MemoryAllocation", "MemoryDeallocation")}
+        kinds = {
+            k: m.name for k, m in plane.event_metadata.items() if m.name in ("MemoryAllocation", "MemoryDeallocation")
+        }
         for line in plane.lines:
             for event in line.events:
                 if event.metadata_id not in kinds:
@@ -134,8 +135,9 @@ def test_the_reader_is_the_live_collectors_conversion():
     """Same bytes, same log: the import adds nothing to the live code's accounting."""
     imported = read_run(XSPACE).captures[0].allocations
     live = raw_from_xspace(xspace_bytes()).allocations
-    assert [(log.device, log.size, log.t_alloc, log.t_free, log.op) for log in imported] == \
-        [(log.device, log.size, log.t_alloc, log.t_free, log.op) for log in live]
+    assert [(log.device, log.size, log.t_alloc, log.t_free, log.op) for log in imported] == [
+        (log.device, log.size, log.t_alloc, log.t_free, log.op) for log in live
+    ]
 
 
 def test_the_profile_says_what_it_was_read_from_and_what_it_lacks(profile):
@@ -215,7 +217,7 @@ def test_bad_input_is_one_line_and_nothing_written(case, tmp_path, capsys):
 def test_without_tensorflow_the_error_says_so(monkeypatch, tmp_path):
     """TF's protobuf classes are the only XSpace parser: a machine without TensorFlow is told so."""
     for package in ("tensorflow.tsl.profiler.protobuf", "tsl.profiler.protobuf", "tensorflow.core.profiler.protobuf"):
-        # every place a TF release keeps them (capture/tf_compat.py), imported or not
+        # every place a TF release keeps them (capture/tensorflow/compat.py), imported or not
         monkeypatch.setitem(sys.modules, package, None)
         monkeypatch.setitem(sys.modules, f"{package}.xplane_pb2", None)
     with pytest.raises(ProfileFormatError, match="needs TensorFlow"):
@@ -224,19 +226,26 @@ def test_without_tensorflow_the_error_says_so(monkeypatch, tmp_path):
 
 def test_a_device_whose_memory_counters_fail_at_the_end_is_said_unsupported():
     # GIVEN the recorded 8xV100 XSpace and a GPU whose counters were read at the start but not at the end
-    from memprofile.capture.base import RawCapture
-    from memprofile.capture.keras_model import KerasWorld
-    from memprofile.capture.tensorflow import SCOPE_PREFIX, TensorFlowCollector
-    from memprofile.capture.xspace import parse_xspace, read_xspace_file
+    from memprofile.capture.base import DETAIL_STEPS, DetailWindow, RawCapture
+    from memprofile.capture.steps import StepClock
+    from memprofile.capture.tensorflow import SCOPE_PREFIX
+    from memprofile.capture.tensorflow.events import RunStart, convert
+    from memprofile.capture.tensorflow.keras_model import KerasWorld
+    from memprofile.capture.tensorflow.xspace import parse_xspace, read_xspace_file
 
     parsed = parse_xspace(read_xspace_file(str(XSPACE)), scope_prefix=SCOPE_PREFIX)
-    collector = TensorFlowCollector()
-    collector._wall0, collector._perf_offset = parsed.events.t_ns[0], 0.0
-    collector._world_start, collector._steps = KerasWorld(), []
-    collector._memory_start = {"GPU:4": {"current": 1 << 20, "peak": 2 << 20}}
-    collector._memory_detail_start = dict(collector._memory_start)
+    memory_start = {"GPU:4": {"current": 1 << 20, "peak": 2 << 20}}
+    start = RunStart(
+        wall0=parsed.events.t_ns[0],
+        perf_offset=0.0,
+        world_start=KerasWorld(),
+        memory_start=memory_start,
+        memory_detail_start=dict(memory_start),
+    )
     raw = RawCapture(collector="tensorflow")
     # WHEN the capture is converted (this raised TypeError on the error string)
-    collector._convert(parsed, KerasWorld(), {"GPU:4": "get_memory_info failed"}, raw)
+    convert(
+        parsed, KerasWorld(), {"GPU:4": "get_memory_info failed"}, raw, start, StepClock(DetailWindow.of(DETAIL_STEPS))
+    )
     # THEN the device's figures say why they are missing
     assert "get_memory_info failed" in raw.facts.get("tf:GPU:4.memory_info", ""), raw.facts

@@ -14,7 +14,7 @@ import pytest
 
 import memprofile
 from memprofile.capture.base import ALIVE, BEFORE_CELL
-from memprofile.capture.torch_trace import read_torch_trace
+from memprofile.capture.torch.trace import read_torch_trace
 from memprofile.cli import main
 from memprofile.errors import ProfileFormatError
 from memprofile.units import fmt_bytes
@@ -22,7 +22,6 @@ from tests.imports import H100, V100_DDP, V100_LEGACY, cut_short
 
 DDP, LEGACY = V100_DDP, V100_LEGACY
 CURRENT = [pytest.param(H100, id="h100"), pytest.param(DDP, id="v100_ddp_rank1")]
-
 
 
 @functools.cache
@@ -143,8 +142,11 @@ def test_capacity_comes_from_device_properties():
 def test_h100_layers_come_from_module_scopes():
     # GIVEN a trace recorded with with_modules (nn.Module: Name_k scopes)
     profile = _imported(H100)
-    scopes = {e["name"].removeprefix("nn.Module: ") for e in _file(H100)["traceEvents"]
-              if e.get("cat") == "python_function" and e["name"].startswith("nn.Module: ")}
+    scopes = {
+        e["name"].removeprefix("nn.Module: ")
+        for e in _file(H100)["traceEvents"]
+        if e.get("cat") == "python_function" and e["name"].startswith("nn.Module: ")
+    }
     layers = {layer.name: layer for layer in profile.layers}
     # THEN the layers are the scopes, nested as the scopes nest
     assert set(layers) <= scopes and "BertLayer_0" in layers
@@ -248,16 +250,26 @@ def test_live_capture_and_import_of_the_same_events_agree(tmp_path, monkeypatch)
 
     def made(log):
         rows = [i for i in range(len(log)) if not log.pre_existing[i]]
-        return [(log.size[i], log.op[i], log.phase[i] if log.phase[i] in ("backward", "optimizer") else "",
-                 log.t_free[i] == ALIVE) for i in rows]
+        return [
+            (
+                log.size[i],
+                log.op[i],
+                log.phase[i] if log.phase[i] in ("backward", "optimizer") else "",
+                log.t_free[i] == ALIVE,
+            )
+            for i in rows
+        ]
 
     # THEN the same allocations, in the same order, with the same op, phase and pairing
     assert len(made(log)) > 100
     assert made(log) == made(live_log)
 
     def ops(records):
-        return {r.name: (r.calls, r.allocated_bytes, r.self_allocated_bytes, r.freed_bytes, r.max_alloc_bytes)
-                for r in records if r.allocated_bytes or r.freed_bytes}
+        return {
+            r.name: (r.calls, r.allocated_bytes, r.self_allocated_bytes, r.freed_bytes, r.max_alloc_bytes)
+            for r in records
+            if r.allocated_bytes or r.freed_bytes
+        }
 
     assert ops(imported.ops) == ops(live.ops)
     # and the same peak over the start
@@ -297,11 +309,14 @@ def _no_memory_events(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("make, why", [
-    (_truncated_gz, "cut short"),
-    (_not_a_trace, "without traceEvents"),
-    (_no_memory_events, "profile_memory=True"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_truncated_gz, "cut short"),
+        (_not_a_trace, "without traceEvents"),
+        (_no_memory_events, "profile_memory=True"),
+    ],
+)
 def test_bad_files_fail_with_one_line_and_write_nothing(tmp_path, capsys, make, why):
     bad = make(tmp_path)
     with pytest.raises(ProfileFormatError, match=why):

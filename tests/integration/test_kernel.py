@@ -12,7 +12,7 @@ from nbclient.exceptions import CellExecutionError
 from memprofile.render.bundle import MIME_TYPE
 from tests.kernels import kernel_env
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,7 +20,10 @@ def _run(cells: list[str], tmp_path: Path, allow_errors: bool = False):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", allow_errors=allow_errors,
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        allow_errors=allow_errors,
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute(env=kernel_env())
@@ -69,7 +72,8 @@ def test_demo_notebook_runs_and_writes_its_report(tmp_path):
     source = ROOT / "demo_notebooks" / "quickstart.ipynb"
     nb = nbformat.read(source, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
-        env=kernel_env())
+        env=kernel_env()
+    )
     report = tmp_path / "quickstart_report.html"
     html = report.read_text()
     assert "memprofile · spike" in html and "Peak" in html

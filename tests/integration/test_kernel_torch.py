@@ -8,7 +8,7 @@ from memprofile.render.bundle import MIME_TYPE
 from tests.integration.test_kernel import _bundles, _run
 from tests.kernels import framework_messages, unprofiled
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.kernel
 pytest.importorskip("torch")
 
 SETUP = """\

@@ -14,7 +14,7 @@ from jupyter_client.manager import start_new_kernel
 
 from tests.kernels import kernel_env
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.kernel
 
 
 class Panel:
@@ -56,8 +56,9 @@ class Panel:
 
     def request(self, data: dict, timeout: float = 120) -> dict:
         request_id = uuid.uuid4().hex
-        self.kc.shell_channel.send(self.kc.session.msg(
-            "comm_msg", {"comm_id": self.comm_id, "data": {**data, "request_id": request_id}}))
+        self.kc.shell_channel.send(
+            self.kc.session.msg("comm_msg", {"comm_id": self.comm_id, "data": {**data, "request_id": request_id}})
+        )
         return self.drain(until=lambda d: d.get("request_id") == request_id, timeout=timeout)
 
 
@@ -106,9 +107,11 @@ def test_the_panel_gets_profiles_as_they_come_and_on_request(panel, tmp_path):
 
 def test_try_from_the_panel_runs_the_cell_and_reports_the_measurement(panel):
     panel.execute("%load_ext memprofile")
-    panel.execute("import torch\nfrom torch import nn\ntorch.manual_seed(0)\nruns = 0\n"
-                  "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
-                  "nn.Linear(1024, 256)) for _ in range(3)])\nxs = torch.randn(2048, 256)")
+    panel.execute(
+        "import torch\nfrom torch import nn\ntorch.manual_seed(0)\nruns = 0\n"
+        "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
+        "nn.Linear(1024, 256)) for _ in range(3)])\nxs = torch.randn(2048, 256)"
+    )
     panel.execute("%%memprofile -q --name blocks\nruns += 1\nnet(xs).square().mean().backward()")
     (summary,) = panel.request({"type": "sync"})["items"]
     full = panel.request({"type": "get_profile", "id": summary["id"]})
@@ -128,11 +131,19 @@ def test_try_from_the_panel_runs_the_cell_and_reports_the_measurement(panel):
     items = {s["name"]: s for s in panel.request({"type": "sync"})["items"]}
     assert items["blocks (as is)"]["peak_bytes"] != summary["peak_bytes"]
     percent = re.compile(r"\(([+-]\d+ %)\)")
-    assert percent.findall(tried["headline"]) == percent.findall(measured["saving_text"]) == [
-        f"{tried['peak_change_percent']:+.0f} %"]
+    assert (
+        percent.findall(tried["headline"])
+        == percent.findall(measured["saving_text"])
+        == [f"{tried['peak_change_percent']:+.0f} %"]
+    )
     assert tried["first"] is None and tried["notes"] == []  # the trial's first run created nothing
     # trying again from a trial's own profile: named after the cell, apart from the first trial
     panel.request({"type": "try", "id": items["blocks (as is)"]["id"], "suggestion": "gradient_checkpointing"})
     names = [s["name"] for s in panel.request({"type": "sync"})["items"]]
-    assert names == ["blocks", "blocks (as is)", "blocks (--try checkpoint=0,1,2)",
-                     "blocks #2 (as is)", "blocks #2 (--try checkpoint=0,1,2)"], names
+    assert names == [
+        "blocks",
+        "blocks (as is)",
+        "blocks (--try checkpoint=0,1,2)",
+        "blocks #2 (as is)",
+        "blocks #2 (--try checkpoint=0,1,2)",
+    ], names

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.package
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 
@@ -26,7 +26,10 @@ ARTIFACTS = ROOT / "artifacts"
 def _tracked_files() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return [f for f in out.stdout.split("\0") if f and (ROOT / f).is_file()]
 
@@ -48,7 +51,10 @@ def wheel(tmp_path_factory) -> Path:
     # the jupyter-builder hook runs `jlpm install` and `jlpm build:prod` here.
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
-        cwd=src, check=True, capture_output=True, text=True,
+        cwd=src,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (whl,) = dist.glob("memprofile-*.whl")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -92,25 +98,52 @@ def test_fresh_venv_without_node_lists_the_extension_enabled(wheel, tmp_path):
     assert "enabled" in line and "OK" in line and "0.1.0" in line, text
     # the Python side is there too, with no framework installed
     out = subprocess.run(
-        [str(bin_dir / "python"), "-c",
-         "import memprofile, sys; print(memprofile.__version__, 'torch' in sys.modules)"],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import memprofile, sys; print(memprofile.__version__, 'torch' in sys.modules)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["0.1.0", "False"]
 
 
 # Installing memprofile must never move these: the user's own training environment.
-USERS_PACKAGES = {"torch", "tensorflow", "tensorflow-cpu", "keras", "bokeh", "jupyterlab", "notebook", "ipywidgets",
-                  "ipykernel"}
+USERS_PACKAGES = {
+    "torch",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "bokeh",
+    "jupyterlab",
+    "notebook",
+    "ipywidgets",
+    "ipykernel",
+}
 
 
 def test_installing_the_wheel_changes_none_of_the_users_frameworks(wheel):
     # GIVEN this environment: torch, tensorflow-cpu, keras, bokeh, JupyterLab, Notebook 7, ipywidgets, ipykernel
     # WHEN pip resolves memprofile with its torch and notebook extras into it
     report = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--disable-pip-version-check",
-         f"memprofile[torch,notebook] @ {wheel.resolve().as_uri()}"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--report",
+            "-",
+            "--disable-pip-version-check",
+            f"memprofile[torch,notebook] @ {wheel.resolve().as_uri()}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     planned = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.stdout)["install"]}
     # THEN it would install memprofile and touch none of them

@@ -74,8 +74,14 @@ print("threads", [t.name for t in threading.enumerate() if t.name.startswith("me
 def test_two_threads_profiling_torch_do_not_crash():
     """Bare torch.profiler in two threads segfaults: the second thread's
     profile records process memory only and says which profile owned torch."""
-    run = subprocess.run([sys.executable, "-c", TWO_THREADS], capture_output=True, text=True, timeout=300,
-                         cwd=ROOT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    run = subprocess.run(
+        [sys.executable, "-c", TWO_THREADS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = dict(line.split(" ", 1) for line in run.stdout.splitlines())
     assert out["first"].startswith("cpu ") and int(out["first"].split()[1]) > 0
@@ -86,6 +92,7 @@ def test_two_threads_profiling_torch_do_not_crash():
 
 
 # -- 2. nested profiles ---------------------------------------------------------
+
 
 def test_nested_profile_leaves_the_outer_right():
     """Before: the inner torch profiler ended the outer's session, so the
@@ -106,7 +113,8 @@ def test_nested_profile_leaves_the_outer_right():
     # the inner: process memory only, and it says why and where
     assert [d.name for d in inner.devices] == ["host"] and not inner.ops
     assert "profile 'outer'" in _message(inner, "nested_profile") and inner.capture["nested_in"].startswith(
-        "profile 'outer'")
+        "profile 'outer'"
+    )
     assert not torch.autograd.profiler._is_profiler_enabled
 
 
@@ -121,6 +129,7 @@ def test_after_nesting_the_next_profile_owns_torch_again():
 
 
 # -- 4. a module-level profile keeps what the block binds ----------------------
+
 
 def test_module_level_profile_sees_arrays_bound_in_the_block():
     """Before: the namespace was a copy made at the start, so `made` was missing from p.kept."""
@@ -159,19 +168,22 @@ x = torch.randn(16, 64)
 """
 
 
-@pytest.mark.integration
+@pytest.mark.kernel
 def test_profile_nested_in_a_profiled_cell(tmp_path):
     from tests.integration.test_kernel import _run
 
-    nb = _run([
-        "%load_ext memprofile",
-        KERNEL_SETUP,
-        "%%memprofile --name cell\nmodel(x).sum().backward()\n"
-        "with memprofile.profile(name='inner') as q:\n    model(x).sum().backward()\n",
-        "p = memprofile.last()\n"
-        "(p.name, p.peak_device.name, len(p.ops) > 0, [n.code for n in p.warnings], "
-        "[d.name for d in q.devices], [n.code for n in q.warnings])",
-    ], tmp_path)
+    nb = _run(
+        [
+            "%load_ext memprofile",
+            KERNEL_SETUP,
+            "%%memprofile --name cell\nmodel(x).sum().backward()\n"
+            "with memprofile.profile(name='inner') as q:\n    model(x).sum().backward()\n",
+            "p = memprofile.last()\n"
+            "(p.name, p.peak_device.name, len(p.ops) > 0, [n.code for n in p.warnings], "
+            "[d.name for d in q.devices], [n.code for n in q.warnings])",
+        ],
+        tmp_path,
+    )
     result = nb.cells[3].outputs[-1]["data"]["text/plain"]
     assert result == ("('cell', 'cpu', True, ['inner_profile'], ['host'], ['nested_profile'])")
 
@@ -227,7 +239,7 @@ def _execute(client, code: str, on_stream=None, timeout: float = 300) -> tuple[d
     return reply["content"], "".join(printed)
 
 
-@pytest.mark.integration
+@pytest.mark.kernel
 def test_interrupt_while_stopping_stores_the_profile_and_stops_every_collector(tmp_path):
     """Before: no profile stored, the traceback ended inside torch, the host
     sampler kept running and later profiles stopped resetting the OS peak."""

@@ -43,6 +43,7 @@ def _one_line(message: str) -> None:
 
 # -- export to a path that cannot take the file ------------------------------
 
+
 @pytest.mark.parametrize("case", list(UNWRITABLE))
 def test_magic_export_to_unwritable_path_is_one_line(ip, fresh_store, case):
     path, says = UNWRITABLE[case]
@@ -84,6 +85,7 @@ def test_cli_run_to_missing_folder_says_so_before_running(tmp_path, capsys):
 
 
 # -- files that are not profiles ----------------------------------------------
+
 
 def test_deeply_nested_json_is_a_format_error(tmp_path, capsys):
     path = tmp_path / "deep.json"
@@ -143,6 +145,7 @@ def test_one_huge_wrong_field_gives_a_short_message_that_says_where(tmp_path):
 
 # -- names --------------------------------------------------------------------
 
+
 def test_quoted_name_is_stored_without_quotes_and_found_by_show(ip, fresh_store, capsys):
     ip.run_cell('%%memprofile --name "two words" --quiet\nx = 1\n')
     assert [p.name for p in fresh_store.all()] == ["two words"]
@@ -158,11 +161,13 @@ def test_unclosed_quote_is_a_usage_message(ip):
 
 # -- in a real kernel: the cell's number and top-level await ----------------
 
+
 def _run_in_kernel(cells: list[str], tmp_path: Path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env())
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute(env=kernel_env())
     return nb
 
 
@@ -170,7 +175,7 @@ def _summary(cell) -> dict:
     return next(o["data"][MIME_TYPE] for o in cell.outputs if MIME_TYPE in o.get("data", {}))
 
 
-@pytest.mark.integration
+@pytest.mark.kernel
 def test_kernel_default_name_and_traceback_number_and_await(tmp_path):
     nb = _run_in_kernel(
         [

@@ -15,7 +15,7 @@ from jupyter_client.manager import start_new_kernel
 
 from tests.kernels import kernel_env
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.kernel
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.test_kernel import _bundles, _run
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.kernel
 
 TORCH_BUILD = """\
 import torch

@@ -24,6 +24,7 @@ from memprofile.model import codec
 from memprofile.render.bundle import MIME_TYPE, mime_bundle
 from memprofile.render.text import render_text
 from tests.builders import make_profile, make_rich_profile
+from tests.hypothesis_profiles import examples
 from tests.unit.test_model import profiles
 
 # the shell and capsys are the same for every example: sharing them is the point
@@ -31,10 +32,44 @@ SLOW_OK = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Healt
 
 # -- the magics' argument strings --------------------------------------------
 
-OPTIONS = ["--name", "-n", "--interval", "--no-reset-peak", "--no-shapes", "--stack", "--no-torch", "--no-tf",
-           "--tf-max-events", "--detail-steps", "--budget", "--quiet", "-q", "--cuda-history"]
-VALUES = ["5", "-1", "0", "1e9", "nan", "all", "3-2", "10-", "512M", "2G", "1", "x y", "'a b'", '"two words"',
-          "'", '"', "\\", "--", "=", "In [3]"]
+OPTIONS = [
+    "--name",
+    "-n",
+    "--interval",
+    "--no-reset-peak",
+    "--no-shapes",
+    "--stack",
+    "--no-torch",
+    "--no-tf",
+    "--tf-max-events",
+    "--detail-steps",
+    "--budget",
+    "--quiet",
+    "-q",
+    "--cuda-history",
+]
+VALUES = [
+    "5",
+    "-1",
+    "0",
+    "1e9",
+    "nan",
+    "all",
+    "3-2",
+    "10-",
+    "512M",
+    "2G",
+    "1",
+    "x y",
+    "'a b'",
+    '"two words"',
+    "'",
+    '"',
+    "\\",
+    "--",
+    "=",
+    "In [3]",
+]
 words = st.one_of(st.sampled_from(OPTIONS), st.sampled_from(VALUES), st.text(max_size=8))
 argument_lines = st.lists(words, max_size=6).map(" ".join)
 # export writes files where it is told and insert replaces the cell: left out
@@ -42,7 +77,7 @@ COMMANDS = ["list", "show", "compare", "clear", "display", "auto", "-1", "0", "7
 command_lines = st.lists(st.one_of(st.sampled_from(COMMANDS), st.text(max_size=8)), max_size=4).map(" ".join)
 
 
-@settings(max_examples=200, **SLOW_OK)
+@settings(max_examples=examples(200), **SLOW_OK)
 @given(line=argument_lines)
 def test_cell_magic_arguments_run_or_give_usage(ip, line):
     """Every argument string runs the cell or is a UsageError."""
@@ -52,7 +87,7 @@ def test_cell_magic_arguments_run_or_give_usage(ip, line):
         assert str(exc).strip()
 
 
-@settings(max_examples=200, **SLOW_OK)
+@settings(max_examples=examples(200), **SLOW_OK)
 @given(line=command_lines)
 def test_line_magic_commands_run_or_give_usage(ip, line, capsys):
     from memprofile.jupyter.display import set_display_mode
@@ -79,21 +114,21 @@ def _loads_or_format_error(data: bytes) -> None:
         assert len(str(exc)) <= 500
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=2_000))
 def test_random_bytes_never_raise_anything_but_format_error(data):
     _loads_or_format_error(data)
     _loads_or_format_error(b"\x1f\x8b" + data)  # as if gzip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(cut=st.integers(0, len(VALID)), gz=st.booleans())
 def test_truncated_files(cut, gz):
     data = gzip.compress(VALID) if gz else VALID
     _loads_or_format_error(data[: cut % (len(data) + 1)])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(at=st.lists(st.integers(0, len(VALID) - 1), min_size=1, max_size=5), byte=st.integers(0, 255))
 def test_byte_flips(at, byte):
     data = bytearray(VALID)
@@ -120,7 +155,7 @@ def _leaf_paths(value, path=()):
 PATHS = list(_leaf_paths(json.loads(VALID)))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(where=st.sampled_from(PATHS[1:]), value=json_values)
 def test_any_field_replaced_by_any_json(where, value):
     data = json.loads(VALID)
@@ -133,8 +168,16 @@ def test_any_field_replaced_by_any_json(where, value):
 
 # -- the renderers -------------------------------------------------------------
 
-HOSTILE = st.sampled_from(["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</div><b>x", "&lt;",
-                           "\"'><svg/onload=1>", "\u202e\u0000"]) | st.text(max_size=20)
+HOSTILE = st.sampled_from(
+    [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        "</div><b>x",
+        "&lt;",
+        "\"'><svg/onload=1>",
+        "\u202e\u0000",
+    ]
+) | st.text(max_size=20)
 
 
 def _escaped(html: str, name: str, plain_html: str) -> None:
@@ -154,7 +197,7 @@ def _plain_render(kind: str) -> str:
     return mime_bundle(profile)["text/html"] if kind == "bundle" else render_report(profile)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_text_and_bundle_of_any_profile(profile):
     assert isinstance(render_text(profile), str)
@@ -164,7 +207,7 @@ def test_text_and_bundle_of_any_profile(profile):
     _escaped(bundle["text/html"], profile.name, mime_bundle(dataclasses.replace(profile, name="x"))["text/html"])
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=HOSTILE, text=HOSTILE)
 def test_hostile_names_escaped_in_bundle(name, text):
     bundle = mime_bundle(make_rich_profile(name=name or "x", text=text, n_points=60))
@@ -173,7 +216,7 @@ def test_hostile_names_escaped_in_bundle(name, text):
     _escaped(bundle["text/html"], text, plain)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=HOSTILE, text=HOSTILE)
 def test_hostile_names_escaped_in_report(name, text):
     pytest.importorskip("bokeh")

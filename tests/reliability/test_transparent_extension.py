@@ -30,8 +30,9 @@ SHELL = textwrap.dedent("""
 
 
 def _child(body: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", SHELL + textwrap.dedent(body)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SHELL + textwrap.dedent(body)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return {"out": json.loads(done.stdout.strip().splitlines()[-1]), "stdout": done.stdout, "stderr": done.stderr}
 
@@ -105,8 +106,9 @@ def test_a_terminals_stderr_stays_a_terminal_while_torch_records():
     """)
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=follower, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120
+        )
     finally:
         os.close(follower)
         os.close(leader)
@@ -117,7 +119,8 @@ def test_a_terminals_stderr_stays_a_terminal_while_torch_records():
 def test_a_script_that_deletes_memprofiles_modules_is_profiled_under_run(tmp_path):
     pytest.importorskip("torch")
     script = tmp_path / "delmods.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         import torch
         x = torch.ones(1000)
@@ -125,11 +128,16 @@ def test_a_script_that_deletes_memprofiles_modules_is_profiled_under_run(tmp_pat
             del sys.modules[k]
         y = torch.ones(2000)
         print("script done")
-    """))
+    """)
+    )
     bare = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     out = tmp_path / "p.json"
-    done = subprocess.run([sys.executable, "-m", "memprofile", "run", "-o", str(out), str(script)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "memprofile", "run", "-o", str(out), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert (done.returncode, done.stdout) == (bare.returncode, bare.stdout), done.stderr[-2000:]
     from memprofile import load
 

@@ -29,9 +29,11 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +74,7 @@ def _limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-def memprofile_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 120,
-                   limit_memory: bool = True) -> Ran:
+def memprofile_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 120, limit_memory: bool = True) -> Ran:
     """`python -m memprofile ARGS` in a child (see python_child)."""
     return python_child("-m", "memprofile", *args, cwd=cwd, timeout=timeout, limit_memory=limit_memory)
 
@@ -102,13 +103,26 @@ def python_child(*args: str | Path, cwd: Path | None = None, timeout: float = 12
     status, output and peak resident memory. Even what reads a device runs
     in a child: without the fix it reads /dev/zero until memory ends."""
     workdir = Path(cwd or ROOT)
-    hwm = workdir / ".cli.hwm"
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(ROOT / "pyext"),
-           "MEMPROFILE_TEST_HWM": str(hwm)}
-    with open(workdir / ".cli.out", "w+") as out, open(workdir / ".cli.err", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", HWM_WRAPPER, *map(str, args)], stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, cwd=workdir, env=env,
-                                preexec_fn=_limit_address_space if limit_memory else None)
+    # The child's output files are the test's own: in the checkout they would be shared by
+    # every pytest-xdist worker (one read another's stderr).
+    scratch = Path(tempfile.mkdtemp(prefix="memprofile-child-"))
+    hwm = scratch / ".cli.hwm"
+    env = {
+        **os.environ,
+        "TF_ENABLE_ONEDNN_OPTS": "0",
+        "PYTHONPATH": str(ROOT / "pyext"),
+        "MEMPROFILE_TEST_HWM": str(hwm),
+    }
+    with open(scratch / ".cli.out", "w+") as out, open(scratch / ".cli.err", "w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HWM_WRAPPER, *map(str, args)],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=env,
+            preexec_fn=_limit_address_space if limit_memory else None,
+        )
         deadline = time.monotonic() + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -126,8 +140,7 @@ def python_child(*args: str | Path, cwd: Path | None = None, timeout: float = 12
         # (no file: it died before its exit handlers; then its rusage, an upper bound)
         peak_kib = int(hwm.read_text()) if hwm.exists() else usage.ru_maxrss
         ran = Ran(proc.returncode, out.read(), err.read(), peak_kib / 1024)
-    for name in (".cli.out", ".cli.err", ".cli.hwm"):
-        (workdir / name).unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     return ran
 
 
@@ -222,6 +235,7 @@ def test_memprofile_run_onto_a_full_disk_leaves_no_partial_file(full_disk, tmp_p
 
 # -- row 10: files that are not files ----------------------------------------------------------
 
+
 @pytest.fixture
 def fifo(tmp_path):
     path = tmp_path / "profile.json"
@@ -261,6 +275,7 @@ def test_show_refuses_a_folder_in_one_line(tmp_path):
 
 LOAD = """
 import sys
+import tempfile
 import memprofile
 try:
     memprofile.load(sys.argv[1])
@@ -306,13 +321,15 @@ def test_import_refuses_a_gzip_bomb_within_a_small_peak(tmp_path):
 
 # -- row 11: a real profile, edited ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def real_profile(tmp_path_factory) -> dict:
     """The JSON of a profile `memprofile run` saved of a 6-step torch training loop."""
     folder = tmp_path_factory.mktemp("real")
     (folder / "train.py").write_text(TRAIN)
-    ran = memprofile_cli("run", "-o", folder / "train.memprofile.json", folder / "train.py", cwd=folder,
-                         limit_memory=False, timeout=300)
+    ran = memprofile_cli(
+        "run", "-o", folder / "train.memprofile.json", folder / "train.py", cwd=folder, limit_memory=False, timeout=300
+    )
     assert ran.rc == 0, ran.err[-3000:]
     data = json.loads((folder / "train.memprofile.json").read_text())
     allocator = next(i for i, t in enumerate(data["timelines"]) if t["by_category"] and t["op"])
@@ -325,8 +342,11 @@ A = "ALLOCATOR"  # in a path: the index of the allocator's timeline
 POP = object()  # as the value: remove the path's last item (a column one point short)
 #: name -> (path, new value or POP, what the one-line error says: the field, and its value)
 EDITS = {
-    "ragged category column": (("timelines", A, "by_category", "activation"), POP,
-                               "timelines[A].by_category.activation: "),
+    "ragged category column": (
+        ("timelines", A, "by_category", "activation"),
+        POP,
+        "timelines[A].by_category.activation: ",
+    ),
     "ragged t column": (("timelines", A, "t"), POP, "timelines[A].live_bytes: "),
     "ragged op column": (("timelines", A, "op"), POP, "timelines[A].op: "),
     "step index 2e7": (("steps", 2, "index"), 20_000_000, "steps[2].index: 20,000,000"),

@@ -117,8 +117,9 @@ def test_a_script_whose_loops_leave_early_exits_as_bare_under_run(tmp_path):
 
 def test_an_errors_line_is_its_statement_also_in_a_loop_that_ran_unmarked(ip, fresh_store):
     ip.run_cell("import torch\ndef fails():\n    raise ValueError('in a function')\n")
-    ip.run_cell("%%memprofile -q\nt = 0\nfor i in range(300000):\n    t += i\n    if i == 250000:\n"
-                "        raise KeyError(i)\n")
+    ip.run_cell(
+        "%%memprofile -q\nt = 0\nfor i in range(300000):\n    t += i\n    if i == 250000:\n        raise KeyError(i)\n"
+    )
     assert ip.user_ns["t"] == sum(range(250001))
     assert memprofile_last().error.line == 5  # (the loop had gone quiet: no marks recorded)
     ip.run_cell("%%memprofile -q\nx = 1\nfails()\n")
@@ -134,8 +135,10 @@ def test_a_loop_that_starts_allocating_late_gets_its_lines_back(ip, fresh_store,
 
     monkeypatch.setattr(lines, "MAX_REARM_S", lines.REARM_S)
     ip.run_cell("import torch")
-    ip.run_cell("%%memprofile -q --budget 4G\nxs = []\nt = 0\nfor i in range(2200000):\n    t += i * 2\n"
-                "    if i >= 200000 and i % 100 == 0:\n        xs.append(torch.ones(256))\n")
+    ip.run_cell(
+        "%%memprofile -q --budget 4G\nxs = []\nt = 0\nfor i in range(2200000):\n    t += i * 2\n"
+        "    if i >= 200000 and i % 100 == 0:\n        xs.append(torch.ones(256))\n"
+    )
     by_line = {s.line: s.allocated_bytes for s in memprofile_last().lines}
     assert len(ip.user_ns["xs"]) == 20000
     # (a budget the tensors cannot reach: the detail records the whole loop)

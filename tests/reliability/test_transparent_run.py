@@ -51,16 +51,22 @@ class Ran:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(ROOT / "pyext"),
-            "PYTHONIOENCODING": "utf-8"}
+    return {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(ROOT / "pyext"), "PYTHONIOENCODING": "utf-8"}
 
 
 def _run(argv: list[str], cwd: Path, timeout: float = TIMEOUT, signal_when: Path | None = None) -> Ran:
     """Run `argv` in its own session; on a timeout kill the whole session (a
     hung forked child holds the pipes) and fail. `signal_when`: send SIGTERM
     to the process itself once that file exists."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         if signal_when is not None:
             deadline = time.monotonic() + timeout
@@ -80,8 +86,11 @@ def bare(script: Path, cwd: Path, **kw) -> Ran:
 
 
 def profiled(script: Path, cwd: Path, *options: str, **kw) -> Ran:
-    return _run([sys.executable, "-m", "memprofile", "run", *options,
-                 str(script.name if script.parent == cwd else script)], cwd, **kw)
+    return _run(
+        [sys.executable, "-m", "memprofile", "run", *options, str(script.name if script.parent == cwd else script)],
+        cwd,
+        **kw,
+    )
 
 
 def files_under(folder: Path) -> list[str]:
@@ -114,8 +123,11 @@ _, status = os.waitpid(pid, 0)
 print("parent sees the child end with", os.waitstatus_to_exitcode(status))
 """
 
-ENDINGS = {"sys.exit(3)": "sys.exit(3)", "raise": "raise ValueError('child failed')",
-           "sys.exit(str)": "sys.exit('child says bye')"}
+ENDINGS = {
+    "sys.exit(3)": "sys.exit(3)",
+    "raise": "raise ValueError('child failed')",
+    "sys.exit(str)": "sys.exit('child says bye')",
+}
 
 
 @pytest.mark.parametrize("ending", list(ENDINGS))
@@ -164,10 +176,14 @@ def test_memprofile_profile_around_a_fork_is_the_parents_alone(tmp_path):
 
 # -- row 7: how the script is read ---------------------------------------------------------------
 
-@pytest.mark.parametrize("name, raw, printed", [
-    ("latin1", b'# -*- coding: latin-1 -*-\nprint("caf\xe9")\n', "café\n"),
-    ("bom", b'\xef\xbb\xbfprint("with a BOM")\n', "with a BOM\n"),
-])
+
+@pytest.mark.parametrize(
+    "name, raw, printed",
+    [
+        ("latin1", b'# -*- coding: latin-1 -*-\nprint("caf\xe9")\n', "café\n"),
+        ("bom", b'\xef\xbb\xbfprint("with a BOM")\n', "with a BOM\n"),
+    ],
+)
 def test_a_script_is_read_as_python_reads_it(tmp_path, name, raw, printed):
     path = tmp_path / f"{name}.py"
     path.write_bytes(raw)
@@ -175,11 +191,15 @@ def test_a_script_is_read_as_python_reads_it(tmp_path, name, raw, printed):
     ran = profiled(path, tmp_path, "--out", "out")
     assert (ran.rc, ran.out) == (want.rc, want.out) == (0, printed), ran.err[-3000:]
     assert memprofile.load(tmp_path / "out" / f"{name}.memprofile.json.gz").source == raw.decode(
-        "latin-1" if name == "latin1" else "utf-8-sig")
+        "latin-1" if name == "latin1" else "utf-8-sig"
+    )
 
 
-@pytest.mark.parametrize("raw", [b'print("caf\xe9")\n', b'# coding: utf-8\nx = 1\nprint("caf\xe9")\n',
-                                 b'# coding: no-such-codec\nprint(1)\n'], ids=["no-cookie", "cookie", "bad-cookie"])
+@pytest.mark.parametrize(
+    "raw",
+    [b'print("caf\xe9")\n', b'# coding: utf-8\nx = 1\nprint("caf\xe9")\n', b"# coding: no-such-codec\nprint(1)\n"],
+    ids=["no-cookie", "cookie", "bad-cookie"],
+)
 def test_a_script_python_refuses_is_refused_with_pythons_error(tmp_path, raw):
     path = tmp_path / "bad.py"
     path.write_bytes(raw)
@@ -258,8 +278,9 @@ print("in", os.path.basename(os.getcwd()))
 """
 
 
-@pytest.mark.parametrize("options, folder", [((), "."), (("--out", "profiles"), "profiles"),
-                                             (("-o", "named/p.json.gz"), "named")])
+@pytest.mark.parametrize(
+    "options, folder", [((), "."), (("--out", "profiles"), "profiles"), (("-o", "named/p.json.gz"), "named")]
+)
 def test_a_script_that_changes_directory_gets_its_files_where_the_command_said(tmp_path, options, folder):
     path = tmp_path / "moves.py"
     path.write_text(CHDIR)

@@ -36,7 +36,7 @@ pytest.importorskip("tensorflow")
 #: under the log folder.
 SUMMARY = """
 import glob, json, os
-from memprofile.capture.tf_compat import xplane_pb2
+from memprofile.capture.tensorflow.compat import xplane_pb2
 
 def traces(logdir):
     out = {}
@@ -57,7 +57,9 @@ def traces(logdir):
 """
 
 #: Runs CELLS in an IPython shell, each bare or under `%%memprofile -q`.
-SHELL = SUMMARY + """
+SHELL = (
+    SUMMARY
+    + """
 import sys
 from IPython.testing.globalipapp import start_ipython
 import memprofile
@@ -78,6 +80,7 @@ entries = [sys.modules["tensorflow.python.profiler.profiler_v2"].start, experime
 patched = [f.__name__ for f in entries if hasattr(f, "__memprofile_original__")]
 print(json.dumps({"errors": errors, "notes": notes, "traces": traces(LOGDIR), "patched": patched}))
 """
+)
 
 SETUP = """
 import tensorflow as tf
@@ -97,8 +100,10 @@ target = data.sum(axis=1, keepdims=True)
 """
 #: Keras's TensorBoard(profile_batch=2) starts TF's profiler inside fit, at
 #: the second batch (and warms it up, start and stop, when fit starts).
-TENSORBOARD = ("board = keras.callbacks.TensorBoard(log_dir=logdir, profile_batch=2, write_graph=False)\n"
-               "history = model.fit(data, target, batch_size=8, epochs=1, verbose=0, callbacks=[board])\n")
+TENSORBOARD = (
+    "board = keras.callbacks.TensorBoard(log_dir=logdir, profile_batch=2, write_graph=False)\n"
+    "history = model.fit(data, target, batch_size=8, epochs=1, verbose=0, callbacks=[board])\n"
+)
 #: The calls TensorBoard makes to start and stop TF's profiler (keras's
 #: backend.tensorboard), from a callback of the user's: the same path in fit
 #: without the tensorboard package, which TensorBoard's summaries need.
@@ -133,8 +138,9 @@ def _shell(tmp_path: Path, cells: list[tuple[str, bool]], profiled: bool) -> tup
     logdir = tmp_path / kind
     script = tmp_path / f"shell_{kind}.py"
     script.write_text(f"CELLS = {cells!r}\nLOGDIR = {str(logdir)!r}\n" + SHELL)
-    done = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path, env=_env())
+    done = subprocess.run(
+        [sys.executable, str(script), kind], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env()
+    )
     return _summary(done), done.stderr
 
 
@@ -142,8 +148,10 @@ def _ops(planes: dict[str, dict[str, int]]) -> dict[str, set[str]]:
     """Each plane's ops that the user's code ran (EagerLocalExecute: the op or
     traced function), without the uid TF numbers a traced function by
     (`__inference_multi_step_on_iterator_859`: a process-wide counter)."""
-    return {plane: {re.sub(r"_\d+$", "", name) for name in names if name.startswith("EagerLocalExecute")}
-            for plane, names in planes.items()}
+    return {
+        plane: {re.sub(r"_\d+$", "", name) for name in names if name.startswith("EagerLocalExecute")}
+        for plane, names in planes.items()
+    }
 
 
 def _assert_like_bare(bare: dict, profiled: dict, exact: bool = True) -> None:
@@ -164,10 +172,14 @@ def _assert_like_bare(bare: dict, profiled: dict, exact: bool = True) -> None:
         assert not any("memprofile" in name or name.startswith("MemoryAllocation") for name in names), path
 
 
-@pytest.mark.parametrize("cell", [
-    f"tf.profiler.experimental.start(logdir)\n{WORK}tf.profiler.experimental.stop()\n",
-    "with tf.profiler.experimental.Profile(logdir):\n" + "".join(f"    {line}\n" for line in WORK.splitlines()),
-], ids=["start-stop", "Profile"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        f"tf.profiler.experimental.start(logdir)\n{WORK}tf.profiler.experimental.stop()\n",
+        "with tf.profiler.experimental.Profile(logdir):\n" + "".join(f"    {line}\n" for line in WORK.splitlines()),
+    ],
+    ids=["start-stop", "Profile"],
+)
 def test_the_users_tf_profiler_in_the_cell_is_complete(tmp_path, cell):
     cells = [(SETUP, False), (WORK + cell, True), (AGAIN, False)]
     bare, _ = _shell(tmp_path, cells, profiled=False)
@@ -182,8 +194,12 @@ def test_the_users_tf_profiler_in_the_cell_is_complete(tmp_path, cell):
 
 
 def test_the_users_tf_profiler_started_before_the_cell_is_left_alone(tmp_path):
-    cells = [(SETUP + "tf.profiler.experimental.start(logdir)\n", False), (WORK, True),
-             ("tf.profiler.experimental.stop()\n", False), (AGAIN, False)]
+    cells = [
+        (SETUP + "tf.profiler.experimental.start(logdir)\n", False),
+        (WORK, True),
+        ("tf.profiler.experimental.stop()\n", False),
+        (AGAIN, False),
+    ]
     bare, _ = _shell(tmp_path, cells, profiled=False)
     profiled, _ = _shell(tmp_path, cells, profiled=True)
     assert bare["errors"] == [None] * 4
@@ -246,22 +262,45 @@ def test_a_profiler_servers_capture_in_the_cell_is_complete(tmp_path):
     assert "tf_user_profiler" in profiled["notes"]
 
 
-SCRIPT = SETUP + f"""
+SCRIPT = (
+    SETUP
+    + f"""
 import sys
 logdir = sys.argv[1]
 tf.profiler.experimental.start(logdir)
 {WORK}tf.profiler.experimental.stop()
 {AGAIN}"""
+)
 
 
 def test_a_script_that_starts_tf_profiler_runs_as_bare_under_run(tmp_path):
     script = tmp_path / "traced.py"
     script.write_text(SCRIPT + SUMMARY + "print(json.dumps({'traces': traces(logdir)}))\n")
-    bare = subprocess.run([sys.executable, str(script), str(tmp_path / "bare")], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path, env=_env())
-    profiled = subprocess.run([sys.executable, "-m", "memprofile", "run", "-o", str(tmp_path / "p.json"),
-                               str(script), str(tmp_path / "profiled")],
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env())
+    bare = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "bare")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    profiled = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memprofile",
+            "run",
+            "-o",
+            str(tmp_path / "p.json"),
+            str(script),
+            str(tmp_path / "profiled"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=_env(),
+    )
     _assert_like_bare(_summary(bare), _summary(profiled))
     profile = json.loads((tmp_path / "p.json").read_text())
     assert "tf_user_profiler" in json.dumps(profile)

@@ -77,8 +77,13 @@ if profiled:
 def _shell(tmp_path, cells: list[tuple[str, bool]], profiled: bool) -> subprocess.CompletedProcess:
     script = tmp_path / "shell.py"
     script.write_text(f"CELLS = {cells!r}\n" + SHELL)
-    return subprocess.run([sys.executable, str(script), "profiled" if profiled else "bare"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(script), "profiled" if profiled else "bare"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
 
 
 COMPILED_CALLS = """
@@ -93,8 +98,10 @@ result = [round(v, 5) for v in (y.sum().item(), z.item())]
 def test_a_compiled_module_runs_as_bare(tmp_path, backend, where):
     if backend == "inductor" and not shutil.which("g++"):
         pytest.skip("inductor compiles C++ on CPU: no g++ here")
-    compile_ = (f"cm = torch.compile(m, backend={backend!r})\n"
-                f"cf = torch.compile(lambda t: m(t).sum() * 2, backend={backend!r})\n")
+    compile_ = (
+        f"cm = torch.compile(m, backend={backend!r})\n"
+        f"cf = torch.compile(lambda t: m(t).sum() * 2, backend={backend!r})\n"
+    )
     if where == "before the cell":
         cells = [(MODEL + compile_, False), (COMPILED_CALLS, True)]
     else:
@@ -112,6 +119,7 @@ def test_a_compiled_module_runs_as_bare(tmp_path, backend, where):
 
 
 # -- row 3: torch.jit.trace, and torch.export ----------------------------------
+
 
 def _kinds(graph) -> list[str]:
     return [node.kind() for node in graph.nodes()]
@@ -147,13 +155,16 @@ def test_an_exported_module_has_the_bare_graph(ip, fresh_store):
 
 #: A script with its model class, compiled and traced; no function of its own
 #: (see the report: dynamo cannot trace a function whose body carries line marks).
-SCRIPT = MODEL + """
+SCRIPT = (
+    MODEL
+    + """
 cm = torch.compile(m, backend="eager")
 print("compiled", [round(v, 4) for v in cm(x)[0].tolist()])
 traced = torch.jit.trace(m, x)
 print("trace", [n.kind() for n in traced.inlined_graph.nodes()])
 print("traced", torch.equal(traced(x), m(x)))
 """
+)
 
 
 def test_a_script_that_compiles_and_traces_runs_as_bare_under_run(tmp_path):
@@ -187,8 +198,10 @@ def test_the_users_profiler_in_the_cell_is_complete(ip, fresh_store):
 
 def test_the_users_profiler_started_before_the_cell_is_left_alone(ip, fresh_store):
     ip.run_cell(MODEL)
-    before, after = ("users = torch.profiler.profile(profile_memory=True)\nusers.start()\n",
-                     "users.stop()\nrows = sorted(e.key for e in users.key_averages())\n")
+    before, after = (
+        "users = torch.profiler.profile(profile_memory=True)\nusers.start()\n",
+        "users.stop()\nrows = sorted(e.key for e in users.key_averages())\n",
+    )
     for profiled in (False, True):
         run_cell(ip, before)
         try:

@@ -166,8 +166,13 @@ ONEDNN_SCRIPT = textwrap.dedent("""
 
 
 def _onednn_run(prefix: str = "") -> dict:
-    out = subprocess.run([sys.executable, "-c", prefix + "\n" + ONEDNN_SCRIPT], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", prefix + "\n" + ONEDNN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -180,8 +185,11 @@ def test_onednn_allocator_blind_spot_is_a_warning_that_says_what_to_do():
     assert len(notes) == 1, result["warnings"]
     note = notes[0]
     assert "under 256 KiB" in note and "missing from the peak" in note
-    assert re.search(r"The [1-9]\d* variables and tensors under 256 KiB that the notebook held before the cell "
-                     r"\(\d+(\.\d+)? [KM]?i?B\)", note), note  # the model's kernels and biases
+    assert re.search(
+        r"The [1-9]\d* variables and tensors under 256 KiB that the notebook held before the cell "
+        r"\(\d+(\.\d+)? [KM]?i?B\)",
+        note,
+    ), note  # the model's kernels and biases
     assert "TF_ENABLE_ONEDNN_OPTS=0" in note and "TF_CPU_ALLOCATOR_USE_BFC=true" in note
     assert "before TensorFlow is imported" in note
     # AND the text report and the card show it

@@ -16,13 +16,13 @@ keras = pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 
 import memprofile  # noqa: E402
+from memprofile.analysis.replay import replay  # noqa: E402
 from memprofile.capture.tensorflow import gpu_facts, oom_facts, raw_from_xspace  # noqa: E402
-from memprofile.capture.xspace import parse_xspace, read_xspace_file  # noqa: E402
-from memprofile.model.replay import replay  # noqa: E402
+from memprofile.capture.tensorflow.xspace import parse_xspace, read_xspace_file  # noqa: E402
+from tests.imports import XSPACE  # noqa: E402
 
 MiB = 2**20
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "gpu",
-                       "tf_xplane_8xv100_bert_squad_gpu_bfc.xplane.pb.gz")
+FIXTURE = XSPACE  # the recorded GPU XSpace, in the project (tests/fixtures/gpu/)
 
 
 def _profile(fn, namespace=None, **options):
@@ -135,7 +135,8 @@ def test_model_built_inside_the_cell_is_found_at_the_end():
     end = p.timeline("tf:CPU:0")
     assert end.by_category["parameter"][-1] == pytest.approx(_weights_bytes(model.weights), rel=0.01)
     assert end.by_category["optimizer_state"][-1] == pytest.approx(
-        2 * _weights_bytes(model.trainable_weights), rel=0.01)
+        2 * _weights_bytes(model.trainable_weights), rel=0.01
+    )
 
 
 def test_eager_layer_calls_are_attributed_to_their_layers():
@@ -209,8 +210,10 @@ def test_magic_options_for_tensorflow():
 
 
 def test_oom_messages():
-    msg = ("OOM when allocating tensor with shape[1024,1024,512] and type float on "
-           "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc [Op:MatMul]")
+    msg = (
+        "OOM when allocating tensor with shape[1024,1024,512] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc [Op:MatMul]"
+    )
     assert oom_facts(msg) == ("MatMul", 1024 * 1024 * 512 * 4)
     graph = "OOM when allocating tensor with shape[64,4096] and type half ...\n\t [[{{node model/dense/MatMul}}]]"
     assert oom_facts(graph) == ("model/dense/MatMul", 64 * 4096 * 2)
@@ -257,7 +260,6 @@ def test_gpu_facts_from_a_fake_config():
     assert gpu_facts(tf.config, environ={})["tf.gpus"] == "0"
 
 
-@pytest.mark.skipif(not os.path.exists(FIXTURE), reason="GPU fixtures not present")
 def test_recorded_gpu_xspace_replays_to_the_allocator_counters():
     # GIVEN the TF profiler's XSpace of a BERT fine-tune on 8 V100s (see PROVENANCE.md)
     data = read_xspace_file(FIXTURE)
@@ -298,18 +300,25 @@ BFC_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("env", [{"TF_CPU_ALLOCATOR_USE_BFC": "true"}, {"TF_ENABLE_ONEDNN_OPTS": "1"}],
-                         ids=["bfc", "onednn"])
+@pytest.mark.parametrize(
+    "env", [{"TF_CPU_ALLOCATOR_USE_BFC": "true"}, {"TF_ENABLE_ONEDNN_OPTS": "1"}], ids=["bfc", "onednn"]
+)
 def test_peak_matches_get_memory_info_on_allocators_with_statistics(env):
     # GIVEN TF's CPU allocators that keep statistics (set before TF is imported)
-    out = subprocess.run([sys.executable, "-c", BFC_SCRIPT], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+    out = subprocess.run(
+        [sys.executable, "-c", BFC_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     stats = result["stats"]
     # THEN the cell's peak over its start is get_memory_info's within 1 %
     assert result["peak"] - result["baseline"] == pytest.approx(
-        stats["memory_info_peak"] - stats["memory_info_start"], rel=0.01), result
+        stats["memory_info_peak"] - stats["memory_info_start"], rel=0.01
+    ), result
     if "TF_CPU_ALLOCATOR_USE_BFC" in env:
         # AND with BFC, which counts every block, the absolute figures too
         assert result["peak"] == pytest.approx(stats["memory_info_peak"], rel=0.01), result
@@ -355,8 +364,9 @@ def test_user_profiler_afterwards_still_works(tmp_path):
 def test_default_layer_names_are_told_apart_from_tf_uniquified_scopes():
     # GIVEN Keras's default names (dense, dense_1, dense_2), whose scopes TF
     # renames in the traced function (dense -> dense_1, dense_1 -> dense_1_2, ...)
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(64),
-                              keras.layers.Dense(8)])
+    model = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(64), keras.layers.Dense(8)]
+    )
     model.compile("adam", "mse")
     x = np.random.rand(64, 16).astype("float32")
     names = [layer.name for layer in model.layers]
@@ -368,11 +378,14 @@ def test_default_layer_names_are_told_apart_from_tf_uniquified_scopes():
 
 
 def test_scope_assignment_settles_ambiguous_names():
-    from memprofile.capture.keras_model import _assign
+    from memprofile.capture.tensorflow.keras_model import _assign
 
     names = {"dense": "dense", "dense_1": "dense_1", "dense_2": "dense_2"}
     assert _assign(["dense_1", "dense_1_2", "dense_2_1"], names) == {
-        "dense_1_2": "dense_1", "dense_2_1": "dense_2", "dense_1": "dense"}
+        "dense_1_2": "dense_1",
+        "dense_2_1": "dense_2",
+        "dense_1": "dense",
+    }
     assert _assign(["dense", "dense_1"], names) == {"dense": "dense", "dense_1": "dense_1"}
     assert _assign(["MatMul"], names) == {}
 

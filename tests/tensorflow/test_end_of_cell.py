@@ -48,8 +48,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_fit_past_its_detail_ends_at_the_cells_end_and_labels_its_breakdown():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
     # GIVEN 32 steps, 3 in detail
@@ -83,8 +88,13 @@ EAGER = textwrap.dedent("""
 
 
 def test_an_eager_loop_without_steps_whose_detail_the_budget_ended_ends_at_the_cells_end():
-    done = subprocess.run([sys.executable, "-c", EAGER], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    done = subprocess.run(
+        [sys.executable, "-c", EAGER],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["why"] == "budget", r

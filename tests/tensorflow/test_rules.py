@@ -26,9 +26,10 @@ def _blocks_model(nested: bool):
     h = inp
     for i in range(3):
         if nested:
-            h = keras.Sequential([keras.layers.Dense(1024, activation="gelu"),
-                                  keras.layers.Dense(256, activation="gelu")],
-                                 name=f"block{i}")(h)
+            h = keras.Sequential(
+                [keras.layers.Dense(1024, activation="gelu"), keras.layers.Dense(256, activation="gelu")],
+                name=f"block{i}",
+            )(h)
         else:
             h = keras.layers.Dense(1024, activation="gelu", name=f"up{i}")(h)
             h = keras.layers.Dense(256, activation="gelu", name=f"down{i}")(h)
@@ -37,15 +38,18 @@ def _blocks_model(nested: bool):
     return model
 
 
-def test_keras_blocks_get_checkpointing_and_optimizer_state_advice():
+def test_keras_blocks_get_no_checkpointing_and_no_optimizer_state_advice():
     x = np.random.rand(2048, 256).astype("float32")
     found, p = _fit(_blocks_model(nested=True), x, x[:, :1])
-    ckpt = found["gradient_checkpointing"]
-    assert "block0, block1, block2" in ckpt.title and "class Recompute(keras.layers.Layer)" in ckpt.code
-    assert not ckpt.can_try and 0 < ckpt.estimated_saving_bytes < p.peak_bytes
+    # no checkpointing advice on Keras: its estimate was half what its code saves
+    # (tests/fixes/test_rule_failures_keras.py)
+    assert "gradient_checkpointing" not in found
     # no mixed precision advice on a CPU (analysis/rules/amp_keras.py says why; tests/tensorflow/test_advice.py)
     assert "amp" not in found
-    assert "keras.optimizers.SGD" in found["optimizer_state"].code
+    # no optimizer advice on Keras: a traced fit keeps the old slots alive after a recompile, and
+    # SGD compiled before the first fit saved nothing (analysis/rules/optimizer_state.py; its code
+    # measured in tests/tensorflow/test_advice_measured.py)
+    assert "optimizer_state" not in found
 
 
 def test_flat_keras_layers_get_no_checkpointing_advice():

@@ -48,8 +48,6 @@ def _forget_the_tests_names(ip):
         ip.user_ns.pop(name, None)
 
 
-
-
 def _patched() -> list[str]:
     """Keras methods memprofile wraps for a run and must put back."""
     fit = keras.Model.fit
@@ -134,9 +132,12 @@ def test_a_window_the_cell_never_reaches_says_so(ip, fresh_store):
 def test_the_fit_wrapper_is_gone_after_a_cell_that_raised(ip, fresh_store):
     # GIVEN a fit whose user callback raises at the 6th batch, with the callbacks given positionally
     _run(ip, SETUP + "m = make_mlp()\n")
-    _run(ip, "class Boom(keras.callbacks.Callback):\n"
-             "    def on_train_batch_end(self, batch, logs=None):\n"
-             "        if batch == 5:\n            raise RuntimeError('boom')\n")
+    _run(
+        ip,
+        "class Boom(keras.callbacks.Callback):\n"
+        "    def on_train_batch_end(self, batch, logs=None):\n"
+        "        if batch == 5:\n            raise RuntimeError('boom')\n",
+    )
     result = ip.run_cell("%%memprofile -q -n boom\nm.fit(batches, None, None, 1, 0, [Boom()])\n")
     # THEN the cell raised, its profile is kept with the steps that ended, and Keras is as it was
     assert isinstance(result.error_in_exec, RuntimeError)
@@ -162,7 +163,9 @@ def test_a_callback_list_gets_ours_for_the_call_only(fresh_store):
 def test_an_eager_custom_loop_has_steps_and_a_traced_one_is_recorded_in_full(fresh_store):
     # GIVEN a GradientTape loop with a Keras optimizer, eager and traced
     ns: dict = {}
-    exec(SETUP + textwrap.dedent("""
+    exec(
+        SETUP
+        + textwrap.dedent("""
         m = make_mlp()
         opt = keras.optimizers.Adam()
         xb = tf.constant(x[:32])
@@ -176,7 +179,9 @@ def test_an_eager_custom_loop_has_steps_and_a_traced_one_is_recorded_in_full(fre
         traced = tf.function(step)
         step()
         traced()
-    """), ns)
+    """),
+        ns,
+    )
     with memprofile.profile(name="eager", torch=False, namespace=ns) as eager:
         for _ in range(12):
             ns["step"]()
@@ -209,7 +214,7 @@ def test_the_options_reach_the_collector():
 COUNTER_SCRIPT = textwrap.dedent("""
     import json
     import numpy as np, tensorflow as tf, keras, memprofile
-    from memprofile.capture.tensorflow import _CpuAllocatorStats
+    from memprofile.capture.tensorflow.counters import CpuAllocatorStats
 
     # One op at a time: with TF's inter-op threads the order of a step's ops, and so
     # its peak, varies by a weight matrix (+-5 %) from one bare fit to the next.
@@ -232,7 +237,7 @@ COUNTER_SCRIPT = textwrap.dedent("""
             self.peak = max(self.peak, tf.config.experimental.get_memory_info("CPU:0")["peak"])
 
     def bare_fit_peak():
-        stats = _CpuAllocatorStats(tf)
+        stats = CpuAllocatorStats(tf)
         switched = stats.turn_on()
         tf.config.experimental.reset_memory_stats("CPU:0")
         model.fit(batches, verbose=0)
@@ -284,8 +289,13 @@ COUNTER_SCRIPT = textwrap.dedent("""
 
 
 def test_the_peak_is_tfs_own_counter_with_steps_outside_the_detail():
-    out = subprocess.run([sys.executable, "-c", COUNTER_SCRIPT], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    out = subprocess.run(
+        [sys.executable, "-c", COUNTER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     # THEN every step has its peak and end bytes from the counters, the first three in detail
@@ -308,7 +318,9 @@ def test_a_custom_loop_that_keeps_each_steps_output_is_named(ip, fresh_store):
     # GIVEN a GradientTape loop that keeps each step's output (128 KiB: under oneDNN's 256 KiB, which its
     # allocator's counters do not see) in a notebook list
     _run(ip, SETUP)
-    _run(ip, textwrap.dedent("""
+    _run(
+        ip,
+        textwrap.dedent("""
         model = make_mlp("keeper")
         opt = keras.optimizers.SGD(0.01)
         xs = tf.random.normal((512, 64))
@@ -320,10 +332,49 @@ def test_a_custom_loop_that_keeps_each_steps_output_is_named(ip, fresh_store):
             opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
             return tf.tile(out, [1, 8])
         step()
-    """))
+    """),
+    )
     p = _run(ip, "%%memprofile -q -n keeper\nfor _ in range(30):\n    kept.append(step())\n")
     assert len(p.steps) == 30
     note = next(w.message for w in p.warnings if w.code == "step_growth")
     assert "kept gained 30 tf.Tensor" in note and "added at line 2 (kept.append(step()))" in note, note
     s = next(s for s in p.suggestions if s.id == "kept_per_step")
     assert s.code.startswith("del kept[:]") and s.estimated_saving_bytes == 30 * 512 * 64 * 4
+
+
+def test_a_tensorflow_loop_runs_once_with_torch_imported(ip, fresh_store):
+    # GIVEN torch imported in the notebook (the what-if engine re-executes torch cells on
+    # fake tensors) and an eager Keras loop whose step reads the model from the notebook
+    # and keeps each step's output (so a suggestion fires)
+    pytest.importorskip("torch")
+    _run(ip, SETUP)
+    _run(
+        ip,
+        textwrap.dedent("""
+        import torch
+        def fresh():
+            keras.utils.set_random_seed(1)
+            return make_mlp("once"), keras.optimizers.SGD(0.01)
+        xs = tf.random.normal((512, 64), seed=3)
+        def step():
+            with tf.GradientTape() as tape:
+                out = model(xs)
+                loss = tf.reduce_mean(out ** 2)
+            opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            return tf.tile(out, [1, 8])
+        model, opt = fresh()
+        kept = []
+        for _ in range(30):
+            kept.append(step())
+        bare = model.get_weights()
+        model, opt = fresh()
+        kept = []
+    """),
+    )
+    # WHEN the same loop runs profiled
+    p = _run(ip, "%%memprofile -q -n once\nfor _ in range(30):\n    kept.append(step())\n")
+    # THEN it ran once, as bare: 30 optimizer steps, the same weights
+    assert any(s.id == "kept_per_step" for s in p.suggestions)
+    assert int(ip.user_ns["opt"].iterations) == 30
+    for a, b in zip(ip.user_ns["model"].get_weights(), ip.user_ns["bare"], strict=True):
+        assert (a == b).all()

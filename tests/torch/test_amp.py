@@ -21,7 +21,7 @@ from memprofile.analysis.rules import autocast_code  # noqa: E402
 MiB = 2**20
 TOLERANCE = 0.25
 
-LM = '''
+LM = """
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -47,14 +47,14 @@ x, y = tokens[:, :-1], tokens[:, 1:]
 F.cross_entropy(lm(x).view(-1, V), y.reshape(-1)).backward()  # warm-up: AdamW's state exists before the runs
 optimizer.step()
 optimizer.zero_grad(set_to_none=True)
-'''
-LM_STEP = '''logits = lm(x)
+"""
+LM_STEP = """logits = lm(x)
 loss = F.cross_entropy(logits.view(-1, V), y.reshape(-1))
 loss.backward()
 optimizer.step()
-optimizer.zero_grad(set_to_none=True)'''
+optimizer.zero_grad(set_to_none=True)"""
 
-CNN = '''
+CNN = """
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -67,14 +67,14 @@ net = nn.Sequential(conv_bn(3, 32), conv_bn(32, 32), nn.MaxPool2d(2), conv_bn(32
 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 images, labels = torch.randint(0, 255, (32, 3, 48, 48)).float() / 255, torch.randint(0, 10, (32,))
 opt.zero_grad(); F.cross_entropy(net(images), labels).backward(); opt.step()  # momentum buffers exist
-'''
-CNN_STEP = '''opt.zero_grad()
+"""
+CNN_STEP = """opt.zero_grad()
 out = net(images)
 loss = F.cross_entropy(out, labels)
 loss.backward()
-opt.step()'''
+opt.step()"""
 
-MLP = '''
+MLP = """
 import torch
 from torch import nn
 torch.manual_seed(0)
@@ -93,13 +93,13 @@ def train_step():
     ((mlp(feats) - target) ** 2).mean().backward()
     sgd.step()
 train_step()
-'''
+"""
 # two steps in a loop, the loss written out by hand
-MLP_STEPS = '''for step in range(2):
+MLP_STEPS = """for step in range(2):
     sgd.zero_grad()
     err = ((mlp(feats) - target) ** 2).mean()
     err.backward()
-    sgd.step()'''
+    sgd.step()"""
 
 #: Names the cells bind: deleted before each run, so that both runs start alike.
 BOUND = ("logits", "loss", "out", "err", "step", "val_loss", "best")
@@ -125,10 +125,13 @@ def _profile(ip, cell, *, fresh=True, options=""):
 def _within(amp, before, after):
     measured = before.peak_bytes - after.peak_bytes
     first_line = cell_body(before.source).strip().splitlines()[0][:40]
-    print(f"amp on {first_line!r}: peak {before.peak_bytes / MiB:.2f} MiB, estimated saving "
-          f"{amp.estimated_saving_bytes / MiB:.2f} MiB, measured {measured / MiB:.2f} MiB")
+    print(
+        f"amp on {first_line!r}: peak {before.peak_bytes / MiB:.2f} MiB, estimated saving "
+        f"{amp.estimated_saving_bytes / MiB:.2f} MiB, measured {measured / MiB:.2f} MiB"
+    )
     assert abs(amp.estimated_saving_bytes - measured) <= TOLERANCE * measured, (
-        f"estimated {amp.estimated_saving_bytes / MiB:.2f} MiB, measured {measured / MiB:.2f} MiB")
+        f"estimated {amp.estimated_saving_bytes / MiB:.2f} MiB, measured {measured / MiB:.2f} MiB"
+    )
     return measured
 
 
@@ -141,16 +144,20 @@ def _calls_inside_autocast(code: str) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.With) and "autocast" in ast.unparse(node.items[0].context_expr):
-            found |= {n.func.attr for n in ast.walk(node) if isinstance(n, ast.Call)
-                      and isinstance(n.func, ast.Attribute)}
+            found |= {
+                n.func.attr for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            }
     return found
 
 
-@pytest.mark.parametrize("setup, cell, names", [
-    pytest.param(LM, LM_STEP, ("logits = lm(x)", "loss.backward()", "optimizer.step()"), id="lm-loss-outside"),
-    pytest.param(CNN, CNN_STEP, ("out = net(images)", "loss.backward()", "opt.step()"), id="cnn-batchnorm"),
-    pytest.param(MLP, MLP_STEPS, ("for step in range(2):", "err.backward()", "sgd.step()"), id="residual-mlp-loop"),
-])
+@pytest.mark.parametrize(
+    "setup, cell, names",
+    [
+        pytest.param(LM, LM_STEP, ("logits = lm(x)", "loss.backward()", "optimizer.step()"), id="lm-loss-outside"),
+        pytest.param(CNN, CNN_STEP, ("out = net(images)", "loss.backward()", "opt.step()"), id="cnn-batchnorm"),
+        pytest.param(MLP, MLP_STEPS, ("for step in range(2):", "err.backward()", "sgd.step()"), id="residual-mlp-loop"),
+    ],
+)
 def test_the_code_saves_what_the_estimate_says(shell, setup, cell, names):
     shell.run_cell(setup)
     before = _profile(shell, cell)
@@ -186,8 +193,10 @@ def test_a_long_loop_whose_timeline_was_thinned(shell):
     # 300 small steps, then a large one: more events than the stored timeline
     # keeps, so the estimate is made at the peak instant
     shell.run_cell(MLP)
-    cell = ("for step in range(300):\n    sgd.zero_grad()\n    err = ((mlp(feats[:64]) - target[:64]) ** 2).mean()\n"
-            "    err.backward()\n    sgd.step()\nerr = (mlp(feats) - target).abs().mean()\nerr.backward()")
+    cell = (
+        "for step in range(300):\n    sgd.zero_grad()\n    err = ((mlp(feats[:64]) - target[:64]) ** 2).mean()\n"
+        "    err.backward()\n    sgd.step()\nerr = (mlp(feats) - target).abs().mean()\nerr.backward()"
+    )
     # every event kept: all steps in detail, and a budget the 300 steps' events stay under
     before = _profile(shell, cell, options="--detail-steps all --budget 64G")
     timeline = before.timeline(before.peak_device.name)
@@ -224,13 +233,17 @@ def test_quiet_where_autocast_makes_the_peak_grow(shell):
 
 def test_quiet_when_the_cell_already_uses_autocast(shell):
     shell.run_cell(LM)
-    under = _profile(shell, 'with torch.autocast("cpu", dtype=torch.bfloat16):\n'
-                            '    logits = lm(x)\n    loss = F.cross_entropy(logits.view(-1, V), y.reshape(-1))\n'
-                            'loss.backward()\noptimizer.step()\noptimizer.zero_grad(set_to_none=True)')
+    under = _profile(
+        shell,
+        'with torch.autocast("cpu", dtype=torch.bfloat16):\n'
+        "    logits = lm(x)\n    loss = F.cross_entropy(logits.view(-1, V), y.reshape(-1))\n"
+        "loss.backward()\noptimizer.step()\noptimizer.zero_grad(set_to_none=True)",
+    )
     assert _amp(under) is None
     # the cell's own autocast, switched off: float32 activations, and still the cell's choice
-    off = _profile(shell, LM_STEP.replace("logits = lm(x)", 'with torch.amp.autocast("cpu", enabled=False):\n'
-                                                             '    logits = lm(x)'))
+    off = _profile(
+        shell, LM_STEP.replace("logits = lm(x)", 'with torch.amp.autocast("cpu", enabled=False):\n    logits = lm(x)')
+    )
     assert not any(t.dtype == "bfloat16" for t in off.peak.tensors)
     assert _amp(off) is None
     assert _amp(_profile(shell, LM_STEP)) is not None  # the same step without it
@@ -254,8 +267,11 @@ def test_float16_code_scales_the_loss_with_the_cells_names():
     assert 'scaler = torch.amp.GradScaler("cuda")' in code
     assert 'with torch.autocast("cuda", dtype=torch.float16):' in code
     lines = code.splitlines()
-    assert lines[lines.index("scaler.scale(loss).backward()") + 1:][:3] == [
-        "scaler.step(optimizer)", "scaler.update()", "optimizer.zero_grad(set_to_none=True)"]
+    assert lines[lines.index("scaler.scale(loss).backward()") + 1 :][:3] == [
+        "scaler.step(optimizer)",
+        "scaler.update()",
+        "optimizer.zero_grad(set_to_none=True)",
+    ]
     assert not _calls_inside_autocast(code) & {"backward", "step", "scale"}
 
 
@@ -271,34 +287,46 @@ def test_float16_code_runs_as_the_cell_would(shell):
     assert shell.user_ns["loss"].dtype == torch.float32 and shell.user_ns["lm"].head.weight.grad is None
 
 
-@pytest.mark.parametrize("cell, expected", [
-    # a loop: the forward pass of each step, after its zero_grad, before its backward
-    ("for xb, yb in loader:\n    opt.zero_grad()\n    pred = model(xb)  # forward\n    l = crit(pred, yb)\n"
-     "    l.backward()\n    opt.step()\n    sched.step()",
-     "for xb, yb in loader:\n    opt.zero_grad()\n    with torch.autocast(\"cpu\", dtype=torch.bfloat16):\n"
-     "        pred = model(xb)  # forward\n        l = crit(pred, yb)\n    l.backward()\n    opt.step()\n"
-     "    sched.step()"),
-    # the loss computed in the backward statement: named, then backward outside
-    ("crit(model(xb), yb).backward()\nopt.step()",
-     "with torch.autocast(\"cpu\", dtype=torch.bfloat16):\n    loss = crit(model(xb), yb)\nloss.backward()\n"
-     "opt.step()"),
-    # two models, two backwards: each forward in its own block
-    ("a = f(x).sum()\na.backward()\nopt_f.step()\nb = g(x).sum()\nb.backward()\nopt_g.step()",
-     "with torch.autocast(\"cpu\", dtype=torch.bfloat16):\n    a = f(x).sum()\na.backward()\nopt_f.step()\n"
-     "with torch.autocast(\"cpu\", dtype=torch.bfloat16):\n    b = g(x).sum()\nb.backward()\nopt_g.step()"),
-])
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        # a loop: the forward pass of each step, after its zero_grad, before its backward
+        (
+            "for xb, yb in loader:\n    opt.zero_grad()\n    pred = model(xb)  # forward\n    l = crit(pred, yb)\n"
+            "    l.backward()\n    opt.step()\n    sched.step()",
+            'for xb, yb in loader:\n    opt.zero_grad()\n    with torch.autocast("cpu", dtype=torch.bfloat16):\n'
+            "        pred = model(xb)  # forward\n        l = crit(pred, yb)\n    l.backward()\n    opt.step()\n"
+            "    sched.step()",
+        ),
+        # the loss computed in the backward statement: named, then backward outside
+        (
+            "crit(model(xb), yb).backward()\nopt.step()",
+            'with torch.autocast("cpu", dtype=torch.bfloat16):\n    loss = crit(model(xb), yb)\nloss.backward()\n'
+            "opt.step()",
+        ),
+        # two models, two backwards: each forward in its own block
+        (
+            "a = f(x).sum()\na.backward()\nopt_f.step()\nb = g(x).sum()\nb.backward()\nopt_g.step()",
+            'with torch.autocast("cpu", dtype=torch.bfloat16):\n    a = f(x).sum()\na.backward()\nopt_f.step()\n'
+            'with torch.autocast("cpu", dtype=torch.bfloat16):\n    b = g(x).sum()\nb.backward()\nopt_g.step()',
+        ),
+    ],
+)
 def test_code_wraps_each_forward_pass_and_loss_only(cell, expected):
     code = autocast_code.rewrite(cell, device="cpu", trained=True)
     assert code == "import torch\n\n" + expected
     compile(code, "<amp>", "exec")
 
 
-@pytest.mark.parametrize("cell", [
-    "with torch.autocast('cpu'):\n    y = m(x)",
-    "with torch.cuda.amp.autocast():\n    y = m(x)",
-    "from torch.amp import autocast\nwith autocast('cuda'):\n    y = m(x)",
-    "@torch.autocast('cpu', dtype=torch.bfloat16)\ndef fwd(x):\n    return m(x)\ny = fwd(x)",
-])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "with torch.autocast('cpu'):\n    y = m(x)",
+        "with torch.cuda.amp.autocast():\n    y = m(x)",
+        "from torch.amp import autocast\nwith autocast('cuda'):\n    y = m(x)",
+        "@torch.autocast('cpu', dtype=torch.bfloat16)\ndef fwd(x):\n    return m(x)\ny = fwd(x)",
+    ],
+)
 def test_autocast_in_the_cell_is_seen(cell):
     assert autocast_code.runs_under_autocast(autocast_code.parse(cell))
     assert not autocast_code.runs_under_autocast(autocast_code.parse("y = m(x)  # autocast later"))

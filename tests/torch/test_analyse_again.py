@@ -15,8 +15,10 @@ from tests.imports import H100
 
 
 def _findings(profile: Profile) -> tuple[list, list]:
-    return ([(s.id, s.estimated_saving_bytes) for s in profile.suggestions],
-            sorted((n.code, n.message, n.fix) for n in profile.warnings))
+    return (
+        [(s.id, s.estimated_saving_bytes) for s in profile.suggestions],
+        sorted((n.code, n.message, n.fix) for n in profile.warnings),
+    )
 
 
 def test_a_loaded_profile_is_analysed_again_to_the_same_findings():

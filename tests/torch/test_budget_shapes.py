@@ -28,7 +28,7 @@ BUDGET = 512 * MiB
 #: Enough small allocations that recording them all would take gigabytes (~2 KB per op read back x20).
 N = 300_000
 
-LOOP_MODULE = f'''
+LOOP_MODULE = f"""
 import torch
 
 
@@ -45,7 +45,7 @@ class Trainer:
 
 if __name__ == "__main__":
     many()
-'''
+"""
 
 # Runs one shape in this process and prints what the test checks.
 SHAPE = textwrap.dedent("""
@@ -134,8 +134,9 @@ def _env(folder) -> dict[str, str]:
 
 
 def _run_shape(folder, shape: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", SHAPE, shape], cwd=folder, env=_env(folder), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SHAPE, shape], cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -175,8 +176,14 @@ def test_memprofile_run_of_a_module(folder):
         print("HWM", hwm)
         raise SystemExit(code)
     """)
-    done = subprocess.run([sys.executable, "-c", probe, str(folder / "out")], cwd=folder, capture_output=True,
-                          text=True, timeout=600, env=_env(folder))
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(folder / "out")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(folder),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     import memprofile
 

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import memprofile  # noqa: E402
-from memprofile.capture.torch_cuda import cuda_facts, live_blocks_from_snapshot, requested_bytes  # noqa: E402
+from memprofile.capture.torch.cuda import cuda_facts, live_blocks_from_snapshot, requested_bytes  # noqa: E402
 
 MiB = 2**20
 
@@ -234,6 +234,7 @@ def test_profile_round_trips_through_json():
 
 # -- CUDA paths, on recorded shapes of the documented API (no GPU here) -------
 
+
 def test_requested_bytes_reads_cpu_and_cuda_messages():
     assert requested_bytes("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096 bytes.") == 4096
     cuda = "CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.15 GiB total capacity; ...)"
@@ -263,8 +264,11 @@ def test_live_blocks_from_a_memory_snapshot():
             {
                 "device": 0,
                 "blocks": [
-                    {"size": 2 * MiB, "state": "active_allocated",
-                     "frames": [{"filename": "model.py", "line": 12, "name": "forward"}]},
+                    {
+                        "size": 2 * MiB,
+                        "state": "active_allocated",
+                        "frames": [{"filename": "model.py", "line": 12, "name": "forward"}],
+                    },
                     {"size": 8 * MiB, "state": "inactive", "frames": []},
                     {"size": 4 * MiB, "state": "active_allocated", "frames": []},
                 ],
@@ -277,16 +281,18 @@ def test_live_blocks_from_a_memory_snapshot():
 
 
 def test_cuda_allocator_stats_land_on_their_device():
+    from memprofile.analysis.build import build_profile
+    from memprofile.analysis.replay import replay
     from memprofile.capture.base import AllocationLog, RawCapture
-    from memprofile.model.build import build_profile
-    from memprofile.model.replay import replay
 
     log = AllocationLog(device="cuda:0", source="c10", capacity_bytes=80 * 2**30, baseline_exact=True)
     log.add(2 * MiB, 0.0, -1, pre_existing=True)
     i = log.add(6 * MiB, 0.1, 1, category="activation", layer="enc", op="aten::mm", phase="forward")
     log.t_free[i], log.seq_free[i] = 0.2, 2
-    facts = {f"cuda:0.{k}": v for k, v in cuda_facts({"reserved_bytes.all.current": 10 * MiB,
-                                                       "allocated_bytes.all.current": 2 * MiB}).items()}
+    facts = {
+        f"cuda:0.{k}": v
+        for k, v in cuda_facts({"reserved_bytes.all.current": 10 * MiB, "allocated_bytes.all.current": 2 * MiB}).items()
+    }
     facts["cuda_live_block.0"] = "cuda:0 2097152 B at model.py:3 f"
     raw = RawCapture(collector="torch", allocations=[log], facts=facts)
     p = build_profile([raw], name="fake", started_at="t", duration_s=0.3, replays=[replay(log)])
@@ -323,7 +329,8 @@ def test_torch_prints_no_unknown_block_warning_above_the_card(tmp_path):
     script.write_text(
         "import torch\nfrom memprofile.profiler import Profiler\n"
         "x = torch.randn(1000)\np = Profiler(name='t', store=False, namespace={})\np.start()\n"
-        "del x\ny = torch.randn(10)\np.stop()\nprint('done')\n")
+        "del x\ny = torch.randn(10)\np.stop()\nprint('done')\n"
+    )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     # THEN the run works and torch's line is not on the process's stderr
     assert out.returncode == 0 and "done" in out.stdout, out.stderr

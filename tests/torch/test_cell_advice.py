@@ -49,8 +49,6 @@ for step in range(2):
 """
 
 
-
-
 def _profile(ip, cell: str, name: str):
     return _run(ip, f"%%memprofile -q -n {name}\n{cell}")
 
@@ -73,6 +71,10 @@ def lm(ip, fresh_store):
     return _profile(ip, LM_STEP, "lm")
 
 
+# Serial tier: its own process and shell. In two full parallel runs (2026-12-06) the LM's Adam state
+# for `emb` came out with no layer after other tests in the same shared shell; not reproduced alone
+# or in six orderings tried; the cause is not found (issue 29's closing note).
+@pytest.mark.serial
 def test_every_byte_at_the_peak_has_a_line_and_the_loss_memory_is_named_by_its_line(lm):
     peak = lm.peak
     # GIVEN a training step whose loss is computed outside any module
@@ -114,7 +116,9 @@ def test_a_leak_fix_frees_what_it_says(ip, lm):
     # GIVEN logits and loss kept in globals after loss.backward(): the graph is already freed
     s = _get(lm, "notebook_leak")
     assert s is not None and "autograd graph" not in s.evidence and ".detach()" not in s.code, (
-        lm.kept, [(d.name, d.baseline_bytes, d.end_bytes) for d in lm.devices])
+        lm.kept,
+        [(d.name, d.baseline_bytes, d.end_bytes) for d in lm.devices],
+    )
     assert "del logits" in s.code
     # WHEN the fix runs THEN the allocator frees what the rule estimated (within 25 %)
     freed = _profile(ip, s.code.split("#")[0], "del")
@@ -124,13 +128,16 @@ def test_a_leak_fix_frees_what_it_says(ip, lm):
 
 def test_a_kept_graph_is_detached_and_that_frees_the_saved_activations(ip, fresh_store):
     # GIVEN a forward pass with autograd on whose output a global keeps (its graph saves activations)
-    _run(ip, """
+    _run(
+        ip,
+        """
 import torch
 from torch import nn
 torch.manual_seed(0)
 tagger = nn.GRU(64, 256, num_layers=2, batch_first=True)
 seqs = torch.randn(64, 128, 64)
-""")
+""",
+    )
     p = _profile(ip, "states = tagger(seqs)[0]", "gru")
     s = _get(p, "notebook_leak")
     assert s is not None and "states still holds an autograd graph" in s.evidence
@@ -164,13 +171,17 @@ def test_optimizer_advice_is_about_the_optimizer_the_cell_steps(ip, fresh_store)
     # GIVEN a notebook that trained a large model with Adam (its state alive),
     # and a cell that builds and trains a small model with its own Adam
     _run(ip, SMALL_SETUP)
-    p = _profile(ip, """\
+    p = _profile(
+        ip,
+        """\
 small_opt = torch.optim.Adam(small.parameters(), lr=3e-4)
 for _ in range(3):
     small_opt.zero_grad()
     small(xs).square().mean().backward()
     small_opt.step()
-""", "small")
+""",
+        "small",
+    )
     stepped = [o for o in p.optimizers if o.stepped]
     assert [o.name for o in stepped] == ["small_opt"] and stepped[0].models == ["small"]
     big = next(o for o in p.optimizers if o.name == "big_opt")
@@ -187,13 +198,16 @@ for _ in range(3):
 
 def test_optimizer_advice_code_uses_the_cell_names_and_saves_what_it_claims(ip, fresh_store):
     # GIVEN a GRU trained with AdamW created inside the cell (a family the rule was not built on)
-    _run(ip, """
+    _run(
+        ip,
+        """
 import torch
 from torch import nn
 torch.manual_seed(0)
 rnn = nn.GRU(512, 1024, batch_first=True)
 rnn_in = torch.randn(4, 8, 512)
-""")
+""",
+    )
     cell = """\
 rnn_opt = torch.optim.AdamW(rnn.parameters(), lr=1e-3)
 for _ in range(2):
@@ -204,7 +218,11 @@ for _ in range(2):
     before = _profile(ip, cell, "adamw")
     s = _get(before, "optimizer_state")
     assert s is not None and "rnn_opt (AdamW)" in s.evidence, (
-        before.optimizers, before.peak.by_category, before.suggestions, before.warnings)
+        before.optimizers,
+        before.peak.by_category,
+        before.suggestions,
+        before.warnings,
+    )
     assert "rnn_opt = torch.optim.SGD(rnn.parameters(), lr=0.001, momentum=0.9)" in s.code
     after = _profile(ip, s.code, "sgd")
     measured = before.peak_bytes - after.peak_bytes
@@ -213,7 +231,9 @@ for _ in range(2):
 
 def test_zero_grad_advice_fires_only_where_gradients_are_kept_and_its_fix_measures(ip, fresh_store):
     # GIVEN a CNN whose cell zeroes gradients instead of freeing them
-    _run(ip, """
+    _run(
+        ip,
+        """
 import torch
 from torch import nn
 torch.manual_seed(0)
@@ -222,7 +242,8 @@ cnn = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.
 cnn_opt = torch.optim.SGD(cnn.parameters(), lr=0.01)
 images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
 cnn_opt.zero_grad(set_to_none=False); torch.nn.functional.cross_entropy(cnn(images), labels).backward()
-""")
+""",
+    )
     cell = """\
 for _ in range(2):
     cnn_opt.zero_grad(set_to_none=False)
@@ -241,12 +262,16 @@ for _ in range(2):
 
 def test_lines_of_a_model_built_in_the_cell_a_loop_iterable_and_an_error(ip, fresh_store):
     _run(ip, "import torch\nfrom torch import nn")
-    p = _profile(ip, """\
+    p = _profile(
+        ip,
+        """\
 net = nn.Sequential(nn.Linear(256, 4096), nn.ReLU(), nn.Linear(4096, 256))
 batches = (torch.randn(512, 256) for _ in range(3))
 for batch in batches:
     out = net(batch)
-""", "built")
+""",
+        "built",
+    )
     lines = {s.line: s for s in p.lines}
     # the parameters are made on line 1, each batch by the `for` line (3), the forward on line 4
     assert lines[1].allocated_bytes >= 2 * 256 * 4096 * 4
@@ -269,9 +294,9 @@ def test_a_variable_rebound_to_a_new_tensor_is_new_even_at_the_old_objects_addre
     before = id(ns["logits"])
     del ns["logits"]
     ns["logits"] = torch.ones(2**20)
-    kept = {d["name"]: d for d in collector.stop().kept}
+    kept = {k.name: k for k in collector.stop().kept}
     # THEN it is new (what the leak rule names), whether or not the id was reused
-    assert kept["logits"]["new"], (before == id(ns["logits"]), kept)
+    assert kept["logits"].new, (before == id(ns["logits"]), kept)
     # AND a name that kept its tensor is not new
     collector.start()
-    assert not {d["name"]: d for d in collector.stop().kept}["logits"]["new"]
+    assert not {k.name: k for k in collector.stop().kept}["logits"].new

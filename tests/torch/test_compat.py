@@ -1,6 +1,6 @@
 """A private torch API that a torch release removed or changed degrades to a
 named note in the profile, never an exception in the user's cell: the torch
-collector's entries in capture/torch_compat.py, each taken away in turn."""
+collector's entries in capture/torch/compat.py, each taken away in turn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from memprofile.capture import torch_compat  # noqa: E402
+from memprofile.capture.torch import compat as torch_compat  # noqa: E402
 from memprofile.profiler import Profiler  # noqa: E402
 
 

@@ -39,13 +39,15 @@ def _growth(p) -> str | None:
     return next((w.message for w in p.warnings if w.code == "step_growth"), None)
 
 
-@pytest.mark.parametrize("classes, keep", [
-    (1000, "    losses.append(loss)\n    history.append(outputs)\n"),  # 256,004 B a step, the loop
-    (10_000, "    losses.append(loss)\n    history.append(outputs)\n"),  # 2.44 MiB a step
-    (10_000, "    history.append(outputs)\n"),  # only history
-])
-def test_memory_kept_per_step_is_named_with_its_container_and_the_run_peak_is_bounded(ip, fresh_store, classes,
-                                                                                      keep):
+@pytest.mark.parametrize(
+    "classes, keep",
+    [
+        (1000, "    losses.append(loss)\n    history.append(outputs)\n"),  # 256,004 B a step, the loop
+        (10_000, "    losses.append(loss)\n    history.append(outputs)\n"),  # 2.44 MiB a step
+        (10_000, "    history.append(outputs)\n"),  # only history
+    ],
+)
+def test_memory_kept_per_step_is_named_with_its_container_and_the_run_peak_is_bounded(ip, fresh_store, classes, keep):
     _run(ip, SETUP.format(classes=classes))
     _run(ip, LOOP.replace("range(50)", "range(2)"))  # warm: Adam's state exists, as in any later cell
     _run(ip, "losses.clear(); history.clear()")
@@ -61,8 +63,9 @@ def test_memory_kept_per_step_is_named_with_its_container_and_the_run_peak_is_bo
     assert grown == pytest.approx(per_step, rel=0.1)
     assert "losses gained" not in note
     # AND the headline says a later step went higher, by an estimate within 10 % of the capture of every step
-    assert p.peak_scope and "a later step went higher: step 50" in p.peak_scope and "--detail-steps 50-50" in \
-        p.peak_scope
+    assert (
+        p.peak_scope and "a later step went higher: step 50" in p.peak_scope and "--detail-steps 50-50" in p.peak_scope
+    )
     est = p.steps[-1].peak_estimate_bytes
     assert est == pytest.approx(full.device("cpu").peak_bytes, rel=0.1)
     assert p.device("cpu").peak_bytes < full.device("cpu").peak_bytes - 40 * per_step  # (the detail's own is lower)
@@ -96,8 +99,9 @@ def test_the_suggested_code_applied_stops_the_growth(ip, fresh_store):
     assert s.code.startswith("val_losses.append(val.item())"), s.code
     assert "autograd graphs saving" in s.evidence and s.estimated_saving_bytes > 20 * 5 * MiB
     # WHEN the line is replaced by the suggestion's code
-    fixed = (LOOP.replace("range(50)", "range(20)") + keep).replace("    val_losses.append(val)",
-                                                                      "    " + s.code.split("#")[0].strip())
+    fixed = (LOOP.replace("range(50)", "range(20)") + keep).replace(
+        "    val_losses.append(val)", "    " + s.code.split("#")[0].strip()
+    )
     _run(ip, "val_losses = []")
     q = _run(ip, "%%memprofile -q -n fixed\n" + fixed)
     # THEN nothing grows, the container keeps floats, and the cell ends lower by about the estimate

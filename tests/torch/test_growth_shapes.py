@@ -69,8 +69,11 @@ def loops(tmp_path, monkeypatch):
 
 
 def test_a_function_from_another_cell_appending_to_a_notebook_list(ip, fresh_store, loops):
-    _run(ip, "from keeploops import step\nkept = []\n"
-             f"def train():\n    for _ in range({STEPS}):\n        kept.append(step())\n")
+    _run(
+        ip,
+        "from keeploops import step\nkept = []\n"
+        f"def train():\n    for _ in range({STEPS}):\n        kept.append(step())\n",
+    )
     p = _run(ip, "%%memprofile -q -n fn\ntrain()\n")
     _named(p, "kept")
 
@@ -115,16 +118,22 @@ SCRIPT = textwrap.dedent(f"""
 @pytest.mark.parametrize("shape", ["with_block", "decorated"])
 def test_profile_and_profiled_in_a_script(tmp_path, loops, shape):
     (tmp_path / "train.py").write_text(SCRIPT)
-    done = subprocess.run([sys.executable, str(tmp_path / "train.py"), shape], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "train.py"), shape], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"kept gained {STEPS} torch.Tensor" in done.stdout and "kept_per_step" in done.stdout, done.stdout
 
 
 def test_memprofile_run_of_a_script(tmp_path, loops):
     (tmp_path / "train.py").write_text(SCRIPT)
-    done = subprocess.run([sys.executable, "-m", "memprofile", "run", "--out", str(tmp_path / "out"), "train.py",
-                           "plain"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "memprofile", "run", "--out", str(tmp_path / "out"), "train.py", "plain"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     p = memprofile.load(next((tmp_path / "out").glob("train*.memprofile.json.gz")))
     note = next(w.message for w in p.warnings if w.code == "step_growth")

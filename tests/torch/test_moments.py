@@ -49,8 +49,7 @@ def test_a_cell_that_frees_before_it_works_keeps_its_breakdown(ip, fresh_store):
 def test_a_cell_that_frees_and_makes_almost_nothing_has_no_working_peak(ip, fresh_store):
     _run(ip, SETUP)
     # GIVEN a cell that frees 256 MiB and makes 16 bytes on torch, and 64 MiB elsewhere (numpy)
-    p = _run(ip, "%%memprofile -q -n tiny\ndel big\ny = torch.zeros(4)\nimport numpy as np\n"
-                 "arr = np.ones(8 * 2**20)\n")
+    p = _run(ip, "%%memprofile -q -n tiny\ndel big\ny = torch.zeros(4)\nimport numpy as np\narr = np.ones(8 * 2**20)\n")
     # THEN torch's 16 B are no breakdown to show: the process is the headline, as for any cell
     # whose framework device did not grow
     assert "working_peak_bytes" not in p.device("cpu").allocator_stats

@@ -36,12 +36,12 @@ def test_amp_and_checkpointing_fire_on_a_residual_stack_in_float32():
     p = _profile(step, ns)
     amp, ckpt = _get(p, "amp"), _get(p, "gradient_checkpointing")
     assert amp.try_change == "amp" and amp.can_try and "float32 outputs of ops autocast runs in 16 bits" in amp.evidence
-    assert amp.code.startswith("import torch\n\nwith torch.autocast(\"cpu\", dtype=torch.bfloat16):")
+    assert amp.code.startswith('import torch\n\nwith torch.autocast("cpu", dtype=torch.bfloat16):')
     assert 0 < amp.estimated_saving_bytes < p.peak_bytes
     # the blocks are named and the estimate is a real share of the activations
     assert ckpt.try_change == "checkpoint=0,1,2,3" and "0, 1, 2, 3" in ckpt.title
     assert p.peak.by_category["activation"] * 0.3 < ckpt.estimated_saving_bytes < p.peak_bytes
-    assert 'model.get_submodule(name)' in ckpt.code
+    assert "model.get_submodule(name)" in ckpt.code
 
 
 def test_amp_stays_quiet_when_the_step_already_runs_in_bfloat16():
@@ -156,7 +156,7 @@ def test_stream_dataset_fires_for_a_dataset_held_whole_and_sliced_into_batches()
     def epoch():
         for i in range(0, 4 * 256, 256):
             opt.zero_grad()
-            model(data[i:i + 256]).mean().backward()
+            model(data[i : i + 256]).mean().backward()
             opt.step()
 
     s = _get(_profile(epoch, {"model": model, "opt": opt, "data": data}), "stream_dataset")

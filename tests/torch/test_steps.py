@@ -40,7 +40,6 @@ STEP = """\
 """
 
 
-
 def test_the_first_steps_in_detail_and_every_step_counted(ip, fresh_store):
     # GIVEN a GRU tagger trained for 30 steps (the loss outside the modules)
     _run(ip, SETUP)
@@ -56,7 +55,8 @@ def test_the_first_steps_in_detail_and_every_step_counted(ip, fresh_store):
     # AND the steps' peak is the fully detailed capture's: the steps are alike (step 1 also
     # frees what the previous run left in the cell's variables, which differs between runs)
     assert max(s.peak_bytes for s in cheap.steps[1:3]) == pytest.approx(
-        max(s.peak_bytes for s in full.steps[1:]), rel=0.02)
+        max(s.peak_bytes for s in full.steps[1:]), rel=0.02
+    )
     # AND each detailed step has its exact peak, every step its resident memory
     assert all(s.peak_bytes and s.end_bytes for s in cheap.steps[:3])
     assert all(s.rss_peak_bytes for s in cheap.steps)
@@ -68,8 +68,9 @@ def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
     # GIVEN a loop whose step 12 runs a batch 64 times larger
     _run(ip, SETUP)
     _run(ip, "big_words = torch.randint(0, 1000, (1024, 40))\nbig_tags = torch.randint(0, 12, (1024, 40))")
-    cell = ("for step in range(16):\n    w, t = (big_words, big_tags) if step == 11 else (words, tags)\n"
-            + STEP.replace("tagger(words)", "tagger(w)").replace("tags.flatten()", "t.flatten()"))
+    cell = "for step in range(16):\n    w, t = (big_words, big_tags) if step == 11 else (words, tags)\n" + STEP.replace(
+        "tagger(words)", "tagger(w)"
+    ).replace("tags.flatten()", "t.flatten()")
     p = _run(ip, "%%memprofile -q -n spike\n" + cell)
     # THEN the profile names it, with the option that records it in detail
     note = next(w for w in p.warnings if w.code == "step_above_detail")
@@ -82,6 +83,7 @@ def test_a_later_step_above_the_detailed_ones_is_named(ip, fresh_store):
     full = _run(ip, "%%memprofile -q -n all --detail-steps all\n" + cell)
     assert [s.index for s in window.steps if s.detailed] == [12] and len(window.steps) == 16
     assert window.peak_bytes == pytest.approx(full.peak_bytes, rel=0.03)
+
     def rise(profile):  # over what the kernel held before the cell (other tests' tensors too)
         return profile.device("cpu").peak_bytes - profile.device("cpu").baseline_bytes
 
@@ -94,8 +96,10 @@ def test_memory_kept_per_step_is_a_finding_with_the_line_that_keeps_it(ip, fresh
     # GIVEN a loop that keeps each step's output (and its graph) in a list
     _run(ip, SETUP)
     _run(ip, "kept = []")
-    cell = ("for step in range(14):\n    sgd.zero_grad()\n    out = tagger(words.repeat(8, 1))\n"
-            "    kept.append(out)\n    out.sum().backward(retain_graph=True)\n    sgd.step()\n")
+    cell = (
+        "for step in range(14):\n    sgd.zero_grad()\n    out = tagger(words.repeat(8, 1))\n"
+        "    kept.append(out)\n    out.sum().backward(retain_graph=True)\n    sgd.step()\n"
+    )
     p = _run(ip, "%%memprofile -q -n leak\n" + cell)
     note = next(w.message for w in p.warnings if w.code == "step_growth")
     assert "per step since step 4" in note and "kept gained 14 torch.Tensor" in note  # the first step after the detail
@@ -111,10 +115,16 @@ def test_memory_kept_per_step_is_a_finding_with_the_line_that_keeps_it(ip, fresh
 def test_a_loop_of_millions_of_tiny_ops_stays_under_the_budget(ip, fresh_store):
     # GIVEN a kernel that profiled a transformer's steps in full before (torch's profiler then
     # made a later cell grow ~360 bytes per allocation while its stopped events were kept)
-    _run(ip, "import torch\nfrom torch import nn\nenc = nn.TransformerEncoder(nn.TransformerEncoderLayer(256, 4, 1024, "
-             "batch_first=True), 2)\nenc_opt = torch.optim.Adam(enc.parameters())\ntokens = torch.randn(16, 128, 256)")
-    _run(ip, "%%memprofile -q --detail-steps all -n before\nfor _ in range(8):\n    enc_opt.zero_grad()\n"
-             "    enc(tokens).square().mean().backward()\n    enc_opt.step()\n")
+    _run(
+        ip,
+        "import torch\nfrom torch import nn\nenc = nn.TransformerEncoder(nn.TransformerEncoderLayer(256, 4, 1024, "
+        "batch_first=True), 2)\nenc_opt = torch.optim.Adam(enc.parameters())\ntokens = torch.randn(16, 128, 256)",
+    )
+    _run(
+        ip,
+        "%%memprofile -q --detail-steps all -n before\nfor _ in range(8):\n    enc_opt.zero_grad()\n"
+        "    enc(tokens).square().mean().backward()\n    enc_opt.step()\n",
+    )
     # AND a cell making 600,000 small allocations and no training step
     _run(ip, "import torch\nimport ctypes\nctypes.CDLL('libc.so.6').malloc_trim(0)")
     reader = RssReader()
@@ -145,8 +155,11 @@ def test_a_loop_of_millions_of_tiny_ops_stays_under_the_budget(ip, fresh_store):
 
 def test_a_model_with_large_activations_and_few_ops_keeps_its_detail(ip, fresh_store):
     # GIVEN a forward pass that allocates ~400 MB in a few ops (no budget reached by events)
-    _run(ip, "import torch\nfrom torch import nn\nwide = nn.Sequential(nn.Linear(4096, 8192), nn.ReLU(), "
-             "nn.Linear(8192, 4096))\nrows = torch.randn(4096, 4096)")
+    _run(
+        ip,
+        "import torch\nfrom torch import nn\nwide = nn.Sequential(nn.Linear(4096, 8192), nn.ReLU(), "
+        "nn.Linear(8192, 4096))\nrows = torch.randn(4096, 4096)",
+    )
     p = _run(ip, "%%memprofile -q -n wide\nfor _ in range(3):\n    y = wide(rows)\n")
     assert "torch_detail_why" not in p.capture and p.peak_bytes > 300 * MiB
 
@@ -162,11 +175,13 @@ def test_a_window_that_no_step_reaches_says_so(ip, fresh_store):
     _run(ip, SETUP)
     p = _run(ip, "%%memprofile -q -n short --detail-steps 50-60\nfor step in range(4):\n" + STEP)
     assert len(p.steps) == 4 and not any(s.detailed for s in p.steps)
-    assert any(w.code == "torch_detail_never" and "none in the detail window (steps 50-60)" in w.message
-               for w in p.warnings)
+    assert any(
+        w.code == "torch_detail_never" and "none in the detail window (steps 50-60)" in w.message for w in p.warnings
+    )
     assert all(s.rss_peak_bytes for s in p.steps)
 
 
+@pytest.mark.serial  # each step must outlast its reading; two loaded cores made CI group steps 8 and 9
 def test_a_short_spike_in_a_step_outside_the_detail_is_measured_exactly(ip, fresh_store):
     # GIVEN a loop whose step 8 makes and drops a 256 MiB tensor within a few microseconds
     # (between two of the 5 ms resident-memory samples)
@@ -175,7 +190,7 @@ def test_a_short_spike_in_a_step_outside_the_detail_is_measured_exactly(ip, fres
     _run(ip, "MiB = 2**20")
     p = _run(ip, "%%memprofile -q -n blip\n" + cell)
     # THEN step 8's peak is the process's exact one (the OS high-water mark, reset each step)
-    others = [s.rss_peak_bytes for s in p.steps if s.index != 8]
+    others = [s.rss_peak_bytes for s in p.steps if not (s.rss_peak_first or s.index) <= 8 <= s.index]
     assert p.steps[7].rss_peak_bytes - max(others) > 200 * MiB
     # (all of the tensor: a sample would have to fall in the instant its last page was written)
     assert p.steps[7].rss_peak_bytes >= p.steps[6].rss_end_bytes + 255 * MiB
@@ -203,16 +218,17 @@ SHORT_STEP = """\
 """
 
 
+@pytest.mark.serial  # short steps' timing against the readings: no other test loading the cores
 def test_steps_shorter_than_their_reading_are_read_in_groups_that_name_a_spike(ip, fresh_store):
     # GIVEN 400 steps of a tiny MLP (well under a millisecond each: reading the OS mark costs
     # a tenth of one), with a 192 MiB tensor made and dropped in step 250 only
     _run(ip, SHORT_STEPS)
-    cell = ("for step in range(400):\n    if step == 249:\n        torch.empty(48 * MiB).fill_(1.0)\n"
-            + SHORT_STEP)
+    cell = "for step in range(400):\n    if step == 249:\n        torch.empty(48 * MiB).fill_(1.0)\n" + SHORT_STEP
     _run(ip, cell.replace("step == 249", "step < 0"))  # warm: Adam's state exists
     p = _run(ip, "%%memprofile -q -n groups\n" + cell)
     # THEN short steps share readings, and the reading that covers step 250 has all of the tensor
     assert len(p.steps) == 400 and any(s.rss_peak_first for s in p.steps)
+
     def covers(s) -> bool:
         return (s.rss_peak_first or s.index) <= 250 <= s.index
 
@@ -228,19 +244,22 @@ def test_steps_shorter_than_their_reading_are_read_in_groups_that_name_a_spike(i
     assert [s.index for s in again.steps if s.detailed] == list(range(first, last + 1))
     assert again.peak_bytes >= 192 * MiB
     # the peak's op and line: the spike's
-    assert again.peak.line == 3 and any(op.name == "aten::empty" and op.max_alloc_bytes >= 192 * MiB
-                                        for op in again.ops)
+    assert again.peak.line == 3 and any(
+        op.name == "aten::empty" and op.max_alloc_bytes >= 192 * MiB for op in again.ops
+    )
 
 
 def test_module_hooks_leave_with_the_detail_and_a_model_run_after_it_still_counts(ip, fresh_store):
     # GIVEN a loop that trains `net` and, after its steps, runs `probe` (a second model) once
     _run(ip, SHORT_STEPS)
     _run(ip, "probe = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 32))\nseen = []")
-    hooks = ("torch.nn.modules.module._global_forward_pre_hooks, "
-             "torch.nn.modules.module._global_forward_hooks")
-    cell = ("for step in range(20):\n" + SHORT_STEP
-            + f"    seen.append(tuple(len(h) for h in ({hooks})))\n"
-            + "with torch.no_grad():\n    out = probe(xs)\n")
+    hooks = "torch.nn.modules.module._global_forward_pre_hooks, torch.nn.modules.module._global_forward_hooks"
+    cell = (
+        "for step in range(20):\n"
+        + SHORT_STEP
+        + f"    seen.append(tuple(len(h) for h in ({hooks})))\n"
+        + "with torch.no_grad():\n    out = probe(xs)\n"
+    )
     p = _run(ip, "%%memprofile -q -n hooks\n" + cell)
     seen = ip.user_ns["seen"]
     # THEN the detailed steps have torch's scopes (both hooks); after them only the cheap hook
@@ -258,5 +277,7 @@ def test_module_hooks_leave_with_the_detail_and_a_model_run_after_it_still_count
         exec(cell.split("with torch.no_grad")[0], {"torch": torch, **only})
     assert seen[-1] == (0, 0)
     # AND nothing is left after the profiles
-    assert not any(len(h) for h in (torch.nn.modules.module._global_forward_pre_hooks,
-                                    torch.nn.modules.module._global_forward_hooks))
+    assert not any(
+        len(h)
+        for h in (torch.nn.modules.module._global_forward_pre_hooks, torch.nn.modules.module._global_forward_hooks)
+    )

@@ -50,8 +50,9 @@ def test_checkpoint_trial_wraps_the_named_blocks_for_the_run_only(workload):
 def test_inference_mode_trial_on_a_forward_that_keeps_its_output(workload):
     _, ns = workload
     held = {}
-    trial = memprofile.try_change(lambda: held.update(out=ns["model"](ns["x"])), "inference_mode",
-                                  namespace={**ns, "held": held}, store=False)
+    trial = memprofile.try_change(
+        lambda: held.update(out=ns["model"](ns["x"])), "inference_mode", namespace={**ns, "held": held}, store=False
+    )
     assert trial.saving_bytes >= 0.5 * trial.before.peak.by_category["activation"]
     assert not torch.is_inference_mode_enabled() and held["out"].is_inference()
 
@@ -59,9 +60,11 @@ def test_inference_mode_trial_on_a_forward_that_keeps_its_output(workload):
 def test_bad_changes_fail_before_anything_runs(workload):
     step, ns = workload
     ran = []
-    for change, message in (("bogus", "can be tried are amp, inference_mode, checkpoint"),
-                            ("amp=x", "amp takes no layer names"),
-                            ("checkpoint=nope", "no module 'nope'")):
+    for change, message in (
+        ("bogus", "can be tried are amp, inference_mode, checkpoint"),
+        ("amp=x", "amp takes no layer names"),
+        ("checkpoint=nope", "no module 'nope'"),
+    ):
         with pytest.raises(MemprofileError, match=message):
             memprofile.try_change(lambda: ran.append(1), change, namespace=ns, store=False)
     assert not ran
@@ -85,8 +88,6 @@ def test_a_changed_run_that_raises_keeps_its_profile_and_undoes_the_change(workl
     assert all("forward" not in block.__dict__ for block in ns["model"])
 
 
-
-
 def test_try_magic_shows_both_cards_and_the_difference_of_like_runs(ip, fresh_store, capsys, monkeypatch):
     """A GRU tagger whose Adam was made in an earlier cell and never stepped,
     its loss computed outside any module: the first run as is creates the
@@ -96,26 +97,33 @@ def test_try_magic_shows_both_cards_and_the_difference_of_like_runs(ip, fresh_st
 
     shown = []
     monkeypatch.setattr(ip.display_pub, "publish", lambda data, metadata=None, **kw: shown.append(data))
-    ip.run_cell("import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
-                "class Tagger(nn.Module):\n"
-                "    def __init__(self):\n"
-                "        super().__init__()\n"
-                "        self.emb = nn.Embedding(4000, 64)\n"
-                "        self.gru = nn.GRU(64, 256, num_layers=2, batch_first=True)\n"
-                "        self.head = nn.Linear(256, 4000)\n"
-                "    def forward(self, tokens):\n"
-                "        return self.head(self.gru(self.emb(tokens))[0])\n"
-                "tagger = Tagger()\nadam = torch.optim.Adam(tagger.parameters(), lr=1e-3)\n"
-                "tokens = torch.randint(0, 4000, (16, 48))\nruns = 0")
-    result = ip.run_cell("%%memprofile --try checkpoint=gru --name tag\nruns += 1\nadam.zero_grad()\n"
-                         "logits = tagger(tokens)\n"
-                         "nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()\n"
-                         "adam.step()\nruns")
+    ip.run_cell(
+        "import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
+        "class Tagger(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb = nn.Embedding(4000, 64)\n"
+        "        self.gru = nn.GRU(64, 256, num_layers=2, batch_first=True)\n"
+        "        self.head = nn.Linear(256, 4000)\n"
+        "    def forward(self, tokens):\n"
+        "        return self.head(self.gru(self.emb(tokens))[0])\n"
+        "tagger = Tagger()\nadam = torch.optim.Adam(tagger.parameters(), lr=1e-3)\n"
+        "tokens = torch.randint(0, 4000, (16, 48))\nruns = 0"
+    )
+    result = ip.run_cell(
+        "%%memprofile --try checkpoint=gru --name tag\nruns += 1\nadam.zero_grad()\n"
+        "logits = tagger(tokens)\n"
+        "nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()\n"
+        "adam.step()\nruns"
+    )
     assert result.success, result.error_in_exec
     assert ip.user_ns["runs"] == 3 and result.result == 3  # cold, warm, changed; the value is the last run's
     first, before, after = fresh_store.all()[-3:]
-    assert [p.name for p in (first, before, after)] == ["tag (as is)", "tag (as is, warm)",
-                                                         "tag (--try checkpoint=gru)"]
+    assert [p.name for p in (first, before, after)] == [
+        "tag (as is)",
+        "tag (as is, warm)",
+        "tag (--try checkpoint=gru)",
+    ]
     assert "its effects happen two or three times" in capsys.readouterr().out
     # both cards, then the comparison of the warm run with the changed one
     cards = [d[MIME_TYPE]["id"] for d in shown if MIME_TYPE in d]
@@ -137,10 +145,17 @@ def _fresh_cnn():
     computed outside the model."""
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-        nn.Sequential(*[nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-                        for _ in range(4)]),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, 4096), nn.ReLU(), nn.Linear(4096, 10))
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Sequential(
+            *[nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()) for _ in range(4)]
+        ),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 4096),
+        nn.ReLU(),
+        nn.Linear(4096, 10),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     images, labels = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
 
@@ -187,8 +202,14 @@ def test_trials_of_a_trial_are_named_after_the_cell_and_apart(workload, fresh_st
     memprofile.try_change(step, "amp", name=tried.name, namespace=ns)  # trying from a trial's own profile
     memprofile.try_change(step, "amp", name="blocks (as is)", namespace=ns)
     names = [p.name for p in fresh_store.all()]
-    assert names == ["blocks (as is)", "blocks (--try amp)", "blocks #2 (as is)", "blocks #2 (--try amp)",
-                     "blocks #3 (as is)", "blocks #3 (--try amp)"]
+    assert names == [
+        "blocks (as is)",
+        "blocks (--try amp)",
+        "blocks #2 (as is)",
+        "blocks #2 (--try amp)",
+        "blocks #3 (as is)",
+        "blocks #3 (--try amp)",
+    ]
     assert all(p.capture["trial_of"] == "blocks" for p in fresh_store.all())
 
 
@@ -214,9 +235,11 @@ def test_output_cache_and_kept_graphs_are_named_as_notebook_leaks(ip, fresh_stor
 
 def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
     pytest.importorskip("ipywidgets")
-    ip.run_cell("import torch\nfrom torch import nn\ntorch.manual_seed(0)\nruns = 0\n"
-                "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
-                "nn.Linear(1024, 256)) for _ in range(3)])\nxs = torch.randn(2048, 256)")
+    ip.run_cell(
+        "import torch\nfrom torch import nn\ntorch.manual_seed(0)\nruns = 0\n"
+        "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
+        "nn.Linear(1024, 256)) for _ in range(3)])\nxs = torch.randn(2048, 256)"
+    )
     ip.run_cell("%%memprofile -q --name w\nruns += 1\nnet(xs).square().mean().backward()")
     profile = fresh_store.last()
     tabs = profile.widget()
@@ -243,8 +266,9 @@ def test_widget_try_it_asks_first_then_measures_in_the_kernel(ip, fresh_store):
 
 
 def test_large_variables_the_cell_leaves_behind_are_named(ip, fresh_store):
-    ip.run_cell("%%memprofile -q --name feats\nfeats = torch.randn(16 * 2**20)\nsmall = torch.ones(10)",
-                store_history=True)
+    ip.run_cell(
+        "%%memprofile -q --name feats\nfeats = torch.randn(16 * 2**20)\nsmall = torch.ones(10)", store_history=True
+    )
     leak = next(s for s in fresh_store.last().suggestions if s.id == "notebook_leak")
     assert "feats (64.0 MiB)" in leak.evidence and "del feats" in leak.code and "small" not in leak.evidence
     # a cell that leaves nothing large behind is not told to free anything

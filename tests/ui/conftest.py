@@ -71,13 +71,23 @@ def _jupyter_server(tmp_path_factory, app: str, module: str, app_class: str):
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", module, "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+            sys.executable,
+            "-m",
+            module,
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
             f"--{app_class}.user_settings_dir={home / 'settings'}",
             f"--{app_class}.workspaces_dir={home / 'workspaces'}",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

@@ -100,8 +100,7 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     assert page.locator(".memprofile-report").count() == 0
     assert path.stat().st_size > 10_000
     # the PyTorch cell's card splits the peak by kind of memory
-    _check_card(page, "torch-train", "cpu", ("parameters", "gradients", "optimizer state"), "lab_torch_card",
-                120_000)
+    _check_card(page, "torch-train", "cpu", ("parameters", "gradients", "optimizer state"), "lab_torch_card", 120_000)
     # the PyTorch card names the peak: the op and line running then, the largest tensors, the lines holding most
     torch_card = page.locator(".jp-memprofile-card", has_text="torch-train")
     assert "At the peak: op " in torch_card.locator(".jp-memprofile-peak-place").inner_text()
@@ -110,8 +109,9 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     assert "before the cell" in held and "opt.step()" in held, held
     assert torch_card.locator(".jp-memprofile-line-bar .jp-memprofile-cat-optimizer-state").count() >= 1
     # the Keras cell's card: the TF allocator's peak, split the same way
-    _check_card(page, "keras-fit", "tf:CPU:0", ("parameters", "optimizer state", "activations"), "lab_keras_card",
-                180_000)
+    _check_card(
+        page, "keras-fit", "tf:CPU:0", ("parameters", "optimizer state", "activations"), "lab_keras_card", 180_000
+    )
     # the ipywidgets view of the same profile (display mode "widget", as frontends
     # without the extension get it): tabs, and a table behind each
     tabs = page.locator(".jupyter-widgets.widget-tab, .lm-TabBar", has_text="Suggestions").last

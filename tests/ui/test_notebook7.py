@@ -14,11 +14,15 @@ from tests.ui.test_lab import _run_all_cells, _write_notebook
 
 pytestmark = pytest.mark.ui
 
-SETUP = ("import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
-         "model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10))\n"
-         "opt = torch.optim.Adam(model.parameters())\nx = torch.randn(128, 256)")
-TRAIN = ("%%memprofile --name nb7-train\nfor _ in range(2):\n    opt.zero_grad()\n"
-         "    model(x).square().mean().backward()\n    opt.step()")
+SETUP = (
+    "import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
+    "model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10))\n"
+    "opt = torch.optim.Adam(model.parameters())\nx = torch.randn(128, 256)"
+)
+TRAIN = (
+    "%%memprofile --name nb7-train\nfor _ in range(2):\n    opt.zero_grad()\n"
+    "    model(x).square().mean().backward()\n    opt.step()"
+)
 PEAK = "import memprofile\nprint('PEAK', memprofile.last().peak_bytes)"
 # Notebook 7.6.5 throws this on every page, with memprofile disabled too.
 NOTEBOOK_OWN_ERRORS = ("Cannot read properties of undefined (reading 'schema')",)

@@ -11,7 +11,7 @@ import re
 import pytest
 from PIL import Image
 
-from memprofile.render.html import CATEGORY_COLORS
+from memprofile.render.palette import CATEGORY_COLORS
 from memprofile.units import category_label
 from tests.ui.conftest import SCREENSHOTS, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook

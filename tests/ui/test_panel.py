@@ -28,18 +28,24 @@ SETUP = (
     "net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256))"
     " for _ in range(3)])\nopt = torch.optim.Adam(net.parameters())\nxs = torch.randn(2048, 256)\nsteps = 0"
 )
-TRAIN = ("%%memprofile --name blocks\nsteps += 1\nopt.zero_grad(set_to_none=True)\n"
-         "net(xs).square().mean().backward()\nopt.step()")
-KERAS = ("import numpy as np, keras\nclf = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024, "
-         "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
-         "feats, targets = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')")
+TRAIN = (
+    "%%memprofile --name blocks\nsteps += 1\nopt.zero_grad(set_to_none=True)\n"
+    "net(xs).square().mean().backward()\nopt.step()"
+)
+KERAS = (
+    "import numpy as np, keras\nclf = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024, "
+    "activation='relu', name='wide'), keras.layers.Dense(10, name='logits')])\nclf.compile('adam', 'mse')\n"
+    "feats, targets = np.random.rand(512, 256).astype('float32'), np.random.rand(512, 10).astype('float32')"
+)
 FIT = "%%memprofile --name keras-fit\nclf.fit(feats, targets, batch_size=128, epochs=1, verbose=0)"
 # A fix that must precede framework start-up (on CPU no rule makes one: put one on the stored profile).
-TOP_FIX = ("import memprofile\nfrom memprofile.model.profile import Suggestion\n"
-           "next(p for p in memprofile.profiles() if p.name == 'blocks').suggestions.append(Suggestion("
-           "'fragmentation', 'Let the CUDA allocator expand segments', 'reserved far above allocated', "
-           "'import os\\nos.environ[\"PYTORCH_CUDA_ALLOC_CONF\"] = \"expandable_segments:True\"', "
-           "placement='top', restart_kernel=True))")
+TOP_FIX = (
+    "import memprofile\nfrom memprofile.model.profile import Suggestion\n"
+    "next(p for p in memprofile.profiles() if p.name == 'blocks').suggestions.append(Suggestion("
+    "'fragmentation', 'Let the CUDA allocator expand segments', 'reserved far above allocated', "
+    '\'import os\\nos.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"\', '
+    "placement='top', restart_kernel=True))"
+)
 
 
 @dataclass
@@ -83,7 +89,7 @@ def lab(lab_server, browser):
 def no_console_errors(lab):
     """Each phase leaves no console error (the first one also answers for the notebook's run)."""
     yield
-    new, lab.checked = lab.errors[lab.checked:], len(lab.errors)
+    new, lab.checked = lab.errors[lab.checked :], len(lab.errors)
     assert not new, new
 
 
@@ -94,8 +100,9 @@ def _wait_ran(page, source: str) -> None:
 
 
 def _item(page, name):
-    return page.locator(".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(
-        f"^{re.escape(name)}$")))
+    return page.locator(
+        ".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(f"^{re.escape(name)}$"))
+    )
 
 
 def _open_panel(lab: Lab):
@@ -163,9 +170,11 @@ def test_panel_lists_the_kernel_profiles_and_draws_their_views(lab):
     screenshot(page, "panel_timeline")
     for tab in ("peak", "layers", "ops"):
         panel.locator(f".jp-memprofile-tab[data-view='{tab}']").click()
-        panel.locator(f".jp-memprofile-view[data-view='{tab}'] canvas, "
-                      f".jp-memprofile-view[data-view='{tab}'] .bk-DataTable, "
-                      f".jp-memprofile-view[data-view='{tab}'] .slick-cell").first.wait_for(timeout=30_000)
+        panel.locator(
+            f".jp-memprofile-view[data-view='{tab}'] canvas, "
+            f".jp-memprofile-view[data-view='{tab}'] .bk-DataTable, "
+            f".jp-memprofile-view[data-view='{tab}'] .slick-cell"
+        ).first.wait_for(timeout=30_000)
     screenshot(page, "panel_ops")
 
 

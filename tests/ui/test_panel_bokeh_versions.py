@@ -31,8 +31,9 @@ def oldest_bokeh(tmp_path_factory):
     target = tmp_path_factory.mktemp("bokeh-oldest")
     pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     # what the kernel's environment lacks for that bokeh (pandas for 3.4), the rest is the kernel's own
-    report = subprocess.run([*pip, "--dry-run", "--report", "-", f"bokeh=={OLDEST_BOKEH}"], capture_output=True,
-                            text=True)
+    report = subprocess.run(
+        [*pip, "--dry-run", "--report", "-", f"bokeh=={OLDEST_BOKEH}"], capture_output=True, text=True
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     needed = [f"{i['metadata']['name']}=={i['metadata']['version']}" for i in json.loads(report.stdout)["install"]]
     done = subprocess.run([*pip, "--no-deps", "--target", str(target), *needed], capture_output=True, text=True)
@@ -40,8 +41,16 @@ def oldest_bokeh(tmp_path_factory):
     return target
 
 
-def _run_notebook(lab_server, page, name: str, cells: list[str], workspace: str, card: str,
-                  kernel: str = "python3", idle_ms: int = 60_000):
+def _run_notebook(
+    lab_server,
+    page,
+    name: str,
+    cells: list[str],
+    workspace: str,
+    card: str,
+    kernel: str = "python3",
+    idle_ms: int = 60_000,
+):
     """Write the notebook, open it in Lab, run every cell; the card named `card`, once shown."""
     _write_notebook(lab_server["root"], name, cells, kernel)
     page.goto(f"{lab_server['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab_server['token']}")
@@ -85,13 +94,18 @@ def test_a_kernel_with_bokeh_3_4_has_its_views_drawn_by_bokehjs_3_4(lab_server, 
 
 def _python_at_least(minor: tuple[int, int]) -> str | None:
     """An interpreter of that minor or newer on this machine (pyenv's, then the PATH's)."""
-    candidates = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob("versions/3.*/bin/python"),
-                        reverse=True)
+    candidates = sorted(
+        Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob("versions/3.*/bin/python"), reverse=True
+    )
     candidates += [Path(p) / f"python3.{m}" for m in (14, 13, 12) for p in os.environ.get("PATH", "").split(":")]
     for exe in candidates:
         try:
-            out = subprocess.run([str(exe), "-c", "import sys, venv; print(*sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [str(exe), "-c", "import sys, venv; print(*sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if out.returncode == 0 and tuple(int(n) for n in out.stdout.split()) >= minor:
@@ -116,19 +130,39 @@ def newest_bokeh_kernel(tmp_path_factory, lab_server):
     assert made.returncode == 0, made.stderr[-2000:]
     exe = venv / "bin" / "python"
     # memprofile's own dependencies, unpinned as a new user gets them
-    done = subprocess.run([str(exe), "-m", "pip", "install", "-q", "--disable-pip-version-check", NEWEST_BOKEH,
-                           "ipykernel", "psutil>=6,<8", "ipython>=8.20", "comm>=0.2,<0.3"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(exe),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            NEWEST_BOKEH,
+            "ipykernel",
+            "psutil>=6,<8",
+            "ipython>=8.20",
+            "comm>=0.2,<0.3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    version = subprocess.run([str(exe), "-c", "import bokeh; print(bokeh.__version__)"], capture_output=True,
-                             text=True).stdout.strip()
+    version = subprocess.run(
+        [str(exe), "-c", "import bokeh; print(bokeh.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
     spec = lab_server["kernels"] / "newest-bokeh"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [str(exe), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"bokeh {version}", "language": "python",
-        "env": {"PYTHONPATH": str(ROOT / "pyext")},
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(exe), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": f"bokeh {version}",
+                "language": "python",
+                "env": {"PYTHONPATH": str(ROOT / "pyext")},
+            }
+        )
+    )
     return {"name": "newest-bokeh", "bokeh": version}
 
 
@@ -147,7 +181,8 @@ def torch_profile_file(tmp_path_factory):
 
 
 def test_a_kernel_with_the_newest_bokeh_has_every_view_drawn_by_its_own_bokehjs(
-        lab_server, page, newest_bokeh_kernel, torch_profile_file):
+    lab_server, page, newest_bokeh_kernel, torch_profile_file
+):
     messages: list[str] = []  # every console message, not only errors
     page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
     # GIVEN a kernel whose bokeh is 3.10 or newer: a profile it records, and a torch profile it loads
@@ -158,8 +193,16 @@ def test_a_kernel_with_the_newest_bokeh_has_every_view_drawn_by_its_own_bokehjs(
         f"import memprofile\nfrom memprofile.store import STORE\np = memprofile.load({str(torch_profile_file)!r})\n"
         "STORE.add(p)\np",
     ]
-    card = _run_notebook(lab_server, page, "newest_bokeh.ipynb", cells, "newest", card="torch-step",
-                         kernel=newest_bokeh_kernel["name"], idle_ms=90_000)
+    card = _run_notebook(
+        lab_server,
+        page,
+        "newest_bokeh.ipynb",
+        cells,
+        "newest",
+        card="torch-step",
+        kernel=newest_bokeh_kernel["name"],
+        idle_ms=90_000,
+    )
     version = newest_bokeh_kernel["bokeh"]
     assert tuple(int(n) for n in version.split(".")[:2]) >= (3, 10), version
     assert f"bokeh {version}" in page.locator(".jp-Notebook .jp-Cell").first.inner_text()
@@ -185,8 +228,9 @@ def test_a_kernel_with_the_newest_bokeh_has_every_view_drawn_by_its_own_bokehjs(
     loaded = page.evaluate("() => Object.keys(window.Bokeh || {}).filter(k => /^\\d+\\.\\d+\\.\\d+$/.test(k))")
     assert version in loaded, loaded
     # AND the profile this kernel recorded itself is drawn the same way
-    panel.locator(".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(
-        r"^host-here$"))).click()
+    panel.locator(
+        ".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(r"^host-here$"))
+    ).click()
     panel.locator(".jp-memprofile-tab[data-view='timeline']").click()
     panel.locator(".jp-memprofile-view[data-view='timeline'] canvas").first.wait_for(timeout=30_000)
     # AND nothing is in the console: no error, no version mismatch, no warning from BokehJS

@@ -49,14 +49,17 @@ def test_a_merged_profile_opens_on_its_ranks_tab(lab_server, page):
         status = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
         raise AssertionError(f"no 'merged step' output; kernel {status}; outputs: {outputs}") from None
     assert sorted(p.name for p in (lab_server["root"] / "ranks").iterdir()) == [
-        "step.rank0.memprofile.json.gz", "step.rank1.memprofile.json.gz"]
+        "step.rank0.memprofile.json.gz",
+        "step.rank1.memprofile.json.gz",
+    ]
 
     # WHEN the panel opens the merged profile
     page.locator(".jp-SideBar .lm-TabBar-tab[data-id='memprofile-panel']").click()
     panel = page.locator("#memprofile-panel")
     panel.wait_for(state="visible", timeout=30_000)
-    merged = panel.locator(".jp-memprofile-item", has=page.locator(
-        ".jp-memprofile-item-name", has_text=re.compile(r"^step · 2 ranks$")))
+    merged = panel.locator(
+        ".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(r"^step · 2 ranks$"))
+    )
     merged.wait_for(timeout=30_000)  # listed beside the two ranks' own profiles
     merged.click()
 
@@ -80,7 +83,8 @@ def test_a_merged_profile_opens_on_its_ranks_tab(lab_server, page):
     assert not page.console_errors, page.console_errors
 
     # AND a single rank's profile opens without a Ranks tab
-    panel.locator(".jp-memprofile-item", has=page.locator(
-        ".jp-memprofile-item-name", has_text=re.compile(r"^step$"))).first.click()
+    panel.locator(
+        ".jp-memprofile-item", has=page.locator(".jp-memprofile-item-name", has_text=re.compile(r"^step$"))
+    ).first.click()
     panel.locator(".jp-memprofile-view[data-view='timeline']").wait_for(timeout=30_000)
     assert panel.locator(".jp-memprofile-tab[data-view='ranks']").count() == 0

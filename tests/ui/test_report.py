@@ -11,7 +11,7 @@ from tests.imports import H100
 from tests.ui.conftest import screenshot
 
 pytestmark = pytest.mark.ui
-HOSTILE = '<img src=x onerror=alert(1)>'
+HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
@@ -47,13 +47,26 @@ def _tab(page, title):
 def test_report_renders_offline_with_every_view(report_page, tmp_path):
     page = report_page
     profile = make_rich_profile(name="train")
-    profile.suggestions = [Suggestion("amp", "Use bf16 autocast", "activations are 71 % of the peak",
-                                      "with torch.autocast('cpu', dtype=torch.bfloat16):\n    step()",
-                                      estimated_saving_bytes=2**30),
-                           Suggestion("gradient_checkpointing", "Checkpoint 2 blocks", "blocks keep 1 GiB",
-                                      "block.forward = ...", estimated_saving_bytes=4 * 2**20,
-                                      measured_saving_bytes=5 * 2**20, measured_time_change=0.12,
-                                      can_try=True, try_change="checkpoint=encoder")]
+    profile.suggestions = [
+        Suggestion(
+            "amp",
+            "Use bf16 autocast",
+            "activations are 71 % of the peak",
+            "with torch.autocast('cpu', dtype=torch.bfloat16):\n    step()",
+            estimated_saving_bytes=2**30,
+        ),
+        Suggestion(
+            "gradient_checkpointing",
+            "Checkpoint 2 blocks",
+            "blocks keep 1 GiB",
+            "block.forward = ...",
+            estimated_saving_bytes=4 * 2**20,
+            measured_saving_bytes=5 * 2**20,
+            measured_time_change=0.12,
+            can_try=True,
+            try_change="checkpoint=encoder",
+        ),
+    ]
     _open(page, profile, tmp_path)
     # the timeline tab: one plot per device, drawn on canvases
     assert page.locator("canvas").count() >= 3
@@ -77,8 +90,10 @@ def test_report_renders_offline_with_every_view(report_page, tmp_path):
     # (each figure shows twice: in the static summary on top and in the Suggestions tab)
     assert page.get_by_text("estimate: saves ~1.00 GiB").filter(visible=True).count() == 2
     # a tried suggestion shows what was measured, the estimate beside it
-    assert page.get_by_text("measured: -5.00 MiB (-30 %), time +12 % (estimate ~4.00 MiB)").filter(
-        visible=True).count() == 2
+    assert (
+        page.get_by_text("measured: -5.00 MiB (-30 %), time +12 % (estimate ~4.00 MiB)").filter(visible=True).count()
+        == 2
+    )
     assert page.get_by_text("%%memprofile --try checkpoint=encoder").filter(visible=True).count() == 2
     screenshot(page, "report_suggestions")
     assert not page.errors, page.errors
@@ -137,8 +152,6 @@ def test_report_shows_the_cells_lines_and_names_the_peak(report_page, tmp_path):
     screenshot(page, "report_peak_lines")
     assert not page.errors, page.errors
     assert not [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))], page.requests
-
-
 
 
 def test_report_of_an_imported_h100_trace(report_page, tmp_path):

@@ -31,7 +31,7 @@ def test_the_report_inlines_the_same_bokehjs_the_panel_loads():
 
     page = render_report(make_rich_profile())
     for script in bokehjs_scripts():  # the report escapes URLs' slashes: compare a stretch without any
-        assert script[len(script) // 2:len(script) // 2 + 2000].replace("://", ":\\/\\/") in page
+        assert script[len(script) // 2 : len(script) // 2 + 2000].replace("://", ":\\/\\/") in page
 
 
 def test_the_extension_ships_no_bokehjs_of_its_own():
@@ -46,7 +46,8 @@ def test_the_panels_list_of_trusted_javascript_is_current():
     from memprofile.render.panel import TRUSTED_JS_PATH, trusted_js_text
 
     assert TRUSTED_JS_PATH.read_text() == trusted_js_text(), (
-        "labextension/trusted_js.json is stale: run `python -m memprofile.render.panel --write`")
+        "labextension/trusted_js.json is stale: run `python -m memprofile.render.panel --write`"
+    )
 
 
 def test_every_javascript_in_the_views_is_trusted():

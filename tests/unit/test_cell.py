@@ -9,8 +9,10 @@ def test_a_call_is_rewritten_in_place_also_after_non_ascii_text_on_its_line():
     # ast's columns are UTF-8 byte offsets: "é" is two bytes
     cell = CellCode('%%memprofile\nlabel = "é"; opt.zero_grad(set_to_none=False)\nopt.step()\n')
     call = cell.calls_named("zero_grad")[0]
-    assert cell.with_replaced([(call.node, "opt.zero_grad(set_to_none=True)")]) == \
-        'label = "é"; opt.zero_grad(set_to_none=True)\nopt.step()'
+    assert (
+        cell.with_replaced([(call.node, "opt.zero_grad(set_to_none=True)")])
+        == 'label = "é"; opt.zero_grad(set_to_none=True)\nopt.step()'
+    )
 
 
 def test_a_call_over_several_lines_is_not_rewritten():

@@ -21,16 +21,16 @@ def _cli(*args, cwd, env=None):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         if not env or key not in env:
             full.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "memprofile.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=full, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "memprofile.cli", *args], cwd=cwd, capture_output=True, text=True, env=full, timeout=300
+    )
 
 
 def test_a_module_with_its_arguments_and_exit_status(tmp_path):
     pkg = tmp_path / "trainpkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "train.py").write_text(
-        "import sys\nbuf = bytearray(48 * 2**20)\nprint('argv', sys.argv[1:])\nsys.exit(3)\n")
+    (pkg / "train.py").write_text("import sys\nbuf = bytearray(48 * 2**20)\nprint('argv', sys.argv[1:])\nsys.exit(3)\n")
     out = _cli("run", "--out", "prof", "-m", "trainpkg.train", "--lr", "3", "-m", "x", cwd=tmp_path)
     assert out.returncode == 3, out.stderr
     assert "argv ['--lr', '3', '-m', 'x']" in out.stdout  # after the module, everything is the module's
@@ -40,17 +40,40 @@ def test_a_module_with_its_arguments_and_exit_status(tmp_path):
     assert f"profile written to {tmp_path / 'prof' / 'train.memprofile.json.gz'}" in out.stderr  # absolute
 
 
-def test_usage_errors_say_so_before_running(tmp_path):
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        (["run"], {}, "give a script or -m MODULE"),
+        (["run", "nope.py"], {}, "no such script: nope.py"),
+        (["run", "-o", "x.json", "s.py"], {"RANK": "0", "WORLD_SIZE": "2"}, "use --out DIR"),
+    ],
+)
+def test_usage_errors_say_so_before_running(tmp_path, monkeypatch, capsys, args, env, says):
+    """In-process: a usage error is decided before anything runs (no subprocess needed to prove it)."""
+    from memprofile import cli
+
     (tmp_path / "s.py").write_text("open('ran', 'w').close()\n")
-    none = _cli("run", cwd=tmp_path)
-    assert none.returncode == 2 and "give a script or -m MODULE" in none.stderr and "usage:" in none.stderr
+    monkeypatch.chdir(tmp_path)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        code = cli.main(args)
+    except SystemExit as exit_:  # argparse's own usage errors exit
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err
+    if args == ["run"]:
+        assert "usage:" in err
+    assert "ran" not in os.listdir(tmp_path)
+
+
+def test_a_module_takes_the_rest_and_out_is_not_output(tmp_path):
+    (tmp_path / "s.py").write_text("open('ran', 'w').close()\n")
     both = _cli("run", "-m", "json.tool", "s.py", cwd=tmp_path)  # s.py is json.tool's argument here
     assert "ran" not in os.listdir(tmp_path)
     assert both.returncode != 0
-    missing = _cli("run", "nope.py", cwd=tmp_path)
-    assert missing.returncode == 2 and "no such script: nope.py" in missing.stderr
-    ranked = _cli("run", "-o", "x.json", "s.py", cwd=tmp_path, env={"RANK": "0", "WORLD_SIZE": "2"})
-    assert ranked.returncode == 2 and "use --out DIR" in ranked.stderr and "ran" not in os.listdir(tmp_path)
     # --out is not taken for an abbreviation of --output
     out = _cli("run", "--out", "d", "s.py", cwd=tmp_path)
     assert out.returncode == 0 and (tmp_path / "d" / "s.memprofile.json.gz").exists()
@@ -66,16 +89,21 @@ def test_ranks_write_their_files_and_merge_reads_them(tmp_path):
         assert f"memprofile: rank {rank}/2: 'job': peak" in out.stderr
         assert len(out.stderr.strip().splitlines()) == (2 if rank == 0 else 1)  # one line each, no summary
     folder = tmp_path / "memprofile-run9"
-    assert sorted(p.name for p in folder.iterdir()) == ["job.rank0.memprofile.json.gz",
-                                                         "job.rank1.memprofile.json.gz"]
+    assert sorted(p.name for p in folder.iterdir()) == ["job.rank0.memprofile.json.gz", "job.rank1.memprofile.json.gz"]
     one = memprofile.load(folder / "job.rank1.memprofile.json.gz").distributed
     assert (one.rank, one.world_size, one.local_rank, one.run_id, one.backend) == (1, 2, 1, "run9", "")
     merged = _cli("merge", str(folder), cwd=tmp_path)
     assert merged.returncode == 0, merged.stderr
     assert "rank 1 peaks highest" in merged.stdout
     assert (folder / "job.merged.memprofile.html").exists()
-    to_json = _cli("merge", str(folder / "job.rank0.memprofile.json.gz"), str(folder / "job.rank1.memprofile.json.gz"),
-                   "-o", "m.json.gz", cwd=tmp_path)
+    to_json = _cli(
+        "merge",
+        str(folder / "job.rank0.memprofile.json.gz"),
+        str(folder / "job.rank1.memprofile.json.gz"),
+        "-o",
+        "m.json.gz",
+        cwd=tmp_path,
+    )
     assert to_json.returncode == 0 and memprofile.load(tmp_path / "m.json.gz").merged.highest == 1
     bad = _cli("merge", str(tmp_path), cwd=tmp_path)
     assert bad.returncode == 1 and "holds no rank profiles" in bad.stderr
@@ -87,11 +115,18 @@ def test_a_rank_stopped_by_the_launcher_still_writes_its_profile(tmp_path):
     import time
 
     (tmp_path / "slow.py").write_text(
-        "import time\nkeep = bytearray(8 * 2**20)\nopen('started', 'w').close()\ntime.sleep(120)\n")
+        "import time\nkeep = bytearray(8 * 2**20)\nopen('started', 'w').close()\ntime.sleep(120)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
     env.update(RANK="1", WORLD_SIZE="2", TORCHELASTIC_RUN_ID="t")
-    proc = subprocess.Popen([sys.executable, "-m", "memprofile.cli", "run", "slow.py"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memprofile.cli", "run", "slow.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -146,7 +181,8 @@ def test_a_scripts_models_and_optimizers_are_found_and_no_notebook_advice(tmp_pa
         "for _ in range(2):\n"
         "    net(torch.randn(32, 4, 32)).sum().backward()\n"
         "    sgd.step()\n"
-        "leftover = torch.ones(32 * 2**20 // 4)\n")
+        "leftover = torch.ones(32 * 2**20 // 4)\n"
+    )
     out = _cli("run", "--detail-steps", "all", "fit.py", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     profile = memprofile.load(tmp_path / "fit.memprofile.json.gz")
@@ -171,7 +207,8 @@ def test_a_rank_that_peaks_after_its_detailed_steps_is_flagged_in_the_merge(tmp_
         "    net(torch.randn(64, 256)).sum().backward()\n"
         "    opt.step()\n"
         "    if step == 5 and os.environ['RANK'] == '1':\n"
-        "        held.append(torch.ones(160 * 2**20 // 4))\n")
+        "        held.append(torch.ones(160 * 2**20 // 4))\n"
+    )
     env = {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "late"}
     for rank in (0, 1):
         out = _cli("run", "loop.py", cwd=tmp_path, env={**env, "RANK": str(rank)})

@@ -15,8 +15,9 @@ def test_compare_puts_the_peak_first_and_ranks_changes_by_size():
     cpu = b.device("cpu")
     cpu.peak_bytes = a.device("cpu").peak_bytes - 2**30
     b.duration_s = a.duration_s * 1.5
-    b.peak = Peak("cpu", 0.1, cpu.peak_bytes, by_category={"parameter": 2**20, "activation": 2**20},
-                  by_layer={"head": 3 * 2**20})
+    b.peak = Peak(
+        "cpu", 0.1, cpu.peak_bytes, by_category={"parameter": 2**20, "activation": 2**20}, by_layer={"head": 3 * 2**20}
+    )
     b.ops = b.ops[:10]
     c = memprofile.compare(a, b)
     assert c.device == "cpu" and c.saving_bytes == 2**30 and abs(c.time_change - 0.5) < 1e-9
@@ -44,16 +45,25 @@ def _run(name: str, peak: int, start: dict[str, int], end: dict[str, int], durat
     from memprofile.model.profile import Device, Profile, Suggestion, Timeline
 
     cats = sorted({*start, *end})
-    timeline = Timeline("cpu", t=[0.0, duration_s / 2, duration_s], live_bytes=[sum(start.values()), peak,
-                                                                               sum(end.values())],
-                        by_category={c: [start.get(c, 0), start.get(c, 0), end.get(c, 0)] for c in cats})
-    device = Device("cpu", "allocator", "c10", peak, sum(start.values()), sum(end.values()),
-                    baseline_by_category=dict(start))
-    return Profile(id=name.ljust(32, "0"), name=name, started_at="2026-11-23T15:00:00.000+00:00",
-                   duration_s=duration_s, devices=[device], timelines=[timeline],
-                   peak=Peak("cpu", duration_s / 2, peak, by_category={"activation": peak}),
-                   suggestions=[Suggestion("gradient_checkpointing", "Checkpoint", "", "", can_try=True,
-                                           try_change="checkpoint")])
+    timeline = Timeline(
+        "cpu",
+        t=[0.0, duration_s / 2, duration_s],
+        live_bytes=[sum(start.values()), peak, sum(end.values())],
+        by_category={c: [start.get(c, 0), start.get(c, 0), end.get(c, 0)] for c in cats},
+    )
+    device = Device(
+        "cpu", "allocator", "c10", peak, sum(start.values()), sum(end.values()), baseline_by_category=dict(start)
+    )
+    return Profile(
+        id=name.ljust(32, "0"),
+        name=name,
+        started_at="2026-11-23T15:00:00.000+00:00",
+        duration_s=duration_s,
+        devices=[device],
+        timelines=[timeline],
+        peak=Peak("cpu", duration_s / 2, peak, by_category={"activation": peak}),
+        suggestions=[Suggestion("gradient_checkpointing", "Checkpoint", "", "", can_try=True, try_change="checkpoint")],
+    )
 
 
 def test_state_a_run_created_is_found_from_its_categories_and_noted_in_the_comparison():
@@ -69,8 +79,9 @@ def test_state_a_run_created_is_found_from_its_categories_and_noted_in_the_compa
     # state freed during the run (zero_grad(set_to_none=True) at the end) is not created state
     assert state_created(_run("tidy", 40 * MiB, start=warm_state, end={**params, "optimizer_state": 8 * MiB})) == {}
     c = memprofile.compare(cold, warm)
-    assert c.notes == ["'cold' created 4.00 MiB of gradients and 8.00 MiB of optimizer state during its run "
-                       "(it did not start with it)"]
+    assert c.notes == [
+        "'cold' created 4.00 MiB of gradients and 8.00 MiB of optimizer state during its run (it did not start with it)"
+    ]
     assert "note: 'cold' created" in repr(c) and "created 4.00 MiB of gradients" in c._repr_mimebundle_()["text/html"]
     assert memprofile.compare(warm, warm).notes == []
 
@@ -85,8 +96,10 @@ def test_a_measured_saving_has_one_percentage_in_the_heading_and_on_the_card():
 
     state = {"parameter": 4 * MiB, "gradient": 4 * MiB, "optimizer_state": 8 * MiB}
     original = _run("blocks", 113 * MiB, start={"parameter": 4 * MiB}, end=state)
-    before, after = _run("blocks (as is, warm)", 100 * MiB, state, state), _run("after", 83 * MiB, state, state,
-                                                                              duration_s=1.1)
+    before, after = (
+        _run("blocks (as is, warm)", 100 * MiB, state, state),
+        _run("after", 83 * MiB, state, state, duration_s=1.1),
+    )
     c = memprofile.compare(before, after)
     assert c.peak_change_percent == -17.0 and headline(c) == "peak -17.0 MiB (-17 %) on cpu, time +10 %"
     for profile in (original, before):

@@ -20,31 +20,50 @@ MiB = 2**20
 
 def _profile(source: str, *grown: GrownContainer, per_step: int = 4 * MiB) -> Profile:
     p = Profile(id="x", name="loop", started_at="2026-12-01T00:00:00Z", duration_s=1.0, source=source)
-    p.steps = [StepStat(index=k + 1, t_start=k * 0.1, t_end=(k + 1) * 0.1, detailed=k < 3, peak_bytes=900 * MiB,
-                        end_bytes=500 * MiB + k * per_step, device="cuda:0") for k in range(20)]
+    p.steps = [
+        StepStat(
+            index=k + 1,
+            t_start=k * 0.1,
+            t_end=(k + 1) * 0.1,
+            detailed=k < 3,
+            peak_bytes=900 * MiB,
+            end_bytes=500 * MiB + k * per_step,
+            device="cuda:0",
+        )
+        for k in range(20)
+    ]
     p.grown = list(grown)
     p.capture["collectors"] = "torch,namespace"
     return p
 
 
 def _grown(name="history", items="array", kind="list", shape=(64, 10), device="cpu", graph=0, nbytes=4 * MiB):
-    return GrownContainer(name=name, added=20, length=20, bytes=20 * nbytes, graph_bytes=graph,
-                          item=GrownItem("torch.Tensor", list(shape), "float32", device, nbytes), type=kind,
-                          items=items)
+    return GrownContainer(
+        name=name,
+        added=20,
+        length=20,
+        bytes=20 * nbytes,
+        graph_bytes=graph,
+        item=GrownItem("torch.Tensor", list(shape), "float32", device, nbytes),
+        type=kind,
+        items=items,
+    )
 
 
 LOOP = "for x in loader:\n    loss = step(x)\n    {add}\n"
 
 
-@pytest.mark.parametrize("add, grown, code", [
-    # a scalar: keep a number
-    ("losses.append(loss)", _grown("losses", shape=(), nbytes=4, graph=80 * MiB),
-     "losses.append(loss.item())"),
-    # a tensor whose graph still saves activations: drop the graph
-    ("history.append(out)", _grown(graph=80 * MiB), "history.append(out.detach())"),
-    # on a GPU: off it
-    ("history.append(model(x))", _grown(device="cuda:0"), "history.append(model(x).detach().cpu())"),
-])
+@pytest.mark.parametrize(
+    "add, grown, code",
+    [
+        # a scalar: keep a number
+        ("losses.append(loss)", _grown("losses", shape=(), nbytes=4, graph=80 * MiB), "losses.append(loss.item())"),
+        # a tensor whose graph still saves activations: drop the graph
+        ("history.append(out)", _grown(graph=80 * MiB), "history.append(out.detach())"),
+        # on a GPU: off it
+        ("history.append(model(x))", _grown(device="cuda:0"), "history.append(model(x).detach().cpu())"),
+    ],
+)
 def test_a_value_added_in_the_cell_gets_its_line_rewritten(add, grown, code):
     p = _profile(LOOP.format(add=add), grown)
     (c,) = culprits(p, None)
@@ -75,8 +94,9 @@ def test_a_dict_of_scalars_added_outside_the_cell_is_rebuilt_with_numbers():
 
 
 def test_the_note_and_the_suggestion_name_the_container_not_a_tiny_one():
-    p = _profile(LOOP.format(add="losses.append(loss)\n    history.append(out)"),
-                 _grown(), _grown("losses", shape=(), nbytes=4))
+    p = _profile(
+        LOOP.format(add="losses.append(loss)\n    history.append(out)"), _grown(), _grown("losses", shape=(), nbytes=4)
+    )
     note = next(n.message for n in step_notes(p) if n.code == "step_growth")
     assert "history gained 20 torch.Tensor" in note and "losses gained" not in note
     s = next(s for s in suggest(p) if s.id == "kept_per_step")
@@ -104,15 +124,18 @@ def test_the_users_own_modules_are_read_for_the_frameworks_they_import(tmp_path,
 
 def test_predictions_an_evaluation_loop_collects_after_training_are_no_growth():
     # GIVEN a cell that trains, then collects each validation batch's predictions (4 MiB each)
-    source = ("for x, y in train:\n    loss = lossf(model(x), y)\n    loss.backward()\n    opt.step()\n"
-              "for x, y in val:\n    preds.append(model(x))\n")
+    source = (
+        "for x, y in train:\n    loss = lossf(model(x), y)\n    loss.backward()\n    opt.step()\n"
+        "for x, y in val:\n    preds.append(model(x))\n"
+    )
     p = _profile(source, _grown("preds"), per_step=0)  # the steps' ends do not grow
     # THEN no step keeps it: no growth note, no kept_per_step
     assert not [n for n in step_notes(p) if n.code == "step_growth"]
     assert "kept_per_step" not in [s.id for s in suggest(p)]
     # AND the same list filled inside the training loop is the finding
-    q = _profile(source.replace("    opt.step()\n", "    opt.step()\n    preds.append(model(x))\n"),
-                 _grown("preds"), per_step=0)
+    q = _profile(
+        source.replace("    opt.step()\n", "    opt.step()\n    preds.append(model(x))\n"), _grown("preds"), per_step=0
+    )
     assert [n for n in step_notes(q) if n.code == "step_growth"]
 
 

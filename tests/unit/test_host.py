@@ -13,6 +13,9 @@ import pytest
 import memprofile
 from memprofile.capture.host import HostCollector, halve_keeping_extremes
 
+#: The sampler's timing and the process's own resident memory: run where no other test loads the cores.
+pytestmark = pytest.mark.serial
+
 MiB = 2**20
 
 

@@ -163,7 +163,8 @@ def test_top_level_async_for_is_instrumented():
     """)
     tree = ast.parse(source)
     code = lines.instrument(tree).compile(
-        lambda t, f, m: compile(t, f, m, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT), "<cell>")
+        lambda t, f, m: compile(t, f, m, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT), "<cell>"
+    )
     ns: dict = {}
     result = eval(code, ns)
     assert inspect.iscoroutine(result)
@@ -184,6 +185,7 @@ def test_the_cells_own_syntax_warnings_still_show():
     with warnings.catch_warnings(record=True) as ours:
         warnings.simplefilter("always")
         lines.instrument(ast.parse(source)).compile(compile, "<cell>")
+
     def said(caught) -> list[str]:
         return sorted({str(w.message) for w in caught if issubclass(w.category, SyntaxWarning)})
 

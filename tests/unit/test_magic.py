@@ -86,8 +86,12 @@ def test_line_commands(ip, fresh_store, displayed, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "line, expected",
-    [("", "needs a command"), ("frobnicate", "unknown or malformed"), ("export x.txt", "cannot tell the format"),
-     ("show nope", "no profile")],
+    [
+        ("", "needs a command"),
+        ("frobnicate", "unknown or malformed"),
+        ("export x.txt", "cannot tell the format"),
+        ("show nope", "no profile"),
+    ],
 )
 def test_bad_line_commands_say_what_to_do(ip, fresh_store, capsys, line, expected):
     ip.run_cell("%%memprofile -q\nz = 1")
@@ -110,8 +114,14 @@ def _with_suggestions(store, name="trained"):
     profile = make_profile(name=name)
     profile.suggestions = [
         Suggestion("amp", "Autocast", "activations are 71 % of the peak", "with torch.autocast('cpu'):\n    step()"),
-        Suggestion("tf_memory_growth", "Memory growth", "TF reserved the GPU", "tf.config.set_memory_growth(g, True)",
-                   placement="top", restart_kernel=True),
+        Suggestion(
+            "tf_memory_growth",
+            "Memory growth",
+            "TF reserved the GPU",
+            "tf.config.set_memory_growth(g, True)",
+            placement="top",
+            restart_kernel=True,
+        ),
     ]
     store.add(profile)
     return profile

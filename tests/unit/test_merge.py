@@ -21,14 +21,15 @@ from memprofile.render.report import render_report
 from memprofile.render.text import render_text
 from tests.imports import V100_DDP
 
-torch = pytest.importorskip("torch")
 MiB = 2**20
 
 
 def _conv_step(extra_mib: int = 0):
     """A small conv net's training step; `extra_mib` more kept alive at the peak, on a line of its own."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(8 * 30 * 30, 10))
+    torch = pytest.importorskip("torch")  # here, not at collection: the fast tier's other tests need no torch
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 30 * 30, 10)
+    )
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     keep = torch.ones(extra_mib * MiB // 4) if extra_mib else None  # the rank's extra buffer
     loss = net(torch.randn(16, 3, 32, 32)).sum()
@@ -57,15 +58,18 @@ def test_rank_files_carry_the_rank_and_merge_names_the_highest(monkeypatch, tmp_
     paths = _rank_profiles(monkeypatch, tmp_path)
     assert [p.name for p in paths] == ["conv-step.rank0.memprofile.json.gz", "conv-step.rank1.memprofile.json.gz"]
     profiles = [memprofile.load(p) for p in paths]
-    assert [(p.rank, p.distributed.world_size, p.distributed.local_rank, p.distributed.run_id)
-            for p in profiles] == [(0, 2, 0, "job7"), (1, 2, 1, "job7")]
+    assert [(p.rank, p.distributed.world_size, p.distributed.local_rank, p.distributed.run_id) for p in profiles] == [
+        (0, 2, 0, "job7"),
+        (1, 2, 1, "job7"),
+    ]
     merged = memprofile.merge(tmp_path)
     assert isinstance(merged, MergedProfile) and merged.merged is not None
     info = merged.merged
     assert (info.world_size, info.highest, info.lowest, info.missing) == (2, 1, 0, [])
     assert [r.peak_bytes for r in info.ranks] == [p.peak_bytes for p in profiles]
-    assert info.imbalance == pytest.approx(profiles[1].peak_bytes / statistics.fmean(
-        [p.peak_bytes for p in profiles]) - 1)
+    assert info.imbalance == pytest.approx(
+        profiles[1].peak_bytes / statistics.fmean([p.peak_bytes for p in profiles]) - 1
+    )
     assert merged.highest_rank.rank == 1 and [p.rank for p in merged.ranks] == [0, 1]
     assert (merged.world_size, merged.imbalance, merged.skew_s) == (2, info.imbalance, info.skew_s)
     # The merged body is rank 1's detail
@@ -144,11 +148,13 @@ def test_the_recorded_v100_ddp_rank_merges_with_a_synthetic_rank_0(tmp_path):
     """The 2-GPU DDP trace (rank 1 of 2, nccl) imported, beside a rank 0 made from it:
     the same run with 512 MiB less held at the peak, started 20 ms earlier."""
     rank1 = memprofile.import_trace(V100_DDP)
-    assert rank1.distributed == RankInfo(rank=1, world_size=2, backend="nccl",
-                                         started_unix_s=rank1.distributed.started_unix_s)
+    assert rank1.distributed == RankInfo(
+        rank=1, world_size=2, backend="nccl", started_unix_s=rank1.distributed.started_unix_s
+    )
     rank0 = memprofile.Profile.from_json(rank1.to_json())
-    rank0.distributed = dataclasses.replace(rank1.distributed, rank=0,
-                                            started_unix_s=rank1.distributed.started_unix_s - 0.020)
+    rank0.distributed = dataclasses.replace(
+        rank1.distributed, rank=0, started_unix_s=rank1.distributed.started_unix_s - 0.020
+    )
     less = 512 * MiB
     for d in rank0.devices:
         if d.name == "cuda:1":
@@ -165,8 +171,9 @@ def test_the_recorded_v100_ddp_rank_merges_with_a_synthetic_rank_0(tmp_path):
     assert info.ranks[1].peak_bytes == 6_629_508_096 and info.ranks[1].peak_device == "cuda:1"
     assert info.ranks[1].peak_bytes - info.ranks[0].peak_bytes == less
     assert info.ranks[1].offset_s == pytest.approx(0.020, abs=1e-6) and info.ranks[0].offset_s == 0
-    assert any(e.kind == "category" and e.name == "activation" and e.bytes - e.others_bytes == less
-               for e in info.excess), info.excess
+    assert any(
+        e.kind == "category" and e.name == "activation" and e.bytes - e.others_bytes == less for e in info.excess
+    ), info.excess
     assert [tl.device for tl in info.timelines] == ["rank 1 · cuda:1", "rank 0 · cuda:1"]
     report = tmp_path / "merged.html"
     merged.save_html(report)
@@ -196,8 +203,15 @@ def test_merged_json_stays_small_for_many_ranks(monkeypatch, tmp_path):
 def _summary(rank, peak, by_line, by_category=None):
     from memprofile.model.profile import RankSummary
 
-    return RankSummary(rank=rank, name="s", peak_bytes=peak, peak_device="cuda:0", duration_s=1.0,
-                       by_line=by_line, by_category=by_category or {"activation": peak})
+    return RankSummary(
+        rank=rank,
+        name="s",
+        peak_bytes=peak,
+        peak_device="cuda:0",
+        duration_s=1.0,
+        by_line=by_line,
+        by_category=by_category or {"activation": peak},
+    )
 
 
 def test_excess_is_what_the_peak_margin_supports():
@@ -205,16 +219,19 @@ def test_excess_is_what_the_peak_margin_supports():
 
     gib = 1 << 30
     # Equal peaks, the same 8 MiB bucket made on different lines (ranks peaked in different steps): nothing
-    same = [_summary(0, 4 * gib, {126: 8 * MiB, 10: 4 * gib - 8 * MiB}),
-            _summary(1, 4 * gib, {137: 8 * MiB, 10: 4 * gib - 8 * MiB})]
+    same = [
+        _summary(0, 4 * gib, {126: 8 * MiB, 10: 4 * gib - 8 * MiB}),
+        _summary(1, 4 * gib, {137: 8 * MiB, 10: 4 * gib - 8 * MiB}),
+    ]
     assert excess(same[0], same[1:]) == []
     # Rank 1 holds 1 GiB more on line 88; the shifted bucket is not named beside it
-    top = _summary(1, 5 * gib, {88: gib, 126: 8 * MiB, 10: 4 * gib - 8 * MiB},
-                   {"activation": 4 * gib, "other": gib})
+    top = _summary(1, 5 * gib, {88: gib, 126: 8 * MiB, 10: 4 * gib - 8 * MiB}, {"activation": 4 * gib, "other": gib})
     others = [_summary(r, 4 * gib, {137: 8 * MiB, 10: 4 * gib - 8 * MiB}) for r in (0, 2, 3)]
     found = excess(top, others)
-    assert [(e.kind, e.name, e.bytes - e.others_bytes) for e in found] == [("line", "line 88", gib),
-                                                                         ("category", "other", gib)]
+    assert [(e.kind, e.name, e.bytes - e.others_bytes) for e in found] == [
+        ("line", "line 88", gib),
+        ("category", "other", gib),
+    ]
     # A real excess larger than the margin (rank holds less elsewhere) is still named first
     partly = _summary(1, 4 * gib + 256 * MiB, {88: gib, 10: 3 * gib + 256 * MiB})
     assert [e.name for e in excess(partly, others) if e.kind == "line"] == ["line 88"]

@@ -26,6 +26,7 @@ from memprofile.model.profile import (
 )
 from memprofile.model.schema import SCHEMA_PATH, schema_text
 from tests.builders import make_profile
+from tests.hypothesis_profiles import examples
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 
@@ -148,7 +149,7 @@ def profiles(draw):
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_json_round_trip_is_identity(profile):
     text_ = profile.to_json()
@@ -156,14 +157,14 @@ def test_json_round_trip_is_identity(profile):
     assert Profile.from_json(profile.to_json(indent=2)) == profile
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 @pytest.mark.slow
 def test_every_profile_validates_against_the_shipped_schema(profile):
     jsonschema.validate(json.loads(profile.to_json()), SCHEMA)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(profiles())
 def test_save_load_plain_and_gzip(tmp_path_factory, profile):
     d = tmp_path_factory.mktemp("p")
@@ -175,8 +176,7 @@ def test_save_load_plain_and_gzip(tmp_path_factory, profile):
 
 def test_shipped_schema_is_generated_from_the_dataclasses():
     assert SCHEMA_PATH.read_text() == schema_text(), (
-        "profile.schema.json is stale: run `python -m memprofile.model.schema --write` "
-        "and `jlpm build:types`"
+        "profile.schema.json is stale: run `python -m memprofile.model.schema --write` and `jlpm build:types`"
     )
 
 

@@ -49,7 +49,7 @@ def test_only_the_users_lines_pass_through_fd_2(capfd):
 
 def test_torchs_own_profiler_lines_are_kept_out(capfd):
     torch = pytest.importorskip("torch")
-    from memprofile.capture import torch_compat
+    from memprofile.capture.torch import compat as torch_compat
 
     # GIVEN torch's profiler started and stopped as the collector does, with a block from before freed
     old = torch.empty(1000)

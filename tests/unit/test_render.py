@@ -155,36 +155,43 @@ def test_a_profile_without_line_figures_names_only_what_it_knows():
 
 def test_the_html_fallback_names_the_peak_tensors_and_lines():
     html = render_fragment(make_lined_profile())
-    assert "At the peak: op <code>aten::mm_backward</code>, layer <code>encoder</code>, line 4 " \
-           "<code>loss.backward()</code>" in html
+    assert (
+        "At the peak: op <code>aten::mm_backward</code>, layer <code>encoder</code>, line 4 "
+        "<code>loss.backward()</code>" in html
+    )
     assert "8.00 MiB tensor in a 15.8 MiB allocator block" in html
     assert html.count("<tr><td>", html.index("mp-tensors")) >= 3
-    lines = html[html.index("class='mp-lines'"):]
+    lines = html[html.index("class='mp-lines'") :]
     rows = re.findall(r"data-line='(\d+)'", lines)
     assert rows == ["0", "2", "3", "4"]
     assert "(before the cell)" in lines and "◀ peak" in lines
     assert "⋮" in lines  # line 1 left out
     # bars scale to the line holding the most: line 2 (64 MiB) full width, line 4 (24 MiB) 3/8 of it
-    widths = [sum(float(w) for w in re.findall(r"width:([\d.]+)px;background", row))
-              for row in lines.split("<tr data-line=")[1:]]
+    widths = [
+        sum(float(w) for w in re.findall(r"width:([\d.]+)px;background", row))
+        for row in lines.split("<tr data-line=")[1:]
+    ]
     assert widths[1] == pytest.approx(160, abs=0.5) and widths[3] == pytest.approx(60, abs=0.5)
 
 
 def test_the_static_report_lists_every_line_of_the_cell():
     html = render_report(make_lined_profile())
-    listing = html[html.index("The cell, line by line"):]
+    listing = html[html.index("The cell, line by line") :]
     assert re.findall(r"data-line='(\d+)'", listing) == ["0", "1", "2", "3", "4", "5"]
     assert "opt.step()" in listing
 
 
 def test_text_names_the_peak_tensors_lines_and_where_it_failed():
     profile = make_lined_profile()
-    profile.error = ErrorInfo("RuntimeError", "out of memory", op="aten::empty", layer="decoder", requested_bytes=2**34,
-                              line=3)
+    profile.error = ErrorInfo(
+        "RuntimeError", "out of memory", op="aten::empty", layer="decoder", requested_bytes=2**34, line=3
+    )
     text = render_text(profile)
     assert "peak at 500.0 ms during op aten::mm_backward, layer encoder, line 4 (loss.backward())" in text
-    assert "tensor: 64×32×32×32 float32 activation: 8.00 MiB tensor in a 15.8 MiB allocator block, op conv2d, " \
-           "layer encoder, line 2" in text
+    assert (
+        "tensor: 64×32×32×32 float32 activation: 8.00 MiB tensor in a 15.8 MiB allocator block, op conv2d, "
+        "layer encoder, line 2" in text
+    )
     assert "tensor: 8000×512 float32 parameter: 15.6 MiB, layer head, before the cell" in text
     assert "before the cell    48.0 MiB / 0 B" in text
     assert "it failed in op aten::empty, layer decoder, line 3, asking for 16.0 GiB" in text
@@ -196,8 +203,7 @@ def test_peak_memory_outside_layers_is_placed_on_lines_and_ops():
     profile = make_lined_profile()
     placed = placed_by_layer(profile)
     # line 3 allocated in no layer: its 40 MiB at the peak are "(no layer)"; the other 16 MiB stay unplaced
-    assert placed == {"encoder": 100 * MIB, "line 3: aten::log_softmax": 40 * MIB, "head": 20 * MIB,
-                      NO_LAYER: 16 * MIB}
+    assert placed == {"encoder": 100 * MIB, "line 3: aten::log_softmax": 40 * MIB, "head": 20 * MIB, NO_LAYER: 16 * MIB}
     assert sum(placed.values()) == sum(profile.peak.by_layer.values())
     # a line that allocated in a layer cannot be told apart: nothing is placed on it
     profile.lines[2].layers = {"decoder": MIB}

@@ -8,8 +8,9 @@ import re
 import pytest
 
 from memprofile.model.profile import Device, ErrorInfo, Note, Suggestion, Timeline
-from memprofile.render.interactive import DISPLAY_POINTS, display_indices, views
+from memprofile.render.interactive import views
 from memprofile.render.report import render_report
+from memprofile.render.timeline_data import DISPLAY_POINTS, display_indices
 from tests.builders import make_lined_profile, make_profile, make_rich_profile
 
 HOSTILE = '<img src=x onerror=alert(1)>"&'
@@ -23,8 +24,15 @@ def _variants():
     yield "torch and tf", make_rich_profile()
     cuda = make_profile()
     cuda.devices.append(Device("cuda:0", "allocator", "c10", 3 * 2**30, 2**30, 2**30, 4 * 2**30))
-    cuda.timelines.append(Timeline("cuda:0", [0.0, 0.1, 0.2], [2**30, 3 * 2**30, 2**30],
-                                   {"activation": [0, 2 * 2**30, 0], "parameter": [2**30] * 3}, phase=[0, 1, 2]))
+    cuda.timelines.append(
+        Timeline(
+            "cuda:0",
+            [0.0, 0.1, 0.2],
+            [2**30, 3 * 2**30, 2**30],
+            {"activation": [0, 2 * 2**30, 0], "parameter": [2**30] * 3},
+            phase=[0, 1, 2],
+        )
+    )
     yield "cpu and cuda near capacity", cuda
     failed = make_rich_profile(name=HOSTILE, text=HOSTILE)
     failed.error = ErrorInfo("RuntimeError", HOSTILE, "Traceback ...", op=HOSTILE)
@@ -86,8 +94,11 @@ def test_training_phases_are_shaded_on_the_timeline():
     assert "shaded:" in html and "backward" in html and "optimizer" in html
     from bokeh.models import GlyphRenderer, VStrip
 
-    (strips,) = [m for m in views(profile).references()
-                 if isinstance(m, GlyphRenderer) and isinstance(m.glyph, VStrip) and m.level == "underlay"]
+    (strips,) = [
+        m
+        for m in views(profile).references()
+        if isinstance(m, GlyphRenderer) and isinstance(m.glyph, VStrip) and m.level == "underlay"
+    ]
     bands = list(zip(strips.data_source.data["x0"], strips.data_source.data["x1"], strict=True))
     steps = -(-n // 300)
     last_has_optimizer = n % 300 == 0 or n % 300 > 250
@@ -134,13 +145,13 @@ def test_the_lines_tab_shows_every_line_of_the_cell_with_its_bar_and_figures():
     tabs = {t.title: t.child for t in views(profile).tabs}
     listing = tabs["Lines"].text
     assert re.findall(r"data-line='(\d+)'", listing) == ["0", "1", "2", "3", "4", "5"]
-    row = listing[listing.index("data-line='3'"):listing.index("data-line='4'")]
+    row = listing[listing.index("data-line='3'") : listing.index("data-line='4'")]
     assert "40.0 MiB" in row and "72.0 MiB" in row and "loss = F.cross_entropy" in row and "aten::log_softmax" in row
     # line 3 holds activations and temporaries at the peak: one bar segment of each kind's colour
-    from memprofile.render.html import CATEGORY_COLORS
+    from memprofile.render.palette import CATEGORY_COLORS
 
     assert CATEGORY_COLORS["activation"] in row and CATEGORY_COLORS["temporary"] in row
-    assert "◀ peak" in listing[listing.index("data-line='4'"):]
+    assert "◀ peak" in listing[listing.index("data-line='4'") :]
     assert "No line of the cell" in {t.title: t.child for t in views(make_rich_profile()).tabs}["Lines"].text
 
 
@@ -163,8 +174,9 @@ def test_ops_layers_and_tensors_tables_have_a_line_column():
 
 def test_the_peak_view_places_memory_outside_layers_on_lines():
     profile = make_lined_profile()
-    bars = next(m for m in _models(profile, "ColumnDataSource")
-                if "line 3: aten::log_softmax" in m.data.get("name", []))
+    bars = next(
+        m for m in _models(profile, "ColumnDataSource") if "line 3: aten::log_softmax" in m.data.get("name", [])
+    )
     placed = dict(zip(bars.data["name"], bars.data["bytes"]))
     assert placed["line 3: aten::log_softmax"] == 40 * MIB and placed["(no layer)"] == 16 * MIB
     head = next(d.text for d in _models(profile, "Div") if "Peak <b>" in d.text)
@@ -181,8 +193,15 @@ def test_the_panel_payload_carries_the_cells_lines_as_data():
     assert [r["line"] for r in lines] == [0, 1, 2, 3, 4, 5] and payload["peak_line"] == 4
     assert lines[3]["text"].startswith("loss = F.cross_entropy") and lines[3]["peak_bytes"] == 40 * MIB
     assert lines[3]["by_category"] == {"activation": 32 * MIB, "temporary": 8 * MIB}
-    assert lines[5] == {"line": 5, "text": "opt.step()", "peak_bytes": 0, "allocated_bytes": 0, "by_category": {},
-                        "ops": {}, "layers": {}}
+    assert lines[5] == {
+        "line": 5,
+        "text": "opt.step()",
+        "peak_bytes": 0,
+        "allocated_bytes": 0,
+        "by_category": {},
+        "ops": {},
+        "layers": {},
+    }
     assert json.dumps(payload)
     old = panel_payload(make_rich_profile())
     assert old["lines"] == [] and old["peak_line"] is None

@@ -40,9 +40,22 @@ def test_tf_memory_growth_is_quiet_when_on_or_forced_or_without_gpus():
 def _cuda(reserved_peak: int, allocated_peak: int, retries: int = 0, capacity: int = 80 * GiB, peak: int = 0):
     p = make_profile()
     peak = peak or allocated_peak
-    p.devices.append(Device("cuda:0", "allocator", "c10", peak, GiB, GiB, capacity_bytes=capacity,
-                            allocator_stats={"reserved_peak_bytes": reserved_peak,
-                                             "allocated_peak_bytes": allocated_peak, "alloc_retries": retries}))
+    p.devices.append(
+        Device(
+            "cuda:0",
+            "allocator",
+            "c10",
+            peak,
+            GiB,
+            GiB,
+            capacity_bytes=capacity,
+            allocator_stats={
+                "reserved_peak_bytes": reserved_peak,
+                "allocated_peak_bytes": allocated_peak,
+                "alloc_retries": retries,
+            },
+        )
+    )
     p.timelines.append(Timeline("cuda:0", [0.0, 1.0], [GiB, peak]))
     p.peak = Peak("cuda:0", 1.0, peak)
     return p

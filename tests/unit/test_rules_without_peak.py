@@ -15,15 +15,25 @@ def _forward_only_torch_profile() -> Profile:
     live = [16 * MiB, 48 * MiB, 80 * MiB, 80 * MiB]
     forward = PHASES.index("forward")
     return Profile(
-        id="f" * 32, name="imported", started_at="2026-11-23T15:00:00.000+00:00", duration_s=0.3,
+        id="f" * 32,
+        name="imported",
+        started_at="2026-11-23T15:00:00.000+00:00",
+        duration_s=0.3,
         source="y = model(x)",
         devices=[Device("cpu", "allocator", "c10", peak_bytes=80 * MiB, baseline_bytes=16 * MiB, end_bytes=80 * MiB)],
-        timelines=[Timeline(
-            "cpu", t=[0.0, 0.1, 0.2, 0.3], live_bytes=live,
-            by_category={"activation": [0, 32 * MiB, 64 * MiB, 64 * MiB]},
-            op=[-1, 0, 0, 0], layer=[-1, -1, -1, -1], labels=["aten::linear"],
-            phase=[forward] * 4, recorded_points=4,
-        )],
+        timelines=[
+            Timeline(
+                "cpu",
+                t=[0.0, 0.1, 0.2, 0.3],
+                live_bytes=live,
+                by_category={"activation": [0, 32 * MiB, 64 * MiB, 64 * MiB]},
+                op=[-1, 0, 0, 0],
+                layer=[-1, -1, -1, -1],
+                labels=["aten::linear"],
+                phase=[forward] * 4,
+                recorded_points=4,
+            )
+        ],
     )
 
 

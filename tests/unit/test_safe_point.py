@@ -158,6 +158,7 @@ def test_reading_another_threads_frame_never_deadlocks_in_a_collection(threshold
     import subprocess
 
     # (bare sys._current_frames() hangs this script for good on Python 3.11: CPython gh-106883)
-    done = subprocess.run([sys.executable, "-c", DEADLOCK, "ours", str(threshold)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", DEADLOCK, "ours", str(threshold)], capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.strip() == "done", done.stderr[-2000:]

@@ -46,8 +46,11 @@ def test_the_stacked_areas_are_steps(late_tensor):
     p = late_tensor
     device = p.device("cpu")
     figure = timeline_view(p, p.timeline("cpu"), device).children[0]
-    areas = next(r.data_source for r in figure.renderers if "parameter" in r.data_source.data
-                 or "other" in r.data_source.data or "temporary" in r.data_source.data)
+    areas = next(
+        r.data_source
+        for r in figure.renderers
+        if "parameter" in r.data_source.data or "other" in r.data_source.data or "temporary" in r.data_source.data
+    )
     data = areas.data
     kinds = [k for k in data if k != "t"]
     t = list(data["t"])
@@ -68,7 +71,8 @@ def test_the_html_sparkline_is_steps(late_tensor):
 
 def test_the_layers_chart_is_ordered_as_its_title_says():
     # GIVEN a profile whose layer holding the most at the peak allocated little over the cell
-    from memprofile.render.interactive import LAYER_KINDS, layers_view
+    from memprofile.render.breakdown_data import LAYER_KINDS
+    from memprofile.render.interactive import layers_view
     from tests.builders import make_rich_profile
 
     profile = make_rich_profile()

@@ -54,9 +54,13 @@ def _shown_as_text(html: str, *expected: str) -> list[str]:
 
 
 def test_the_helper_escapes_headers_caption_cells_and_attributes_but_not_markup_it_is_given():
-    html = html_table([HOSTILE, Column("styled", "text-align:right", "opacity:.5")],
-                      [[HOSTILE, Html("<b>bold</b>")], Row([HOSTILE, ""], {"data-line": HOSTILE})],
-                      caption=HOSTILE, attrs={"class": "mp-x"}, more=1234)
+    html = html_table(
+        [HOSTILE, Column("styled", "text-align:right", "opacity:.5")],
+        [[HOSTILE, Html("<b>bold</b>")], Row([HOSTILE, ""], {"data-line": HOSTILE})],
+        caption=HOSTILE,
+        attrs={"class": "mp-x"},
+        more=1234,
+    )
     cells = _shown_as_text(html, HOSTILE, "bold", "styled")
     assert cells.count(HOSTILE) == 4  # header, caption, two cells
     assert "<b>bold</b>" in html and "<th style='text-align:right'>styled</th>" in html
@@ -83,8 +87,9 @@ def test_the_comparison_tables_show_layer_and_op_names_as_text():
     b.peak.by_layer = {f"encoder{HOSTILE}": 2**20}
     b.ops[0].allocated_bytes //= 2
     a.ops[0].device = b.ops[0].device = HOSTILE
-    _shown_as_text(render_compare_html(memprofile.compare(a, b)), f"encoder{HOSTILE}",
-                   f"aten::mm{HOSTILE} ({HOSTILE})")  # an op is named with its device
+    _shown_as_text(
+        render_compare_html(memprofile.compare(a, b)), f"encoder{HOSTILE}", f"aten::mm{HOSTILE} ({HOSTILE})"
+    )  # an op is named with its device
 
 
 def test_the_report_tables_show_devices_tensors_and_source_lines_as_text():
@@ -93,7 +98,12 @@ def test_the_report_tables_show_devices_tensors_and_source_lines_as_text():
     tensor = profile.peak.tensors[1]
     tensor.dtype, tensor.category = HOSTILE, HOSTILE
     fragment = render_fragment(profile)
-    _shown_as_text(fragment, HOSTILE, f"allocator ({HOSTILE})",  # devices
-                   f"conv2d{HOSTILE}", f"encoder{HOSTILE}")  # tensors: op, layer (dtype and kind: HOSTILE)
+    _shown_as_text(
+        fragment,
+        HOSTILE,
+        f"allocator ({HOSTILE})",  # devices
+        f"conv2d{HOSTILE}",
+        f"encoder{HOSTILE}",
+    )  # tensors: op, layer (dtype and kind: HOSTILE)
     cells = _shown_as_text(render_static_report(profile))
     assert any(c.startswith(f"logits = model{HOSTILE}(tokens)") for c in cells)  # the cell's source line

@@ -3,7 +3,7 @@ records (no torch): CUDA's baseline from the allocator's running total."""
 
 from __future__ import annotations
 
-from memprofile.capture.torch_events import MemoryLedger, add_cuda_baseline
+from memprofile.capture.torch.ledger import MemoryLedger, add_cuda_baseline
 
 
 def _held_at_start(logs) -> int:

@@ -13,8 +13,15 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 def test_widget_has_a_tab_per_view_and_filters_ops_in_the_kernel():
     profile = make_rich_profile()
-    profile.suggestions = [Suggestion("amp", "Use bf16 autocast", "activations are 71 % of the peak",
-                                      "with torch.autocast('cpu'):\n    step()", estimated_saving_bytes=2**30)]
+    profile.suggestions = [
+        Suggestion(
+            "amp",
+            "Use bf16 autocast",
+            "activations are 71 % of the peak",
+            "with torch.autocast('cpu'):\n    step()",
+            estimated_saving_bytes=2**30,
+        )
+    ]
     w = profile.widget()
     titles = [w.get_title(i) for i in range(len(w.children))]
     assert titles == ["Summary", "Peak", "Layers (4)", "Ops (600)", "Suggestions (1)"]

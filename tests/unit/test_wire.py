@@ -33,11 +33,21 @@ def with_suggestions(profile):
     from memprofile.model.profile import Suggestion
 
     profile.suggestions = [
-        Suggestion("tf_memory_growth", "Memory growth", "evidence", "tf.config...", placement="top",
-                   restart_kernel=True),
-        Suggestion("gradient_checkpointing", "Checkpoint", "evidence", "checkpoint(...)", estimated_saving_bytes=2**20,
-                   measured_saving_bytes=-2**20, can_try=True, try_change="checkpoint=encoder",
-                   measured_time_change=0.1, measured_peak_before_bytes=2**30),
+        Suggestion(
+            "tf_memory_growth", "Memory growth", "evidence", "tf.config...", placement="top", restart_kernel=True
+        ),
+        Suggestion(
+            "gradient_checkpointing",
+            "Checkpoint",
+            "evidence",
+            "checkpoint(...)",
+            estimated_saving_bytes=2**20,
+            measured_saving_bytes=-(2**20),
+            can_try=True,
+            try_change="checkpoint=encoder",
+            measured_time_change=0.1,
+            measured_peak_before_bytes=2**30,
+        ),
     ]
     return profile
 
@@ -47,7 +57,8 @@ def test_every_wire_dataclass_and_union_is_in_the_schema():
     assert len(classes) >= 15  # the messages and payloads were found
     missing = [c.__name__ for c in classes if c.__name__ not in DEFINITIONS]
     assert not missing, f"run `python -m memprofile.model.schema --write` and `jlpm build:types`: {missing}"
-    assert set(REPLY_TO) == set(wire.REPLIES) == {"sync", "get_profile", "compare", "export", "try", "bokehjs"}
+    kinds = {"sync", "get_profile", "compare", "export", "try", "predict", "bokehjs", "live"}
+    assert set(REPLY_TO) == set(wire.REPLIES) == kinds
     for union in ("KernelPush", "PanelRequest", "KernelReply"):
         assert DEFINITIONS[union]["anyOf"]
 
@@ -140,7 +151,7 @@ def ask(panel, sent: list, data: dict) -> dict:
 
 
 def test_every_message_of_a_real_comm_validates(panel, comm_sent, tmp_path):
-    (kind, hello), = comm_sent
+    ((kind, hello),) = comm_sent
     assert kind == "comm_open"
     validate(hello, "HelloMessage")
     a, b = with_suggestions(make_rich_profile(name="a")), make_lined_profile(name="b")
@@ -170,9 +181,11 @@ def test_the_reply_to_try_validates(ip, fresh_store, comm_sent):
     pytest.importorskip("torch")
     from memprofile.jupyter.comm import PanelComm
 
-    ip.run_cell("import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
-                "wire_net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
-                "nn.Linear(1024, 256)) for _ in range(3)])\nwire_xs = torch.randn(2048, 256)")
+    ip.run_cell(
+        "import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
+        "wire_net = nn.Sequential(*[nn.Sequential(nn.LayerNorm(256), nn.Linear(256, 1024), nn.GELU(), "
+        "nn.Linear(1024, 256)) for _ in range(3)])\nwire_xs = torch.randn(2048, 256)"
+    )
     ip.run_cell("%%memprofile -q --name wire\nwire_net(wire_xs).square().mean().backward()")
     panel = PanelComm(fresh_store)
     panel.open()

@@ -16,6 +16,9 @@ def analyse(profile: Profile) -> Profile:
     ours = STEP_NOTE_CODES | {RULE_FAILED}
     profile.warnings = [n for n in profile.warnings if n.code not in ours]
     profile.suggestions = suggest(profile)
+    for s in profile.suggestions:  # the rules model the recorded timeline; whatif/ may measure them after
+        if s.estimated_saving_bytes is not None:
+            s.estimate_method = "replay"
     profile.warnings.extend(step_notes(profile))
     profile.peak_scope = peak_scope(profile)
     return profile

@@ -114,8 +114,11 @@ class CellCode:
             elif isinstance(node, ast.AnnAssign | ast.AugAssign):
                 targets = [node.target]
             elif isinstance(node, ast.For | ast.With):
-                targets = [node.target] if isinstance(node, ast.For) else [
-                    i.optional_vars for i in node.items if i.optional_vars is not None]
+                targets = (
+                    [node.target]
+                    if isinstance(node, ast.For)
+                    else [i.optional_vars for i in node.items if i.optional_vars is not None]
+                )
             else:
                 continue
             for target in targets:
@@ -132,8 +135,10 @@ class CellCode:
     def assigned_call(self, name: str) -> Call | None:
         """The call whose result the cell binds to `name` (`opt = torch.optim.Adam(...)`)."""
         for node in self._walk():
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
             ):
                 return next((c for c in self.calls if c.node is node.value), None)
         return None

@@ -53,8 +53,11 @@ def state_text(created: dict[str, int]) -> str:
 def _state_notes(a: Profile, b: Profile) -> list[str]:
     """A run that created state did not start like a run of the same code
     after it: say so next to the figures it skews."""
-    return [f"{p.name!r} created {state_text(created)} during its run (it did not start with it)"
-            for p in (a, b) if (created := state_created(p))]
+    return [
+        f"{p.name!r} created {state_text(created)} during its run (it did not start with it)"
+        for p in (a, b)
+        if (created := state_created(p))
+    ]
 
 
 @dataclass
@@ -101,16 +104,6 @@ class Comparison:
             return None
         return self.duration_after_s / self.duration_before_s - 1.0
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from memprofile.render.compare import render_compare_html, render_compare_text
-
-        return {"text/html": render_compare_html(self), "text/plain": render_compare_text(self)}
-
-    def __repr__(self) -> str:
-        from memprofile.render.compare import render_compare_text
-
-        return render_compare_text(self)
-
 
 def _ranked(before: dict[str, int], after: dict[str, int]) -> list[Change]:
     rows = [Change(k, before.get(k, 0), after.get(k, 0)) for k in {*before, *after}]
@@ -130,18 +123,28 @@ def compare(a: Profile, b: Profile) -> Comparison:
         peak = Change(device.name if device else "-", a.peak_bytes, b.peak_bytes)
     cat_a = a.peak.by_category if a.peak else {}
     cat_b = b.peak.by_category if b.peak else {}
-    categories = [Change(c, cat_a.get(c, 0), cat_b.get(c, 0)) for c in CATEGORIES
-                  if cat_a.get(c, 0) or cat_b.get(c, 0)]
+    categories = [Change(c, cat_a.get(c, 0), cat_b.get(c, 0)) for c in CATEGORIES if cat_a.get(c, 0) or cat_b.get(c, 0)]
     layers = _ranked(a.peak.by_layer if a.peak else {}, b.peak.by_layer if b.peak else {})
-    ops = _ranked({f"{o.name} ({o.device})": o.allocated_bytes for o in a.ops},
-                  {f"{o.name} ({o.device})": o.allocated_bytes for o in b.ops})
-    devices = [Change(d.name, d.peak_bytes, next((e.peak_bytes for e in b.devices if e.name == d.name), 0))
-               for d in a.devices]
+    ops = _ranked(
+        {f"{o.name} ({o.device})": o.allocated_bytes for o in a.ops},
+        {f"{o.name} ({o.device})": o.allocated_bytes for o in b.ops},
+    )
+    devices = [
+        Change(d.name, d.peak_bytes, next((e.peak_bytes for e in b.devices if e.name == d.name), 0)) for d in a.devices
+    ]
     devices += [Change(e.name, 0, e.peak_bytes) for e in b.devices if e.name not in {d.name for d in a.devices}]
     return Comparison(
-        a=a, b=b, peak=peak, device=peak.name,
-        duration_before_s=a.duration_s, duration_after_s=b.duration_s,
-        categories=categories, layers=layers[:MAX_ROWS], ops=ops[:MAX_ROWS], devices=devices,
-        more_layers=max(0, len(layers) - MAX_ROWS), more_ops=max(0, len(ops) - MAX_ROWS),
+        a=a,
+        b=b,
+        peak=peak,
+        device=peak.name,
+        duration_before_s=a.duration_s,
+        duration_after_s=b.duration_s,
+        categories=categories,
+        layers=layers[:MAX_ROWS],
+        ops=ops[:MAX_ROWS],
+        devices=devices,
+        more_layers=max(0, len(layers) - MAX_ROWS),
+        more_ops=max(0, len(ops) - MAX_ROWS),
         notes=_state_notes(a, b),
     )

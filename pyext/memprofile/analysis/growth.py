@@ -55,8 +55,11 @@ def _end_values(steps: list[StepStat], exact: bool) -> tuple[list[tuple[int, int
     # While a step is recorded in detail the heap and resident memory grow with
     # the profiler's own buffers: only the steps after the detail tell the cell's growth.
     after = [s for s in steps[1:] if not s.detailed]
-    for field, what in (("end_estimate_bytes", "live bytes (estimated from the C heap)"),
-                        ("heap_end_bytes", "the heap's bytes in use"), ("rss_end_bytes", "resident memory")):
+    for field, what in (
+        ("end_estimate_bytes", "live bytes (estimated from the C heap)"),
+        ("heap_end_bytes", "the heap's bytes in use"),
+        ("rss_end_bytes", "resident memory"),
+    ):
         values = [(s.index, getattr(s, field)) for s in after if getattr(s, field) is not None]
         if len(values) >= MIN_GROWTH_STEPS:
             return values, what
@@ -147,8 +150,14 @@ def _same_path(expr: ast.expr, name: str) -> bool:
     except Exception:
         return False
     _obj, dot, attr = name.partition(".")
-    return bool(dot) and "[" not in name and isinstance(expr, ast.Attribute) and expr.attr == attr and \
-        isinstance(expr.value, ast.Name) and expr.value.id == "self"
+    return (
+        bool(dot)
+        and "[" not in name
+        and isinstance(expr, ast.Attribute)
+        and expr.attr == attr
+        and isinstance(expr.value, ast.Name)
+        and expr.value.id == "self"
+    )
 
 
 def _culprit(c: GrownContainer, cell: CellCode) -> Culprit:
@@ -171,33 +180,58 @@ def _culprit(c: GrownContainer, cell: CellCode) -> Culprit:
     arrays = c.items == "array"
     if change and arrays and found and found[2].func.attr != "extend":  # type: ignore[attr-defined]  # Attribute
         at, arg, _node = found
-        text = cell.with_replaced([(arg, f"{ast.unparse(arg)}{change}" if isinstance(
-            arg, ast.Name | ast.Attribute | ast.Subscript | ast.Call) else f"({ast.unparse(arg)}){change}")])
+        text = cell.with_replaced(
+            [
+                (
+                    arg,
+                    f"{ast.unparse(arg)}{change}"
+                    if isinstance(arg, ast.Name | ast.Attribute | ast.Subscript | ast.Call)
+                    else f"({ast.unparse(arg)}){change}",
+                )
+            ]
+        )
         new_line = text.splitlines()[at - 1].strip() if text else None
         if new_line:
             return Culprit(c, line, added, f"{new_line}   # line {at}: {how}", saving, how)
     if change and arrays:
-        rebuilt = {"list": f"{c.name}[:] = [v{change} for v in {c.name}]",
-                   "dict": f"{c.name}.update({{k: v{change} for k, v in {c.name}.items()}})"}.get(c.type)
+        rebuilt = {
+            "list": f"{c.name}[:] = [v{change} for v in {c.name}]",
+            "dict": f"{c.name}.update({{k: v{change} for k, v in {c.name}.items()}})",
+        }.get(c.type)
         if rebuilt:
-            return Culprit(c, line, added, f"{rebuilt}   # {how}; add values with {change} where the loop adds them",
-                           saving, how)
+            return Culprit(
+                c, line, added, f"{rebuilt}   # {how}; add values with {change} where the loop adds them", saving, how
+            )
     how = "frees what it holds once it is no longer needed"
     if change and c.items in ("tuple", "list", "dict"):
         how += f" (or add each {c.items}'s tensors with {change} where the loop adds them)"
     clear = f"del {c.name}[:]" if c.type == "list" else f"{c.name}.clear()"
-    return Culprit(c, line, added, f"{clear}   # frees the {fmt_bytes(held)} it holds once no longer needed; keep "
-                   f"a summary per step instead (a metric, .item(), a slice)", held, how)
+    return Culprit(
+        c,
+        line,
+        added,
+        f"{clear}   # frees the {fmt_bytes(held)} it holds once no longer needed; keep "
+        f"a summary per step instead (a metric, .item(), a slice)",
+        held,
+        how,
+    )
 
 
 def describe(c: Culprit) -> str:
     """`history` gained 50 torch.Tensor 64×10 float32 (2.50 KiB each): 125 KiB, line 7 `history.append(outputs)`."""
     g = c.container
     shape = "×".join(str(d) for d in g.item.shape) or "scalar"
-    what = g.item.type if g.items == "array" else f"{g.items}s of {g.item.type}" if g.items != "mixed" else \
-        f"items holding {g.item.type}"
-    text = (f"{g.name} gained {g.added} {what} ({shape} {g.item.dtype}, {fmt_bytes(g.item.bytes)} the largest) "
-            f"holding {fmt_bytes(g.bytes)}")
+    what = (
+        g.item.type
+        if g.items == "array"
+        else f"{g.items}s of {g.item.type}"
+        if g.items != "mixed"
+        else f"items holding {g.item.type}"
+    )
+    text = (
+        f"{g.name} gained {g.added} {what} ({shape} {g.item.dtype}, {fmt_bytes(g.item.bytes)} the largest) "
+        f"holding {fmt_bytes(g.bytes)}"
+    )
     if g.graph_bytes:
         text += f" and autograd graphs saving {fmt_bytes(g.graph_bytes)}"
     if c.line is not None:

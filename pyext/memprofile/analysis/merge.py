@@ -139,8 +139,9 @@ def _tensor_key(x: TensorInfo) -> str:
     return f"{what} ({x.category})" + (f" from {x.op}" if x.op else "")
 
 
-def _excess_of(kind: str, highest: dict, others: list[dict], bounded: bool, margin: int,
-               least: float) -> list[RankExcess]:
+def _excess_of(
+    kind: str, highest: dict, others: list[dict], bounded: bool, margin: int, least: float
+) -> list[RankExcess]:
     """The keys of `highest` holding at least `least` more than the median
     of `others`, largest first. The first is named whatever its size; those
     after it only while together they stay within the peaks' `margin` (or
@@ -215,7 +216,8 @@ class _Reader:
         if profile.distributed is None:
             raise ProfileFormatError(
                 f"{where} ({profile.name!r}) is not one rank of a distributed job: it records no rank (profiles "
-                f"written under torchrun, with RANK and WORLD_SIZE set, do)")
+                f"written under torchrun, with RANK and WORLD_SIZE set, do)"
+            )
         path = "" if isinstance(item, Profile) else str(Path(item).resolve())
         summary = summarise_rank(profile, path)
         self.summaries.append(summary)
@@ -236,21 +238,26 @@ def _check(reader: _Reader) -> None:
     seen: dict[int, str] = {}
     for s in reader.summaries:
         if s.rank in seen:
-            raise ProfileFormatError(f"rank {s.rank} appears twice ({seen[s.rank] or 'a profile'} and "
-                                     f"{s.path or 'a profile'}): merge one run's files")
+            raise ProfileFormatError(
+                f"rank {s.rank} appears twice ({seen[s.rank] or 'a profile'} and "
+                f"{s.path or 'a profile'}): merge one run's files"
+            )
         seen[s.rank] = s.path
     worlds = {i.world_size for i in reader.infos}
     if len(worlds) > 1:
-        raise ProfileFormatError(f"these profiles come from jobs of different sizes (world sizes "
-                                 f"{sorted(worlds)}): merge one run's files")
+        raise ProfileFormatError(
+            f"these profiles come from jobs of different sizes (world sizes {sorted(worlds)}): merge one run's files"
+        )
     runs = {i.run_id for i in reader.infos if i.run_id}
     if len(runs) > 1:
-        raise ProfileFormatError(f"these profiles come from different runs ({', '.join(sorted(runs))}): merge "
-                                 f"one run's files")
+        raise ProfileFormatError(
+            f"these profiles come from different runs ({', '.join(sorted(runs))}): merge one run's files"
+        )
 
 
-def merge(sources: Source | Iterable[Source], name: str | None = None,
-          full_timelines: int = FULL_TIMELINES) -> MergedProfile:
+def merge(
+    sources: Source | Iterable[Source], name: str | None = None, full_timelines: int = FULL_TIMELINES
+) -> MergedProfile:
     """One profile of a distributed job's ranks: `sources` are the ranks'
     profiles, their files, or the folder they were written to."""
     items = expand(sources)
@@ -308,33 +315,63 @@ def _source(item: Profile | Path) -> Profile | str:
 
 def _aligned(timeline: Timeline, rank: int, offset: float) -> Timeline:
     t, live = reduce_points(timeline.t, timeline.live_bytes, limit=4000)
-    return Timeline(device=f"rank {rank} · {timeline.device}", t=[x + offset for x in t], live_bytes=live,
-                    recorded_points=timeline.recorded_points or len(timeline.t))
+    return Timeline(
+        device=f"rank {rank} · {timeline.device}",
+        t=[x + offset for x in t],
+        live_bytes=live,
+        recorded_points=timeline.recorded_points or len(timeline.t),
+    )
 
 
 def merge_notes(info: MergeInfo, known_clocks: bool = True) -> list[Note]:
     """What a reader of the merged profile must know about how it was put together."""
-    notes = [Note("merged_ranks", (
-        f"merged from {len(info.ranks)} ranks of {info.world_size}: the views below are rank {info.highest}'s, "
-        f"the highest; every rank's peak and timeline are in the ranks view"))]
+    notes = [
+        Note(
+            "merged_ranks",
+            (
+                f"merged from {len(info.ranks)} ranks of {info.world_size}: the views below are rank {info.highest}'s, "
+                f"the highest; every rank's peak and timeline are in the ranks view"
+            ),
+        )
+    ]
     if info.missing:
-        notes.append(Note("missing_ranks", (
-            f"no profile from rank(s) {_listed(info.missing)}: a rank killed before it ended (the OOM killer, a "
-            f"launcher that gave up) writes none; its memory is not in this report")))
+        notes.append(
+            Note(
+                "missing_ranks",
+                (
+                    f"no profile from rank(s) {_listed(info.missing)}: "
+                    f"a rank killed before it ended (the OOM killer, a "
+                    f"launcher that gave up) writes none; its memory is not in this report"
+                ),
+            )
+        )
     if not known_clocks:
         notes.append(Note("unaligned_ranks", "some ranks record no wall clock: their timelines start at 0"))
     elif info.hosts > 1:
-        notes.append(Note("clock_skew", (
-            f"timelines are aligned by each host's wall clock: the ranks started within {info.skew_s:.3f} s of "
-            f"each other, and the {info.hosts} hosts' clocks may differ by their NTP offset (usually a few ms)")))
+        notes.append(
+            Note(
+                "clock_skew",
+                (
+                    f"timelines are aligned by each host's wall clock: the ranks started within {info.skew_s:.3f} s of "
+                    f"each other, and the {info.hosts} hosts' clocks may differ by their NTP offset (usually a few ms)"
+                ),
+            )
+        )
     outside = [s for s in info.ranks if s.outside_detail]
     if outside:
-        notes.append(Note("ranks_above_detail", (
-            f"rank(s) {_listed([s.rank for s in outside])} peaked outside their detailed steps "
-            f"(rank {outside[0].rank}: {outside[0].outside_detail}); ranks are compared by their detailed steps' "
-            f"peaks, and the process column shows each rank's resident peak over the whole run; record those "
-            f"steps in detail to compare them"),
-            "torchrun ... memprofile run --detail-steps all ...   # or the window each rank's note names"))
+        notes.append(
+            Note(
+                "ranks_above_detail",
+                (
+                    f"rank(s) {_listed([s.rank for s in outside])} peaked outside their detailed steps "
+                    f"(rank {outside[0].rank}: {outside[0].outside_detail}); "
+                    f"ranks are compared by their detailed steps' "
+                    f"peaks, and the process column shows each rank's resident peak over the whole run; record those "
+                    f"steps in detail to compare them"
+                ),
+                "torchrun ... memprofile run --detail-steps all ...   # or the window each rank's note names",
+            )
+        )
     errors = [s for s in info.ranks if s.error]
     if errors:
         notes.append(Note("rank_errors", "; ".join(f"rank {s.rank} raised {s.error}" for s in errors[:8])))

@@ -27,13 +27,20 @@ def step_notes(profile: Profile) -> list[Note]:
     why = profile.capture.get("torch_detail_why") or profile.capture.get("tf_detail_why")
     when = profile.capture.get("torch_detail_end_s") or profile.capture.get("tf_detail_end_s", "?")
     if why == "budget":
-        where = f"during step {next((s.index for s in steps if not s.detailed), len(steps) + 1)}" if steps \
+        where = (
+            f"during step {next((s.index for s in steps if not s.detailed), len(steps) + 1)}"
+            if steps
             else f"at {when} s"
-        notes.append(Note("budget_reached",
-                          f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
-                          f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run "
-                          f"up to then); the rest is measured by the process's resident memory (--budget raises it)",
-                          _budget_fix(profile)))
+        )
+        notes.append(
+            Note(
+                "budget_reached",
+                f"the profiler's own memory neared its budget ({profile.capture.get('budget', '?')}) "
+                f"{where}: op, layer and kind detail ends there (the peak, ops and layers cover the run "
+                f"up to then); the rest is measured by the process's resident memory (--budget raises it)",
+                _budget_fix(profile),
+            )
+        )
     if not steps:
         return notes
     detailed = [s for s in steps if s.detailed]
@@ -42,21 +49,35 @@ def step_notes(profile: Profile) -> list[Note]:
     if exact:
         source = "the allocator's own counters"
     elif all(s.peak_estimate_bytes is not None for s in cheap):
-        source = ("an estimate from the C heap's growth since the detail (what a step keeps; a spike within a "
-                  "step shows in the process's resident memory, read at each step's end)")
+        source = (
+            "an estimate from the C heap's growth since the detail (what a step keeps; a spike within a "
+            "step shows in the process's resident memory, read at each step's end)"
+        )
     elif "each step" in profile.capture.get("host_peak_from", ""):
         grouped = any(s.rss_peak_first for s in cheap)
-        source = (f"the process's resident memory (the OS high-water mark, exact"
-                  f"{'; short steps read in groups' if grouped else ''})")
+        source = (
+            f"the process's resident memory (the OS high-water mark, exact"
+            f"{'; short steps read in groups' if grouped else ''})"
+        )
     else:
         source = "the process's resident memory samples"
     if cheap and detailed and why != "budget":
-        notes.append(Note("detail_steps", f"{_span(detailed)} of {len(steps)} recorded in detail (ops, layers, "
-                          f"kinds); {_span(cheap)} by their boundaries, each one's peak from {source} "
-                          f"(--detail-steps N, A-B or all records others)"))
+        notes.append(
+            Note(
+                "detail_steps",
+                f"{_span(detailed)} of {len(steps)} recorded in detail (ops, layers, "
+                f"kinds); {_span(cheap)} by their boundaries, each one's peak from {source} "
+                f"(--detail-steps N, A-B or all records others)",
+            )
+        )
         if detailed[0].index > 1:
-            notes.append(Note("detail_late", f"memory made before step {detailed[0].index} counts as from before "
-                              f"the detail; what no model, optimizer or variable holds is not counted in it"))
+            notes.append(
+                Note(
+                    "detail_late",
+                    f"memory made before step {detailed[0].index} counts as from before "
+                    f"the detail; what no model, optimizer or variable holds is not counted in it",
+                )
+            )
     notes.extend(_above_detail(profile, detailed, cheap, exact))
     if cheap:
         notes.extend(_after_last_step(profile, detailed))
@@ -96,7 +117,7 @@ def later_peak(profile: Profile) -> tuple[StepStat, int, str] | None:
     """(step, its peak, "exact" or "estimate"): the first step outside the
     detail whose peak on the framework device went above every detailed
     step's, where each step's peak is known (the allocator's counters) or
-    estimated (the C heap, model/steps.py)."""
+    estimated (the C heap, analysis/step_table.py)."""
     detailed = [s for s in profile.steps if s.detailed and s.peak_bytes is not None]
     cheap: list[tuple[StepStat, int, str]] = []
     for s in profile.steps:
@@ -119,12 +140,21 @@ def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepSt
     if later is not None:
         step, value, how = later
         top = max(s.peak_bytes or 0 for s in detailed)
-        what = ("" if how == "exact" else ", estimated from the C heap's growth" + (
-            f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end" if step.end_estimate_bytes else ""))
+        what = (
+            ""
+            if how == "exact"
+            else ", estimated from the C heap's growth"
+            + (f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end" if step.end_estimate_bytes else "")
+        )
         figure = f"peak {fmt_bytes(value)}" if how == "exact" else f"~{fmt_bytes(value)}"
-        return [Note("step_above_detail", f"step {step.index} peaked above every detailed step ({figure} against "
-                     f"{fmt_bytes(top)}{what}): --detail-steps {step.index}-{step.index} records it in detail",
-                     rerun(profile, f"--detail-steps {step.index}-{step.index}"))]
+        return [
+            Note(
+                "step_above_detail",
+                f"step {step.index} peaked above every detailed step ({figure} against "
+                f"{fmt_bytes(top)}{what}): --detail-steps {step.index}-{step.index} records it in detail",
+                rerun(profile, f"--detail-steps {step.index}-{step.index}"),
+            )
+        ]
     if exact:
         return []  # every step's peak on the device is known: none went higher
     spike = resident_spike(profile)
@@ -132,11 +162,16 @@ def _above_detail(profile: Profile, detailed: list[StepStat], cheap: list[StepSt
         return []
     worst, peak, rise, first, top_detail = spike
     which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
-    return [Note("step_above_detail", f"{which} peaked above every detailed step (resident memory "
-                 f"{fmt_bytes(peak)}, {fmt_bytes(rise, signed=True)} over its start, against "
-                 f"{fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
-                 f"records {'it' if first == worst.index else 'them'} in detail",
-                 rerun(profile, f"--detail-steps {first}-{worst.index}"))]
+    return [
+        Note(
+            "step_above_detail",
+            f"{which} peaked above every detailed step (resident memory "
+            f"{fmt_bytes(peak)}, {fmt_bytes(rise, signed=True)} over its start, against "
+            f"{fmt_bytes(top_detail)}): --detail-steps {first}-{worst.index} "
+            f"records {'it' if first == worst.index else 'them'} in detail",
+            rerun(profile, f"--detail-steps {first}-{worst.index}"),
+        )
+    ]
 
 
 def resident_spike(profile: Profile) -> tuple[StepStat, int, int, int, int] | None:
@@ -173,39 +208,60 @@ def peak_scope(profile: Profile) -> str | None:
     peak, device = profile.peak, profile.peak_device
     working = device.allocator_stats.get("working_peak_bytes") if device is not None else None
     if peak is not None and device is not None and working is not None:
-        return (f"The cell freed memory before it worked: the most live on {device.name} was at its start "
-                f"({fmt_bytes(device.baseline_bytes)}, from before the cell); the breakdown is of its work's own "
-                f"peak, {fmt_bytes(peak.bytes)} at {fmt_seconds(peak.time_s)}.")
+        return (
+            f"The cell freed memory before it worked: the most live on {device.name} was at its start "
+            f"({fmt_bytes(device.baseline_bytes)}, from before the cell); the breakdown is of its work's own "
+            f"peak, {fmt_bytes(peak.bytes)} at {fmt_seconds(peak.time_s)}."
+        )
     detailed = [s for s in profile.steps if s.detailed]
     span = f"the detailed {_span(detailed)}" if detailed else "the detail"
     later = later_peak(profile)
     if later is not None:
         step, value, how = later
-        figure = fmt_bytes(value) if how == "exact" else f"~{fmt_bytes(value)} (estimated from the C heap" + (
-            f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end)" if step.end_estimate_bytes else ")")
-        return (f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}; "
-                f"--detail-steps {step.index}-{step.index} records it.")
+        figure = (
+            fmt_bytes(value)
+            if how == "exact"
+            else f"~{fmt_bytes(value)} (estimated from the C heap"
+            + (f"; at least {fmt_bytes(step.end_estimate_bytes)} live at its end)" if step.end_estimate_bytes else ")")
+        )
+        return (
+            f"The peak and its breakdown are of {span}; a later step went higher: step {step.index}, {figure}; "
+            f"--detail-steps {step.index}-{step.index} records it."
+        )
     spike = resident_spike(profile) if not all(s.peak_bytes is not None for s in profile.steps) else None
     if spike is not None:
         worst, peak_rss, rise, first, _top = spike
         which = f"step {worst.index}" if first == worst.index else f"one of steps {first}-{worst.index}"
-        return (f"The peak and its breakdown are of {span}; {which} rose higher in the process's resident memory "
-                f"({fmt_bytes(rise, signed=True)} over its start, more than any detailed step); --detail-steps "
-                f"{first}-{worst.index} records it.")
+        return (
+            f"The peak and its breakdown are of {span}; {which} rose higher in the process's resident memory "
+            f"({fmt_bytes(rise, signed=True)} over its start, more than any detailed step); --detail-steps "
+            f"{first}-{worst.index} records it."
+        )
     why = profile.capture.get("torch_detail_why") or profile.capture.get("tf_detail_why")
     if why == "budget" and not profile.steps and peak is not None:
         when = profile.capture.get("torch_detail_end_s") or profile.capture.get("tf_detail_end_s", "?")
         host = profile.process_device
-        after = (f"; after it only the process's resident memory was followed (its peak "
-                 f"{fmt_bytes(host.peak_bytes)})" if host is not None else "")
+        after = (
+            f"; after it only the process's resident memory was followed (its peak {fmt_bytes(host.peak_bytes)})"
+            if host is not None
+            else ""
+        )
         counted = device is not None and device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50)
-        return (f"The breakdown covers the run up to {when} s, where the profiler's own budget ended the detail"
-                f"{'; the peak is the allocator counter over the whole run' if counted else after}; a later "
-                f"moment may have been higher (--budget raises the budget).")
-    if peak is not None and device is not None and peak.device == device.name and \
-            device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50):
-        return (f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "
-                f"moment the detail recorded ({fmt_bytes(peak.bytes)}, {span}).")
+        return (
+            f"The breakdown covers the run up to {when} s, where the profiler's own budget ended the detail"
+            f"{'; the peak is the allocator counter over the whole run' if counted else after}; a later "
+            f"moment may have been higher (--budget raises the budget)."
+        )
+    if (
+        peak is not None
+        and device is not None
+        and peak.device == device.name
+        and device.peak_bytes > peak.bytes + max(MiB, peak.bytes // 50)
+    ):
+        return (
+            f"The peak is the allocator's own counter over the whole run; the breakdown is of the highest "
+            f"moment the detail recorded ({fmt_bytes(peak.bytes)}, {span})."
+        )
     return None
 
 
@@ -222,10 +278,15 @@ def _after_last_step(profile: Profile, detailed: list[StepStat]) -> list[Note]:
     top_detail = max((s.rss_peak_bytes or 0) for s in profile.steps)
     if not after or max(after) <= top_detail + max(ABOVE_BYTES, top_detail // 20):
         return []
-    return [Note("step_above_detail", f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
-                 f"above every step (resident memory {fmt_bytes(max(after))} against "
-                 f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it",
-                 rerun(profile, "--detail-steps all"))]
+    return [
+        Note(
+            "step_above_detail",
+            f"after the last training step (step {profile.steps[-1].index}) the cell peaked "
+            f"above every step (resident memory {fmt_bytes(max(after))} against "
+            f"{fmt_bytes(top_detail)}), outside the detail: --detail-steps all records it",
+            rerun(profile, "--detail-steps all"),
+        )
+    ]
 
 
 def _growth(profile: Profile) -> Note | None:
@@ -240,25 +301,38 @@ def _growth(profile: Profile) -> Note | None:
             return None
         c = held[0]
         per_step = (c.container.bytes + c.container.graph_bytes) // max(1, c.container.added)
-        return Note("step_growth", f"+{fmt_bytes(per_step)} per step kept: {describe(c)} (the steps' end figures "
-                    f"did not show it) (the suggestion kept_per_step has the code that frees it)")
+        return Note(
+            "step_growth",
+            f"+{fmt_bytes(per_step)} per step kept: {describe(c)} (the steps' end figures "
+            f"did not show it) (the suggestion kept_per_step has the code that frees it)",
+        )
     span = growth.last_step - growth.first_step + 1
-    message = (f"+{fmt_bytes(growth.per_step)} per step since step {growth.first_step}: {growth.source} at the end "
-               f"of each step rose from {fmt_bytes(growth.first_bytes)} to {fmt_bytes(growth.last_bytes)} over "
-               f"{span} steps")
+    message = (
+        f"+{fmt_bytes(growth.per_step)} per step since step {growth.first_step}: {growth.source} at the end "
+        f"of each step rose from {fmt_bytes(growth.first_bytes)} to {fmt_bytes(growth.last_bytes)} over "
+        f"{span} steps"
+    )
     if found:
         message += "; " + "; ".join(describe(c) for c in found[:3])
         explained = sum(c.container.bytes + c.container.graph_bytes for c in found) // max(1, len(profile.steps))
         if explained < growth.per_step // 2:
-            message += (f" (~{fmt_bytes(growth.per_step - explained)} a step more is kept by something no list, "
-                        f"dict or deque of the notebook's variables holds)")
+            message += (
+                f" (~{fmt_bytes(growth.per_step - explained)} a step more is kept by something no list, "
+                f"dict or deque of the notebook's variables holds)"
+            )
         return Note("step_growth", message + " (the suggestion kept_per_step has the code that frees it)")
     if "namespace" not in profile.capture.get("collectors", "").split(","):  # an imported or older profile
         suspect = _kept_per_step(profile)
-        return Note("step_growth", message + (f"; something keeps memory per step ({suspect})" if suspect else
-                                              "; something keeps memory per step"))
-    return Note("step_growth", message + "; no list, dict or deque of the notebook's variables gained it: an "
-                "object's attribute, a closure, a function's own list or a reference cycle keeps it")
+        return Note(
+            "step_growth",
+            message
+            + (f"; something keeps memory per step ({suspect})" if suspect else "; something keeps memory per step"),
+        )
+    return Note(
+        "step_growth",
+        message + "; no list, dict or deque of the notebook's variables gained it: an "
+        "object's attribute, a closure, a function's own list or a reference cycle keeps it",
+    )
 
 
 def _kept_per_step(profile: Profile) -> str:
@@ -272,6 +346,8 @@ def _kept_per_step(profile: Profile) -> str:
             continue
         arg = node.args[0]
         if isinstance(arg, ast.Name) and arg.id in cell.bound:
-            return (f"line {call.line}: {call.func}({arg.id}) keeps each step's {arg.id}; "
-                    f"append {arg.id}.item() or {arg.id}.detach() instead")
+            return (
+                f"line {call.line}: {call.func}({arg.id}) keeps each step's {arg.id}; "
+                f"append {arg.id}.item() or {arg.id}.detach() instead"
+            )
     return ""

@@ -1,6 +1,6 @@
 """What every collector gives: start(), stop() -> RawCapture, plain recorded data.
 
-Capture never renders and never builds the Profile: model/build.py does that.
+Capture never renders and never builds the Profile: analysis/build.py does that.
 Collectors are looked up by name and imported lazily, so importing memprofile
 imports no framework.
 """
@@ -12,6 +12,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from memprofile.capture.kept import GrownContainer, KeptObject
+from memprofile.capture.steps import StepRecord
 
 #: t_free / seq_free of an allocation still live when the run ended.
 ALIVE = math.inf
@@ -52,14 +55,16 @@ class DetailWindow:
         try:
             first, last = value
         except (TypeError, ValueError):
-            raise ValueError(f"detail_steps takes N, (first, last), None (every step) or 'all', 'N', 'A-B', "
-                             f"'A-'; got {value!r}") from None
+            raise ValueError(
+                f"detail_steps takes N, (first, last), None (every step) or 'all', 'N', 'A-B', 'A-'; got {value!r}"
+            ) from None
         return cls(int(first), None if last is None else int(last))
 
     def __post_init__(self) -> None:
         if self.first < 1 or (self.last is not None and self.last < self.first):
-            raise ValueError(f"detail steps must run from step 1 or later to a step at or after it, "
-                             f"got {self.first}-{self.last}")
+            raise ValueError(
+                f"detail steps must run from step 1 or later to a step at or after it, got {self.first}-{self.last}"
+            )
 
     @property
     def everything(self) -> bool:
@@ -83,8 +88,10 @@ class DetailWindow:
                 return cls(int(m.group(1)), int(m.group(3)) if m.group(3) else None)
         except ValueError:
             pass
-        raise ValueError(f"--detail-steps takes N (the first N training steps), A-B (steps A to B), A- (step A "
-                         f"on) or all, with steps counted from 1, got {text!r}")
+        raise ValueError(
+            f"--detail-steps takes N (the first N training steps), A-B (steps A to B), A- (step A "
+            f"on) or all, with steps counted from 1, got {text!r}"
+        )
 
     def text(self) -> str:
         """As --detail-steps takes it."""
@@ -148,7 +155,7 @@ class AllocationLog:
     #: rounding) where the allocator says so, else the same.
     requested: list[int] = field(default_factory=list)
     #: The cell line running when each row was allocated (0: before the run;
-    #: -1: unknown). Filled after the capture (model/lines.py), not by collectors.
+    #: -1: unknown). Filled after the capture (analysis/lines.py), not by collectors.
     line: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -211,10 +218,32 @@ class ModuleRecord:
     optimizer_state_bytes: int = 0
     #: Bytes one call returned (the last call), where the collector sees outputs.
     output_bytes: int = 0
+    #: The package its class comes from ("torch", "transformers", "timm"; "__main__" for
+    #: the notebook's own; "" unknown): advice in the library's own terms.
+    library: str = ""
     #: The collector saw it work during the run (called, stepped by an
     #: optimizer, given new gradients). Layers with allocations count as
     #: working too; trees where nothing worked are left out of the table.
     ran: bool = False
+
+
+@dataclass
+class OptimizerStat:
+    """An optimizer the run touched or the notebook holds: what it keeps, and
+    whether this run stepped it. Rules about optimizer state count only the
+    ones the run stepped."""
+
+    name: str  # its variable in the notebook ("opt", "trainer.opt"), else its type
+    type: str  # "Adam", "SGD", ...
+    stepped: bool = False
+    #: Steps taken during the run (optimizer step hooks).
+    steps: int = 0
+    parameter_bytes: int = 0
+    state_bytes: int = 0
+    #: Its state did not exist (or was smaller) when the run started.
+    state_created: bool = False
+    #: The root layers (models) that own its parameters.
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -233,20 +262,17 @@ class RawCapture:
     last_op: dict[str, str] = field(default_factory=dict)
     #: Shapes of the tensors the model(s) were called with, where the collector sees calls.
     input_shapes: list[list[int]] = field(default_factory=list)
-    #: Large objects the namespace holds at the end (model.profile.KeptObject's fields).
-    kept: list[dict] = field(default_factory=list)
-    #: Containers that gained arrays or tensors in the run (model.profile.GrownContainer's fields).
-    grown: list[dict] = field(default_factory=list)
+    #: Large objects the namespace holds at the end (capture/kept.py).
+    kept: list[KeptObject] = field(default_factory=list)
+    #: Containers that gained arrays or tensors in the run (capture/kept.py).
+    grown: list[GrownContainer] = field(default_factory=list)
     #: (times, lines): when the running cell line changed, and to which
     #: (capture/lines.py); empty when the cell's lines are not followed.
     line_marks: tuple[list[float], list[int]] = ((), ())  # type: ignore[assignment]
-    #: Optimizers seen (model.profile.OptimizerStat's fields).
-    optimizers: list[dict] = field(default_factory=list)
-    #: Training steps: {"t_end": seconds, "detailed": bool, "peaks" / "ends": {device: bytes} (allocator
-    #: counters, read and reset at the step's end: CUDA, TF), "rss_peak": the process's exact peak in the
-    #: step (OS high-water mark), "rss_end", "heap_end": bytes; "steps": how many steps that reading covers,
-    #: where short steps are read in groups (capture/host.py StepFigures)}.
-    steps: list[dict] = field(default_factory=list)
+    #: Optimizers seen; analysis names their models by the root layers.
+    optimizers: list[OptimizerStat] = field(default_factory=list)
+    #: Each training step's end (capture/steps.py).
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 class Collector(Protocol):

@@ -20,8 +20,27 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from memprofile.model.profile import RankInfo
+
+# The record of a rank, made here from the launcher's environment; the Profile keeps it (model/profile.py).
+@dataclass
+class RankInfo:
+    """Where a profile ran in a multi-process job (torchrun, or any launch
+    that sets RANK and WORLD_SIZE): read from the launcher's environment and
+    the process group, so ranks never talk to each other for it."""
+
+    rank: int
+    world_size: int
+    local_rank: int | None = None
+    host: str = ""
+    #: The process group's backend ("nccl", "gloo"), where one was initialised.
+    backend: str = ""
+    #: The launcher's id of the job (TORCHELASTIC_RUN_ID, SLURM_JOB_ID), shared by its ranks.
+    run_id: str = ""
+    #: Wall clock (Unix seconds) at the profile's time 0: what aligns ranks' timelines.
+    started_unix_s: float | None = None
+
 
 #: Environment variables that name the job, shared by all its ranks, in the order tried.
 RUN_ID_VARIABLES = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
@@ -53,8 +72,13 @@ def rank_from_env(environ: Mapping[str, str] | None = None) -> RankInfo | None:
     rank, world = _int(env.get("RANK")), _int(env.get("WORLD_SIZE"))
     if rank is None or world is None or world < 1 or not 0 <= rank < world:
         return None
-    return RankInfo(rank=rank, world_size=world, local_rank=_int(env.get("LOCAL_RANK")),
-                    host=socket.gethostname(), run_id=run_id(env))
+    return RankInfo(
+        rank=rank,
+        world_size=world,
+        local_rank=_int(env.get("LOCAL_RANK")),
+        host=socket.gethostname(),
+        run_id=run_id(env),
+    )
 
 
 def current_backend() -> str:

@@ -28,6 +28,7 @@ try:
 except ImportError:  # Windows: no getrusage; the samples alone give the peak
     resource = None  # type: ignore[assignment]
 
+from memprofile.capture import live
 from memprofile.capture.base import RawCapture, RawDevice, RawNote
 
 _DEFAULT_MAX_SAMPLES = 500_000
@@ -91,7 +92,7 @@ class _StepHighWater:
         if self._from_proc:  # one read gives both
             data = os.pread(self._status, 8192, 0)
             i, j = data.index(b"VmHWM:"), data.index(b"VmRSS:")
-            return (int(data[i + 6:data.index(b"kB", i)]) * 1024, int(data[j + 6:data.index(b"kB", j)]) * 1024)
+            return (int(data[i + 6 : data.index(b"kB", i)]) * 1024, int(data[j + 6 : data.index(b"kB", j)]) * 1024)
         return _ru_maxrss_bytes(), self._rss.read()
 
     def read_and_reset(self) -> tuple[int, int]:
@@ -173,8 +174,7 @@ class StepFigures:
         one after which the detail starts or ends and resets the OS mark)."""
         now = time.perf_counter()
         self._unread += 1
-        if not force and self._at is not None and now - self._at < min(self._cost / FIGURES_SHARE,
-                                                                         MAX_FIGURES_GAP_S):
+        if not force and self._at is not None and now - self._at < min(self._cost / FIGURES_SHARE, MAX_FIGURES_GAP_S):
             return {}
         figures = step_end_figures(self._rss)
         if self._unread > 1:
@@ -187,8 +187,21 @@ class StepFigures:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _load_libc() -> Any:
@@ -304,8 +317,7 @@ MAX_INTERVAL_S = 60.0
 def check_interval(interval_s: float) -> None:
     """A sampling interval a thread can wait (not inf, nan, 0 or negative)."""
     if not 0 < interval_s <= MAX_INTERVAL_S:
-        raise ValueError(f"the sampling interval must be above 0 and at most {MAX_INTERVAL_S:g} s, "
-                         f"got {interval_s!r}")
+        raise ValueError(f"the sampling interval must be above 0 and at most {MAX_INTERVAL_S:g} s, got {interval_s!r}")
 
 
 class HostCollector:
@@ -336,9 +348,11 @@ class HostCollector:
         self._hwm_before: int | None = None
         self._maxrss_before = 0
         self._step_high_water: _StepHighWater | None = None  # the one this (outermost) collector made
+        self._feeds = False  # the outermost collector feeds the live feed
+        self._live_max = 0  # the most resident memory since the last live sample
 
     # The sampler thread -------------------------------------------------
-    def _sample(self) -> None:
+    def _sample(self) -> int:
         assert self._reader is not None, "start() opens the reader before the first sample"
         rss = self._reader.read()
         now = time.perf_counter() - self._t0
@@ -349,10 +363,38 @@ class HostCollector:
             if len(self._v) >= self.max_samples:
                 self._t, self._v = halve_keeping_extremes(self._t, self._v)
                 self._halvings += 1
+        return rss
 
     def _run(self) -> None:
+        # Every ~50 ms the outermost collector hands the live feed a sample, only while a sink
+        # listens (capture/live.py): the sampler is the feed's clock, no second one runs.
+        due = time.perf_counter() + live.INTERVAL_S
         while not self._stop.wait(self.interval_s):
-            self._sample()
+            rss = self._sample()
+            if self._feeds:
+                self._live_max = max(self._live_max, rss)
+                now = time.perf_counter()
+                if now >= due - self.interval_s / 2:  # the nearest sample to each 50 ms
+                    due = max(due + live.INTERVAL_S, now + live.INTERVAL_S / 2)
+                    self._feed(rss)
+
+    def _feed_last(self) -> None:
+        """The run's last sample, taken as it stops (before any collector stops): the live
+        feed's last step is the profile's."""
+        if self._reader is not None:
+            rss = self._reader.read()
+            self._feed(max(rss, self._live_max))
+
+    def _feed(self, rss: int) -> None:
+        feed = live.current()
+        if feed is None or not live.listening():
+            self._live_max = 0
+            return
+        try:
+            feed.sample(time.perf_counter() - self._t0, rss, self._live_max, heap_in_use())
+        except Exception:  # a live reading that fails costs that sample, never the host timeline
+            pass
+        self._live_max = 0
 
     # Collector protocol -------------------------------------------------
     def start(self, origin: float | None = None) -> None:
@@ -362,6 +404,10 @@ class HostCollector:
         with _active_lock:
             outermost = _active == 0
             _active += 1
+        self._feeds = outermost
+        feed = live.current()
+        if outermost and feed is not None:
+            feed.last_sample = self._feed_last
         self._reader = RssReader()
         self._hwm_was_reset = self.reset_os_peak and outermost and _reset_vm_hwm()
         if self._hwm_was_reset and sys.platform.startswith("linux") and resource is not None:

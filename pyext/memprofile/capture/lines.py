@@ -1,5 +1,5 @@
 """Which line of the profiled cell was running: every allocation is later
-placed on the line that was running when it was made (model/lines.py).
+placed on the line that was running when it was made (analysis/lines.py).
 
 How: the magic compiles the cell itself (jupyter/magic.py), so an AST pass
 adds a call before each of the cell's statements (loop bodies, `with`, `if`,
@@ -201,7 +201,7 @@ def _quiet(r: _Recorder, start: int) -> bool:
     """No line since change `start` took OP_FLOOR_S in a quarter of its runs
     (a line that runs only with its op, once a window, counts: that run was slow)."""
     slow: dict[int, int] = {}
-    for i in r.slow[bisect.bisect_left(r.slow, start + 1):]:
+    for i in r.slow[bisect.bisect_left(r.slow, start + 1) :]:
         slow[r.line[i - 1]] = slow.get(r.line[i - 1], 0) + 1
     ran = r.line[start:]
     return all(n * 4 < ran.count(line) for line, n in slow.items())
@@ -276,8 +276,12 @@ class _Instrument(ast.NodeTransformer):
             if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
                 out.append(stmt)  # must stay first
                 continue
-            if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
-                    and isinstance(stmt.value.value, str):
+            if (
+                i == 0
+                and isinstance(stmt, ast.Expr)
+                and isinstance(stmt.value, ast.Constant)
+                and isinstance(stmt.value.value, str)
+            ):
                 out.append(stmt)  # a docstring stays one (argparse's description=__doc__)
                 continue
             if isinstance(stmt, ast.Continue) and self.loops and self.loops[-1] is not None:
@@ -350,8 +354,9 @@ class Instrumented:
         self.objects: dict[str, object] = {_MARK: mark, _LOOP_MARK: loop_mark}
         self.tree = ast.fix_missing_locations(_Instrument(into_definitions, self.objects).visit(tree))
 
-    def compile(self, compiler: Callable[..., types.CodeType], filename: str, mode: str = "exec",
-                namespace: dict | None = None) -> types.CodeType:
+    def compile(
+        self, compiler: Callable[..., types.CodeType], filename: str, mode: str = "exec", namespace: dict | None = None
+    ) -> types.CodeType:
         """`compiler(tree, filename, mode)` (builtin compile, IPython's), then
         `bind`; `namespace`: the globals a script's functions run in."""
         with warnings.catch_warnings():
@@ -375,8 +380,10 @@ class Instrumented:
 
 def _bind(code: types.CodeType, objects: dict[str, object]) -> types.CodeType:
     consts = tuple(
-        _bind(c, objects) if isinstance(c, types.CodeType)
-        else objects.get(c[len(_PLACEHOLDER):], c) if type(c) is str and c.startswith(_PLACEHOLDER)
+        _bind(c, objects)
+        if isinstance(c, types.CodeType)
+        else objects.get(c[len(_PLACEHOLDER) :], c)
+        if type(c) is str and c.startswith(_PLACEHOLDER)
         else c
         for c in code.co_consts
     )
@@ -433,7 +440,12 @@ class LinesCollector:
             _set_marking(False)
         notes: list[RawNote] = []
         if r is not None and r.full:
-            notes.append(("lines_truncated", f"the cell changed lines more than {MAX_MARKS:,} times: allocations "
-                          f"after {r.t[-1]:.3f} s are placed on the line that ran then"))
+            notes.append(
+                (
+                    "lines_truncated",
+                    f"the cell changed lines more than {MAX_MARKS:,} times: allocations "
+                    f"after {r.t[-1]:.3f} s are placed on the line that ran then",
+                )
+            )
         marks = (list(r.t), list(r.line)) if r is not None else ([], [])
         return RawCapture(collector=self.name, line_marks=marks, notes=notes)

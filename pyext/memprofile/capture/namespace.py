@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memprofile.capture.base import RawCapture
+from memprofile.capture.kept import GrownContainer, GrownItem, KeptObject
 
 #: Smaller objects are not worth naming in a memory report.
 MIN_BYTES = 1 << 20
@@ -53,12 +54,12 @@ def graph_storages(tensor: Any) -> dict[int, int] | None:
         own = tensor.untyped_storage().data_ptr()
     except Exception:
         own = 0
-    from memprofile.capture import torch_compat  # the walk reads torch's private `_saved_*`
+    from memprofile.capture.torch import compat as torch_compat  # the walk reads torch's private `_saved_*`
 
     found: dict[int, int] = {}
     for t in torch_compat.saved_tensors(fn, MAX_GRAPH_NODES):
-        if not hasattr(t, "untyped_storage") or (t.requires_grad and t.grad_fn is None):
-            continue  # not a tensor, or a parameter (a leaf that needs grad)
+        if not hasattr(t, "untyped_storage") or _parameter(t):
+            continue  # not a tensor, or a parameter (a leaf that needs grad) or a view of one
         try:
             storage = t.untyped_storage()
             ptr = storage.data_ptr()
@@ -67,6 +68,16 @@ def graph_storages(tensor: Any) -> dict[int, int] | None:
         if ptr and ptr != own:
             found[ptr] = storage.nbytes()
     return found
+
+
+def _parameter(t: Any) -> bool:
+    """A leaf that needs grad, or a view of one (a Linear's `weight.t()` saved for backward:
+    the parameter's own storage, which detaching the output does not free)."""
+    try:
+        base = t._base if t._is_view() else None
+    except Exception:
+        base = None
+    return any(x is not None and x.requires_grad and x.grad_fn is None for x in (t, base))
 
 
 def graph_saved_bytes(tensor: Any) -> int | None:
@@ -103,8 +114,14 @@ class _Sizer:
                 ptr = storage.data_ptr()
                 if not ptr:  # no data (an empty tensor; a subclass's storage without memory)
                     return None
-                return (("torch", ptr), storage.nbytes(), "torch.Tensor", list(value.shape),
-                        str(value.dtype).replace("torch.", ""), str(value.device))
+                return (
+                    ("torch", ptr),
+                    storage.nbytes(),
+                    "torch.Tensor",
+                    list(value.shape),
+                    str(value.dtype).replace("torch.", ""),
+                    str(value.device),
+                )
             except Exception:  # sparse or otherwise storage-less tensors, a subclass whose storage raises
                 return None
         if np is not None and isinstance(value, np.ndarray):
@@ -118,8 +135,14 @@ class _Sizer:
                 if n is None:
                     return None
                 kind = "tf.Variable" if isinstance(value, tf.Variable) else "tf.Tensor"
-                return (("tf", id(value)), n * value.dtype.size, kind, [int(d) for d in value.shape],
-                        value.dtype.name, str(getattr(value, "device", "")) or "cpu")
+                return (
+                    ("tf", id(value)),
+                    n * value.dtype.size,
+                    kind,
+                    [int(d) for d in value.shape],
+                    value.dtype.name,
+                    str(getattr(value, "device", "")) or "cpu",
+                )
             except Exception:  # symbolic (graph) tensors have no buffer
                 return None
         return None
@@ -188,6 +211,7 @@ def scan_kept(namespace: dict) -> list[dict]:
     if size_of.torch is None and size_of.np is None and size_of.tf is None:
         return []
     found: dict[tuple, dict] = {}
+    storages: dict[tuple, dict[int, int]] = {}  # what each one's graph saves
 
     def take(variable: str, path: str, value: Any, via: str) -> bool:
         facts = size_of(value)
@@ -198,12 +222,30 @@ def scan_kept(namespace: dict) -> list[dict]:
         # one whose graph backward already freed keeps only its own data.
         graph = bool(saved)
         if (nbytes >= MIN_BYTES or graph) and key not in found:
-            found[key] = {"name": path, "bytes": nbytes, "type": kind, "shape": shape, "dtype": dtype,
-                          "device": device, "via": via, "graph": graph, "graph_bytes": saved or 0,
-                          "_id": id(value), "_ref": _weak(value)}
+            storages[key] = (graph_storages(value) or {}) if graph else {}
+            found[key] = {
+                "name": path,
+                "bytes": nbytes,
+                "type": kind,
+                "shape": shape,
+                "dtype": dtype,
+                "device": device,
+                "via": via,
+                "graph": graph,
+                "graph_bytes": saved or 0,
+                "_id": id(value),
+                "_ref": _weak(value),
+            }
         return True
 
     walk_namespace(namespace, take)
+    # Graphs share what they save (a loss's holds its logits'), or do not (five outputs of
+    # five forwards): the largest claims its storages first, each other its own rest.
+    claimed: set[int] = set()
+    for key in sorted(found, key=lambda k: -found[k]["graph_bytes"]):
+        own = {ptr: n for ptr, n in storages[key].items() if ptr not in claimed}
+        found[key]["graph_own_bytes"] = sum(own.values())
+        claimed.update(own)
     return sorted(found.values(), key=lambda d: -d["bytes"])[:MAX_KEPT]
 
 
@@ -281,8 +323,7 @@ def _framework_object(value: Any) -> bool:
 
 
 def _public_attributes(value: Any) -> dict[str, Any]:
-    if isinstance(value, type | types.ModuleType | types.FunctionType | types.MethodType) or \
-            _framework_object(value):
+    if isinstance(value, type | types.ModuleType | types.FunctionType | types.MethodType) or _framework_object(value):
         return {}
     try:
         attributes = vars(value)
@@ -307,8 +348,15 @@ def _added(value: Any, before: int, most: int) -> list:
 
 
 def _item_kind(item: Any) -> str:
-    return "tuple" if isinstance(item, tuple) else "list" if isinstance(item, list) else \
-        "dict" if isinstance(item, dict) else "array"
+    return (
+        "tuple"
+        if isinstance(item, tuple)
+        else "list"
+        if isinstance(item, list)
+        else "dict"
+        if isinstance(item, dict)
+        else "array"
+    )
 
 
 #: Items whose autograd graphs are walked (a graph can have thousands of
@@ -332,8 +380,13 @@ def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
     largest: tuple | None = None
     kinds = {_item_kind(item) for item in items[:MAX_GRAPH_ITEMS]}
     for item in items:
-        values = list(item.values())[:MAX_INNER] if isinstance(item, dict) else list(item[:MAX_INNER]) \
-            if isinstance(item, list | tuple) else [item]
+        values = (
+            list(item.values())[:MAX_INNER]
+            if isinstance(item, dict)
+            else list(item[:MAX_INNER])
+            if isinstance(item, list | tuple)
+            else [item]
+        )
         for value in values:
             facts = size_of.bytes_of(value)
             if facts is None:
@@ -356,8 +409,12 @@ def _size_items(items: list, size_of: _Sizer, held: set) -> dict | None:
     if walked:
         graph = graph * with_graph // walked
     _key, nbytes, kind, shape, dtype, device = largest
-    return {"bytes": total, "graph_bytes": graph, "items": kinds.pop() if len(kinds) == 1 else "mixed",
-            "item": {"type": kind, "shape": shape, "dtype": dtype, "device": device, "bytes": nbytes}}
+    return {
+        "bytes": total,
+        "graph_bytes": graph,
+        "items": kinds.pop() if len(kinds) == 1 else "mixed",
+        "item": {"type": kind, "shape": shape, "dtype": dtype, "device": device, "bytes": nbytes},
+    }
 
 
 def _held(namespace: dict, size_of: _Sizer) -> set:
@@ -373,14 +430,14 @@ def _held(namespace: dict, size_of: _Sizer) -> set:
     return held
 
 
-def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict]:
+def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[GrownContainer]:
     """The containers that gained arrays or tensors during the run (or were
     made in it), with what the gain holds: a list a training loop appends
     each step's outputs to. Largest first."""
     size_of = _Sizer()
     if size_of.torch is None and size_of.np is None and size_of.tf is None:
         return []
-    found = []
+    found: list[GrownContainer] = []
     held = _held(namespace, size_of)
     left = MAX_SIZED_ITEMS
     for path, (ident, length) in _containers(namespace).items():
@@ -401,9 +458,17 @@ def scan_grown(namespace: dict, before: dict[str, tuple[int, int]]) -> list[dict
         if sized is None:
             continue
         kind = "dict" if isinstance(value, dict) else "deque" if isinstance(value, collections.deque) else "list"
-        found.append({"name": path, "type": kind, "added": length - start, "length": length, "new": not same,
-                      **sized})
-    return sorted(found, key=lambda d: -(d["bytes"] + d["graph_bytes"]))[:MAX_GROWN]
+        found.append(
+            GrownContainer(
+                name=path,
+                type=kind,
+                added=length - start,
+                length=length,
+                new=not same,
+                **{**sized, "item": GrownItem(**sized["item"])},
+            )
+        )
+    return sorted(found, key=lambda c: -(c.bytes + c.graph_bytes))[:MAX_GROWN]
 
 
 def _lookup(namespace: dict, path: str) -> Any:
@@ -452,8 +517,12 @@ class NamespaceCollector:
         if output is not None:
             cache = namespace.get("Out")
             namespace = {**namespace, "Out": {**(cache if isinstance(cache, dict) else {}), output[0]: output[1]}}
-        kept = scan_kept(namespace)
-        for d in kept:
-            d["new"] = not _same(self._before.get(d["name"]), d.pop("_id"), d.pop("_ref"))
+        kept = [
+            KeptObject(
+                **{k: v for k, v in d.items() if not k.startswith("_")},
+                new=not _same(self._before.get(d["name"]), d["_id"], d["_ref"]),
+            )
+            for d in scan_kept(namespace)
+        ]
         grown = scan_grown(self.namespace, self._containers)
         return RawCapture(collector=self.name, kept=kept, grown=grown)

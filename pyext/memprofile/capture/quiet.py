@@ -3,7 +3,7 @@ profilers out of the user's cell.
 
 torch's "Memory block of unknown size was allocated before the profiling
 started" is dropped too: the torch collector frees a block of its own while
-quiet (capture/torch.py `_start_detail`) to spend the first of those lines,
+quiet (capture/torch/collector.py `_start_detail`) to spend the first of those lines,
 which torch prints once and then every 1000th time.
 
 TF's C++ logs a few lines per profiler session and kineto prints "USDT ...

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-#: Where memprofile's own code and torch's live (capture/torch.py's watcher reads them too).
+#: Where memprofile's own code and torch's live (capture/torch/budget.py's watcher reads them too).
 OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 TORCH_CODE = os.sep + "torch" + os.sep
 #: torch's module call machinery, which iterates the hooks memprofile changes.
@@ -92,6 +92,7 @@ def thread_frame(ident: int) -> FrameType | None:
     finally:
         if enabled:
             gc.enable()
+
 
 class _LineMonitor:
     """sys.monitoring (3.12+): `work()` on the thread `thread` at its next

@@ -89,11 +89,14 @@ def inner_runs(owner: Owner) -> list[str]:
         where = "" if run.thread == owner.thread else f" in thread {run.thread}"
         start = run.start - owner.origin
         if run.end is None:
-            lines.append(f"profile {run.name!r} started at {start:.3f} s inside this one{where} and was "
-                         f"still running when this one stopped")
+            lines.append(
+                f"profile {run.name!r} started at {start:.3f} s inside this one{where} and was "
+                f"still running when this one stopped"
+            )
         else:
-            lines.append(f"profile {run.name!r} ran from {start:.3f} s to {run.end - owner.origin:.3f} s "
-                         f"inside this one{where}")
+            lines.append(
+                f"profile {run.name!r} ran from {start:.3f} s to {run.end - owner.origin:.3f} s inside this one{where}"
+            )
     return lines
 
 

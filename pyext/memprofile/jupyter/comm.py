@@ -15,7 +15,13 @@ Requests: {"type": "sync"}                      -> {"type": "profiles", "items":
           {"type": "try", "id": ID, "suggestion": SUGGESTION_ID}
                                                  -> {"type": "tried", "saving_bytes", "time_change", "headline",
                                                      "notes", "before", "after", "first", ...}
+          {"type": "predict", "id": ID, "device": D, "batch": B, "seq_len": S, "capacity_bytes": C}
+                                                 -> {"type": "predicted", "id", "prediction", "text"}
           {"type": "bokehjs"}                    -> {"type": "bokehjs_scripts", "version", "scripts"}
+          {"type": "live", "on": true}           -> {"type": "live_state", "start", "samples", "warnings"}
+                                                    then, while a profile runs, the pushes
+                                                    {"type": "live_start"}, {"type": "live"} (~20 a
+                                                    second) and {"type": "live_end", "profile_id"}
           failures                              -> {"type": "error", "message": "..."}
 
 Each message is a dataclass of model/wire.py (the panel's types are generated
@@ -29,6 +35,12 @@ render/bokehjs.py reads), as bokeh's own notebook output does: only a
 kernel's BokehJS draws its bokeh's documents, and the kernel runs the
 user's code already. "try" re-runs the profiled cell, so the panel asks
 the user first; the kernel never runs anything the panel has not asked for.
+The live feed (capture/live.py) is sent only after a "live" request, from its
+sender thread: comm.send there queues the message for ipykernel's IOPub thread,
+so the running cell, which holds the shell channel, does not hold it up.
+"predict" re-executes the cell on fake tensors (Profile.predict): no real
+memory, no state changed; an unknown device or a bad batch is answered with
+the ValueError's own message.
 """
 
 from __future__ import annotations
@@ -38,8 +50,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memprofile.capture import live as live_feed
 from memprofile.errors import ProfileFormatError
-from memprofile.model.codec import to_dict
+from memprofile.model.codec import decode, to_dict
 from memprofile.model.profile import Profile
 from memprofile.model.wire import (
     AddedMessage,
@@ -53,6 +66,12 @@ from memprofile.model.wire import (
     ExportRequest,
     GetProfileRequest,
     HelloMessage,
+    LiveReply,
+    LiveRequest,
+    LiveSample,
+    LiveStartMessage,
+    PredictedReply,
+    PredictRequest,
     ProfileReply,
     ProfilesReply,
     Push,
@@ -74,6 +93,10 @@ class PanelComm:
         self._comm: Any = None
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        #: Removes the live feed's sink, while a frontend has asked for the feed (a "live"
+        #: request; nothing is sent otherwise). Its lock: "live" runs on a subshell's thread.
+        self._stop_live: Callable[[], None] | None = None
+        self._live_lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
@@ -83,7 +106,7 @@ class PanelComm:
         """Open the comm (again: a second %load_ext replaces the first)."""
         from comm import create_comm
 
-        from memprofile import __version__
+        from memprofile._version import __version__
 
         self.close()
         self._comm = create_comm(target_name=TARGET, data=to_dict(HelloMessage(version=__version__)))
@@ -92,6 +115,7 @@ class PanelComm:
         self._unsubscribe = self.store.subscribe(self._on_store)
 
     def close(self) -> None:
+        self._live_off()
         comm, self._comm = self._comm, None
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -103,13 +127,17 @@ class PanelComm:
                 pass
 
     def _closed(self) -> None:
+        self._live_off()
         self._comm = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
 
     def send(self, message: Push | Reply) -> None:
-        data = to_dict(message)
+        self.send_data(to_dict(message))
+
+    def send_data(self, data: dict) -> None:
+        """A message already a dict (the live feed's): sent as it is."""
         with self._lock:  # comm.send is not safe from two threads at once
             if self._comm is not None:
                 self._comm.send(data)
@@ -141,8 +169,9 @@ class PanelComm:
         if isinstance(request, SyncRequest):
             from memprofile.render.bundle import summarise
 
-            return ProfilesReply(items=[summarise(p) for p in self.store.all()], dropped=self.store.dropped,
-                                 capacity=self.store.capacity)
+            return ProfilesReply(
+                items=[summarise(p) for p in self.store.all()], dropped=self.store.dropped, capacity=self.store.capacity
+            )
         if isinstance(request, GetProfileRequest):
             from memprofile.render.panel import panel_profile
 
@@ -165,12 +194,56 @@ class PanelComm:
             from memprofile.render.bokehjs import bokehjs_scripts
 
             return BokehjsReply(version=bokeh.__version__, scripts=bokehjs_scripts())
+        if isinstance(request, PredictRequest):
+            return self._predict(request)
+        if isinstance(request, LiveRequest):
+            return self._live(request)
         return self._try(request)
+
+    def _live(self, request: LiveRequest) -> LiveReply:
+        """The live feed on or off; the running cell's feed so far (a reloaded page resumes)."""
+        if request.on:
+            with self._live_lock:
+                if self._stop_live is None:
+                    self._stop_live = live_feed.add_sink(self.send_data)
+        else:
+            self._live_off()
+        feed = live_feed.current()
+        if feed is None or not request.on:
+            return LiveReply()
+        return LiveReply(
+            start=decode(LiveStartMessage, dict(feed.start), "live_start"),
+            samples=[decode(LiveSample, s, "live sample") for s in list(feed.samples)],
+            warnings=list(feed.warnings),
+        )
+
+    def _live_off(self) -> None:
+        with self._live_lock:
+            stop, self._stop_live = self._stop_live, None
+        if stop is not None:
+            stop()
 
     def _profile(self, key: str) -> Profile:
         if not key:
             raise KeyError("the request names no profile id")
         return self.store.get(key)
+
+    def _predict(self, request: PredictRequest) -> PredictedReply | ErrorReply:
+        from memprofile.render.prediction import prediction_text
+
+        profile = self._profile(request.id)
+        if request.capacity_bytes is None and not request.device:
+            return ErrorReply(message="choose a device, or give its capacity")
+        try:
+            made = profile.predict(
+                request.device or "custom",
+                batch=request.batch,
+                seq_len=request.seq_len,
+                capacity_bytes=request.capacity_bytes,
+            )
+        except ValueError as exc:  # an unknown device, a bad batch: its message says what is known
+            return ErrorReply(message=str(exc))
+        return PredictedReply(id=profile.id, prediction=made, text=prediction_text(made))
 
     def _try(self, request: TryRequest) -> TriedReply:
         from memprofile.jupyter.magic import try_in_kernel
@@ -183,12 +256,19 @@ class PanelComm:
         trial = try_in_kernel(profile, suggestion.try_change)
         c = trial.comparison
         return TriedReply(
-            id=profile.id, suggestion=suggestion.id, change=trial.change,
-            saving_bytes=trial.saving_bytes, time_change=trial.time_change,
-            peak_before_bytes=c.peak.before, peak_change_percent=c.peak_change_percent,
+            id=profile.id,
+            suggestion=suggestion.id,
+            change=trial.change,
+            saving_bytes=trial.saving_bytes,
+            time_change=trial.time_change,
+            peak_before_bytes=c.peak.before,
+            peak_change_percent=c.peak_change_percent,
             # the panel shows this line as it is: the figures and which runs they compare
-            headline=measured_line(c), notes=list(c.notes),
-            before=trial.before.id, after=trial.after.id, first=trial.first.id if trial.first else None,
+            headline=measured_line(c),
+            notes=list(c.notes),
+            before=trial.before.id,
+            after=trial.after.id,
+            first=trial.first.id if trial.first else None,
             created=trial.created,
         )
 

@@ -5,15 +5,20 @@ The cell runs as IPython would run it: IPython's input transformers (magics,
 value of a last expression is returned (so it shows as Out[n]). If the cell
 raises, the profile is stored and displayed first, then the exception
 propagates unchanged.
+
+It compiles and runs the cell itself (memprofile/cell_runner.py) rather than
+handing it to `shell.run_cell` with an AST transformer, as pyinstrument's and
+memray's magics do, for two reasons: the line marks are bound into the code
+objects' constants after compiling (capture/lines.py: dynamo takes only
+literal constants, and a global would change the user's namespace), which
+run_cell's compile step leaves no place for; and a nested run_cell of a cell
+with top-level `await` tries to run the kernel's own, running, event loop
+(run_awaitable below runs it on a loop of memprofile's instead).
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import inspect
 import shlex
-from types import CodeType
 from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
@@ -22,12 +27,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from memprofile import kept_modules, store  # store: the module, as tests swap its STORE
-from memprofile.capture import lines
 from memprofile.capture.base import DetailWindow
 from memprofile.capture.host import MAX_INTERVAL_S, check_interval
+from memprofile.cell_runner import cell_number, compile_cell, run_compiled
 from memprofile.errors import MemprofileError, writing
 from memprofile.model.profile import Profile
-from memprofile.profiler import Profiler, parse_budget
+from memprofile.profiler import Profiler, parse_budget, parse_capacity
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -43,99 +48,6 @@ LINE_USAGE = """\
 %memprofile insert SUGGESTION [ID]  replace this cell with a suggestion's code (default: the newest profile)
 %memprofile display [auto|card|widget]  how profiles show (widget: ipywidgets, for frontends without the extension)
 %%memprofile [options]           profile the cell below (see %%memprofile --help)"""
-
-
-def compile_cell(shell, cell: str) -> tuple[CodeType | None, CodeType | None]:
-    """Compile `cell` the way run_cell would: (statements, last expression),
-    with each statement marking its line for the profile (capture/lines.py).
-
-    Raises SyntaxError before anything runs, so a cell that cannot compile is
-    never profiled."""
-    transformed = shell.transform_cell(cell)
-    filename = shell.compile.cache(transformed, cell_number(shell), raw_code=cell)
-    tree = shell.compile.ast_parse(transformed, filename=filename)
-    tree = shell.transform_ast(tree)
-    if tree is None:  # an AST transformer rejected the cell and already said why
-        return None, None
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        expr = tree.body.pop()
-        last_line = expr.lineno
-        with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
-            last = shell.compile(ast.Expression(expr.value), filename, "eval")
-        # The last expression's line is marked by a statement of its own.
-        tree.body.append(lines.mark_statement(last_line, expr))
-    marked = lines.instrument(tree)
-    if last is not None:
-        marked.tree.body.pop(-2)  # instrument marked the mark itself: one is enough
-    with shell.compile.extra_flags(_TOP_LEVEL_AWAIT):
-        return marked.compile(shell.compile, filename), last
-
-
-# Top-level `await` compiles as it does in IPython: the code object is then a
-# coroutine function, run by run_awaitable below.
-_TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-
-
-def cell_number(shell) -> int:
-    """The number IPython shows for the running cell (In [N], Cell In[N]).
-
-    IPython 9 counts execution_count up before it runs a cell, older ones after;
-    the running cell's ExecutionResult has the number either way."""
-    running = getattr(shell.displayhook, "exec_result", None)
-    if running is not None and running.execution_count is not None:
-        return running.execution_count
-    return shell.displayhook.prompt_count
-
-
-def run_awaitable(awaitable):
-    """Run a top-level-await cell's coroutine to its end from a magic (a plain
-    function). Outside a kernel it runs on IPython's own asyncio loop, as
-    IPython runs such cells. In a kernel the kernel's loop is running this
-    very cell and cannot be re-entered, so the coroutine runs on a loop of
-    memprofile's, in this thread, with the kernel's set aside meanwhile."""
-    from IPython.core.async_helpers import get_asyncio_loop
-
-    loop = get_asyncio_loop()
-    running = asyncio.events._get_running_loop()
-    if loop.is_running() or loop is running:
-        loop = _own_loop()
-    asyncio.events._set_running_loop(None)
-    try:
-        return loop.run_until_complete(awaitable)
-    finally:
-        asyncio.events._set_running_loop(running)
-
-
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _own_loop() -> asyncio.AbstractEventLoop:
-    """One loop for every profiled await cell, so what one cell starts on it
-    (a task, a client session) is still there for the next."""
-    global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop
-
-
-def _run_code(code: CodeType, shell):
-    """exec/eval `code` in the user namespace (eval runs "exec" code too, giving None)."""
-    __tracebackhide__ = True  # noqa: F841
-    result = eval(code, shell.user_global_ns, shell.user_ns)
-    if code.co_flags & inspect.CO_COROUTINE:  # the cell awaits at top level
-        return run_awaitable(result)
-    return result
-
-
-def run_compiled(shell, body: CodeType | None, last: CodeType | None):
-    """Run a compiled cell in the user namespace; return the last expression's value."""
-    __tracebackhide__ = True  # noqa: F841  (IPython hides this frame in tracebacks)
-    if body is not None:
-        _run_code(body, shell)
-    if last is not None:
-        return _run_code(last, shell)
-    return None
 
 
 def try_in_kernel(profile: Profile, change: str):
@@ -154,8 +66,7 @@ def try_in_kernel(profile: Profile, change: str):
     def run() -> None:
         run_compiled(shell, body, last)
 
-    trial = run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source,
-                      cell_lines=True)
+    trial = run_trial(run, change, name=profile.name, namespace=shell.user_ns, source=profile.source, cell_lines=True)
     record_measurement(profile, trial.change, trial.comparison)
     return trial
 
@@ -223,6 +134,27 @@ class MemprofileMagics(Magics):
         help="the profiler's own memory budget, e.g. 512M or 2G (default: 1G or a tenth of the available "
         "memory, whichever is smaller); past it the detail ends and the profile says so",
     )
+    @argument(
+        "--capacity",
+        default=None,
+        metavar="SIZE",
+        help="the memory the cell may use on its peak device (its GPU, else the host), e.g. 16G: the live "
+        "line under the running cell warns when the steps grow toward it (default: the device's own)",
+    )
+    @argument(
+        "--predict",
+        default=None,
+        metavar="DEVICE[:BATCH[:SEQ]],...",
+        help="after the cell, predict whether its run fits each device (T4, L4, A10G, V100-32GB, A100-40GB, "
+        "A100-80GB, H100-80GB, cpu, or bytes), at the measured batch or BATCH (256, or 4x), and the largest "
+        "batch that fits: the cell's first steps are re-executed on fake tensors (no memory, no compute)",
+    )
+    @argument(
+        "--no-whatif",
+        action="store_true",
+        help="keep the rules' own estimates: do not re-execute the cell's first steps on fake tensors with "
+        "each suggestion's code after it",
+    )
     @argument("--quiet", "-q", action="store_true", help="store the profile without displaying it")
     @no_var_expand
     @line_cell_magic
@@ -248,6 +180,8 @@ class MemprofileMagics(Magics):
             cell_lines=True,
             detail_steps=args.detail_steps,
             budget_bytes=args.budget,
+            capacity_bytes=args.capacity,
+            whatif=not args.no_whatif,
         )
         name = args.name or f"In [{count}]"
         body, last = compile_cell(self.shell, cell)  # a SyntaxError runs nothing: no profile
@@ -255,15 +189,27 @@ class MemprofileMagics(Magics):
             return self._try(args.try_change, name, body, last, options, quiet=args.quiet)
         profiler = Profiler(name=name, **options)
         profiler.start()
+        # after start (a start that raises leaves no sink), closed whatever stop does: a card
+        # left open would keep the feed building samples and write under this cell for good
+        card = LiveCard(self.shell)
         try:
-            result = run_compiled(self.shell, body, last)
-        except BaseException as exc:
-            profile = profiler.stop(exc)
-            if not args.quiet:
-                display(profile)
-            raise
-        cached = result is not None and self.shell.displayhook.do_full_cache and not self.shell.displayhook.quiet()
-        profile = profiler.stop(output=(count, result) if cached else None)
+            try:
+                result = run_compiled(self.shell, body, last)
+            except BaseException as exc:
+                profile = profiler.stop(exc)
+                card.close()
+                if not args.quiet:
+                    display(profile)
+                raise
+            cached = result is not None and self.shell.displayhook.do_full_cache and not self.shell.displayhook.quiet()
+            profile = profiler.stop(output=(count, result) if cached else None)
+        finally:
+            card.close()
+        if args.predict:
+            from memprofile.whatif.predict import predict_requested
+
+            for failure in predict_requested(profile, args.predict):
+                print(f"memprofile: no prediction for {failure}")
         if not args.quiet:
             display(profile)
         return result
@@ -276,8 +222,10 @@ class MemprofileMagics(Magics):
         def run() -> None:
             results.append(run_compiled(self.shell, body, last))
 
-        print(f"memprofile: running the cell as is (twice when the first run creates state, such as an "
-              f"optimizer's), then with {change}: its effects happen two or three times")
+        print(
+            f"memprofile: running the cell as is (twice when the first run creates state, such as an "
+            f"optimizer's), then with {change}: its effects happen two or three times"
+        )
         trial = run_trial(run, change, name=name, **options)
         if not quiet:  # both cards, then what changed between them
             display(trial.before)
@@ -295,16 +243,26 @@ class MemprofileMagics(Magics):
         try:
             check_interval(args.interval / 1000.0)  # the sampler's own check, said in milliseconds here
         except ValueError:
-            raise UsageError(f"--interval must be a number of milliseconds above 0 and at most "
-                             f"{MAX_INTERVAL_S * 1000:g}, got {args.interval}\n\n"
-                             f"{self.memprofile.parser.format_help()}") from None
+            raise UsageError(
+                f"--interval must be a number of milliseconds above 0 and at most "
+                f"{MAX_INTERVAL_S * 1000:g}, got {args.interval}\n\n"
+                f"{self.memprofile.parser.format_help()}"
+            ) from None
         if args.tf_max_events is not None and args.tf_max_events < 0:
             raise UsageError(f"--tf-max-events must be 0 or more, got {args.tf_max_events}")
         try:
             args.detail_steps = parse_detail_steps(args.detail_steps)
             args.budget = parse_budget(args.budget) if args.budget is not None else None
+            args.capacity = parse_capacity(args.capacity) if args.capacity is not None else None
         except ValueError as exc:
             raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
+        if args.predict is not None:
+            from memprofile.whatif.predict import parse_requests
+
+            try:
+                args.predict = parse_requests(args.predict)
+            except ValueError as exc:
+                raise UsageError(f"{exc}\n\n{self.memprofile.parser.format_help()}") from None
         if args.try_change:
             from memprofile.trial import parse_change
 
@@ -332,8 +290,9 @@ class MemprofileMagics(Magics):
                 return self._export(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
             if command == "compare" and len(rest) == 2:
                 from memprofile.analysis.compare import compare
+                from memprofile.render.compare import shown
 
-                display(compare(store.STORE.get(_key(rest[0])), store.STORE.get(_key(rest[1]))))
+                display(shown(compare(store.STORE.get(_key(rest[0])), store.STORE.get(_key(rest[1])))))
                 return None
             if command == "insert" and 1 <= len(rest) <= 2:
                 return self._insert(rest[0], _key(rest[1] if len(rest) > 1 else "-1"))
@@ -357,8 +316,7 @@ class MemprofileMagics(Magics):
             print("memprofile: no profiles yet; put %%memprofile on the first line of a cell")
             return
         if store.STORE.dropped:
-            print(f"({store.STORE.dropped} older profile(s) dropped: the store keeps the last "
-                  f"{store.STORE.capacity})")
+            print(f"({store.STORE.dropped} older profile(s) dropped: the store keeps the last {store.STORE.capacity})")
         # Columns as wide as their longest entry (long names stay aligned); the name last but one.
         devices = [p.peak_device.name if p.peak_device else "-" for p in profiles]
         name_w = max(16, *(len(p.name) for p in profiles))
@@ -379,8 +337,10 @@ class MemprofileMagics(Magics):
             raise UsageError(f"profile {profile.name!r} has no suggestion {suggestion_id!r}; {have}")
         code = suggestion.code
         if suggestion.placement == "top":
-            code = (f"# memprofile ({suggestion.id}): this must run before the framework starts: move this cell "
-                    f"to the top of the notebook, restart the kernel, run it first\n{code}")
+            code = (
+                f"# memprofile ({suggestion.id}): this must run before the framework starts: move this cell "
+                f"to the top of the notebook, restart the kernel, run it first\n{code}"
+            )
         self.shell.set_next_input(code, replace=True)
         print(f"memprofile: this cell now holds the fix {suggestion.id!r} from {profile.name!r}; run it when ready")
 
@@ -408,6 +368,61 @@ class MemprofileMagics(Magics):
 
 #: The --detail-steps parser (the CLI's too).
 parse_detail_steps = DetailWindow.parse
+
+
+class LiveCard:
+    """One line under the running cell, updated about twice a second from the live feed
+    (render/live.py words it): shown once the cell has run CARD_AFTER_S, so short cells print
+    nothing new; at the end it becomes a quiet line and the profile's card below stays.
+    text/plain and text/html: frontends without the panel show it too. It is a feed sink,
+    called on the feed's sender thread: the display goes out with the cell's parent header."""
+
+    CARD_AFTER_S = 1.0
+    EVERY_S = 0.5
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        import uuid
+
+        from memprofile.capture import live
+
+        self._pub = getattr(shell, "display_pub", None)
+        self._parent = getattr(self._pub, "parent_header", None)
+        self._id = f"memprofile-live-{uuid.uuid4().hex[:12]}"
+        self._shown = False
+        self._last = 0.0
+        self._t = 0.0
+        self._remove = live.add_sink(self._on_message) if hasattr(self._pub, "set_thread_parent") else None
+
+    def _on_message(self, message: dict) -> None:
+        if message["type"] != "live" or not message["samples"]:
+            return
+        sample = message["samples"][-1]
+        self._t = sample["t"]
+        if self._t < self.CARD_AFTER_S or self._t - self._last < self.EVERY_S:
+            return
+        from memprofile.render.live import live_bundle
+
+        self._last = self._t
+        self._publish(live_bundle(sample, message["warnings"]), update=self._shown)
+        self._shown = True
+
+    def _publish(self, bundle: dict, update: bool) -> None:
+        assert self._pub is not None
+        token = self._pub.set_thread_parent(self._parent)  # the cell's, from any thread
+        try:
+            self._pub.publish(bundle, transient={"display_id": self._id}, update=update)
+        finally:
+            self._pub.reset_thread_parent(token)
+
+    def close(self) -> None:
+        """The run ended (the feed flushed): stop listening; a line shown becomes a quiet one."""
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+        if self._shown:
+            from memprofile.render.live import ended_bundle
+
+            self._publish(ended_bundle(self._t), update=True)
 
 
 def _stored_or_read(key: str) -> Profile:

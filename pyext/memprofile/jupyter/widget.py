@@ -18,6 +18,7 @@ from typing import Any
 
 from memprofile.model.profile import Profile, Suggestion
 from memprofile.render.lines import line_label, placed_by_layer, shape_text, tensor_bytes_text
+from memprofile.render.palette import ERROR
 from memprofile.render.table import html_table
 from memprofile.render.text import RERUN_BUTTON, RERUN_WARNING, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
@@ -27,8 +28,14 @@ MAX_ROWS = 100
 
 def _table(headers: list[str], rows: list[list[str]], more: int = 0) -> str:
     """A table in the widget's style (no stylesheet reaches a widget's HTML)."""
-    return html_table(headers, rows, more=more, attrs={"style": "border-collapse:collapse;font-size:12px"},
-                      header_style="text-align:left;padding:2px 10px 2px 0", cell_style="padding:1px 10px 1px 0")
+    return html_table(
+        headers,
+        rows,
+        more=more,
+        attrs={"style": "border-collapse:collapse;font-size:12px"},
+        header_style="text-align:left;padding:2px 10px 2px 0",
+        cell_style="padding:1px 10px 1px 0",
+    )
 
 
 def _line_cell(line: int | None) -> str:
@@ -53,22 +60,39 @@ def peak_html(profile: Profile) -> str:
         + (f", op <code>{escape(peak.op)}</code>" if peak.op else "")
         + (f", layer <code>{escape(peak.layer)}</code>" if peak.layer else "")
         + (f", {escape(line_label(peak.line))}" if line_label(peak.line) else "")
-        + (f" <code>{escape(source)}</code>" if source else "") + "</p>"
+        + (f" <code>{escape(source)}</code>" if source else "")
+        + "</p>"
     ]
     if peak.by_category:
-        parts.append(_table(["kind", "bytes"], [[category_label(c), fmt_bytes(b)]
-                                                 for c, b in peak.by_category.items()]))
+        parts.append(
+            _table(["kind", "bytes"], [[category_label(c), fmt_bytes(b)] for c, b in peak.by_category.items()])
+        )
     by_layer = placed_by_layer(profile)  # "(no layer)" placed on lines: "line 3: cross_entropy"
     if by_layer:
         items = list(by_layer.items())
-        parts.append(_table(["layer (or line: op)", "bytes"], [[n, fmt_bytes(b)] for n, b in items[:20]],
-                            max(0, len(items) - 20)))
+        parts.append(
+            _table(
+                ["layer (or line: op)", "bytes"], [[n, fmt_bytes(b)] for n, b in items[:20]], max(0, len(items) - 20)
+            )
+        )
     if peak.tensors:
-        parts.append(_table(
-            ["size", "kind", "shape", "dtype", "op", "layer", "line"],
-            [[tensor_bytes_text(t), category_label(t.category), shape_text(t), t.dtype, t.op or "", t.layer or "",
-              line_label(t.line)] for t in peak.tensors],
-        ))
+        parts.append(
+            _table(
+                ["size", "kind", "shape", "dtype", "op", "layer", "line"],
+                [
+                    [
+                        tensor_bytes_text(t),
+                        category_label(t.category),
+                        shape_text(t),
+                        t.dtype,
+                        t.op or "",
+                        t.layer or "",
+                        line_label(t.line),
+                    ]
+                    for t in peak.tensors
+                ],
+            )
+        )
     return "".join(parts)
 
 
@@ -77,12 +101,31 @@ def layers_html(profile: Profile) -> str:
         return "<p>No layer was seen in this profile.</p>"
     rows = sorted(profile.layers, key=lambda layer: -layer.peak_bytes)
     return _table(
-        ["layer", "type", "at the peak", "parameters", "gradients", "optimizer state", "activations", "temporaries",
-         "line"],
-        [[layer.name, layer.type, fmt_bytes(layer.peak_bytes), fmt_bytes(layer.parameter_bytes),
-          fmt_bytes(layer.gradient_bytes), fmt_bytes(layer.optimizer_state_bytes),
-          fmt_bytes(layer.activation_bytes), fmt_bytes(layer.temporary_bytes), _line_cell(layer.line)]
-         for layer in rows[:MAX_ROWS]],
+        [
+            "layer",
+            "type",
+            "at the peak",
+            "parameters",
+            "gradients",
+            "optimizer state",
+            "activations",
+            "temporaries",
+            "line",
+        ],
+        [
+            [
+                layer.name,
+                layer.type,
+                fmt_bytes(layer.peak_bytes),
+                fmt_bytes(layer.parameter_bytes),
+                fmt_bytes(layer.gradient_bytes),
+                fmt_bytes(layer.optimizer_state_bytes),
+                fmt_bytes(layer.activation_bytes),
+                fmt_bytes(layer.temporary_bytes),
+                _line_cell(layer.line),
+            ]
+            for layer in rows[:MAX_ROWS]
+        ],
         max(0, len(rows) - MAX_ROWS),
     )
 
@@ -94,9 +137,20 @@ def ops_html(profile: Profile, query: str = "") -> str:
         return "<p>No op matches.</p>" if q else "<p>No op was recorded in this profile.</p>"
     return _table(
         ["op", "device", "calls", "allocated", "self", "net", "largest block", "line", "shapes"],
-        [[o.name, o.device, f"{o.calls:,}", fmt_bytes(o.allocated_bytes),
-          fmt_bytes(o.self_allocated_bytes), fmt_bytes(o.net_bytes), fmt_bytes(o.max_alloc_bytes),
-          _line_cell(o.line), " ".join(o.input_shapes)] for o in ops[:MAX_ROWS]],
+        [
+            [
+                o.name,
+                o.device,
+                f"{o.calls:,}",
+                fmt_bytes(o.allocated_bytes),
+                fmt_bytes(o.self_allocated_bytes),
+                fmt_bytes(o.net_bytes),
+                fmt_bytes(o.max_alloc_bytes),
+                _line_cell(o.line),
+                " ".join(o.input_shapes),
+            ]
+            for o in ops[:MAX_ROWS]
+        ],
         max(0, len(ops) - MAX_ROWS),
     )
 
@@ -106,16 +160,17 @@ def insert_hint_html(profile: Profile, suggestion_id: str, placement: str) -> st
     cell (cell payloads ride only on replies to executed code), so the magic
     that turns its own cell into the fix is named, ready to paste."""
     magic = f"%memprofile insert {suggestion_id} {profile.id[:8]}"
-    where = ("then move that cell to the top of the notebook and restart the kernel" if placement == "top"
-             else "it becomes the fix, to run after this cell")
-    return (f"<div style='opacity:.8'>Insert: run <code>{escape(magic)}</code> in a new cell; "
-            f"{escape(where)}.</div>")
+    where = (
+        "then move that cell to the top of the notebook and restart the kernel"
+        if placement == "top"
+        else "it becomes the fix, to run after this cell"
+    )
+    return f"<div style='opacity:.8'>Insert: run <code>{escape(magic)}</code> in a new cell; {escape(where)}.</div>"
 
 
 def _headline_html(profile: Profile, s: Suggestion) -> str:
     saving = saving_line(s, profile.peak_bytes)
-    return (f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span>"
-            f"<div>{escape(s.evidence)}</div>")
+    return f"<b>{escape(s.title)}</b> <span style='opacity:.7'>{escape(saving)}</span><div>{escape(s.evidence)}</div>"
 
 
 def suggestion_card(profile: Profile, s: Suggestion) -> Any:
@@ -140,9 +195,14 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
     import ipywidgets as widgets
 
     can_run = bool(profile.source.strip())
-    button = widgets.Button(description="Try it", icon="flask", disabled=not can_run,
-                            tooltip="run the cell as is and with this change, and measure both" if can_run
-                            else "this profile has no cell source: use memprofile.try_change(fn, ...)")
+    button = widgets.Button(
+        description="Try it",
+        icon="flask",
+        disabled=not can_run,
+        tooltip="run the cell as is and with this change, and measure both"
+        if can_run
+        else "this profile has no cell source: use memprofile.try_change(fn, ...)",
+    )
     confirm = widgets.Button(description=RERUN_BUTTON, button_style="warning")
     cancel = widgets.Button(description="Cancel")
     question = widgets.HBox([widgets.HTML(f"<span>{escape(RERUN_WARNING)}</span>"), confirm, cancel])
@@ -167,8 +227,10 @@ def _try_controls(profile: Profile, s: Suggestion, headline: Any) -> Any:
             with output:
                 trial = try_in_kernel(profile, s.try_change or "")
         except Exception as exc:  # shown in the card; the profiles of both runs are stored
-            status.value = f"<span style='color:#d62728'>the trial raised {escape(type(exc).__name__)}: " \
-                           f"{escape(str(exc)[:500])}</span>"
+            status.value = (
+                f"<span style='color:{ERROR}'>the trial raised {escape(type(exc).__name__)}: "
+                f"{escape(str(exc)[:500])}</span>"
+            )
         else:
             headline.value = _headline_html(profile, s)
             from memprofile.render.compare import measured_line
@@ -197,15 +259,24 @@ def profile_widget(profile: Profile) -> Any:
 
     search.observe(refilter, names="value")
     suggestions = [suggestion_card(profile, s) for s in profile.suggestions]
-    tabs = widgets.Tab(children=[
-        widgets.HTML(render_fragment(profile)),
-        widgets.HTML(peak_html(profile) + lines_html(profile)),
-        widgets.HTML(layers_html(profile)),
-        widgets.VBox([search, ops_box]),
-        widgets.VBox(suggestions or [widgets.HTML("<p>No suggestion for this profile.</p>")]),
-    ])
-    for i, title in enumerate(["Summary", "Peak", f"Layers ({len(profile.layers)})", f"Ops ({len(profile.ops)})",
-                               f"Suggestions ({len(profile.suggestions)})"]):
+    tabs = widgets.Tab(
+        children=[
+            widgets.HTML(render_fragment(profile)),
+            widgets.HTML(peak_html(profile) + lines_html(profile)),
+            widgets.HTML(layers_html(profile)),
+            widgets.VBox([search, ops_box]),
+            widgets.VBox(suggestions or [widgets.HTML("<p>No suggestion for this profile.</p>")]),
+        ]
+    )
+    for i, title in enumerate(
+        [
+            "Summary",
+            "Peak",
+            f"Layers ({len(profile.layers)})",
+            f"Ops ({len(profile.ops)})",
+            f"Suggestions ({len(profile.suggestions)})",
+        ]
+    ):
         tabs.set_title(i, title)
     tabs.ops_filter = search  # for scripts and tests: the filter box
     tabs.ops_table = ops_box

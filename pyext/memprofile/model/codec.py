@@ -45,8 +45,9 @@ _RATIO_FREE_BYTES = 64 << 20
 MAX_MAGNITUDE = 2**60
 #: Fields (and the items of list fields) that are sizes, durations or counts: never below 0.
 NON_NEGATIVE_SUFFIXES = ("_bytes", "_s", "calls", "recorded_points")
-NON_NEGATIVE_NAMES = frozenset({"bytes", "index", "rank", "local_rank", "world_size", "steps", "added", "length",
-                                "hosts", "graph_bytes"})
+NON_NEGATIVE_NAMES = frozenset(
+    {"bytes", "index", "rank", "local_rank", "world_size", "steps", "added", "length", "hosts", "graph_bytes"}
+)
 SIGNED = frozenset({"net_bytes", "measured_saving_bytes", "saving_bytes"})  # a change can make things worse
 
 
@@ -83,8 +84,11 @@ def _non_negative(name: str) -> bool:
 
 def _number_in_range(value: int | float, where: str, non_negative: bool) -> None:
     if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # also false for NaN
-        what = "not a finite number" if isinstance(value, float) and not math.isfinite(value) else \
-            f"{value:.3g}, out of range (at most 2**60 in size)"
+        what = (
+            "not a finite number"
+            if isinstance(value, float) and not math.isfinite(value)
+            else f"{value:.3g}, out of range (at most 2**60 in size)"
+        )
         raise ProfileFormatError(f"{where}: {what}")
     if non_negative and value < 0:
         raise ProfileFormatError(f"{where}: {value:,}, but it cannot be negative")
@@ -112,8 +116,11 @@ def decode(tp: Any, value: Any, where: str, name: str = "") -> Any:
         (item,) = typing.get_args(tp)
         # timelines are long lists of numbers: one check for the list, the walk only to name a bad item
         low = 0 if _non_negative(name) else -MAX_MAGNITUDE
-        if item is int and all(type(v) is int for v in value) and (
-                not value or (low <= min(value) and max(value) <= MAX_MAGNITUDE)):
+        if (
+            item is int
+            and all(type(v) is int for v in value)
+            and (not value or (low <= min(value) and max(value) <= MAX_MAGNITUDE))
+        ):
             return value
         if item is float and all((type(v) is float or type(v) is int) and low <= v <= MAX_MAGNITUDE for v in value):
             return [float(v) for v in value]
@@ -170,7 +177,7 @@ def profile_from_dict(data: Any) -> Profile:
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProfileFormatError(f"schema_version must be an integer, got {short_repr(version)}")
     if version > SCHEMA_VERSION:
-        from memprofile import __version__
+        from memprofile._version import __version__
 
         raise ProfileFormatError(
             f"this profile has schema version {version}, newer than the {SCHEMA_VERSION} that "
@@ -194,8 +201,10 @@ def loads(text: str | bytes) -> Profile:
     if isinstance(text, bytes) and text[:2] == _GZIP_MAGIC:
         text = inflate(text)
     elif len(text) > MAX_PROFILE_BYTES:
-        raise ProfileFormatError(f"too large for a memprofile profile: {len(text):,} bytes, more than the "
-                                 f"{MAX_PROFILE_BYTES >> 20} MiB limit")
+        raise ProfileFormatError(
+            f"too large for a memprofile profile: {len(text):,} bytes, more than the "
+            f"{MAX_PROFILE_BYTES >> 20} MiB limit"
+        )
     try:
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -220,8 +229,11 @@ def inflate(data: bytes) -> bytes:
     try:
         return gunzip(data, limit)
     except ProfileFormatError as exc:
-        tail = (f" (the limit for a {size:,}-byte file); a profile that large is not one memprofile wrote"
-                if "inflates" in str(exc) else "")
+        tail = (
+            f" (the limit for a {size:,}-byte file); a profile that large is not one memprofile wrote"
+            if "inflates" in str(exc)
+            else ""
+        )
         raise ProfileFormatError(f"not a memprofile profile: {exc}{tail}") from None
 
 

@@ -48,8 +48,10 @@ class RankProfiles(Sequence[Profile]):
             from memprofile.model.codec import load
 
             if not source:
-                raise ProfileFormatError(f"rank profile {i} was merged from memory, not from a file: it was not "
-                                         f"saved with the merged profile")
+                raise ProfileFormatError(
+                    f"rank profile {i} was merged from memory, not from a file: it was not "
+                    f"saved with the merged profile"
+                )
 
             self._loaded[i] = load(source)
             while len(self._loaded) > self.KEEP:
@@ -110,5 +112,7 @@ class MergedProfile(Profile):
             return super().__repr__()
         from memprofile.units import fmt_bytes
 
-        return (f"<MergedProfile {self.name!r}: {len(m.ranks)} of {m.world_size} ranks, highest rank {m.highest} "
-                f"at {fmt_bytes(self.peak_bytes)}, imbalance {m.imbalance:+.0%}>")
+        return (
+            f"<MergedProfile {self.name!r}: {len(m.ranks)} of {m.world_size} ranks, highest rank {m.highest} "
+            f"at {fmt_bytes(self.peak_bytes)}, imbalance {m.imbalance:+.0%}>"
+        )

@@ -8,10 +8,16 @@ and regenerate the JSON Schema (`python -m memprofile.model.schema --write`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
+
+from memprofile.capture.base import OptimizerStat as OptimizerStat  # what an optimizer keeps: made at capture
+from memprofile.capture.distributed import RankInfo as RankInfo  # read from the launcher, at capture
+from memprofile.capture.kept import GrownContainer as GrownContainer  # what the namespace keeps: made at capture
+from memprofile.capture.kept import GrownItem as GrownItem
+from memprofile.capture.kept import KeptObject as KeptObject
+from memprofile.capture.names import root_of as root_of  # layer trees: capture names them, model and analysis read them
 
 SCHEMA_VERSION = 1
 
@@ -100,15 +106,6 @@ class OpStat:
     line: int | None = None
 
 
-def root_of(name: str, parents: Mapping[str, str | None]) -> str:
-    """The root of a layer tree given each layer's parent (a name, or None)."""
-    seen = set()
-    while parents.get(name) and name not in seen:  # guard against a cycle in bad data
-        seen.add(name)
-        name = parents[name]  # type: ignore[assignment]
-    return name
-
-
 @dataclass
 class LayerStat:
     """One module/layer; `name` is qualified ("encoder.layers.3.self_attn")."""
@@ -129,6 +126,9 @@ class LayerStat:
     output_bytes: int = 0
     #: The line of the cell that allocated the most in this layer (None: unknown).
     line: int | None = None
+    #: The package its class comes from ("torch", "transformers"; "__main__": the notebook's
+    #: own; "": unknown).
+    library: str = ""
 
 
 @dataclass
@@ -166,22 +166,40 @@ class LineStat:
 
 
 @dataclass
-class OptimizerStat:
-    """An optimizer the run touched or the notebook holds: what it keeps, and
-    whether this run stepped it. Rules about optimizer state count only the
-    ones the run stepped."""
+class Prediction:
+    """What a run would need on a device, at a batch (and sequence length): predicted,
+    not measured (memprofile/whatif/predict.py makes it; docs/will_it_fit.md)."""
 
-    name: str  # its variable in the notebook ("opt", "trainer.opt"), else its type
-    type: str  # "Adam", "SGD", ...
-    stepped: bool = False
-    #: Steps taken during the run (optimizer step hooks).
-    steps: int = 0
-    parameter_bytes: int = 0
-    state_bytes: int = 0
-    #: Its state did not exist (or was smaller) when the run started.
-    state_created: bool = False
-    #: The root layers (models) that own its parameters.
-    models: list[str] = field(default_factory=list)
+    device: str
+    capacity_bytes: int
+    #: The torch allocator's highest live bytes.
+    allocated_peak_bytes: int
+    #: The caching allocator's reserved peak (simulated on CUDA; the allocated peak on the CPU).
+    reserved_peak_bytes: int
+    #: Reserved plus what the device holds outside the allocator (the CUDA context).
+    device_total_bytes: int
+    #: device_total_bytes leaves the device's headroom free.
+    fits: bool
+    #: How it was made: "fake execution" (the cell re-executed on fake tensors), "keras layers"
+    #: (a Keras model's layers and optimizer slots) or "replay" (the recorded timeline, its
+    #: batch-sized memory scaled).
+    method: str
+    headroom: float = 0.15
+    #: The batch and sequence length predicted for, and the measured run's (None: unknown).
+    batch: int | None = None
+    measured_batch: int | None = None
+    seq_len: int | None = None
+    measured_seq_len: int | None = None
+    #: The largest batch that fits (None: not searched, or no batch dimension found).
+    largest_batch: int | None = None
+    #: Gradient-accumulation steps that keep `batch` as the effective batch at largest_batch.
+    accumulation_steps: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        """The device's share the run would take."""
+        return self.device_total_bytes / self.capacity_bytes if self.capacity_bytes else 0.0
 
 
 @dataclass
@@ -272,63 +290,10 @@ class Suggestion:
     #: The peak of the as-is run the saving was measured against: the
     #: measured percentage's denominator (analysis.compare.peak_change_percent).
     measured_peak_before_bytes: int | None = None
-
-
-@dataclass
-class KeptObject:
-    """A large array or tensor reachable from the notebook's namespace after the
-    run: by a variable (`name` is its path: `cache["x"]`, `model_out[0]`) or by
-    IPython's output cache (`Out[12]`, `_`)."""
-
-    name: str
-    bytes: int
-    type: str  # "torch.Tensor", "tf.Tensor", "tf.Variable", "numpy.ndarray"
-    shape: list[int]
-    dtype: str
-    device: str
-    via: Literal["variable", "output_cache"]
-    #: It was not there, or not this object, when the run started.
-    new: bool = False
-    #: A torch tensor whose autograd graph still saves tensors for a backward
-    #: that has not run (after backward() the graph holds nothing: False).
-    graph: bool = False
-    #: Bytes the graph saves (parameters excluded): what `.detach()` frees.
-    graph_bytes: int = 0
-
-
-@dataclass
-class GrownItem:
-    """The largest array or tensor among what a container gained."""
-
-    type: str
-    shape: list[int]
-    dtype: str
-    device: str
-    bytes: int
-
-
-@dataclass
-class GrownContainer:
-    """A list, dict or deque of the namespace (`history`, `stats["loss"]`)
-    that gained arrays or tensors during the run: how a training loop keeps
-    something per step. What it gained only (all of it where `new`)."""
-
-    name: str
-    #: Items gained, and its length at the end.
-    added: int
-    length: int
-    #: Bytes the gained arrays hold (each storage once), and bytes their
-    #: autograd graphs still save for a backward that has not run.
-    bytes: int
-    graph_bytes: int
-    item: GrownItem
-    #: Made (or bound to another object) during the run.
-    new: bool = False
-    #: "list", "dict" or "deque".
-    type: str = "list"
-    #: What each gained item is: "array" (a tensor or array itself), "tuple",
-    #: "list" or "dict" of them (looked into one level), or "mixed".
-    items: str = "array"
+    #: How estimated_saving_bytes was made: "fake execution" (the cell re-executed with
+    #: this code on fake tensors, whatif/estimate.py) or "replay" (the rule's model of
+    #: the recorded timeline); None: an older profile.
+    estimate_method: str | None = None
 
 
 @dataclass
@@ -362,24 +327,6 @@ class Note:
     code: str
     message: str
     fix: str | None = None
-
-
-@dataclass
-class RankInfo:
-    """Where a profile ran in a multi-process job (torchrun, or any launch
-    that sets RANK and WORLD_SIZE): read from the launcher's environment and
-    the process group, so ranks never talk to each other for it."""
-
-    rank: int
-    world_size: int
-    local_rank: int | None = None
-    host: str = ""
-    #: The process group's backend ("nccl", "gloo"), where one was initialised.
-    backend: str = ""
-    #: The launcher's id of the job (TORCHELASTIC_RUN_ID, SLURM_JOB_ID), shared by its ranks.
-    run_id: str = ""
-    #: Wall clock (Unix seconds) at the profile's time 0: what aligns ranks' timelines.
-    started_unix_s: float | None = None
 
 
 @dataclass
@@ -499,6 +446,8 @@ class Profile:
     optimizers: list[OptimizerStat] = field(default_factory=list)
     #: Training steps (optimizer steps), in order; empty for cells without.
     steps: list[StepStat] = field(default_factory=list)
+    #: Will-it-fit predictions made for it (`%%memprofile --predict`, `p.predict`), in order asked.
+    predictions: list[Prediction] = field(default_factory=list)
     #: Its rank, where it ran as one process of a distributed job.
     distributed: RankInfo | None = None
     #: Set on a merged profile (memprofile.merge): the ranks; its other fields are the highest rank's.
@@ -592,6 +541,33 @@ class Profile:
 
         with writing(path):
             return write_report(self, path)
+
+    def predict(
+        self,
+        device: str | int = "cpu",
+        batch: int | str | None = None,
+        seq_len: int | str | None = None,
+        *,
+        capacity_bytes: int | None = None,
+        expandable_segments: bool = False,
+        largest_batch: bool = True,
+    ) -> Prediction:
+        """Will the run fit on `device` ("T4", "H100-80GB", "cpu", or bytes) at `batch`
+        (an int, or "4x" of the measured batch) and `seq_len`? Re-executes the cell on
+        fake tensors where this kernel still has its names; else replays the recorded
+        timeline. The prediction is also kept in `self.predictions`."""
+        from memprofile.whatif.predict import predict
+
+        made = predict(
+            self,
+            capacity_bytes if capacity_bytes is not None else device,
+            batch=batch,
+            seq_len=seq_len,
+            expandable_segments=expandable_segments,
+            search=largest_batch,
+        )
+        self.predictions.append(made)
+        return made
 
     def widget(self):
         """An ipywidgets view (tabs: summary, peak, layers, ops, suggestions)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memprofile.model.codec import decode
-from memprofile.model.profile import LineStat, Suggestion
+from memprofile.model.profile import LineStat, Prediction, Suggestion
 from memprofile.model.summary import ProfileSummary
 
 # -- payloads ------------------------------------------------------------------------------------------------------
@@ -53,6 +53,10 @@ class PanelProfile:
     lines: list[LineStat] = field(default_factory=list)
     #: The line running at the peak instant.
     peak_line: int | None = None
+    #: The will-it-fit predictions made for it so far, in the order asked.
+    predictions: list[Prediction] = field(default_factory=list)
+    #: The devices "predict" knows by name (analysis/predict/devices.py), for the panel's choice.
+    known_devices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -168,6 +172,21 @@ class TryRequest:
 
 
 @dataclass
+class PredictRequest:
+    """Will the profile's run fit on `device` (a known name; else capacity_bytes) at
+    `batch` and `seq_len` (as typed: "64", or "4x" of the measured; none: as measured)?
+    (Profile.predict)"""
+
+    id: str
+    device: str | None = None
+    batch: str | None = None
+    seq_len: str | None = None
+    capacity_bytes: int | None = None
+    type: Literal["predict"] = "predict"
+    request_id: str | None = None
+
+
+@dataclass
 class BokehjsRequest:
     """The kernel's own BokehJS, which draws the views its bokeh makes."""
 
@@ -239,6 +258,18 @@ class TriedReply:
 
 
 @dataclass
+class PredictedReply:
+    """The answer to "predict": the prediction (every figure predicted, none measured)
+    and its sentences as render/prediction.py writes them."""
+
+    id: str
+    prediction: Prediction
+    text: str
+    type: Literal["predicted"] = "predicted"
+    request_id: str | None = None
+
+
+@dataclass
 class BokehjsReply:
     """The answer to "bokehjs": the kernel's bokeh version and its BokehJS
     scripts (bokeh, widgets, tables), in load order (render/bokehjs.py)."""
@@ -258,9 +289,122 @@ class ErrorReply:
     request_id: str | None = None
 
 
-Push = AddedMessage | ClearedMessage
-Request = SyncRequest | GetProfileRequest | CompareRequest | ExportRequest | TryRequest | BokehjsRequest
-Reply = ProfilesReply | ProfileReply | ComparisonReply | ExportedReply | TriedReply | BokehjsReply | ErrorReply
+# -- live memory while a profiled cell runs (issue 30) ------------------------------------
+
+
+@dataclass
+class LiveDevice:
+    """One memory pool as the kernel reads it now: a framework allocator ("cuda:0" from
+    torch's counters, TensorFlow's "GPU:0" from get_memory_info) or the process ("host")."""
+
+    name: str
+    in_use_bytes: int
+    #: What the allocator holds from the device (CUDA's reserved; None where it keeps none).
+    reserved_bytes: int | None = None
+    #: The most in use since the last sample sent: a peak between two messages is kept.
+    max_in_use_bytes: int | None = None
+    #: What the device can hold (a GPU's memory, the machine's RAM or the cgroup's limit,
+    #: or the capacity the user stated): None unknown.
+    capacity_bytes: int | None = None
+
+
+@dataclass
+class LiveSample:
+    """One point of the running cell's live timeline."""
+
+    #: Seconds since the run started, and the kernel's wall clock (epoch seconds) then.
+    t: float
+    clock: float
+    devices: list[LiveDevice]
+    #: Training steps ended so far, and the last one's peak and end, by device name.
+    step: int = 0
+    step_peak_bytes: dict[str, int] = field(default_factory=dict)
+    step_end_bytes: dict[str, int] = field(default_factory=dict)
+    #: The detail (every allocation per op) is recording now.
+    detail: bool = False
+    #: The process's C heap in use (glibc's mallinfo2: what it handed out and not taken back;
+    #: None off glibc): it grows with what is allocated where resident memory reuses pages.
+    heap_bytes: int | None = None
+
+
+@dataclass
+class LiveStartMessage:
+    """A profiled cell started: `run` names it in the messages that follow."""
+
+    run: str
+    name: str
+    started: float  # the kernel's wall clock, epoch seconds
+    #: The profiler's own memory budget, and the memory the user stated the run may use.
+    budget_bytes: int | None = None
+    capacity_bytes: int | None = None
+    type: Literal["live_start"] = "live_start"
+
+
+@dataclass
+class LiveMessage:
+    """The running cell's newest sample(s) (at least 10 a second while a frontend listens),
+    and what the feed warns of now ("at +2.0 MiB per step, cuda:0 is full in about 40 steps
+    (step 52)"; "the peak is within 10 % of cuda:0's capacity")."""
+
+    run: str
+    samples: list[LiveSample]
+    warnings: list[str] = field(default_factory=list)
+    type: Literal["live"] = "live"
+
+
+@dataclass
+class LiveEndMessage:
+    """The profiled cell ended; `profile_id` is its stored profile (None: none was stored)."""
+
+    run: str
+    profile_id: str | None = None
+    type: Literal["live_end"] = "live_end"
+
+
+@dataclass
+class LiveRequest:
+    """Send the live feed (`on`) or stop it. The reply carries the running cell's feed so far
+    (after a page reload, the timeline resumes where it was)."""
+
+    on: bool = True
+    type: Literal["live"] = "live"
+    request_id: str | None = None
+
+
+@dataclass
+class LiveReply:
+    """The answer to "live": the running cell (None: none runs), its samples so far
+    (decimated to at most 1,000, peaks kept) and its warnings."""
+
+    start: LiveStartMessage | None = None
+    samples: list[LiveSample] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    type: Literal["live_state"] = "live_state"
+    request_id: str | None = None
+
+
+Push = AddedMessage | ClearedMessage | LiveStartMessage | LiveMessage | LiveEndMessage
+Request = (
+    SyncRequest
+    | GetProfileRequest
+    | CompareRequest
+    | ExportRequest
+    | TryRequest
+    | PredictRequest
+    | BokehjsRequest
+    | LiveRequest
+)
+Reply = (
+    ProfilesReply
+    | ProfileReply
+    | ComparisonReply
+    | ExportedReply
+    | TriedReply
+    | PredictedReply
+    | BokehjsReply
+    | LiveReply
+    | ErrorReply
+)
 
 #: Each request's `type`, and the reply that answers it (else an ErrorReply).
 REPLIES: dict[str, tuple[type, type]] = {
@@ -269,7 +413,9 @@ REPLIES: dict[str, tuple[type, type]] = {
     "compare": (CompareRequest, ComparisonReply),
     "export": (ExportRequest, ExportedReply),
     "try": (TryRequest, TriedReply),
+    "predict": (PredictRequest, PredictedReply),
     "bokehjs": (BokehjsRequest, BokehjsReply),
+    "live": (LiveRequest, LiveReply),
 }
 
 

@@ -7,6 +7,9 @@ from memprofile.model.decimate import minmax_indices
 from memprofile.model.profile import CATEGORIES, ErrorInfo, Profile
 from memprofile.model.summary import ProfileSummary, Sparkline, SuggestionBrief
 from memprofile.render.lines import peak_lines, steps_brief
+from memprofile.render.prediction import fits_line
+from memprofile.render.sparkline import draw
+from memprofile.render.text import failure_place
 
 MIME_TYPE = "application/vnd.memprofile.profile.v1+json"
 SPARKLINE_POINTS = 240
@@ -17,17 +20,22 @@ MAX_ERROR_MESSAGE = 2000
 CARD_TENSORS = 3
 
 
-def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline | None:
+def sparkline_series(profile: Profile, max_points: int = SPARKLINE_POINTS) -> tuple[str, list[float], list[int]] | None:
+    """The peak device's live bytes over time, thinned to `max_points`: (device, t, bytes)."""
     device = profile.peak_device
     timeline = profile.timeline(device.name) if device else None
     if timeline is None or not timeline.t:
         return None
     keep = minmax_indices(timeline.live_bytes, max_points)
-    return Sparkline(
-        device=timeline.device,
-        t=[round(timeline.t[i], 6) for i in keep],
-        bytes=[timeline.live_bytes[i] for i in keep],
-    )
+    return timeline.device, [round(timeline.t[i], 6) for i in keep], [timeline.live_bytes[i] for i in keep]
+
+
+def sparkline(profile: Profile, max_points: int = SPARKLINE_POINTS) -> Sparkline | None:
+    series = sparkline_series(profile, max_points)
+    if series is None:
+        return None
+    device, t, live = series
+    return Sparkline(device=device, t=t, bytes=live, drawing=draw(device, t, live))
 
 
 def _brief_error(error: ErrorInfo | None) -> ErrorInfo | None:
@@ -37,8 +45,14 @@ def _brief_error(error: ErrorInfo | None) -> ErrorInfo | None:
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[:MAX_ERROR_MESSAGE] + f"… ({len(error.message) - MAX_ERROR_MESSAGE:,} more characters)"
     # Where it failed stays: the card says which op, layer and line asked for how much.
-    return ErrorInfo(type=error.type, message=message, op=error.op, layer=error.layer,
-                     requested_bytes=error.requested_bytes, line=error.line)
+    return ErrorInfo(
+        type=error.type,
+        message=message,
+        op=error.op,
+        layer=error.layer,
+        requested_bytes=error.requested_bytes,
+        line=error.line,
+    )
 
 
 def summarise(profile: Profile) -> ProfileSummary:
@@ -60,6 +74,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         top_suggestion=SuggestionBrief(top.id, top.title, top.estimated_saving_bytes) if top else None,
         suggestion_count=len(profile.suggestions),
         error=_brief_error(profile.error),
+        error_place=(failure_place(profile.error) or None) if profile.error else None,
         warnings=list(profile.warnings),
         peak_op=peak.op if peak else None,
         peak_layer=peak.layer if peak else None,
@@ -69,6 +84,7 @@ def summarise(profile: Profile) -> ProfileSummary:
         peak_lines=peak_lines(profile),
         steps=steps_brief(profile),
         peak_scope=profile.peak_scope,
+        fits_line=fits_line(profile.predictions),
     )
 
 

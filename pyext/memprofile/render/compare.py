@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from html import escape
 
 from memprofile.analysis.compare import Change, Comparison, peak_change_percent
@@ -45,15 +46,20 @@ def render_compare_text(c: Comparison) -> str:
         f"time {fmt_seconds(c.duration_before_s)} -> {fmt_seconds(c.duration_after_s)}",
         *(f"  note: {n}" for n in c.notes),
     ]
-    for title, rows, more in (("kinds at the peak", c.categories, 0), ("layers at the peak", c.layers, c.more_layers),
-                              ("ops (allocated)", c.ops, c.more_ops)):
+    for title, rows, more in (
+        ("kinds at the peak", c.categories, 0),
+        ("layers at the peak", c.layers, c.more_layers),
+        ("ops (allocated)", c.ops, c.more_ops),
+    ):
         if not rows:
             continue
         lines.append(f"  {title}:")
         for r in rows:
             label = category_label(r.name) if rows is c.categories else r.name
-            lines.append(f"    {label:<40} {fmt_bytes(r.before):>10} -> {fmt_bytes(r.after):>10}  "
-                         f"{fmt_bytes(r.delta, signed=True):>11}")
+            lines.append(
+                f"    {label:<40} {fmt_bytes(r.before):>10} -> {fmt_bytes(r.after):>10}  "
+                f"{fmt_bytes(r.delta, signed=True):>11}"
+            )
         if more:
             lines.append(f"    and {more} more")
     return "\n".join(lines)
@@ -62,8 +68,10 @@ def render_compare_text(c: Comparison) -> str:
 def _table(title: str, rows: list[Change], more: int, labels=None) -> str:
     if not rows:
         return ""
-    cells = [[labels(r.name) if labels else r.name, fmt_bytes(r.before), fmt_bytes(r.after),
-              fmt_bytes(r.delta, signed=True)] for r in rows]
+    cells = [
+        [labels(r.name) if labels else r.name, fmt_bytes(r.before), fmt_bytes(r.after), fmt_bytes(r.delta, signed=True)]
+        for r in rows
+    ]
     return f"<h4>{escape(title)}</h4>" + html_table(["", "before", "after", "change"], cells, more=more)
 
 
@@ -79,3 +87,20 @@ def render_compare_html(c: Comparison) -> str:
         + _table("Ops (bytes allocated)", c.ops, c.more_ops)
         + "</div>"
     )
+
+
+class ShownComparison(Comparison):
+    """A Comparison that shows itself (in a notebook, and as its repr) as the
+    text and HTML above: what memprofile.compare, a Trial and `%memprofile
+    compare` hand the user. analysis/compare.py makes the figures only."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/html": render_compare_html(self), "text/plain": render_compare_text(self)}
+
+    def __repr__(self) -> str:
+        return render_compare_text(self)
+
+
+def shown(c: Comparison) -> ShownComparison:
+    """`c` as a ShownComparison (the same figures)."""
+    return ShownComparison(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from memprofile.model.profile import CATEGORIES, LineStat, Profile
-from memprofile.render.bundle import CARD_TENSORS, sparkline
+from memprofile.render.bundle import CARD_TENSORS, sparkline_series
 from memprofile.render.lines import (
     line_label,
     peak_lines,
@@ -21,75 +21,63 @@ from memprofile.render.lines import (
     steps_text,
     tensor_bytes_text,
 )
-from memprofile.render.stairs import as_steps
+from memprofile.render.palette import (
+    CATEGORY_COLORS,
+    CAVEAT,
+    ERROR,
+    PAGE_BACKGROUND,
+    PAGE_BACKGROUND_DARK,
+    PAGE_TEXT,
+    PAGE_TEXT_DARK,
+    SPARKLINE,
+    SPARKLINE_PEAK,
+)
+from memprofile.render.prediction import fits_line, predictions_html
+from memprofile.render.sparkline import draw
 from memprofile.render.table import Column, Html, Row, html_table
 from memprofile.render.text import failure_place, how_to_apply, saving_line
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
-#: One hue per category, readable on light and dark backgrounds.
-CATEGORY_COLORS = {
-    "parameter": "#4c78a8",
-    "gradient": "#f58518",
-    "optimizer_state": "#b279a2",
-    "activation": "#e45756",
-    "temporary": "#72b7b2",
-    "input": "#54a24b",
-    "other": "#9d9d9d",
-}
-
-_STYLE = """
-.memprofile-report{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;\
-font-size:13px;line-height:1.45;max-width:760px}
-.memprofile-report h3{font-size:15px;margin:0 0 4px 0}
-.memprofile-report .mp-muted{opacity:.72}
-.memprofile-report .mp-peak{font-size:20px;font-weight:600}
-.memprofile-report table{border-collapse:collapse;margin:6px 0}
-.memprofile-report td,.memprofile-report th{padding:2px 10px 2px 0;text-align:left;font-variant-numeric:tabular-nums}
-.memprofile-report .mp-bar{display:flex;height:14px;border-radius:3px;overflow:hidden;\
-margin:6px 0 2px 0;max-width:480px}
-.memprofile-report .mp-legend span{margin-right:12px;white-space:nowrap}
-.memprofile-report .mp-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;\
-margin-right:4px;vertical-align:middle}
-.memprofile-report .mp-error{border-left:3px solid #d62728;padding:4px 8px;margin:6px 0}
-.memprofile-report pre{padding:6px;overflow-x:auto;background:rgba(127,127,127,.12);border-radius:3px}
+_STYLE = f"""
+.memprofile-report{{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;\
+font-size:13px;line-height:1.45;max-width:760px}}
+.memprofile-report h3{{font-size:15px;margin:0 0 4px 0}}
+.memprofile-report .mp-muted{{opacity:.72}}
+.memprofile-report .mp-peak{{font-size:20px;font-weight:600}}
+.memprofile-report table{{border-collapse:collapse;margin:6px 0}}
+.memprofile-report td,.memprofile-report th{{padding:2px 10px 2px 0;text-align:left;font-variant-numeric:tabular-nums}}
+.memprofile-report .mp-bar{{display:flex;height:14px;border-radius:3px;overflow:hidden;\
+margin:6px 0 2px 0;max-width:480px}}
+.memprofile-report .mp-legend span{{margin-right:12px;white-space:nowrap}}
+.memprofile-report .mp-swatch{{display:inline-block;width:10px;height:10px;border-radius:2px;\
+margin-right:4px;vertical-align:middle}}
+.memprofile-report .mp-error{{border-left:3px solid {ERROR};padding:4px 8px;margin:6px 0}}
+.memprofile-report pre{{padding:6px;overflow-x:auto;background:rgba(127,127,127,.12);border-radius:3px}}
 """
 #: Width of the longest per-line bar, in pixels.
 LINE_BAR_PX = 160
 
-_PAGE_STYLE = """
-body{margin:24px;background:#fff;color:#1f1f1f;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}
-@media (prefers-color-scheme: dark){body{background:#111418;color:#e6e6e6}}
+_PAGE_STYLE = f"""
+body{{margin:24px;background:{PAGE_BACKGROUND};color:{PAGE_TEXT};\
+font-family:system-ui,-apple-system,'Segoe UI',sans-serif}}
+@media (prefers-color-scheme: dark){{body{{background:{PAGE_BACKGROUND_DARK};color:{PAGE_TEXT_DARK}}}}}
 """
 
 
 def _sparkline_svg(profile: Profile, width: int = 480, height: int = 72) -> str:
-    line = sparkline(profile)
-    if line is None or len(line.t) < 2:
+    series = sparkline_series(profile)  # the card's drawing is not needed here: drawn at the page's size
+    drawn = draw(*series, (width, height, 4)) if series and len(series[1]) >= 2 else None
+    if drawn is None:
         return ""
-    t0, t1 = line.t[0], line.t[-1]
-    lo, hi = min(line.bytes), max(line.bytes)
-    span_t = (t1 - t0) or 1.0
-    span_v = (hi - lo) or 1
-    pad = 4
-
-    def xy(t: float, v: int) -> tuple[float, float]:
-        x = pad + (t - t0) / span_t * (width - 2 * pad)
-        y = height - pad - (v - lo) / span_v * (height - 2 * pad)
-        return round(x, 1), round(y, 1)
-
-    # Steps: memory holds its value until the next point (a ramp would draw growth that never happened).
-    t_steps, (v_steps,) = as_steps(line.t, line.bytes)
-    points = " ".join(f"{x},{y}" for x, y in (xy(t, v) for t, v in zip(t_steps, v_steps)))
-    i_peak = max(range(len(line.bytes)), key=line.bytes.__getitem__)
-    px, py = xy(line.t[i_peak], line.bytes[i_peak])
-    label = f"{escape(line.device)} live bytes from {fmt_bytes(lo)} to {fmt_bytes(hi)} over {fmt_seconds(span_t)}"
+    points = " ".join(f"{x},{y}" for x, y in drawn.points)
+    (px, py), label = drawn.peak, escape(drawn.title)
     return (
         f'<svg class="mp-sparkline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{label}">'
         f"<title>{label}</title>"
-        f'<polyline fill="none" stroke="#4c78a8" stroke-width="1.5" points="{points}"/>'
-        f'<circle cx="{px}" cy="{py}" r="3.5" fill="#e45756"><title>peak {fmt_bytes(hi)} at '
-        f"{fmt_seconds(line.t[i_peak])}</title></circle></svg>"
+        f'<polyline fill="none" stroke="{SPARKLINE}" stroke-width="1.5" points="{points}"/>'
+        f'<circle cx="{px}" cy="{py}" r="3.5" fill="{SPARKLINE_PEAK}">'
+        f"<title>{escape(drawn.peak_title)}</title></circle></svg>"
     )
 
 
@@ -117,9 +105,18 @@ def _category_bar(profile: Profile) -> str:
 def _devices_table(profile: Profile) -> str:
     return html_table(
         ["device", "measured by", "peak", "at start", "increase", "at end", "capacity"],
-        [[d.name, f"{d.kind} ({d.source})", fmt_bytes(d.peak_bytes), fmt_bytes(d.baseline_bytes),
-          fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True), fmt_bytes(d.end_bytes), fmt_bytes(d.capacity_bytes)]
-         for d in profile.devices],
+        [
+            [
+                d.name,
+                f"{d.kind} ({d.source})",
+                fmt_bytes(d.peak_bytes),
+                fmt_bytes(d.baseline_bytes),
+                fmt_bytes(d.peak_bytes - d.baseline_bytes, signed=True),
+                fmt_bytes(d.end_bytes),
+                fmt_bytes(d.capacity_bytes),
+            ]
+            for d in profile.devices
+        ],
     )
 
 
@@ -142,10 +139,16 @@ def _peak_place(profile: Profile) -> str:
     peak = profile.peak
     if peak is None:
         return ""
-    scope = (f"<div class='mp-scope' style='border-left:3px solid #e0a800;padding:2px 8px;margin:6px 0'>"
-             f"{escape(profile.peak_scope)}</div>" if profile.peak_scope else "")
-    parts = [f"op <code>{escape(peak.op)}</code>" if peak.op else "",
-             f"layer <code>{escape(peak.layer)}</code>" if peak.layer else ""]
+    scope = (
+        f"<div class='mp-scope' style='border-left:3px solid {CAVEAT};padding:2px 8px;margin:6px 0'>"
+        f"{escape(profile.peak_scope)}</div>"
+        if profile.peak_scope
+        else ""
+    )
+    parts = [
+        f"op <code>{escape(peak.op)}</code>" if peak.op else "",
+        f"layer <code>{escape(peak.layer)}</code>" if peak.layer else "",
+    ]
     if line_label(peak.line):
         text = profile.line_text(peak.line)
         parts.append(escape(line_label(peak.line)) + (f" <code>{escape(text)}</code>" if text else ""))
@@ -161,9 +164,20 @@ def tensors_table(tensors: list, title: str) -> str:
         return ""
     return html_table(
         ["bytes", Column("shape", cell_style="white-space:nowrap"), "dtype", "kind", "op", "layer", "line"],
-        [[tensor_bytes_text(t), shape_text(t), t.dtype, category_label(t.category), t.op or "", t.layer or "",
-          line_label(t.line)] for t in tensors],
-        caption=title, attrs={"class": "mp-tensors"},
+        [
+            [
+                tensor_bytes_text(t),
+                shape_text(t),
+                t.dtype,
+                category_label(t.category),
+                t.op or "",
+                t.layer or "",
+                line_label(t.line),
+            ]
+            for t in tensors
+        ],
+        caption=title,
+        attrs={"class": "mp-tensors"},
     )
 
 
@@ -178,14 +192,17 @@ def _line_bar(row: LineStat, widest: int) -> str:
     if row.peak_bytes > known:
         parts.append(("other", row.peak_bytes - known))
     title = ", ".join(f"{category_label(c)} {fmt_bytes(b)}" for c, b in parts)
-    segments = "".join(f"<span style='display:inline-block;height:10px;width:{b / row.peak_bytes * width:.1f}px;"
-                       f"background:{CATEGORY_COLORS[c]}'></span>" for c, b in parts)
+    segments = "".join(
+        f"<span style='display:inline-block;height:10px;width:{b / row.peak_bytes * width:.1f}px;"
+        f"background:{CATEGORY_COLORS[c]}'></span>"
+        for c, b in parts
+    )
     return f"<span style='display:inline-flex;vertical-align:middle' title='{escape(title)}'>{segments}</span>"
 
 
 def _tail(name: str, limit: int = 32) -> str:
     """A name cut to its last characters: TF op names run long ("gradient_tape/…/MatMul")."""
-    return "…" + name[-(limit - 1):] if len(name) > limit else name
+    return "…" + name[-(limit - 1) :] if len(name) > limit else name
 
 
 def line_notes(row: LineStat) -> str:
@@ -210,10 +227,13 @@ def lines_table(profile: Profile, rows: list[LineStat], title: str) -> str:
     peak_line = profile.peak.line if profile.peak else None
     cell = "padding:0 8px 0 0;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"
     right = "text-align:right;padding:0 8px 0 0"
-    columns = [Column("line", right, f"{cell};opacity:.6"),
-               Column("alive at the peak", cell_style=f"padding:0 8px 0 0;width:{LINE_BAR_PX}px"),
-               Column("", right, cell), Column("allocated", right, f"{cell};opacity:.65"),
-               Column("source", "text-align:left", "padding:0;text-align:left")]
+    columns = [
+        Column("line", right, f"{cell};opacity:.6"),
+        Column("alive at the peak", cell_style=f"padding:0 8px 0 0;width:{LINE_BAR_PX}px"),
+        Column("", right, cell),
+        Column("allocated", right, f"{cell};opacity:.65"),
+        Column("source", "text-align:left", "padding:0;text-align:left"),
+    ]
     out: list[Row] = []
     previous = None
     for r in rows:
@@ -223,10 +243,24 @@ def lines_table(profile: Profile, rows: list[LineStat], title: str) -> str:
         number = "·" if r.line == 0 else str(r.line)
         mark = " <b title='running at the peak'>◀ peak</b>" if r.line == peak_line else ""
         code = Html(f"<code style='white-space:pre'>{escape(r.text)}</code>{_line_notes(r)}{mark}")
-        out.append(Row([number, Html(_line_bar(r, widest)), fmt_bytes(r.peak_bytes) if r.peak_bytes else "",
-                        fmt_bytes(r.allocated_bytes) if r.allocated_bytes else "", code], {"data-line": r.line}))
-    return html_table(columns, out, caption=title, attrs={
-        "class": "mp-lines", "style": "border-collapse:collapse;margin:6px 0;font-size:13px"})
+        out.append(
+            Row(
+                [
+                    number,
+                    Html(_line_bar(r, widest)),
+                    fmt_bytes(r.peak_bytes) if r.peak_bytes else "",
+                    fmt_bytes(r.allocated_bytes) if r.allocated_bytes else "",
+                    code,
+                ],
+                {"data-line": r.line},
+            )
+        )
+    return html_table(
+        columns,
+        out,
+        caption=title,
+        attrs={"class": "mp-lines", "style": "border-collapse:collapse;margin:6px 0;font-size:13px"},
+    )
 
 
 def compact_lines(profile: Profile) -> str:
@@ -238,8 +272,9 @@ def compact_lines(profile: Profile) -> str:
 
 def full_lines(profile: Profile) -> str:
     """Every line of the cell with its figures (the report's source view)."""
-    return lines_table(profile, source_rows(profile), "The cell, line by line: bytes alive at the peak "
-                                                      "(by kind) and allocated")
+    return lines_table(
+        profile, source_rows(profile), "The cell, line by line: bytes alive at the peak (by kind) and allocated"
+    )
 
 
 def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
@@ -259,12 +294,19 @@ def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
         source = profile.line_text(profile.error.line)
         error = (
             f"<div class='mp-error'><b>{escape(profile.error.type)}</b>: {escape(profile.error.message)}"
-            + (f"<div class='mp-failed'>It failed {escape(place)}"
-               + (f": <code>{escape(source)}</code>" if source else "") + "</div>" if place else "")
+            + (
+                f"<div class='mp-failed'>It failed {escape(place)}"
+                + (f": <code>{escape(source)}</code>" if source else "")
+                + "</div>"
+                if place
+                else ""
+            )
             + "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
         )
-    warnings = "".join(f"<li>{escape(n.message)}" + (f"<pre><code>{escape(n.fix)}</code></pre>" if n.fix else "")
-                       + "</li>" for n in profile.warnings)
+    warnings = "".join(
+        f"<li>{escape(n.message)}" + (f"<pre><code>{escape(n.fix)}</code></pre>" if n.fix else "") + "</li>"
+        for n in profile.warnings
+    )
     steps = steps_text(steps_brief(profile))
     ranks = ""
     if profile.merged:
@@ -279,12 +321,18 @@ def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
         + "".join(f" · {escape(f.name)} {escape(f.version)}" for f in profile.frameworks)
         + "</div>"
         + (f"<div class='mp-steps'>{escape(steps)}</div>" if steps else "")
+        + (f"<div class='mp-fits'>{escape(fits)}</div>" if (fits := fits_line(profile.predictions)) else "")
         + f"{ranks}{error}{_category_bar(profile)}{_peak_place(profile)}{compact_lines(profile)}"
         f"{_sparkline_svg(profile)}{_devices_table(profile)}"
-        f"{_suggestions(profile)}"
-        + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "")
-        + "</div>"
+        f"{_suggestions(profile)}" + (f"<ul class='mp-muted'>{warnings}</ul>" if warnings else "") + "</div>"
     )
+
+
+def _predictions(profile: Profile) -> str:
+    """The report's "Will it fit (predicted)" table (the fragment has the card's one line only)."""
+    table = predictions_html(profile.predictions)
+    # the fragment's style (in the page above) sets the table's look; eleven columns need more than its width
+    return f"<div class='memprofile-report mp-will-it-fit' style='max-width:1200px'>{table}</div>" if table else ""
 
 
 def report_page(profile: Profile, head: str = "", body: str = "", ranks_in_full: bool = True) -> str:
@@ -295,7 +343,7 @@ def report_page(profile: Profile, head: str = "", body: str = "", ranks_in_full:
         f"<title>memprofile · {escape(profile.name)}</title>"
         "<meta name='color-scheme' content='light dark'>"
         f"<style>{_PAGE_STYLE}</style>{head}</head><body>"
-        f"{render_fragment(profile, ranks_in_full)}{body}"
+        f"{render_fragment(profile, ranks_in_full)}{_predictions(profile)}{body}"
         "</body></html>\n"
     )
 

@@ -4,8 +4,8 @@ tensor's size next to its allocator block. Plain data; each renderer draws it.""
 
 from __future__ import annotations
 
-from memprofile.model.lines import BEFORE_CELL
-from memprofile.model.peak import NO_LAYER
+from memprofile.analysis.lines import BEFORE_CELL
+from memprofile.analysis.peak import NO_LAYER
 from memprofile.model.profile import LineStat, Peak, Profile, StepStat, TensorInfo
 from memprofile.model.summary import StepsBrief
 from memprofile.units import fmt_bytes, step_runs
@@ -49,8 +49,17 @@ def source_rows(profile: Profile) -> list[LineStat]:
         if s is None:
             rows.append(LineStat(line, text))
         else:
-            rows.append(LineStat(line, text, allocated_bytes=s.allocated_bytes, peak_bytes=s.peak_bytes,
-                                 by_category=dict(s.by_category), ops=dict(s.ops), layers=dict(s.layers)))
+            rows.append(
+                LineStat(
+                    line,
+                    text,
+                    allocated_bytes=s.allocated_bytes,
+                    peak_bytes=s.peak_bytes,
+                    by_category=dict(s.by_category),
+                    ops=dict(s.ops),
+                    layers=dict(s.layers),
+                )
+            )
     return rows
 
 
@@ -148,13 +157,14 @@ def steps_brief(profile: Profile) -> StepsBrief | None:
     # steps between without a reading of their own.
     ends_estimated = not ends_exact and _end_known(steps[0]) is not None and _end_known(steps[-1]) is not None
     end = _end_known if ends_exact or ends_estimated else (lambda s: s.rss_end_bytes)
-    return StepsBrief(
+    brief = StepsBrief(
         count=len(steps),
         detail_first=min(detailed, default=None),
         detail_last=max(detailed, default=None),
         highest_step=highest.index if highest else None,
         highest_bytes=(_peak_known(highest) if peaks_exact or peaks_estimated else highest.rss_peak_bytes)
-        if highest else None,
+        if highest
+        else None,
         peaks_exact=peaks_exact,
         end_first_bytes=end(steps[0]),
         end_last_bytes=end(steps[-1]),
@@ -162,12 +172,14 @@ def steps_brief(profile: Profile) -> StepsBrief | None:
         peaks_estimated=peaks_estimated,
         ends_estimated=ends_estimated,
     )
+    brief.text = steps_text(brief)
+    return brief
 
 
 def steps_text(brief: StepsBrief | None) -> str:
     """'200 training steps · steps 1-3 in detail · highest step: 7 (12.3 MiB)
-    · end of step: 4.10 MiB → 4.20 MiB'; '' without steps. The card
-    (labextension/card.ts stepsText) writes the same words."""
+    · end of step: 4.10 MiB → 4.20 MiB'; '' without steps. steps_brief
+    keeps it in the brief, where the card reads it."""
     if brief is None or brief.count <= 0:
         return ""
     parts = [f"{brief.count:,} training step{'s' if brief.count != 1 else ''}"]

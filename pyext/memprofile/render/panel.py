@@ -46,6 +46,7 @@ def view_items(profile: Profile) -> dict[str, Any]:
 def panel_profile(profile: Profile) -> PanelProfile:
     import bokeh
 
+    from memprofile.analysis.predict.devices import known_devices
     from memprofile.render.text import RERUN_WARNING, how_to_apply, saving_line
 
     return PanelProfile(
@@ -53,13 +54,17 @@ def panel_profile(profile: Profile) -> PanelProfile:
         bokeh_version=bokeh.__version__,
         summary=summarise(profile),
         views=view_items(profile),
-        suggestions=[PanelSuggestion(**vars(s), saving_text=saving_line(s, profile.peak_bytes), how=how_to_apply(s))
-                     for s in profile.suggestions],
+        suggestions=[
+            PanelSuggestion(**vars(s), saving_text=saving_line(s, profile.peak_bytes), how=how_to_apply(s))
+            for s in profile.suggestions
+        ],
         source=profile.source,
         rerun_warning=RERUN_WARNING,
         # render/lines.py's rows, as the wire's record
         lines=source_rows(profile),
         peak_line=profile.peak.line if profile.peak else None,
+        predictions=list(profile.predictions),
+        known_devices=known_devices(),
     )
 
 
@@ -77,11 +82,22 @@ def panel_comparison(c: Comparison) -> PanelComparison:
         return [ChangeRow(label(r.name), r.before, r.after, r.delta) for r in changes]
 
     return PanelComparison(
-        a=c.a.id, b=c.b.id, a_name=c.a.name, b_name=c.b.name, device=c.device,
-        headline=headline(c), peak=rows([c.peak])[0], saving_bytes=c.saving_bytes,
-        peak_change_percent=c.peak_change_percent, notes=list(c.notes), time_change=c.time_change,
-        categories=rows(c.categories, category_label), layers=rows(c.layers),  # the names the card shows
-        ops=rows(c.ops), more_layers=c.more_layers, more_ops=c.more_ops,
+        a=c.a.id,
+        b=c.b.id,
+        a_name=c.a.name,
+        b_name=c.b.name,
+        device=c.device,
+        headline=headline(c),
+        peak=rows([c.peak])[0],
+        saving_bytes=c.saving_bytes,
+        peak_change_percent=c.peak_change_percent,
+        notes=list(c.notes),
+        time_change=c.time_change,
+        categories=rows(c.categories, category_label),
+        layers=rows(c.layers),  # the names the card shows
+        ops=rows(c.ops),
+        more_layers=c.more_layers,
+        more_ops=c.more_ops,
     )
 
 

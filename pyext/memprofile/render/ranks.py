@@ -15,12 +15,14 @@ from html import escape
 from typing import Any
 
 from memprofile.model.profile import CATEGORIES, MergeInfo, RankSummary
-from memprofile.render.html import CATEGORY_COLORS
+from memprofile.render.palette import CATEGORY_COLORS, OTHER_RANKS, PEAK, RANK_SERIES
 from memprofile.render.table import Column, html_table
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
-_CAPTION = ("Each rank's peak, by kind of memory (highest first); process: its resident peak over the whole run; "
-            "*: it peaked outside its detailed steps")
+_CAPTION = (
+    "Each rank's peak, by kind of memory (highest first); process: its resident peak over the whole run; "
+    "*: it peaked outside its detailed steps"
+)
 #: Ranks listed in tables: the highest ones, then the lowest.
 TABLE_RANKS = 12
 _RIGHT = "text-align:right"
@@ -30,16 +32,21 @@ def headline(info: MergeInfo) -> str:
     top, low = info.summary_of(info.highest), info.summary_of(info.lowest)
     where = f"{info.backend}, " if info.backend else ""
     hosts = f"{info.hosts} host{'s' if info.hosts != 1 else ''}"
-    return (f"{len(info.ranks)} of {info.world_size} ranks ({where}{hosts}): rank {top.rank} peaks highest at "
-            f"{fmt_bytes(top.peak_bytes)}, rank {low.rank} lowest at {fmt_bytes(low.peak_bytes)} "
-            f"({fmt_bytes(top.peak_bytes - low.peak_bytes, signed=True)}); imbalance {info.imbalance:+.0%} "
-            f"(highest over mean); started within {fmt_seconds(info.skew_s)}")
+    return (
+        f"{len(info.ranks)} of {info.world_size} ranks ({where}{hosts}): rank {top.rank} peaks highest at "
+        f"{fmt_bytes(top.peak_bytes)}, rank {low.rank} lowest at {fmt_bytes(low.peak_bytes)} "
+        f"({fmt_bytes(top.peak_bytes - low.peak_bytes, signed=True)}); imbalance {info.imbalance:+.0%} "
+        f"(highest over mean); started within {fmt_seconds(info.skew_s)}"
+    )
 
 
 def describe_excess(info: MergeInfo) -> list[str]:
     """The excess as lines of text: 'line 31: keep = torch.empty(...): 64 MiB (typical other rank 0 B)'."""
-    return [f"{'' if e.kind == 'line' else e.kind + ' '}{e.name}: {fmt_bytes(e.bytes)} "
-            f"(typical other rank {fmt_bytes(e.others_bytes)})" for e in info.excess]
+    return [
+        f"{'' if e.kind == 'line' else e.kind + ' '}{e.name}: {fmt_bytes(e.bytes)} "
+        f"(typical other rank {fmt_bytes(e.others_bytes)})"
+        for e in info.excess
+    ]
 
 
 def listed(info: MergeInfo, limit: int = TABLE_RANKS) -> tuple[list[RankSummary], int]:
@@ -47,7 +54,7 @@ def listed(info: MergeInfo, limit: int = TABLE_RANKS) -> tuple[list[RankSummary]
     by_peak = sorted(info.ranks, key=lambda r: r.standing, reverse=True)
     if len(by_peak) <= limit:
         return by_peak, 0
-    return [*by_peak[:limit - 1], by_peak[-1]], len(by_peak) - limit
+    return [*by_peak[: limit - 1], by_peak[-1]], len(by_peak) - limit
 
 
 def _kinds(info: MergeInfo) -> list[str]:
@@ -62,11 +69,14 @@ def ranks_text(info: MergeInfo) -> list[str]:
     lines.append(f"    {'rank':>5} {'host':<12} {'peak':>11}{head}  {'process':>11}  device")
     for r in rows:
         cells = "".join(f"{fmt_bytes(r.by_category.get(c, 0)):>13}" for c in kinds)
-        flag = ("  raised " + r.error.split(":")[0] if r.error else "") + \
-            ("  (peaked outside its detailed steps)" if r.outside_detail else "")
+        flag = ("  raised " + r.error.split(":")[0] if r.error else "") + (
+            "  (peaked outside its detailed steps)" if r.outside_detail else ""
+        )
         process = fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else ""
-        lines.append(f"    {r.rank:>5} {r.host[:12]:<12} {fmt_bytes(r.peak_bytes):>11}{cells}  {process:>11}  "
-                     f"{r.peak_device}{flag}")
+        lines.append(
+            f"    {r.rank:>5} {r.host[:12]:<12} {fmt_bytes(r.peak_bytes):>11}{cells}  {process:>11}  "
+            f"{r.peak_device}{flag}"
+        )
     if more:
         lines.append(f"    … and {more} more ranks")
     excess = describe_excess(info)
@@ -80,18 +90,38 @@ def ranks_text(info: MergeInfo) -> list[str]:
 def ranks_html(info: MergeInfo) -> str:
     kinds = _kinds(info)
     rows, more = listed(info)
-    columns: list[str | Column] = [Column("rank", cell_style=_RIGHT), "host", Column("peak", cell_style=_RIGHT),
-               *(Column(category_label(c), cell_style=_RIGHT) for c in kinds), "device",
-               Column("process", cell_style=_RIGHT), "started", "raised"]
-    body = [[str(r.rank), r.host, fmt_bytes(r.peak_bytes), *(fmt_bytes(r.by_category.get(c, 0)) for c in kinds),
-             r.peak_device + (" *" if r.outside_detail else ""),
-             fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else "", f"+{fmt_seconds(r.offset_s)}",
-             r.error or ""] for r in rows]
+    columns: list[str | Column] = [
+        Column("rank", cell_style=_RIGHT),
+        "host",
+        Column("peak", cell_style=_RIGHT),
+        *(Column(category_label(c), cell_style=_RIGHT) for c in kinds),
+        "device",
+        Column("process", cell_style=_RIGHT),
+        "started",
+        "raised",
+    ]
+    body = [
+        [
+            str(r.rank),
+            r.host,
+            fmt_bytes(r.peak_bytes),
+            *(fmt_bytes(r.by_category.get(c, 0)) for c in kinds),
+            r.peak_device + (" *" if r.outside_detail else ""),
+            fmt_bytes(r.process_peak_bytes) if r.process_peak_bytes else "",
+            f"+{fmt_seconds(r.offset_s)}",
+            r.error or "",
+        ]
+        for r in rows
+    ]
     # Wide tables scroll rather than wrap a figure over two lines.
-    return (f"<div class='mp-ranks' style='overflow-x:auto'>{_summary(info)}"
-            + html_table(columns, body, caption=_CAPTION, more=more,
-                         attrs={"class": "mp-ranks-table", "style": "white-space:nowrap"})
-            + _layers_table(info, rows) + "</div>")
+    return (
+        f"<div class='mp-ranks' style='overflow-x:auto'>{_summary(info)}"
+        + html_table(
+            columns, body, caption=_CAPTION, more=more, attrs={"class": "mp-ranks-table", "style": "white-space:nowrap"}
+        )
+        + _layers_table(info, rows)
+        + "</div>"
+    )
 
 
 def ranks_brief_html(info: MergeInfo) -> str:
@@ -102,8 +132,15 @@ def ranks_brief_html(info: MergeInfo) -> str:
 
 def _summary(info: MergeInfo) -> str:
     excess = describe_excess(info)
-    held = (f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
-            + "".join(f"<li>{escape(e)}</li>" for e in excess) + "</ul>") if excess else ""
+    held = (
+        (
+            f"<p>Rank {info.highest} holds at its peak beyond the typical rank:</p><ul>"
+            + "".join(f"<li>{escape(e)}</li>" for e in excess)
+            + "</ul>"
+        )
+        if excess
+        else ""
+    )
     return f"<p><b>{escape(headline(info))}</b></p>{held}"
 
 
@@ -123,8 +160,12 @@ def _layers_table(info: MergeInfo, rows: list[RankSummary]) -> str:
         return ""
     columns: list[str | Column] = ["layer", *(Column(f"rank {r.rank}", cell_style=_RIGHT) for r in rows)]
     body = [[name, *(fmt_bytes(r.by_layer[name]) if name in r.by_layer else "" for r in rows)] for name in names]
-    return html_table(columns, body, caption="Layers side by side: bytes alive at each rank's peak",
-                      attrs={"class": "mp-ranks-layers", "style": "white-space:nowrap"})
+    return html_table(
+        columns,
+        body,
+        caption="Layers side by side: bytes alive at each rank's peak",
+        attrs={"class": "mp-ranks-layers", "style": "white-space:nowrap"},
+    )
 
 
 def ranks_view(info: MergeInfo) -> Any:
@@ -132,8 +173,12 @@ def ranks_view(info: MergeInfo) -> Any:
     from memprofile.render.interactive import _bokeh
 
     models, _, layouts = _bokeh()
-    return layouts.column(models.Div(text=ranks_html(info), sizing_mode="stretch_width"), _peaks_plot(info),
-                          _timelines_plot(info), sizing_mode="stretch_width")
+    return layouts.column(
+        models.Div(text=ranks_html(info), sizing_mode="stretch_width"),
+        _peaks_plot(info),
+        _timelines_plot(info),
+        sizing_mode="stretch_width",
+    )
 
 
 def _peaks_plot(info: MergeInfo) -> Any:
@@ -142,15 +187,31 @@ def _peaks_plot(info: MergeInfo) -> Any:
     models, plotting, _ = _bokeh()
     kinds = _kinds(info) or ["other"]
     ranks = [str(r.rank) for r in info.ranks]
-    data: dict[str, list] = {"rank": ranks, "peak": [fmt_bytes(r.peak_bytes) for r in info.ranks],
-                             "host": [r.host for r in info.ranks]}
+    data: dict[str, list] = {
+        "rank": ranks,
+        "peak": [fmt_bytes(r.peak_bytes) for r in info.ranks],
+        "host": [r.host for r in info.ranks],
+    }
     for c in kinds:
-        data[c] = [r.by_category.get(c, 0) if r.by_category else (r.peak_bytes if c == "other" else 0)
-                   for r in info.ranks]
-    p = plotting.figure(x_range=models.FactorRange(*ranks), height=260, sizing_mode="stretch_width", tools="save",
-                        title="Each rank's peak, by kind of memory", x_axis_label="rank")
-    p.vbar_stack(kinds, x="rank", width=0.8, color=[CATEGORY_COLORS[c] for c in kinds],
-                 source=models.ColumnDataSource(data), legend_label=[category_label(c) for c in kinds])
+        data[c] = [
+            r.by_category.get(c, 0) if r.by_category else (r.peak_bytes if c == "other" else 0) for r in info.ranks
+        ]
+    p = plotting.figure(
+        x_range=models.FactorRange(*ranks),
+        height=260,
+        sizing_mode="stretch_width",
+        tools="save",
+        title="Each rank's peak, by kind of memory",
+        x_axis_label="rank",
+    )
+    p.vbar_stack(
+        kinds,
+        x="rank",
+        width=0.8,
+        color=[CATEGORY_COLORS[c] for c in kinds],
+        source=models.ColumnDataSource(data),
+        legend_label=[category_label(c) for c in kinds],
+    )
     p.yaxis.formatter = _bytes_axis()
     if len(ranks) > 48:  # past that the labels overlap: the hover names each bar's rank
         p.xaxis.major_label_text_font_size = "0px"
@@ -168,23 +229,35 @@ def _timelines_plot(info: MergeInfo) -> Any:
     from memprofile.render.interactive import LEGEND_BELOW_PX, _bokeh, _bytes_axis, _place_legend
 
     models, plotting, _ = _bokeh()
-    p = plotting.figure(height=300 + LEGEND_BELOW_PX, sizing_mode="stretch_width",
-                        tools="xpan,xwheel_zoom,box_zoom,reset,save",
-                        title="Every rank's live bytes on one time axis (each host's wall clock)",
-                        x_axis_label="seconds since the first rank started")
+    p = plotting.figure(
+        height=300 + LEGEND_BELOW_PX,
+        sizing_mode="stretch_width",
+        tools="xpan,xwheel_zoom,box_zoom,reset,save",
+        title="Every rank's live bytes on one time axis (each host's wall clock)",
+        x_axis_label="seconds since the first rank started",
+    )
     # As steps: memory holds its value until the next point (no ramp across a quiet stretch).
     others = [_steps(r.t, r.live_bytes) for r in info.ranks if r.rank != info.highest and r.t]
     if others:
-        p.multi_line(xs=[t for t, _ in others], ys=[v for _, v in others], color="#7f7f7f",
-                     alpha=0.8, line_width=1.5, legend_label=f"other ranks ({len(others)})")
+        p.multi_line(
+            xs=[t for t, _ in others],
+            ys=[v for _, v in others],
+            color=OTHER_RANKS,
+            alpha=0.8,
+            line_width=1.5,
+            legend_label=f"other ranks ({len(others)})",
+        )
     top = info.summary_of(info.highest)
     if top.t:
-        p.line(*_steps(top.t, top.live_bytes), color="#d62728", line_width=2,
-               legend_label=f"rank {top.rank} (highest)")
-    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+        p.line(*_steps(top.t, top.live_bytes), color=PEAK, line_width=2, legend_label=f"rank {top.rank} (highest)")
     for i, tl in enumerate(info.timelines):
-        p.line(*_steps(tl.t, tl.live_bytes), color=palette[i % len(palette)], line_width=1.5, visible=False,
-               legend_label=f"{tl.device}, full")
+        p.line(
+            *_steps(tl.t, tl.live_bytes),
+            color=RANK_SERIES[i % len(RANK_SERIES)],
+            line_width=1.5,
+            visible=False,
+            legend_label=f"{tl.device}, full",
+        )
     p.yaxis.formatter = _bytes_axis()
     p.legend.click_policy = "hide"
     _place_legend(p, "below")

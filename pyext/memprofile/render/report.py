@@ -19,15 +19,16 @@ from memprofile.files import write_atomic
 from memprofile.model.profile import Profile
 from memprofile.render.bokehjs import BOKEH_COMPONENTS
 from memprofile.render.html import render_static_report, report_page
+from memprofile.render.palette import PAGE_BACKGROUND, PAGE_TEXT, VIEWS_CODE_BACKGROUND, VIEWS_EDGE_DARK
 
 _URL = re.compile(r"\b(https?|wss?|ftp):\/\/", re.IGNORECASE)
 
 #: The views' card (the page itself is styled by render/html.py).
-_VIEWS_STYLE = """
-.mp-views{margin-top:18px;background:#fff;color:#1f1f1f;border-radius:6px;padding:10px}
-.mp-views .mp-muted{opacity:.72}
-.mp-views pre{padding:6px;overflow-x:auto;background:#f2f2f2;border-radius:3px}
-@media (prefers-color-scheme: dark){.mp-views{box-shadow:0 0 0 1px #333}}
+_VIEWS_STYLE = f"""
+.mp-views{{margin-top:18px;background:{PAGE_BACKGROUND};color:{PAGE_TEXT};border-radius:6px;padding:10px}}
+.mp-views .mp-muted{{opacity:.72}}
+.mp-views pre{{padding:6px;overflow-x:auto;background:{VIEWS_CODE_BACKGROUND};border-radius:3px}}
+@media (prefers-color-scheme: dark){{.mp-views{{box-shadow:0 0 0 1px {VIEWS_EDGE_DARK}}}}}
 """
 
 
@@ -50,8 +51,9 @@ def render_report(profile: Profile) -> str:
     resources = Resources(mode="inline", components=BOKEH_COMPONENTS)
     head = f"<style>{_VIEWS_STYLE}</style>{_no_urls(resources.render_css())}{_no_urls(resources.render_js())}"
     # the views' Ranks tab has the ranks' tables: the summary above keeps their headline
-    return report_page(profile, head=head, body=f"<div class='mp-views'>{div}</div>{_no_urls(script)}",
-                       ranks_in_full=False)
+    return report_page(
+        profile, head=head, body=f"<div class='mp-views'>{div}</div>{_no_urls(script)}", ranks_in_full=False
+    )
 
 
 def write_report(profile: Profile, path: str | Path) -> Path:

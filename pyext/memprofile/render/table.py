@@ -43,24 +43,30 @@ def cell_html(content: str) -> str:
     return content if isinstance(content, Html) else escape(str(content))
 
 
-def html_table(columns: Sequence[str | Column], rows: Iterable[Sequence[str] | Row], *, caption: str = "",
-               attrs: Mapping[str, object] | None = None, header_style: str = "", cell_style: str = "",
-               more: int = 0) -> str:
+def html_table(
+    columns: Sequence[str | Column],
+    rows: Iterable[Sequence[str] | Row],
+    *,
+    caption: str = "",
+    attrs: Mapping[str, object] | None = None,
+    header_style: str = "",
+    cell_style: str = "",
+    more: int = 0,
+) -> str:
     """A <table> with a head and a body, then 'and N more' when `more` rows
     were left out. `columns`: titles, or Columns with styles of their own;
     `header_style`, `cell_style`: the style of the cells whose column has none."""
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
-    head = "".join(f"<th{attributes({'style': c.header_style or header_style})}>{cell_html(c.title)}</th>"
-                   for c in cols)
+    head = "".join(
+        f"<th{attributes({'style': c.header_style or header_style})}>{cell_html(c.title)}</th>" for c in cols
+    )
     td = [f"<td{attributes({'style': c.cell_style or cell_style})}>" for c in cols]
 
     def row(r: Sequence[str] | Row) -> str:
         cells, own = (r.cells, r.attrs) if isinstance(r, Row) else (r, {})
-        return f"<tr{attributes(own)}>" + "".join(f"{td[i]}{cell_html(c)}</td>" for i, c in enumerate(cells)) \
-            + "</tr>"
+        return f"<tr{attributes(own)}>" + "".join(f"{td[i]}{cell_html(c)}</td>" for i, c in enumerate(cells)) + "</tr>"
 
     body = "".join(row(r) for r in rows)
     title = f"<caption style='text-align:left'>{cell_html(caption)}</caption>" if caption else ""
     tail = f"<p class='mp-muted' style='opacity:.7'>and {more:,} more</p>" if more else ""
-    return (f"<table{attributes(attrs or {})}>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"{tail}")
+    return f"<table{attributes(attrs or {})}>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{tail}"

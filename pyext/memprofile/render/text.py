@@ -12,15 +12,18 @@ from memprofile.render.lines import (
     steps_text,
     tensor_bytes_text,
 )
+from memprofile.render.prediction import fits_line, predictions_text
 from memprofile.units import category_label, fmt_bytes, fmt_seconds
 
 #: Tensors and lines the text summary lists.
 TEXT_TENSORS = 3
 #: What "Try it" says before it runs anything (memprofile.trial runs the cell two or three times).
-RERUN_WARNING = ("Trying a change runs the cell two or three more times: as it is; once more as it is when that "
-                 "run created state the next run starts with (an optimizer's first step creates its state), so "
-                 "that like is compared with like; then changed. Whatever the cell changes, it changes each time "
-                 "(a training cell trains two or three more steps).")
+RERUN_WARNING = (
+    "Trying a change runs the cell two or three more times: as it is; once more as it is when that "
+    "run created state the next run starts with (an optimizer's first step creates its state), so "
+    "that like is compared with like; then changed. Whatever the cell changes, it changes each time "
+    "(a training cell trains two or three more steps)."
+)
 #: The label of the button that confirms it.
 RERUN_BUTTON = "Run the cell 2 or 3 times"
 
@@ -46,8 +49,10 @@ def one_line(profile: Profile) -> str:
     if later is not None:
         step, value, how = later
         higher = f" (detailed steps; step {step.index} went higher: {'' if how == 'exact' else '~'}{fmt_bytes(value)})"
-    return (f"{profile.name!r}: peak {fmt_bytes(profile.peak_bytes)}{where}{higher} in "
-            f"{fmt_seconds(profile.duration_s)}{status}")
+    return (
+        f"{profile.name!r}: peak {fmt_bytes(profile.peak_bytes)}{where}{higher} in "
+        f"{fmt_seconds(profile.duration_s)}{status}"
+    )
 
 
 def saving_line(s: Suggestion, peak_bytes: int = 0) -> str:
@@ -59,14 +64,21 @@ def saving_line(s: Suggestion, peak_bytes: int = 0) -> str:
 
         # The comparison's own percentage: over the peak of the run measured against.
         before = s.measured_peak_before_bytes if s.measured_peak_before_bytes is not None else peak_bytes
-        return (f"measured: {peak_change_text(s.measured_saving_bytes, before)}"
-                f"{time_change_text(s.measured_time_change)}" + (f" (estimate {estimate})" if estimate else ""))
+        return (
+            f"measured: {peak_change_text(s.measured_saving_bytes, before)}"
+            f"{time_change_text(s.measured_time_change)}" + (f" (estimate {estimate})" if estimate else "")
+        )
     return f"estimate: saves {estimate}" if estimate else ""
 
 
 def how_to_apply(s: Suggestion) -> str:
-    where = ("at the top of the notebook, then restart the kernel" if s.placement == "top" and s.restart_kernel
-             else "at the top of the notebook" if s.placement == "top" else "below the profiled cell")
+    where = (
+        "at the top of the notebook, then restart the kernel"
+        if s.placement == "top" and s.restart_kernel
+        else "at the top of the notebook"
+        if s.placement == "top"
+        else "below the profiled cell"
+    )
     tryit = f"; try it in place: %%memprofile --try {s.try_change}" if s.try_change else ""
     return f"goes {where}{tryit}"
 
@@ -80,8 +92,11 @@ def tensor_line(t: TensorInfo) -> str:
 
 def failure_place(error: ErrorInfo) -> str:
     """'in op aten::empty, layer big, line 3, asking for 4.00 EiB': where the failure was."""
-    parts = [f"op {error.op}" if error.op else "", f"layer {error.layer}" if error.layer else "",
-             line_label(error.line)]
+    parts = [
+        f"op {error.op}" if error.op else "",
+        f"layer {error.layer}" if error.layer else "",
+        line_label(error.line),
+    ]
     where = ", ".join(p for p in parts if p)
     asked = f"asking for {fmt_bytes(error.requested_bytes)}" if error.requested_bytes is not None else ""
     return ", ".join(x for x in (f"in {where}" if where else "", asked) if x)
@@ -109,6 +124,9 @@ def render_text(profile: Profile) -> str:
     steps = steps_text(steps_brief(profile))
     if steps:
         lines.append(f"  {steps}")
+    fits = fits_line(profile.predictions)
+    if fits:
+        lines.append(f"  {fits}")
     peak = profile.peak
     if peak:
         where = peak_place(peak, profile.line_text(peak.line))
@@ -124,8 +142,9 @@ def render_text(profile: Profile) -> str:
         lines.append("  lines (held at the peak / allocated):")
         for s in held:
             text = f"  {s.text}" if s.line > 0 and s.text else ""
-            lines.append(f"    {line_label(s.line):>15}  {fmt_bytes(s.peak_bytes):>10} / {fmt_bytes(s.allocated_bytes)}"
-                         f"{text}")
+            lines.append(
+                f"    {line_label(s.line):>15}  {fmt_bytes(s.peak_bytes):>10} / {fmt_bytes(s.allocated_bytes)}{text}"
+            )
     for suggestion in profile.suggestions[:3]:
         saving = saving_line(suggestion, profile.peak_bytes)
         lines.append(f"  suggestion: {suggestion.title}{' (' + saving + ')' if saving else ''}")
@@ -138,4 +157,5 @@ def render_text(profile: Profile) -> str:
         lines.append(f"  note: {note.message}")
         if note.fix:
             lines.extend(f"    {line}" for line in note.fix.splitlines())
+    lines += ["  " + line for line in predictions_text(profile.predictions)]
     return "\n".join(lines)

@@ -26,11 +26,28 @@ FLOAT32 = ("float32", "float")
 HALF = ("bfloat16", "float16", "half")
 MIN_ACTIVATION_SHARE = 0.2
 #: Ops whose outputs stay float32 under Keras's mixed policy (by last name part).
-KEEP_FP32 = frozenset({
-    "add", "add_", "sub", "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
-    "cross_entropy", "cross_entropy_loss", "nll_loss", "log_softmax", "_log_softmax", "mse_loss", "sum", "mean",
-    "AddV2", "Mean", "Sum",
-})
+KEEP_FP32 = frozenset(
+    {
+        "add",
+        "add_",
+        "sub",
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "cross_entropy",
+        "cross_entropy_loss",
+        "nll_loss",
+        "log_softmax",
+        "_log_softmax",
+        "mse_loss",
+        "sum",
+        "mean",
+        "AddV2",
+        "Mean",
+        "Sum",
+    }
+)
 
 
 def check(f: Facts) -> Suggestion | None:
@@ -51,28 +68,41 @@ def _torch(f: Facts) -> Suggestion | None:
         return None
     dtype = "float16" if f.on_gpu else "bfloat16"
     optimizers = tuple(o.name for o in f.stepped_optimizers if o.name.isidentifier())
-    code = autocast_code.rewrite(f.profile.source, device=device, trained=f.trained, optimizers=optimizers,
-                                 backward_line=_backward_line(f))
+    code = autocast_code.rewrite(
+        f.profile.source, device=device, trained=f.trained, optimizers=optimizers, backward_line=_backward_line(f)
+    )
     return Suggestion(
-        id="amp", title=f"Run the forward pass and loss under autocast ({dtype})", evidence=_evidence(f, est),
-        code=code, estimated_saving_bytes=est.saving_bytes, can_try=True, try_change="amp",
+        id="amp",
+        title=f"Run the forward pass and loss under autocast ({dtype})",
+        evidence=_evidence(f, est),
+        code=code,
+        estimated_saving_bytes=est.saving_bytes,
+        can_try=True,
+        try_change="amp",
     )
 
 
 def _evidence(f: Facts, est: autocast_model.Estimate) -> str:
     activation = f.at_peak("activation")
     saved = sum(est.saved.values())
-    parts = [f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak ({fmt_bytes(activation)})",
-             f"at the peak, {fmt_bytes(saved)} would be saved on float32 outputs of ops autocast runs in 16 bits "
-             f"({_top(est.saved)})"]
+    parts = [
+        f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak ({fmt_bytes(activation)})",
+        f"at the peak, {fmt_bytes(saved)} would be saved on float32 outputs of ops autocast runs in 16 bits "
+        f"({_top(est.saved)})",
+    ]
     fp32 = {op: b for op, b in est.kept_fp32.items() if b >= saved // 20}
     if fp32:
-        parts.append(f"{fmt_bytes(sum(fp32.values()))} stay float32 ({_top(fp32)}: autocast runs losses in float32, "
-                     f"and casts their 16-bit input to a float32 copy first)")
+        parts.append(
+            f"{fmt_bytes(sum(fp32.values()))} stay float32 ({_top(fp32)}: autocast runs losses in float32, "
+            f"and casts their 16-bit input to a float32 copy first)"
+        )
     if est.weight_copies_bytes:
         parts.append(f"its 16-bit weight copies add {fmt_bytes(est.weight_copies_bytes)}")
-    where = ("at the same instant (the run's timeline was thinned: the estimate is the peak instant's)"
-             if est.thinned else f"in the {est.new_peak_phase}")
+    where = (
+        "at the same instant (the run's timeline was thinned: the estimate is the peak instant's)"
+        if est.thinned
+        else f"in the {est.new_peak_phase}"
+    )
     parts.append(f"the peak would be {fmt_bytes(est.peak_bytes)}, {where}")
     return "; ".join(parts)
 
@@ -122,7 +152,9 @@ def _keras(f: Facts) -> Suggestion | None:
     saving = f.saving_without({"activation": 0.5 * share, "temporary": 0.5 * share}, add_always=cast_weights // 2)
     if not f.worth_it(saving):
         return None
-    evidence = (f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak "
-                f"({fmt_bytes(activation)}); {share * 100:.0f} % of the largest are float32 outputs of ops "
-                f"autocast runs in 16 bits")
+    evidence = (
+        f"activations are {f.share(activation)} of the {fmt_bytes(f.peak_bytes)} peak "
+        f"({fmt_bytes(activation)}); {share * 100:.0f} % of the largest are float32 outputs of ops "
+        f"autocast runs in 16 bits"
+    )
     return keras_suggestion(f, evidence, saving)

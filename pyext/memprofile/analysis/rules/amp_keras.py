@@ -34,8 +34,17 @@ from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
 
 #: Layers that compute in float32 under a mixed policy (they upcast their input).
-NORM_TYPES = frozenset({"BatchNormalization", "SyncBatchNormalization", "LayerNormalization", "GroupNormalization",
-                        "RMSNormalization", "UnitNormalization", "SpectralNormalization"})
+NORM_TYPES = frozenset(
+    {
+        "BatchNormalization",
+        "SyncBatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+        "UnitNormalization",
+        "SpectralNormalization",
+    }
+)
 #: Softmax upcasts to float32 under the policy; attention keeps float32 copies of its scores (measured).
 SOFTMAX_TYPES = frozenset({"Softmax", "MultiHeadAttention", "GroupedQueryAttention"})
 #: The profile's pseudo-layers: optimizer updates, loss and tf.data stay float32.
@@ -119,8 +128,10 @@ def _cell_models(f: Facts) -> tuple[list[str], bool]:
     if not trained:
         names = cell.read | set(cell.bound)
         return [r for r in f.roots() if r in names and f.layers[r].type not in FLOAT32_PSEUDO], False
-    built = all(name in cell.bound and cell.bound[name] < line and cell.assigned_call(name) is not None
-                for name, line in trained.items())
+    built = all(
+        name in cell.bound and cell.bound[name] < line and cell.assigned_call(name) is not None
+        for name, line in trained.items()
+    )
     return sorted(trained, key=trained.__getitem__), built
 
 
@@ -131,9 +142,11 @@ def keras_code(f: Facts, policy: str) -> str:
         # The cell builds its model: the policy, then the cell, builds it under it.
         return f"{setting}\n\n{f.cell.source.strip(chr(10))}"
     names = " and ".join(f"`{name}`" for name in models) or "the model"
-    return (f"{setting}\n"
-            f"# Layers take the policy when they are created: {names} keeps the float32 policy it was\n"
-            f"# built with. Run the cell that builds {names} again after this one, then this cell.")
+    return (
+        f"{setting}\n"
+        f"# Layers take the policy when they are created: {names} keeps the float32 policy it was\n"
+        f"# built with. Run the cell that builds {names} again after this one, then this cell."
+    )
 
 
 def _scratch_bound(f: Facts) -> bool:
@@ -157,10 +170,14 @@ def keras_suggestion(f: Facts, evidence: str, saving: int) -> Suggestion | None:
         return None
     policy = policy_name(f)
     norms = sorted({layer.type for layer in f.profile.layers if layer.type in NORM_TYPES})
-    kept = (f"; {', '.join(norms)} and the loss compute in float32 and keep float32 copies" if norms
-            else "; the loss computes in float32")
+    kept = (
+        f"; {', '.join(norms)} and the loss compute in float32 and keep float32 copies"
+        if norms
+        else "; the loss computes in float32"
+    )
     return Suggestion(
-        id="amp", title=f"Keep activations in 16 bits (Keras {policy} policy)",
+        id="amp",
+        title=f"Keep activations in 16 bits (Keras {policy} policy)",
         evidence=f"{evidence}{kept}: the peak would fall by about {fmt_bytes(estimate)}",
         code=keras_code(f, policy),
         estimated_saving_bytes=estimate,

@@ -50,14 +50,30 @@ def runs_under_autocast(tree: ast.Module | None) -> bool:
 
 
 def _method_calls(node: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-            and n.func.attr == name]
+    return [
+        n
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name
+    ]
 
 
 def _is_simple(stmt: ast.stmt) -> bool:
-    return not isinstance(stmt, (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
-                                 ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match)) and \
-        not (hasattr(ast, "TryStar") and isinstance(stmt, ast.TryStar))
+    return not isinstance(
+        stmt,
+        (
+            ast.For,
+            ast.AsyncFor,
+            ast.While,
+            ast.If,
+            ast.With,
+            ast.AsyncWith,
+            ast.Try,
+            ast.FunctionDef,
+            ast.AsyncFunctionDef,
+            ast.ClassDef,
+            ast.Match,
+        ),
+    ) and not (hasattr(ast, "TryStar") and isinstance(stmt, ast.TryStar))
 
 
 def _blocks(tree: ast.AST):
@@ -98,15 +114,20 @@ def _wraps(tree: ast.Module) -> list[_Wrap]:
             call = _method_calls(stmt, "backward")[0]
             receiver = call.func.value  # type: ignore[attr-defined]
             inline = None
-            if isinstance(stmt, ast.Expr) and stmt.value is call and not isinstance(receiver, ast.Name) \
-                    and not _method_calls(receiver, "scale"):
+            if (
+                isinstance(stmt, ast.Expr)
+                and stmt.value is call
+                and not isinstance(receiver, ast.Name)
+                and not _method_calls(receiver, "scale")
+            ):
                 inline = receiver
             region = stmts[start:k]
             if region or inline is not None:
                 first = region[0] if region else stmt
                 last = region[-1] if region else None
-                found.append(_Wrap(first.lineno, last.end_lineno if last else first.lineno - 1,
-                                   first.col_offset, stmt, inline))
+                found.append(
+                    _Wrap(first.lineno, last.end_lineno if last else first.lineno - 1, first.col_offset, stmt, inline)
+                )
             start = k + 1
     return sorted(found, key=lambda w: w.first)
 
@@ -129,8 +150,9 @@ def _names(tree: ast.Module) -> set[str]:
 
 
 def _imports_torch(tree: ast.Module | None) -> bool:
-    return tree is not None and any(isinstance(n, ast.Import) and any(a.name == "torch" for a in n.names)
-                                    for n in ast.walk(tree))
+    return tree is not None and any(
+        isinstance(n, ast.Import) and any(a.name == "torch" for a in n.names) for n in ast.walk(tree)
+    )
 
 
 def autocast_header(device: str) -> str:
@@ -138,8 +160,9 @@ def autocast_header(device: str) -> str:
     return f'with torch.autocast("{device}", dtype={dtype}):'
 
 
-def rewrite(source: str, *, device: str, trained: bool, optimizers: tuple[str, ...] = (),
-            backward_line: int | None = None) -> str:
+def rewrite(
+    source: str, *, device: str, trained: bool, optimizers: tuple[str, ...] = (), backward_line: int | None = None
+) -> str:
     """The code to insert: the cell with its forward pass and loss under
     autocast. `optimizers`: the names of the optimizers the run stepped (for
     GradScaler's `scaler.step(...)`); `backward_line`: the cell's line whose
@@ -163,7 +186,7 @@ def rewrite(source: str, *, device: str, trained: bool, optimizers: tuple[str, .
     for w in wraps:
         if w.first <= done:  # two on one line (`a; b`): leave it
             continue
-        out.extend(lines[done:w.first - 1])
+        out.extend(lines[done : w.first - 1])
         pad = " " * w.col
         out.append(pad + header)
         out.extend(_indent(lines, w.first, w.last, keep_multiline))
@@ -184,8 +207,10 @@ def rewrite(source: str, *, device: str, trained: bool, optimizers: tuple[str, .
 
 
 def _indent(lines: list[str], first: int, last: int, keep: set[int]) -> list[str]:
-    return [line if (i in keep or not line.strip()) else INDENT + line
-            for i, line in zip(range(first, last + 1), lines[first - 1:last])]
+    return [
+        line if (i in keep or not line.strip()) else INDENT + line
+        for i, line in zip(range(first, last + 1), lines[first - 1 : last])
+    ]
 
 
 def _with_grad_scaler(code: str, scaler: str, optimizers: tuple[str, ...]) -> str:
@@ -206,13 +231,19 @@ def _with_grad_scaler(code: str, scaler: str, optimizers: tuple[str, ...]) -> st
                 receiver = call.func.value  # type: ignore[attr-defined]
                 if receiver.lineno == receiver.end_lineno and not _method_calls(receiver, "scale"):
                     text = ast.get_source_segment(code, receiver)
-                    edits.append((receiver.lineno, receiver.col_offset, receiver.end_col_offset,
-                                  f"{scaler}.scale({text})"))
+                    edits.append(
+                        (receiver.lineno, receiver.col_offset, receiver.end_col_offset, f"{scaler}.scale({text})")
+                    )
             for call in _method_calls(stmt, "step"):
                 owner = dotted(call.func.value)  # type: ignore[attr-defined]
                 is_optimizer = owner in optimizers if optimizers else "sched" not in owner.lower()
-                if is_optimizer and not call.args and not call.keywords and call.lineno == call.end_lineno \
-                        and call.end_col_offset is not None:
+                if (
+                    is_optimizer
+                    and not call.args
+                    and not call.keywords
+                    and call.lineno == call.end_lineno
+                    and call.end_col_offset is not None
+                ):
                     edits.append((call.lineno, call.col_offset, call.end_col_offset, f"{scaler}.step({owner})"))
                     last_step = stmt
         if last_step is not None:
@@ -229,13 +260,17 @@ def _with_grad_scaler(code: str, scaler: str, optimizers: tuple[str, ...]) -> st
 
 def _template(header: str, device: str, what: str) -> str:
     """No cell source (a profiled function): where the with block goes."""
-    return "\n".join([
-        header,
-        f"{INDENT}...  # {what}: output = model(inputs); loss = loss_fn(output, targets)",
-        "# then, outside the with block:",
-        "# scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()  # scaler = torch.amp.GradScaler()"
-        if device == "cuda" else "# loss.backward(); optimizer.step()",
-    ])
+    return "\n".join(
+        [
+            header,
+            f"{INDENT}...  # {what}: output = model(inputs); loss = loss_fn(output, targets)",
+            "# then, outside the with block:",
+            "# scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()"
+            "  # scaler = torch.amp.GradScaler()"
+            if device == "cuda"
+            else "# loss.backward(); optimizer.step()",
+        ]
+    )
 
 
 def _in_a_function(lines: list[str], tree: ast.Module, header: str, device: str, line: int | None) -> str:
@@ -244,8 +279,14 @@ def _in_a_function(lines: list[str], tree: ast.Module, header: str, device: str,
     call = _training_call(tree, line)
     name = (dotted(call.func) or "the function") if call is not None else "a function"
     at = call.lineno if call is not None else 1
-    stmt_line = next((s for s in ast.walk(tree) if isinstance(s, ast.stmt)
-                      and s.lineno <= at <= (s.end_lineno or s.lineno) and _is_simple(s)), None)
+    stmt_line = next(
+        (
+            s
+            for s in ast.walk(tree)
+            if isinstance(s, ast.stmt) and s.lineno <= at <= (s.end_lineno or s.lineno) and _is_simple(s)
+        ),
+        None,
+    )
     at = stmt_line.lineno if stmt_line is not None else at
     pad = " " * (len(lines[at - 1]) - len(lines[at - 1].lstrip())) if lines else ""
     scaled = device == "cuda"
@@ -255,18 +296,24 @@ def _in_a_function(lines: list[str], tree: ast.Module, header: str, device: str,
         f"#     {header}",
         "#         output = model(inputs)",
         "#         loss = loss_fn(output, targets)",
-        "#     scaler.scale(loss).backward()  # scaler = torch.amp.GradScaler(\"cuda\")" if scaled else
-        "#     loss.backward()",
+        '#     scaler.scale(loss).backward()  # scaler = torch.amp.GradScaler("cuda")'
+        if scaled
+        else "#     loss.backward()",
         "#     scaler.step(optimizer); scaler.update()" if scaled else "#     optimizer.step()",
     ]
-    return "\n".join(lines[:at - 1] + [pad + n for n in note] + lines[at - 1:])
+    return "\n".join(lines[: at - 1] + [pad + n for n in note] + lines[at - 1 :])
 
 
 def _training_call(tree: ast.Module, line: int | None) -> ast.Call | None:
     """The call that trains: on the line the profile names, else the cell's
     last call of a function or method that is not a builtin or torch's."""
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and dotted(n.func)
-             and not dotted(n.func).startswith(("torch.", "print", "len", "range", "enumerate", "zip", "list"))]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and dotted(n.func)
+        and not dotted(n.func).startswith(("torch.", "print", "len", "range", "enumerate", "zip", "list"))
+    ]
     if line is not None:
         on_line = [c for c in calls if c.lineno <= line <= (c.end_lineno or c.lineno)]
         if on_line:

@@ -41,17 +41,37 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from memprofile.analysis.lines import BEFORE_CELL
 from memprofile.analysis.rules.facts import Facts
-from memprofile.model.lines import BEFORE_CELL
 from memprofile.model.profile import PHASES, Timeline
 
 HALF, FULL = 0.5, 1.0
 
-_LOWER_COMMON = frozenset({
-    "linear", "addmm", "mm", "bmm", "matmul", "baddbmm", "addbmm", "einsum", "conv1d", "conv2d", "conv3d",
-    "convolution", "_convolution", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "prelu",
-    "scaled_dot_product_attention", "_native_multi_head_attention", "bilinear", "tensordot",
-})
+_LOWER_COMMON = frozenset(
+    {
+        "linear",
+        "addmm",
+        "mm",
+        "bmm",
+        "matmul",
+        "baddbmm",
+        "addbmm",
+        "einsum",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "convolution",
+        "_convolution",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "prelu",
+        "scaled_dot_product_attention",
+        "_native_multi_head_attention",
+        "bilinear",
+        "tensordot",
+    }
+)
 #: Ops that autocast runs in 16 bits, per device type. On CPU the recurrent
 #: layers are left out, counted as float32: oneDNN's 16-bit LSTM keeps part
 #: of its workspace in float32 (it measured 0.71 of the float32 bytes, not
@@ -59,45 +79,194 @@ _LOWER_COMMON = frozenset({
 #: updates; the estimate is low for them rather than wrong the other way.
 LOWER = {
     "cpu": _LOWER_COMMON | {"linalg_vecdot", "conv_tbc"},
-    "cuda": _LOWER_COMMON | {"addmv", "addr", "mv", "chain_matmul", "multi_dot", "lstm", "gru", "rnn_tanh",
-                             "rnn_relu", "_cudnn_rnn", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"},
+    "cuda": _LOWER_COMMON
+    | {
+        "addmv",
+        "addr",
+        "mv",
+        "chain_matmul",
+        "multi_dot",
+        "lstm",
+        "gru",
+        "rnn_tanh",
+        "rnn_relu",
+        "_cudnn_rnn",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_tanh_cell",
+        "rnn_relu_cell",
+    },
 }
-_LOSSES = frozenset({
-    "cross_entropy_loss", "cross_entropy", "nll_loss", "nll_loss2d", "nll_loss_nd", "mse_loss", "l1_loss",
-    "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy", "binary_cross_entropy_with_logits",
-    "poisson_nll_loss", "hinge_embedding_loss", "margin_ranking_loss", "soft_margin_loss", "multi_margin_loss",
-    "multilabel_margin_loss", "triplet_margin_loss", "cosine_embedding_loss", "ctc_loss",
-})
+_LOSSES = frozenset(
+    {
+        "cross_entropy_loss",
+        "cross_entropy",
+        "nll_loss",
+        "nll_loss2d",
+        "nll_loss_nd",
+        "mse_loss",
+        "l1_loss",
+        "smooth_l1_loss",
+        "huber_loss",
+        "kl_div",
+        "binary_cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "poisson_nll_loss",
+        "hinge_embedding_loss",
+        "margin_ranking_loss",
+        "soft_margin_loss",
+        "multi_margin_loss",
+        "multilabel_margin_loss",
+        "triplet_margin_loss",
+        "cosine_embedding_loss",
+        "ctc_loss",
+    }
+)
 #: Ops that autocast runs in float32, per device type.
 FP32 = {
-    "cpu": _LOSSES | {"prod", "cdist", "avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "grid_sampler", "stft",
-                      "quantile", "nanquantile", "trace"},
-    "cuda": _LOSSES | {
-        "softmax", "_softmax", "log_softmax", "_log_softmax", "softmin", "layer_norm", "native_layer_norm",
-        "group_norm", "native_group_norm", "exp", "expm1", "log", "log10", "log2", "log1p", "pow", "rsqrt",
-        "reciprocal", "softplus", "sum", "prod", "cumsum", "cumprod", "norm", "frobenius_norm", "nuclear_norm",
-        "logsumexp", "cosine_similarity", "dist", "cdist", "pdist", "renorm", "erfinv", "acos", "asin", "cosh",
-        "sinh", "tan",
+    "cpu": _LOSSES
+    | {
+        "prod",
+        "cdist",
+        "avg_pool3d",
+        "max_pool3d",
+        "adaptive_avg_pool3d",
+        "grid_sampler",
+        "stft",
+        "quantile",
+        "nanquantile",
+        "trace",
+    },
+    "cuda": _LOSSES
+    | {
+        "softmax",
+        "_softmax",
+        "log_softmax",
+        "_log_softmax",
+        "softmin",
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "exp",
+        "expm1",
+        "log",
+        "log10",
+        "log2",
+        "log1p",
+        "pow",
+        "rsqrt",
+        "reciprocal",
+        "softplus",
+        "sum",
+        "prod",
+        "cumsum",
+        "cumprod",
+        "norm",
+        "frobenius_norm",
+        "nuclear_norm",
+        "logsumexp",
+        "cosine_similarity",
+        "dist",
+        "cdist",
+        "pdist",
+        "renorm",
+        "erfinv",
+        "acos",
+        "asin",
+        "cosh",
+        "sinh",
+        "tan",
     },
 }
 #: Float32 ops that save their input for backward: the float32 copy of a
 #: 16-bit input lives as long as their output, not only while they run.
-SAVES_INPUT = frozenset({
-    "layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "mse_loss", "l1_loss",
-    "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy", "binary_cross_entropy_with_logits", "pow",
-    "norm", "log", "cdist", "cosine_similarity", "prod", "cumprod",
-})
+SAVES_INPUT = frozenset(
+    {
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "mse_loss",
+        "l1_loss",
+        "smooth_l1_loss",
+        "huber_loss",
+        "kl_div",
+        "binary_cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "pow",
+        "norm",
+        "log",
+        "cdist",
+        "cosine_similarity",
+        "prod",
+        "cumprod",
+    }
+)
 #: Ops that combine two tensors: type promotion makes them float32 if one is.
-BINARY = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "where", "cat", "stack",
-                    "addcmul", "addcdiv", "maximum", "minimum", "lerp", "hstack", "vstack", "concat"})
+BINARY = frozenset(
+    {
+        "add",
+        "add_",
+        "sub",
+        "sub_",
+        "mul",
+        "mul_",
+        "div",
+        "div_",
+        "where",
+        "cat",
+        "stack",
+        "addcmul",
+        "addcdiv",
+        "maximum",
+        "minimum",
+        "lerp",
+        "hstack",
+        "vstack",
+        "concat",
+    }
+)
 #: Ops that make tensors from nothing: float32 (the default dtype).
-FACTORY = frozenset({"empty", "empty_strided", "zeros", "ones", "full", "rand", "randn", "randint", "randperm",
-                     "arange", "linspace", "tensor", "scalar_tensor", "normal", "from_numpy", "eye"})
+FACTORY = frozenset(
+    {
+        "empty",
+        "empty_strided",
+        "zeros",
+        "ones",
+        "full",
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "arange",
+        "linspace",
+        "tensor",
+        "scalar_tensor",
+        "normal",
+        "from_numpy",
+        "eye",
+    }
+)
 #: Layer types whose weights autocast casts to 16 bits and caches, per device.
-_CAST_COMMON = ("Linear", "LazyLinear", "Bilinear", "NonDynamicallyQuantizableLinear", "MultiheadAttention",
-                "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "PReLU")
-CAST_LAYERS = {"cpu": frozenset(_CAST_COMMON),
-               "cuda": frozenset(_CAST_COMMON + ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"))}
+_CAST_COMMON = (
+    "Linear",
+    "LazyLinear",
+    "Bilinear",
+    "NonDynamicallyQuantizableLinear",
+    "MultiheadAttention",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "PReLU",
+)
+CAST_LAYERS = {
+    "cpu": frozenset(_CAST_COMMON),
+    "cuda": frozenset(_CAST_COMMON + ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")),
+}
 
 _BACKWARD = re.compile(r"^(?:Native|Cudnn|Mkldnn|Miopen)?(\w+?)Backward\d*$")
 _KEEP = ("parameter", "gradient", "optimizer_state", "input")
@@ -175,13 +344,21 @@ def _at_the_peak(f: Facts, tl: Timeline, device: str) -> Estimate:
     categories = f.peak.by_category if f.peak else {}
     movable = sum(categories.get(c, 0) for c in ("activation", "temporary", "other"))
     total = min(sum(saved.values()), movable // 2)
-    casts = sum(layer.parameter_bytes // 2 for layer in f.profile.layers
-                if layer.type in CAST_LAYERS[device] and layer.parameter_bytes)
+    casts = sum(
+        layer.parameter_bytes // 2
+        for layer in f.profile.layers
+        if layer.type in CAST_LAYERS[device] and layer.parameter_bytes
+    )
     peak = f.peak_bytes - total + casts
-    return Estimate(peak_bytes=peak, saving_bytes=f.peak_bytes - peak,
-                    saved=dict(sorted(saved.items(), key=lambda kv: -kv[1])),
-                    kept_fp32=dict(sorted(kept.items(), key=lambda kv: -kv[1])),
-                    weight_copies_bytes=casts, new_peak_phase=_phase_at_peak(tl), thinned=True)
+    return Estimate(
+        peak_bytes=peak,
+        saving_bytes=f.peak_bytes - peak,
+        saved=dict(sorted(saved.items(), key=lambda kv: -kv[1])),
+        kept_fp32=dict(sorted(kept.items(), key=lambda kv: -kv[1])),
+        weight_copies_bytes=casts,
+        new_peak_phase=_phase_at_peak(tl),
+        thinned=True,
+    )
 
 
 def _phase_at_peak(tl: Timeline) -> str:
@@ -399,7 +576,9 @@ def _free(allocs: list[_Alloc] | None, size: int) -> float:
 
 
 def _ancestors(layer: str, parents: dict[str, str | None]):
-    while layer:
+    seen = set()
+    while layer and layer not in seen:  # a loaded profile may name a cycle: walk it once
+        seen.add(layer)
         yield layer
         layer = parents.get(layer) or ""
 

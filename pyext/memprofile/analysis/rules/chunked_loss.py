@@ -28,10 +28,21 @@ from memprofile.units import fmt_bytes
 CHUNKS = 8
 #: Logit-sized tensors must be this share of the peak for the rule to speak.
 MIN_SHARE = 0.25
-LOSS_OPS = frozenset({
-    "cross_entropy_loss", "cross_entropy", "log_softmax", "_log_softmax", "nll_loss", "nll_loss_nd", "nll_loss2d",
-    "LogSoftmaxBackward0", "NllLossBackward0", "CrossEntropyLossBackward0", "_log_softmax_backward_data",
-})
+LOSS_OPS = frozenset(
+    {
+        "cross_entropy_loss",
+        "cross_entropy",
+        "log_softmax",
+        "_log_softmax",
+        "nll_loss",
+        "nll_loss_nd",
+        "nll_loss2d",
+        "LogSoftmaxBackward0",
+        "NllLossBackward0",
+        "CrossEntropyLossBackward0",
+        "_log_softmax_backward_data",
+    }
+)
 
 HELPER = '''\
 import torch
@@ -98,11 +109,13 @@ def _rewrite(f: Facts, head: str) -> str | None:
         return None
     owner, _, attr = relative.rpartition(".")
     owner_expr = f"{model}.{owner}" if owner else model
-    swap = (f"# {model}(x) returns the hidden states; the loss applies the head chunk by chunk\n"
-            f"# (put the head back with setattr({owner_expr}, {attr!r}, head))\n"
-            f"if not isinstance({model}.get_submodule({relative!r}), torch.nn.Identity):\n"
-            f"    head = {model}.get_submodule({relative!r})\n"
-            f"    setattr({owner_expr}, {attr!r}, torch.nn.Identity())\n")
+    swap = (
+        f"# {model}(x) returns the hidden states; the loss applies the head chunk by chunk\n"
+        f"# (put the head back with setattr({owner_expr}, {attr!r}, head))\n"
+        f"if not isinstance({model}.get_submodule({relative!r}), torch.nn.Identity):\n"
+        f"    head = {model}.get_submodule({relative!r})\n"
+        f"    setattr({owner_expr}, {attr!r}, torch.nn.Identity())\n"
+    )
     return HELPER.format(chunks=CHUNKS) + "\n\n" + swap + "\n" + rewritten
 
 
@@ -127,14 +140,23 @@ def check(f: Facts) -> Suggestion | None:
     lines = [s for s in f.profile.lines if any(f.op_kind(op) in LOSS_OPS for op in s.ops)]
     if lines:
         where = f" (the loss on line {lines[0].line}: {lines[0].text})"
-    evidence = (f"{count} tensors the size of the logits ({fmt_bytes(unit)} each"
-                f"{', made by ' + head if head else ''}) are alive at the {fmt_bytes(f.peak_bytes)} peak: "
-                f"{fmt_bytes(logit_bytes)}, {f.share(logit_bytes)} of it: the logits, cross-entropy's log-softmax "
-                f"and their gradients{where}")
+    evidence = (
+        f"{count} tensors the size of the logits ({fmt_bytes(unit)} each"
+        f"{', made by ' + head if head else ''}) are alive at the {fmt_bytes(f.peak_bytes)} peak: "
+        f"{fmt_bytes(logit_bytes)}, {f.share(logit_bytes)} of it: the logits, cross-entropy's log-softmax "
+        f"and their gradients{where}"
+    )
     code = _rewrite(f, head) if head else None
     if code is None:
-        code = (HELPER.format(chunks=CHUNKS) + "\n# hidden = the model's output before its vocabulary head; "
-                "head = that Linear layer:\n# loss = chunked_cross_entropy(hidden, head, targets)\n"
-                "# or fewer tokens per step (batch x sequence) with gradient accumulation")
-    return Suggestion(id="chunked_loss", title="Compute the logits and the loss in chunks", evidence=evidence,
-                      code=code, estimated_saving_bytes=saving)
+        code = (
+            HELPER.format(chunks=CHUNKS) + "\n# hidden = the model's output before its vocabulary head; "
+            "head = that Linear layer:\n# loss = chunked_cross_entropy(hidden, head, targets)\n"
+            "# or fewer tokens per step (batch x sequence) with gradient accumulation"
+        )
+    return Suggestion(
+        id="chunked_loss",
+        title="Compute the logits and the loss in chunks",
+        evidence=evidence,
+        code=code,
+        estimated_saving_bytes=saving,
+    )

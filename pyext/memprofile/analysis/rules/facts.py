@@ -76,9 +76,13 @@ class Facts:
         if self.peak is None or not self.profile.optimizers and not self.profile.layers:
             return 0
         used = self.cell_models
-        return sum(size for name, size in self.peak.by_layer.items()
-                   if not name.startswith(("(", "line ")) and self.root_of(name) not in used
-                   and name.split(".", 1)[0] not in used)
+        return sum(
+            size
+            for name, size in self.peak.by_layer.items()
+            if not name.startswith(("(", "line "))
+            and self.root_of(name) not in used
+            and name.split(".", 1)[0] not in used
+        )
 
     def framework_version(self, name: str) -> str:
         return next((fw.version for fw in self.profile.frameworks if fw.name == name), "")
@@ -104,12 +108,15 @@ class Facts:
             return None, ""
         outside = max(0, host.peak_bytes - self.peak_bytes)
         usable = host.capacity_bytes - outside
-        return usable, (f"the machine's {fmt_bytes(host.capacity_bytes)} less the {fmt_bytes(outside)} the process "
-                        f"holds outside the allocator")
+        return usable, (
+            f"the machine's {fmt_bytes(host.capacity_bytes)} less the {fmt_bytes(outside)} the process "
+            f"holds outside the allocator"
+        )
 
     def worth_it(self, saving: int) -> bool:
-        return saving >= MIN_SAVING_BYTES or (self.added_bytes > 0 and saving >= MIN_SAVING_SHARE * self.added_bytes
-                                               and saving >= MiB)
+        return saving >= MIN_SAVING_BYTES or (
+            self.added_bytes > 0 and saving >= MIN_SAVING_SHARE * self.added_bytes and saving >= MiB
+        )
 
     def share(self, part: int, whole: int | None = None) -> str:
         whole = self.peak_bytes if whole is None else whole
@@ -169,7 +176,26 @@ class Facts:
         """An op's own name, without namespace or scope: aten::softmax, model/dense/MatMul -> softmax, MatMul."""
         return (op or "").split("::")[-1].rsplit("/", 1)[-1]
 
+    def library_of(self, root: str) -> str:
+        """The package the root model's class comes from ("transformers", "torch"; "" unknown)."""
+        return next((layer.library for layer in self.profile.layers if layer.name == root), "")
+
+    def placed_after_build(self, root: str, patch: str) -> str:
+        """The patch alone (run it once, below), or, when the cell builds the
+        model itself, the cell with the patch right after the model is built
+        (a patch run after the cell would be lost when the cell builds a new one)."""
+        line = self.cell.bound.get(root)
+        tree = self.cell.tree
+        if line is None or tree is None:
+            return patch
+        stmt = next((s for s in tree.body if s.lineno <= line <= (s.end_lineno or s.lineno)), None)
+        if stmt is None or stmt.lineno != line or stmt.col_offset:
+            return patch  # bound inside a loop or a block: no safe place to put it
+        lines = self.cell.source.splitlines()
+        end = stmt.end_lineno or stmt.lineno
+        return "\n".join([*lines[:end], patch, *lines[end:]])
+
     def relative(self, name: str) -> str:
         """A torch layer's path inside its root module (for get_submodule)."""
         root = self.root_of(name)
-        return name[len(root) + 1:] if name.startswith(root + ".") else name
+        return name[len(root) + 1 :] if name.startswith(root + ".") else name

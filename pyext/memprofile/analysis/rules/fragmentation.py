@@ -35,10 +35,18 @@ def check(f: Facts) -> Suggestion | None:
         return None
     d, waste, retries = worst
     s = d.allocator_stats
-    evidence = (f"{d.name}: the allocator reserved up to {fmt_bytes(s['reserved_peak_bytes'])} for at most "
-                f"{fmt_bytes(s.get('allocated_peak_bytes', 0))} of tensors ({fmt_bytes(waste)} reserved but unused)")
+    evidence = (
+        f"{d.name}: the allocator reserved up to {fmt_bytes(s['reserved_peak_bytes'])} for at most "
+        f"{fmt_bytes(s.get('allocated_peak_bytes', 0))} of tensors ({fmt_bytes(waste)} reserved but unused)"
+    )
     if retries:
         evidence += f"; {retries} allocation(s) had to free cached blocks and retry"
-    return Suggestion(id="fragmentation", title="Let the CUDA allocator expand segments (less fragmentation)",
-                      evidence=evidence, code=CODE, placement="top", restart_kernel=True,
-                      estimated_saving_bytes=max(0, waste))
+    return Suggestion(
+        id="fragmentation",
+        title="Let the CUDA allocator expand segments (less fragmentation)",
+        evidence=evidence,
+        code=CODE,
+        placement="top",
+        restart_kernel=True,
+        estimated_saving_bytes=max(0, waste),
+    )

@@ -22,14 +22,23 @@ print(psutil.virtual_memory())"""
 
 
 def check(f: Facts) -> Suggestion | None:
-    tight = [(d, d.capacity_bytes) for d in f.profile.devices
-             if d.capacity_bytes and d.peak_bytes >= LIMIT * d.capacity_bytes]
+    tight = [
+        (d, d.capacity_bytes)
+        for d in f.profile.devices
+        if d.capacity_bytes and d.peak_bytes >= LIMIT * d.capacity_bytes
+    ]
     if not tight:
         return None
     d, capacity = max(tight, key=lambda dc: dc[0].peak_bytes / dc[1])
     left = capacity - d.peak_bytes
-    evidence = (f"{d.name} peaked at {fmt_bytes(d.peak_bytes)} of {fmt_bytes(capacity)} "
-                f"({100 * d.peak_bytes / capacity:.0f} %): {fmt_bytes(max(0, left))} left; "
-                f"keep 15-20 % free (smaller batch, mixed precision, checkpointing)")
-    return Suggestion(id="headroom", title=f"Less than 15 % of {d.name} is left at the peak", evidence=evidence,
-                      code=CODE if d.name.startswith("cuda") else HOST_CODE)
+    evidence = (
+        f"{d.name} peaked at {fmt_bytes(d.peak_bytes)} of {fmt_bytes(capacity)} "
+        f"({100 * d.peak_bytes / capacity:.0f} %): {fmt_bytes(max(0, left))} left; "
+        f"keep 15-20 % free (smaller batch, mixed precision, checkpointing)"
+    )
+    return Suggestion(
+        id="headroom",
+        title=f"Less than 15 % of {d.name} is left at the peak",
+        evidence=evidence,
+        code=CODE if d.name.startswith("cuda") else HOST_CODE,
+    )

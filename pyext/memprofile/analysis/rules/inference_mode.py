@@ -29,8 +29,11 @@ def _holds(f: Facts) -> int:
         return sum(sorted((t.bytes for t in tensors if t.category == "activation"), reverse=True)[:2])
     model_output = max((layer.output_bytes for layer in layers if layer.parent is None), default=0)
     device = f.device.name.split(":")[0] if f.device else ""
-    kept = sum(k.bytes for k in f.profile.kept
-               if k.new and k.via == "variable" and k.type == "torch.Tensor" and k.device.split(":")[0] == device)
+    kept = sum(
+        k.bytes
+        for k in f.profile.kept
+        if k.new and k.via == "variable" and k.type == "torch.Tensor" and k.device.split(":")[0] == device
+    )
     return sum(inner[:2]) + max(0, kept - model_output)
 
 
@@ -50,10 +53,16 @@ def check(f: Facts) -> Suggestion | None:
     saving = max(0, f.peak_bytes - _inference_peak(f, activation))
     if not activation or not f.worth_it(saving):
         return None
-    evidence = (f"the cell ran forward only (no backward, no optimizer step) with autograd on: "
-                f"{fmt_bytes(activation)} ({f.share(activation)} of the peak) was kept for a backward that never ran")
+    evidence = (
+        f"the cell ran forward only (no backward, no optimizer step) with autograd on: "
+        f"{fmt_bytes(activation)} ({f.share(activation)} of the peak) was kept for a backward that never ran"
+    )
     return Suggestion(
-        id="inference_mode", title="Run forward-only code under torch.inference_mode()", evidence=evidence,
+        id="inference_mode",
+        title="Run forward-only code under torch.inference_mode()",
+        evidence=evidence,
         code=f.cell_inside("import torch\n\nwith torch.inference_mode():"),
-        estimated_saving_bytes=saving, can_try=True, try_change="inference_mode",
+        estimated_saving_bytes=saving,
+        can_try=True,
+        try_change="inference_mode",
     )

@@ -23,8 +23,15 @@ def check(f: Facts) -> Suggestion | None:
     steps = len(f.profile.steps)
     evidence = f"over {steps} training steps {describe(top)}"
     if growth is not None:
-        evidence += (f"; {growth.source} at the end of each step rose +{fmt_bytes(growth.per_step)} per step "
-                     f"(steps {growth.first_step}-{growth.last_step})")
+        evidence += (
+            f"; {growth.source} at the end of each step rose +{fmt_bytes(growth.per_step)} per step "
+            f"(steps {growth.first_step}-{growth.last_step})"
+        )
     evidence += f"; {top.code.split('#', 1)[0].strip()} {top.how}"
-    return Suggestion(id="kept_per_step", title=f"Stop keeping each step's tensors in {top.container.name}",
-                      evidence=evidence, code=top.code, estimated_saving_bytes=top.saving_bytes)
+    return Suggestion(
+        id="kept_per_step",
+        title=f"Stop keeping each step's tensors in {top.container.name}",
+        evidence=evidence,
+        code=top.code,
+        estimated_saving_bytes=top.saving_bytes,
+    )

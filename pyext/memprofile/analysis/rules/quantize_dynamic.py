@@ -28,16 +28,31 @@ def check(f: Facts) -> Suggestion | None:
     saving = int(0.75 * linear)
     if not f.worth_it(saving):
         return None
-    root = next((r for r in f.roots() if any(f.root_of(layer.name) == r and layer.type in LINEAR
-                                             for layer in f.profile.layers)), "model")
-    evidence = (f"the cell ran inference on the CPU; Linear layers hold {fmt_bytes(linear)} of the "
-                f"{fmt_bytes(params)} of parameters ({100 * linear / params:.0f} %)")
+    root = next(
+        (
+            r
+            for r in f.roots()
+            if any(f.root_of(layer.name) == r and layer.type in LINEAR for layer in f.profile.layers)
+        ),
+        "model",
+    )
+    evidence = (
+        f"the cell ran inference on the CPU; Linear layers hold {fmt_bytes(linear)} of the "
+        f"{fmt_bytes(params)} of parameters ({100 * linear / params:.0f} %)"
+    )
     # The float weights are freed only when nothing else holds them: the
     # model's variable is rebound, and an optimizer over them is let go.
     holders = [o.name for o in f.profile.optimizers if root in o.models and o.name.isidentifier()]
-    code = (f"import torch\n\n# Replaces the float model (keep a copy, copy.deepcopy({root}), to train it again):\n"
-            f"{root} = torch.ao.quantization.quantize_dynamic({root}.eval(), {{torch.nn.Linear}}, dtype=torch.qint8)\n"
-            + "".join(f"del {h}   # it holds the float weights\n" for h in holders)
-            + "# check the accuracy on a validation batch")
-    return Suggestion(id="quantize_dynamic", title="Quantize the Linear layers to int8 for CPU inference",
-                      evidence=evidence, code=code, estimated_saving_bytes=saving)
+    code = (
+        f"import torch\n\n# Replaces the float model (keep a copy, copy.deepcopy({root}), to train it again):\n"
+        f"{root} = torch.ao.quantization.quantize_dynamic({root}.eval(), {{torch.nn.Linear}}, dtype=torch.qint8)\n"
+        + "".join(f"del {h}   # it holds the float weights\n" for h in holders)
+        + "# check the accuracy on a validation batch"
+    )
+    return Suggestion(
+        id="quantize_dynamic",
+        title="Quantize the Linear layers to int8 for CPU inference",
+        evidence=evidence,
+        code=code,
+        estimated_saving_bytes=saving,
+    )

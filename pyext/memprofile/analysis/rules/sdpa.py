@@ -13,8 +13,26 @@ from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
 
 MIN_SEQ = 64
-SCORE_OPS = ("bmm", "matmul", "baddbmm", "softmax", "_softmax", "div", "mul", "masked_fill", "dropout",
-             "native_dropout", "add", "where", "einsum", "BatchMatMulV2", "Softmax", "RealDiv", "Mul", "AddV2")
+SCORE_OPS = (
+    "bmm",
+    "matmul",
+    "baddbmm",
+    "softmax",
+    "_softmax",
+    "div",
+    "mul",
+    "masked_fill",
+    "dropout",
+    "native_dropout",
+    "add",
+    "where",
+    "einsum",
+    "BatchMatMulV2",
+    "Softmax",
+    "RealDiv",
+    "Mul",
+    "AddV2",
+)
 SOFTMAX_OPS = ("softmax", "_softmax", "Softmax", "log_softmax")
 
 CODE = """\
@@ -24,6 +42,13 @@ import torch.nn.functional as F
 # without keeping the [seq, seq] scores (pass attn_mask= or is_causal=True for masks).
 out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1 if model.training else 0.0)
 # nn.MultiheadAttention uses it when called with need_weights=False."""
+
+
+#: A Hugging Face model's own switch (the q, k, v template is not the user's code to edit).
+HF_CODE = """\
+# Hugging Face: attention through torch's scaled_dot_product_attention, no [seq, seq] scores kept
+# (transformers without set_attn_implementation: build it with attn_implementation="sdpa")
+{root}.set_attn_implementation("sdpa")"""
 
 
 def score_tensors(f: Facts) -> list:
@@ -46,11 +71,26 @@ def check(f: Facts) -> Suggestion | None:
         return None
     largest = max(scores, key=lambda t: t.bytes)
     where = f" in {largest.layer}" if largest.layer else ""
-    evidence = (f"{len(scores)} attention score tensor(s) of seq x seq are alive at the peak, {fmt_bytes(saving)} "
-                f"in all: the largest is {'x'.join(map(str, largest.shape))} {largest.dtype} "
-                f"({fmt_bytes(largest.bytes)}) from {largest.op}{where}")
-    code = CODE if f.framework == "torch" else (
-        "import keras\n\n# Keras 3: MultiHeadAttention uses a fused kernel where the backend has one\n"
-        "attention = keras.layers.MultiHeadAttention(num_heads=8, key_dim=64, use_flash_attention=True)")
-    return Suggestion(id="sdpa", title="Use fused attention (scaled_dot_product_attention)", evidence=evidence,
-                      code=code, estimated_saving_bytes=saving)
+    evidence = (
+        f"{len(scores)} attention score tensor(s) of seq x seq are alive at the peak, {fmt_bytes(saving)} "
+        f"in all: the largest is {'x'.join(map(str, largest.shape))} {largest.dtype} "
+        f"({fmt_bytes(largest.bytes)}) from {largest.op}{where}"
+    )
+    root = f.root_of(largest.layer) if largest.layer else None
+    code = (
+        f.placed_after_build(root, HF_CODE.format(root=root))
+        if f.framework == "torch" and root and f.library_of(root) == "transformers"
+        else CODE
+        if f.framework == "torch"
+        else (
+            "import keras\n\n# Keras 3: MultiHeadAttention uses a fused kernel where the backend has one\n"
+            "attention = keras.layers.MultiHeadAttention(num_heads=8, key_dim=64, use_flash_attention=True)"
+        )
+    )
+    return Suggestion(
+        id="sdpa",
+        title="Use fused attention (scaled_dot_product_attention)",
+        evidence=evidence,
+        code=code,
+        estimated_saving_bytes=saving,
+    )

@@ -25,8 +25,10 @@ def check(f: Facts) -> Suggestion | None:
     used = [d for d in f.profile.devices if d.name.startswith("tf:GPU") and d.capacity_bytes]
     saving = sum(d.capacity_bytes - d.peak_bytes for d in used if d.capacity_bytes and d.capacity_bytes > d.peak_bytes)
     figures = "; ".join(f"{d.name} peaked at {fmt_bytes(d.peak_bytes)} of {fmt_bytes(d.capacity_bytes)}" for d in used)
-    evidence = (f"memory growth is off for {', '.join(off)}: TensorFlow reserves the whole GPU when it starts, "
-                f"whatever the model needs" + (f" ({figures})" if figures else ""))
+    evidence = (
+        f"memory growth is off for {', '.join(off)}: TensorFlow reserves the whole GPU when it starts, "
+        f"whatever the model needs" + (f" ({figures})" if figures else "")
+    )
     return Suggestion(
         id="tf_memory_growth",
         title="Let TensorFlow take GPU memory as it needs it (memory growth)",

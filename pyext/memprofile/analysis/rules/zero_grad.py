@@ -87,7 +87,14 @@ def check(f: Facts) -> Suggestion | None:
     saving = max(0, f.peak_bytes - _peak_without_stale(f, cap))
     if not f.worth_it(saving):
         return None
-    evidence = (f"{fmt_bytes(held)} of gradients from the previous step are alive at the "
-                f"{fmt_bytes(f.peak_bytes)} peak, before this step's backward makes new ones")
-    return Suggestion(id="zero_grad_set_to_none", title="Free gradients between steps (zero_grad(set_to_none=True))",
-                      evidence=evidence, code=_code(f), estimated_saving_bytes=saving)
+    evidence = (
+        f"{fmt_bytes(held)} of gradients from the previous step are alive at the "
+        f"{fmt_bytes(f.peak_bytes)} peak, before this step's backward makes new ones"
+    )
+    return Suggestion(
+        id="zero_grad_set_to_none",
+        title="Free gradients between steps (zero_grad(set_to_none=True))",
+        evidence=evidence,
+        code=_code(f),
+        estimated_saving_bytes=saving,
+    )

@@ -1,0 +1,230 @@
+"""Where each TensorFlow allocation belongs: its layer and phase (from the op's
+name scopes, the eager layer scope around it, its thread) and its kind.
+
+Keras sets name scopes inside `model.fit`/`tf.function`: "mlp_1/dense_1/MatMul"
+(forward), "gradient_tape/mlp_1/dense_1/MatMul/MatMul_1" (backward),
+"adam/..." (the optimizer, named after it), "compile_loss/..." (the loss).
+Variables and slots are known by buffer address (keras_model.py) at
+the start and end of the run; TF replaces a variable's buffer when it writes
+one that is still being read, and those copies are followed here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
+from memprofile.capture.tensorflow.keras_model import UNIQUIFIED, KerasWorld, ScopeResolver, shape_text
+
+OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
+#: The profiler scopes memprofile opens around eager calls (after SCOPE_PREFIX):
+#: "layer/<id(layer)>/<name>" and "backward".
+SCOPE_PREFIX = "memprofile."
+LAYER_SCOPE, BACKWARD_SCOPE = "layer/", "backward"
+#: Ops that write a variable; when the variable's buffer is shared TF copies it first.
+_VARIABLE_WRITES = re.compile(r"^(Assign(Add|Sub)?VariableOp|Resource(Sparse)?Apply|ResourceScatter)")
+_INPUT_OPS = re.compile(r"(Dataset|Iterator|GetNext|OptionalGetValue|OptionalFromValue)")
+_WRAPPERS = ("StatefulPartitionedCall", "PartitionedCall")
+_BACKWARD_SCOPES = ("gradient_tape", "gradients")
+_LOSS_SCOPES = ("compile_loss", "loss")
+
+
+class Side:
+    """Per-row facts only categorising needs, one entry per log row."""
+
+    def __init__(self) -> None:
+        self.region: list[str] = []
+        self.node: list[str] = []
+
+    def add(self, region: str = "", node: str = "") -> None:
+        self.region.append(region)
+        self.node.append(node)
+
+
+def scope_components(node: str) -> list[str]:
+    """An op's node name without the function-call wrappers TF puts around it."""
+    comps = node.split("/") if node else []
+    while comps and comps[0] in _WRAPPERS:
+        comps = comps[1:]
+    return comps
+
+
+def place_allocation(
+    node: str, scope: str, thread: str, world: KerasWorld, scopes: ScopeResolver, op_types: dict[str, str]
+) -> tuple[str, str, str]:
+    """(op name to show, layer, phase) of an allocation from its op's node
+    name, the eager layer scope around it, and its thread."""
+    comps = scope_components(node)
+    op = "/".join(comps)
+    if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
+        return op, INPUT_PIPELINE, "other"
+    if scope == BACKWARD_SCOPE:  # an eager GradientTape.gradient
+        return op, "", "backward"
+    if scope.startswith(LAYER_SCOPE):  # an eager layer call
+        ident, _, name = scope[len(LAYER_SCOPE) :].partition("/")
+        layer = world.by_id.get(int(ident), name) if ident.isdigit() else name
+        return op, layer, "forward"
+    backward = any(c in _BACKWARD_SCOPES for c in comps)
+    names = {UNIQUIFIED.sub("", c) for c in comps[:-1]}
+    # Both sides without TF's uniquifying suffix: a notebook's second Adam is
+    # "adam_1", and its ops' scope is uniquified on its own.
+    if {UNIQUIFIED.sub("", n) for n in world.optimizer_names} & names:
+        return op, OPTIMIZER, "optimizer"
+    layer = scopes.resolve(comps[:-1]) if len(comps) > 1 else ""
+    if layer:
+        return op, layer, "backward" if backward else "forward"
+    if names & set(_LOSS_SCOPES):
+        return op, LOSS, "backward" if backward else "forward"
+    return op, "", "backward" if backward else "other"
+
+
+def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, allocator: str) -> None:
+    n = len(log)
+    # row -> (category, layer) of the variables and slots among the rows
+    known: dict[int, tuple[str, str]] = {}
+    end_buffers = {b.addr: b for b in world.buffers}
+    for i in range(n):
+        if log.pre_existing[i]:
+            known[i] = (log.category[i], log.layer[i])
+    for (a, addr), row in live.items():  # alive at the end: known by address
+        b = end_buffers.get(addr) if a == allocator else None
+        if b is not None:
+            known[row] = (b.category, b.layer)
+            if log.shape[row] is None:
+                log.shape[row], log.dtype[row] = b.shape, b.dtype
+    _follow_variable_copies(log, side, known)
+    trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
+    # An eager backward names no layer: a gradient is then known by a shape
+    # that only one layer's variables have (else it stays without a layer).
+    owners: dict[str, list[str]] = {}
+    for path, shapes in trainable.items():
+        for text in shapes:
+            owners.setdefault(text, []).append(path)
+    backward_times = sorted(log.t_alloc[i] for i in range(n) if log.phase[i] == "backward")
+    for i in range(n):
+        if i in known:
+            # A variable belongs to its layer, whichever scope (the optimizer's) wrote it.
+            log.category[i] = known[i][0]
+            log.layer[i] = known[i][1] or log.layer[i]
+            continue
+        if log.pre_existing[i]:
+            continue
+        layer, phase = log.layer[i], log.phase[i]
+        shape = log.shape[i]
+        if layer == INPUT_PIPELINE:
+            log.category[i] = "input"
+        elif (
+            phase == "backward"
+            and shape is not None
+            and (text := shape_text(shape))
+            and (text in trainable.get(layer, ()) or (not layer and text in owners))
+        ):
+            log.category[i] = "gradient"
+            if not layer and len(owners[text]) == 1:
+                log.layer[i] = owners[text][0]
+        elif side.region[i] == "temp":
+            log.category[i] = "temporary"
+        elif phase == "forward" and _freed_after_backward(log.t_alloc[i], log.t_free[i], backward_times):
+            log.category[i] = "activation"  # kept by forward for the gradient, freed by backward
+        elif log.t_free[i] != ALIVE:
+            log.category[i] = "temporary"
+        else:
+            log.category[i] = "other"
+
+
+def _freed_after_backward(t_alloc: float, t_free: float, backward_times: list[float]) -> bool:
+    k = bisect.bisect_right(backward_times, t_alloc)
+    return k < len(backward_times) and backward_times[k] < t_free
+
+
+def _follow_variable_copies(log: AllocationLog, side: Side, known: dict[int, tuple[str, str]]) -> None:
+    """A variable written while its buffer is shared gets a new buffer, made by
+    the writing op (AssignSubVariableOp, ResourceApplyAdam, ...). Such a buffer
+    takes the kind of the known buffer of the same size it replaced (alive
+    when it was made, freed first after), and forward in time; and a known
+    buffer made by such an op gives its kind to the one it replaced."""
+    writes = [
+        i
+        for i in range(len(log))
+        if not log.pre_existing[i] and _VARIABLE_WRITES.match(UNIQUIFIED.sub("", side.node[i].rsplit("/", 1)[-1]))
+    ]
+    if not writes:
+        return
+    # Candidates for a variable's earlier buffer: other copies, its initial
+    # value ("<variable>/Initializer/..."), and buffers from before the run
+    # (not the op outputs a write consumed, which are freed as fast).
+    write_set = set(writes)
+    by_size: dict[int, list[int]] = {}
+    for i in range(len(log)):
+        if i in write_set or log.pre_existing[i] or i in known or "/Initializer/" in side.node[i]:
+            by_size.setdefault(log.size[i], []).append(i)
+    taken: set[int] = set()
+
+    def predecessor(r: int, want_known: bool) -> int | None:
+        t = log.t_alloc[r]
+        best = None
+        for p in by_size.get(log.size[r], ()):
+            if p == r or p in taken or (p in known) != want_known:
+                continue
+            # The replaced buffer is freed once the copy is in place.
+            if (log.pre_existing[p] or log.t_alloc[p] < t) and t <= log.t_free[p] != ALIVE:
+                if best is None or log.t_free[p] < log.t_free[best]:
+                    best = p
+        return best
+
+    for r in sorted(writes, key=log.t_alloc.__getitem__):  # forward: from known old buffers
+        if r in known:
+            continue
+        p = predecessor(r, True)
+        if p is not None:
+            known[r] = known[p]
+            taken.add(p)
+    for r in sorted(writes, key=log.t_alloc.__getitem__, reverse=True):  # backward: from known new buffers
+        if r not in known:
+            continue
+        p = predecessor(r, False)
+        if p is not None:
+            known[p] = known[r]
+            taken.add(p)
+
+
+def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
+    """Layers and names seen at the start but gone at the end still name their allocations."""
+    for path, info in older.layers.items():
+        world.layers.setdefault(path, info)
+    for layer_id, layer_path in older.by_id.items():
+        world.by_id.setdefault(layer_id, layer_path)
+    for chain, chain_path in older.chains.items():
+        world.chains.setdefault(chain, chain_path)
+    world.root_names |= older.root_names
+    world.optimizer_names |= older.optimizer_names
+
+
+def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:
+    computed: set[str] = set()  # layers with gradients made in the run
+    worked: set[str] = set()  # layers with anything allocated in the run
+    used: set[str] = set()  # layers any block belongs to, from before the run too
+    for log in logs.values():
+        for layer, category, before in zip(log.layer, log.category, log.pre_existing):
+            used.add(layer)
+            if not before:
+                worked.add(layer)
+            if category == "gradient":
+                computed.add(layer)
+    records = [
+        ModuleRecord(
+            name=info.path,
+            type=info.type,
+            parent=info.parent,
+            parameter_bytes=info.parameter_bytes,
+            gradient_bytes=info.trainable_bytes if info.path in computed else 0,
+            optimizer_state_bytes=info.optimizer_state_bytes,
+            ran=info.path in worked or info.path in computed,
+        )
+        for info in world.layers.values()
+    ]
+    for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
+        if name in used:
+            records.append(ModuleRecord(name=name, type=kind, parent=None, ran=name in worked))
+    return records
