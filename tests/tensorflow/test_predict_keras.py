@@ -115,11 +115,14 @@ def _predicted_vs_measured(ip, name: str, batch: int, seq: int | None):
 # The bounds: the errors measured on this machine (docs/will_it_fit.md, "Keras") with margin. The
 # real runs move between runs of the same cell: the CNN's fit at 32 peaked at 61.8 and 63.4 MB, the
 # direct call at 64 at 54.6 and 57.8 MB (TF's CPU convolution buffers, its ops run in parallel).
+# The encoder's measured run at batch 8 peaked at 4.48-5.14 MB over 6 runs (its peak op is a
+# LayerNormalization's or the attention's gradient, as TF's executor orders them), and the prediction
+# starts from it: +4.0 to +9.8 % at 4x (the 9.8 % in CI).
 @pytest.mark.parametrize(
     ("name", "batch", "seq", "bound"),
     [
         ("cnn_fit", 4, 1, 0.10),
-        ("encoder_fit", 4, 1, 0.08),
+        ("encoder_fit", 4, 1, 0.12),
         ("encoder_fit", 1, 2, 0.07),
         ("mlp_tape", 4, 1, 0.09),
         ("cnn_call", 4, 1, 0.09),
