@@ -179,11 +179,31 @@ function renderError(error: ErrorInfo, place: unknown): HTMLElement {
   const box = el('div', 'jp-memprofile-error');
   box.setAttribute('role', 'alert');
   const type = isString(error.type) && error.type ? error.type : 'Error';
-  const message = isString(error.message) ? error.message : '';
+  const full = isString(error.message) ? error.message : '';
+  // the message without the stack frames a framework put in it (older summaries: the message)
+  const message = isString(error.headline) && error.headline ? error.headline : full;
   box.appendChild(el('span', 'jp-memprofile-error-type', type));
-  box.appendChild(document.createTextNode(message ? `: ${message}` : ''));
   if (isString(place) && place) {
+    // where it failed leads: op, layer, line and bytes; the message's own words follow
     box.appendChild(el('div', 'jp-memprofile-error-where', `It failed ${place}.`));
+    if (message) {
+      box.appendChild(el('div', 'jp-memprofile-error-message', message));
+    }
+  } else {
+    box.appendChild(document.createTextNode(message ? `: ${message}` : ''));
+  }
+  const frames = isNumber(error.message_frames) ? error.message_frames : 0;
+  if (full && (frames > 0 || message !== full)) {
+    const details = el('details', 'jp-memprofile-error-full');
+    details.appendChild(
+      el(
+        'summary',
+        '',
+        frames > 0 ? `The message in full (${frames} stack frames)` : 'The message in full'
+      )
+    );
+    details.appendChild(el('pre', '', full));
+    box.appendChild(details);
   }
   box.appendChild(
     el(

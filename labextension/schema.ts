@@ -251,6 +251,8 @@ export interface ErrorInfo {
   layer?: string | null;
   requested_bytes?: number | null;
   line?: number | null;
+  headline?: string | null;
+  message_frames?: number;
   [k: string]: unknown;
 }
 /**

@@ -478,6 +478,50 @@ describe('the card names the peak', () => {
     );
   });
 
+  it('leads with where it failed and folds the stack frames a framework put in its message', () => {
+    const frames = Array.from(
+      { length: 55 },
+      (_, i) => `  File "/site-packages/keras/x${i}.py", line ${i}, in f\n`
+    );
+    const message =
+      'Graph execution error:\n\nDetected at node mlp_1/big_1/Relu defined at (most recent call last):\n' +
+      frames.join('\n') +
+      '\nOOM when allocating tensor with shape[1048576,4194304] and type float on CPU:0 by allocator cpu';
+    const card = renderCard(
+      hostSummary({
+        error: {
+          type: 'ResourceExhaustedError',
+          message,
+          headline:
+            'OOM when allocating tensor with shape[1048576,4194304] and type float on CPU:0 by allocator cpu',
+          message_frames: 55,
+          op: 'mlp_1/big_1/Relu',
+          layer: 'big',
+          line: 1,
+          requested_bytes: 2 ** 44
+        },
+        error_place: 'in op mlp_1/big_1/Relu, layer big, line 1, asking for 16.0 TiB'
+      })
+    );
+    const error = card.querySelector('.jp-memprofile-error') as HTMLElement;
+    const parts = Array.from(error.children).map(c => c.className);
+    // the type, then where (op, layer, bytes), then the message's own words, then the fold
+    expect(parts).toEqual([
+      'jp-memprofile-error-type',
+      'jp-memprofile-error-where',
+      'jp-memprofile-error-message',
+      'jp-memprofile-error-full',
+      'jp-memprofile-error-note'
+    ]);
+    expect(text(error.querySelector('.jp-memprofile-error-message'))).toMatch(
+      /^OOM when allocating/
+    );
+    const fold = error.querySelector('details') as HTMLDetailsElement;
+    expect(fold.open).toBe(false);
+    expect(text(fold.querySelector('summary'))).toBe('The message in full (55 stack frames)');
+    expect(text(fold.querySelector('pre'))).toBe(message);
+  });
+
   it('says nothing of where it failed when the summary does not (no place known, older kernels)', () => {
     const bare = renderCard(
       hostSummary({ error: { type: 'ValueError', message: 'bad' }, error_place: null })

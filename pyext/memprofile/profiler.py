@@ -170,6 +170,7 @@ def error_info(exc: BaseException, captures: Sequence[RawCapture] = ()) -> Error
     """The exception, and where the framework was when it was raised: the last
     op that started (the one that failed, for an out-of-memory error) and its
     layer, and the bytes an out-of-memory message says were asked for."""
+    from memprofile.capture.failure import headline, layer_of_op, stack_frames
     from memprofile.capture.tensorflow import oom_facts
     from memprofile.capture.torch.cuda import requested_bytes
 
@@ -186,6 +187,10 @@ def error_info(exc: BaseException, captures: Sequence[RawCapture] = ()) -> Error
         info.layer = None if last.get("op") != tf_op else info.layer
     if info.requested_bytes is None:
         info.requested_bytes = tf_requested
+    if info.op and not info.layer and "/" in info.op:  # a TF op's scope names its layer
+        info.layer = layer_of_op(info.op, [m for c in captures if c.collector == "tensorflow" for m in c.modules])
+    info.headline = headline(info.message)
+    info.message_frames = stack_frames(info.message)
     return info
 
 

@@ -310,6 +310,12 @@ class ErrorInfo:
     requested_bytes: int | None = None
     #: The line of the cell that was running when it raised.
     line: int | None = None
+    #: The message without the stack trace a framework puts in it (TF's "Detected at node ...
+    #: defined at" frames, a DataLoader worker's traceback) and TF's hints: what the card leads
+    #: with; `message` keeps all of it. None: an older profile (the message is the headline).
+    headline: str | None = None
+    #: How many stack frames the message carries (folded on the card).
+    message_frames: int = 0
 
     def __getitem__(self, key: str):
         if key not in {f.name for f in fields(self)}:

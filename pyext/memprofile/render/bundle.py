@@ -52,6 +52,8 @@ def _brief_error(error: ErrorInfo | None) -> ErrorInfo | None:
         layer=error.layer,
         requested_bytes=error.requested_bytes,
         line=error.line,
+        headline=error.headline,
+        message_frames=error.message_frames,
     )
 
 

@@ -292,15 +292,25 @@ def render_fragment(profile: Profile, ranks_in_full: bool = True) -> str:
     if profile.error:
         place = failure_place(profile.error)
         source = profile.line_text(profile.error.line)
+        message = profile.error.headline or profile.error.message
+        folded = (
+            "<details><summary class='mp-muted'>the message in full"
+            + (f" ({profile.error.message_frames} stack frames)" if profile.error.message_frames else "")
+            + f"</summary><pre>{escape(profile.error.message)}</pre></details>"
+            if profile.error.message_frames or message != profile.error.message
+            else ""
+        )
+        # where it failed leads (op, layer, line, bytes); the message's own words follow
         error = (
-            f"<div class='mp-error'><b>{escape(profile.error.type)}</b>: {escape(profile.error.message)}"
+            f"<div class='mp-error'><b>{escape(profile.error.type)}</b>"
             + (
                 f"<div class='mp-failed'>It failed {escape(place)}"
                 + (f": <code>{escape(source)}</code>" if source else "")
-                + "</div>"
+                + f"</div><div>{escape(message)}</div>"
                 if place
-                else ""
+                else f": {escape(message)}"
             )
+            + folded
             + "<div class='mp-muted'>the profile covers the run up to the error</div></div>"
         )
     warnings = "".join(

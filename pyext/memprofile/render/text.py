@@ -102,6 +102,19 @@ def failure_place(error: ErrorInfo) -> str:
     return ", ".join(x for x in (f"in {where}" if where else "", asked) if x)
 
 
+def error_lines(error: ErrorInfo) -> list[str]:
+    """Where it failed first (op, layer, line, bytes), then the message's own words; the stack
+    frames a framework put in the message are folded (`p.error.message` has them)."""
+    place = failure_place(error)
+    message = error.headline or error.message
+    lines = [f"  the run raised {error.type}" + (f": it failed {place}" if place else f": {message}")]
+    if place:
+        lines.append(f"    {message}")
+    if error.message_frames:
+        lines.append(f"    (the message's {error.message_frames} stack frames are folded: p.error.message)")
+    return lines
+
+
 def render_text(profile: Profile) -> str:
     lines = [f"memprofile {one_line(profile)}"]
     if profile.merged:
@@ -149,10 +162,7 @@ def render_text(profile: Profile) -> str:
         saving = saving_line(suggestion, profile.peak_bytes)
         lines.append(f"  suggestion: {suggestion.title}{' (' + saving + ')' if saving else ''}")
     if profile.error:
-        lines.append(f"  the run raised {profile.error.type}: {profile.error.message}")
-        place = failure_place(profile.error)
-        if place:
-            lines.append(f"  it failed {place}")
+        lines.extend(error_lines(profile.error))
     for note in profile.warnings:
         lines.append(f"  note: {note.message}")
         if note.fix:
