@@ -55,7 +55,7 @@ if [ "$fast" = 1 ]; then
   exit 0
 fi
 echo "==> pytest (every tier: fast, slow, kernel, ui, package)"
-tests -ra -m "not serial" -n "$workers" --dist loadgroup "$@"
+tests -ra -m "not serial" -n "$workers" --dist loadgroup --durations=30 "$@"
 echo "==> pytest (the serial tests: timing and the process's own memory, on quiet cores)"
 tests -ra -m serial "$@"
 echo "==> all tests passed in $(( $(date +%s) - start )) s (setup excluded)"
