@@ -10,6 +10,12 @@ import sys
 from pathlib import Path
 
 from memprofile.errors import MemprofileError, writing
+from memprofile.storage import Url, as_target
+
+
+def _target(path: str) -> Path | Url:
+    """A command line's path: a Path, or a Url for an fsspec URL (s3://bucket/key)."""
+    return as_target(path)
 
 
 def _run_target(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -42,19 +48,27 @@ def _run_target(args: argparse.Namespace) -> tuple[str, str, str]:
     return path, script.name.removesuffix(".py"), read_python_source(path)
 
 
-def _run_outputs(args: argparse.Namespace, rank) -> tuple[Path, Path | None]:
+def _run_outputs(args: argparse.Namespace, rank) -> tuple[Path | Url, Path | Url | None]:
     """(the folder the profile goes to, the file -o names), absolute, fixed
     before the script runs (which may os.chdir()); a bad path is said
     before, not after, a long run. A folder that has to be made is made now
     to see that it can be, and taken away again: it is made when the
-    profile is written, so a run that writes nothing leaves no empty folder."""
-    from memprofile import rank_files
+    profile is written, so a run that writes nothing leaves no empty folder.
+    A URL (s3://bucket/job/) is checked as far as reading can: fsspec and
+    the store's package, credentials, the bucket."""
+    from memprofile import rank_files, storage
 
-    output = Path(os.path.abspath(args.output)) if args.output else None
+    given = storage.as_target(args.output) if args.output else None
+    output = Path(os.path.abspath(given)) if isinstance(given, Path) else given
     if output is not None:
-        folder = output.parent
+        where: Path | Url = output.parent
     else:
-        folder = Path(os.path.abspath(args.out if args.out else rank_files.default_dir(rank)))
+        out = storage.as_target(args.out) if args.out else rank_files.default_dir(rank)
+        where = Path(os.path.abspath(out)) if isinstance(out, Path) else out
+    if isinstance(where, Url):
+        storage.check_folder(where)
+        return where, output
+    folder = where
     if (rank is not None or args.out) and not folder.is_dir():
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
@@ -197,7 +211,7 @@ def _import_torch_distributed() -> None:
         import torch.distributed  # noqa: F401
 
 
-def _write_run_outputs(profile, saved: Path | None, output: Path | None, rank) -> bool:
+def _write_run_outputs(profile, saved: Path | Url | None, output: Path | Url | None, rank) -> bool:
     """Print the summary (one line per rank in a job) and the paths written;
     a single process also gets its HTML report. False: nothing was written
     (a line said why; the script's own outcome still decides the exit status)."""
@@ -216,8 +230,8 @@ def _write_run_outputs(profile, saved: Path | None, output: Path | None, rank) -
         if saved is None:  # the profiler said why it could not save it
             return False
         html = saved.with_name(saved.name.split(".memprofile.")[0].split(".json")[0] + ".memprofile.html")
-        with writing(html):
-            profile.save_html(html)
+        with writing(str(html)):
+            profile.save_html(str(html))
     except MemprofileError as exc:
         print(f"memprofile: {exc}", file=sys.stderr)
         return False
@@ -253,10 +267,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unwritable(out: Path) -> int:
+def _unwritable(out: Path | Url) -> int:
     """0, or the exit status after saying why `out` cannot take a profile or
     report (before the work): 2 for a name of no known format, 1 for a
-    folder that cannot hold it."""
+    folder that cannot hold it (a URL's: no fsspec, no credentials, no bucket)."""
     import errno
 
     from memprofile.errors import why_unwritable
@@ -267,17 +281,26 @@ def _unwritable(out: Path) -> int:
             file=sys.stderr,
         )
         return 2
+    if isinstance(out, Url):
+        from memprofile.storage import check_folder
+
+        try:
+            check_folder(out.parent)
+        except MemprofileError as exc:
+            print(f"memprofile: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if not out.parent.is_dir():
         print(f"memprofile: {why_unwritable(out, OSError(errno.ENOENT, 'No such file or directory'))}", file=sys.stderr)
         return 1
     return 0
 
 
-def _save_as(profile, out: Path) -> None:
-    """.html: the report; .json, .json.gz: the profile."""
-    with writing(out):
+def _save_as(profile, out: Path | Url) -> None:
+    """.html: the report; .json, .json.gz: the profile (a URL: an object)."""
+    with writing(str(out)):
         if out.name.lower().endswith((".html", ".htm")):
-            profile.save_html(out)
+            profile.save_html(str(out))
         else:
             profile.save(out)
 
@@ -285,7 +308,7 @@ def _save_as(profile, out: Path) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from memprofile.model.codec import load
 
-    out = Path(args.output or Path(args.profile).name.split(".")[0] + ".html")
+    out = _target(args.output or _target(args.profile).name.split(".")[0] + ".html")
     problem = _unwritable(out)
     if problem:
         return problem
@@ -299,19 +322,20 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from memprofile.rank_files import safe_name
     from memprofile.render.text import render_text
 
-    problem = _unwritable(Path(args.output)) if args.output else 0
+    problem = _unwritable(_target(args.output)) if args.output else 0
     if problem:
         return problem
     merged = merge(args.profiles, name=args.name)
     print(render_text(merged))
     assert merged.merged is not None
-    first = Path(args.profiles[0])
-    out = (
-        Path(args.output)
-        if args.output
-        else (first if first.is_dir() else first.parent)
-        / (f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html")
-    )
+    first = _target(args.profiles[0])
+    report = f"{safe_name(merged.merged.ranks[0].name)}.merged.memprofile.html"
+    if args.output:
+        out = _target(args.output)
+    elif isinstance(first, Url):  # ranks read from a store: the report is for this machine's browser
+        out = Path(report)
+    else:
+        out = (first if first.is_dir() else first.parent) / report
     _save_as(merged, out)
     print(f"memprofile: wrote {out}", file=sys.stderr)
     return 0
@@ -340,7 +364,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from memprofile.importing import import_trace
     from memprofile.render.text import render_text
 
-    out = Path(args.output) if args.output else None
+    out = _target(args.output) if args.output else None
     problem = _unwritable(out) if out is not None else 0
     if problem:
         return problem
@@ -369,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--out",
-        metavar="DIR",
-        help="folder for the profile (and report); default: the current "
+        metavar="DIR|URL",
+        help="folder for the profile (and report), or an fsspec URL such as s3://bucket/job/ "
+        "(pip install 'memprofile[storage]'); default: the current "
         "folder, or ./memprofile-<run id>/ for a distributed job's ranks",
     )
     run.add_argument("-o", "--output", metavar="FILE", help="the profile's file (.json or .json.gz) instead")
@@ -404,12 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
         "merge",
         help="the ranks of a distributed job as one report (their profiles, or the folder they were written to)",
     )
-    mrg.add_argument("profiles", nargs="+", metavar="DIR|FILE")
+    mrg.add_argument("profiles", nargs="+", metavar="DIR|FILE|URL")
     mrg.add_argument(
         "-o",
         "--output",
         help="the report (.html; default: NAME.merged.memprofile.html beside the "
-        "ranks' files), or the merged profile (.json, .json.gz)",
+        "ranks' files, or in the current folder when they are read from a URL), or the merged profile "
+        "(.json, .json.gz)",
     )
     mrg.add_argument("-n", "--name", help="name of the merged profile")
     mrg.set_defaults(func=_cmd_merge)

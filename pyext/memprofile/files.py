@@ -11,6 +11,10 @@ character device (/dev/zero), a FIFO, a socket or a folder is refused in one
 line before anything is read from it (it is opened non-blocking, so a FIFO
 with no writer cannot hang the open), and a regular file is read with a cap
 that counts bytes; gzip data is inflated with a cap too (a "gzip bomb").
+
+A URL (`s3://bucket/key`, any fsspec URL; storage.py) is written and read
+through fsspec with the same guarantees: one whole object or none, reads
+bounded and checked the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import stat
 import zlib
 from pathlib import Path
 
+from memprofile import storage
 from memprofile.errors import ProfileFormatError, writing
+from memprofile.storage import Url
 
 _READ_CHUNK = 1 << 20
 _INFLATE_CHUNK = 4 << 20
@@ -49,11 +55,15 @@ def kind_of(mode: int) -> str:
 # -- writing -------------------------------------------------------------------
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` (str: as UTF-8) to `path` all or nothing; OutputPathError
-    (one line: why, what to do) when it cannot be written."""
-    path = Path(path)
+def write_atomic(path: str | Path | Url, data: bytes | str) -> Path | Url:
+    """Write `data` (str: as UTF-8) to `path` (or a URL: one whole object)
+    all or nothing; OutputPathError (one line: why, what to do) when it
+    cannot be written."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    where = storage.as_target(path)
+    if isinstance(where, Url):
+        return storage.write(where, payload)
+    path = where
     # A link is followed as a plain write would: the file it names is replaced, not the link.
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
@@ -111,12 +121,16 @@ def _sync_folder(folder: Path) -> None:
 # -- reading -------------------------------------------------------------------
 
 
-def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of the regular file `path`, at most `limit` of them;
-    ProfileFormatError (one line) for a missing or unreadable file, anything
-    that is not a regular file, or a file longer than `limit` (counted as
-    read: /proc files and growing files say nothing true in st_size)."""
-    path = Path(path)
+def read_bounded(path: str | Path | Url, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path` (or the object at a URL), at
+    most `limit` of them; ProfileFormatError (one line) for a missing or
+    unreadable file, anything that is not a regular file, or a file longer
+    than `limit` (counted as read: /proc files and growing files say nothing
+    true in st_size)."""
+    where = storage.as_target(path)
+    if isinstance(where, Url):
+        return storage.read(where, limit, what)
+    path = where
     refuse_special(path, what)  # a socket cannot even be opened: say what it is
     try:
         # non-blocking: a FIFO put here since the check above still cannot hang the open

@@ -39,6 +39,7 @@ from memprofile.capture.torch import MIN_BUDGET_BYTES
 from memprofile.errors import CaptureError
 from memprofile.model.profile import ErrorInfo, Note, Profile, RankInfo
 from memprofile.python_source import read_python_source
+from memprofile.storage import Url, as_target
 from memprofile.units import fmt_bytes
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
@@ -267,7 +268,7 @@ class Profiler:
         detail_steps: DetailWindow | int | tuple[int, int | None] | None = DETAIL_STEPS,
         budget_bytes: int | None = None,
         capacity_bytes: int | None = None,
-        out: str | Path | None = None,
+        out: str | Path | Url | None = None,
         script: str | None = None,
         whatif: bool = True,
         rerun_source: str | None = None,
@@ -285,7 +286,8 @@ class Profiler:
         `capacity_bytes`: the memory the run may use on its peak device (its
         first framework allocator, else the host), for the live feed's warnings
         (capture/live.py) instead of the device's own;
-        `out`: a folder to save the profile in when it stops (a rank of a
+        `out`: a folder to save the profile in when it stops, or an fsspec
+        URL (s3://bucket/job/; storage.py) (a rank of a
         distributed job saves NAME.rankR.memprofile.json.gz there, by
         default in ./memprofile-<run id>/; `saved_path` says where);
         `script`: the script this profile runs whole (memprofile run): the
@@ -339,12 +341,12 @@ class Profiler:
         self._owner: session.Owner | None = None  # this profile owns the framework capture
         self._inner: session.Inner | None = None  # another profile owns it; this one runs inside
         self._nested_in = ""
-        self._out = Path(out) if out is not None else None
+        self._out = as_target(out) if out is not None else None  # a folder, or a URL (s3://bucket/job/)
         self._script = script
         self._rank: RankInfo | None = None
         self._backend = BackendWatch()
         self._pid = os.getpid()  # the process that started it; a forked child is not it
-        self.saved_path: Path | None = None
+        self.saved_path: Path | Url | None = None
         self.profile: Profile | None = None
 
     @property
@@ -502,7 +504,8 @@ class Profiler:
             else rank_files.single_path(folder, self.name)
         )
         try:
-            folder.mkdir(parents=True, exist_ok=True)  # every rank may create it: exist_ok
+            if isinstance(folder, Path):  # an object store has no folders to make
+                folder.mkdir(parents=True, exist_ok=True)  # every rank may create it: exist_ok
             self.saved_path = profile.save(path)
         except (MemprofileError, OSError) as exc:
             who = f"rank {info.rank}: " if info is not None else ""

@@ -4,7 +4,7 @@ sources with `ast`, so every import counts: top-level, inside functions, under
 TYPE_CHECKING, relative, `from memprofile import x`.
 
 Stages, first to last:
-  utilities  _version, units, errors, files, python_source, kept_modules, rank_files: they import no stage
+  utilities  _version, units, errors, files, python_source, kept_modules, rank_files, storage: they import no stage
   capture/   framework events as recorded (RawCapture)
   model/     the Profile and its records, its codec and schema
   analysis/  what the events and profiles say: replay, peak, tables, lines, steps, rules, compare, merge
@@ -28,7 +28,7 @@ import memprofile
 
 PACKAGE = Path(memprofile.__file__).parent
 
-UTILITIES = {"_version", "units", "errors", "files", "python_source", "kept_modules", "rank_files"}
+UTILITIES = {"_version", "units", "errors", "files", "python_source", "kept_modules", "rank_files", "storage"}
 RUN = {"profiler", "store", "trial", "importing", "run_end", "whatif", "cell_runner"}
 ENTRY = {"__init__", "__main__", "cli"}
 STAGES = ["utilities", "capture", "model", "analysis", "render", "run", "jupyter", "entry"]

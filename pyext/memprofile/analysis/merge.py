@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from memprofile import rank_files
+from memprofile import rank_files, storage
 from memprofile.errors import ProfileFormatError
 from memprofile.model.codec import load
 from memprofile.model.decimate import minmax_indices
@@ -44,6 +44,7 @@ from memprofile.model.profile import (
     TensorInfo,
     Timeline,
 )
+from memprofile.storage import Url, as_target
 from memprofile.units import fmt_bytes
 
 TIMELINE_POINTS = 240
@@ -55,21 +56,24 @@ MIN_EXCESS_BYTES = 1 << 20
 EXCESS_SHARE = 0.01
 EXCESS_PER_KIND = 3
 
-Source = Profile | str | os.PathLike
+Source = Profile | str | os.PathLike | Url
 
 
-def expand(sources: Source | Iterable[Source]) -> list[Profile | Path]:
-    """Profiles and files to merge: a folder stands for its rank files."""
-    if isinstance(sources, Profile | str | os.PathLike):
+def expand(sources: Source | Iterable[Source]) -> list[Profile | Path | Url]:
+    """Profiles and files to merge: a folder (or a URL prefix) stands for its rank files."""
+    if isinstance(sources, Profile | str | os.PathLike | Url):
         sources = [sources]
-    items: list[Profile | Path] = []
+    items: list[Profile | Path | Url] = []
     for s in sources:
         if isinstance(s, Profile):
             items.append(s)
-        elif Path(s).is_dir():
-            items.extend(rank_files.find_rank_files(Path(s)))
+            continue
+        where = as_target(s)
+        # a URL's folder is a key prefix: one that ends in / is a folder even before it holds anything
+        if (str(s).endswith("/") or storage.is_dir(where)) if isinstance(where, Url) else where.is_dir():
+            items.extend(rank_files.find_rank_files(where))
         else:
-            items.append(Path(s))
+            items.append(where)
     if not items:
         raise ProfileFormatError("nothing to merge: give the rank profiles' files, or their folder")
     return items
@@ -208,7 +212,7 @@ class _Reader:
         self.full: list[tuple[tuple[int, int], int, int, Timeline]] = []
         self.full_timelines = full_timelines
 
-    def read(self, item: Profile | Path) -> None:
+    def read(self, item: Profile | Path | Url) -> None:
         where = "a profile" if isinstance(item, Profile) else str(item)
         profile = item if isinstance(item, Profile) else load(item)
         if profile.merged is not None:
@@ -218,7 +222,7 @@ class _Reader:
                 f"{where} ({profile.name!r}) is not one rank of a distributed job: it records no rank (profiles "
                 f"written under torchrun, with RANK and WORLD_SIZE set, do)"
             )
-        path = "" if isinstance(item, Profile) else str(Path(item).resolve())
+        path = "" if isinstance(item, Profile) else str(item if isinstance(item, Url) else Path(item).resolve())
         summary = summarise_rank(profile, path)
         self.summaries.append(summary)
         self.starts.append(start_of(profile))
@@ -309,7 +313,7 @@ def merge(
     return merged
 
 
-def _source(item: Profile | Path) -> Profile | str:
+def _source(item: Profile | Path | Url) -> Profile | str:
     return item if isinstance(item, Profile) else str(item)
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal, Union
 from memprofile.errors import ProfileFormatError, short_repr
 from memprofile.files import gunzip, read_bounded, write_atomic
 from memprofile.model.profile import SCHEMA_VERSION, Profile
+from memprofile.storage import Url, as_target
 
 _GZIP_MAGIC = b"\x1f\x8b"
 MAX_PROFILE_BYTES = 512 << 20
@@ -237,17 +238,20 @@ def inflate(data: bytes) -> bytes:
         raise ProfileFormatError(f"not a memprofile profile: {exc}{tail}") from None
 
 
-def save(profile: Profile, path: str | Path) -> Path:
+def save(profile: Profile, path: str | Path | Url) -> Path | Url:
     """Write `profile` as JSON (gzip where the name ends in .gz), all or
-    nothing: a full disk leaves no partial file and an old file intact."""
-    path = Path(path)
+    nothing: a full disk leaves no partial file and an old file intact.
+    `path` may be an fsspec URL (s3://bucket/key.json.gz; storage.py)."""
+    path = as_target(path)
     text = dumps(profile).encode()
     return write_atomic(path, gzip.compress(text) if path.suffix == ".gz" else text)
 
 
-def load(path: str | Path) -> Profile:
-    """Read a profile written by `Profile.save` (plain or gzip JSON)."""
-    path = Path(path)
+def load(path: str | Path | Url, storage_options: dict | None = None) -> Profile:
+    """Read a profile written by `Profile.save` (plain or gzip JSON) from a
+    path or any fsspec URL (s3://, gs://, abfs://, file://; `storage_options`:
+    the store's options, e.g. {"endpoint_url": ...}, {"anon": True})."""
+    path = as_target(path, storage_options)
     raw = read_bounded(path, MAX_PROFILE_BYTES, "profile")
     try:
         return loads(raw)

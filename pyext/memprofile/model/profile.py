@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 from memprofile.capture.base import OptimizerStat as OptimizerStat  # what an optimizer keeps: made at capture
 from memprofile.capture.distributed import RankInfo as RankInfo  # read from the launcher, at capture
@@ -18,6 +18,7 @@ from memprofile.capture.kept import GrownContainer as GrownContainer  # what the
 from memprofile.capture.kept import GrownItem as GrownItem
 from memprofile.capture.kept import KeptObject as KeptObject
 from memprofile.capture.names import root_of as root_of  # layer trees: capture names them, model and analysis read them
+from memprofile.storage import Url
 
 SCHEMA_VERSION = 1
 
@@ -534,18 +535,31 @@ class Profile:
 
         return loads(text)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the profile as JSON (gzip-compressed when the name ends in .gz)."""
+    @overload
+    def save(self, path: Path) -> Path: ...
+
+    @overload
+    def save(self, path: str | Path | Url) -> Path | Url: ...
+
+    def save(self, path: str | Path | Url) -> Path | Url:
+        """Write the profile as JSON (gzip-compressed when the name ends in .gz);
+        `path` may be an fsspec URL (s3://bucket/name.memprofile.json.gz)."""
         from memprofile.model.codec import save
 
         return save(self, path)
 
-    def save_html(self, path: str | Path) -> Path:
-        """Write a self-contained HTML report that works offline."""
+    @overload
+    def save_html(self, path: Path) -> Path: ...
+
+    @overload
+    def save_html(self, path: str | Path | Url) -> Path | Url: ...
+
+    def save_html(self, path: str | Path | Url) -> Path | Url:
+        """Write a self-contained HTML report that works offline (`path`: a file, or an fsspec URL)."""
         from memprofile.errors import writing
         from memprofile.render.report import write_report
 
-        with writing(path):
+        with writing(str(path)):  # a URL's own errors are one line already
             return write_report(self, path)
 
     def predict(

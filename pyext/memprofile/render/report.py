@@ -20,6 +20,7 @@ from memprofile.model.profile import Profile
 from memprofile.render.bokehjs import BOKEH_COMPONENTS
 from memprofile.render.html import render_static_report, report_page
 from memprofile.render.palette import PAGE_BACKGROUND, PAGE_TEXT, VIEWS_CODE_BACKGROUND, VIEWS_EDGE_DARK
+from memprofile.storage import Url
 
 _URL = re.compile(r"\b(https?|wss?|ftp):\/\/", re.IGNORECASE)
 
@@ -56,7 +57,7 @@ def render_report(profile: Profile) -> str:
     )
 
 
-def write_report(profile: Profile, path: str | Path) -> Path:
+def write_report(profile: Profile, path: str | Path | Url) -> Path | Url:
     """Write the report all or nothing (files.write_atomic): a full disk
     leaves no truncated page, and an older report as it was."""
     return write_atomic(path, render_report(profile))
