@@ -263,7 +263,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         made = profile.predict(device, batch=batch, seq_len=seq, expandable_segments=args.expandable_segments)
         print(prediction_text(made))
     if args.output:
-        _save_as(profile, Path(args.output))
+        _save_as(profile, _target(args.output))
     return 0
 
 

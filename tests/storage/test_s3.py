@@ -144,6 +144,52 @@ def test_a_torchrun_job_writes_its_ranks_to_s3_and_merge_reads_them(s3, job):
     assert by_rank[1].peak_bytes - by_rank[0].peak_bytes >= EXTRA_MIB * MiB - (1 << 20)
 
 
+def test_a_script_run_with_out_s3_writes_its_profile_and_a_report_that_opens_in_a_browser(s3, tmp_path):
+    import fsspec
+
+    _, env = s3
+    (tmp_path / "job.py").write_text("buffer = bytearray(32 << 20)\n")
+    # WHEN one process runs with --out s3://bucket/single/ (no torchrun: its profile and HTML report)
+    done = subprocess.run(
+        [str(BIN / "memprofile"), "run", "--out", "s3://bucket/single/", "job.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    # THEN both are objects under the prefix, the report stored as HTML, and nothing is written locally
+    assert "memprofile: report written to s3://bucket/single/job.memprofile.html" in done.stderr
+    fs = fsspec.filesystem("s3")
+    assert fs.info("bucket/single/job.memprofile.html")["ContentType"].startswith("text/html")
+    assert b"<!DOCTYPE html>" in fs.cat_file("bucket/single/job.memprofile.html")[:200]
+    assert memprofile.load("s3://bucket/single/job.memprofile.json.gz").name == "job"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.py"]
+
+
+def test_the_endpoint_from_fsspec_options_instead_of_aws_endpoint_url(s3, job, monkeypatch):
+    endpoint, env = s3
+    url = "s3://bucket/job/ddp_train.rank1.memprofile.json.gz"
+    # GIVEN the endpoint not in AWS_ENDPOINT_URL but in fsspec's own configuration (read when fsspec is imported)
+    env = {k: v for k, v in env.items() if k != "AWS_ENDPOINT_URL"}
+    done = subprocess.run(
+        [str(BIN / "memprofile"), "show", url],
+        env={**env, "FSSPEC_S3_ENDPOINT_URL": endpoint},
+        capture_output=True,
+        text=True,
+    )
+    # THEN the CLI reads the rank's profile from it
+    assert done.returncode == 0 and "ddp_train" in done.stdout, done.stderr
+    # AND in Python the same option goes in storage_options
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    _fresh_s3fs()
+    try:
+        assert memprofile.load(url, storage_options={"endpoint_url": endpoint}).rank == 1
+    finally:
+        monkeypatch.undo()
+        _fresh_s3fs()
+
+
 def test_bad_urls_missing_objects_and_buckets_are_one_line(s3, tmp_path, capsys):
     script = tmp_path / "script.py"
     script.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
