@@ -15,7 +15,10 @@ import bisect
 import re
 
 from memprofile.capture.base import ALIVE, AllocationLog, ModuleRecord
+from memprofile.capture.tensorflow.datasets import PREFIX as TF_DATA
+from memprofile.capture.tensorflow.datasets import BufferNames
 from memprofile.capture.tensorflow.keras_model import UNIQUIFIED, KerasWorld, ScopeResolver, shape_text
+from memprofile.capture.tensorflow.xspace import ITERATOR
 
 OPTIMIZER, LOSS, INPUT_PIPELINE = "(optimizer)", "(loss)", "(input pipeline)"
 #: The profiler scopes memprofile opens around eager calls (after SCOPE_PREFIX):
@@ -51,12 +54,20 @@ def scope_components(node: str) -> list[str]:
 
 
 def place_allocation(
-    node: str, scope: str, thread: str, world: KerasWorld, scopes: ScopeResolver, op_types: dict[str, str]
+    node: str,
+    scope: str,
+    thread: str,
+    world: KerasWorld,
+    scopes: ScopeResolver,
+    op_types: dict[str, str],
+    buffers: BufferNames | None = None,
 ) -> tuple[str, str, str]:
     """(op name to show, layer, phase) of an allocation from its op's node
-    name, the eager layer scope around it, and its thread."""
+    name, the eager layer or tf.data iterator scope around it, and its thread."""
     comps = scope_components(node)
     op = "/".join(comps)
+    if buffers is not None and scope.startswith(ITERATOR):  # made by a tf.data stage: the buffer that keeps it
+        return op, buffers.name(scope), "other"
     if thread.startswith("tf_data") or (comps and _INPUT_OPS.search(op_types.get(node, comps[-1]))):
         return op, INPUT_PIPELINE, "other"
     if scope == BACKWARD_SCOPE:  # an eager GradientTape.gradient
@@ -112,7 +123,7 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
             continue
         layer, phase = log.layer[i], log.phase[i]
         shape = log.shape[i]
-        if layer == INPUT_PIPELINE:
+        if layer == INPUT_PIPELINE or layer.startswith(TF_DATA):
             log.category[i] = "input"
         elif (
             phase == "backward"
@@ -123,6 +134,10 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
             log.category[i] = "gradient"
             if not layer and len(owners[text]) == 1:
                 log.layer[i] = owners[text][0]
+        elif not log.op[i] and log.requested[i] in world.input_sizes:
+            # TF's copy of a NumPy array (fit's of its x and y, from_tensor_slices'): made by no op.
+            log.category[i] = "input"
+            log.layer[i] = layer or INPUT_PIPELINE
         elif side.region[i] == "temp":
             log.category[i] = "temporary"
         elif phase == "forward" and _freed_after_backward(log.t_alloc[i], log.t_free[i], backward_times):
@@ -199,6 +214,10 @@ def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
         world.chains.setdefault(chain, chain_path)
     world.root_names |= older.root_names
     world.optimizer_names |= older.optimizer_names
+    for pipeline in older.pipelines.chains:
+        world.pipelines.add_chain(pipeline)
+    world.history = world.history or older.history
+    world.input_sizes |= older.input_sizes
 
 
 def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:
@@ -227,4 +246,6 @@ def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[Mo
     for name, kind in ((OPTIMIZER, "Optimizer"), (LOSS, "Loss"), (INPUT_PIPELINE, "InputPipeline")):
         if name in used:
             records.append(ModuleRecord(name=name, type=kind, parent=None, ran=name in worked))
+    for name in sorted(n for n in used if n.startswith(TF_DATA)):  # a tf.data buffer, by its line
+        records.append(ModuleRecord(name=name, type="InputPipeline", parent=None, ran=name in worked))
     return records

@@ -27,6 +27,7 @@ from memprofile.capture.tensorflow.counters import (
     onednn_allocator,
     onednn_unseen_note,
 )
+from memprofile.capture.tensorflow.datasets import Pipelines
 from memprofile.capture.tensorflow.events import DEFAULT_MAX_EVENTS, RunStart, convert
 from memprofile.capture.tensorflow.facts import gpu_facts
 from memprofile.capture.tensorflow.keras_model import KerasWorld, scan
@@ -109,7 +110,10 @@ class TensorFlowCollector:
         self._patches = Patches()
         if self.layer_scopes:
             patch_scopes(tf, self._patches, lambda: self._recording, self._notes)
-        StepHooks(tf, self._begin_step, self._end_step, self._optimizer_steps).patch(self._patches)
+        self._hooks = StepHooks(tf, self._begin_step, self._end_step, self._optimizer_steps)
+        self._hooks.patch(self._patches)
+        self._pipelines = Pipelines()
+        self._pipelines.patch(tf, self._patches)
         patch_profiler_starts(self._patches, self._before_users_profiler)
         self._detail_lock = threading.Lock()
         self._budget = BudgetWatcher(self.budget_bytes, lambda: self._recording, self._end_detail_for_budget)
@@ -162,6 +166,11 @@ class TensorFlowCollector:
         if self._world_detail_end is not None:
             world.buffers = self._world_detail_end.buffers
         merge_worlds(world, self._start.world_start)
+        for pipeline in self._pipelines.chains:  # built in the run
+            world.pipelines.add_chain(pipeline)
+        world.input_sizes |= self._hooks.input_sizes
+        cell = lines._last_file  # the profiled cell's code (or script): its lines are "line N"
+        world.pipelines.cell_file = cell[0] if cell else None
         return self._raw(world, memory_end)
 
     def _raw(self, world: KerasWorld, memory_end: MemoryInfo) -> RawCapture:

@@ -92,6 +92,7 @@ def allocation_logs(
     allocators, is_alloc, addrs, t_ns = ev.allocator, ev.is_alloc, ev.addr, ev.t_ns
     allocation, requested = ev.allocation, ev.requested
     scopes = ScopeResolver(world, [tuple(scope_components(node)[:-1]) for node in set(ev.op)])
+    buffers = world.pipelines.resolver(set(ev.scope), world.history)
     for i in range(len(ev)):
         allocator = allocators[i] or "cpu"
         log = logs.get(allocator)
@@ -105,7 +106,7 @@ def allocation_logs(
             key = (node, ev.scope[i], ev.thread[i])
             place = where.get(key)
             if place is None:
-                place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, scopes, op_types)
+                place = where[key] = place_allocation(node, ev.scope[i], ev.thread[i], world, scopes, op_types, buffers)
             op, layer, phase = place
             size = allocation[i] or requested[i]
             text = ev.shape[i]

@@ -18,6 +18,8 @@ from typing import Any
 
 from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.tensorflow import compat
+from memprofile.capture.tensorflow.datasets import Pipelines
+from memprofile.capture.tensorflow.step_hooks import MIN_ARRAY_BYTES
 
 #: The suffix Keras and TF add to make a name unique ("dense_1", "Adam_2").
 UNIQUIFIED = re.compile(r"_\d+$")
@@ -62,6 +64,13 @@ class KerasWorld:
     #: The Keras name chain -> path, for matching op name scopes.
     chains: dict[tuple[str, ...], str] = field(default_factory=dict)
     root_names: set[str] = field(default_factory=set)
+    #: The tf.data pipelines of the namespace and of the run (their buffers' lines).
+    pipelines: Pipelines = field(default_factory=Pipelines)
+    #: The notebook's earlier cells (IPython's `In`), where a pipeline's line may be.
+    history: list[str] = field(default_factory=list)
+    #: Bytes of the NumPy arrays of the namespace and of fit's arguments: a block
+    #: of that size made by no op is TF's copy of one (fit's, from_tensor_slices'): an input.
+    input_sizes: set[int] = field(default_factory=set)
 
 
 def address(tensor: Any) -> int | None:
@@ -103,6 +112,11 @@ def scan(namespace: dict) -> KerasWorld:
         return world
     layer_cls = getattr(getattr(keras, "layers", None), "Layer", None) if keras else None
     optimizer_cls = getattr(getattr(keras, "optimizers", None), "Optimizer", None) if keras else None
+    dataset_cls = getattr(getattr(tf, "data", None), "Dataset", None)
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    history = namespace.get("In")
+    if isinstance(history, list) and all(isinstance(c, str) for c in history[-200:]):
+        world.history = list(history)
     layers: list[tuple[str, Any]] = []
     optimizers: list[Any] = []
     loose: list[Any] = []
@@ -114,6 +128,11 @@ def scan(namespace: dict) -> KerasWorld:
             optimizers.append(value)
         elif isinstance(value, tf.Variable | tf.Tensor) or (keras is not None and isinstance(value, keras.Variable)):
             loose.append(value)
+        elif dataset_cls is not None and isinstance(value, dataset_cls):
+            world.pipelines.add(value)
+        elif ndarray is not None and isinstance(value, ndarray):
+            if value.nbytes >= MIN_ARRAY_BYTES:
+                world.input_sizes.add(int(value.nbytes))
         else:
             return False
         return True

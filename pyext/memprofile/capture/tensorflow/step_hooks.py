@@ -26,6 +26,8 @@ class StepHooks:
         self._end_step = end_step
         self._counts = counts
         self._in_fit = 0  # fit calls running: their callback counts the steps
+        #: Bytes of the NumPy arrays fit was given: fit copies each into one tensor (an input).
+        self.input_sizes: set[int] = set()
         self._applying = False
 
     def patch(self, patches: Patches) -> None:
@@ -68,6 +70,7 @@ class StepHooks:
         hooks = self
 
         def counted_fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+            hooks.input_sizes.update(array_sizes((*args[:2], kwargs.get("x"), kwargs.get("y"))))
             if len(args) > at:
                 user = args[at]
                 args = (*args[:at], _with_callback(user, callback), *args[at + 1 :])
@@ -101,6 +104,30 @@ class StepHooks:
             return result
 
         return wrapped(counted_apply, apply)
+
+
+#: Arrays smaller than this are not looked for among the run's blocks (a size alone could match another).
+MIN_ARRAY_BYTES = 1 << 20
+
+
+def array_sizes(values: Any, depth: int = 2) -> set[int]:
+    """Bytes of the NumPy arrays among `values` (tuples, lists, dicts of them
+    too, `depth` levels down), of MIN_ARRAY_BYTES or more."""
+    np = sys.modules.get("numpy")
+    out: set[int] = set()
+    if np is None:
+        return out
+    stack = [(v, depth) for v in values]
+    while stack:
+        v, left = stack.pop()
+        if isinstance(v, np.ndarray):
+            if v.nbytes >= MIN_ARRAY_BYTES:
+                out.add(int(v.nbytes))
+        elif left > 0 and isinstance(v, (list, tuple)):
+            stack.extend((item, left - 1) for item in v[:64])
+        elif left > 0 and isinstance(v, dict):
+            stack.extend((item, left - 1) for item in list(v.values())[:64])
+    return out
 
 
 def _is_callback_list(callbacks: Any) -> bool:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from memprofile.errors import ProfileFormatError
 
 ALLOC = "MemoryAllocation"
+#: tf.data's TraceMe per iterator GetNext: "Iterator::Root::Prefetch::BatchV2::...".
+ITERATOR = "Iterator::"
 FREE = "MemoryDeallocation"
 
 #: TF's DataType enum (tensorflow/core/framework/types.proto), the common ones.
@@ -99,7 +101,8 @@ def read_xspace_file(path: str) -> bytes:
 
 def parse_xspace(data: bytes, scope_prefix: str = "") -> XSpaceMemory:
     """Decode the memory events; events named `scope_prefix + X` on a thread
-    are intervals, and a memory event inside one gets `scope` X (innermost)."""
+    are intervals, and a memory event inside one gets `scope` X (innermost);
+    so do tf.data's iterator events ("Iterator::Root::...", whole)."""
     from memprofile.capture.tensorflow import compat
 
     try:
@@ -179,6 +182,8 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
             free_ids.add(k)
         elif scope_prefix and m.name.startswith(scope_prefix):
             scope_ids[k] = m.name[len(scope_prefix) :]
+        elif m.name.startswith(ITERATOR):
+            scope_ids[k] = m.name  # a tf.data iterator's GetNext: its stage chain (datasets.py)
         elif ":" in m.name and "/" in m.name:
             # Graph op events are "node/name:OpType": the type of each node.
             name, _, kind = m.name.rpartition(":")
@@ -189,6 +194,7 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
     plan = {k: (_SLOTS[name], name in _STRINGS) for k, name in stat_names.items() if name in _SLOTS}
     rows: list[list] = []
     order = 0
+    iterator_spans: list[tuple[int, int, str]] = []  # (begin_ps, end_ps, name), every thread's
     for line in plane.lines:
         base_ps = line.timestamp_ns * 1000
         if start_ns and line.timestamp_ns < start_ns // 2:
@@ -207,6 +213,7 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
                 elif mid in scope_ids:
                     scopes.append((e.offset_ps, e.offset_ps + e.duration_ps, scope_ids[mid]))
             scopes.sort(key=lambda s: (s[0], -s[1]))
+            iterator_spans.extend((base_ps + b, base_ps + f, n) for b, f, n in scopes if n.startswith(ITERATOR))
         else:
             mem = [e for e in events if e.metadata_id in memory_ids]
             scopes = []
@@ -254,4 +261,26 @@ def _plane_events(plane, start_ns: int | None, scope_prefix: str, op_types: dict
                     else:
                         row[how[0]] = st.int64_value or st.uint64_value
             append(row)
+    if iterator_spans:
+        _tf_data_functions(rows, iterator_spans)
     return rows
+
+
+def _tf_data_functions(rows: list[list], spans: list[tuple[int, int, str]]) -> None:
+    """A tf.data function (a `map`'s) runs on a thread pool's thread, outside
+    the iterator event of the stage that called it, which runs meanwhile on
+    another thread: an allocation on a tf.data thread with no scope of its own
+    gets the deepest iterator event open at its time, on any thread."""
+    todo = sorted((r for r in rows if not r[15] and r[2] and str(r[14]).startswith("tf_data")), key=lambda r: r[0])
+    if not todo:
+        return
+    spans.sort()
+    k, active = 0, []
+    for r in todo:
+        at = r[0] * 1000
+        while k < len(spans) and spans[k][0] <= at:
+            active.append(spans[k])
+            k += 1
+        active = [s for s in active if s[1] >= at]
+        if active:
+            r[15] = max(active, key=lambda s: s[2].count("::"))[2]
