@@ -11,7 +11,7 @@ Stages, first to last:
   render/    text, HTML, bokeh, bundles
   run        profiler, store, trial, importing, run_end: a profile made, kept, tried, imported
   jupyter/   the magics, the comm, the widget (they run the profiler and read the store)
-  entry      the package's public API (__init__), __main__, cli
+  entry      the package's public API (__init__), __main__, cli, integrations (frameworks' callbacks)
 
 The only imports against the direction are `EXCEPTIONS`: the display hooks on
 `Profile`, so that a Profile shows itself in a notebook and saves its report.
@@ -30,7 +30,7 @@ PACKAGE = Path(memprofile.__file__).parent
 
 UTILITIES = {"_version", "units", "errors", "files", "python_source", "kept_modules", "rank_files", "storage"}
 RUN = {"profiler", "store", "trial", "importing", "run_end", "whatif", "cell_runner"}
-ENTRY = {"__init__", "__main__", "cli"}
+ENTRY = {"__init__", "__main__", "cli", "integrations"}
 STAGES = ["utilities", "capture", "model", "analysis", "render", "run", "jupyter", "entry"]
 
 #: (module, function, imported module): the display hooks on Profile, which
