@@ -171,3 +171,21 @@ def test_url_paths_join_and_name_like_paths_and_keep_their_scheme():
     assert storage.is_url("simplecache::s3://bucket/key") and storage.is_url("gs://b/k") and storage.is_url(job)
     assert not storage.is_url("C://Users/x") and not storage.is_url("runs/job") and not storage.is_url(Path("a"))
     assert storage.as_target("file:///tmp/a%20b") == Path("/tmp/a b")
+
+
+def test_memprofile_show_reads_a_url_as_it_reads_a_path(ip, fresh_store, monkeypatch, bucket):
+    from IPython.core.error import UsageError
+
+    # GIVEN two ranks' profiles under a URL prefix
+    profiles = _rank_profiles(monkeypatch, f"{bucket}/job/")
+    fresh_store.clear()
+    # WHEN `%memprofile show` is given the prefix, then one rank's object
+    ip.run_line_magic("memprofile", f"show {bucket}/job/")
+    merged = fresh_store.last()
+    ip.run_line_magic("memprofile", f"show {bucket}/job/host-step.rank1.memprofile.json.gz")
+    # THEN the prefix is merged and the object loaded, each stored for the panel
+    assert merged.merged is not None and merged.merged.world_size == 2
+    assert [p.id for p in fresh_store.all()] == [merged.id, profiles[1].id]
+    # AND a missing object is the magic's one-line usage error, naming the URL
+    with pytest.raises(UsageError, match=f"cannot read profile '{bucket}/job/nothing.json.gz': no such object"):
+        ip.run_line_magic("memprofile", f"show {bucket}/job/nothing.json.gz")

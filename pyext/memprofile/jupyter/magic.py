@@ -427,16 +427,19 @@ class LiveCard:
 
 def _stored_or_read(key: str) -> Profile:
     """A stored profile by id, name or position; else a profile file or a
-    folder of rank profiles (merged), read and stored."""
+    folder of rank profiles (merged), read and stored; either may be an
+    fsspec URL (s3://bucket/job/)."""
     from pathlib import Path
+
+    from memprofile import storage
 
     try:
         return store.STORE.get(_key(key))
     except KeyError:
-        path = Path(key).expanduser()
-        if not path.exists():
+        path = storage.as_target(key) if storage.is_url(key) else Path(key).expanduser()
+        if isinstance(path, Path) and not path.exists():
             raise
-    if path.is_dir():
+    if (key.endswith("/") or storage.is_dir(path)) if isinstance(path, storage.Url) else path.is_dir():
         from memprofile.analysis.merge import merge
 
         profile: Profile = merge(path)
