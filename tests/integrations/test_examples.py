@@ -124,13 +124,24 @@ def test_the_keras_example(tmp_path):
     assert params["encoder_1"] == (64 * 512 + 512) * 4 and params["encoder_2"] == (512 * 512 + 512) * 4
 
 
-def test_the_keras_example_run_eagerly(tmp_path):
-    # GIVEN the Keras example with run_eagerly=True: fit's steps are eager code, whose optimizer
-    # applies the profile counts itself WHEN it runs with the callback on steps 1-3
+@pytest.mark.parametrize(
+    "options, steps, count",
+    [
+        # fit's steps as eager code: each eager optimizer apply ends a step, which the profile counts itself
+        (["--run-eagerly", "--steps", "1-3"], "1-3", 3),
+        # 4 steps per tf.function call, which Keras reports to callbacks as one: steps 7-10 round out to the
+        # executions of steps 5-8 and 9-12, the profile's two steps
+        (["--steps-per-execution", "4", "--steps", "7-10"], "5-12", 2),
+    ],
+    ids=["run_eagerly", "steps_per_execution"],
+)
+def test_the_keras_example_in_other_shapes_of_fit(tmp_path, options, steps, count):
+    # GIVEN the Keras example's fit in another shape, the callback writing one file
+    # WHEN it runs
     example = str(EXAMPLES / "keras_fit.py")
-    _finish(_start([sys.executable, example, "--run-eagerly", "--out", "p.json.gz", "--epochs", "1"], tmp_path))
-    # THEN the profile (the one file asked for) holds 3 steps, each once, on the model's layers
-    _check(memprofile.load(tmp_path / "p.json.gz"), "1-3", 3, {"encoder_1", "encoder_2", "head"})
+    _finish(_start([sys.executable, example, *options, "--out", "p.json.gz"], tmp_path))
+    # THEN the profile holds the window's steps, each once, on the model's layers
+    _check(memprofile.load(tmp_path / "p.json.gz"), steps, count, {"encoder_1", "encoder_2", "head"})
 
 
 def test_a_trainer_that_raises_in_the_window_writes_its_profile(tmp_path):

@@ -169,3 +169,34 @@ def test_importing_the_integrations_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # THEN no framework was imported
     assert out.strip() == "[]"
+
+
+def test_out_may_be_a_url(fresh_store):
+    # GIVEN windows writing to an object store (fsspec's in-memory one; s3://, gs://, ... alike)
+    pytest.importorskip("fsspec")
+    for out, written in [
+        ("memory://integrations/profiles", "memory://integrations/profiles/fit.memprofile.json.gz"),
+        ("memory://integrations/one.json.gz", "memory://integrations/one.json.gz"),
+    ]:
+        window = StepWindow("cb", (1, 2), out=out, name="fit")
+        # WHEN a run goes by
+        _run(window, 3)
+        # THEN the profile is there, as in a local folder or file, and reads back
+        assert str(window.saved_path) == written
+        assert memprofile.load(written).capture["steps"] == "1-2"
+
+
+def test_a_framework_that_calls_back_every_k_steps_rounds_the_window_out(fresh_store):
+    # GIVEN a window over steps 7-10, in a run that calls back once per 4 steps (Keras's steps_per_execution)
+    window = StepWindow("cb", (7, 10))
+    window.run_begins()
+    started = []
+    # WHEN the run's executions (steps 1-4, 5-8, 9-12, 13-16) go by
+    for first in (1, 5, 9, 13):
+        if window.step_begins(first, span=4):
+            started.append(first)
+        window.steps_ended(first + 3)
+    window.run_ends()
+    # THEN the profile ran in the executions that hold the window's steps, and says which steps they were
+    assert started == [5, 9]
+    assert window.profile is not None and window.profile.capture["steps"] == "5-12"

@@ -153,12 +153,13 @@ class StepWindow:
         self._ran = None
         self._ended = 0
 
-    def step_begins(self, step: int, objects: Callable[[], Mapping[str, Any]] | None = None) -> bool:
-        """Step `step` (1-based) is about to run; True while the profile runs.
-        `objects`: the framework's model and optimizer by name (read when the
-        profile starts), for a script that keeps them in no global."""
-        self._ran = (self._ran[0] if self._ran else step, step)
-        if self._profiler is None and not self._done and self.first <= step <= self.last:
+    def step_begins(self, step: int, objects: Callable[[], Mapping[str, Any]] | None = None, span: int = 1) -> bool:
+        """Step `step` (1-based) is about to run, and `span` steps in all before
+        the framework calls back (Keras's steps_per_execution); True while the
+        profile runs. `objects`: the framework's model and optimizer by name (read
+        when the profile starts), for a script that keeps them in no global."""
+        self._ran = (self._ran[0] if self._ran else step, step + span - 1)
+        if self._profiler is None and not self._done and step <= self.last and step + span - 1 >= self.first:
             self._start(step, objects() if objects is not None else {})
         return self.running
 

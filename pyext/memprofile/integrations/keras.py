@@ -7,8 +7,9 @@
     memory.profile.peak_bytes
 
 Steps are `fit`'s training steps (batches), 1-based, counted over its epochs
-from the start of each `fit` call; with `steps_per_execution=k` the callback
-hears of every k-th step and a window's ends round out to whole executions.
+from the start of each `fit` call; with `steps_per_execution=k` Keras calls its
+callbacks once per k steps: a window's ends round out to whole executions, and
+each execution is one step of the profile.
 Keras runs the steps in a tf.function: TensorFlow's profiler, started at the
 window's first step, records the ops and allocations of the traced steps, and
 this callback tells the profile where each step begins and ends (the profile's
@@ -72,7 +73,9 @@ class MemprofileCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
         self._batch = batch
         was_running = self.window.running
-        if self.window.step_begins(self._done + 1, lambda: {"model": self.model}):
+        span = getattr(self.model, "steps_per_execution", 1)
+        span = span if isinstance(span, int) and span > 0 else 1
+        if self.window.step_begins(self._done + 1, lambda: {"model": self.model}, span):
             if not was_running:
                 self._ticks = _step_ticks(self.window.profiler, self.model)
             if self._ticks is not None:
