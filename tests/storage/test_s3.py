@@ -23,7 +23,8 @@ import memprofile
 from memprofile import cli
 from memprofile.errors import ProfileFormatError
 
-pytestmark = pytest.mark.slow
+#: One worker runs them all (./scripts/test.sh: --dist loadgroup): one server, one torchrun job.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("s3")]
 
 pytest.importorskip("s3fs")
 pytest.importorskip("torch.distributed")
