@@ -510,6 +510,14 @@ class Profiler:
         except (MemprofileError, OSError) as exc:
             who = f"rank {info.rank}: " if info is not None else ""
             print(f"memprofile: {who}cannot save the profile {self.name!r} to {path}: {exc}", file=sys.stderr)
+            if isinstance(path, Url):  # a store that fails at the end of a long run (expired credentials)
+                local = (rank_files.default_dir(info) if info is not None else Path(".")).absolute() / path.name
+                try:  # keeps the profile on this machine, to copy there later
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    self.saved_path = profile.save(local)
+                    print(f"memprofile: {who}saved it on this machine instead: {local}", file=sys.stderr)
+                except (MemprofileError, OSError) as again:
+                    print(f"memprofile: {who}nor on this machine ({local}): {again}", file=sys.stderr)
 
     def _finish(self, error: BaseException | None, interrupted: list[bool] | None = None) -> Profile:
         if not self._running:

@@ -189,3 +189,19 @@ def test_memprofile_show_reads_a_url_as_it_reads_a_path(ip, fresh_store, monkeyp
     # AND a missing object is the magic's one-line usage error, naming the URL
     with pytest.raises(UsageError, match=f"cannot read profile '{bucket}/job/nothing.json.gz': no such object"):
         ip.run_line_magic("memprofile", f"show {bucket}/job/nothing.json.gz")
+
+
+def test_a_profile_the_store_refuses_at_the_end_is_kept_on_this_machine(monkeypatch, tmp_path, capsys):
+    # GIVEN a rank whose out= URL cannot be written when its profile ends (here: a store fsspec
+    # cannot open; on a cluster: credentials that expired during a long run)
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("RANK", 1), ("WORLD_SIZE", 2), ("LOCAL_RANK", 1), ("TORCHELASTIC_RUN_ID", "late")):
+        monkeypatch.setenv(name, str(value))
+    with memprofile.profile(name="long run", out="nosuchstore://bucket/job/") as p:
+        bytearray(1 << 20)
+    # THEN the run goes on, the failure is said, and the profile is in the job's local folder instead
+    err = capsys.readouterr().err
+    assert "rank 1: cannot save the profile 'long run' to nosuchstore://bucket/job/long-run.rank1" in err
+    local = tmp_path / "memprofile-late" / "long-run.rank1.memprofile.json.gz"
+    assert f"rank 1: saved it on this machine instead: {local}" in err
+    assert memprofile.load(local).id == p.id
