@@ -90,7 +90,16 @@ def place_allocation(
     return op, "", "backward" if backward else "other"
 
 
-def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, allocator: str) -> None:
+def categorise(
+    log: AllocationLog,
+    side: Side,
+    world: KerasWorld,
+    live: dict,
+    allocator: str,
+    gradient_rows: dict[int, str] | None = None,
+) -> None:
+    """Each row's kind (and layer where its kind names one). `gradient_rows`:
+    rows an eager tape returned as a variable's gradient -> that variable's layer."""
     n = len(log)
     # row -> (category, layer) of the variables and slots among the rows
     known: dict[int, tuple[str, str]] = {}
@@ -105,6 +114,8 @@ def categorise(log: AllocationLog, side: Side, world: KerasWorld, live: dict, al
             if log.shape[row] is None:
                 log.shape[row], log.dtype[row] = b.shape, b.dtype
     _follow_variable_copies(log, side, known)
+    for row, path in (gradient_rows or {}).items():
+        known.setdefault(row, ("gradient", path))
     trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
     # An eager backward names no layer: a gradient is then known by a shape
     # that only one layer's variables have (else it stays without a layer).
@@ -218,6 +229,8 @@ def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
         world.pipelines.add_chain(pipeline)
     world.history = world.history or older.history
     world.input_sizes |= older.input_sizes
+    for vid, path in older.var_paths.items():
+        world.var_paths.setdefault(vid, path)
 
 
 def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[ModuleRecord]:

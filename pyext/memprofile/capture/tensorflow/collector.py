@@ -30,9 +30,9 @@ from memprofile.capture.tensorflow.counters import (
 from memprofile.capture.tensorflow.datasets import Pipelines
 from memprofile.capture.tensorflow.events import DEFAULT_MAX_EVENTS, RunStart, convert
 from memprofile.capture.tensorflow.facts import gpu_facts
-from memprofile.capture.tensorflow.keras_model import KerasWorld, scan
+from memprofile.capture.tensorflow.keras_model import KerasWorld, address, scan
 from memprofile.capture.tensorflow.patching import Patches
-from memprofile.capture.tensorflow.scopes import patch_scopes
+from memprofile.capture.tensorflow.scopes import patch_gradients, patch_scopes
 from memprofile.capture.tensorflow.session import ProfilerSession
 from memprofile.capture.tensorflow.step_hooks import StepHooks
 from memprofile.capture.tensorflow.users_profiler import (
@@ -110,6 +110,8 @@ class TensorFlowCollector:
         self._patches = Patches()
         if self.layer_scopes:
             patch_scopes(tf, self._patches, lambda: self._recording, self._notes)
+        self._gradients: list[tuple[int, int, float]] = []  # (address, id(variable), when)
+        patch_gradients(tf, self._patches, lambda: self._recording, self._gradients_seen)
         self._hooks = StepHooks(tf, self._begin_step, self._end_step, self._optimizer_steps)
         self._hooks.patch(self._patches)
         self._pipelines = Pipelines()
@@ -169,6 +171,7 @@ class TensorFlowCollector:
         for pipeline in self._pipelines.chains:  # built in the run
             world.pipelines.add_chain(pipeline)
         world.input_sizes |= self._hooks.input_sizes
+        world.gradients = self._gradients
         cell = lines._last_file  # the profiled cell's code (or script): its lines are "line N"
         world.pipelines.cell_file = cell[0] if cell else None
         return self._raw(world, memory_end)
@@ -228,6 +231,17 @@ class TensorFlowCollector:
             self._notes.append(started_in_cell_note(when))
         elif self._clock.detail_end is None:  # the detail window had not opened yet
             self._notes.append(started_before_window_note(when, self.window.text()))
+
+    def _gradients_seen(self, sources: Any, gradients: Any) -> None:
+        """An eager tape's gradients: their buffers are their variables' gradients."""
+        nest = self._tf.nest
+        when = self._now()
+        for variable, grad in zip(nest.flatten(sources), nest.flatten(gradients)):
+            if grad is None or not isinstance(grad, self._tf.Tensor):
+                continue
+            addr = address(grad)
+            if addr:
+                self._gradients.append((addr, id(compat.keras_backing_variable(variable)), when))
 
     # -- training steps and the detail window ---------------------------------
     def _now(self) -> float:

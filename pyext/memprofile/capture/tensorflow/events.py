@@ -91,6 +91,8 @@ def allocation_logs(
     wall0, offset = start.wall0, start.perf_offset
     allocators, is_alloc, addrs, t_ns = ev.allocator, ev.is_alloc, ev.addr, ev.t_ns
     allocation, requested = ev.allocation, ev.requested
+    grad_addrs = {addr for addr, _, _ in world.gradients}
+    made_at: dict[int, list[tuple[float, str, int]]] = {}  # address -> (time, allocator, row) of blocks made there
     scopes = ScopeResolver(world, [tuple(scope_components(node)[:-1]) for node in set(ev.op)])
     buffers = world.pipelines.resolver(set(ev.scope), world.history)
     for i in range(len(ev)):
@@ -123,6 +125,8 @@ def allocation_logs(
             )
             side[allocator].add(ev.region[i], node)
             live[(allocator, addr)] = row
+            if addr in grad_addrs:
+                made_at.setdefault(addr, []).append((t, allocator, row))
             if op:
                 rec = ops.get(op)
                 if rec is None:
@@ -153,9 +157,29 @@ def allocation_logs(
         )
     raw.last_op = {"op": last_op, "layer": ""} if last_op else {}
     _add_baseline(logs, side, start_buffers, freed_before)
+    gradient_rows = _gradient_rows(world, made_at)
     for allocator, log in logs.items():
-        categorise(log, side[allocator], world, live, allocator)
+        categorise(log, side[allocator], world, live, allocator, gradient_rows.get(allocator))
     return logs, ops
+
+
+#: How much later than the block's allocation its tape's return may be read (the two clocks' slack).
+GRADIENT_SLACK_S = 0.005
+
+
+def _gradient_rows(world: KerasWorld, made_at: dict[int, list[tuple[float, str, int]]]) -> dict[str, dict[int, str]]:
+    """allocator -> {row: layer} of the blocks an eager tape returned as
+    gradients: at each one's address, the last block made before the tape
+    returned."""
+    out: dict[str, dict[int, str]] = {}
+    for addr, vid, when in world.gradients:
+        path = world.var_paths.get(vid)
+        made = [m for m in made_at.get(addr, ()) if m[0] <= when + GRADIENT_SLACK_S]
+        if path is None or not made:
+            continue
+        _, allocator, row = max(made)
+        out.setdefault(allocator, {})[row] = path
+    return out
 
 
 def _from_before(

@@ -71,6 +71,10 @@ class KerasWorld:
     #: Bytes of the NumPy arrays of the namespace and of fit's arguments: a block
     #: of that size made by no op is TF's copy of one (fit's, from_tensor_slices'): an input.
     input_sizes: set[int] = field(default_factory=set)
+    #: id(tf.Variable) -> its layer's path.
+    var_paths: dict[int, str] = field(default_factory=dict)
+    #: An eager tape's gradients in the run: (buffer address, id(variable), run time).
+    gradients: list[tuple[int, int, float]] = field(default_factory=list)
 
 
 def address(tensor: Any) -> int | None:
@@ -146,6 +150,7 @@ def scan(namespace: dict) -> KerasWorld:
     owner: dict[int, str] = {}  # id(variable) -> layer path
     var_layer: dict[int, Any] = {}
     _name_layers(world, layers, owner, var_layer)
+    world.var_paths = owner
     for opt in optimizers:
         world.optimizer_names.add(str(getattr(opt, "name", "")))
     seen: set[int] = set()

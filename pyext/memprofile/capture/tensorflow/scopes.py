@@ -52,3 +52,25 @@ def patch_scopes(tf: Any, patches: Patches, recording: Callable[[], bool], notes
     if layer_cls is not None:
         wrap(layer_cls, "__call__", lambda layer: f"{LAYER_SCOPE}{id(layer)}/{layer.name}")
     wrap(tf.GradientTape, "gradient", lambda tape: BACKWARD_SCOPE)
+
+
+def patch_gradients(tf: Any, patches: Patches, recording: Callable[[], bool], seen: Callable[[Any, Any], None]) -> None:
+    """An eager GradientTape.gradient tells its gradients and their variables:
+    `seen(sources, gradients)` while `recording()` (the capture finds the
+    blocks by address; an eager backward names no layer)."""
+    cls = tf.GradientTape
+    original = cls.__dict__.get("gradient")
+    if original is None:
+        return
+    executing_eagerly = tf.executing_eagerly
+
+    def gradient(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(tape, target, sources, *args, **kwargs)
+        if recording() and executing_eagerly():
+            try:
+                seen(sources, result)
+            except Exception:
+                pass  # the gradients' kind is a guess then, as before
+        return result
+
+    patches.replace(cls, "gradient", wrapped(gradient, original), original)
