@@ -31,7 +31,6 @@ import posixpath
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from memprofile.errors import MemprofileError, OutputPathError, ProfileFormatError
 
@@ -131,10 +130,13 @@ def as_target(path: str | os.PathLike | Url, options: dict[str, Any] | None = No
         return Url(str(path), {**path.options, **(options or {})}) if options else path
     if isinstance(path, str) and _URL.match(path):
         if path.lower().startswith("file://"):
+            from urllib.parse import urlsplit
+            from urllib.request import url2pathname  # (imports http.client: only here)
+
             parts = urlsplit(path)
             if parts.netloc not in ("", "localhost"):
                 raise ProfileFormatError(f"{path}: a file:// URL names a file on this machine (file:///path)")
-            return Path(unquote(parts.path))
+            return Path(url2pathname(parts.path))  # %20 unquoted; file:///C:/x is C:\\x on Windows
         return Url(path, options)
     return Path(path)
 

@@ -12,6 +12,7 @@ back, and each rank's figures are the ones the rank itself measured.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ _AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AW
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A running S3 API with a bucket `bucket`; the environment as a user sets it: (endpoint, env)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's line per request: not in the test's log
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
