@@ -42,6 +42,7 @@ def _run(window: StepWindow, steps: int) -> None:
 def test_the_window_profiles_its_steps_and_each_run_gets_one(tmp_path, fresh_store):
     # GIVEN a window over steps 2-3 writing to a folder
     window = StepWindow("cb", (2, 3), out=tmp_path / "profiles", name="fit")
+    hook = sys.excepthook
     started: list[int] = []
     window.run_begins()
     # WHEN a run of 5 steps goes by
@@ -56,6 +57,8 @@ def test_the_window_profiles_its_steps_and_each_run_gets_one(tmp_path, fresh_sto
     assert memprofile.last() is window.profile
     assert window.saved_path == tmp_path / "profiles" / "fit.memprofile.json.gz"
     assert memprofile.load(window.saved_path).capture["steps"] == "2-3"  # the file says it too
+    # AND what it hooked while the window ran (the exception hook, IPython's post_run_cell) is as it was
+    assert sys.excepthook is hook and window._unhook == []
     # AND a second run (another fit() call) gets its own profile
     _run(window, 5)
     assert len(window.profiles) == 2 and window.profiles[1] is window.profile
