@@ -71,6 +71,7 @@ export interface Profile {
   predictions?: Prediction[];
   distributed?: RankInfo | null;
   merged?: MergeInfo | null;
+  trainer?: TrainerInfo | null;
   schema_version: number;
   [k: string]: unknown;
 }
@@ -492,6 +493,27 @@ export interface RankExcess {
   name: string;
   bytes: number;
   others_bytes: number;
+  [k: string]: unknown;
+}
+/**
+ * The framework trainer that ran the run's steps, with the notebook's names for it.
+ *
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "TrainerInfo".
+ */
+export interface TrainerInfo {
+  framework: string;
+  type: string;
+  module?: string;
+  package?: string;
+  variable?: string;
+  args_variable?: string;
+  args_type?: string;
+  model_variable?: string;
+  model_type?: string;
+  settings?: {
+    [k: string]: string;
+  };
   [k: string]: unknown;
 }
 /**

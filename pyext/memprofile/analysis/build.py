@@ -112,6 +112,7 @@ def _measure(profile: Profile, captures: list[RawCapture], replays: list[Replay]
         for layer in profile.layers:
             layer.line = layer_line.get(layer.name)
     profile.optimizers = optimizer_table([o for c in captures for o in c.optimizers], profile.layers)
+    profile.trainer = next((c.trainer for c in captures if c.trainer is not None), None)
 
 
 def _sampled_device(rd: RawDevice, warnings: list[Note]) -> tuple[Device, Timeline]:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from memprofile.capture.kept import GrownContainer, KeptObject
 from memprofile.capture.steps import StepRecord
+from memprofile.capture.trainers import TrainerInfo
 
 #: t_free / seq_free of an allocation still live when the run ended.
 ALIVE = math.inf
@@ -273,6 +274,8 @@ class RawCapture:
     optimizers: list[OptimizerStat] = field(default_factory=list)
     #: Each training step's end (capture/steps.py).
     steps: list[StepRecord] = field(default_factory=list)
+    #: The framework trainer that ran the steps (capture/trainers.py), where one did.
+    trainer: TrainerInfo | None = None
 
 
 class Collector(Protocol):

@@ -18,6 +18,7 @@ from memprofile.capture.kept import GrownContainer as GrownContainer  # what the
 from memprofile.capture.kept import GrownItem as GrownItem
 from memprofile.capture.kept import KeptObject as KeptObject
 from memprofile.capture.names import root_of as root_of  # layer trees: capture names them, model and analysis read them
+from memprofile.capture.trainers import TrainerInfo as TrainerInfo  # the framework trainer: found at capture
 from memprofile.storage import Url
 
 SCHEMA_VERSION = 1
@@ -459,6 +460,8 @@ class Profile:
     distributed: RankInfo | None = None
     #: Set on a merged profile (memprofile.merge): the ranks; its other fields are the highest rank's.
     merged: MergeInfo | None = None
+    #: The framework trainer that ran the training steps (Hugging Face, Lightning), where one did.
+    trainer: TrainerInfo | None = None
     schema_version: int = SCHEMA_VERSION
 
     # -- derived figures -------------------------------------------------

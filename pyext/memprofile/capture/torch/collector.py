@@ -25,6 +25,7 @@ from memprofile.capture.host import (
     release_free_memory,
     step_peak,
 )
+from memprofile.capture.namespace import walk_namespace
 from memprofile.capture.quiet import StderrFilter, quiet_stderr
 from memprofile.capture.steps import StepClock, register_clock, unregister_clock
 from memprofile.capture.torch import compat
@@ -37,6 +38,7 @@ from memprofile.capture.torch.layers import LayerTree
 from memprofile.capture.torch.ledger import Side
 from memprofile.capture.torch.records import module_records, optimizer_records
 from memprofile.capture.torch.walk import walk_all
+from memprofile.capture.trainers import TrainerWatch
 
 #: Event names that mark a compiled region (dynamo's, AOTAutograd's) in torch's profiler.
 _COMPILED_EVENTS = ("Torch-Compiled Region", "CompiledFunction")
@@ -156,6 +158,7 @@ class TorchCollector:
 
     def _optimizer_pre_hook(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
+        self._trainers.look(sys._getframe(1))  # a framework's trainer steps it (a few looks a run)
         self._steps[id(optimizer)] = self._steps.get(id(optimizer), 0) + 1
         if not self._detailed:
             return
@@ -293,6 +296,7 @@ class TorchCollector:
         self._clock = StepClock(self.detail_steps, StepFigures(self._rss).at_step_end, self._origin)
         register_clock(self._clock)  # the live feed reads it
         self._observer = Observer(torch)
+        self._trainers = TrainerWatch()  # which framework trainer runs the steps, if one does
         self._notes = compat_notes
         self._scan_namespace(torch)
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -312,6 +316,7 @@ class TorchCollector:
             over_budget=lambda: self._budget.over,
             end_detail=self._end_detail,
             compiled_ran=self._compiled_ran,
+            root_called=lambda: self._trainers.look(sys._getframe(1)),
         )
         import torch.optim.optimizer as optim
 
@@ -466,6 +471,7 @@ class TorchCollector:
             return RawCapture(
                 collector=self.name,
                 frameworks={"torch": torch.__version__},
+                trainer=self._trainers.record(self.namespace, walk_namespace),
                 notes=[
                     (
                         "torch_events_unreadable",
@@ -598,6 +604,7 @@ class TorchCollector:
             last_op=last_op,
             input_shapes=self._hooks.input_shapes,
             steps=self._clock.records,
+            trainer=self._trainers.record(self.namespace, walk_namespace),
         )
 
     def _read_events(self) -> None:

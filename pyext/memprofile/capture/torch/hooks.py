@@ -67,6 +67,7 @@ class ModuleHooks:
         over_budget: Callable[[], bool],
         end_detail: Callable[..., None],
         compiled_ran: Callable[[str], None],
+        root_called: Callable[[], None] | None = None,
     ) -> None:
         self.ran: set[str] = set()  # modules whose forward ran
         self.ran_ids: set[int] = set()  # modules that ran after the detail ended
@@ -86,6 +87,7 @@ class ModuleHooks:
         self._over_budget = over_budget
         self._end_detail = end_detail
         self._compiled_ran = compiled_ran
+        self._on_root_call = root_called  # a model was called (the collector looks for a trainer)
         self._params_seen: set[int] = set()
         self._local = threading.local()
         self._handles: list[Any] = []
@@ -215,6 +217,8 @@ class ModuleHooks:
     def _root_called(self, args: tuple) -> None:
         """A model was called with `args`: its inputs."""
         self.root_calls += 1
+        if self._on_root_call is not None:
+            self._on_root_call()
         self._observer.observe_all(args, "input", depth=2)
         if len(self.input_shapes) < 8:
             for a in args:
