@@ -2,7 +2,8 @@
 
 Decided from the code (tests/fixes/harness.py measures fixes the same way):
 - "replaces": the code holds the cell's own lines (autocast, inference_mode wrap
-  them), so it is the new cell;
+  them), or is the cell with some statements changed (a trainer's settings), so
+  it is the new cell;
 - "edits": every statement of the code is a call the cell already makes (the same
   callee, e.g. `sgd.zero_grad(...)`) with other arguments: that call is changed;
 - "below": the code runs as a new cell below, then the cell runs again;
@@ -71,7 +72,25 @@ def mode_of(s: Suggestion, cell: str) -> str:
         return "replaces"
     if edited_cell(s.code, cell) is not None:
         return "edits"
+    if same_statements(s.code, cell):
+        return "replaces"
     return "below"
+
+
+def same_statements(code: str, cell: str) -> bool:
+    """The code is the cell with some of its statements changed: as many statements
+    (imports aside), and the same last one (the call that trains, say: a framework
+    trainer's cell with the keywords set in its `TrainingArguments(...)` and its
+    `DataLoader(...)`, where most lines differ)."""
+
+    def body(text: str) -> list[str]:
+        return [ast.dump(n) for n in ast.parse(text).body if not isinstance(n, ast.Import | ast.ImportFrom)]
+
+    try:
+        a, b = body(code), body(cell)
+    except SyntaxError:
+        return False
+    return len(a) == len(b) >= 2 and a[-1] == b[-1] and a != b
 
 
 def applied(s: Suggestion, cell: str) -> Applied:

@@ -15,7 +15,7 @@ bits under the policy halves, over the timeline.
 
 from __future__ import annotations
 
-from memprofile.analysis.rules import autocast_code, autocast_model
+from memprofile.analysis.rules import autocast_code, autocast_model, trainers
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
@@ -67,6 +67,8 @@ def _torch(f: Facts) -> Suggestion | None:
     if est is None or not f.worth_it(est.saving_bytes):
         return None
     dtype = "float16" if f.on_gpu else "bfloat16"
+    if f.trainer is not None:
+        return _trainer(f, est)
     optimizers = tuple(o.name for o in f.stepped_optimizers if o.name.isidentifier())
     code = autocast_code.rewrite(
         f.profile.source, device=device, trained=f.trained, optimizers=optimizers, backward_line=_backward_line(f)
@@ -82,6 +84,43 @@ def _torch(f: Facts) -> Suggestion | None:
     )
 
 
+def _trainer(f: Facts, est: autocast_model.Estimate) -> Suggestion | None:
+    """The trainer's own mixed precision: TrainingArguments(bf16=True) (fp16 on GPUs
+    without bfloat16), Lightning's precision="bf16-mixed" ("16-mixed" on CUDA). Both run
+    the forward pass and the loss under torch.autocast, which is what the estimate replays."""
+    info = f.trainer
+    assert info is not None
+    s = info.settings
+    if info.framework == trainers.HF:
+        if s.get("bf16") == "True" or s.get("fp16") == "True":
+            return None  # already mixed precision (and its activations would be 16-bit)
+        flag = "bf16"
+        what = (
+            "Hugging Face runs the forward pass and the loss under torch.autocast with bf16=True "
+            "(on GPUs without bfloat16, V100 and T4: fp16=True)"
+            if f.on_gpu
+            else "Hugging Face runs the forward pass and the loss under torch.autocast(bfloat16) with bf16=True"
+        )
+        code = trainers.hf_code(f, info, {flag: "True"}, what)
+        title = f"Train in mixed precision: {info.args_type or 'TrainingArguments'}(bf16=True)"
+    else:
+        if "16" in s.get("precision", ""):
+            return None
+        precision = '"16-mixed"' if f.on_gpu else '"bf16-mixed"'
+        what = f"Lightning runs the forward pass and the loss under torch.autocast with precision={precision}" + (
+            ' ("bf16-mixed" on Ampere and newer GPUs)' if f.on_gpu else ""
+        )
+        code = trainers.lightning_code(f, info, {"precision": precision}, what)
+        title = f"Train in mixed precision: Trainer(precision={precision})"
+    return Suggestion(
+        id="amp",
+        title=title,
+        evidence=_evidence(f, est) + trainers.replay_note(info),
+        code=code,
+        estimated_saving_bytes=est.saving_bytes,
+    )
+
+
 def _evidence(f: Facts, est: autocast_model.Estimate) -> str:
     activation = f.at_peak("activation")
     saved = sum(est.saved.values())
@@ -94,7 +133,7 @@ def _evidence(f: Facts, est: autocast_model.Estimate) -> str:
     if fp32:
         parts.append(
             f"{fmt_bytes(sum(fp32.values()))} stay float32 ({_top(fp32)}: autocast runs losses in float32, "
-            f"and casts their 16-bit input to a float32 copy first)"
+            f"and on the CPU attention's math, and casts their 16-bit input to a float32 copy first)"
         )
     if est.weight_copies_bytes:
         parts.append(f"its 16-bit weight copies add {fmt_bytes(est.weight_copies_bytes)}")

@@ -77,8 +77,12 @@ _LOWER_COMMON = frozenset(
 #: of its workspace in float32 (it measured 0.71 of the float32 bytes, not
 #: 0.5), and the GRU and RNN decompose into 16-bit matmuls and float32 state
 #: updates; the estimate is low for them rather than wrong the other way.
+#: On CPU, scaled_dot_product_attention fed 16-bit q, k, v runs its math path in float32
+#: (torch upcasts them and keeps the float32 attention weights for backward; a tiny BERT
+#: under torch.autocast("cpu", bfloat16) kept its 3 x 8 MiB per layer, as in float32):
+#: float32 there, not 16 bits.
 LOWER = {
-    "cpu": _LOWER_COMMON | {"linalg_vecdot", "conv_tbc"},
+    "cpu": (_LOWER_COMMON - {"scaled_dot_product_attention"}) | {"linalg_vecdot", "conv_tbc"},
     "cuda": _LOWER_COMMON
     | {
         "addmv",
@@ -126,6 +130,7 @@ _LOSSES = frozenset(
 FP32 = {
     "cpu": _LOSSES
     | {
+        "scaled_dot_product_attention",
         "prod",
         "cdist",
         "avg_pool3d",

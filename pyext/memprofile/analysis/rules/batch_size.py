@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from memprofile.analysis.rules import trainers
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import Suggestion
 from memprofile.units import fmt_bytes
@@ -28,10 +29,97 @@ def batch_of(f: Facts) -> int | None:
     return dims.most_common(1)[0][0] if dims else None
 
 
+def _trainer_batch(f: Facts) -> int | None:
+    """The batch the framework trainer ran: Hugging Face's per_device_train_batch_size, the
+    batch_size of Lightning's train loader (where the profile has it)."""
+    info = f.trainer
+    if info is None:
+        return None
+    key = "per_device_train_batch_size" if info.framework == trainers.HF else "batch_size"
+    try:
+        value = int(info.settings.get(key, ""))
+    except ValueError:
+        return None
+    return value if value > 1 else None
+
+
+def _fit_call(f: Facts):
+    """Keras: the cell's one `.fit(...)` call, where it has one."""
+    fits = f.cell.calls_named("fit")
+    return fits[0] if len(fits) == 1 and fits[0].node is not None else None
+
+
+def _keras_batch(f: Facts) -> int | None:
+    """The batch of the cell's `fit`: its batch_size, or Keras's 32 for arrays; None for a
+    dataset (its batches are the pipeline's: `.batch(n)` is where to change them)."""
+    call = _fit_call(f)
+    if call is None:
+        return None
+    value = call.keywords.get("batch_size")
+    if isinstance(value, int) and value > 1:
+        return value
+    if "batch_size" in call.keywords or call.args < 2 and "y" not in call.keywords:
+        return None  # a variable's batch size, or x alone (a dataset, which batches itself)
+    return 32
+
+
+def _code(f: Facts, batch: int, micro: int, steps: int) -> str:
+    """The smaller batch in the trainer's terms, or a hand-written loop's."""
+    info = f.trainer
+    if info is not None and info.framework == trainers.HF:
+        try:
+            gas = max(1, int(info.settings.get("gradient_accumulation_steps", "1")))
+        except ValueError:
+            gas = 1
+        what = (
+            f"Hugging Face: batch {micro} per device x {steps * gas} accumulation steps = the same effective "
+            f"batch ({micro * steps * gas})"
+        )
+        changes = {"per_device_train_batch_size": str(micro), "gradient_accumulation_steps": str(steps * gas)}
+        return trainers.hf_code(f, info, changes, what)
+    if info is not None:
+        try:
+            acc = max(1, int(info.settings.get("accumulate_grad_batches", "1")))
+        except ValueError:
+            acc = 1
+        what = (
+            f"Lightning: batch {micro} x accumulate_grad_batches={steps * acc} = the same effective batch "
+            f"({micro * steps * acc})"
+        )
+        return trainers.lightning_code(f, info, {"accumulate_grad_batches": str(steps * acc)}, what, micro)
+    if f.framework == "tensorflow":
+        call = _fit_call(f)
+        head = (
+            f"# Keras: batch {micro} in fit; to keep the effective batch ({micro * steps}), give the optimizer\n"
+            f"# gradient_accumulation_steps={steps} (Keras 3 optimizers) when you compile.\n"
+        )
+        if call is not None and call.node is not None:
+            return (
+                head
+                + "# The cell with it:\n"
+                + trainers.edit_call(f.cell.source, call.node, {"batch_size": str(micro)})
+            )
+        return head + f"model.fit(..., batch_size={micro})"
+    # The cell's own optimizer and model; the loader and loss stand for the cell's.
+    opt = f.stepped_optimizers[0].name if f.stepped_optimizers else "opt"
+    model = next(iter(sorted(f.cell_models)), "model")
+    return (
+        f"# batch {micro} x {steps} accumulation steps = the same effective batch ({micro * steps})\n"
+        f"accumulate = {steps}\n{opt}.zero_grad(set_to_none=True)\n"
+        f"for i, (x, y) in enumerate(loader):          # your loader, with batch_size={micro}\n"
+        f"    loss = loss_fn({model}(x), y) / accumulate   # your loss\n    loss.backward()\n"
+        f"    if (i + 1) % accumulate == 0:\n        {opt}.step()\n        {opt}.zero_grad(set_to_none=True)"
+    )
+
+
+def _note(f: Facts) -> str:
+    return trainers.replay_note(f.trainer) if f.trainer is not None else ""
+
+
 def check(f: Facts) -> Suggestion | None:
     if f.framework is None or not f.trained:
         return None
-    batch = batch_of(f)
+    batch = _trainer_batch(f) or (_keras_batch(f) if f.framework == "tensorflow" else None) or batch_of(f)
     capacity, what = f.capacity()
     if not batch or not capacity:
         return None
@@ -50,26 +138,20 @@ def check(f: Facts) -> Suggestion | None:
     if used >= NEAR_LIMIT and 1 <= fits < batch:
         steps = math.ceil(batch / fits)
         micro = math.ceil(batch / steps)
-        # The cell's own optimizer and model; the loader and loss stand for the cell's.
-        opt = f.stepped_optimizers[0].name if f.stepped_optimizers else "opt"
-        model = next(iter(sorted(f.cell_models)), "model")
-        code = (
-            f"# batch {micro} x {steps} accumulation steps = the same effective batch ({micro * steps})\n"
-            f"accumulate = {steps}\n{opt}.zero_grad(set_to_none=True)\n"
-            f"for i, (x, y) in enumerate(loader):          # your loader, with batch_size={micro}\n"
-            f"    loss = loss_fn({model}(x), y) / accumulate   # your loss\n    loss.backward()\n"
-            f"    if (i + 1) % accumulate == 0:\n        {opt}.step()\n        {opt}.zero_grad(set_to_none=True)"
-        )
         saving = int((batch - micro) * per_sample)
         return Suggestion(
             id="batch_size",
             title=f"Use batch {micro} with {steps}-step gradient accumulation",
-            evidence=base + f"; {fits} samples fit with 15 % headroom",
-            code=code,
+            evidence=base + f"; {fits} samples fit with 15 % headroom" + _note(f),
+            code=_code(f, batch, micro, steps),
             estimated_saving_bytes=saving,
         )
     if f.on_gpu and used < NEAR_LIMIT and fits >= 2 * batch:
         code = f"batch_size = {fits}   # fits with 15 % headroom (was {batch}); scale the learning rate with it"
+        if f.trainer is not None and f.trainer.framework == trainers.HF:
+            code = trainers.hf_code(
+                f, f.trainer, {"per_device_train_batch_size": str(fits)}, f"fits with 15 % headroom (was {batch})"
+            )
         return Suggestion(
             id="batch_size",
             title=f"A batch of up to {fits} fits this device",

@@ -12,7 +12,16 @@ import textwrap
 from functools import cached_property
 
 from memprofile.analysis.cell import CellCode, cell_body
-from memprofile.model.profile import PHASES, Device, LayerStat, OptimizerStat, Profile, Timeline, root_of
+from memprofile.model.profile import (
+    PHASES,
+    Device,
+    LayerStat,
+    OptimizerStat,
+    Profile,
+    Timeline,
+    TrainerInfo,
+    root_of,
+)
 from memprofile.units import fmt_bytes
 
 MiB = 1 << 20
@@ -53,6 +62,12 @@ class Facts:
     def cell(self) -> CellCode:
         """The cell's own code (its AST): names, calls, contexts."""
         return CellCode(self.profile.source)
+
+    @property
+    def trainer(self) -> TrainerInfo | None:
+        """The framework trainer that ran the steps (Hugging Face, Lightning), where one did:
+        advice is then in its settings (rules/trainers.py)."""
+        return self.profile.trainer
 
     @cached_property
     def stepped_optimizers(self) -> list[OptimizerStat]:

@@ -15,6 +15,7 @@ about twice what the profile's blocks claim, by TF's own counter (issue 29).
 
 from __future__ import annotations
 
+from memprofile.analysis.rules import trainers
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import PHASES, Suggestion
 from memprofile.units import fmt_bytes
@@ -94,15 +95,20 @@ def peak_checkpointed(f: Facts, chosen: list[tuple[str, int]]) -> int:
     # backward is among them is not known, and it recomputes one of many at
     # a time, so what they save shrinks with the activations as in forward.
     looped = any(_looped(n) for n, _ in chosen)
+    previous = tl.live_bytes[0] if tl.live_bytes else 0
     for live, a, ph, lab in zip(tl.live_bytes, act, phase, layer):
         if ph != backward or looped:
             reached = len(saves)
             value = live - fraction * a
         else:
-            k = block_of_label[lab] if lab >= 0 else None
+            # Only an allocation tells where backward is: a free is labeled by the op that made
+            # the block (Lightning's zero_grad frees the last step's gradients after the forward,
+            # in the parameters' order, each labeled by the backward op that made it).
+            k = block_of_label[lab] if lab >= 0 and live > previous else None
             if k is not None:
                 reached = min(reached, k)
             value = live - before[reached]
+        previous = live
         best = max(best, value)
     return min(f.peak_bytes, int(best))
 
@@ -193,6 +199,39 @@ def check(f: Facts) -> Suggestion | None:
     if patch is None:
         return None
     imports = "import functools\nfrom torch.utils.checkpoint import checkpoint\n\n"
+    info = f.trainer
+    if info is not None and info.framework == trainers.HF and f.library_of(root) == "transformers":
+        # The Trainer's own switch: it calls model.gradient_checkpointing_enable() when it trains
+        # (each of the model's blocks, the ones named here), and stops the key/value cache.
+        if info.settings.get("gradient_checkpointing") == "True":
+            return None
+        what = (
+            f"Hugging Face checkpoints each of {root}'s blocks ({shown}) with gradient_checkpointing=True: "
+            "their inputs are kept, the rest is recomputed in backward"
+        )
+        changes = {"gradient_checkpointing": "True", "gradient_checkpointing_kwargs": '{"use_reentrant": False}'}
+        return Suggestion(
+            id="gradient_checkpointing",
+            title=title + ": TrainingArguments(gradient_checkpointing=True)",
+            evidence=evidence + trainers.replay_note(info),
+            code=trainers.hf_code(f, info, changes, what),
+            estimated_saving_bytes=saving,
+        )
+    if info is not None and info.framework == trainers.LIGHTNING:
+        cls = trainers.module_class(info)
+        blocks_text = ", ".join(_attribute(f.relative(n)) for n in names[:6]) + (" ..." if len(names) > 6 else "")
+        lightning_head = (
+            f"# Lightning: in {cls}.forward, run each block ({blocks_text}) through\n"
+            "# torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False); the fit loop is unchanged.\n"
+            f"# The same on this {cls} instance, until the class changes:\n"
+        )
+        return Suggestion(
+            id="gradient_checkpointing",
+            title=title,
+            evidence=evidence + trainers.replay_note(info),
+            code=lightning_head + imports + f.placed_after_build(root, patch),
+            estimated_saving_bytes=saving,
+        )
     if f.library_of(root) == "transformers":
         # its blocks' forward keeps a key/value cache: patched, the recomputed forward stores it
         # again and torch's checkpoint raises (a GPT-2: "Recomputed values ... different metadata")
@@ -210,6 +249,14 @@ def check(f: Facts) -> Suggestion | None:
         can_try=True,
         try_change="checkpoint=" + ",".join(names),
     )
+
+
+def _attribute(path: str) -> str:
+    """A block's path as the module's code reaches it: blocks.0 -> self.blocks[0]."""
+    out = "self"
+    for part in path.split("."):
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
 
 
 #: A Hugging Face model's own switch (it also stops the key/value cache while training).

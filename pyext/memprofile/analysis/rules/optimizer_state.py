@@ -38,6 +38,7 @@ from __future__ import annotations
 import ast
 import copy
 
+from memprofile.analysis.rules import trainers
 from memprofile.analysis.rules.facts import Facts
 from memprofile.model.profile import PHASES, OptimizerStat, Suggestion
 from memprofile.units import fmt_bytes
@@ -147,6 +148,8 @@ def _step_suggestion(f: Facts) -> Suggestion | None:
     phase, op = _peak_point(f)
     if not opts or phase != "optimizer":
         return None
+    if f.trainer is not None and f.trainer.framework == trainers.HF:
+        return _hf_fused(f, opts, op)
     found = _step_flag(f, opts)
     if found is None:
         return None
@@ -169,11 +172,13 @@ def _step_suggestion(f: Facts) -> Suggestion | None:
         f"{fmt_bytes(temporaries)} of temporaries there ({op or 'the update'}); with {setting} the peak would fall by "
         f"about {fmt_bytes(saving)} (it moves out of the step); the update is the same{state}"
     )
+    info = f.trainer
+    code = _lightning_flag_code(f, info, opt, flag) if info is not None else _flag_code(f, opts, flag)
     return Suggestion(
         id="optimizer_state",
         title=f"Update {opt.name} without temporaries ({setting}): same training",
-        evidence=evidence,
-        code=_flag_code(f, opts, flag),
+        evidence=evidence + (trainers.replay_note(info) if info is not None else ""),
+        code=code,
         estimated_saving_bytes=saving,
     )
 
@@ -200,7 +205,8 @@ def _sgd_code(f: Facts, opt: OptimizerStat) -> str:
 
 def _peak_with_sgd(f: Facts, fraction: float, parameter_bytes: int) -> int:
     """The timeline's peak with `fraction` of the optimizer state gone and, in
-    the optimizer step, temporaries no larger than SGD's (its parameters' size)."""
+    the optimizer step, temporaries no larger than SGD's (its parameters' size,
+    or the bound given: Adafactor's)."""
     tl = f.timeline
     if tl is None or not tl.live_bytes:
         return f.peak_bytes
@@ -228,6 +234,8 @@ def _state_suggestion(f: Facts) -> Suggestion | None:
     if not f.worth_it(saving) or saving < MIN_SHARE * (f.peak_bytes - f.other_models_at_peak):
         return None
     opt = max(heavy, key=lambda o: o.state_bytes)
+    if f.trainer is not None and f.trainer.framework == trainers.HF:
+        return _hf_adafactor(f, heavy, opt, state, at_peak)
     models = ", ".join(opt.models) or "its parameters"
     evidence = (
         f"{opt.name} ({opt.type}) keeps {fmt_bytes(opt.state_bytes)} of state = "
@@ -236,13 +244,145 @@ def _state_suggestion(f: Facts) -> Suggestion | None:
         f"(two moments per parameter; SGD with momentum keeps one, Adafactor "
         f"factors the second, 8-bit states quarter them): each changes training"
     )
+    info = f.trainer
     return Suggestion(
         id="optimizer_state",
         title=f"Shrink {opt.name}'s state: a change to training (SGD with momentum, Adafactor, 8-bit)",
-        evidence=evidence,
-        code=_sgd_code(f, opt),
+        evidence=evidence + (trainers.replay_note(info) if info is not None else ""),
+        code=_lightning_sgd_code(f, info, opt) if info is not None else _sgd_code(f, opt),
         estimated_saving_bytes=saving,
     )
+
+
+# -- framework trainers -------------------------------------------------------
+#: Hugging Face's Adafactor step (transformers.optimization.Adafactor, factored): the squared
+#: gradient, its factored estimate and the update, each the size of one parameter, one
+#: parameter at a time.
+ADAFACTOR_TEMPORARIES = 3
+
+
+def _hf_fused(f: Facts, opts: list[OptimizerStat], op: str) -> Suggestion | None:
+    """Hugging Face: optim="adamw_torch_fused" where the peak is AdamW's step temporaries.
+    The Trainer makes a new optimizer when it is built again, so the fused kernel's step
+    counters start on the device (on CUDA too)."""
+    info = f.trainer
+    assert info is not None
+    current = info.settings.get("optim", "")
+    if "fused" in current or not all(o.type in ("AdamW", "Adam") for o in opts):
+        return None
+    saving = f.saving_without({"temporary": 1.0}, in_phases={"optimizer"})
+    if not f.worth_it(saving):
+        return None
+    what = (
+        'Hugging Face: optim="adamw_torch_fused" updates each parameter in place in one kernel: the same '
+        "AdamW update, without the step's temporaries"
+    )
+    evidence = (
+        f"the {fmt_bytes(f.peak_bytes)} peak is inside the {info.type}'s AdamW step (optim={current!r}): its update "
+        f"holds {fmt_bytes(f.at_peak('temporary'))} of temporaries there ({op or 'the update'}); fused, the peak "
+        f"would fall by about {fmt_bytes(saving)}; the update is the same"
+    )
+    return Suggestion(
+        id="optimizer_state",
+        title='Update without temporaries: TrainingArguments(optim="adamw_torch_fused"), same training',
+        evidence=evidence + trainers.replay_note(info),
+        code=trainers.hf_code(f, info, {"optim": '"adamw_torch_fused"'}, what),
+        estimated_saving_bytes=saving,
+    )
+
+
+def _one_dimensional_bytes(f: Facts, opt: OptimizerStat) -> int:
+    """Parameters of the optimizer's models in norm layers (1-D: Adafactor keeps their
+    second moment whole); biases are not told apart and count as factored."""
+    return sum(
+        layer.parameter_bytes
+        for layer in f.profile.layers
+        if "Norm" in layer.type and (not opt.models or f.root_of(layer.name) in opt.models)
+    )
+
+
+def _hf_adafactor(
+    f: Facts, heavy: list[OptimizerStat], opt: OptimizerStat, state: int, at_peak: int
+) -> Suggestion | None:
+    """Hugging Face: optim="adafactor" (no first moment, factored second moments). Estimate:
+    the state less the whole second moments of 1-D parameters, and in the step Adafactor's
+    temporaries (ADAFACTOR_TEMPORARIES of the largest parameter) in place of AdamW's."""
+    info = f.trainer
+    assert info is not None
+    if info.settings.get("optim", "").startswith(("adafactor", "sgd", "adamw_8bit", "adamw_bnb")):
+        return None
+    params = sum(o.parameter_bytes for o in heavy)
+    kept = min(state, _one_dimensional_bytes(f, opt))
+    fraction = min(1.0, (state - kept) / at_peak)
+    largest = _largest_parameter(f) or max((layer.parameter_bytes for layer in f.profile.layers), default=0)
+    saving = max(0, f.peak_bytes - _peak_with_sgd(f, fraction, min(params, ADAFACTOR_TEMPORARIES * largest)))
+    if not f.worth_it(saving) or saving < MIN_SHARE * (f.peak_bytes - f.other_models_at_peak):
+        return None
+    what = (
+        'A CHANGE TO TRAINING: optim="adafactor" keeps no first moment and factored second moments '
+        "(check the loss curve)."
+    )
+    if f.on_gpu:
+        what += '\n# On CUDA with bitsandbytes installed, optim="adamw_8bit" keeps AdamW with 8-bit moments instead.'
+    evidence = (
+        f"the {info.type}'s {opt.type} keeps {fmt_bytes(opt.state_bytes)} of state = "
+        f"{opt.state_bytes / opt.parameter_bytes:.1f}x the {fmt_bytes(opt.parameter_bytes)} of parameters it steps, "
+        f"{f.share(min(state, at_peak))} of the {fmt_bytes(f.peak_bytes)} peak; Adafactor keeps about "
+        f"{fmt_bytes(kept)} (the norm layers' second moments) and its step makes temporaries of one parameter "
+        "at a time: a change to training"
+    )
+    return Suggestion(
+        id="optimizer_state",
+        title='Shrink the optimizer\'s state: TrainingArguments(optim="adafactor"), a change to training',
+        evidence=evidence + trainers.replay_note(info),
+        code=trainers.hf_code(f, info, {"optim": '"adafactor"'}, what),
+        estimated_saving_bytes=saving,
+    )
+
+
+def _lightning_override(f: Facts, info: trainers.TrainerInfo, body: list[str], comment: str) -> str:
+    """Code that wraps the LightningModule instance's configure_optimizers (Lightning calls it
+    at each fit): `body` turns the optimizer it returns (`opt`) into the one to use."""
+    cls = trainers.module_class(info)
+    model = info.model_variable or "model"
+    patch = "\n".join(
+        [
+            f"_configure = {model}.configure_optimizers",
+            "",
+            "",
+            "def configure_optimizers():",
+            "    opt = _configure()  # an optimizer, as configure_optimizers returns one",
+            *("    " + line for line in body),
+            "    return opt",
+            "",
+            "",
+            f"{model}.configure_optimizers = configure_optimizers",
+        ]
+    )
+    head = (
+        f"import torch\n\n# {comment}\n# Lightning builds the optimizer from {cls}.configure_optimizers at each fit: "
+        f"change it there;\n# the same for this {cls} instance, until the class changes:\n"
+    )
+    return head + (f.placed_after_build(model, patch) if info.model_variable else patch)
+
+
+def _lightning_flag_code(f: Facts, info: trainers.TrainerInfo, opt: OptimizerStat, flag: str) -> str:
+    if flag == "fused":
+        body = ["for group in opt.param_groups:", '    group["fused"], group["foreach"] = True, False']
+        comment = f"torch.optim.{opt.type}(..., fused=True): the same update in place, without temporaries"
+    else:
+        body = ["for group in opt.param_groups:", '    group["foreach"] = False']
+        comment = f"torch.optim.{opt.type}(..., foreach=False): the temporaries of one parameter at a time"
+    return _lightning_override(f, info, body, comment)
+
+
+def _lightning_sgd_code(f: Facts, info: trainers.TrainerInfo, opt: OptimizerStat) -> str:
+    body = ["opt = torch.optim.SGD([dict(g) for g in opt.param_groups], momentum=0.9)  # its groups and rates"]
+    comment = (
+        f"A CHANGE TO TRAINING: torch.optim.SGD(..., momentum=0.9) keeps one moment where {opt.type} keeps two "
+        "(or torch.optim.Adafactor, torch >= 2.5)"
+    )
+    return _lightning_override(f, info, body, comment)
 
 
 def _check_torch(f: Facts) -> Suggestion | None:
