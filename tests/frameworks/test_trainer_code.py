@@ -1,0 +1,99 @@
+"""The trainer code writers (analysis/rules/trainers.py) on the shapes a cell takes, without a
+framework running: a Profile with its trainer record and the cell's source.
+
+GIVEN a cell that trains through a framework trainer, in one of its shapes
+WHEN a rule writes the trainer's switch
+THEN the code is the cell with the keywords set in its own call (layout kept), an arguments
+variable rebound, the trainer rebuilt from its parts, or where the setting goes (no variable).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from memprofile.analysis.rules import trainers
+from memprofile.analysis.rules.facts import Facts
+from memprofile.model.profile import Profile, TrainerInfo
+
+
+def _facts(source: str) -> Facts:
+    return Facts(Profile(id="t", name="t", started_at="2026-01-01T00:00:00Z", duration_s=1.0, source=source))
+
+
+HF = TrainerInfo(
+    framework="transformers",
+    type="Trainer",
+    module="transformers.trainer",
+    variable="trainer",
+    args_variable="args",
+    args_type="TrainingArguments",
+    model_variable="model",
+    model_type="BertForSequenceClassification",
+)
+
+
+def test_a_cell_that_builds_its_arguments_gets_them_edited_in_place_with_its_layout():
+    cell = (
+        "%%memprofile\n"
+        "args = TrainingArguments(\n"
+        '    output_dir="out",  # where\n'
+        "    per_device_train_batch_size=32,\n"
+        ")\n"
+        "trainer = Trainer(model=model, args=args)\n"
+        "trainer.train()\n"
+    )
+    code = trainers.hf_code(_facts(cell), HF, {"per_device_train_batch_size": "16", "bf16": "True"}, "what")
+    body = code.split("TrainingArguments:\n", 1)[1]
+    assert body.startswith("args = TrainingArguments(\n")  # the cell's code, without its %%memprofile line
+    assert '    output_dir="out",  # where\n    per_device_train_batch_size=16, bf16=True,\n)' in body, body
+    assert body.rstrip().endswith("trainer.train()")
+
+
+def test_a_cell_that_builds_the_trainer_from_arguments_made_elsewhere_rebinds_them():
+    code = trainers.hf_code(
+        _facts("trainer = Trainer(model=model, args=args)\ntrainer.train()\n"), HF, {"bf16": "True"}, "w"
+    )
+    assert code.endswith("args = dataclasses.replace(args, bf16=True)"), code
+    ast.parse(code)
+
+
+def test_a_cell_that_only_trains_rebuilds_the_trainer_from_its_parts():
+    code = trainers.hf_code(_facts("trainer.train()\n"), HF, {"optim": '"adafactor"'}, "w")
+    assert "trainer = type(trainer)(" in code and 'args=dataclasses.replace(trainer.args, optim="adafactor")' in code
+    ast.parse(code)
+
+
+def test_a_trainer_no_variable_holds_gets_where_the_setting_goes():
+    info = TrainerInfo(framework="transformers", type="SFTTrainer", args_type="SFTConfig")
+    code = trainers.hf_code(_facts("train_it()\n"), info, {"bf16": "True"}, "w")
+    assert code.splitlines()[-1] == "# SFTConfig(..., bf16=True)"
+
+
+LIGHTNING = TrainerInfo(
+    framework="lightning", type="Trainer", package="lightning", variable="trainer", model_variable="model"
+)
+
+
+def test_lightning_the_trainer_call_and_a_positional_loader_batch_are_edited():
+    cell = (
+        "loader = DataLoader(data, 256, shuffle=True)\ntrainer = L.Trainer(max_steps=3)\ntrainer.fit(model, loader)\n"
+    )
+    code = trainers.lightning_code(_facts(cell), LIGHTNING, {"accumulate_grad_batches": "2"}, "w", loader_batch=128)
+    assert "loader = DataLoader(data, 128, shuffle=True)" in code
+    assert "trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2)" in code
+    assert "batch_size=128" not in code  # said only where the loader is not in the cell
+
+
+def test_lightning_a_trainer_built_elsewhere_gets_the_constructor_to_write():
+    code = trainers.lightning_code(_facts("trainer.fit(model)\n"), LIGHTNING, {"precision": '"bf16-mixed"'}, "w", 64)
+    assert 'trainer = L.Trainer(..., precision="bf16-mixed")' in code and "batch_size=64" in code
+    pl = TrainerInfo(framework="lightning", type="Trainer", package="pytorch_lightning")
+    assert "import pytorch_lightning as pl" in trainers.lightning_code(
+        _facts("x.fit(m)\n"), pl, {"precision": "16"}, "w"
+    )
+
+
+def test_an_empty_call_gets_its_first_keyword():
+    tree = ast.parse("TrainingArguments()")
+    call = tree.body[0].value  # type: ignore[attr-defined]
+    assert trainers.edit_call("TrainingArguments()", call, {"bf16": "True"}) == "TrainingArguments(bf16=True)"
