@@ -97,3 +97,15 @@ def test_an_empty_call_gets_its_first_keyword():
     tree = ast.parse("TrainingArguments()")
     call = tree.body[0].value  # type: ignore[attr-defined]
     assert trainers.edit_call("TrainingArguments()", call, {"bf16": "True"}) == "TrainingArguments(bf16=True)"
+
+
+def test_keras_fit_on_arrays_gets_batch_size_and_fit_on_a_dataset_gets_the_pipelines_batch():
+    from memprofile.analysis.rules import batch_size
+
+    arrays = _facts("model.fit(x, y, batch_size=256, verbose=0)\n")
+    arrays.framework = "tensorflow"
+    assert "model.fit(x, y, batch_size=128, verbose=0)" in batch_size._code(arrays, 256, 128, 2)
+    dataset = _facts("model.fit(train_ds, epochs=1)\n")
+    dataset.framework = "tensorflow"
+    code = batch_size._code(dataset, 256, 128, 2)
+    assert ".batch(128)" in code and "batch_size=" not in code, code  # Keras refuses batch_size with a dataset

@@ -93,11 +93,18 @@ def _code(f: Facts, batch: int, micro: int, steps: int) -> str:
             f"# Keras: batch {micro} in fit; to keep the effective batch ({micro * steps}), give the optimizer\n"
             f"# gradient_accumulation_steps={steps} (Keras 3 optimizers) when you compile.\n"
         )
-        if call is not None and call.node is not None:
+        arrays = call is not None and (call.args >= 2 or "y" in call.keywords or "batch_size" in call.keywords)
+        if call is not None and call.node is not None and arrays:
             return (
                 head
                 + "# The cell with it:\n"
                 + trainers.edit_call(f.cell.source, call.node, {"batch_size": str(micro)})
+            )
+        if call is not None:  # fit(dataset): Keras refuses batch_size there; the pipeline batches
+            return (
+                f"# Keras: the dataset fit reads is batched by its pipeline: .batch({micro}) where it is built\n"
+                f"# (and the optimizer's gradient_accumulation_steps={steps} keeps the effective batch, "
+                f"{micro * steps})\n"
             )
         return head + f"model.fit(..., batch_size={micro})"
     # The cell's own optimizer and model; the loader and loss stand for the cell's.
