@@ -349,8 +349,13 @@ def main() -> int:
     print(f"{len(within10)} of {len(measured)} estimates within 10 % of what their code saves")
     if args.write:
         old = Path(args.write).read_text(encoding="utf-8") if Path(args.write).exists() else ""
-        begin, end = "<!-- PREDICT:BEGIN -->", "<!-- PREDICT:END -->"
-        kept = old[old.index(begin) : old.index(end) + len(end)] + "\n" if begin in old and end in old else ""
+        # the sections other tools write (benchmarks/predict_accuracy.py; the trainers' measured
+        # table, tests/frameworks/test_trainer_advice.py) are kept as they are
+        kept = ""
+        for block in ("PREDICT", "FRAMEWORKS"):
+            begin, end = f"<!-- {block}:BEGIN -->", f"<!-- {block}:END -->"
+            if begin in old and end in old:
+                kept += old[old.index(begin) : old.index(end) + len(end)] + "\n\n"
         Path(args.write).write_text(
             "# Suggestions: estimate vs measured\n\n"
             "Produced by `python benchmarks/suggestion_accuracy.py --write docs/suggestions.md` "
