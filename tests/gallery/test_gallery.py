@@ -204,7 +204,11 @@ def test_torchrun_ranks(tmp_path):
     assert "ddp_job.rank0.memprofile.json.gz  ddp_job.rank1.memprofile.json.gz" in launched, launched
     # THEN the merge names rank 1 and the line of its extra buffer
     merged = shown(cell(nb, "import memprofile"))
-    assert "rank 1 peaks highest" in merged and "(+32.0 MiB)" in merged, merged
-    assert "line 12: cache = torch.zeros(8 * 2**20)" in merged, merged
+    # (not the gap between the peaks: in about a third of runs a rank keeps 8 MiB more to the end, the copy of the
+    # parameters DDP broadcasts, freed on gloo's thread, where torch's profiler sees no free: docs/scripts_and_ranks.md)
+    assert "rank 1 peaks highest" in merged, merged
+    assert re.search(
+        r"line 12: cache = torch\.zeros\(8 \* 2\*\*20\).*: 32\.0 MiB \(typical other rank 0 B\)", merged
+    ), merged
     ranks = shown(cell(nb, "MiB = 2**20"))
     assert "highest: rank 1" in ranks, ranks
