@@ -58,6 +58,7 @@ def _run(ip, code: str) -> None:
 
 def test_parameters_and_gradients_exact_run_after_run(ip):
     # GIVEN a small CNN with BatchNormalization, trained by fit and by a tf.function step
+    ip.run_line_magic("reset", "-f")  # the shell is shared: no other test's models or arrays
     _run(ip, SETUP)
     net = ip.user_ns["pnet"]
     weights = sum(int(np.prod(w.shape)) * 4 for w in net.weights)

@@ -340,8 +340,7 @@ def merge_worlds(world: KerasWorld, older: KerasWorld) -> None:
         world.chains.setdefault(chain, chain_path)
     world.root_names |= older.root_names
     world.optimizer_names |= older.optimizer_names
-    for pipeline in older.pipelines.chains:
-        world.pipelines.add_chain(pipeline)
+    world.pipelines.merge(older.pipelines)
     world.history = world.history or older.history
     world.input_sizes |= older.input_sizes
     for vid, path in older.var_paths.items():
@@ -375,5 +374,5 @@ def module_records(world: KerasWorld, logs: dict[str, AllocationLog]) -> list[Mo
         if name in used:
             records.append(ModuleRecord(name=name, type=kind, parent=None, ran=name in worked))
     for name in sorted(n for n in used if n.startswith(TF_DATA)):  # a tf.data buffer, by its line
-        records.append(ModuleRecord(name=name, type="InputPipeline", parent=None, ran=name in worked))
+        records.append(ModuleRecord(name=name, type="InputPipeline", parent=None, ran=True))  # it holds memory
     return records

@@ -28,7 +28,7 @@ from memprofile.capture.tensorflow.counters import (
     onednn_unseen_note,
 )
 from memprofile.capture.tensorflow.datasets import Pipelines
-from memprofile.capture.tensorflow.events import DEFAULT_MAX_EVENTS, RunStart, convert
+from memprofile.capture.tensorflow.events import DEFAULT_MAX_EVENTS, RunStart, convert, remember_caches
 from memprofile.capture.tensorflow.facts import gpu_facts
 from memprofile.capture.tensorflow.keras_model import KerasWorld, address, scan
 from memprofile.capture.tensorflow.patching import Patches
@@ -168,8 +168,7 @@ class TensorFlowCollector:
         if self._world_detail_end is not None:
             world.buffers = self._world_detail_end.buffers
         merge_worlds(world, self._start.world_start)
-        for pipeline in self._pipelines.chains:  # built in the run
-            world.pipelines.add_chain(pipeline)
+        world.pipelines.merge(self._pipelines)  # built in the run
         world.input_sizes |= self._hooks.input_sizes
         world.gradients = self._gradients
         cell = lines._last_file  # the profiled cell's code (or script): its lines are "line N"
@@ -196,6 +195,7 @@ class TensorFlowCollector:
             parsed = parse_xspace(data, scope_prefix=SCOPE_PREFIX)
             self._profiler.anchor_times(parsed, data, self._start.wall0)
             convert(parsed, world, memory_end, raw, self._start, self._clock, self.max_events)
+            remember_caches(raw, world)
         raw.notes.extend([n for n in self._notes if n not in raw.notes])  # said while converting
         if not any(note[0] == ONEDNN_NOTE for note in raw.notes) and onednn_allocator(os.environ):
             # Every block of the run was under 256 KiB: the allocator said nothing at all.

@@ -96,6 +96,9 @@ def _source(filename: str) -> str:
 
 #: Dataset -> the site of the call that made it (the process's: later cells read it too).
 _sites: weakref.WeakKeyDictionary[Any, Site] = weakref.WeakKeyDictionary()
+#: A cache dataset -> the bytes its elements held when a profiled run's events ended: a
+#: later run that starts with it finds them there before the cell (no event makes them).
+_held: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def _caller_site() -> Site | None:
@@ -107,6 +110,31 @@ def _caller_site() -> Site | None:
         return None
     text = linecache.getline(name, frame.f_lineno, frame.f_globals).strip()
     return Site(name, frame.f_lineno, text)
+
+
+def _site_of(ds: Any) -> Site | None:
+    try:
+        return _sites.get(ds)
+    except TypeError:
+        return None
+
+
+def _caches_in(ds: Any, limit: int = 64) -> list[Any]:
+    out = []
+    while ds is not None and limit > 0:
+        limit -= 1
+        if _key(type(ds).__name__) == "cache":
+            out.append(ds)
+        try:
+            inputs = ds._inputs()
+        except Exception:
+            break
+        ds = inputs[0] if len(inputs) == 1 else None
+    return out
+
+
+def cache_label(site: Site, cell_file: str | None) -> str:
+    return f"{PREFIX}cache ({site.label(cell_file)})"
 
 
 def _key(name: str) -> str:
@@ -141,10 +169,41 @@ class Pipelines:
     def __init__(self) -> None:
         self.chains: list[list[tuple[str, Site | None]]] = []
         self.cell_file: str | None = None
+        #: Each cache's site -> the cache dataset (weakly), and the label a run gave it -> its site.
+        self.caches: dict[Site, Any] = {}
+        self.label_sites: dict[str, Site] = {}
+        #: Caches found filled at the start (a profiled run before saw them fill):
+        #: (site, bytes, the cache dataset, weakly).
+        self.held: list[tuple[Site, int, Any]] = []
         self._seen: set[tuple] = set()
 
     def add(self, ds: Any) -> None:
         self.add_chain(chain_of(ds))
+        for cache in _caches_in(ds):
+            site = _site_of(cache)
+            if site is not None:
+                self.caches[site] = weakref.ref(cache)
+            held = _held.get(cache)
+            if held and site is not None and all(h[0] != site for h in self.held):
+                self.held.append((site, held, weakref.ref(cache)))
+
+    def merge(self, other: Pipelines) -> None:
+        for chain in other.chains:
+            self.add_chain(chain)
+        for site, ref in other.caches.items():
+            self.caches.setdefault(site, ref)
+
+    def remember(self, owners: dict[str, int]) -> None:
+        """Bytes each named cache holds at the end of the run's events, for the next run."""
+        for label, held in owners.items():
+            site = self.label_sites.get(label)
+            ref = self.caches.get(site) if site is not None else None
+            cache = ref() if ref is not None else None
+            if cache is not None:
+                try:
+                    _held[cache] = held
+                except TypeError:
+                    pass
 
     def add_chain(self, chain: list[tuple[str, Site | None]]) -> None:
         key = tuple(chain)
@@ -225,8 +284,11 @@ class BufferNames:
         if kind is None:
             return PREFIX + _stage_name(stages[holder])
         site = self._site(stages, holder, kind)
-        where = site.label(self._pipelines.cell_file) if site is not None else ""
-        return f"{PREFIX}{kind} ({where})" if where else PREFIX + kind
+        if site is None:
+            return PREFIX + kind
+        label = f"{PREFIX}{kind} ({site.label(self._pipelines.cell_file)})"
+        self._pipelines.label_sites[label] = site
+        return label
 
     def _site(self, stages: list[str], holder: int, kind: str) -> Site | None:
         """The site of the dataset behind stage `holder`: the Python pipeline

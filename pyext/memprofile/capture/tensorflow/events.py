@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memprofile.capture.base import BEFORE_CELL, DETAIL_STEPS, AllocationLog, DetailWindow, OpRecord, RawCapture
+from memprofile.capture.base import ALIVE, BEFORE_CELL, DETAIL_STEPS, AllocationLog, DetailWindow, OpRecord, RawCapture
 from memprofile.capture.steps import StepClock
 from memprofile.capture.tensorflow.attribution import (
     SCOPE_PREFIX,
@@ -19,10 +19,12 @@ from memprofile.capture.tensorflow.attribution import (
     scope_components,
 )
 from memprofile.capture.tensorflow.counters import MemoryInfo
+from memprofile.capture.tensorflow.datasets import PREFIX, cache_label
 from memprofile.capture.tensorflow.devices import describe_devices, device_of
 from memprofile.capture.tensorflow.keras_model import Buffer, KerasWorld, ScopeResolver
 from memprofile.capture.tensorflow.xspace import DTYPES, MemoryEvents, XSpaceMemory, parse_xspace
 
+CACHE_PREFIX = PREFIX + "cache ("
 #: Past this many memory events a run keeps sizes, ops and layers but not shapes and dtypes.
 DEFAULT_MAX_EVENTS = 500_000
 
@@ -157,6 +159,7 @@ def allocation_logs(
         )
     raw.last_op = {"op": last_op, "layer": ""} if last_op else {}
     _add_baseline(logs, side, start_buffers, freed_before)
+    _add_held_caches(logs, side, start.world_start, world.pipelines.cell_file)
     gradient_rows = _gradient_rows(world, made_at)
     for allocator, log in logs.items():
         categorise(log, side[allocator], world, live, allocator, gradient_rows.get(allocator))
@@ -232,6 +235,35 @@ def _add_baseline(
             dtype=b.dtype,
         )
         side[allocator].add()
+
+
+def _add_held_caches(
+    logs: dict[str, AllocationLog], side: dict[str, Side], world_start: KerasWorld, cell_file: str | None
+) -> None:
+    """The elements of a tf.data cache filled before the run (a profiled run
+    saw them fill): input memory of that cache, from before the cell."""
+    for site, held, cache in world_start.pipelines.held:
+        if cache() is None:  # the dataset was let go in the run: when its cache was freed is unknown
+            continue
+        allocator = next((a for a in logs if device_of(a) == "CPU:0"), None)
+        if allocator is None:
+            allocator = "cpu"
+            logs[allocator] = AllocationLog(device=allocator, source=allocator)
+            side[allocator] = Side()
+        logs[allocator].add(
+            held, 0.0, -1, op=BEFORE_CELL, pre_existing=True, category="input", layer=cache_label(site, cell_file)
+        )
+        side[allocator].add()
+
+
+def remember_caches(raw: RawCapture, world: KerasWorld) -> None:
+    """Bytes each named cache holds when the events end, for the next run."""
+    held: dict[str, int] = {}
+    for log in raw.allocations:
+        for i in range(len(log)):
+            if log.t_free[i] == ALIVE and log.layer[i].startswith(CACHE_PREFIX):
+                held[log.layer[i]] = held.get(log.layer[i], 0) + log.size[i]
+    world.pipelines.remember(held)
 
 
 def _shape(text: str) -> list[int] | None:
