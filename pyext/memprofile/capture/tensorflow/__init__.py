@@ -16,11 +16,17 @@ How (see DESIGN.md, "What the frameworks give"):
   scope (a TraceMe) per eager call.
 - Categories: variables and slots are recognised by buffer address (DLPack)
   in the namespace at start and end, and followed through the copies TF makes
-  when it writes a variable that someone still reads; gradients are backward
-  outputs shaped like one of their layer's trainable variables; input pipeline
-  ops give inputs; forward outputs freed after backward started are
+  when it writes a variable that someone still reads (the old buffer is the
+  variable's until the copy is made) and through assigned values (moving
+  statistics); gradients are backward outputs shaped like one of their layer's
+  trainable variables, and an eager tape's are known by address; input
+  pipeline ops, tf.data's buffers and TF's copies of NumPy arrays (no op, the
+  array's size) give inputs; forward outputs freed after backward started are
   activations; "temp" regions and anything else freed within the run are
   temporaries.
+- tf.data: a block made inside a tf.data iterator's GetNext belongs to the
+  buffer that keeps it, named by its transformation and the line that built
+  it: "tf.data cache (line 2: `ds = ds.cache()`)" (datasets.py).
 - `tf.config.experimental.get_memory_info`/`reset_memory_stats` per device for
   the allocator's own current and peak; a device or allocator where they fail
   or stay at zero is reported as unsupported, not as zero.
@@ -55,6 +61,7 @@ The package, along that pipeline:
 - devices.py         each allocator as a device: name, capacity, baseline, counters' figures
 - attribution.py     each allocation's layer, phase and kind
 - keras_model.py     what the namespace's Keras objects own
+- datasets.py        tf.data pipelines: each buffer's transformation and line
 - trace.py           saved XSpace files (`memprofile import`) through the same walk
 - facts.py           TF's out-of-memory messages and GPU settings
 - compat.py          every private TF/Keras API the capture uses, with the versions it was checked on
