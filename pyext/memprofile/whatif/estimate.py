@@ -127,7 +127,9 @@ def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | None:
         return None  # a template: what to change is in its comments (amp with backward in a function)
     run = fake_run(source, source=change.cell, before=change.before, warm=WARM)
     if not run.ok:
-        s.evidence += f" (Estimated from the recorded run: its code could not run on fake tensors: {run.error}.)"
+        s.evidence = _then(
+            s.evidence, f" (Estimated from the recorded run: its code could not run on fake tensors: {run.error}.)"
+        )
         return None
     saving = base.peak_bytes - run.peak_bytes
     if saving <= 0:
@@ -135,12 +137,19 @@ def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | None:
     replayed = s.estimated_saving_bytes
     s.estimated_saving_bytes = saving
     s.estimate_method = FAKE
-    s.evidence += (
+    s.evidence = _then(
+        s.evidence,
         f" Estimated by re-executing the cell with this code on fake tensors (no memory, no compute): "
         f"peak {fmt_bytes(base.peak_bytes)} -> {fmt_bytes(run.peak_bytes)}"
-        + (f"; the recorded run's replay said {fmt_bytes(replayed)}." if replayed is not None else ".")
+        + (f"; the recorded run's replay said {fmt_bytes(replayed)}." if replayed is not None else "."),
     )
     return True
+
+
+def _then(evidence: str, sentence: str) -> str:
+    """The evidence with a sentence after it: a rule's evidence may end without its full stop."""
+    evidence = evidence.rstrip()
+    return (evidence + "." if evidence and evidence[-1] not in ".!?)" else evidence) + sentence
 
 
 def _same_code(a: str, b: str) -> bool:
