@@ -99,14 +99,10 @@ def files_under(folder: Path) -> list[str]:
 
 # -- row 4: os.fork() ----------------------------------------------------------------------------
 
+#: Each script forks one child per ending in turn (FORK_CHILD with the script's work and the ending), and
+#: waits for it.
 FORK_PLAIN = """\
 import os, sys
-pid = os.fork()
-if pid == 0:
-    print("child", flush=True)
-    {ending}
-_, status = os.waitpid(pid, 0)
-print("parent sees the child end with", os.waitstatus_to_exitcode(status))
 """
 
 FORK_TORCH = """\
@@ -114,13 +110,20 @@ import os, sys
 import torch
 x = torch.ones(1000, 1000)
 y = x @ x
+"""
+
+CHILD_WORK = {
+    "plain": 'print("child", flush=True)',
+    "torch": 'z = torch.ones(10) * 2\n    print("child", float(z.sum()), flush=True)',
+}
+
+FORK_CHILD = """\
 pid = os.fork()
 if pid == 0:
-    z = torch.ones(10) * 2
-    print("child", float(z.sum()), flush=True)
+    {work}
     {ending}
 _, status = os.waitpid(pid, 0)
-print("parent sees the child end with", os.waitstatus_to_exitcode(status))
+print("parent sees the child end with", os.waitstatus_to_exitcode(status), flush=True)
 """
 
 ENDINGS = {
@@ -130,24 +133,29 @@ ENDINGS = {
 }
 
 
-@pytest.mark.parametrize("ending", list(ENDINGS))
 @pytest.mark.parametrize("script", ["plain", "torch"])
-def test_a_forked_child_ends_as_it_does_bare_and_only_the_parent_writes_the_profile(tmp_path, script, ending):
+def test_a_forked_child_ends_as_it_does_bare_and_only_the_parent_writes_the_profile(tmp_path, script):
+    # GIVEN a script that forks one child per ending in turn (each child ends as ENDINGS says, the parent waits)
     path = tmp_path / "forks.py"
-    path.write_text((FORK_PLAIN if script == "plain" else FORK_TORCH).format(ending=ENDINGS[ending]))
+    children = "".join(FORK_CHILD.format(work=CHILD_WORK[script], ending=ending) for ending in ENDINGS.values())
+    path.write_text((FORK_PLAIN if script == "plain" else FORK_TORCH) + children)
     want = bare(path, tmp_path)
     ran = profiled(path, tmp_path, "--out", "out")
+    # THEN each child ended as it does bare (the parent saw the same exit status from each) and so did the run
     assert (ran.rc, ran.out) == (want.rc, want.out) == (0, ran.out), ran.err[-3000:]
-    assert "parent sees the child end with" in ran.out
+    assert [line.rsplit(" ", 1)[-1] for line in ran.out.splitlines() if line.startswith("parent sees")] == [
+        "3",
+        "1",
+        "1",
+    ], ran.out
     assert ran.err.count("memprofile: profile written to") == 1, ran.err[-3000:]  # the parent's, once
     profile = memprofile.load(tmp_path / "out" / "forks.memprofile.json.gz")
-    assert profile.error is None  # the parent's run, not the child's ending
+    assert profile.error is None  # the parent's run, not a child's ending
     if script == "torch":
         assert "torch" in {f.name for f in profile.frameworks} and profile.device("cpu").peak_bytes >= 4_000_000
-    if ending == "raise":
-        assert "ValueError: child failed" in ran.err
-    if ending == "sys.exit(str)":
-        assert "child says bye" in ran.err and "child says bye" in want.err
+    # AND the raising child's traceback and the sys.exit(str) child's message are on stderr, as bare
+    assert "ValueError: child failed" in ran.err and "ValueError: child failed" in want.err
+    assert "child says bye" in ran.err and "child says bye" in want.err
 
 
 API_FORK = """\
