@@ -196,12 +196,16 @@ def _card_lines(client: Client, start: int) -> tuple[list[str], list[str]]:
 def test_the_card_under_a_long_cell_is_updated_and_a_short_cell_shows_none(client):
     client.execute("import memprofile, torch")
     start = len(client.iopub)
-    client.execute("%%memprofile -q\n" + train(2.5))
+    client.execute("%%memprofile\n" + train(2.5))
     shown, updated = _card_lines(client, start)
     assert len(shown) == 1 and shown[0].startswith("memprofile · running 1.") and "host " in shown[0]
     running = [u for u in updated if u.startswith("memprofile · running")]
     assert len(running) >= 2 and "step " in running[-1], updated
     assert updated[-1].startswith("memprofile · ran "), updated[-1]  # the quiet line at the end
     start = len(client.iopub)
-    client.execute("%%memprofile -q\n" + train(0.2))
+    client.execute("%%memprofile\n" + train(0.2))
+    assert _card_lines(client, start) == ([], [])
+    # -q ("store the profile without displaying it"): no line under a long cell either
+    start = len(client.iopub)
+    client.execute("%%memprofile -q\n" + train(1.5))
     assert _card_lines(client, start) == ([], [])

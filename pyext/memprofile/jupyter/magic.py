@@ -191,7 +191,7 @@ class MemprofileMagics(Magics):
         profiler.start()
         # after start (a start that raises leaves no sink), closed whatever stop does: a card
         # left open would keep the feed building samples and write under this cell for good
-        card = LiveCard(self.shell)
+        card = LiveCard(self.shell, shown=not args.quiet)  # -q: nothing under the cell, live line included
         try:
             try:
                 result = run_compiled(self.shell, body, last)
@@ -380,7 +380,7 @@ class LiveCard:
     CARD_AFTER_S = 1.0
     EVERY_S = 0.5
 
-    def __init__(self, shell: InteractiveShell) -> None:
+    def __init__(self, shell: InteractiveShell, shown: bool = True) -> None:
         import uuid
 
         from memprofile.capture import live
@@ -391,7 +391,7 @@ class LiveCard:
         self._shown = False
         self._last = 0.0
         self._t = 0.0
-        self._remove = live.add_sink(self._on_message) if hasattr(self._pub, "set_thread_parent") else None
+        self._remove = live.add_sink(self._on_message) if shown and hasattr(self._pub, "set_thread_parent") else None
 
     def _on_message(self, message: dict) -> None:
         if message["type"] != "live" or not message["samples"]:
