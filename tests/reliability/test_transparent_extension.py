@@ -37,21 +37,32 @@ def _child(body: str) -> dict:
     return {"out": json.loads(done.stdout.strip().splitlines()[-1]), "stdout": done.stdout, "stderr": done.stderr}
 
 
-@pytest.mark.parametrize("interval", ["inf", "1e300", "nan", "-5", "0", "1e12"])
-def test_an_interval_no_sampler_can_wait_for_is_a_usage_error(interval):
+INTERVALS = ["inf", "1e300", "nan", "-5", "0", "1e12"]
+
+
+def test_an_interval_no_sampler_can_wait_for_is_a_usage_error():
+    # GIVEN one shell (one child process) that tries each bad interval in turn, then a plain profiled cell
     r = _child(f"""
-        error = cell("%%memprofile -q --interval {interval}\\nx = 1\\n")
-        after = cell("%%memprofile -q\\ny = 2\\n")
-        print(json.dumps({{"error": error, "after": after, "profiles": len(memprofile.profiles()),
-                          "y": ip.user_ns.get("y"), "x": ip.user_ns.get("x")}}))
+        out = {{}}
+        for interval in {INTERVALS!r}:
+            ip.user_ns.pop("x", None)
+            ip.user_ns.pop("y", None)
+            error = cell(f"%%memprofile -q --interval {{interval}}\\nx = 1\\n")
+            after = cell("%%memprofile -q\\ny = 2\\n")
+            out[interval] = {{"error": error, "after": after, "profiles": len(memprofile.profiles()),
+                             "y": ip.user_ns.get("y"), "x": ip.user_ns.get("x")}}
+        print(json.dumps(out))
     """)
-    out = r["out"]
-    # THEN the cell does not run, the magic says why (usage), nothing dies in a thread
-    assert out["error"] is not None and "interval" in out["error"], out
-    assert out["x"] is None and "OverflowError" not in r["stdout"] + r["stderr"]
+    assert list(r["out"]) == INTERVALS, r["out"]
+    for n, (interval, out) in enumerate(r["out"].items(), 1):
+        # THEN the cell does not run, the magic says why (usage)
+        assert out["error"] is not None and "interval" in out["error"], (interval, out)
+        assert out["x"] is None, (interval, out)
+        # AND the next cell profiles as usual (one more profile after each)
+        assert out["after"] is None and out["y"] == 2 and out["profiles"] == n, (interval, out)
+    # AND nothing overflowed or died in a thread
+    assert "OverflowError" not in r["stdout"] + r["stderr"]
     assert "Traceback" not in r["stderr"] and "Exception in thread" not in r["stderr"]
-    # AND the next cell profiles as usual
-    assert out["after"] is None and out["y"] == 2 and out["profiles"] == 1, out
 
 
 def test_an_interval_no_sampler_can_wait_for_is_refused_by_the_api():
