@@ -86,10 +86,17 @@ def profiles(ip, tmp_path_factory):
             "for xb, yb in loop_ds:\n    model.train_on_batch(xb, yb)\n",
             "loop",
         )
+        # a shuffle buffer of mapped elements (no cache), batched after
+        out["shuffle"] = _profile(
+            ip,
+            "sh = tf.data.Dataset.range(4000).map(make).shuffle(1000).batch(500).prefetch(1)\n"
+            "model.fit(sh, verbose=0)\n",
+            "shuffle",
+        )
         yield out
     finally:
         sys.path.remove(str(folder))
-        ip.run_cell("del ds, early, loop_ds")
+        ip.run_cell("del ds, early, loop_ds, sh")
 
 
 CASES = {
@@ -132,3 +139,14 @@ def test_shuffle_and_prefetch_buffers_named(profiles):
     names = {layer.name for layer in p.layers}
     assert "tf.data shuffle buffer (line 3: `ds = ds.shuffle(256).batch(500)`)" in names, names
     assert not any("RandomUniform" in (t.op or "") and t.layer in ("", None) for t in p.peak.tensors)
+
+
+def test_shuffle_buffer_of_mapped_elements(profiles):
+    # GIVEN map -> shuffle(1000) -> batch(500): the shuffle buffer holds 1,000 elements of 8 KiB
+    p = profiles["shuffle"]
+    line = "line 1: `sh = tf.data.Dataset.range(4000).map(make).shuffle(1000).batch(500).prefetch(1)`"
+    held = p.peak.by_layer.get(f"tf.data shuffle buffer ({line})", 0)
+    # THEN at the peak its owner holds those, and at most the batch being gathered from it besides
+    # (the elements a batch takes out of the buffer stay alive until it is copied: up to 500 more)
+    assert 1000 * 8192 <= held <= 1.01 * 1500 * 8192, (held, p.peak.by_layer)
+    assert p.peak.by_layer.get(f"tf.data prefetch buffer ({line})", 0) >= 500 * 8192
