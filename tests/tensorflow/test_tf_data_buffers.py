@@ -150,3 +150,14 @@ def test_shuffle_buffer_of_mapped_elements(profiles):
     # (the elements a batch takes out of the buffer stay alive until it is copied: up to 500 more)
     assert 1000 * 8192 <= held <= 1.01 * 1500 * 8192, (held, p.peak.by_layer)
     assert p.peak.by_layer.get(f"tf.data prefetch buffer ({line})", 0) >= 500 * 8192
+
+
+def test_dataset_methods_put_back_and_pipeline_unchanged(profiles, ip):
+    # GIVEN the runs above (Dataset.cache/shuffle/prefetch recorded their callers while profiled)
+    import tensorflow as tf
+
+    # THEN the methods are TF's own again, and a pipeline built under a profile yields what it does bare
+    assert not any(hasattr(getattr(tf.data.Dataset, m), "__memprofile_original__") for m in ("cache", "shuffle"))
+    _run(ip, "%%memprofile -q -n same\nsame = list(tf.data.Dataset.range(10).cache().shuffle(4, seed=1).prefetch(2))\n")
+    _run(ip, "bare = list(tf.data.Dataset.range(10).cache().shuffle(4, seed=1).prefetch(2))\n")
+    assert [int(v) for v in ip.user_ns["same"]] == [int(v) for v in ip.user_ns["bare"]]
