@@ -57,16 +57,24 @@ def _layer_names(cells: list[str], tmp_path) -> list[str]:
     return ast.literal_eval(_bundles(nb.cells[-1])[-1]["text/plain"])
 
 
-def test_torch_model_built_in_the_cell_is_named_by_its_variables(tmp_path):
-    names = _layer_names(["%%memprofile\n" + TORCH_BUILD + TORCH_TRAIN], tmp_path)
+@pytest.fixture(scope="module")
+def torch_inside(tmp_path_factory) -> list[str]:
+    """The names of a torch model built in the profiled cell, in a fresh kernel: both torch tests read
+    this one run (it was run twice, the same cells in two fresh kernels)."""
+    return _layer_names(["%%memprofile\n" + TORCH_BUILD + TORCH_TRAIN], tmp_path_factory.mktemp("inside"))
+
+
+@pytest.mark.xdist_group("model-names-torch")  # the two torch tests on one worker: one run for both
+def test_torch_model_built_in_the_cell_is_named_by_its_variables(torch_inside):
+    names = torch_inside
     assert {"lin", "model", "model.0", "model.1", "model.2"} <= set(names), names
     assert not [n for n in names if n.split(".")[0] in ("Sequential", "Linear", "0", "1", "2")], names
 
 
-def test_torch_names_in_the_cell_equal_names_after_it(tmp_path):
-    inside = _layer_names(["%%memprofile\n" + TORCH_BUILD + TORCH_TRAIN], tmp_path)
+@pytest.mark.xdist_group("model-names-torch")
+def test_torch_names_in_the_cell_equal_names_after_it(torch_inside, tmp_path):
     after = _layer_names([TORCH_BUILD, "%%memprofile\n" + TORCH_TRAIN], tmp_path)
-    assert inside == after
+    assert torch_inside == after
 
 
 def test_keras_names_in_the_cell_equal_names_after_it(tmp_path):
