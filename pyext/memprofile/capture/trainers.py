@@ -85,12 +85,31 @@ def find_trainer(frame: FrameType | None) -> tuple[str, Any] | None:
         # The trainer's own methods (and a subclass's, defined in the notebook) have it as `self`;
         # only frames of the trainers' packages and frames whose `self` names a Trainer are read.
         if isinstance(module, str) and (module.startswith(_FRAME_PREFIXES) or "self" in frame.f_code.co_varnames):
-            obj = frame.f_locals.get("self") if "self" in frame.f_code.co_varnames else None
-            framework = _trainer_framework(obj) if obj is not None else None
-            if framework is not None:
-                return framework, obj
+            found = _trainer_local(frame)
+            if found is not None:
+                return found
         frame = frame.f_back
     return None
+
+
+def _trainer_local(frame: FrameType) -> tuple[str, Any] | None:
+    """The frame's `self` when it is a framework Trainer. Before Python 3.13 `frame.f_locals`
+    stores a snapshot of every local on the frame, which would keep the batch and outputs of
+    the step looked at alive until the function returns (a training loop's `_inner_training_loop`:
+    the whole run; the bare run frees them): the snapshot is emptied after the read. A function
+    that reads its own locals() (or vars(), exec, eval) is not looked at: that dict is its own."""
+    code = frame.f_code
+    if "self" not in code.co_varnames or {"locals", "vars", "exec", "eval"} & set(code.co_names):
+        return None
+    try:
+        local = frame.f_locals
+        obj = local.get("self")
+        if sys.version_info < (3, 13):
+            local.clear()  # a tracer's next event refills it before it writes anything back
+    except Exception:
+        return None
+    framework = _trainer_framework(obj) if obj is not None else None
+    return (framework, obj) if framework is not None else None
 
 
 def _text(value: Any) -> str:
