@@ -60,6 +60,10 @@ def test_a_cell_that_builds_the_trainer_from_arguments_made_elsewhere_rebinds_th
 def test_a_cell_that_only_trains_rebuilds_the_trainer_from_its_parts():
     code = trainers.hf_code(_facts("trainer.train()\n"), HF, {"optim": '"adafactor"'}, "w")
     assert "trainer = type(trainer)(" in code and 'args=dataclasses.replace(trainer.args, optim="adafactor")' in code
+    # what the user gave the Trainer and it keeps goes to the new one: the loss, metrics, the
+    # optimizer class, the user's own callbacks (a reviewer found them dropped: another training)
+    for part in ("compute_loss_func", "preprocess_logits_for_metrics", "optimizer_cls_and_kwargs", "callbacks"):
+        assert f"    {part}=trainer." in code or f"    {part}=[c for c in trainer." in code, part
     ast.parse(code)
 
 
@@ -109,3 +113,51 @@ def test_keras_fit_on_arrays_gets_batch_size_and_fit_on_a_dataset_gets_the_pipel
     dataset.framework = "tensorflow"
     code = batch_size._code(dataset, 256, 128, 2)
     assert ".batch(128)" in code and "batch_size=" not in code, code  # Keras refuses batch_size with a dataset
+
+
+def test_lightning_optimizer_code_takes_every_shape_configure_optimizers_returns():
+    # GIVEN configure_optimizers returning an optimizer, a dict with a scheduler, a list, or
+    # ([optimizers], [schedulers]) (a reviewer found the code raising AttributeError on the dict)
+    import torch
+
+    from memprofile.analysis.rules import optimizer_state
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    flag = ["for group in opt.param_groups:", '    group["foreach"] = False']
+    swap = ["opt = torch.optim.SGD([dict(g) for g in opt.param_groups], momentum=0.9)"]
+    for body, replaces in ((flag, False), (swap, True)):
+        code = optimizer_state._lightning_override(_facts("trainer.fit(model)\n"), LIGHTNING, body, "w", replaces)
+        for shape in ("optimizer", "dict", "list", "lists"):
+            adam = torch.optim.Adam([weight])
+            scheduler = torch.optim.lr_scheduler.StepLR(adam, 1)
+            given = {
+                "optimizer": adam,
+                "dict": {"optimizer": adam, "lr_scheduler": scheduler},
+                "list": [adam],
+                "lists": ([adam], [scheduler]),
+            }[shape]
+
+            class Module(torch.nn.Module):
+                def configure_optimizers(self, given=given):
+                    return given
+
+            # WHEN the code runs and Lightning calls configure_optimizers
+            namespace = {"torch": torch, "model": Module()}
+            exec(code, namespace)
+            out = namespace["model"].configure_optimizers()
+            # THEN it returns the same shape, with the optimizer changed in place or swapped in
+            container = torch.optim.Optimizer if shape == "optimizer" else type(given)
+            assert isinstance(out, container), (shape, code)
+            got = (
+                out["optimizer"]
+                if shape == "dict"
+                else out[0][0]
+                if shape == "lists"
+                else out[0]
+                if shape == "list"
+                else out
+            )
+            if replaces:
+                assert isinstance(got, torch.optim.SGD) and got.param_groups[0]["params"] == [weight], shape
+            else:
+                assert got is adam and adam.param_groups[0]["foreach"] is False, shape

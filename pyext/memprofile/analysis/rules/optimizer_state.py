@@ -340,20 +340,34 @@ def _hf_adafactor(
     )
 
 
-def _lightning_override(f: Facts, info: trainers.TrainerInfo, body: list[str], comment: str) -> str:
+def _lightning_override(
+    f: Facts, info: trainers.TrainerInfo, body: list[str], comment: str, replaces: bool = False
+) -> str:
     """Code that wraps the LightningModule instance's configure_optimizers (Lightning calls it
-    at each fit): `body` turns the optimizer it returns (`opt`) into the one to use."""
+    at each fit): `body` changes the optimizer it returns (`opt`) in place, or with `replaces`
+    binds a new one, which goes back where the old one was (configure_optimizers may return an
+    optimizer, a dict with "optimizer", a list of them, or ([optimizers], [schedulers]))."""
     cls = trainers.module_class(info)
     model = info.model_variable or "model"
+    swap = [
+        "# a scheduler built on the old optimizer still steps it: build yours on opt",
+        'if isinstance(out, dict):\n        return {**out, "optimizer": opt}',
+        "if isinstance(out, (list, tuple)) and out and isinstance(out[0], (list, tuple)):\n"
+        "        return ([opt], *out[1:])",
+        "return [opt] if isinstance(out, (list, tuple)) else opt",
+    ]
     patch = "\n".join(
         [
             f"_configure = {model}.configure_optimizers",
             "",
             "",
             "def configure_optimizers():",
-            "    opt = _configure()  # an optimizer, as configure_optimizers returns one",
+            '    out = _configure()  # an optimizer, {"optimizer": ...}, a list, or ([optimizers], [schedulers])',
+            "    listed = isinstance(out, (list, tuple))",
+            '    first = out["optimizer"] if isinstance(out, dict) else out[0] if listed else out',
+            "    opt = first[0] if isinstance(first, (list, tuple)) else first",
             *("    " + line for line in body),
-            "    return opt",
+            *("    " + line for line in (swap if replaces else ["return out"])),
             "",
             "",
             f"{model}.configure_optimizers = configure_optimizers",
@@ -382,7 +396,7 @@ def _lightning_sgd_code(f: Facts, info: trainers.TrainerInfo, opt: OptimizerStat
         f"A CHANGE TO TRAINING: torch.optim.SGD(..., momentum=0.9) keeps one moment where {opt.type} keeps two "
         "(or torch.optim.Adafactor, torch >= 2.5)"
     )
-    return _lightning_override(f, info, body, comment)
+    return _lightning_override(f, info, body, comment, replaces=True)
 
 
 def _check_torch(f: Facts) -> Suggestion | None:

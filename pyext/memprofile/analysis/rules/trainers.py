@@ -131,7 +131,13 @@ def hf_code(f: Facts, info: TrainerInfo, changes: dict[str, str], what: str) -> 
             f"    train_dataset={t}.train_dataset,\n"
             f"    eval_dataset={t}.eval_dataset,\n"
             f"    processing_class={t}.processing_class,  # transformers < 4.46: tokenizer={t}.tokenizer\n"
+            f"    compute_loss_func={t}.compute_loss_func,\n"
             f"    compute_metrics={t}.compute_metrics,\n"
+            f"    preprocess_logits_for_metrics={t}.preprocess_logits_for_metrics,\n"
+            f"    optimizer_cls_and_kwargs={t}.optimizer_cls_and_kwargs,\n"
+            "    # your own callbacks (the Trainer adds its defaults again)\n"
+            f'    callbacks=[c for c in {t}.callback_handler.callbacks if not type(c).__module__.startswith("transformers.")],\n'
+            "    # and optimizers=(...) or model_init=... again if you passed them\n"
             ")"
         )
     return head + f"# Where your code builds the {info.type}'s arguments:\n# {args_type}(..., {kw})"
