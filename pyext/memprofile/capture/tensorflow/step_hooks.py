@@ -70,7 +70,10 @@ class StepHooks:
         hooks = self
 
         def counted_fit(model: Any, *args: Any, **kwargs: Any) -> Any:
-            hooks.input_sizes.update(array_sizes((*args[:2], kwargs.get("x"), kwargs.get("y"))))
+            try:  # the arrays fit copies (their blocks are input); never the user's fit's failure
+                hooks.input_sizes.update(array_sizes((*args[:2], kwargs.get("x"), kwargs.get("y"))))
+            except Exception:
+                pass
             if len(args) > at:
                 user = args[at]
                 args = (*args[:at], _with_callback(user, callback), *args[at + 1 :])
