@@ -67,7 +67,20 @@ _PASS_ON = frozenset(
 )
 #: What a stage that makes elements is called in tf.data's Python API.
 _STAGE_NAMES = {"TensorSlice": "from_tensor_slices", "Tensor": "from_tensors", "FlatMap": "flat_map"}
-_SKIP_PATHS = (os.sep + "tensorflow" + os.sep, os.sep + "keras" + os.sep, os.sep + "memprofile" + os.sep)
+#: The packages whose calls are not the user's (Keras's own prefetch in fit): by their installed
+#: folders, so a user's project folder named keras/ or memprofile/ is still the user's.
+_LIBRARIES = ("tensorflow", "keras", "tf_keras", "memprofile")
+
+
+def _library_dirs() -> tuple[str, ...]:
+    dirs = []
+    for name in _LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return tuple(dirs)
+
+
 PREFIX = "tf.data "
 
 
@@ -106,7 +119,7 @@ def _caller_site() -> Site | None:
     (Keras's own prefetch in fit is not the user's)."""
     frame = sys._getframe(2)
     name = frame.f_code.co_filename
-    if any(p in name for p in _SKIP_PATHS):
+    if name.startswith(_library_dirs()):
         return None
     text = linecache.getline(name, frame.f_lineno, frame.f_globals).strip()
     return Site(name, frame.f_lineno, text)
