@@ -136,7 +136,8 @@ def hf_code(f: Facts, info: TrainerInfo, changes: dict[str, str], what: str) -> 
             f"    preprocess_logits_for_metrics={t}.preprocess_logits_for_metrics,\n"
             f"    optimizer_cls_and_kwargs={t}.optimizer_cls_and_kwargs,\n"
             "    # your own callbacks (the Trainer adds its defaults again)\n"
-            f'    callbacks=[c for c in {t}.callback_handler.callbacks if not type(c).__module__.startswith("transformers.")],\n'
+            f"    callbacks=[c for c in {t}.callback_handler.callbacks"
+            ' if not type(c).__module__.startswith("transformers.")],\n'
             "    # and optimizers=(...) or model_init=... again if you passed them\n"
             ")"
         )
