@@ -320,3 +320,22 @@ def _unregister(shell: Any, callback: Callable[[Any], None]) -> None:
         shell.events.unregister("post_run_cell", callback)
     except ValueError:  # already gone
         pass
+
+
+class WindowResults:
+    """What each framework's callback gives after its window: `profile` (the newest, also
+    memprofile.last()), `profiles` (one per train()/fit() call) and `saved_path`."""
+
+    window: StepWindow
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.window.profile
+
+    @property
+    def profiles(self) -> list[Profile]:
+        return self.window.profiles
+
+    @property
+    def saved_path(self) -> Any:
+        return self.window.saved_path

@@ -21,11 +21,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow
-from memprofile.model.profile import Profile
+from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow, WindowResults
 
 
-class MemprofileCallback(TrainerCallback):
+class MemprofileCallback(WindowResults, TrainerCallback):
     """Profile the Trainer's optimizer steps `steps` (first, last), 1-based.
 
     `out`: where the profile is written: a folder (NAME.memprofile.json.gz in it;
@@ -48,18 +47,6 @@ class MemprofileCallback(TrainerCallback):
         **options: Any,
     ) -> None:
         self.window = StepWindow("MemprofileCallback (Hugging Face)", steps, out, name, options)
-
-    @property
-    def profile(self) -> Profile | None:
-        return self.window.profile
-
-    @property
-    def profiles(self) -> list[Profile]:
-        return self.window.profiles
-
-    @property
-    def saved_path(self):
-        return self.window.saved_path
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.window.run_begins()

@@ -23,11 +23,10 @@ from typing import Any
 
 import keras  # type: ignore[import-untyped]
 
-from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow
-from memprofile.model.profile import Profile
+from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow, WindowResults
 
 
-class MemprofileCallback(keras.callbacks.Callback):
+class MemprofileCallback(WindowResults, keras.callbacks.Callback):
     """Profile `fit`'s training steps `steps` (first, last), 1-based.
 
     `out`: where the profile is written: a folder (NAME.memprofile.json.gz in it;
@@ -54,18 +53,6 @@ class MemprofileCallback(keras.callbacks.Callback):
         self._done = 0  # steps this fit has ended
         self._batch = 0  # the batch index the running execution began at
         self._ticks: Any = None  # the TF collector's step hooks while the window runs
-
-    @property
-    def profile(self) -> Profile | None:
-        return self.window.profile
-
-    @property
-    def profiles(self) -> list[Profile]:
-        return self.window.profiles
-
-    @property
-    def saved_path(self):
-        return self.window.saved_path
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.window.run_begins()

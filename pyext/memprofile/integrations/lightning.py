@@ -19,8 +19,7 @@ import importlib
 import os
 from typing import Any
 
-from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow
-from memprofile.model.profile import Profile
+from memprofile.integrations._window import DEFAULT_STEPS, Steps, StepWindow, WindowResults
 
 
 def _callback_classes() -> tuple[type, ...]:
@@ -38,7 +37,7 @@ def _callback_classes() -> tuple[type, ...]:
     return tuple(found)
 
 
-class _Hooks:
+class _Hooks(WindowResults):
     """The callback's hooks; the class users get adds Lightning's Callback base(s)."""
 
     def __init__(
@@ -61,18 +60,6 @@ class _Hooks:
         (%%memprofile, `memprofile run`), it says so once and profiles nothing:
         that profile holds the steps."""
         self.window = StepWindow("MemprofileCallback (Lightning)", steps, out, name, options)
-
-    @property
-    def profile(self) -> Profile | None:
-        return self.window.profile
-
-    @property
-    def profiles(self) -> list[Profile]:
-        return self.window.profiles
-
-    @property
-    def saved_path(self):
-        return self.window.saved_path
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.window.run_begins()
