@@ -63,3 +63,20 @@ def test_eager_tape_gradients_on_every_layer(ip):
     got = {layer.name: layer.gradient_bytes for layer in p.layers if layer.gradient_bytes}
     assert got == expected, (got, expected)
     assert sum(got.values()) == sum(expected.values())
+
+
+def test_another_models_layer_gets_no_gradient_from_the_tapes_shape_ops(ip):
+    # GIVEN the same loop, and another model in the namespace whose only [1]-shaped
+    # variable (a Dense(1)'s bias) has the shape of the tape's own int32 shape
+    # computations (BroadcastGradientArgs, Shape: [1]), a CI run's case: the error
+    # card's model was left in the shared shell and got 16 MiB of "gradients"
+    _run(ip, SETUP)
+    _run(ip, "bystander = keras.Sequential([keras.Input((3,)), layers.Dense(1, name='bystander_out')])\n")
+    _run(ip, LOOP)
+    # WHEN the loop is profiled
+    _run(ip, f"%%memprofile -q -n tape-bystander\n{LOOP}")
+    p = memprofile.last()
+    # THEN only the trained model's layers have gradients
+    got = {layer.name for layer in p.layers if layer.gradient_bytes}
+    assert "bystander_out" not in got, got
+    assert got == {layer.name for layer in ip.user_ns["grad_net"].layers if layer.trainable_weights}

@@ -36,16 +36,25 @@ def _run(ip, code: str) -> None:
     assert result.error_before_exec is None and result.error_in_exec is None, result
 
 
+#: Fits tried for one whose trace has the copy: under load TF's trace sometimes lacks
+#: that one allocation event (seen here in 1 of ~4 runs beside a torchrun job, the
+#: allocation at the same place, the trace one event shorter; a CI run failed on it).
+TRIES = 5
+
+
 def test_fit_copy_of_arrays_is_input(ip):
     cell, array_bytes = "inputs_net.fit(inputs_x, inputs_y, batch_size=256, verbose=0)\n", 8192 * 256 * 4
-    # GIVEN a model fitted on a NumPy array (its first fit)
-    ip.run_line_magic("reset", "-f")  # the shell is shared: no other test's models or arrays
-    _run(ip, SETUP)
-    # WHEN the fit is profiled
-    _run(ip, f"%%memprofile -q -n inputs\n{cell}")
-    p = memprofile.last()
+    for _ in range(TRIES):
+        # GIVEN a model fitted on a NumPy array (its first fit)
+        ip.run_line_magic("reset", "-f")  # the shell is shared: no other test's models or arrays
+        _run(ip, SETUP)
+        # WHEN the fit is profiled
+        _run(ip, f"%%memprofile -q -n inputs\n{cell}")
+        p = memprofile.last()
+        copies = [t for t in p.peak.tensors if (t.requested_bytes or t.bytes) == array_bytes]
+        if copies:
+            break
     # THEN TF's copy of x (made by no op) is input memory, not "other"
-    copies = [t for t in p.peak.tensors if (t.requested_bytes or t.bytes) == array_bytes]
     assert copies, [(t.bytes, t.category, t.op) for t in p.peak.tensors[:5]]
     assert all(t.category == "input" and not t.op for t in copies), [(t.category, t.op, t.layer) for t in copies]
     assert p.peak.by_category.get("input", 0) >= sum(t.bytes for t in copies), p.peak.by_category

@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import extension_errors, screenshot
 
 pytestmark = pytest.mark.ui
 
@@ -125,4 +125,4 @@ def test_profiled_cell_shows_the_card_with_the_peak(lab_server, page):
     # the notebook toolbar's memprofile button opens the panel
     page.locator(".jp-NotebookPanel-toolbar .jp-memprofile-toolbar-button").click()
     page.locator("#memprofile-panel").wait_for(state="visible", timeout=10_000)
-    assert not page.console_errors, page.console_errors
+    assert not extension_errors(page.console_errors), page.console_errors

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import extension_errors, screenshot
 from tests.ui.test_lab import _write_notebook
 from tests.ui.test_notebook7 import NOTEBOOK_OWN_ERRORS, notebook_url, open_from_palette, wait_for_idle_kernel
 
@@ -137,7 +137,7 @@ def test_live_timeline_grows_keeps_up_and_hands_over_to_the_profile(lab_server, 
     page.wait_for_timeout(500)
     screenshot(page, "live_profile")
     print(f"live: mid {mid}, end {end}, lag max {max(lags):.3f} s over {len(lags)} reads")
-    assert not page.console_errors, page.console_errors
+    assert not extension_errors(page.console_errors), page.console_errors
 
 
 def test_a_page_reload_during_the_cell_resumes_the_live_view(lab_server, page):

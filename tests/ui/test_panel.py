@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.ui.conftest import SCREENSHOTS, screenshot
+from tests.ui.conftest import SCREENSHOTS, extension_errors, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def lab(lab_server, browser):
 def no_console_errors(lab):
     """Each phase leaves no console error (the first one also answers for the notebook's run)."""
     yield
-    new, lab.checked = lab.errors[lab.checked :], len(lab.errors)
+    new, lab.checked = extension_errors(lab.errors[lab.checked :]), len(lab.errors)
     assert not new, new
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import extension_errors, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook
 
 pytestmark = pytest.mark.ui
@@ -73,4 +73,4 @@ def test_panel_follows_a_kernel_shut_down_and_a_new_kernel(lab_server, page):
     panel.locator(".jp-memprofile-item").first.click()
     panel.locator(".jp-memprofile-view[data-view='timeline']").wait_for(timeout=30_000)
     screenshot(page, "panel_kernel_new")
-    assert not page.console_errors, page.console_errors
+    assert not extension_errors(page.console_errors), page.console_errors

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import extension_errors, screenshot
 from tests.ui.test_lab import _run_all_cells, _write_notebook
 from tests.ui.test_notebook7 import wait_for_idle_kernel
 
@@ -80,7 +80,7 @@ def test_a_merged_profile_opens_on_its_ranks_tab(lab_server, page):
     view.locator("canvas").nth(1).wait_for(timeout=30_000)
     view.scroll_into_view_if_needed()
     screenshot(page, "panel_ranks")
-    assert not page.console_errors, page.console_errors
+    assert not extension_errors(page.console_errors), page.console_errors
 
     # AND a single rank's profile opens without a Ranks tab
     panel.locator(

@@ -120,9 +120,14 @@ def categorise(
         known.setdefault(row, ("gradient", path))
     trainable = {path: info.trainable_shapes for path, info in world.layers.items()}
     # An eager backward names no layer: a gradient is then known by a shape
-    # that only one layer's variables have (else it stays without a layer).
+    # that only one layer's variables have (else it stays without a layer),
+    # among the layers an eager tape differentiated in the run when it did:
+    # another model of the namespace is not being trained.
+    taped = {world.var_paths.get(vid) for _, vid, _ in world.gradients} - {None}
     owners: dict[str, list[str]] = {}
     for path, shapes in trainable.items():
+        if taped and path not in taped:
+            continue
         for text in shapes:
             owners.setdefault(text, []).append(path)
     backward_times = sorted(log.t_alloc[i] for i in range(n) if log.phase[i] == "backward")
@@ -141,6 +146,7 @@ def categorise(
         elif (
             phase == "backward"
             and shape is not None
+            and _floating(log.dtype[i])  # not a shape computation's int32 [1] (BroadcastGradientArgs)
             and (text := shape_text(shape))
             and (text in trainable.get(layer, ()) or (not layer and text in owners))
         ):
@@ -163,6 +169,11 @@ def categorise(
         if i in known:
             log.category[i] = known[i][0]
             log.layer[i] = known[i][1] or log.layer[i]
+
+
+def _floating(dtype: str) -> bool:
+    """Whether a block's dtype can be a gradient's (unknown: it may)."""
+    return not dtype or "float" in dtype or dtype.startswith("complex")
 
 
 def _freed_after_backward(t_alloc: float, t_free: float, backward_times: list[float]) -> bool:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from memprofile.capture import lines
-from memprofile.capture.base import DETAIL_STEPS, DetailWindow, RawCapture, RawNote
+from memprofile.capture.base import DETAIL_STEPS, DetailWindow, RawCapture, RawNote, wall_and_perf
 from memprofile.capture.host import RssReader, StepFigures
 from memprofile.capture.quiet import quiet_stderr
 from memprofile.capture.steps import StepClock, register_clock, unregister_clock
@@ -88,9 +88,10 @@ class TensorFlowCollector:
         memory_start, world_start, users = self._start_profiler(users)
         # The detail: where TF's profiler records. Its memory figures at the
         # start are the detail's baseline (a later window's, when it opens).
+        wall0, now_perf = wall_and_perf()
         self._start = RunStart(
-            wall0=time.time_ns(),
-            perf_offset=time.perf_counter() - self._origin,
+            wall0=wall0,
+            perf_offset=now_perf - self._origin,
             world_start=world_start,
             memory_start=memory_start,
             memory_detail_start=memory_start,

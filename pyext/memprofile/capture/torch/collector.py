@@ -17,6 +17,7 @@ from memprofile.capture.base import (
     OpRecord,
     RawCapture,
     RawNote,
+    wall_and_perf,
 )
 from memprofile.capture.host import (
     RssReader,
@@ -276,8 +277,7 @@ class TorchCollector:
         watch_eagerness(torch)
         self._undo_profiler_watch = None
         self._stderr_filter = None
-        now_perf = time.perf_counter()
-        self._wall0 = time.time_ns()
+        self._wall0, now_perf = wall_and_perf()
         self._perf_offset = now_perf - (now_perf if origin is None else origin)
         # Private torch APIs go through compat: a missing one is a note, not an error.
         compat_notes: list[RawNote] = []
