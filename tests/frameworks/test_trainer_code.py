@@ -161,3 +161,24 @@ def test_lightning_optimizer_code_takes_every_shape_configure_optimizers_returns
                 assert isinstance(got, torch.optim.SGD) and got.param_groups[0]["params"] == [weight], shape
             else:
                 assert got is adam and adam.param_groups[0]["foreach"] is False, shape
+
+
+def test_a_cell_that_binds_its_arguments_variable_gets_them_changed_before_the_trainer():
+    # GIVEN a cell that binds `args` itself (not by a TrainingArguments call) and builds the trainer
+    cell = (
+        "%%memprofile\n"
+        "args = make_args(base)\n"
+        "for attempt in range(1):\n"
+        "    trainer = Trainer(\n"
+        "        model=model, args=args)\n"
+        "    trainer.train()\n"
+    )
+    # WHEN a rule writes the change
+    code = trainers.hf_code(_facts(cell), HF, {"bf16": "True"}, "w")
+    # THEN the cell is given with the rebinding after its own and before the Trainer, indented as it
+    # (run before the cell, `args = make_args(base)` would undo it)
+    body = code.split("Trainer:\n", 1)[1]
+    assert body.startswith("import dataclasses\n\nargs = make_args(base)\n"), body
+    assert "    args = dataclasses.replace(args, bf16=True)\n    trainer = Trainer(\n" in body, body
+    assert body.rstrip().endswith("trainer.train()")
+    ast.parse(body)

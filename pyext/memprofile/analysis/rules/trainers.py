@@ -91,6 +91,23 @@ def edit_call(source: str, call: ast.Call, changes: dict[str, str]) -> str:
     return raw.decode()
 
 
+def insert_before(f: Facts, call: ast.Call, line: str) -> str:
+    """The cell with `line` (and `import dataclasses` first) before the statement
+    holding `call`, at that statement's indentation."""
+    tree = f.cell.tree
+    assert tree is not None  # calls_of found the call in it
+    holding = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.stmt) and node.lineno <= call.lineno <= (node.end_lineno or node.lineno)
+    ]
+    at = max(holding, key=lambda n: n.lineno).lineno if holding else call.lineno
+    lines = f.cell.source.splitlines(keepends=True)
+    indent = lines[at - 1][: len(lines[at - 1]) - len(lines[at - 1].lstrip())]
+    lines.insert(at - 1, f"{indent}{line}\n")
+    return "import dataclasses\n\n" + "".join(lines)
+
+
 def calls_of(f: Facts, class_name: str) -> list[ast.Call]:
     """The cell's calls of a class by its name (`TrainingArguments(...)`, `L.Trainer(...)`)."""
     if not class_name:
@@ -112,7 +129,17 @@ def hf_code(f: Facts, info: TrainerInfo, changes: dict[str, str], what: str) -> 
     built = calls_of(f, args_type)
     if len(built) == 1:
         return head + f"# The cell with {kw} in its {args_type}:\n" + edit_call(f.cell.source, built[0], changes)
-    if calls_of(f, info.type) and info.args_variable:
+    trainer_calls = calls_of(f, info.type)
+    if trainer_calls and info.args_variable and info.args_variable in f.cell.bound:
+        # The cell binds the variable itself (`args = base_args`, `args = make_args()`): a rebinding
+        # run before it would be overwritten, so the cell gets it just before it builds the trainer.
+        var = info.args_variable
+        return (
+            head
+            + f"# The cell with {var} changed just before it builds the {info.type}:\n"
+            + insert_before(f, trainer_calls[0], f"{var} = dataclasses.replace({var}, {kw})")
+        )
+    if trainer_calls and info.args_variable:
         return (
             head
             + f"# Run once, then the training cell (it builds the {info.type} from {info.args_variable}):\n"
