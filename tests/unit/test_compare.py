@@ -121,3 +121,34 @@ def test_the_panels_comparison_names_kinds_as_the_card_does():
     b.peak = Peak("cpu", 0.1, a.peak.bytes, by_category={"optimizer_state": 2**20, "activation": 2**20})
     names = [row["name"] for row in comparison_payload(memprofile.compare(a, b))["categories"]]
     assert "optimizer state" in names and "optimizer_state" not in names
+
+
+def _steps(detailed_peak: int, later: list[int]) -> list:
+    """3 detailed steps at `detailed_peak`, then steps whose peaks are the C heap's estimates."""
+    from memprofile.model.profile import StepStat
+
+    steps = [StepStat(i, i - 1.0, float(i), True, peak_bytes=detailed_peak, end_bytes=0) for i in (1, 2, 3)]
+    steps += [
+        StepStat(i, i - 1.0, float(i), False, peak_estimate_bytes=value) for i, value in enumerate(later, start=4)
+    ]
+    return steps
+
+
+def test_a_leak_across_steps_is_compared_by_the_step_that_went_highest():
+    # GIVEN a run whose steps after the detail grew 30 MiB (a tensor kept per step; the gallery's
+    # "leaky"), and its fix, whose steps stay at the detailed ones' peak
+    leaky = _run("leaky", 11 * MiB, start={"parameter": 4 * MiB}, end={"parameter": 4 * MiB})
+    leaky.steps = _steps(11 * MiB, [11 * MiB + k * MiB // 2 for k in range(1, 58)])
+    fixed = _run("fixed", 10 * MiB, start={"parameter": 4 * MiB}, end={"parameter": 4 * MiB})
+    fixed.steps = _steps(10 * MiB, [10 * MiB + 100_000] * 57)
+    # WHEN they are compared
+    c = memprofile.compare(leaky, fixed)
+    # THEN the leaky run's peak is its highest step's, said to be an estimate, and the fix saves the leak
+    assert (c.peak.before, c.peak.after) == (11 * MiB + 57 * MiB // 2, 10 * MiB)
+    assert c.notes[0].startswith("'leaky' peaked at step 60 (~39.5 MiB, estimated from the C heap's growth), above")
+    assert "peak -29.5 MiB (-75 %)" in repr(c)
+    # and the other way round (a change that brings the leak) it is the after side that grew
+    back = memprofile.compare(fixed, leaky)
+    assert back.saving_bytes == -(c.saving_bytes) and back.notes[0].startswith("'leaky' peaked at step 60")
+    # runs whose later steps stay within the detailed ones' margin compare their detailed peaks
+    assert memprofile.compare(fixed, fixed).peak.before == 10 * MiB and memprofile.compare(fixed, fixed).notes == []

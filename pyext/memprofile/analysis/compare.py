@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from memprofile.analysis.steps import later_peak
 from memprofile.model.profile import CATEGORIES, Profile
 from memprofile.units import category_label, fmt_bytes
 
@@ -112,15 +113,38 @@ def _ranked(before: dict[str, int], after: dict[str, int]) -> list[Change]:
     return rows
 
 
+def _whole_run(p: Profile, device: str, detailed: int) -> tuple[int, str | None]:
+    """The run's peak on `device` and, where a step outside the detail went
+    above the detailed steps (analysis/steps.py later_peak: the allocator's
+    counters, or on a CPU an estimate from the C heap), what to say of it. A
+    leak across steps grows after the few detailed steps: their peak alone
+    would compare a leaky run and its fix as alike."""
+    later = later_peak(p) if p.peak_device is not None and p.peak_device.name == device else None
+    if later is None or later[1] <= detailed:
+        return detailed, None
+    step, value, how = later
+    figure = fmt_bytes(value) if how == "exact" else f"~{fmt_bytes(value)}, estimated from the C heap's growth"
+    return value, (
+        f"{p.name!r} peaked at step {step.index} ({figure}), above its detailed steps "
+        f"({fmt_bytes(detailed)}): its peak compared is that step's; the kinds, layers and ops are the "
+        f"detailed steps'"
+    )
+
+
 def compare(a: Profile, b: Profile) -> Comparison:
     """a is "before", b "after". Peaks are compared on a's peak device when b
-    has it (the same allocator), else on each one's own peak device."""
+    has it (the same allocator), else on each one's own peak device; a run's
+    peak is its whole run's where a step after the detail went higher."""
     device = a.peak_device
     same = next((d for d in b.devices if device and d.name == device.name), None)
     if device is not None and same is not None:
         peak = Change(device.name, device.peak_bytes, same.peak_bytes)
     else:
         peak = Change(device.name if device else "-", a.peak_bytes, b.peak_bytes)
+    before, before_note = _whole_run(a, peak.name, peak.before)
+    after, after_note = _whole_run(b, peak.name, peak.after)
+    peak = Change(peak.name, before, after)
+    later_notes = [n for n in (before_note, after_note) if n]
     cat_a = a.peak.by_category if a.peak else {}
     cat_b = b.peak.by_category if b.peak else {}
     categories = [Change(c, cat_a.get(c, 0), cat_b.get(c, 0)) for c in CATEGORIES if cat_a.get(c, 0) or cat_b.get(c, 0)]
@@ -146,5 +170,5 @@ def compare(a: Profile, b: Profile) -> Comparison:
         devices=devices,
         more_layers=max(0, len(layers) - MAX_ROWS),
         more_ops=max(0, len(ops) - MAX_ROWS),
-        notes=_state_notes(a, b),
+        notes=later_notes + _state_notes(a, b),
     )
