@@ -88,6 +88,18 @@ def test_a_loop_that_keeps_nothing_has_no_growth_and_no_later_step_above(ip, fre
     assert max(ends) - min(ends) < MiB
 
 
+def test_a_fresh_optimizers_loop_is_estimated_from_steps_like_the_later_ones(ip, fresh_store):
+    # GIVEN a model whose Adam has not stepped yet: step 1 makes the gradients and Adam's state
+    _run(ip, SETUP.format(classes=1000))
+    # WHEN its steady loop is profiled (steps 1-3 in detail, the rest estimated from the C heap)
+    p = _run(ip, "%%memprofile -q -n cold\n" + LOOP + "    losses.append(loss.item())\n")
+    full = _run(ip, "%%memprofile -q -n cold-all --detail-steps all\n" + LOOP + "    losses.append(loss.item())\n")
+    # THEN no later step is said to go higher: the estimate is a later step's, within 10 % of step 50
+    # recorded in detail (step 1's rise over the baseline counted the state it made twice: +60 %)
+    assert not any(w.code == "step_above_detail" for w in p.warnings), p.warnings
+    assert p.steps[-1].peak_estimate_bytes == pytest.approx(full.steps[-1].peak_bytes, rel=0.1)
+
+
 def test_the_suggested_code_applied_stops_the_growth(ip, fresh_store):
     # GIVEN a loop that keeps each step's validation loss, a tensor whose graph (no backward
     # runs on it) still saves the forward's activations
