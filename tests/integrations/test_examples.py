@@ -32,13 +32,16 @@ def _env() -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["USE_TF"] = "0"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG"):
         env.pop(name, None)  # whatever launched the tests, the job is the test's own
+    for name in [n for n in env if n.startswith(("OMPI_COMM_WORLD_", "PMI_", "SLURM_"))]:
+        env.pop(name)  # (these name a rank too: capture/distributed.py)
     return env
 
 
-def _start(command: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _start(command: list[str], cwd: Path, **extra_env: str) -> subprocess.Popen:
+    env = {**_env(), **extra_env}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen) -> str:
@@ -233,3 +236,17 @@ def test_a_lightning_fit_that_raises_in_the_window_writes_its_profile(tmp_path):
     profile = memprofile.load(tmp_path / "profiles" / "lightning_fit.memprofile.json.gz")
     assert profile.error is not None and profile.error.type == "MemoryError"
     assert profile.capture["steps"] == "1-2" and len(profile.steps) == 1
+
+
+def test_a_tf_multi_worker_task_writes_its_rank_file(tmp_path):
+    # GIVEN the Keras example started as worker 1 of a 2-worker TF job (TF_CONFIG; the example
+    # trains on its own, as a worker does before its strategy is built), the callback writing to a folder
+    tf_config = json.dumps({"cluster": {"worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 1}})
+    example = str(EXAMPLES / "keras_fit.py")
+    # WHEN it runs
+    _finish(_start([sys.executable, example, "--steps", "1-2", "--out", "profiles"], tmp_path, TF_CONFIG=tf_config))
+    # THEN the worker's profile is rank 1 of 2, named as `memprofile run` names a rank's
+    files = sorted((tmp_path / "profiles").iterdir())
+    assert [f.name for f in files] == ["keras_fit.rank1.memprofile.json.gz"], files
+    info = memprofile.load(files[0]).distributed
+    assert info is not None and (info.rank, info.world_size) == (1, 2)

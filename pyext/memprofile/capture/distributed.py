@@ -1,7 +1,11 @@
 """Which rank of a distributed job this process is, from what the launcher
 set: torchrun (and torch.distributed.launch, SLURM wrappers, mpirun setups
-for torch) sets RANK, WORLD_SIZE and LOCAL_RANK. Nothing here talks to other
-ranks: a profile never makes a rank wait.
+for torch) sets RANK, WORLD_SIZE and LOCAL_RANK; where none of those is set,
+Open MPI's mpirun (OMPI_COMM_WORLD_*), SLURM's srun (SLURM_PROCID,
+SLURM_NTASKS, SLURM_LOCALID) and TensorFlow's multi-worker TF_CONFIG (the
+chief first, then the workers) say it, for a job of more than one process
+only: a notebook in a one-task SLURM allocation is no rank. Nothing here
+talks to other ranks: a profile never makes a rank wait.
 
 The process group's backend is known only once the script initialised it,
 and a well-behaved script destroys it before it ends; so while a profile
@@ -15,6 +19,7 @@ passes through). It can wrap only a torch.distributed already imported:
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import sys
@@ -69,16 +74,60 @@ def rank_from_env(environ: Mapping[str, str] | None = None) -> RankInfo | None:
     """This process's rank, or None when it is not one rank of a job (no
     RANK or WORLD_SIZE, or values that are not a rank of a world)."""
     env = os.environ if environ is None else environ
-    rank, world = _int(env.get("RANK")), _int(env.get("WORLD_SIZE"))
+    found: _Place
+    if "RANK" in env or "WORLD_SIZE" in env:  # torchrun's: where set, they are the answer
+        found = _int(env.get("RANK")), _int(env.get("WORLD_SIZE")), _int(env.get("LOCAL_RANK"))
+    else:
+        launched = next((f for f in (_launched(env, *names) for names in _LAUNCHERS) if f is not None), None)
+        found = launched or _tf_config(env.get("TF_CONFIG", "")) or (None, None, None)
+        if found[1] is not None and found[1] < 2:
+            return None  # one process: not a job's rank
+    rank, world, local_rank = found
     if rank is None or world is None or world < 1 or not 0 <= rank < world:
         return None
     return RankInfo(
         rank=rank,
         world_size=world,
-        local_rank=_int(env.get("LOCAL_RANK")),
+        local_rank=local_rank,
         host=socket.gethostname(),
         run_id=run_id(env),
     )
+
+
+#: (rank, world size, local rank), each None where not said.
+_Place = tuple[int | None, int | None, int | None]
+#: (rank, world size, local rank) variables of launchers that are not torchrun, in the order tried.
+_LAUNCHERS = (
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),  # MPICH, Intel MPI
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+def _launched(env: Mapping[str, str], rank: str, world: str, local: str) -> _Place | None:
+    if rank not in env or world not in env:
+        return None
+    return _int(env.get(rank)), _int(env.get(world)), _int(env.get(local))
+
+
+def _tf_config(text: str) -> _Place | None:
+    """(rank, world size, None) of a TF multi-worker task: the chief is rank 0 and the
+    workers follow it, as MultiWorkerMirroredStrategy numbers them; a parameter server or
+    an evaluator is no rank of the training (None)."""
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        cluster, task = config.get("cluster", {}), config.get("task", {})
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        kind, index = task.get("type"), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if kind == "chief":
+        return index, len(chiefs) + len(workers), None
+    if kind == "worker":
+        return len(chiefs) + index, len(chiefs) + len(workers), None
+    return None
 
 
 def current_backend() -> str:

@@ -30,8 +30,8 @@ class MemprofileCallback(WindowResults, keras.callbacks.Callback):
     """Profile `fit`'s training steps `steps` (first, last), 1-based.
 
     `out`: where the profile is written: a folder (NAME.memprofile.json.gz in it;
-    NAME.rankR.memprofile.json.gz per rank where the launcher sets RANK and
-    WORLD_SIZE, as torchrun does; TF_CONFIG is not read), or a file
+    NAME.rankR.memprofile.json.gz per rank where the launcher says the rank:
+    RANK and WORLD_SIZE, MPI's or SLURM's, or TF_CONFIG), or a file
     ending .json, .json.gz or .html; None: a single process writes nothing (the
     profile is `profile`). `name`: the profile's name (default: the script's).
     Other keywords are memprofile.profile()'s (budget_bytes, detail_steps, ...).
