@@ -250,3 +250,64 @@ def test_a_tf_multi_worker_task_writes_its_rank_file(tmp_path):
     assert [f.name for f in files] == ["keras_fit.rank1.memprofile.json.gz"], files
     info = memprofile.load(files[0]).distributed
     assert info is not None and (info.rank, info.world_size) == (1, 2)
+
+
+SIGTERM_DRIVER = """\
+import signal, sys, time
+from pathlib import Path
+{preamble}
+sys.path.insert(0, {examples!r})
+import keras, numpy as np
+import keras_fit
+from memprofile.integrations.keras import MemprofileCallback
+
+
+class Started(keras.callbacks.Callback):  # the script's own: says the window runs, then trains slowly
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 3:
+            Path("started").write_text("yes")
+        time.sleep(0.01)
+
+
+x, y = np.zeros((256, 64), "float32"), np.zeros((256, 1), "float32")
+keras_fit.build_model().fit(x, y, batch_size=32, epochs=100_000, verbose=0,
+                            callbacks=[MemprofileCallback(steps="2-100000000", out="profiles"), Started()])
+"""
+
+
+#: A script's own SIGTERM handler, set before fit: it still runs, after the profile is saved.
+OWN_HANDLER = """
+def on_term(signum, frame):
+    Path("handled").write_text("yes")
+    sys.exit(3)
+signal.signal(signal.SIGTERM, on_term)
+"""
+
+
+@pytest.mark.parametrize("preamble", ["", OWN_HANDLER], ids=["default", "own_handler"])
+def test_sigterm_in_the_window_saves_the_profile_and_ends_the_process_as_bare(tmp_path, preamble):
+    import signal
+    import time
+
+    # GIVEN a Keras fit whose window (steps 2 on) is still open, as a cluster's job is when preempted
+    driver = SIGTERM_DRIVER.format(examples=str(EXAMPLES), preamble=preamble)
+    process = _start([sys.executable, "-c", driver], tmp_path)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (tmp_path / "started").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.1)
+    # WHEN the scheduler sends SIGTERM
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=TIMEOUT_S)
+    # THEN the process ends as it would bare (by the signal, or by the script's own handler), and
+    # the profile of the steps run is saved
+    if preamble:
+        assert process.returncode == 3 and (tmp_path / "handled").read_text() == "yes", out[-3000:]
+    else:
+        assert process.returncode == -signal.SIGTERM, out[-3000:]
+    (written,) = (tmp_path / "profiles").iterdir()
+    profile = memprofile.load(written)
+    assert profile.error is not None and profile.error.type == "Terminated", profile.error
+    assert "SIGTERM" in profile.error.message
+    assert profile.capture["steps"].startswith("2-") and len(profile.steps) >= 2
+    assert {"encoder_1", "encoder_2", "head"} <= {layer.name for layer in profile.layers}

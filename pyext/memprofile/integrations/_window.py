@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +80,11 @@ def _check_out(out: str) -> None:
     existing = next(p for p in (path, *path.parents) if p.exists())  # the root exists
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ValueError(f"out={out!r}: cannot make or write the folder there ({existing} is not a writable folder)")
+
+
+class Terminated(Exception):
+    """The process was sent SIGTERM in the window (a scheduler's preemption or time
+    limit: SLURM sends it, then SIGKILL after its KillWait, 30 s by default)."""
 
 
 class _WindowProfiler(Profiler):
@@ -281,6 +288,35 @@ class StepWindow:
         at_exit = self._at_exit
         atexit.register(at_exit)
         self._unhook += [restore, lambda: atexit.unregister(at_exit)]
+        self._hook_sigterm()
+
+    def _hook_sigterm(self) -> None:
+        """SIGTERM in the window (a cluster preempting the job) ends the profile,
+        kept and saved, then does what it did without memprofile: the handler that
+        was there runs (Lightning's, say), or the process ends by the signal."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python takes signal handlers in the main thread only
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+        except (AttributeError, ValueError):
+            return
+        if previous is None:
+            return  # a handler not set from Python: it stays the one
+
+        def on_term(signum: int, frame: Any) -> None:
+            restore()
+            self.finish(Terminated(f"signal {signum} (SIGTERM): the process was asked to end in the window"))
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)  # the default: the process ends by the signal, as bare
+
+        def restore() -> None:
+            if signal.getsignal(signal.SIGTERM) is on_term:
+                signal.signal(signal.SIGTERM, previous)
+
+        signal.signal(signal.SIGTERM, on_term)
+        self._unhook.append(restore)
 
     def _at_exit(self) -> None:
         self.finish(None)  # sys.exit() in the window: what ran is kept and saved
