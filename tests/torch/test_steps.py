@@ -184,10 +184,15 @@ def test_a_window_that_no_step_reaches_says_so(ip, fresh_store):
 @pytest.mark.serial  # each step must outlast its reading; two loaded cores made CI group steps 8 and 9
 def test_a_short_spike_in_a_step_outside_the_detail_is_measured_exactly(ip, fresh_store):
     # GIVEN a loop whose step 8 makes and drops a 256 MiB tensor within a few microseconds
-    # (between two of the 5 ms resident-memory samples)
+    # (between two of the 5 ms resident-memory samples). Each step lasts over 12 ms: a step
+    # shorter than the readings' gap (capture/host.py MAX_FIGURES_GAP_S, 10 ms) may be read
+    # with the next one, as steps 7 and 8 were in a CI run ("one of steps 7-8"), and rightly so.
     _run(ip, SETUP)
-    cell = "for step in range(12):\n    if step == 7:\n        torch.empty(64 * MiB).fill_(1.0)\n" + STEP
-    _run(ip, "MiB = 2**20")
+    cell = (
+        "for step in range(12):\n    time.sleep(0.012)\n    if step == 7:\n"
+        "        torch.empty(64 * MiB).fill_(1.0)\n" + STEP
+    )
+    _run(ip, "MiB = 2**20\nimport time")
     p = _run(ip, "%%memprofile -q -n blip\n" + cell)
     # THEN step 8's peak is the process's exact one (the OS high-water mark, reset each step)
     others = [s.rss_peak_bytes for s in p.steps if not (s.rss_peak_first or s.index) <= 8 <= s.index]

@@ -305,11 +305,13 @@ class StepWindow:
 
         def on_term(signum: int, frame: Any) -> None:
             restore()
-            self.finish(Terminated(f"signal {signum} (SIGTERM): the process was asked to end in the window"))
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)  # the default: the process ends by the signal, as bare
+            try:
+                self.finish(Terminated(f"signal {signum} (SIGTERM): the process was asked to end in the window"))
+            finally:  # whatever saving did, the signal does what it did bare
+                if callable(previous):
+                    previous(signum, frame)
+                elif previous == signal.SIG_DFL:
+                    os.kill(os.getpid(), signum)  # the default: the process ends by the signal
 
         def restore() -> None:
             if signal.getsignal(signal.SIGTERM) is on_term:
