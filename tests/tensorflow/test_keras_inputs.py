@@ -36,10 +36,10 @@ def _run(ip, code: str) -> None:
     assert result.error_before_exec is None and result.error_in_exec is None, result
 
 
-#: Fits tried for one whose trace has the copy. TF's trace lacks that one allocation event
-#: in some processes: here in about 1 run of 4 beside a torchrun job; in a CI worker that
-#: had run other tests, in 5 fits of 5 (the array copied all the same: the trace is one event
-#: short). The rule itself is checked on a built log in tests/unit/test_tf_categories.py.
+#: Fits tried for one whose trace has the copy. TF's trace often lacks that one allocation
+#: event: in 4 fits of 4 in one process here, in 5 of 5 in a CI worker, in 1 single fit of ~4
+#: beside a torchrun job (the array copied all the same: the trace is one event short). The
+#: rule itself is checked on a built log in tests/unit/test_tf_categories.py.
 TRIES = 3
 
 
