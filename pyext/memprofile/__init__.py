@@ -7,6 +7,7 @@ frameworks lazily, and only when they are already imported by the user.
 from __future__ import annotations
 
 import sys as _sys
+import weakref as _weakref
 
 _first_copy = getattr(_sys, "_memprofile_modules", None)
 if isinstance(_first_copy, dict) and "memprofile" in _first_copy:
@@ -55,15 +56,33 @@ def profile(name: str | None = None, **options):
     live feed's warnings ("full in about N steps"), instead of the device's own.
     """
     from memprofile.profiler import Profiler, caller_namespace
-    from memprofile.whatif.block import block_source
+    from memprofile.whatif.block import block_in_function, block_source
 
     # live: names the block binds are seen at its end
     options["namespace"] = caller_namespace(options.get("namespace"))
-    if "source" not in options and "rerun_source" not in options and _in_ipython():
-        # what the block runs, for predictions and estimates (a notebook cell's top level only:
-        # a script's is never re-executed, it may read its data or write its files again)
-        options["rerun_source"] = block_source(_sys._getframe(1))
+    if not {"source", "rerun_source", "rerun"} & set(options) and _in_ipython():
+        # what the block runs, for predictions and estimates (in a notebook only: a script's
+        # code is never re-executed, it may read its data or write its files again)
+        frame = _sys._getframe(1)
+        if frame.f_locals is frame.f_globals:
+            options["rerun_source"] = block_source(frame)
+        else:
+            options["rerun"] = block_in_function(frame)
+            # a function's block may run once per step: the engine's estimates at its first run
+            options.setdefault("whatif", _first_at(frame.f_code, frame.f_lineno))
     return Profiler(name=name, **options)
+
+
+#: Code sites (a block in a function: its code object, by identity, and line; a decorated
+#: function) whose profile had the what-if engine's estimates: a site run per step has them
+#: once, not after each step. Weak: a cell run again defines new ones.
+_ESTIMATED: _weakref.WeakValueDictionary = _weakref.WeakValueDictionary()
+
+
+def _first_at(code, line: int = 0) -> bool:
+    first = _ESTIMATED.get((id(code), line)) is not code
+    _ESTIMATED[id(code), line] = code
+    return first
 
 
 def _in_ipython() -> bool:
@@ -95,10 +114,17 @@ def profiled(name: str | None = None, **options):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            extra = {}
+            if not {"source", "rerun_source", "rerun"} & set(options) and _in_ipython():
+                from memprofile.whatif.call import call_rerun
+
+                # the call again, for predictions and estimates (the arguments held weakly); the
+                # engine's estimates at the first call (a decorated step runs once per step)
+                extra = {"rerun": call_rerun(fn, args, kwargs), "whatif": _first_at(wrapper)}
             with Profiler(
                 name=name or fn.__qualname__,
                 namespace=options.get("namespace", fn.__globals__),
-                **{k: v for k, v in options.items() if k != "namespace"},
+                **{**extra, **{k: v for k, v in options.items() if k != "namespace"}},
             ) as p:
                 wrapper.profile = p
                 return fn(*args, **kwargs)

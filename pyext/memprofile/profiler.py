@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 from memprofile import kept_modules
 from memprofile._version import __version__
@@ -41,6 +42,9 @@ from memprofile.model.profile import ErrorInfo, Note, Profile, RankInfo
 from memprofile.python_source import read_python_source
 from memprofile.storage import Url, as_target
 from memprofile.units import fmt_bytes
+
+if TYPE_CHECKING:
+    from memprofile.whatif.call import Rerun
 
 _FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "numpy")
 
@@ -272,6 +276,7 @@ class Profiler:
         script: str | None = None,
         whatif: bool = True,
         rerun_source: str | None = None,
+        rerun: Rerun | str | None = None,
         feed_live: bool = True,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
@@ -296,12 +301,15 @@ class Profiler:
         each suggestion's code, for measured estimates (whatif/estimate.py); a
         script is never re-executed (it may read its data again); `rerun_source`:
         the code a `with profile():` block runs (whatif/block.py), re-executed for
-        predictions and estimates where there is no cell source; `feed_live`: feed the
+        predictions and estimates where there is no cell source; `rerun`: the same for a
+        `@profiled` call or a block in a function (whatif/call.py), or why it has none;
+        `feed_live`: feed the
         live view while it runs (capture/live.py; a trial's runs do not)."""
         check_interval(host_interval_s)  # said here, not by a thread that dies
         self.name = name or "profile"
         self.source = source
         self._rerun_source = rerun_source
+        self._rerun = rerun
         self._feed_live = feed_live
         self.store = store
         namespace = caller_namespace(namespace)
@@ -619,7 +627,7 @@ class Profiler:
             profile.distributed = stamp(self._rank, self._t0, self._backend.backend)
         profile.steps = step_table(captures, profile)
         profile = analyse(profile)
-        rerun = self.source or self._rerun_source
+        rerun = self.source or self._rerun_source or (self._rerun is not None and not isinstance(self._rerun, str))
         self._workspaces = _kernel_workspaces(captures) if rerun and not self._script else {}
         self._keep_step_source(profile, _recorded(captures))
         del captures, replays
@@ -635,9 +643,17 @@ class Profiler:
         namespace = self._namespace
         main = isinstance(namespace, dict) and namespace.get("__name__") == "__main__"
         source = self.source or self._rerun_source
+        bindings = None
+        if isinstance(self._rerun, str):
+            profile._no_rerun = self._rerun  # type: ignore[attr-defined]
+        elif self._rerun is not None and not source:
+            # a call or a function's block: its module's globals (they live on), its values weakly
+            source, namespace, bindings, main = self._rerun.source, self._rerun.globals, self._rerun.bindings, True
         if self._script or not source or not main:
             return
         if any(name.startswith("tensorflow") for name in recorded):
+            if bindings is not None:
+                return  # the Keras prediction reads models by the cell's names
             # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
             from memprofile.analysis.predict.keras import KerasSource
 
@@ -648,7 +664,7 @@ class Profiler:
         from memprofile.whatif.engine import StepSource
 
         profile._step_source = StepSource(  # type: ignore[attr-defined]
-            source, namespace, steps=len(profile.steps), workspaces=self._workspaces
+            source, namespace, steps=len(profile.steps), workspaces=self._workspaces, bindings=bindings
         )
         if self._whatif and profile.error is None:
             from memprofile.whatif.estimate import estimate_suggestions
@@ -680,7 +696,7 @@ class Profiler:
             assert self.profile is not None
             for f in dataclasses.fields(result):
                 setattr(self.profile, f.name, getattr(result, f.name))
-            for kept in ("_step_source", "_keras_source", "_fake_bases"):  # what predictions re-execute
+            for kept in ("_step_source", "_keras_source", "_fake_bases", "_no_rerun"):  # what predictions re-execute
                 if kept in result.__dict__:
                     setattr(self.profile, kept, result.__dict__[kept])
             self._keep(self.profile)  # the store holds the very object the user holds

@@ -1,8 +1,8 @@
 """The what-if engine beyond `%%memprofile`: a `with memprofile.profile():` block in a
 notebook cell is re-executed for predictions and estimates as a cell is (its body, found
-from the frame that opened it); a block inside a function, and a `@profiled` call, are
-replayed and say so (their locals are not kept alive for it). Real torch, the session's
-IPython shell."""
+from the frame that opened it); a block inside a function with the locals it reads, and a
+`@profiled` call with its arguments, held weakly (whatif/call.py). Real torch, the
+session's IPython shell."""
 
 from __future__ import annotations
 
@@ -60,9 +60,10 @@ def test_a_profile_block_in_a_cell_is_predicted_by_fake_execution(ip, fresh_stor
     assert abs(predicted.allocated_peak_bytes - real) <= 0.03 * real, (predicted.allocated_peak_bytes, real)
 
 
-def test_a_profile_block_in_a_function_and_a_profiled_call_are_replayed_and_say_so(ip, fresh_store):
-    # GIVEN the same loop in a function, once in a block and once decorated
+def _function_shapes(ip):
+    """The loop in a function, once in a block and once decorated (its args and locals are the data)."""
     _run(ip, SETUP)
+    _run(ip, STEPS)  # Adam's state exists, as in a notebook that trained before
     body = "".join(f"        {line}\n" for line in STEPS.splitlines())
     _run(
         ip,
@@ -72,14 +73,89 @@ def test_a_profile_block_in_a_function_and_a_profiled_call_are_replayed_and_say_
         + "@memprofile.profiled(name='decorated')\ndef step(xb, yb):\n"
         + "".join(f"    {line}\n" for line in STEPS.splitlines()),
     )
-    _run(ip, "inner = train(xb, yb)\nstep(xb, yb)\ndecorated = step.profile")
-    for name in ("inner", "decorated"):
-        p = ip.user_ns[name]
-        predicted = p.predict("cpu", batch="4x")
-        # THEN a replay, which says why: the function's locals are not kept for a re-run
-        assert predicted.method == "replay", (name, predicted.notes)
-        assert any("not at hand" in n for n in predicted.notes), predicted.notes
-        assert not hasattr(p, "_step_source")
+
+
+@pytest.mark.parametrize("shape", ["inner", "decorated"])
+def test_a_profile_block_in_a_function_and_a_profiled_call_are_predicted_by_fake_execution(ip, fresh_store, shape):
+    # GIVEN the loop in a function: a block in it, or the function decorated; its data are arguments
+    _function_shapes(ip)
+    _run(ip, "inner = train(*batch_of(64))\nstep(*batch_of(64))\ndecorated = step.profile")
+    assert len(ip.user_ns["calls"]) == 2 + 4
+    p = ip.user_ns[shape]
+    # WHEN it is predicted at 4x the batch, after the call returned and its batch was dropped
+    predicted = p.predict("cpu", batch="4x")
+    # THEN the call is re-executed on fake tensors (before: "replay", its locals "not at hand"),
+    # appending to no list of the notebook's and moving no real weight
+    assert predicted.method == "fake execution", predicted.notes
+    assert len(ip.user_ns["calls"]) == 6
+    # AND it is the real run's peak at 4x the batch
+    _run(ip, f"inner = train(*batch_of(256))\nstep(*batch_of(256))\ndecorated = step.profile\nlarge = {shape}")
+    real = ip.user_ns["large"].peak_device.peak_bytes
+    assert abs(predicted.allocated_peak_bytes - real) <= 0.03 * real, (predicted.allocated_peak_bytes, real)
+    # AND the suggestions of the first run were measured by the engine; a later run's are replays
+    first = [s for s in p.suggestions if s.id == "optimizer_state"]
+    assert first and all(s.estimate_method == "fake execution" for s in first), [s.evidence for s in first]
+    later = [s for s in ip.user_ns["large"].suggestions if s.id == "optimizer_state"]
+    assert later and all(s.estimate_method != "fake execution" for s in later)
+
+
+def test_a_profiled_call_keeps_nothing_alive_and_says_when_its_arguments_are_gone(ip, fresh_store):
+    # GIVEN a decorated step called with a model and a batch made for the call only
+    import gc
+    import weakref
+
+    _function_shapes(ip)
+    _run(
+        ip,
+        "@memprofile.profiled(name='own')\ndef own_model(net, xb):\n    return net(xb).sum().item()\n"
+        "tmp = nn.Linear(256, 4096)\nown_model(tmp, torch.randn(512, 256))\n",
+    )
+    p = ip.user_ns["own_model"].profile
+    gone = weakref.ref(ip.user_ns["tmp"])
+    assert p.predict("cpu", batch="2x").method == "fake execution"
+    # WHEN the notebook drops the model
+    _run(ip, "del tmp")
+    gc.collect()
+    # THEN the profile did not keep it alive, and a prediction replays and says why
+    assert gone() is None
+    again = p.predict("cpu", batch="2x")
+    assert again.method == "replay"
+    assert any("no longer exists" in n for n in again.notes), again.notes
+
+
+def test_a_profiled_function_of_an_imported_module_is_predicted(ip, fresh_store, tmp_path, monkeypatch):
+    # GIVEN a decorated training step in the user's own module, imported by the notebook
+    (tmp_path / "trainlib.py").write_text(
+        "import memprofile, torch\nimport torch.nn.functional as F\n"
+        "@memprofile.profiled(name='lib')\n"
+        "def fit(model, opt, xb, yb, *, steps=2):\n"
+        "    for _ in range(steps):\n"
+        "        opt.zero_grad()\n"
+        "        F.cross_entropy(model(xb), yb).backward()\n"
+        "        opt.step()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _function_shapes(ip)
+    _run(ip, "import trainlib\ntrainlib.fit(wide, adam, xb, yb)\nlib = trainlib.fit.profile")
+    predicted = ip.user_ns["lib"].predict("cpu", batch="4x")
+    assert predicted.method == "fake execution", predicted.notes
+    _run(ip, "trainlib.fit(wide, adam, *batch_of(256))\nlarge = trainlib.fit.profile")
+    real = ip.user_ns["large"].peak_device.peak_bytes
+    assert abs(predicted.allocated_peak_bytes - real) <= 0.03 * real, (predicted.allocated_peak_bytes, real)
+
+
+def test_a_block_that_returns_from_its_function_is_replayed_and_says_why(ip, fresh_store):
+    _run(ip, SETUP)
+    _run(
+        ip,
+        "def early(xb):\n    with memprofile.profile(name='early') as early_p:\n"
+        "        out = wide(xb).sum()\n        if out.item() > 1e9:\n            return None\n"
+        "    return early_p\n",
+    )
+    _run(ip, "early_p = early(xb)")
+    predicted = ip.user_ns["early_p"].predict("cpu", batch="2x")
+    assert predicted.method == "replay"
+    assert any("return" in n and "cannot run again" in n for n in predicted.notes), predicted.notes
 
 
 def test_a_profile_block_in_a_plain_script_is_never_re_executed(tmp_path):
@@ -119,3 +195,47 @@ def test_a_malformed_budget_setting_keeps_the_default():
             os_environ.pop("MEMPROFILE_WHATIF_BUDGET_S", None)
         else:
             os_environ["MEMPROFILE_WHATIF_BUDGET_S"] = saved
+
+
+def test_a_profiled_step_re_executed_for_estimates_trains_as_bare(ip, fresh_store):
+    # GIVEN one training step with dropout, decorated and bare, from the same seed and weights
+    _run(
+        ip,
+        """
+import copy, torch, memprofile
+from torch import nn
+import torch.nn.functional as F
+torch.manual_seed(0)
+base = nn.Sequential(nn.Linear(64, 512), nn.Dropout(0.5), nn.ReLU(), nn.Linear(512, 10))
+def make():
+    net = copy.deepcopy(base)
+    return net, torch.optim.Adam(net.parameters())
+def step(net, opt, xb, yb, log):
+    opt.zero_grad()
+    loss = F.cross_entropy(net(xb), yb)
+    loss.backward()
+    opt.step()
+    log.append(float(loss))
+profiled_step = memprofile.profiled(name='t')(step)
+def train(fn):
+    torch.manual_seed(1)
+    net, opt = make()
+    log, predicted = [], []
+    for _ in range(3):
+        fn(net, opt, torch.randn(128, 64), torch.randint(0, 10, (128,)), log)
+        if fn is profiled_step:  # between steps: the call re-executed on fake tensors
+            predicted.append(fn.profile.predict("cpu", batch="2x").method)
+    return net, opt, log, torch.rand(3), predicted
+""",
+    )
+    _run(ip, "bare = train(step)\nwith_engine = train(profiled_step)")
+    bare, profiled = ip.user_ns["bare"], ip.user_ns["with_engine"]
+    # THEN the engine re-executed each call, and the run is the bare run: the same losses,
+    # weights, Adam state, and random numbers after it
+    assert profiled[4] == ["fake execution"] * 3
+    assert bare[2] == profiled[2]
+    for a, b in zip(bare[0].parameters(), profiled[0].parameters()):
+        assert torch.equal(a, b)
+    for sa, sb in zip(bare[1].state.values(), profiled[1].state.values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(bare[3], profiled[3])

@@ -2,9 +2,9 @@
 
 Found from the frame that opened the block: its file's text (a notebook cell's is in
 linecache, as IPython registers it), the `with` statement on the frame's line, its body
-dedented. Only at a module's top level (a notebook cell, a script's body): there the
-names the body reads are the module's globals, which live on anyway; in a function the
-body reads locals the profile must not keep alive.
+dedented. At a module's top level (a notebook cell, a script's body) the names the body
+reads are the module's globals, which live on anyway; in a function it reads locals too,
+which the profile holds weakly (whatif/call.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,27 @@ import linecache
 import textwrap
 from types import FrameType
 
+from memprofile.whatif.call import Rerun, block_rerun
+
 
 def block_source(frame: FrameType) -> str | None:
-    """The body of the `with` statement `frame` is executing, or None (not at top level,
-    the text is not at hand, or the line is not a `with`)."""
+    """The body of the `with` statement `frame` is executing at a module's top level, or None
+    (in a function, the text is not at hand, or the line is not a `with`)."""
     if frame.f_locals is not frame.f_globals:
         return None
+    return _with_body(frame)
+
+
+def block_in_function(frame: FrameType) -> Rerun | str:
+    """The block `frame` (a function's) is executing, with the locals its body reads;
+    or why it cannot run again."""
+    body = _with_body(frame)
+    if body is None:
+        return "the block's source is not at hand"
+    return block_rerun(body, frame)
+
+
+def _with_body(frame: FrameType) -> str | None:
     lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
     if not lines:
         return None

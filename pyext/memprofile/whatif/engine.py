@@ -7,12 +7,14 @@ import contextlib
 import dataclasses
 import io
 import time
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from memprofile.capture.base import ALIVE, AllocationLog
+from memprofile.whatif.call import Bindings, Gone
 
 #: Training steps a fake run makes before it stops: the notebook ran the cell before, so its
 #: optimizer state and gradients exist and the first step is a steady one.
@@ -31,6 +33,9 @@ class StepSource:
     steps: int = 0
     #: Kernels' own buffers per op family, learned from the measured run (whatif/workspaces.py).
     workspaces: dict[str, float] = field(default_factory=dict)
+    #: Names over `namespace` for a run that is not a cell (whatif/call.py): a `@profiled`
+    #: call's function and arguments, a block's locals; held weakly.
+    bindings: Bindings | None = None
 
 
 @dataclass
@@ -146,8 +151,11 @@ def _read_first(source: str) -> frozenset[str]:
     return frozenset(name for name, loaded in first.items() if loaded)
 
 
-def _names_with_callees(source: str, namespace: Mapping[str, Any]) -> frozenset[str]:
-    """Names of the cell, and of the notebook functions it calls (their globals), transitively."""
+def _names_with_callees(
+    source: str, namespace: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> frozenset[str]:
+    """Names of the cell, and of the notebook functions it calls (their globals), transitively
+    (`extra`: names bound over the namespace, see StepSource.bindings)."""
     import inspect
     import types
 
@@ -157,7 +165,7 @@ def _names_with_callees(source: str, namespace: Mapping[str, Any]) -> frozenset[
         names = cell_names(todo.pop()) - seen
         seen |= names
         for name in names:
-            fn = namespace.get(name)
+            fn = extra[name] if extra and name in extra else namespace.get(name)
             if isinstance(fn, types.FunctionType) and fn.__globals__ is namespace:
                 with contextlib.suppress(OSError, TypeError):
                     todo.append(_dedent(inspect.getsource(fn)))
@@ -198,15 +206,20 @@ def fake_run(
     code = step.source if source is None else source
     run = FakeRun()
     started = time.perf_counter()
-    names = _names_with_callees(before + "\n" + code, step.namespace)
-    guard = Guard(step.namespace, names)
+    try:
+        extra = step.bindings.resolve() if step.bindings is not None else {}
+    except Gone as e:
+        run.error = f"Gone: what the run's code needs is gone ({e})"
+        return run
+    names = _names_with_callees(before + "\n" + code, step.namespace, extra)
+    guard = Guard(ChainMap(extra, dict(step.namespace)) if extra else step.namespace, names)
     ledger = FakeLedger()
     ledger.workspaces = step.workspaces
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     scale = Scale(batch, seq, batch_size, seq_len)
     handles: list[Any] = []
     try:
-        shadow = Shadow(step.namespace, mode, ledger, scale, names, read=_read_first(before + "\n" + code))
+        shadow = Shadow(step.namespace, mode, ledger, scale, names, read=_read_first(before + "\n" + code), extra=extra)
         ns = shadow.build()
         _forget_copies(shadow, mode)
         run.start_bytes = ledger.live

@@ -122,6 +122,8 @@ def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | None:
     """Replace the estimate by the fake runs' difference; False: its code saves nothing."""
     if s.id in FREES or s.id in REPLAY_RULES or not s.code.strip() or s.placement == "top" or s.restart_kernel:
         return None
+    if _template(s.code):
+        return None  # `...` where the user's own lines go (amp with backward in a function): not runnable
     change = applied(s, source.source)
     if not change.before and _same_code(change.cell, source.source):
         return None  # a template: what to change is in its comments (amp with backward in a function)
@@ -150,6 +152,21 @@ def _then(evidence: str, sentence: str) -> str:
     """The evidence with a sentence after it: a rule's evidence may end without its full stop."""
     evidence = evidence.rstrip()
     return (evidence + "." if evidence and evidence[-1] not in ".!?)" else evidence) + sentence
+
+
+def _template(code: str) -> bool:
+    """Code with a `...` statement standing for the user's own lines: run as it is, it
+    changes nothing and would measure no saving."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and n.value.value is Ellipsis
+        for n in ast.walk(tree)
+    )
 
 
 def _same_code(a: str, b: str) -> bool:

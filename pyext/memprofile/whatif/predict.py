@@ -81,6 +81,8 @@ class _Predictor:
         self.made: dict[float, list[FakeRun]] = {}
         self.lines: dict[float, BatchLine | None] = {}
         self.from_line: dict[tuple[int, float], int] = {}
+        #: The last point asked was replayed (its fake run failed, or there is none).
+        self.replayed = False
         # a step ran in the cell (not an optimizer the notebook merely holds): backward's cuBLAS handle too
         self.training = bool(profile.steps)
         if self.source is not None:
@@ -100,10 +102,12 @@ class _Predictor:
                 self.notes.append("the cell's models were not called with a tensor: no batch dimension to scale")
             else:
                 self.notes.append(f"the cell could not run on fake tensors ({base.error}): replayed instead")
+        elif getattr(profile, "_no_rerun", None):
+            why = profile._no_rerun  # type: ignore[attr-defined]
+            self.notes.append(f"the run's code cannot run again ({why}): the recorded timeline was replayed")
         else:
             self.notes.append(
-                "the run's code is not at hand (a saved profile, a profile() block inside a function, "
-                "a @profiled call): "
+                "the run's code is not at hand (a saved profile, a script, a run outside a notebook): "
                 "the recorded timeline was replayed"
             )
         if self.base is not None:
@@ -132,6 +136,7 @@ class _Predictor:
                 sim = simulate(self._with_workspaces(log_events(run.log)), expandable_segments=self.expandable)
                 return allocated + self.workspaces, sim.reserved_peak_bytes + max(0, unseen)
             self.notes.append(f"at {batch:g}x the batch the fake run failed ({run.error}): replayed instead")
+        self.replayed = True
         allocated = replayed_peak(self.profile, batch, seq)
         if not self.spec.is_cuda:
             return allocated, allocated
@@ -263,6 +268,7 @@ def predict(
     batch_factor, batch_abs = parse_scale(batch, p.batch, "batch")
     seq_factor, seq_abs = parse_scale(seq_len, p.seq, "seq_len")
     allocated, reserved = p.at(batch_factor, seq_factor)
+    method = "replay" if getattr(p, "replayed", False) else p.method  # the asked point's own
     total = p.total(reserved)
     largest = p.largest_batch(seq_factor, (batch_factor, total)) if search else None
     notes = list(dict.fromkeys(p.notes))
@@ -287,7 +293,7 @@ def predict(
         reserved_peak_bytes=int(reserved),
         device_total_bytes=int(total),
         fits=fits(spec, total),
-        method=p.method,
+        method=method,
         headroom=HEADROOM,
         batch=target,
         measured_batch=p.batch,

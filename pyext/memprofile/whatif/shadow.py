@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 
+from memprofile.whatif.call import TensorSpec
 from memprofile.whatif.ledger import FakeLedger
 
 #: IPython's own names: history and caches the cell does not compute with.
@@ -77,10 +78,12 @@ class Shadow:
     read: frozenset[str] = frozenset()
     memo: dict[int, Any] = field(default_factory=dict)
     models: list[nn.Module] = field(default_factory=list)
+    #: Names over the namespace (a call's arguments, a block's locals: StepSource.bindings).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self) -> dict[str, Any]:
-        ns = dict(self.namespace)
-        items = [(k, v) for k, v in self.namespace.items() if k in self.names and k not in _SKIP]
+        ns = {**self.namespace, **self.extra}
+        items = [(k, v) for k, v in ns.items() if k in self.names and k not in _SKIP]
         # Models first: an optimizer copied after them finds their fake parameters in the memo.
         items.sort(key=lambda kv: 0 if isinstance(kv[1], nn.Module) else 1)
         for name, value in items:
@@ -116,7 +119,7 @@ class Shadow:
                     if isinstance(v, torch.Tensor) and v.dim() > 0:
                         self.ledger.track(v, "optimizer_state", before=True)
             return fake_opt
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor | TensorSpec):
             return self.tensor(value)
         np = sys.modules.get("numpy")
         if np is not None and isinstance(value, np.ndarray) and value.flags.writeable:
@@ -162,11 +165,14 @@ class Shadow:
             raise Unsupported(f"the cell uses `{name}` (a {type(value).__name__}): running it again could change it")
         return value
 
-    def tensor(self, value: torch.Tensor) -> torch.Tensor:
+    def tensor(self, value: torch.Tensor | TensorSpec) -> torch.Tensor:
         integer = not (value.dtype.is_floating_point or value.dtype.is_complex)
         shape = self.scale.shape(list(value.shape), integer)
         with self.mode:
-            if shape == list(value.shape):
+            if isinstance(value, TensorSpec) and shape == list(value.shape):
+                fake = torch.empty_strided(value.shape, value.stride, dtype=value.dtype, device=value.device)
+                fake.requires_grad_(value.requires_grad)
+            elif shape == list(value.shape):
                 fake = self.mode.from_tensor(value)
             else:
                 fake = torch.empty(shape, dtype=value.dtype, device=value.device, requires_grad=value.requires_grad)

@@ -1,0 +1,194 @@
+"""Code the what-if engine can run again where a run is not a cell: a `@profiled` call
+(the function called again with its arguments) and a `with memprofile.profile():` block
+inside a function (its body, with the function's locals it reads).
+
+A profile must not keep a call's arguments or a function's locals alive (a batch, a model
+the caller drops later). A tensor is kept as its shape, strides, dtype and device
+(TensorSpec: a fake run reads no values, so the batch made for the call may die); models,
+optimizers and other objects by a weak reference; values a run cannot change (numbers,
+strings, dtypes) as they are; tuples, lists and dicts of these are rebuilt. A value that
+can be none of these (a generator, an object without weak references) leaves the run
+without code to re-execute. Where an object held weakly has died by the time a prediction
+asks, the prediction replays the recorded timeline and its note says why (`Gone`).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import types
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: The name the re-executed call finds the profiled function under, and its arguments' prefix
+#: (not the parameters' own names: a notebook function the call reaches reads the globals).
+CALLEE = "_profiled_function"
+ARG = "_arg_"
+#: Containers rebuilt from their items, this deep.
+DEPTH = 3
+
+
+class Gone(Exception):
+    """A value the re-run needs no longer exists (the caller dropped it)."""
+
+
+class Unheld(TypeError):
+    """A value that can be neither held weakly nor kept as it is."""
+
+
+def _kept_as_is(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes | type | types.ModuleType):
+        return True
+    torch = __import__("sys").modules.get("torch")
+    return torch is not None and isinstance(value, torch.dtype | torch.device | torch.Size)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor argument without its memory: what a fake run makes a fake tensor of
+    (whatif/shadow.py)."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: Any
+    device: Any
+    requires_grad: bool
+
+    @classmethod
+    def of(cls, tensor: Any) -> TensorSpec:
+        return cls(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype, tensor.device, tensor.requires_grad)
+
+
+def _plain_tensor(value: Any) -> bool:
+    """A tensor that is data (a batch, a mask), not a model's parameter."""
+    torch = __import__("sys").modules.get("torch")
+    return (
+        torch is not None
+        and isinstance(value, torch.Tensor)
+        and not isinstance(value, torch.nn.Parameter)
+        and value.layout == torch.strided
+        and not value.is_nested
+    )
+
+
+def weak_value(value: Any, name: str, depth: int = 0) -> Callable[[], Any]:
+    """A getter for `value` that does not keep it alive (see the module's docstring)."""
+    if _kept_as_is(value):
+        return lambda: value
+    if _plain_tensor(value):
+        spec = TensorSpec.of(value)
+        return lambda: spec
+    kind = type(value)
+    if depth < DEPTH and kind in (tuple, list):
+        parts = [weak_value(v, name, depth + 1) for v in value]
+        return lambda: kind(p() for p in parts)
+    if depth < DEPTH and kind is dict:
+        items = [(k, weak_value(v, name, depth + 1)) for k, v in value.items() if _kept_as_is(k)]
+        if len(items) != len(value):
+            raise Unheld(f"`{name}` is a dict with keys that are not plain values")
+        return lambda: {k: get() for k, get in items}
+    if isinstance(value, types.GeneratorType):
+        raise Unheld(f"`{name}` is a generator: running the code again would consume it")
+    try:
+        ref = weakref.ref(value)
+    except TypeError:
+        raise Unheld(f"`{name}` (a {kind.__name__}) cannot be held without keeping it alive") from None
+
+    def get() -> Any:
+        obj = ref()
+        if obj is None:
+            raise Gone(f"`{name}` no longer exists")
+        return obj
+
+    return get
+
+
+class Bindings:
+    """Names the re-executed code needs beyond the module's globals, held weakly."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._getters = {name: weak_value(value, name) for name, value in values.items()}
+
+    def resolve(self) -> dict[str, Any]:
+        """The values, as they are now; Gone where one has died."""
+        return {name: get() for name, get in self._getters.items()}
+
+
+@dataclass
+class Rerun:
+    """What re-executes a run that is not a cell: `source` run in `globals` (a module's,
+    which lives on anyway) with `bindings` over them."""
+
+    source: str
+    globals: dict[str, Any]
+    bindings: Bindings
+
+
+def call_rerun(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Rerun | str:
+    """The call `fn(*args, **kwargs)` as a Rerun, or why it cannot be one."""
+    if not isinstance(fn, types.FunctionType):
+        return f"{fn!r} is not a plain function"
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return f"its arguments do not bind to its signature ({e})"
+    bound.apply_defaults()  # every parameter in order: positional ones stay positional
+    values: dict[str, Any] = {CALLEE: fn}
+    parts: list[str] = []
+    for name, value in bound.arguments.items():
+        param = bound.signature.parameters[name]
+        values[ARG + name] = value
+        if param.kind is param.VAR_POSITIONAL:
+            parts.append(f"*{ARG}{name}")
+        elif param.kind is param.VAR_KEYWORD:
+            parts.append(f"**{ARG}{name}")
+        elif param.kind is param.KEYWORD_ONLY:
+            parts.append(f"{name}={ARG}{name}")
+        else:
+            parts.append(ARG + name)
+    try:
+        bindings = Bindings(values)
+    except Unheld as e:
+        return str(e)
+    return Rerun(f"{CALLEE}({', '.join(parts)})\n", fn.__globals__, bindings)
+
+
+def block_rerun(body: str, frame: types.FrameType) -> Rerun | str:
+    """A `with` block's body inside a function as a Rerun: run as a module's code, with the
+    function's locals it reads bound over the globals; or why it cannot be one (a `return`,
+    `yield`, `nonlocal` or `global` in it: code of the function itself, not of a module)."""
+    try:
+        tree = ast.parse(body)
+    except SyntaxError as e:
+        return f"its body does not parse alone ({e.msg})"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue  # their own returns are theirs (ast.walk still enters them: checked below)
+        if isinstance(node, ast.Return | ast.Yield | ast.YieldFrom | ast.Nonlocal | ast.Global | ast.Await):
+            if _outside_definitions(tree, node):
+                return f"its body has a `{type(node).__name__.lower()}` of the function it is in"
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    local = frame.f_locals
+    try:
+        bindings = Bindings({name: local[name] for name in read if name in local})
+    except Unheld as e:
+        return str(e)
+    return Rerun(body, frame.f_globals, bindings)
+
+
+def _outside_definitions(tree: ast.AST, target: ast.AST) -> bool:
+    """Whether `target` is not inside a def, lambda or class of `tree`."""
+
+    def visit(node: ast.AST, inside: bool) -> bool | None:
+        if node is target:
+            return not inside
+        nested = inside or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef)
+        for child in ast.iter_child_nodes(node):
+            found = visit(child, nested)
+            if found is not None:
+                return found
+        return None
+
+    return bool(visit(tree, False))
