@@ -239,3 +239,47 @@ def train(fn):
     for sa, sb in zip(bare[1].state.values(), profiled[1].state.values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(bare[3], profiled[3])
+
+
+@pytest.mark.parametrize("shape", ["cell", "decorated"])
+def test_a_template_is_not_measured_as_saving_nothing(ip, fresh_store, shape):
+    # GIVEN a CNN trained by a function of another cell: amp's code is a template ("...": the
+    # forward is the function's), which, run below the cell as it is, changes nothing
+    _run(
+        ip,
+        """
+import torch, memprofile
+from torch import nn
+import torch.nn.functional as F
+torch.manual_seed(0)
+cnn = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                    nn.Flatten(), nn.Linear(64 * 32 * 32, 10))
+sgd = torch.optim.SGD(cnn.parameters(), lr=0.01)
+def fit(xb, yb):
+    for _ in range(2):
+        sgd.zero_grad()
+        loss = F.cross_entropy(cnn(xb), yb)
+        loss.backward()
+        sgd.step()
+decorated_fit = memprofile.profiled(name='decorated')(fit)
+xb, yb = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+fit(xb, yb)
+""",
+    )
+    if shape == "cell":
+        _run(ip, "%%memprofile --name cell\nfit(xb, yb)")
+        p = memprofile_last(ip)
+    else:
+        _run(ip, "decorated_fit(xb, yb)")
+        p = ip.user_ns["decorated_fit"].profile
+    # THEN amp stays, with its recorded run's estimate (a decorated call's was dropped: its `...`
+    # template, run below, saved nothing)
+    amp = [s for s in p.suggestions if s.id == "amp"]
+    assert amp, [s.id for s in p.suggestions]
+    assert amp[0].estimate_method == "replay" and amp[0].estimated_saving_bytes > 0
+
+
+def memprofile_last(ip):
+    import memprofile
+
+    return memprofile.last()
