@@ -20,13 +20,22 @@ BATCHED = ("activation", "input", "temporary")
 
 
 def measured_scale(profile: Profile) -> tuple[int | None, int | None]:
-    """The run's batch and sequence length: dims 0 and 1 of the model inputs it saw."""
+    """The run's batch and sequence length: dims 0 and 1 of the model inputs it saw; where
+    it saw none (a trainer's model called with keyword arguments), the batch the trainer
+    was set to (HF's per_device_train_batch_size, Lightning's train loader's batch_size)."""
     shapes = profile.peak.input_shapes if profile.peak is not None else []
-    if not shapes:
-        return None, None
     batch = Counter(s[0] for s in shapes if s).most_common(1)
     seq = Counter(s[1] for s in shapes if len(s) >= 2).most_common(1)
-    return (batch[0][0] if batch else None), (seq[0][0] if seq else None)
+    return (batch[0][0] if batch else _trainer_batch(profile)), (seq[0][0] if seq else None)
+
+
+def _trainer_batch(profile: Profile) -> int | None:
+    settings = profile.trainer.settings if profile.trainer is not None else {}
+    for key in ("per_device_train_batch_size", "batch_size"):
+        value = settings.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def replayed_peak(profile: Profile, batch: float, seq: float = 1.0) -> int:
