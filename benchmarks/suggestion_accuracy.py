@@ -365,7 +365,7 @@ def main() -> int:
             f"{len(within10)} of {len(measured)} estimates below are within it. Estimates are made by fake "
             "execution (the cell re-executed with the suggestion's code on fake tensors, memprofile/whatif/) "
             "where it can run, else by the rule's replay of the recorded timeline "
-            "(`Suggestion.estimate_method` says which).\n\n"
+            "(`Suggestion.estimate_method` says which, and a replay's evidence ends saying so and why).\n\n"
             "## Per rule\n\n"
             f"{summary}\n\n"
             "GPU-only rules (fragmentation, headroom, tf_memory_growth) and batch_size (which speaks near the "

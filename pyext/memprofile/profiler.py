@@ -635,41 +635,60 @@ class Profiler:
         return profile
 
     def _keep_step_source(self, profile: Profile, recorded: set[str]) -> None:
+        """Keep what re-executes the run (`_keep_rerun`), then measure the suggestions'
+        estimates with it; where it cannot, each estimate says it is its rule's replay, and why."""
+        why = self._keep_rerun(profile, recorded)
+        if not profile.suggestions:
+            return
+        if why is None and profile.error is not None:
+            why = "the run raised"
+        elif why is None and not self._whatif:
+            why = (
+                "the what-if engine was off for this run: it measures the first profile of a decorated "
+                "function or of a block in a function, and not with --no-whatif"
+            )
+        from memprofile.whatif.estimate import estimate_suggestions
+
+        estimate_suggestions(profile, unrun=why)
+
+    def _keep_rerun(self, profile: Profile, recorded: set[str]) -> str | None:
         """What re-executes the run for predictions (whatif/): the cell's code and the
         notebook's (or script's) globals, which live on anyway; never a function's
-        locals, which the profile would keep alive. Only a run that did torch work and
-        no TensorFlow work: re-executed, TensorFlow's ops would run for real. A run that did
-        TensorFlow work keeps the same names for the Keras prediction, which re-executes nothing."""
+        locals, which the profile would keep alive (a call's or a block's are held weakly,
+        whatif/call.py). Only a run that did torch work and no TensorFlow work: re-executed,
+        TensorFlow's ops would run for real. A run that did TensorFlow work keeps the same names
+        for the Keras prediction, which re-executes nothing. None, or why it keeps nothing."""
         namespace = self._namespace
         main = isinstance(namespace, dict) and namespace.get("__name__") == "__main__"
         source = self.source or self._rerun_source
         bindings = None
         if isinstance(self._rerun, str):
             profile._no_rerun = self._rerun  # type: ignore[attr-defined]
-        elif self._rerun is not None and not source:
+            return f"its code cannot run again ({self._rerun})"
+        if self._rerun is not None and not source:
             # a call or a function's block: its module's globals (they live on), its values weakly
             source, namespace, bindings, main = self._rerun.source, self._rerun.globals, self._rerun.bindings, True
-        if self._script or not source or not main:
-            return
+        if self._script:
+            return "a script is never re-executed (it may read its data or write its files again)"
+        if not source or not main:
+            return "its code is not at hand (a run outside a notebook)"
         if any(name.startswith("tensorflow") for name in recorded):
-            if bindings is not None:
-                return  # the Keras prediction reads models by the cell's names
-            # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
-            from memprofile.analysis.predict.keras import KerasSource
+            if bindings is None:
+                # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
+                from memprofile.analysis.predict.keras import KerasSource
 
-            profile._keras_source = KerasSource(source, namespace, steps=len(profile.steps))  # type: ignore[attr-defined]
-            return
+                profile._keras_source = KerasSource(  # type: ignore[attr-defined]
+                    source, namespace, steps=len(profile.steps)
+                )
+            return "a TensorFlow run is not re-executed"
         if "torch" not in recorded:
-            return
+            return "it ran no PyTorch work"
         from memprofile.whatif.engine import StepSource
 
         profile._step_source = StepSource(  # type: ignore[attr-defined]
             source, namespace, steps=len(profile.steps), workspaces=self._workspaces, bindings=bindings
         )
-        if self._whatif and profile.error is None:
-            from memprofile.whatif.estimate import estimate_suggestions
-
-            estimate_suggestions(profile)
+        return None
 
     # Context manager: the Profile handed out at entry is filled in at exit.
     def __enter__(self) -> Profile:

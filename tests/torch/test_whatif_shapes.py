@@ -97,6 +97,8 @@ def test_a_profile_block_in_a_function_and_a_profiled_call_are_predicted_by_fake
     assert first and all(s.estimate_method == "fake execution" for s in first), [s.evidence for s in first]
     later = [s for s in ip.user_ns["large"].suggestions if s.id == "optimizer_state"]
     assert later and all(s.estimate_method != "fake execution" for s in later)
+    # and says so, and why
+    assert all("Estimated from the recorded run's timeline: the what-if engine was off" in s.evidence for s in later)
 
 
 def test_a_profiled_call_keeps_nothing_alive_and_says_when_its_arguments_are_gone(ip, fresh_store):
@@ -277,6 +279,7 @@ fit(xb, yb)
     amp = [s for s in p.suggestions if s.id == "amp"]
     assert amp, [s.id for s in p.suggestions]
     assert amp[0].estimate_method == "replay" and amp[0].estimated_saving_bytes > 0
+    assert "Estimated from the recorded run's timeline: its code is a template" in amp[0].evidence
 
 
 def memprofile_last(ip):

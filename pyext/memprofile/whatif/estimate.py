@@ -93,16 +93,20 @@ def disagrees(profile: Profile, base: FakeRun) -> str | None:
     return None
 
 
-def estimate_suggestions(profile: Profile, budget_s: float | None = None) -> None:
+def estimate_suggestions(profile: Profile, budget_s: float | None = None, unrun: str | None = None) -> None:
+    """Each suggestion's estimate measured by the engine where it can run; every estimate
+    left to its rule's replay says so, and why (`unrun`: why the engine did not run at all)."""
     budget_s = TIME_BUDGET_S if budget_s is None else budget_s
     source: StepSource | None = getattr(profile, "_step_source", None)
-    if source is None or not profile.suggestions:
+    if source is None or not profile.suggestions or unrun is not None:
+        say_replayed(profile.suggestions, unrun or "this run's code is not re-executed")
         return
     started = time.perf_counter()
     base = base_run(profile, source, WARM)
     why = base.error if not base.ok else disagrees(profile, base)
     if why is not None:
         profile.warnings.append(Note("whatif_failed", f"estimates are the rules' replays: {why}"))
+        say_replayed(profile.suggestions, "the cell did not run on fake tensors as it ran (see the notes)")
         return
     kept: list[Suggestion] = []
     for s in profile.suggestions:
@@ -110,23 +114,42 @@ def estimate_suggestions(profile: Profile, budget_s: float | None = None) -> Non
             profile.warnings.append(
                 Note("whatif_budget", f"the what-if engine stopped after {budget_s:g} s: later estimates are replays")
             )
-            kept += profile.suggestions[len(kept) :]
+            rest = profile.suggestions[len(kept) :]
+            say_replayed(rest, f"the what-if engine stopped after {budget_s:g} s")
+            kept += rest
             break
-        if _measured(s, source, base) is not False:
+        measured = _measured(s, source, base)
+        if measured is not False:
             kept.append(s)
+        if isinstance(measured, str):
+            say_replayed([s], measured)
     profile.suggestions = kept
     profile.capture["whatif_s"] = f"{time.perf_counter() - started:.3f}"
 
 
-def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | None:
-    """Replace the estimate by the fake runs' difference; False: its code saves nothing."""
-    if s.id in FREES or s.id in REPLAY_RULES or not s.code.strip() or s.placement == "top" or s.restart_kernel:
+def say_replayed(suggestions: list[Suggestion], why: str) -> None:
+    """The evidence of each estimate made by its rule's replay says so, once."""
+    for s in suggestions:
+        if s.estimate_method == "replay" and "Estimated " not in s.evidence:
+            s.evidence = _then(s.evidence, f" (Estimated from the recorded run's timeline: {why}.)")
+
+
+def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | str | None:
+    """Replace the estimate by the fake runs' difference; False: its code saves nothing;
+    a text: why the rule's replay stays (None: nothing to say)."""
+    if not s.code.strip():
         return None
+    if s.id in FREES:
+        return "the bytes its code frees"
+    if s.id in REPLAY_RULES:
+        return "read off the recorded steps, which a fake run of one step does not make"
+    if s.placement == "top" or s.restart_kernel:
+        return "its code runs before the notebook's other cells"
     if _template(s.code):
-        return None  # `...` where the user's own lines go (amp with backward in a function): not runnable
+        return "its code is a template for your own lines"  # `...` where they go: not runnable
     change = applied(s, source.source)
     if not change.before and _same_code(change.cell, source.source):
-        return None  # a template: what to change is in its comments (amp with backward in a function)
+        return "its code is a template for your own lines"  # what to change is in its comments
     run = fake_run(source, source=change.cell, before=change.before, warm=WARM)
     if not run.ok:
         s.evidence = _then(
