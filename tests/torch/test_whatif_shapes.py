@@ -286,3 +286,37 @@ def memprofile_last(ip):
     import memprofile
 
     return memprofile.last()
+
+
+def test_a_call_with_a_config_record_is_predicted_and_the_record_left_as_it_was(ip, fresh_store):
+    # GIVEN a decorated train(model, opt, data, cfg) whose config (a dataclass of plain values, as
+    # argparse's Namespace is) it reads and writes
+    _run(ip, SETUP)
+    _run(ip, STEPS)
+    _run(
+        ip,
+        """
+import dataclasses
+@dataclasses.dataclass
+class Config:
+    steps: int = 2
+    clip: float = 1.0
+    seen: int = 0
+@memprofile.profiled(name='cfg')
+def fit(model, opt, xb, yb, cfg):
+    for _ in range(cfg.steps):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        cfg.seen += 1
+cfg = Config()
+fit(wide, adam, xb, yb, cfg)
+""",
+    )
+    p = ip.user_ns["fit"].profile
+    # THEN it is re-executed (before: "the cell uses `cfg` (a Config): running it again could change it")
+    predicted = p.predict("cpu", batch="4x")
+    assert predicted.method == "fake execution", predicted.notes
+    # AND the notebook's config counts the real steps only
+    assert ip.user_ns["cfg"].seen == 2

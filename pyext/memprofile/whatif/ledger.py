@@ -52,6 +52,9 @@ class FakeLedger(TorchDispatchMode):
         self._closed = False
         #: Kernels' own buffers per op family, learned from the measured run (whatif/workspaces.py).
         self.workspaces: dict[str, float] = {}
+        #: A layer's weights (and autocast's copies of them) -> the names the measured run's rows
+        #: may give its layer: a kernel's buffers learned per layer (Shadow.convert fills it).
+        self.layers: Any = WeakIdKeyDictionary()
 
     def track(self, tensor: torch.Tensor, category: str = "other", *, before: bool = False, op: str = "") -> None:
         storage = tensor.untyped_storage()
@@ -124,15 +127,28 @@ class FakeLedger(TorchDispatchMode):
                 if isinstance(t, torch.Tensor):
                     self.track(t, op=op)
         if family is not None and family in self.workspaces:
-            self._kernel_buffer(op, family, out)
+            self._kernel_buffer(op, family, out, args)
+        elif op == "aten::_to_copy" and self.layers and isinstance(out, torch.Tensor) and args:
+            # autocast's copy of a weight: the convolution it feeds is still that weight's layer's
+            layer = self.layers.get(args[0].untyped_storage()) if isinstance(args[0], torch.Tensor) else None
+            if layer is not None:
+                self.layers[out.untyped_storage()] = layer
         return out
 
-    def _kernel_buffer(self, op: str, family: str, out: Any) -> None:
+    def _kernel_buffer(self, op: str, family: str, out: Any, args: Any) -> None:
         """A block the kernel holds inside the call beyond its outputs: made and freed at once."""
         storages = {
             id(s): s.nbytes() for s in (t.untyped_storage() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
         }
-        extra = extra_bytes(self.workspaces, family, list(storages.values()))
+        layer = next(
+            (
+                self.layers[a.untyped_storage()]
+                for a in args
+                if isinstance(a, torch.Tensor) and a.untyped_storage() in self.layers
+            ),
+            (),
+        )
+        extra = extra_bytes(self.workspaces, family, list(storages.values()), layer)
         if extra:
             self.order += 1
             row = self.log.add(extra, float(self.order), float(self.order), category="temporary", op=op)

@@ -104,6 +104,9 @@ class Shadow:
                 if real_p.grad is not None and fake_p.grad is None:  # deepcopy leaves gradients behind
                     with self.mode:
                         fake_p.grad = self.mode.from_tensor(real_p.grad)
+            for path, p in fake.named_parameters():
+                layer = path.rpartition(".")[0]
+                self.ledger.layers[p.untyped_storage()] = (layer, f"{name}.{layer}") if layer else (name,)
             for p in fake.parameters():
                 self.ledger.track(p, "parameter", before=True)
                 if p.grad is not None:
@@ -160,6 +163,8 @@ class Shadow:
             return value
         if isinstance(value, torch.optim.lr_scheduler.LRScheduler):  # its optimizer is in the memo: the copy's
             return self._deepcopy(value)
+        if _plain_record(value):
+            return copy.copy(value)  # a config of plain values (args.lr): a write lands in the copy
         if depth == 0 and name in self.read:
             # a Trainer, a tokenizer, the user's own object: running the cell again could change it
             raise Unsupported(f"the cell uses `{name}` (a {type(value).__name__}): running it again could change it")
@@ -213,6 +218,27 @@ def _unchanged_by_a_run(value: Any) -> bool:
             return False  # handed over read-only (Shadow.convert)
         return True
     return False
+
+
+def _plain_record(value: Any) -> bool:
+    """A record of plain values: an argparse or SimpleNamespace, a dataclass instance, whose
+    fields are numbers, strings, None, or tuples and lists of them (a training config)."""
+    import argparse
+    import dataclasses
+
+    if not (
+        isinstance(value, argparse.Namespace | types.SimpleNamespace)
+        or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+    ):
+        return False
+    fields = getattr(value, "__dict__", None)
+    return isinstance(fields, dict) and all(_plain(v) for v in fields.values())
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, bool | int | float | str | bytes | torch.dtype | torch.device):
+        return True
+    return depth < 2 and isinstance(value, tuple | list) and all(_plain(v, depth + 1) for v in value)
 
 
 def _is_data_loader(value: Any) -> bool:

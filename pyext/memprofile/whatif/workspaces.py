@@ -9,7 +9,10 @@ measured run recorded those blocks (the profiler's allocation events, inside the
 op's call), so each family's in-call high-water mark, as a multiple of the call's
 largest block, is learned from it and added by the fake run as a block made and
 freed inside each call of that family: the same kernel at another batch, dtype or
-with a change applied.
+with a change applied. It is learned per layer too (the fake run knows a call's
+layer by its weight, or autocast's copy of it): a small CNN's backward holds 3.0x
+its largest block in one layer and 2.0x in the next, and the family's median (2.5x)
+put its fp32 peak 550 KB low and amp's saving at 0.94 of 1.44 MiB (now exact).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def family_of(op: str) -> str | None:
 def learn(logs: Iterable[AllocationLog]) -> dict[str, float]:
     """Per family: the median over the measured run's calls of the in-call high-water
     mark as a multiple of the call's largest block (1.0: the kernel holds nothing beyond
-    it; the median: a call the grouping joined to a neighbour's blocks is an outlier).
+    it; the median: a call the grouping joined to a neighbour's blocks is an outlier);
+    and per family and layer ("convolution_backward@encoder.2"), the same over that
+    layer's calls: one layer's kernel may hold three blocks where another's holds two.
     A call is a run of consecutive allocations with one op, layer and phase."""
     seen: dict[str, list[float]] = {}
     for log in logs:
@@ -52,6 +57,8 @@ def learn(logs: Iterable[AllocationLog]) -> dict[str, float]:
                 if family is not None:
                     ratio = min(MOST, _high_water(log, call) / max(1, max(log.size[r] for r in call)))
                     seen.setdefault(family, []).append(ratio)
+                    if log.layer[call[0]]:
+                        seen.setdefault(f"{family}@{log.layer[call[0]]}", []).append(ratio)
                 call = []
             if i >= 0:
                 call.append(i)
@@ -72,10 +79,14 @@ def _high_water(log: AllocationLog, call: list[int]) -> int:
     return high
 
 
-def extra_bytes(ratios: dict[str, float], family: str | None, outputs: list[int]) -> int:
+def extra_bytes(ratios: dict[str, float], family: str | None, outputs: list[int], layer: tuple[str, ...] = ()) -> int:
     """What a call of `family` (its outputs' storage sizes) holds beyond its outputs, per
-    the learned multiple of its largest output."""
-    ratio = ratios.get(family) if family is not None else None
+    the learned multiple of its largest output: its layer's where it was learned (`layer`:
+    the names the measured run may give it: `encoder.2`, or `net.encoder.2` where another
+    model has an `encoder`)."""
+    if family is None:
+        return 0
+    ratio = next((ratios[k] for k in (f"{family}@{n}" for n in layer) if k in ratios), ratios.get(family))
     if not ratio or not outputs:
         return 0
     return max(0, round(ratio * max(outputs)) - sum(outputs))
