@@ -673,13 +673,14 @@ class Profiler:
         if not source or not main:
             return "its code is not at hand (a run outside a notebook)"
         if any(name.startswith("tensorflow") for name in recorded):
-            if bindings is None:
-                # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
-                from memprofile.analysis.predict.keras import KerasSource
+            # A Keras prediction reads the cell's models and optimizers; it runs nothing again.
+            from memprofile.analysis.predict.keras import KerasSource
 
-                profile._keras_source = KerasSource(  # type: ignore[attr-defined]
-                    source, namespace, steps=len(profile.steps)
-                )
+            if bindings is not None:  # a call's or a block's: its values read when asked, held weakly
+                from memprofile.whatif.call import BoundNamespace
+
+                namespace = BoundNamespace(namespace, bindings)
+            profile._keras_source = KerasSource(source, namespace, steps=len(profile.steps))  # type: ignore[attr-defined]
             return "a TensorFlow run is not re-executed"
         if "torch" not in recorded:
             return "it ran no PyTorch work"

@@ -272,3 +272,34 @@ def test_the_slot_table_is_what_keras_builds(make):
     # THEN the table (Keras 3's build()) gave its bytes
     assert "not built" in how and counted_how == "its variables, counted"
     assert table == counted, (make, table, counted)
+
+
+@pytest.mark.parametrize("shape", ["decorated", "block"])
+def test_a_profiled_keras_call_and_a_block_in_a_function_are_predicted_from_their_layers(ip, fresh_store, shape):
+    # GIVEN the CNN's fit in a function of the notebook: decorated, or in a profile() block in it;
+    # the model and the data are its arguments (held weakly by the profile)
+    import memprofile
+
+    _run(ip, CNN)
+    _run(
+        ip,
+        "import memprofile\n@memprofile.profiled(name='decorated')\ndef fit_decorated(model, x, y, bs):\n"
+        "    model.fit(x, y, batch_size=bs, verbose=0)\n"
+        "def fit_block(model, x, y, bs):\n    with memprofile.profile(name='block') as p:\n"
+        "        model.fit(x, y, batch_size=bs, verbose=0)\n    return p\n",
+    )
+    call = (
+        "fit_decorated(cnn, xi[:{n}], yi[:{n}], {n})"
+        if shape == "decorated"
+        else "fit_block(cnn, xi[:{n}], yi[:{n}], {n})"
+    )
+    _run(ip, call.format(n=16))
+    small = memprofile.last()
+    # WHEN it is predicted at 4x the batch (before: "the run's Keras model is not at hand")
+    made = small.predict("cpu", batch="4x")
+    assert made.method == "keras layers", made.notes
+    assert made.measured_batch == 16
+    # THEN it is the real run's peak there within the cell's own bound (cnn_fit: 10 %)
+    _run(ip, call.format(n=64))
+    real = memprofile.last().peak_bytes
+    assert abs(made.allocated_peak_bytes / real - 1) <= 0.10, (made.allocated_peak_bytes, real)

@@ -18,7 +18,7 @@ import ast
 import inspect
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,39 @@ class Bindings:
     def resolve(self) -> dict[str, Any]:
         """The values, as they are now; Gone where one has died."""
         return {name: get() for name, get in self._getters.items()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._getters
+
+    def get(self, name: str) -> Any:
+        """One value as it is now; Gone where it has died."""
+        return self._getters[name]()
+
+    def names(self) -> list[str]:
+        return list(self._getters)
+
+
+class BoundNamespace(Mapping):
+    """A module's globals with a call's or a block's bindings over them, each read when asked
+    (what a Keras prediction looks its models up in; a binding that has died is not there)."""
+
+    def __init__(self, globals: Mapping[str, Any], bindings: Bindings) -> None:
+        self.globals, self.bindings = globals, bindings
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.bindings:
+            try:
+                return self.bindings.get(name)
+            except Gone:
+                raise KeyError(name) from None
+        return self.globals[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.bindings.names()
+        yield from (k for k in self.globals if k not in self.bindings)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass

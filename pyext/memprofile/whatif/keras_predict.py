@@ -51,8 +51,7 @@ class KerasPredictor:
         self.batch, self.seq = batch, seq
         if source is None:
             self.notes.append(
-                "the run's Keras model is not at hand (a saved profile, a profile() block inside a function, "
-                "a @profiled call): "
+                "the run's Keras model is not at hand (a saved profile, a script, a run outside a notebook): "
                 "the recorded timeline was replayed, its activations, inputs and temporaries scaled with the batch"
             )
             return
