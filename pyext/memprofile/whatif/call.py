@@ -38,6 +38,13 @@ class Unheld(TypeError):
     """A value that can be neither held weakly nor kept as it is."""
 
 
+def shown(name: str) -> str:
+    """A binding's name as the user wrote it: `the argument `loader``, `the function`."""
+    if name == CALLEE:
+        return "the profiled function"
+    return f"the argument `{name[len(ARG) :]}`" if name.startswith(ARG) else f"`{name}`"
+
+
 def _kept_as_is(value: Any) -> bool:
     if value is None or isinstance(value, bool | int | float | complex | str | bytes | type | types.ModuleType):
         return True
@@ -87,19 +94,19 @@ def weak_value(value: Any, name: str, depth: int = 0) -> Callable[[], Any]:
     if depth < DEPTH and kind is dict:
         items = [(k, weak_value(v, name, depth + 1)) for k, v in value.items() if _kept_as_is(k)]
         if len(items) != len(value):
-            raise Unheld(f"`{name}` is a dict with keys that are not plain values")
+            raise Unheld(f"{shown(name)} is a dict with keys that are not plain values")
         return lambda: {k: get() for k, get in items}
     if isinstance(value, types.GeneratorType):
-        raise Unheld(f"`{name}` is a generator: running the code again would consume it")
+        raise Unheld(f"{shown(name)} is a generator: running the code again would consume it")
     try:
         ref = weakref.ref(value)
     except TypeError:
-        raise Unheld(f"`{name}` (a {kind.__name__}) cannot be held without keeping it alive") from None
+        raise Unheld(f"{shown(name)} (a {kind.__name__}) cannot be held without keeping it alive") from None
 
     def get() -> Any:
         obj = ref()
         if obj is None:
-            raise Gone(f"`{name}` no longer exists")
+            raise Gone(f"{shown(name)} no longer exists: a profile holds a run's objects without keeping them alive")
         return obj
 
     return get

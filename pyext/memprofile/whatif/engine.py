@@ -209,7 +209,7 @@ def fake_run(
     try:
         extra = step.bindings.resolve() if step.bindings is not None else {}
     except Gone as e:
-        run.error = f"Gone: what the run's code needs is gone ({e})"
+        run.error = str(e)
         return run
     names = _names_with_callees(before + "\n" + code, step.namespace, extra)
     guard = Guard(ChainMap(extra, dict(step.namespace)) if extra else step.namespace, names)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 
-from memprofile.whatif.call import TensorSpec
+from memprofile.whatif.call import TensorSpec, shown
 from memprofile.whatif.ledger import FakeLedger
 
 #: IPython's own names: history and caches the cell does not compute with.
@@ -130,7 +130,7 @@ class Shadow:
             view.flags.writeable = False
             return view
         if isinstance(value, types.GeneratorType) or (hasattr(value, "__next__") and not isinstance(value, str)):
-            raise Unsupported(f"the cell reads the iterator `{name}`: running it again would consume it")
+            raise Unsupported(f"the cell reads the iterator {shown(name)}: running it again would consume it")
         if depth < 3 and type(value) in (list, tuple, dict, set):
             if isinstance(value, dict):
                 return {k: self.convert(name, v, depth + 1) for k, v in value.items()}
@@ -158,7 +158,7 @@ class Shadow:
             except Unsupported:
                 raise
             except Exception as e:
-                raise Unsupported(f"the cell uses `{name}`, which cannot be copied ({type(e).__name__})") from None
+                raise Unsupported(f"the cell uses {shown(name)}, which cannot be copied ({type(e).__name__})") from None
         if _unchanged_by_a_run(value):
             return value
         if isinstance(value, torch.optim.lr_scheduler.LRScheduler):  # its optimizer is in the memo: the copy's
@@ -167,7 +167,8 @@ class Shadow:
             return copy.copy(value)  # a config of plain values (args.lr): a write lands in the copy
         if depth == 0 and name in self.read:
             # a Trainer, a tokenizer, the user's own object: running the cell again could change it
-            raise Unsupported(f"the cell uses `{name}` (a {type(value).__name__}): running it again could change it")
+            kind = type(value).__name__
+            raise Unsupported(f"the cell uses {shown(name)} (a {kind}): running it again could change it")
         return value
 
     def tensor(self, value: torch.Tensor | TensorSpec) -> torch.Tensor:
