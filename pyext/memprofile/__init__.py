@@ -68,21 +68,19 @@ def profile(name: str | None = None, **options):
             options["rerun_source"] = block_source(frame)
         else:
             options["rerun"] = block_in_function(frame)
-            # a function's block may run once per step: the engine's estimates at its first run
-            options.setdefault("whatif", _first_at(frame.f_code, frame.f_lineno))
+            # a function's block may run once per step: the engine measures each shape once
+            options.setdefault("whatif_memo", _site_memo(frame.f_code, frame.f_lineno))
     return Profiler(name=name, **options)
 
 
-#: Code sites (a block in a function: its code object, by identity, and line; a decorated
-#: function) whose profile had the what-if engine's estimates: a site run per step has them
-#: once, not after each step. Weak: a cell run again defines new ones.
-_ESTIMATED: _weakref.WeakValueDictionary = _weakref.WeakValueDictionary()
+#: The what-if engine's outcomes per code site (a decorated function; a block in a function: its
+#: code object and line), by the shapes it ran with (whatif/estimate.py): a site run once per
+#: training step is measured once per shape, not after each step. Weak: gone with the code.
+_SITE_MEMOS: _weakref.WeakKeyDictionary = _weakref.WeakKeyDictionary()
 
 
-def _first_at(code, line: int = 0) -> bool:
-    first = _ESTIMATED.get((id(code), line)) is not code
-    _ESTIMATED[id(code), line] = code
-    return first
+def _site_memo(code, line: int = 0) -> dict:
+    return _SITE_MEMOS.setdefault(code, {}).setdefault(line, {})
 
 
 def _in_ipython() -> bool:
@@ -119,8 +117,8 @@ def profiled(name: str | None = None, **options):
                 from memprofile.whatif.call import call_rerun
 
                 # the call again, for predictions and estimates (the arguments held weakly); the
-                # engine's estimates at the first call (a decorated step runs once per step)
-                extra = {"rerun": call_rerun(fn, args, kwargs), "whatif": _first_at(wrapper)}
+                # engine measures each shape once (a decorated step runs once per training step)
+                extra = {"rerun": call_rerun(fn, args, kwargs), "whatif_memo": _site_memo(wrapper)}
             with Profiler(
                 name=name or fn.__qualname__,
                 namespace=options.get("namespace", fn.__globals__),

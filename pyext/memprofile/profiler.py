@@ -277,6 +277,7 @@ class Profiler:
         whatif: bool = True,
         rerun_source: str | None = None,
         rerun: Rerun | str | None = None,
+        whatif_memo: dict | None = None,
         feed_live: bool = True,
     ) -> None:
         """`torch=None` profiles PyTorch when it is imported (or the source
@@ -303,6 +304,7 @@ class Profiler:
         the code a `with profile():` block runs (whatif/block.py), re-executed for
         predictions and estimates where there is no cell source; `rerun`: the same for a
         `@profiled` call or a block in a function (whatif/call.py), or why it has none;
+        `whatif_memo`: that code site's estimates by the shapes it ran with (whatif/estimate.py);
         `feed_live`: feed the
         live view while it runs (capture/live.py; a trial's runs do not)."""
         check_interval(host_interval_s)  # said here, not by a thread that dies
@@ -310,6 +312,7 @@ class Profiler:
         self.source = source
         self._rerun_source = rerun_source
         self._rerun = rerun
+        self._whatif_memo = whatif_memo
         self._feed_live = feed_live
         self.store = store
         namespace = caller_namespace(namespace)
@@ -643,13 +646,10 @@ class Profiler:
         if why is None and profile.error is not None:
             why = "the run raised"
         elif why is None and not self._whatif:
-            why = (
-                "the what-if engine was off for this run: it measures the first profile of a decorated "
-                "function or of a block in a function, and not with --no-whatif"
-            )
+            why = "the what-if engine was off for this run (--no-whatif)"
         from memprofile.whatif.estimate import estimate_suggestions
 
-        estimate_suggestions(profile, unrun=why)
+        estimate_suggestions(profile, unrun=why, memo=self._whatif_memo)
 
     def _keep_rerun(self, profile: Profile, recorded: set[str]) -> str | None:
         """What re-executes the run for predictions (whatif/): the cell's code and the

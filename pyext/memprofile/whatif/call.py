@@ -132,6 +132,27 @@ class Bindings:
     def names(self) -> list[str]:
         return list(self._getters)
 
+    def signature(self) -> tuple | None:
+        """What a re-run's outcome depends on beyond the code: the tensors' specs, the objects'
+        identities, the plain values; None where one has died."""
+        try:
+            values = self.resolve()
+        except Gone:
+            return None
+        return tuple(sorted((name, _signature(v)) for name, v in values.items()))
+
+
+def _signature(value: Any) -> Any:
+    if isinstance(value, TensorSpec):
+        return ("tensor", value.shape, value.stride, str(value.dtype), str(value.device), value.requires_grad)
+    if type(value) in (tuple, list):
+        return (type(value).__name__, tuple(_signature(v) for v in value))
+    if type(value) is dict:
+        return ("dict", tuple((repr(k), _signature(v)) for k, v in value.items()))
+    if _kept_as_is(value):
+        return ("value", repr(value)[:200])
+    return ("object", type(value).__qualname__, id(value))
+
 
 class BoundNamespace(Mapping):
     """A module's globals with a call's or a block's bindings over them, each read when asked

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from memprofile.model.profile import Note, Profile, Suggestion
 from memprofile.units import fmt_bytes
@@ -93,13 +94,44 @@ def disagrees(profile: Profile, base: FakeRun) -> str | None:
     return None
 
 
-def estimate_suggestions(profile: Profile, budget_s: float | None = None, unrun: str | None = None) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    """What the engine made of one suggestion: measured (`peaks`: the cell's fake peak as is and
+    with the code), saves nothing (`drop`), or left to the rule's replay (`why`, or nothing to say)."""
+
+    peaks: tuple[int, int] | None = None
+    drop: bool = False
+    why: str | None = None
+    failed: str | None = None
+
+
+#: Shapes of one code site (a decorated function, a block in a function) whose estimates a site
+#: keeps: past them its later profiles keep their replays (a site called with ever new shapes).
+SITE_SHAPES = 8
+
+
+def estimate_suggestions(
+    profile: Profile,
+    budget_s: float | None = None,
+    unrun: str | None = None,
+    memo: dict | None = None,
+) -> None:
     """Each suggestion's estimate measured by the engine where it can run; every estimate
-    left to its rule's replay says so, and why (`unrun`: why the engine did not run at all)."""
+    left to its rule's replay says so, and why (`unrun`: why the engine did not run at all).
+    `memo`: a code site's outcomes by the shapes of its arguments (whatif/call.py): a decorated
+    step called once per training step is measured at its first call, and its later calls with
+    the same shapes and objects take those outcomes instead of running the engine again."""
     budget_s = TIME_BUDGET_S if budget_s is None else budget_s
     source: StepSource | None = getattr(profile, "_step_source", None)
     if source is None or not profile.suggestions or unrun is not None:
         say_replayed(profile.suggestions, unrun or "this run's code is not re-executed")
+        return
+    key = source.bindings.signature() if memo is not None and source.bindings is not None else None
+    if key is not None and memo is not None and key in memo:
+        _take(profile, memo[key])
+        return
+    if key is not None and memo is not None and len(memo) >= SITE_SHAPES:
+        say_replayed(profile.suggestions, f"the engine measured this code at {SITE_SHAPES} shapes already")
         return
     started = time.perf_counter()
     base = base_run(profile, source, WARM)
@@ -108,23 +140,50 @@ def estimate_suggestions(profile: Profile, budget_s: float | None = None, unrun:
         profile.warnings.append(Note("whatif_failed", f"estimates are the rules' replays: {why}"))
         say_replayed(profile.suggestions, "the cell did not run on fake tensors as it ran (see the notes)")
         return
-    kept: list[Suggestion] = []
-    for s in profile.suggestions:
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    for n, s in enumerate(profile.suggestions):
         if time.perf_counter() - started > budget_s:
             profile.warnings.append(
                 Note("whatif_budget", f"the what-if engine stopped after {budget_s:g} s: later estimates are replays")
             )
-            rest = profile.suggestions[len(kept) :]
-            say_replayed(rest, f"the what-if engine stopped after {budget_s:g} s")
-            kept += rest
+            say_replayed(profile.suggestions[n:], f"the what-if engine stopped after {budget_s:g} s")
+            key = None  # not all measured: the next call measures again
             break
-        measured = _measured(s, source, base)
-        if measured is not False:
-            kept.append(s)
-        if isinstance(measured, str):
-            say_replayed([s], measured)
-    profile.suggestions = kept
+        outcomes[s.id, s.code] = _measured(s, source, base)
+    _take(profile, outcomes)
+    if key is not None and memo is not None:
+        memo[key] = outcomes
     profile.capture["whatif_s"] = f"{time.perf_counter() - started:.3f}"
+
+
+def _take(profile: Profile, outcomes: dict[tuple[str, str], Outcome]) -> None:
+    """The outcomes applied to the profile's suggestions (those without one keep their replays)."""
+    kept = []
+    for s in profile.suggestions:
+        o = outcomes.get((s.id, s.code))
+        if o is None:
+            kept.append(s)
+            continue
+        if o.drop:
+            continue
+        kept.append(s)
+        if o.peaks is not None:
+            replayed = s.estimated_saving_bytes
+            s.estimated_saving_bytes = o.peaks[0] - o.peaks[1]
+            s.estimate_method = FAKE
+            s.evidence = _then(
+                s.evidence,
+                f" Estimated by re-executing the cell with this code on fake tensors (no memory, no compute): "
+                f"peak {fmt_bytes(o.peaks[0])} -> {fmt_bytes(o.peaks[1])}"
+                + (f"; the recorded run's replay said {fmt_bytes(replayed)}." if replayed is not None else "."),
+            )
+        elif o.failed is not None:
+            s.evidence = _then(
+                s.evidence, f" (Estimated from the recorded run: its code could not run on fake tensors: {o.failed}.)"
+            )
+        elif o.why is not None:
+            say_replayed([s], o.why)
+    profile.suggestions = kept
 
 
 def say_replayed(suggestions: list[Suggestion], why: str) -> None:
@@ -134,41 +193,27 @@ def say_replayed(suggestions: list[Suggestion], why: str) -> None:
             s.evidence = _then(s.evidence, f" (Estimated from the recorded run's timeline: {why}.)")
 
 
-def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> bool | str | None:
-    """Replace the estimate by the fake runs' difference; False: its code saves nothing;
-    a text: why the rule's replay stays (None: nothing to say)."""
+def _measured(s: Suggestion, source: StepSource, base: FakeRun) -> Outcome:
+    """The suggestion's code run on fake tensors with the cell, against the cell as is."""
     if not s.code.strip():
-        return None
+        return Outcome()
     if s.id in FREES:
-        return "the bytes its code frees"
+        return Outcome(why="the bytes its code frees")
     if s.id in REPLAY_RULES:
-        return "read off the recorded steps, which a fake run of one step does not make"
+        return Outcome(why="read off the recorded steps, which a fake run of one step does not make")
     if s.placement == "top" or s.restart_kernel:
-        return "its code runs before the notebook's other cells"
+        return Outcome(why="its code runs before the notebook's other cells")
     if _template(s.code):
-        return "its code is a template for your own lines"  # `...` where they go: not runnable
+        return Outcome(why="its code is a template for your own lines")  # `...` where they go: not runnable
     change = applied(s, source.source)
     if not change.before and _same_code(change.cell, source.source):
-        return "its code is a template for your own lines"  # what to change is in its comments
+        return Outcome(why="its code is a template for your own lines")  # what to change is in its comments
     run = fake_run(source, source=change.cell, before=change.before, warm=WARM)
     if not run.ok:
-        s.evidence = _then(
-            s.evidence, f" (Estimated from the recorded run: its code could not run on fake tensors: {run.error}.)"
-        )
-        return None
-    saving = base.peak_bytes - run.peak_bytes
-    if saving <= 0:
-        return False
-    replayed = s.estimated_saving_bytes
-    s.estimated_saving_bytes = saving
-    s.estimate_method = FAKE
-    s.evidence = _then(
-        s.evidence,
-        f" Estimated by re-executing the cell with this code on fake tensors (no memory, no compute): "
-        f"peak {fmt_bytes(base.peak_bytes)} -> {fmt_bytes(run.peak_bytes)}"
-        + (f"; the recorded run's replay said {fmt_bytes(replayed)}." if replayed is not None else "."),
-    )
-    return True
+        return Outcome(failed=run.error)
+    if base.peak_bytes - run.peak_bytes <= 0:
+        return Outcome(drop=True)  # a rule that fires must be right
+    return Outcome(peaks=(base.peak_bytes, run.peak_bytes))
 
 
 def _then(evidence: str, sentence: str) -> str:
