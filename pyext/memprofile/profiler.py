@@ -646,7 +646,7 @@ class Profiler:
         if why is None and profile.error is not None:
             why = "the run raised"
         elif why is None and not self._whatif:
-            why = "the what-if engine was off for this run (--no-whatif)"
+            why = "the what-if engine was off for this run (whatif=False, --no-whatif)"
         from memprofile.whatif.estimate import estimate_suggestions
 
         estimate_suggestions(profile, unrun=why, memo=self._whatif_memo)

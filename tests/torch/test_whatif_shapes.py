@@ -327,3 +327,63 @@ fit(wide, adam, xb, yb, cfg)
     assert predicted.method == "fake execution", predicted.notes
     # AND the notebook's config counts the real steps only
     assert ip.user_ns["cfg"].seen == 2
+
+
+def test_a_block_calling_a_closure_over_its_model_is_predicted_and_the_model_left_as_it_was(ip, fresh_store):
+    # GIVEN a block in a function that calls a training step defined inside that function,
+    # closing over the function's model and optimizer
+    _run(
+        ip,
+        """
+import torch, memprofile
+def main():
+    model = torch.nn.Sequential(torch.nn.Linear(256, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 10))
+    opt = torch.optim.Adam(model.parameters())
+    def train_step(x):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    train_step(torch.randn(64, 256))
+    with memprofile.profile(name='closure') as p:
+        train_step(torch.randn(64, 256))
+    return p, model, opt, train_step
+closure_p, closure_model, closure_opt, closure_step = main()
+""",
+    )
+    p, model, opt, step = (ip.user_ns[k] for k in ("closure_p", "closure_model", "closure_opt", "closure_step"))
+    # WHEN it is predicted (the closure is run with copies in its cells)
+    predicted = p.predict("cpu", batch="4x")
+    assert predicted.method == "fake execution", predicted.notes
+    # THEN the real model's gradients and Adam's state are real tensors still, and it trains
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    assert not any(isinstance(q.grad, FakeTensor) for q in model.parameters())
+    assert not any(isinstance(v, FakeTensor) for s in opt.state.values() for v in s.values())
+    before = model[0].weight.detach().clone()
+    step(torch.randn(64, 256))
+    assert not torch.equal(before, model[0].weight)
+
+
+def test_a_run_that_reaches_a_model_it_cannot_copy_leaves_it_as_it_was(ip, fresh_store, tmp_path, monkeypatch):
+    # GIVEN a cell calling a training step of the user's module, over that module's own model
+    # and optimizer (the copy cannot reach them: the fake run writes into them, and is refused)
+    (tmp_path / "modtrain.py").write_text(
+        "import torch\nmodel = torch.nn.Linear(256, 512)\nopt = torch.optim.Adam(model.parameters())\n"
+        "def step(x):\n    opt.zero_grad()\n    model(x).sum().backward()\n    opt.step()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _run(ip, "import modtrain, torch, memprofile\nmodtrain.step(torch.randn(64, 256))")
+    _run(ip, "%%memprofile -q -n modtrain\nmodtrain.step(torch.randn(64, 256))")
+    import memprofile
+
+    predicted = memprofile.last().predict("cpu", batch="2x")
+    assert predicted.method == "replay"
+    # THEN the module's model keeps its real gradients and Adam its real state (before: fake ones)
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    mod = ip.user_ns["modtrain"]
+    assert not any(isinstance(q.grad, FakeTensor) for q in mod.model.parameters())
+    assert not any(isinstance(v, FakeTensor) for s in mod.opt.state.values() for v in s.values())
+    before = mod.model.weight.detach().clone()
+    _run(ip, "modtrain.step(torch.randn(64, 256))")
+    assert not torch.equal(before, mod.model.weight)

@@ -15,7 +15,9 @@ asks, the prediction replays the recorded timeline and its note says why (`Gone`
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
+import sys
 import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -45,17 +47,51 @@ def shown(name: str) -> str:
     return f"the argument `{name[len(ARG) :]}`" if name.startswith(ARG) else f"`{name}`"
 
 
+#: Past these a value is not held for a re-run (it would cost each call, or keep memory alive):
+#: a container's items, a string's or bytes' length.
+MAX_ITEMS = 256
+MAX_TEXT = 1 << 16
+
+
 def _kept_as_is(value: Any) -> bool:
-    if value is None or isinstance(value, bool | int | float | complex | str | bytes | type | types.ModuleType):
+    if isinstance(value, str | bytes):
+        return len(value) <= MAX_TEXT
+    if value is None or isinstance(value, bool | int | float | complex | type | types.ModuleType):
         return True
-    torch = __import__("sys").modules.get("torch")
+    torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.dtype | torch.device | torch.Size)
 
 
-@dataclass(frozen=True)
+def plain_record(value: Any) -> bool:
+    """A record of plain values: an argparse or SimpleNamespace, a dataclass instance, whose
+    fields are numbers, strings, None, or tuples and lists of them (a training config)."""
+    import argparse
+    import dataclasses
+
+    if not (
+        isinstance(value, argparse.Namespace | types.SimpleNamespace)
+        or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+    ):
+        return False
+    fields = getattr(value, "__dict__", None)
+    return isinstance(fields, dict) and len(fields) <= MAX_ITEMS and all(_plain(v) for v in fields.values())
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if _kept_as_is(value) and not isinstance(value, type | types.ModuleType):
+        return True
+    return (
+        depth < 2
+        and isinstance(value, tuple | list)
+        and len(value) <= MAX_ITEMS
+        and all(_plain(v, depth + 1) for v in value)
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class TensorSpec:
     """A tensor argument without its memory: what a fake run makes a fake tensor of
-    (whatif/shadow.py)."""
+    (whatif/shadow.py). One spec per tensor of a call (`f(x, x)` is one tensor)."""
 
     shape: tuple[int, ...]
     stride: tuple[int, ...]
@@ -69,30 +105,41 @@ class TensorSpec:
 
 
 def _plain_tensor(value: Any) -> bool:
-    """A tensor that is data (a batch, a mask), not a model's parameter."""
-    torch = __import__("sys").modules.get("torch")
+    """A tensor that is data (a batch, a mask): not a model's parameter, nor a leaf that learns
+    (an optimizer may hold it: the fake run must find the same one)."""
+    torch = sys.modules.get("torch")
     return (
         torch is not None
         and isinstance(value, torch.Tensor)
         and not isinstance(value, torch.nn.Parameter)
+        and not (value.requires_grad and value.is_leaf)
         and value.layout == torch.strided
         and not value.is_nested
     )
 
 
-def weak_value(value: Any, name: str, depth: int = 0) -> Callable[[], Any]:
-    """A getter for `value` that does not keep it alive (see the module's docstring)."""
+def weak_value(value: Any, name: str, depth: int = 0, specs: dict[int, TensorSpec] | None = None) -> Callable[[], Any]:
+    """A getter for `value` that does not keep it alive (see the module's docstring); `specs`:
+    the call's tensors' specs so far, by the tensor's id (one spec per tensor)."""
+    specs = {} if specs is None else specs
     if _kept_as_is(value):
         return lambda: value
+    if isinstance(value, str | bytes):
+        raise Unheld(f"{shown(name)} is {len(value):,} characters long: too long to keep for a re-run")
     if _plain_tensor(value):
-        spec = TensorSpec.of(value)
+        spec = specs.setdefault(id(value), TensorSpec.of(value))
         return lambda: spec
+    if plain_record(value):
+        record = copy.deepcopy(value)  # small, and a re-run's writes land in its own copy (shadow.py)
+        return lambda: record
     kind = type(value)
+    if kind in (tuple, list, dict) and len(value) > MAX_ITEMS:
+        raise Unheld(f"{shown(name)} is a {kind.__name__} of {len(value):,} items: too many to hold for a re-run")
     if depth < DEPTH and kind in (tuple, list):
-        parts = [weak_value(v, name, depth + 1) for v in value]
+        parts = [weak_value(v, name, depth + 1, specs) for v in value]
         return lambda: kind(p() for p in parts)
     if depth < DEPTH and kind is dict:
-        items = [(k, weak_value(v, name, depth + 1)) for k, v in value.items() if _kept_as_is(k)]
+        items = [(k, weak_value(v, name, depth + 1, specs)) for k, v in value.items() if _kept_as_is(k)]
         if len(items) != len(value):
             raise Unheld(f"{shown(name)} is a dict with keys that are not plain values")
         return lambda: {k: get() for k, get in items}
@@ -116,7 +163,8 @@ class Bindings:
     """Names the re-executed code needs beyond the module's globals, held weakly."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
-        self._getters = {name: weak_value(value, name) for name, value in values.items()}
+        specs: dict[int, TensorSpec] = {}
+        self._getters = {name: weak_value(value, name, 0, specs) for name, value in values.items()}
 
     def resolve(self) -> dict[str, Any]:
         """The values, as they are now; Gone where one has died."""
@@ -191,6 +239,10 @@ def call_rerun(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> R
     """The call `fn(*args, **kwargs)` as a Rerun, or why it cannot be one."""
     if not isinstance(fn, types.FunctionType):
         return f"{fn!r} is not a plain function"
+    inner = inspect.unwrap(fn)
+    if inner is not fn and getattr(inner, "__globals__", None) is not fn.__globals__:
+        # calling it runs the inner function in its own module: its objects out of the copy's reach
+        return f"{fn.__qualname__} is wrapped by a decorator of another module ({fn.__module__})"
     try:
         bound = inspect.signature(fn).bind(*args, **kwargs)
     except (TypeError, ValueError) as e:

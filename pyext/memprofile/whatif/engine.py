@@ -198,7 +198,7 @@ def fake_run(
     runs a changed cell again has by then what its first run made (a new optimizer's
     buffers, outputs in the changed dtype) instead of what the old cell left."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
     from memprofile.whatif.ledger import FakeLedger
     from memprofile.whatif.shadow import Guard, Scale, Shadow, Unsupported
@@ -245,6 +245,11 @@ def fake_run(
         # On the copies only (the user's models keep their hooks as they are); kwargs: HF models.
         handles.extend(m.register_forward_pre_hook(on_forward, with_kwargs=True) for m in shadow.models)
         handles.append(register_optimizer_step_post_hook(on_step))
+        # an optimizer the copy did not reach (held in a closure) stepped by the run: its state is put back
+        fakes = shadow.optimizers
+        handles.append(
+            register_optimizer_step_pre_hook(lambda opt, *_: None if any(opt is f for f in fakes) else guard.watch(opt))
+        )
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             with mode, ledger:
                 if before:
@@ -268,7 +273,7 @@ def fake_run(
     finally:
         for h in handles:
             h.remove()
-        guard.restore()
+        guard.restore(ledger.reached.values())
         run.seconds = time.perf_counter() - started
     if run.scalar_reads:
         run.notes.append(f"the code read {run.scalar_reads} value(s) from tensors (`.item()`): each read 1")

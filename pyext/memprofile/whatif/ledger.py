@@ -55,6 +55,8 @@ class FakeLedger(TorchDispatchMode):
         #: A layer's weights (and autocast's copies of them) -> the names the measured run's rows
         #: may give its layer: a kernel's buffers learned per layer (Shadow.convert fills it).
         self.layers: Any = WeakIdKeyDictionary()
+        #: Real leaves that learn the run reached, with their gradients before it (id -> both).
+        self.reached: dict[int, tuple[torch.Tensor, Any]] = {}
 
     def track(self, tensor: torch.Tensor, category: str = "other", *, before: bool = False, op: str = "") -> None:
         storage = tensor.untyped_storage()
@@ -102,6 +104,13 @@ class FakeLedger(TorchDispatchMode):
             # bias corrections and divisions finite; control flow takes one branch.
             self.scalar_reads += 1
             return 1.0 if args[0].dtype.is_floating_point else (True if args[0].dtype == torch.bool else 1)
+        for a in args:  # the real leaves the run reaches (a model held in a closure): Guard restores their grads
+            if type(a) is torch.nn.Parameter or (type(a) is torch.Tensor and a.requires_grad):
+                self._reached(a)
+            elif type(a) in (list, tuple):
+                for t in a:
+                    if type(t) is torch.nn.Parameter or (type(t) is torch.Tensor and t.requires_grad):
+                        self._reached(t)
         op, mutable, family = _op_info(func)
         if mutable and any(_real(a) for a in tree_leaves((args, kwargs))):
             # FakeTensorMode would run it on a fake stand-in; refuse rather than trust that.
@@ -134,6 +143,12 @@ class FakeLedger(TorchDispatchMode):
             if layer is not None:
                 self.layers[out.untyped_storage()] = layer
         return out
+
+    def _reached(self, tensor: torch.Tensor) -> None:
+        """A real leaf that learns, first reached by the run: its gradient as it was (autograd
+        would give it a fake one)."""
+        if tensor.is_leaf and id(tensor) not in self.reached:
+            self.reached[id(tensor)] = (tensor, tensor.grad)
 
     def _kernel_buffer(self, op: str, family: str, out: Any, args: Any) -> None:
         """A block the kernel holds inside the call beyond its outputs: made and freed at once."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 
-from memprofile.whatif.call import TensorSpec, shown
+from memprofile.whatif.call import TensorSpec, plain_record, shown
 from memprofile.whatif.ledger import FakeLedger
 
 #: IPython's own names: history and caches the cell does not compute with.
@@ -78,6 +78,9 @@ class Shadow:
     read: frozenset[str] = frozenset()
     memo: dict[int, Any] = field(default_factory=dict)
     models: list[nn.Module] = field(default_factory=list)
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    #: Closure cells with copies in them, by the real cell (`_closure`).
+    cells: dict[tuple[str, int], Any] = field(default_factory=dict)
     #: Names over the namespace (a call's arguments, a block's locals: StepSource.bindings).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -93,10 +96,12 @@ class Shadow:
         ns["__builtins__"] = bi
         for name, value in list(ns.items()):
             if isinstance(value, types.FunctionType) and value.__globals__ is self.namespace:
-                ns[name] = _rebound(value, ns)
+                ns[name] = _rebound(value, ns, self._closure(value))
         return ns
 
     def convert(self, name: str, value: Any, depth: int) -> Any:
+        if isinstance(value, nn.Module | torch.optim.Optimizer) and id(value) in self.memo:
+            return self.memo[id(value)]  # copied under another name (`net = model`, a closure's): one copy
         if isinstance(value, nn.Module):
             fake = self._deepcopy(value)
             self.models.append(fake)
@@ -116,6 +121,7 @@ class Shadow:
             return fake
         if isinstance(value, torch.optim.Optimizer):
             fake_opt = self._deepcopy(value)
+            self.optimizers.append(fake_opt)
             _keep_default_foreach(value, fake_opt)
             for state in fake_opt.state.values():
                 for v in state.values():
@@ -163,15 +169,36 @@ class Shadow:
             return value
         if isinstance(value, torch.optim.lr_scheduler.LRScheduler):  # its optimizer is in the memo: the copy's
             return self._deepcopy(value)
-        if _plain_record(value):
-            return copy.copy(value)  # a config of plain values (args.lr): a write lands in the copy
+        if plain_record(value):
+            return copy.deepcopy(value)  # a config of plain values (args.lr): a write lands in the copy
         if depth == 0 and name in self.read:
             # a Trainer, a tokenizer, the user's own object: running the cell again could change it
             kind = type(value).__name__
             raise Unsupported(f"the cell uses {shown(name)} (a {kind}): running it again could change it")
         return value
 
+    def _closure(self, fn: types.FunctionType) -> tuple | None:
+        """A notebook function's closure with the copies of what it closes over (a training step
+        defined inside a function, over its model and optimizer): one new cell per cell, so
+        functions that share a variable still share it."""
+        if not fn.__closure__:
+            return fn.__closure__
+        cells = []
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+            key = ("cell", id(cell))
+            if key not in self.cells:
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # not bound yet
+                    self.cells[key] = types.CellType()
+                else:
+                    self.cells[key] = types.CellType(self.convert(var, contents, depth=1))
+            cells.append(self.cells[key])
+        return tuple(cells)
+
     def tensor(self, value: torch.Tensor | TensorSpec) -> torch.Tensor:
+        if isinstance(value, TensorSpec) and id(value) in self.memo:
+            return self.memo[id(value)]  # one tensor passed twice (`f(x, x)`): one fake
         integer = not (value.dtype.is_floating_point or value.dtype.is_complex)
         shape = self.scale.shape(list(value.shape), integer)
         with self.mode:
@@ -183,6 +210,8 @@ class Shadow:
             else:
                 fake = torch.empty(shape, dtype=value.dtype, device=value.device, requires_grad=value.requires_grad)
         self.ledger.track(fake, "input", before=True)
+        if isinstance(value, TensorSpec):
+            self.memo[id(value)] = fake
         return fake
 
     def _deepcopy(self, value: Any) -> Any:
@@ -221,33 +250,12 @@ def _unchanged_by_a_run(value: Any) -> bool:
     return False
 
 
-def _plain_record(value: Any) -> bool:
-    """A record of plain values: an argparse or SimpleNamespace, a dataclass instance, whose
-    fields are numbers, strings, None, or tuples and lists of them (a training config)."""
-    import argparse
-    import dataclasses
-
-    if not (
-        isinstance(value, argparse.Namespace | types.SimpleNamespace)
-        or (dataclasses.is_dataclass(value) and not isinstance(value, type))
-    ):
-        return False
-    fields = getattr(value, "__dict__", None)
-    return isinstance(fields, dict) and all(_plain(v) for v in fields.values())
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    if value is None or isinstance(value, bool | int | float | str | bytes | torch.dtype | torch.device):
-        return True
-    return depth < 2 and isinstance(value, tuple | list) and all(_plain(v, depth + 1) for v in value)
-
-
 def _is_data_loader(value: Any) -> bool:
     return type(value).__name__ == "DataLoader" and hasattr(value, "batch_size") and hasattr(value, "dataset")
 
 
-def _rebound(fn: types.FunctionType, ns: dict[str, Any]) -> types.FunctionType:
-    new = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
+def _rebound(fn: types.FunctionType, ns: dict[str, Any], closure: tuple | None) -> types.FunctionType:
+    new = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, closure)
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__dict__.update(fn.__dict__)
     return new
@@ -287,8 +295,17 @@ class Guard:
         np = sys.modules.get("numpy")
         self.np_rng = np.random.get_state() if np is not None else None
 
-    def restore(self) -> None:
-        for p, grad in self.grads:
+    def watch(self, opt: torch.optim.Optimizer) -> None:
+        """An optimizer the run steps that the copy did not reach (held in a closure): its state
+        as it is now, put back after the run."""
+        if all(opt is not o for o, _, _ in self.optimizers):
+            state = {p: dict(s) for p, s in opt.state.items()}
+            self.optimizers.append((opt, state, [dict(g) for g in opt.param_groups]))
+
+    def restore(self, reached: Any = ()) -> None:
+        """Put back what the run may have changed (`reached`: (leaf, its gradient before) of the
+        real leaves the run's ops reached)."""
+        for p, grad in [*self.grads, *reached]:
             p.grad = grad
         for m, training in self.modes:
             m.training = training
