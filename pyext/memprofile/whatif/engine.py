@@ -245,11 +245,10 @@ def fake_run(
         # On the copies only (the user's models keep their hooks as they are); kwargs: HF models.
         handles.extend(m.register_forward_pre_hook(on_forward, with_kwargs=True) for m in shadow.models)
         handles.append(register_optimizer_step_post_hook(on_step))
-        # an optimizer the copy did not reach (held in a closure) stepped by the run: its state is put back
-        fakes = shadow.optimizers
-        handles.append(
-            register_optimizer_step_pre_hook(lambda opt, *_: None if any(opt is f for f in fakes) else guard.watch(opt))
-        )
+        # a real optimizer the copy did not reach (a module's) stepped by the run: its state is put back
+        # (not the copies, nor one the cell builds: its parameters are fake, and it must be free to die)
+        watch = lambda opt, *_: guard.watch(opt) if _real_params(opt) else None  # noqa: E731
+        handles.append(register_optimizer_step_pre_hook(watch))
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             with mode, ledger:
                 if before:
@@ -278,6 +277,14 @@ def fake_run(
     if run.scalar_reads:
         run.notes.append(f"the code read {run.scalar_reads} value(s) from tensors (`.item()`): each read 1")
     return run
+
+
+def _real_params(opt: Any) -> bool:
+    """An optimizer of real parameters (not a fake copy's)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    first = next((p for g in opt.param_groups for p in g["params"]), None)
+    return first is not None and not isinstance(first, FakeTensor)
 
 
 def _first_tensor(args: Any, kwargs: Any) -> Any:

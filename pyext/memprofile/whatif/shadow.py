@@ -78,7 +78,6 @@ class Shadow:
     read: frozenset[str] = frozenset()
     memo: dict[int, Any] = field(default_factory=dict)
     models: list[nn.Module] = field(default_factory=list)
-    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
     #: Closure cells with copies in them, by the real cell (`_closure`).
     cells: dict[tuple[str, int], Any] = field(default_factory=dict)
     #: Names over the namespace (a call's arguments, a block's locals: StepSource.bindings).
@@ -121,7 +120,6 @@ class Shadow:
             return fake
         if isinstance(value, torch.optim.Optimizer):
             fake_opt = self._deepcopy(value)
-            self.optimizers.append(fake_opt)
             _keep_default_foreach(value, fake_opt)
             for state in fake_opt.state.values():
                 for v in state.values():

@@ -185,8 +185,10 @@ def names_read(source: str, namespace: Mapping[str, Any]) -> list[str]:
         code = getattr(getattr(value, "__wrapped__", value), "__code__", None)
         mine = getattr(value, "__globals__", None)
         # a notebook function, or (a `@profiled` call's namespace: whatif/call.py) its module's
-        if isinstance(code, types.CodeType) and mine is not None and (
-            mine is namespace or mine is getattr(namespace, "globals", None)
+        if (
+            isinstance(code, types.CodeType)
+            and mine is not None
+            and (mine is namespace or mine is getattr(namespace, "globals", None))
         ):
             todo.extend(_code_names(code))
     return list(seen)
