@@ -67,7 +67,7 @@ def profile(name: str | None = None, **options):
         if frame.f_locals is frame.f_globals:
             options["rerun_source"] = block_source(frame)
         else:
-            options["rerun"] = block_in_function(frame)
+            options["rerun"] = _never_raising(block_in_function, frame)
             # a function's block may run once per step: the engine measures each shape once
             options.setdefault("whatif_memo", _site_memo(frame.f_code, frame.f_lineno))
     return Profiler(name=name, **options)
@@ -81,6 +81,15 @@ _SITE_MEMOS: _weakref.WeakKeyDictionary = _weakref.WeakKeyDictionary()
 
 def _site_memo(code, line: int = 0) -> dict:
     return _SITE_MEMOS.setdefault(code, {}).setdefault(line, {})
+
+
+def _never_raising(make, *args):
+    """What re-executes a run, or why not: whatever the user's objects do when looked at, the
+    user's own code runs (a profile that cannot keep its code replays instead)."""
+    try:
+        return make(*args)
+    except Exception as e:  # noqa: BLE001
+        return f"its code could not be kept for a re-run ({type(e).__name__}: {e})"
 
 
 def _in_ipython() -> bool:
@@ -118,7 +127,7 @@ def profiled(name: str | None = None, **options):
 
                 # the call again, for predictions and estimates (the arguments held weakly); the
                 # engine measures each shape once (a decorated step runs once per training step)
-                extra = {"rerun": call_rerun(fn, args, kwargs), "whatif_memo": _site_memo(wrapper)}
+                extra = {"rerun": _never_raising(call_rerun, fn, args, kwargs), "whatif_memo": _site_memo(wrapper)}
             with Profiler(
                 name=name or fn.__qualname__,
                 namespace=options.get("namespace", fn.__globals__),

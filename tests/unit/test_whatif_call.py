@@ -97,3 +97,19 @@ def test_a_function_wrapped_by_another_module_s_decorator_is_refused():
     wrapped = deco(lambda: 1)
     wrapped.__wrapped__ = types.FunctionType((lambda: 2).__code__, {"__name__": "elsewhere"})
     assert "wrapped by a decorator of another module" in call_rerun(wrapped, (), {})
+
+
+def test_an_argument_that_raises_when_looked_at_never_breaks_the_call(monkeypatch):
+    # GIVEN a decorated function (in a notebook) whose arguments' inspection raises
+    import memprofile
+
+    monkeypatch.setattr(memprofile, "_in_ipython", lambda: True)
+    monkeypatch.setattr("memprofile.whatif.call.call_rerun", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+
+    @memprofile.profiled(name="awkward", store=False, torch=False, tensorflow=False)
+    def f(x):
+        return 7
+
+    # THEN the call returns what it returns, and the profile says why it cannot run again
+    assert f(object()) == 7
+    assert "could not be kept for a re-run (RuntimeError: boom)" in f.profile._no_rerun
