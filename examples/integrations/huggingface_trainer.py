@@ -83,3 +83,9 @@ def main(argv: list[str] | None = None) -> Trainer:
 
 if __name__ == "__main__":
     main()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # under torchrun: gloo's threads end before the interpreter does (without it a rank
+        # aborted at exit now and then: "terminate called without an active exception")
+        dist.destroy_process_group()
